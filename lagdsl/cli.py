@@ -1,0 +1,137 @@
+"""The `lagdsl` command: a thin layer over the library that maps outcomes to exit codes.
+
+Exit codes: 0 ok, 1 the schedule has errors, 2 usage, I/O or internal problems. People read
+stderr; stdout carries the payload (JSON, tables meant for pipes). `validate` and `ops` import no
+torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def _color(stream: object) -> bool:
+    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()  # type: ignore[attr-defined]
+
+
+class _Group(click.Group):
+    """Turns an unexpected exception into one line and exit 2 (LAGDSL_DEBUG=1 shows the traceback)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as error:  # a bug of ours: say so plainly
+            if os.environ.get("LAGDSL_DEBUG"):
+                raise
+            click.echo(f"lagdsl: internal error: {type(error).__name__}: {error}", err=True)
+            click.echo("lagdsl: this is a bug in lagdsl; rerun with LAGDSL_DEBUG=1 for details", err=True)
+            ctx.exit(EXIT_USAGE)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lagdsl", prog_name="lagdsl")
+def main() -> None:
+    """Grow Transformers during pretraining, as a declarative schedule says."""
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+def validate(files: tuple[Path, ...], fmt: str, strict: bool) -> None:
+    """Check .grow files and report every problem, with its position."""
+    from lagdsl.lang import load
+    from lagdsl.lang.diagnostics import render_json, render_text
+
+    status = EXIT_OK
+    collected = []
+    color = _color(sys.stderr)
+    for path in files:
+        try:
+            result = load(path)
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            click.echo(f"error: cannot read `{path}`: {reason}", err=True)
+            status = EXIT_USAGE
+            continue
+        collected.extend((d, result.source) for d in result.diagnostics)
+        failed = bool(result.errors) or (strict and bool(result.warnings))
+        if failed and status == EXIT_OK:
+            status = EXIT_INVALID
+        if fmt == "json":
+            continue
+        for diagnostic in result.diagnostics:
+            click.echo(render_text(diagnostic, result.source, color=color), err=True)
+        if result.schedule is not None and not failed:
+            click.echo(_summary_line(str(path), result))
+        else:
+            counts = _counts(len(result.errors), len(result.warnings))
+            click.echo(f"{path}: {counts}" + (" (--strict)" if not result.errors else ""), err=True)
+    if fmt == "json":
+        click.echo(render_json(collected), nl=False)
+    sys.exit(status)
+
+
+def _counts(errors: int, warnings: int) -> str:
+    parts = []
+    if errors:
+        parts.append(f"{errors} error{'s' if errors != 1 else ''}")
+    if warnings:
+        parts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+    return ", ".join(parts)
+
+
+def _summary_line(name: str, result: object) -> str:
+    schedule = result.schedule  # type: ignore[attr-defined]
+    first, last = schedule.stages[0].before, schedule.final_shape
+    stages = len(schedule.stages)
+    depth = f"depth {first.depth}" + (f" -> {last.depth}" if last.depth != first.depth else "")
+    width = f"width {first.width}" + (f" -> {last.width}" if last.width != first.width else "")
+    warnings = len(result.warnings)  # type: ignore[attr-defined]
+    extra = f" ({_counts(0, warnings)})" if warnings else ""
+    return (
+        f"{name}: ok: {stages} stage{'s' if stages != 1 else ''}, {depth}, {width}, {schedule.total_steps} steps{extra}"
+    )
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def ops(fmt: str) -> None:
+    """List the growth operators: what each grows, its parameters, whether it preserves the function."""
+    from lagdsl.lang.catalogue import default_catalogue
+
+    entries = list(default_catalogue())
+    if fmt == "json":
+        payload = [
+            {
+                "name": e.name,
+                "dim": e.dim,
+                "params": [
+                    {"name": p.name, "type": p.kind, "default": None if p.required else p.default} for p in e.params
+                ],
+                "preserves_function": e.preserves,
+                "description": e.description,
+            }
+            for e in entries
+        ]
+        click.echo(json.dumps(payload, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="growth operators", title_justify="left", show_lines=False)
+    for column in ("operator", "grows", "parameters", "preserves function", "what the new layers or units are"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        params = ", ".join(p.signature_text() for p in e.params) or "-"
+        table.add_row(e.name, e.dim, params, e.preserves, e.description)
+    Console(width=max(120, Console().width)).print(table)

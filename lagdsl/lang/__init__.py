@@ -1,0 +1,59 @@
+"""The language front: `.grow` text to a validated `Schedule`. Imports no torch.
+
+result = load("schedules/stack_lag.grow")
+if result.ok:
+    schedule = result.schedule
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lagdsl.lang.check import check
+from lagdsl.lang.diagnostics import Diagnostic, sort_diagnostics
+from lagdsl.lang.parser import parse
+from lagdsl.lang.schedule import Schedule
+from lagdsl.lang.source import Source, Span
+
+__all__ = ["Checked", "Diagnostic", "Schedule", "Source", "Span", "check_source", "check_text", "load"]
+
+
+@dataclass
+class Checked:
+    """A checked source: the schedule when it is valid, and every diagnostic."""
+
+    source: Source
+    schedule: Schedule | None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if not d.is_error]
+
+    @property
+    def ok(self) -> bool:
+        return self.schedule is not None
+
+
+def check_source(source: Source) -> Checked:
+    """Parse and check; never raises for a mistake in the text."""
+    module, diagnostics = parse(source)
+    if module is None:
+        return Checked(source, None, sort_diagnostics(diagnostics))
+    schedule, more = check(module, source)
+    return Checked(source, schedule, sort_diagnostics([*diagnostics, *more]))
+
+
+def check_text(text: str, name: str = "<text>") -> Checked:
+    return check_source(Source(name, text))
+
+
+def load(path: str | Path) -> Checked:
+    """Read and check a `.grow` file. Raises OSError or UnicodeDecodeError when it cannot be read."""
+    path = Path(path)
+    return check_source(Source(str(path), path.read_text(encoding="utf-8")))

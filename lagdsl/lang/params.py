@@ -1,0 +1,300 @@
+"""Typed parameters of the language's calls (`gpt(...)`, `adamw(...)`, `copy_top(...)`, ...).
+
+A `Signature` lists a call's parameters; `bind` checks a call's arguments against it and returns
+plain Python values, reporting every unknown, missing, mistyped or out-of-range argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from lagdsl.lang import syntax as ast
+from lagdsl.lang.diagnostics import Diagnostic, did_you_mean, one_of
+
+Kind = Literal["int", "float", "bool", "str", "choice", "duration", "pair"]
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED = _Required()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: its type, default (or REQUIRED), and the values it accepts."""
+
+    name: str
+    kind: Kind
+    default: object = REQUIRED
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    choices: tuple[str, ...] = ()
+    auto: bool = False  # also accepts the name `auto`
+    help: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def describe_type(self) -> str:
+        if self.kind == "choice":
+            return one_of(self.choices)
+        words = {
+            "int": "an integer",
+            "float": "a number",
+            "bool": "`true` or `false`",
+            "str": "a string",
+            "duration": "a duration such as `100 steps`",
+            "pair": "a pair of numbers such as `(0.9, 0.95)`",
+        }
+        return words[self.kind] + (" or `auto`" if self.auto else "")
+
+    def describe_range(self) -> str:
+        parts = []
+        if self.gt is not None:
+            parts.append(f"greater than {_fmt(self.gt)}")
+        if self.ge is not None:
+            parts.append(f"at least {_fmt(self.ge)}")
+        if self.lt is not None:
+            parts.append(f"less than {_fmt(self.lt)}")
+        if self.le is not None:
+            parts.append(f"at most {_fmt(self.le)}")
+        return " and ".join(parts)
+
+    def in_range(self, value: float) -> bool:
+        return not (
+            (self.gt is not None and value <= self.gt)
+            or (self.ge is not None and value < self.ge)
+            or (self.lt is not None and value >= self.lt)
+            or (self.le is not None and value > self.le)
+        )
+
+    def signature_text(self) -> str:
+        if self.required:
+            return self.name
+        return f"{self.name}={_fmt_default(self.default)}"
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A callable's name and parameters; `positional` are the ones that may be given by position."""
+
+    name: str
+    params: tuple[Param, ...]
+    positional: tuple[str, ...] = ()
+    description: str = ""
+    extra_check: Callable[[dict[str, object]], str | None] | None = field(default=None, compare=False)
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def text(self) -> str:
+        return f"{self.name}(" + ", ".join(p.signature_text() for p in self.params) + ")"
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _fmt_default(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_fmt_default(v) for v in value) + ")"
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def show(value: ast.Value) -> str:
+    """A value as the user wrote it, for messages."""
+    if isinstance(value, ast.Number):
+        return value.text
+    if isinstance(value, ast.String):
+        return '"' + value.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(value, ast.Name):
+        return value.value
+    if isinstance(value, ast.Duration):
+        return value.amount.text + ("%" if value.unit == "%" else f" {value.unit}")
+    if isinstance(value, ast.Call):
+        args = ", ".join((f"{a.name.value}=" if a.name else "") + show(a.value) for a in value.args)
+        return f"{value.func.value}({args})"
+    if isinstance(value, ast.Tuple):
+        return "(" + ", ".join(show(v) for v in value.items) + ")"
+    return "[" + ", ".join(show(v) for v in value.items) + "]"
+
+
+def coerce(param: Param, value: ast.Value, owner: str | None) -> tuple[object | None, Diagnostic | None]:
+    """The Python value of `value` for `param`, or a diagnostic. Durations stay syntax nodes.
+
+    `owner` names the call the parameter belongs to; None for a setting of its own (`seed`).
+    """
+    where = f"`{param.name}` of `{owner}`" if owner else f"`{param.name}`"
+
+    def wrong_type() -> Diagnostic:
+        return Diagnostic(
+            "E0301",
+            f"{where} takes {param.describe_type()}, found `{show(value)}`",
+            value.span,
+            "wrong type",
+            param.help or None,
+        )
+
+    def out_of_range(number: float) -> Diagnostic:
+        return Diagnostic(
+            "E0302",
+            f"{where} must be {param.describe_range()}, found `{_fmt(number)}`",
+            value.span,
+            "out of range",
+            param.help or None,
+        )
+
+    if param.auto and isinstance(value, ast.Name) and value.value == "auto":
+        return "auto", None
+    kind = param.kind
+    if kind in ("int", "float"):
+        if not isinstance(value, ast.Number):
+            return None, wrong_type()
+        number = value.value
+        if kind == "int":
+            if isinstance(number, float):
+                if not number.is_integer():
+                    return None, wrong_type()
+                number = int(number)
+        else:
+            number = float(number)
+        if not param.in_range(number):
+            return None, out_of_range(number)
+        return number, None
+    if kind == "bool":
+        if isinstance(value, ast.Name) and value.value in ("true", "false", "on", "off"):
+            return value.value in ("true", "on"), None
+        return None, wrong_type()
+    if kind == "str":
+        return (value.value, None) if isinstance(value, ast.String) else (None, wrong_type())
+    if kind == "choice":
+        word = value.value if isinstance(value, (ast.Name, ast.String)) else None
+        if word in param.choices:
+            return word, None
+        if isinstance(word, str):
+            return None, Diagnostic(
+                "E0104",
+                f"unknown {param.name} `{word}`" + (f" for `{owner}`" if owner else ""),
+                value.span,
+                f"expected {one_of(param.choices)}",
+                did_you_mean(word, param.choices),
+            )
+        return None, wrong_type()
+    if kind == "duration":
+        if isinstance(value, ast.Duration):
+            return value, None
+        if isinstance(value, ast.Number) and value.value == 0:
+            return ast.Duration(value, "steps", value.span), None
+        return None, wrong_type()
+    # pair
+    if not (isinstance(value, ast.Tuple) and len(value.items) == 2):
+        return None, wrong_type()
+    numbers = []
+    for item in value.items:
+        if not isinstance(item, ast.Number):
+            return None, wrong_type()
+        if not param.in_range(float(item.value)):
+            return None, Diagnostic(
+                "E0302",
+                f"each of {where} must be {param.describe_range()}, found `{item.text}`",
+                item.span,
+                "out of range",
+            )
+        numbers.append(float(item.value))
+    return tuple(numbers), None
+
+
+def bind(
+    signature: Signature, call: ast.Call | ast.Name, diagnostics: list[Diagnostic], owner: str | None = None
+) -> dict[str, object] | None:
+    """The arguments of `call` as a complete dict (defaults filled), or None after an error.
+
+    A bare name (`midas`) is a call with no arguments.
+    """
+    owner = owner or signature.name
+    args = call.args if isinstance(call, ast.Call) else ()
+    values: dict[str, object] = {}
+    seen: dict[str, ast.Arg] = {}
+    ok = True
+    names = [p.name for p in signature.params]
+    positional = list(signature.positional)
+    keyword_seen = False
+    for arg in args:
+        if arg.name is None:
+            if keyword_seen or not positional:
+                why = "after a keyword argument" if keyword_seen else "by position"
+                diagnostics.append(
+                    Diagnostic(
+                        "E0211",
+                        f"`{owner}` takes no argument {why} here",
+                        arg.span,
+                        "unexpected argument",
+                        f"name it: {signature.text()}",
+                    )
+                )
+                ok = False
+                continue
+            name = positional.pop(0)
+        else:
+            keyword_seen = True
+            name = arg.name.value
+            if name in positional:
+                positional.remove(name)
+        param = signature.param(name)
+        if param is None:
+            span = arg.name.span if arg.name else arg.span
+            diagnostics.append(
+                Diagnostic(
+                    "E0205",
+                    f"unknown parameter `{name}` of `{owner}`",
+                    span,
+                    "no such parameter",
+                    did_you_mean(name, names) or f"`{owner}` takes {one_of(names) or 'no parameters'}",
+                )
+            )
+            ok = False
+            continue
+        if name in seen:
+            diagnostics.append(Diagnostic("E0211", f"`{name}` is given twice to `{owner}`", arg.span, "given again"))
+            ok = False
+            continue
+        seen[name] = arg
+        value, problem = coerce(param, arg.value, owner)
+        if problem is not None:
+            diagnostics.append(problem)
+            ok = False
+            continue
+        values[name] = value
+    for param in signature.params:
+        if param.name in seen:
+            continue
+        if param.required:
+            diagnostics.append(
+                Diagnostic(
+                    "E0206",
+                    f"`{owner}` needs `{param.name}`",
+                    call.span,
+                    f"`{param.name}` missing",
+                    f"write it as {signature.text()}",
+                )
+            )
+            ok = False
+        else:
+            values[param.name] = param.default
+    return values if ok else None

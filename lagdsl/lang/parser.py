@@ -1,0 +1,387 @@
+"""Parse `.grow` text into a syntax tree, translating every lark error into a diagnostic.
+
+The grammar (`grammars/grow.lark`) is built once per process, LALR, and cached on disk by lark, so
+`lagdsl validate` pays for the table construction only the first time. This module is the one
+place that knows about lark's exceptions: nothing else sees them.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+from lark.lexer import PatternStr
+
+from lagdsl.lang import syntax as ast
+from lagdsl.lang.diagnostics import Diagnostic, did_you_mean, one_of
+from lagdsl.lang.source import Source, Span
+
+GRAMMAR_NAME = "grow.lark"
+_MAX_SYNTAX_ERRORS = 20
+
+
+def grammar_path() -> Path:
+    """The grammar file: inside the installed package, else in the source tree's `grammars/`."""
+    packaged = resources.files("lagdsl") / "grammars" / GRAMMAR_NAME
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "grammars" / GRAMMAR_NAME
+
+
+@cache
+def build_parser(*, strict: bool = False) -> Lark:
+    """The LALR parser (cached in memory, and on disk by lark). `strict` fails on any conflict."""
+    return Lark(
+        grammar_path().read_text(encoding="utf-8"),
+        parser="lalr",
+        lexer="contextual",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        strict=strict,
+        cache=not strict,
+    )
+
+
+def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
+    """The syntax tree and the syntax diagnostics; the tree is None when there is any error.
+
+    After a syntax error the parser skips tokens until it can go on, so one run reports several
+    independent mistakes; an error right after another (no token accepted between them) is taken
+    to follow from the first and is not reported.
+    """
+    parser = build_parser()
+    diagnostics: list[Diagnostic] = []
+    last_skipped_end = -1
+
+    def follows_last_error(start: int) -> bool:
+        between = source.text[last_skipped_end:start] if last_skipped_end >= 0 else "x"
+        return re.fullmatch(r"(?:\s|#[^\n]*)*", between) is not None
+
+    def on_error(error: UnexpectedInput) -> bool:
+        nonlocal last_skipped_end
+        if isinstance(error, UnexpectedToken):
+            token = error.token
+            at_end = token.type == "$END"
+            start = len(source.text) if at_end else token.start_pos
+            end = start if at_end else token.end_pos
+        else:
+            start = error.pos_in_stream
+            end = start + 1
+        if not follows_last_error(start):
+            diagnostics.append(_translate(error, source, parser))
+        if isinstance(error, UnexpectedCharacters) and source.text[start] == '"':
+            # an unterminated string: skip the rest of its line rather than lex its contents
+            end = source.text.find("\n", start)
+            end = len(source.text) if end < 0 else end
+            state = error.interactive_parser.lexer_thread.state
+            state.line_ctr.feed(source.text[start:end])
+        last_skipped_end = end
+        if isinstance(error, UnexpectedToken) and error.token.type == "$END":
+            return False
+        return len(diagnostics) < _MAX_SYNTAX_ERRORS
+
+    try:
+        tree = parser.parse(source.text, on_error=on_error)
+    except UnexpectedInput:
+        return None, diagnostics
+    if diagnostics:
+        return None, diagnostics
+    builder = _Builder(source)
+    try:
+        module = builder.transform(tree)
+    except VisitError as error:  # a bug in a handler: surface the real exception
+        raise error.orig_exc from None
+    if builder.diagnostics:
+        return None, builder.diagnostics
+    return module, []
+
+
+# ------------------------------------------------------------------------------ lark errors
+
+_UNITS = {"STEPS", "STEP", "TOKENS", "TOKEN", "PERCENT"}
+_DURATION_KEYWORDS = {"PROBE", "TRAIN", "REWARM", "TOTAL", "_EVERY", "_LAST"}
+_TOP_KEYWORDS = {"SCHEDULE", "SEED", "MODEL", "BATCH", "OPERATOR", "POOL", "STAGE", "REPEAT"}
+_VALUE_STARTS = {"NUMBER", "STRING", "NAME", "LSQB", "LPAR"}
+_WORDS = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "STRING": "a string",
+    "$END": "end of file",
+}
+
+
+def _terminal_word(name: str, parser: Lark) -> str:
+    if name in _WORDS:
+        return _WORDS[name]
+    terminal = parser.get_terminal(name) if name in parser._terminals_dict else None
+    if terminal is not None and isinstance(terminal.pattern, PatternStr):
+        return f"`{terminal.pattern.value}`"
+    return name.lower()
+
+
+def _keywords(names: set[str], parser: Lark) -> list[str]:
+    """The keyword spellings among the expected terminal names."""
+    words = []
+    for name in names:
+        if name in parser._terminals_dict:
+            pattern = parser.get_terminal(name).pattern
+            if isinstance(pattern, PatternStr) and pattern.value.isidentifier():
+                words.append(pattern.value)
+    return sorted(words)
+
+
+def _describe_expected(expected: set[str], previous: str | None, parser: Lark) -> str:
+    if expected and expected <= _UNITS:
+        return "a unit after the number: `steps`, `tokens` or `%`"
+    if previous in _DURATION_KEYWORDS and "NUMBER" in expected:
+        return "a duration such as `50 steps`"
+    if expected >= _TOP_KEYWORDS:
+        return "a setting, `operator`, `pool`, `stage` or `repeat`"
+    if expected >= _VALUE_STARTS:
+        rest = sorted(_terminal_word(n, parser) for n in expected - _VALUE_STARTS - {"$END"})
+        return "a value" + (" or " + ", ".join(rest) if rest else "")
+    words = sorted({_terminal_word(n, parser) for n in expected})
+    if not words:
+        return "something else"
+    return _join_words(words)
+
+
+def _join_words(words: list[str]) -> str:
+    if len(words) == 1:
+        return words[0]
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _token_span(token: Token, source: Source) -> Span:
+    if token.type == "$END" or token.line is None or token.line < 1:
+        return source.end_span()
+    return Span(token.line, token.column, token.end_line, token.end_column)
+
+
+def _translate(error: UnexpectedInput, source: Source, parser: Lark) -> Diagnostic:
+    """One lark error as a diagnostic in the language's words."""
+    if isinstance(error, UnexpectedCharacters):
+        char = source.text[error.pos_in_stream]
+        span = Span(error.line, error.column, error.line, error.column + 1)
+        if char == '"':
+            line = source.line_text(error.line)
+            span = Span(error.line, error.column, error.line, len(line) + 1)
+            return Diagnostic(
+                "E0002",
+                "unterminated string",
+                span,
+                "this string never ends",
+                'close it with `"` on the same line',
+            )
+        shown = char if char.isprintable() else repr(char)[1:-1]
+        return Diagnostic("E0002", f"unexpected character `{shown}`", span, "not part of the language")
+
+    assert isinstance(error, UnexpectedToken)
+    token = error.token
+    expected = set(getattr(error, "accepts", None) or error.expected)  # accepts is exact under LALR
+    stack = error.interactive_parser.parser_state.value_stack if error.interactive_parser else []
+    previous = stack[-1].type if stack and isinstance(stack[-1], Token) else None
+    span = _token_span(token, source)
+    found = "end of file" if token.type == "$END" else f"`{token.value}`"
+    keywords = _keywords(expected, parser)
+    is_word = token.type != "$END" and str(token.value).isidentifier()
+
+    if is_word and expected >= _TOP_KEYWORDS:
+        settings = [k for k in keywords if k not in ("operator", "pool", "stage", "repeat")]
+        return Diagnostic(
+            "E0101",
+            f"unknown setting `{token.value}`",
+            span,
+            "not a setting",
+            did_you_mean(str(token.value), keywords)
+            or f"settings are {one_of(settings)}; definitions start with `operator` or `pool`",
+        )
+    message = f"expected {_describe_expected(expected, previous, parser)}, found {found}"
+    help_text = did_you_mean(str(token.value), keywords) if is_word and keywords else None
+    label = "unexpected end of file" if token.type == "$END" else "unexpected here"
+    return Diagnostic("E0001", message, span, label, help_text)
+
+
+# ------------------------------------------------------------------------------ tree building
+
+_MAGNITUDES = {"k": 1_000, "M": 1_000_000, "B": 1_000_000_000}
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n"}
+
+
+def _span_of(meta: object) -> Span:
+    return Span(meta.line, meta.column, meta.end_line, meta.end_column)  # type: ignore[attr-defined]
+
+
+def _tok_span(token: Token) -> Span:
+    return Span(token.line, token.column, token.end_line, token.end_column)
+
+
+@v_args(meta=True)
+class _Builder(Transformer):
+    """Lark tree -> `syntax` nodes. Collects lexical diagnostics instead of raising."""
+
+    def __init__(self, source: Source) -> None:
+        super().__init__(visit_tokens=False)
+        self.source = source
+        self.diagnostics: list[Diagnostic] = []
+
+    # -- tokens
+
+    def _name(self, token: Token) -> ast.Name:
+        return ast.Name(str(token), _tok_span(token))
+
+    def _number(self, token: Token) -> ast.Number:
+        text = str(token)
+        body, scale = (text[:-1], _MAGNITUDES[text[-1]]) if text[-1] in _MAGNITUDES else (text, 1)
+        try:
+            value: int | float
+            if re.fullmatch(r"[+-]?[0-9_]+", body):
+                value = int(body) * scale
+            else:
+                value = float(body) * scale
+                if scale != 1 and value.is_integer():
+                    value = int(value)
+        except ValueError:
+            self.diagnostics.append(
+                Diagnostic(
+                    "E0004",
+                    f"malformed number `{text}`",
+                    _tok_span(token),
+                    "not a number",
+                    "underscores go between digits, as in `1_000`",
+                )
+            )
+            value = 0
+        return ast.Number(value, text, _tok_span(token))
+
+    def _string(self, token: Token) -> ast.String:
+        raw = str(token)[1:-1]
+        out: list[str] = []
+        i = 0
+        while i < len(raw):
+            char = raw[i]
+            if char == "\\":
+                escape = raw[i + 1]
+                if escape in _ESCAPES:
+                    out.append(_ESCAPES[escape])
+                else:
+                    column = token.column + 1 + i
+                    span = Span(token.line, column, token.line, column + 2)
+                    self.diagnostics.append(
+                        Diagnostic(
+                            "E0003",
+                            f"unknown escape `\\{escape}` in a string",
+                            span,
+                            "not an escape",
+                            'the escapes are `\\"`, `\\\\` and `\\n`',
+                        )
+                    )
+                i += 2
+                continue
+            out.append(char)
+            i += 1
+        return ast.String("".join(out), _tok_span(token))
+
+    def _value(self, item: object) -> ast.Value:
+        if isinstance(item, Token):
+            if item.type == "NUMBER":
+                return self._number(item)
+            if item.type == "STRING":
+                return self._string(item)
+            return self._name(item)
+        return item  # type: ignore[return-value]
+
+    # -- values
+
+    def duration(self, meta: object, children: list) -> ast.Duration:
+        number, unit = children
+        kind = {"STEPS": "steps", "STEP": "steps", "TOKENS": "tokens", "TOKEN": "tokens"}
+        return ast.Duration(self._number(number), kind.get(unit.type, "%"), _span_of(meta))
+
+    def arg(self, meta: object, children: list) -> ast.Arg:
+        name, value = children
+        return ast.Arg(self._name(name) if name is not None else None, self._value(value), _span_of(meta))
+
+    def call(self, meta: object, children: list) -> ast.Call:
+        func, *args = children
+        return ast.Call(self._name(func), tuple(a for a in args if a is not None), _span_of(meta))
+
+    def options(self, meta: object, children: list) -> tuple[ast.Arg, ...]:
+        return tuple(a for a in children if a is not None)
+
+    def tuple(self, meta: object, children: list) -> ast.Tuple:
+        return ast.Tuple(tuple(self._value(c) for c in children if c is not None), _span_of(meta))
+
+    def list(self, meta: object, children: list) -> ast.List:
+        return ast.List(tuple(self._value(c) for c in children if c is not None), _span_of(meta))
+
+    # -- statements
+
+    def setting(self, meta: object, children: list) -> ast.Setting:
+        key, value, *rest = children
+        extra: tuple[ast.Arg, ...] = ()
+        if rest and isinstance(rest[0], Token):  # batch N accumulate M
+            word, count = rest
+            extra = (ast.Arg(self._name(word), self._number(count), Span.cover(_tok_span(word), _tok_span(count))),)
+        elif rest and rest[0] is not None:
+            extra = rest[0]
+        return ast.Setting(self._name(key), self._value(value), extra, _span_of(meta))
+
+    def operator_def(self, meta: object, children: list) -> ast.OperatorDef:
+        _, name, op = children
+        return ast.OperatorDef(self._name(name), self._value(op), _span_of(meta))  # type: ignore[arg-type]
+
+    def pool_def(self, meta: object, children: list) -> ast.PoolDef:
+        _, name, items = children
+        return ast.PoolDef(self._name(name), items, _span_of(meta))
+
+    def stage(self, meta: object, children: list) -> ast.Stage:
+        _, name, *items = children
+        return ast.Stage(self._name(name), tuple(items), _span_of(meta))
+
+    def repeat(self, meta: object, children: list) -> ast.Repeat:
+        _, count, *body = children
+        return ast.Repeat(self._number(count), tuple(body), _span_of(meta))
+
+    def grow(self, meta: object, children: list) -> ast.Grow:
+        _, dim, mode, amount, how = children
+        block = how if isinstance(how, ast.ProbeBlock) else None
+        op = None if block is not None else self._value(how)
+        return ast.Grow(self._name(dim), str(mode), self._number(amount), op, block, _span_of(meta))  # type: ignore[arg-type]
+
+    def train(self, meta: object, children: list) -> ast.Train:
+        return ast.Train(children[1], _span_of(meta))
+
+    def rewarm(self, meta: object, children: list) -> ast.Rewarm:
+        return ast.Rewarm(children[1], _span_of(meta))
+
+    def reset(self, meta: object, children: list) -> ast.Reset:
+        return ast.Reset(self._name(children[1]), _span_of(meta))
+
+    def probe_block(self, meta: object, children: list) -> ast.ProbeBlock:
+        return ast.ProbeBlock(tuple(children), _span_of(meta))
+
+    def candidates(self, meta: object, children: list) -> ast.Candidates:
+        return ast.Candidates(self._value(children[1]), _span_of(meta))  # type: ignore[arg-type]
+
+    def probe(self, meta: object, children: list) -> ast.Probe:
+        return ast.Probe(children[1], _span_of(meta))
+
+    def select(self, meta: object, children: list) -> ast.Select:
+        _, direction, metric, window = children
+        return ast.Select(self._name(direction), self._name(metric), window, _span_of(meta))
+
+    def keep(self, meta: object, children: list) -> ast.Keep:
+        return ast.Keep(self._name(children[1]), _span_of(meta))
+
+    def start(self, meta: object, children: list) -> ast.Module:
+        span = _span_of(meta) if not getattr(meta, "empty", True) else Span(1, 1, 1, 1)
+        return ast.Module(tuple(children), span)
+
+
+#: Grammar rules that need no handler of their own (lark inlines them or they are pass-through).
+INLINED_RULES = frozenset({"value"})
