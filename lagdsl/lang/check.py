@@ -415,7 +415,7 @@ def _handle_device(ctx: Context, setting: ast.Setting) -> object | None:
 
 
 def _handle_lr(ctx: Context, setting: ast.Setting) -> object | None:
-    return _handle_call("LR schedule", LR_SCHEDULES)(ctx, setting)
+    return _handle_call("learning-rate schedule", LR_SCHEDULES)(ctx, setting)
 
 
 def _handle_batch(ctx: Context, setting: ast.Setting) -> object | None:
@@ -596,7 +596,7 @@ def _resolve_grow(ctx: Context, stage: StageDraft, grow: GrowDraft) -> None:
     if grow.candidates_node is not None:
         value = grow.candidates_node.value
         if isinstance(value, ast.List):
-            grow.candidates = _resolve_list(ctx, value, "the candidates")
+            grow.candidates = _resolve_list(ctx, value, "the candidate list")
             grow.ok &= id(value) not in ctx.failed_lists
         elif value.value in ctx.pool_defs:
             grow.candidates = ctx.pools.get(value.value)

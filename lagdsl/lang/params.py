@@ -151,10 +151,10 @@ def coerce(param: Param, value: ast.Value, owner: str | None) -> tuple[object | 
             param.help or None,
         )
 
-    def out_of_range(number: float) -> Diagnostic:
+    def out_of_range() -> Diagnostic:
         return Diagnostic(
             "E0302",
-            f"{where} must be {param.describe_range()}, found `{_fmt(number)}`",
+            f"{where} must be {param.describe_range()}, found `{show(value)}`",
             value.span,
             "out of range",
             param.help or None,
@@ -175,7 +175,7 @@ def coerce(param: Param, value: ast.Value, owner: str | None) -> tuple[object | 
         else:
             number = float(number)
         if not param.in_range(number):
-            return None, out_of_range(number)
+            return None, out_of_range()
         return number, None
     if kind == "bool":
         if isinstance(value, ast.Name) and value.value in ("true", "false", "on", "off"):
@@ -232,6 +232,7 @@ def bind(
     values: dict[str, object] = {}
     seen: dict[str, ast.Arg] = {}
     ok = True
+    misplaced = False  # an argument that went to no parameter: "missing" errors would repeat it
     names = [p.name for p in signature.params]
     positional = list(signature.positional)
     keyword_seen = False
@@ -248,7 +249,7 @@ def bind(
                         f"name it: {signature.text()}",
                     )
                 )
-                ok = False
+                ok, misplaced = False, True
                 continue
             name = positional.pop(0)
         else:
@@ -268,7 +269,7 @@ def bind(
                     did_you_mean(name, names) or f"`{owner}` takes {one_of(names) or 'no parameters'}",
                 )
             )
-            ok = False
+            ok, misplaced = False, True
             continue
         if name in seen:
             diagnostics.append(Diagnostic("E0211", f"`{name}` is given twice to `{owner}`", arg.span, "given again"))
@@ -284,7 +285,7 @@ def bind(
     for param in signature.params:
         if param.name in seen:
             continue
-        if param.required:
+        if param.required and not misplaced:
             diagnostics.append(
                 Diagnostic(
                     "E0206",

@@ -65,22 +65,20 @@ def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
         nonlocal last_skipped_end
         if isinstance(error, UnexpectedToken):
             token = error.token
-            at_end = token.type == "$END"
-            start = len(source.text) if at_end else token.start_pos
-            end = start if at_end else token.end_pos
+            eof = token.type == "$END"
+            start = len(source.text) if eof else token.start_pos
+            end = start if eof else token.end_pos
         else:
             start = error.pos_in_stream
             end = start + 1
-        if not follows_last_error(start):
+        at_end = isinstance(error, UnexpectedToken) and error.token.type == "$END"
+        # an error right after another follows from it; so does running into the end of the file
+        if not follows_last_error(start) and not (at_end and diagnostics):
             diagnostics.append(_translate(error, source, parser))
         if isinstance(error, UnexpectedCharacters) and source.text[start] == '"':
-            # an unterminated string: skip the rest of its line rather than lex its contents
-            end = source.text.find("\n", start)
-            end = len(source.text) if end < 0 else end
-            state = error.interactive_parser.lexer_thread.state
-            state.line_ctr.feed(source.text[start:end])
+            return False  # an unterminated string: whatever follows would be misread
         last_skipped_end = end
-        if isinstance(error, UnexpectedToken) and error.token.type == "$END":
+        if at_end:
             return False
         return len(diagnostics) < _MAX_SYNTAX_ERRORS
 

@@ -30,16 +30,17 @@ class Source:
 
     @cached_property
     def lines(self) -> list[str]:
-        return self.text.splitlines() or [""]
+        """The lines as the parser counts them: split on newlines only."""
+        return self.text.split("\n")
 
     def line_text(self, line: int) -> str:
-        """The text of a 1-based line, or empty past the end."""
-        return self.lines[line - 1] if 1 <= line <= len(self.lines) else ""
+        """The text of a 1-based line (without a trailing carriage return), or empty past the end."""
+        return self.lines[line - 1].removesuffix("\r") if 1 <= line <= len(self.lines) else ""
 
     def end_span(self) -> Span:
         """A one-column span just after the last non-blank character: where end of file is shown."""
         for index in range(len(self.lines), 0, -1):
-            text = self.lines[index - 1].rstrip()
+            text = self.line_text(index).rstrip()
             if text:
                 return Span(index, len(text) + 1, index, len(text) + 2)
         return Span(1, 1, 1, 2)

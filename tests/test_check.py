@@ -1,0 +1,163 @@
+"""The checker's output: a fully resolved `Schedule` with shapes, steps and rules filled in."""
+
+from __future__ import annotations
+
+import pytest
+
+import lagdsl
+from lagdsl.lang.schedule import AdamW, Schedule, SelectRule, Shape, StdlibData
+from tests.conftest import ROOT, SCHEDULES
+
+HEADER = """
+model gpt(context=64, width=64, heads=4, depth=2)
+batch 8 accumulate 2
+optimizer adamw(lr=1e-3)
+"""
+
+
+def valid(text: str) -> Schedule:
+    result = lagdsl.check_text(HEADER + text, "t.grow")
+    assert result.errors == [], result.errors
+    assert result.schedule is not None
+    return result.schedule
+
+
+def codes(text: str) -> list[str]:
+    return [d.code for d in lagdsl.check_text(HEADER + text, "t.grow").diagnostics]
+
+
+@pytest.mark.parametrize("path", SCHEDULES, ids=[p.name for p in SCHEDULES])
+def test_examples_are_valid_without_warnings(path) -> None:
+    result = lagdsl.load(path)
+    assert result.diagnostics == []
+    assert result.schedule is not None
+
+
+def test_stack_lag_resolves_as_language_md_says() -> None:
+    schedule = lagdsl.load(ROOT / "schedules" / "stack_lag.grow").schedule
+    assert schedule.name == "stack_lag" and schedule.seed == 1337
+    assert [s.name for s in schedule.stages] == ["base", "grow_1", "grow_2", "grow_3"]
+    assert [s.start_step for s in schedule.stages] == [0, 600, 1200, 1800]
+    assert schedule.total_steps == 2400
+    assert [(s.before.depth, s.after.depth) for s in schedule.stages] == [(2, 2), (2, 4), (4, 6), (6, 8)]
+    probe = schedule.stages[1].growths[0].probe
+    assert [c.label for c in probe.candidates] == ["top", "copy_bottom", "midas", "random", "identity"]
+    assert [c.name for c in probe.candidates] == ["copy_top", "copy_bottom", "midas", "random", "identity"]
+    assert probe.candidates[0].args == {"noise": 0.0}
+    assert [c.preserves for c in probe.candidates] == ["no", "no", "no", "no", "yes"]
+    assert (probe.steps, probe.select, probe.keep) == (25, SelectRule(metric="loss", window=5), "winner")
+    assert schedule.lr.kind == "cosine" and schedule.lr.warmup == 100 and schedule.lr.min == 2e-4
+    assert schedule.optimizer == AdamW(lr=2e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    assert schedule.data == StdlibData(val=0.05)
+    assert schedule.model.vocab == 256
+    assert (schedule.eval.every, schedule.eval.batches) == (200, 20)
+    assert (schedule.checkpoint.every, schedule.checkpoint.keep) == (500, 2)
+    assert schedule.tokens_per_step == 32 * 128
+
+
+def test_defaults_are_filled_in() -> None:
+    schedule = valid("stage a { train 10 steps }")
+    assert schedule.name == "t"  # the file's stem
+    assert (schedule.seed, schedule.device, schedule.precision, schedule.compile) == (0, "auto", "auto", False)
+    assert schedule.data == StdlibData()
+    assert schedule.lr.kind == "constant" and schedule.lr.warmup == 0
+    assert schedule.eval is None
+    assert schedule.checkpoint.every is None
+    assert schedule.log_every == 1
+    assert schedule.model.vocab == 256 and schedule.model.mlp == "swiglu"
+
+
+def test_default_select_window_is_a_fifth_of_the_probe() -> None:
+    def rule(k: int) -> SelectRule:
+        text = (
+            "stage a { train 10 steps }\n"
+            f"stage b {{ grow depth by 1 {{ candidates [copy_top, midas] probe {k} steps }} train 100 steps }}"
+        )
+        return valid(text).stages[1].growths[0].probe.select
+
+    assert rule(25) == SelectRule(metric="loss", window=5)
+    assert rule(7) == SelectRule(metric="loss", window=1)
+    assert rule(0) == SelectRule(metric="loss", window=None)
+
+
+def test_width_growth_keeps_the_head_size() -> None:
+    schedule = lagdsl.load(ROOT / "schedules" / "width_lag.grow").schedule
+    shapes = [s.after for s in schedule.stages]
+    assert shapes == [
+        Shape(depth=4, width=64, heads=2),
+        Shape(depth=4, width=128, heads=4),
+        Shape(depth=4, width=256, heads=8),
+    ]
+    assert {s.head_size for s in shapes} == {32}
+
+
+def test_percent_stages_sum_to_total_exactly() -> None:
+    schedule = valid("total 1000 steps\nstage a { train 33.3% } stage b { train 33.3% } stage c { train 33.4% }")
+    assert [s.train_steps for s in schedule.stages] == [333, 333, 334]
+    schedule = lagdsl.load(ROOT / "schedules" / "width_lag.grow").schedule
+    assert [s.train_steps for s in schedule.stages] == [600, 840, 960]
+    assert schedule.lr.warmup == 120  # 5% of 2400
+    assert sum(s.train_steps for s in schedule.stages) == schedule.total_steps == 2400
+
+
+def test_tokens_convert_to_steps_rounding_up() -> None:
+    # tokens per step = batch 8 x accumulate 2 x context 64 = 1024
+    schedule = valid("total 2048 tokens\nstage a { train 2048 tokens }")
+    assert schedule.total_steps == 2 and schedule.stages[0].train_steps == 2
+    assert codes("stage a { train 2049 tokens }") == ["W0501"]
+    assert valid("stage a { train 2049 tokens }").stages[0].train_steps == 3
+
+
+def test_repeat_expands_in_order() -> None:
+    schedule = valid(
+        "stage base { train 10 steps }\n"
+        "repeat 2 { stage a { grow depth by 1 with copy_top  train 10 steps } stage b { train 5 steps } }"
+    )
+    assert [s.name for s in schedule.stages] == ["base", "a_1", "b_1", "a_2", "b_2"]
+    assert [s.after.depth for s in schedule.stages] == [2, 3, 3, 4, 4]
+
+
+def test_stage_options() -> None:
+    schedule = valid(
+        "stage a { train 10 steps }\n"
+        "stage b { grow depth by 2 with midas rewarm 5 steps reset optimizer train 10 steps }"
+    )
+    stage = schedule.stages[1]
+    assert (stage.rewarm, stage.reset_optimizer) == (5, True)
+    assert stage.growths[0].op.name == "midas" and stage.growths[0].probe is None
+
+
+def test_keep_rewind_allows_a_probe_longer_than_train() -> None:
+    text = (
+        "stage a {{ train 10 steps }}\n"
+        "stage b {{ grow depth by 1 {{ candidates [copy_top, midas] probe 50 steps {keep} }} train 20 steps }}"
+    )
+    assert valid(text.format(keep="keep rewind")).stages[1].growths[0].probe.keep == "rewind"
+    assert "E0304" in codes(text.format(keep=""))
+
+
+def test_errors_are_all_reported_and_sorted() -> None:
+    result = lagdsl.check_text(
+        "batch 0\nmodel gpt(context=8, width=10, heads=3, depth=1)\noptimizer sgd(lr=0)\nstage s { train 0 steps }", "t"
+    )
+    assert [(d.code, d.span.line) for d in result.diagnostics] == [
+        ("E0302", 1),
+        ("E0303", 2),
+        ("E0302", 3),
+        ("E0302", 4),
+    ]
+    assert result.schedule is None
+
+
+def test_inline_candidate_labels_are_their_source_text() -> None:
+    schedule = valid(
+        "stage a { train 10 steps }\n"
+        "stage b { grow depth by 1 { candidates [copy_top(noise=0.01), copy_top] probe 5 steps } train 10 steps }"
+    )
+    labels = [c.label for c in schedule.stages[1].growths[0].probe.candidates]
+    assert labels == ["copy_top(noise=0.01)", "copy_top"]
+
+
+def test_schedule_round_trips_through_json() -> None:
+    schedule = lagdsl.load(ROOT / "schedules" / "width_lag.grow").schedule
+    assert Schedule.model_validate_json(schedule.model_dump_json()) == schedule

@@ -1,0 +1,92 @@
+"""Whatever the text, checking it gives diagnostics (with spans inside the file), never a traceback."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lagdsl.lang import check_source
+from lagdsl.lang.diagnostics import CODES, render_text, to_json_object
+from lagdsl.lang.source import Source
+from tests.conftest import SCHEDULES
+
+EXAMPLES = [p.read_text() for p in SCHEDULES]
+_TOKEN = re.compile(r'\s+|#[^\n]*|"(?:[^"\\\n]|\\.)*"|[A-Za-z0-9_.%]+|.', re.S)
+ALPHABET = st.sampled_from([*list('abcdeglmnoprstwxyz_0123456789 \n\t{}()[]=,.%#"\\-+@;kMB'), "stage", "grow"])
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text)
+
+
+def assert_only_diagnostics(text: str) -> None:
+    source = Source("fuzz.grow", text)
+    result = check_source(source)  # must not raise
+    lines = text.split("\n")  # as the parser counts lines
+    for diagnostic in result.diagnostics:
+        assert diagnostic.code in CODES
+        span = diagnostic.span
+        assert 1 <= span.line <= span.end_line <= len(lines), (diagnostic, text)
+        assert 1 <= span.column <= len(lines[span.line - 1]) + 1, (diagnostic, text)
+        if span.end_line == span.line:
+            assert span.column < span.end_column <= len(lines[span.line - 1]) + 2, (diagnostic, text)
+        rendered = render_text(diagnostic, source)
+        assert rendered.startswith(f"{diagnostic.severity}[{diagnostic.code}]")
+        assert to_json_object(diagnostic, source)["line"] == span.line
+    if result.schedule is None:
+        assert result.errors, text
+    else:
+        assert not result.errors
+
+
+# FUZZ_EXAMPLES=5000 runs a longer search than CI does
+FUZZ = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@FUZZ
+@given(st.lists(ALPHABET, max_size=80).map("".join))
+def test_random_text(text: str) -> None:
+    assert_only_diagnostics(text)
+
+
+@FUZZ
+@given(st.text(max_size=200))
+def test_random_unicode(text: str) -> None:
+    assert_only_diagnostics(text)
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> str:
+    parts = tokens(draw(st.sampled_from(EXAMPLES)))
+    for _ in range(draw(st.integers(1, 4))):
+        i = draw(st.integers(0, len(parts) - 1))
+        action = draw(st.sampled_from(["delete", "duplicate", "swap", "replace"]))
+        if action == "delete":
+            del parts[i]
+        elif action == "duplicate":
+            parts.insert(i, parts[i])
+        elif action == "swap":
+            j = draw(st.integers(0, len(parts) - 1))
+            parts[i], parts[j] = parts[j], parts[i]
+        else:
+            parts[i] = draw(st.sampled_from(["0", "-1", "1.5", "x", "}", "{", "(", '"', "%", "steps", "by", "to"]))
+    return "".join(parts)
+
+
+@FUZZ
+@given(mutated())
+def test_mutated_examples(text: str) -> None:
+    assert_only_diagnostics(text)
+
+
+def test_the_mutator_does_produce_invalid_schedules() -> None:
+    # guards the property tests above against a mutator that only yields valid text
+    text = "".join(tokens(EXAMPLES[0])).replace("{", "", 1)
+    assert check_source(Source("x.grow", text)).errors
