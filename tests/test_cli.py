@@ -142,3 +142,30 @@ def test_python_dash_m_and_the_console_script() -> None:
         )
         assert broken.returncode == 1 and "E0201" in broken.stderr
         assert "Traceback" not in broken.stderr
+
+
+def _validate_in_subprocess(env_cache: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {**os.environ, "XDG_CACHE_HOME": env_cache}
+    return subprocess.run(
+        [sys.executable, "-m", "lagdsl", "validate", str(SCHEDULES[0])],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_parser_tables_are_cached_per_user_and_optional(tmp_path: Path) -> None:
+    first = _validate_in_subprocess(str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    cached = list((tmp_path / "lagdsl").glob("grow-*.lark-cache"))
+    assert len(cached) == 1
+    assert _validate_in_subprocess(str(tmp_path)).returncode == 0  # read back from the cache
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    unwritable = _validate_in_subprocess(str(blocked))
+    assert unwritable.returncode == 0, unwritable.stderr
+    assert "ok:" in unwritable.stdout

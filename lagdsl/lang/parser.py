@@ -7,11 +7,14 @@ place that knows about lark's exceptions: nothing else sees them.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
+import lark
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 from lark.lexer import PatternStr
@@ -32,17 +35,33 @@ def grammar_path() -> Path:
     return Path(__file__).resolve().parents[2] / "grammars" / GRAMMAR_NAME
 
 
+def _cache_file(grammar: str) -> str | bool:
+    """Where lark keeps the built tables: a per-user file named by the grammar and lark's version.
+
+    Lark's own default is a shared temporary directory; a per-user directory keeps other users
+    from planting a table there. Without a writable cache directory, nothing is cached.
+    """
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lagdsl"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    key = hashlib.sha256(f"{lark.__version__}\n{grammar}".encode()).hexdigest()[:16]
+    return str(root / f"grow-{key}.lark-cache")
+
+
 @cache
 def build_parser(*, strict: bool = False) -> Lark:
-    """The LALR parser (cached in memory, and on disk by lark). `strict` fails on any conflict."""
+    """The LALR parser, built once per process and cached on disk. `strict` fails on any conflict."""
+    grammar = grammar_path().read_text(encoding="utf-8")
     return Lark(
-        grammar_path().read_text(encoding="utf-8"),
+        grammar,
         parser="lalr",
         lexer="contextual",
         propagate_positions=True,
         maybe_placeholders=True,
         strict=strict,
-        cache=not strict,
+        cache=False if strict else _cache_file(grammar),
     )
 
 
