@@ -12,27 +12,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lagdsl.lang.params import Param, Signature
+from lagdsl.lang.schedule import Dim, Shape
 
-Dim = Literal["depth", "width"]
 DIMS: tuple[Dim, ...] = ("depth", "width")
 Preserves = Literal["yes", "no", "approx"]
 
 
-@dataclass(frozen=True)
-class ShapeInfo:
-    """The part of a model's shape that operators see."""
-
-    depth: int
-    width: int
-    heads: int
-
-    @property
-    def head_size(self) -> int:
-        return self.width // self.heads
-
-
 #: (before, after) -> a reason the operator cannot perform this growth, or None.
-Constraint = Callable[[ShapeInfo, ShapeInfo], "str | None"]
+Constraint = Callable[[Shape, Shape], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +38,7 @@ class OperatorInfo:
     def signature(self) -> Signature:
         return Signature(self.name, self.params, description=self.description)
 
-    def cannot(self, before: ShapeInfo, after: ShapeInfo) -> str | None:
+    def cannot(self, before: Shape, after: Shape) -> str | None:
         return self.constraint(before, after) if self.constraint else None
 
 
@@ -65,7 +52,7 @@ _NOISE = Param(
 
 
 def _copies_layers(what: str) -> Constraint:
-    def check(before: ShapeInfo, after: ShapeInfo) -> str | None:
+    def check(before: Shape, after: Shape) -> str | None:
         added = after.depth - before.depth
         if added > before.depth:
             return f"it copies {what} {added} layers and the model has {before.depth}"
@@ -74,7 +61,7 @@ def _copies_layers(what: str) -> Constraint:
     return check
 
 
-def _whole_stack(before: ShapeInfo, after: ShapeInfo) -> str | None:
+def _whole_stack(before: Shape, after: Shape) -> str | None:
     added = after.depth - before.depth
     if added % before.depth:
         return (

@@ -9,6 +9,7 @@ gives one diagnostic.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from lagdsl.lang import syntax as ast
@@ -27,7 +28,6 @@ from lagdsl.lang.catalogue import (
     Catalogue,
     Dim,
     OperatorInfo,
-    ShapeInfo,
     default_catalogue,
 )
 from lagdsl.lang.diagnostics import Diagnostic, did_you_mean, one_of, sort_diagnostics
@@ -81,8 +81,8 @@ class GrowDraft:
     probe: ast.Probe | None = None
     select: ast.Select | None = None
     keep: str = "winner"
-    before: ShapeInfo | None = None
-    after: ShapeInfo | None = None
+    before: Shape | None = None
+    after: Shape | None = None
     probe_steps: int | None = None
     rule: SelectRule | None = None
     ok: bool = True
@@ -98,8 +98,8 @@ class StageDraft:
     reset: ast.Reset | None = None
     train_steps: int | None = None
     rewarm_steps: int = 0
-    before: ShapeInfo | None = None
-    after: ShapeInfo | None = None
+    before: Shape | None = None
+    after: Shape | None = None
 
 
 @dataclass
@@ -137,54 +137,37 @@ def _start_span(source: Source) -> Span:
 # ------------------------------------------------------------------------------ pass: collect
 
 
+def _register(ctx: Context, table: dict, name: str, node: object, span: Span, what: str) -> bool:
+    """Add a uniquely named thing to `table`, or report it as a duplicate of the first one."""
+    if name not in table:
+        table[name] = node
+        return True
+    code, again, rule = {
+        "setting": ("E0102", "set again here", "each setting appears once"),
+        "stage": ("E0204", "defined again here", "stage names are unique"),
+        "operator": ("E0203", "defined again here", "names are unique per kind"),
+        "pool": ("E0203", "defined again here", "names are unique per kind"),
+    }[what]
+    first = table[name].span.line
+    ctx.error(code, f"duplicate {what} `{name}`", span, again, f"`{name}` is first given on line {first}; {rule}")
+    return False
+
+
 def collect(ctx: Context) -> None:
     """Settings, definitions and stages; duplicates; `repeat` expanded; stage structure."""
     stage_names: dict[str, ast.Stage] = {}
 
     def add_stage(name: str, node: ast.Stage) -> None:
-        if name in stage_names:
-            first = stage_names[name].span.line
-            ctx.error(
-                "E0204",
-                f"duplicate stage `{name}`",
-                node.name.span,
-                "defined again here",
-                f"stage `{name}` is first defined on line {first}; stage names are unique",
-            )
-            return
-        stage_names[name] = node
-        ctx.stages.append(_stage_structure(ctx, name, node))
+        if _register(ctx, stage_names, name, node, node.name.span, "stage"):
+            ctx.stages.append(_stage_structure(ctx, name, node))
 
     for statement in ctx.module.statements:
         if isinstance(statement, ast.Setting):
-            key = statement.key.value
-            if key in ctx.settings:
-                first = ctx.settings[key].span.line
-                ctx.error(
-                    "E0102",
-                    f"duplicate setting `{key}`",
-                    statement.span,
-                    "set again here",
-                    f"`{key}` is first set on line {first}; each setting appears once",
-                )
-            else:
-                ctx.settings[key] = statement
-        elif isinstance(statement, (ast.OperatorDef, ast.PoolDef)):
-            kind, table = (
-                ("operator", ctx.operator_defs) if isinstance(statement, ast.OperatorDef) else ("pool", ctx.pool_defs)
-            )
-            name = statement.name.value
-            if name in table:
-                first = table[name].span.line
-                ctx.error(
-                    "E0203",
-                    f"duplicate {kind} `{name}`",
-                    statement.name.span,
-                    "defined again here",
-                    f"{kind} `{name}` is first defined on line {first}",
-                )
-            else:
-                table[name] = statement  # type: ignore[assignment]
+            _register(ctx, ctx.settings, statement.key.value, statement, statement.span, "setting")
+        elif isinstance(statement, ast.OperatorDef):
+            _register(ctx, ctx.operator_defs, statement.name.value, statement, statement.name.span, "operator")
+        elif isinstance(statement, ast.PoolDef):
+            _register(ctx, ctx.pool_defs, statement.name.value, statement, statement.name.span, "pool")
         elif isinstance(statement, ast.Stage):
             add_stage(statement.name.value, statement)
         else:
@@ -398,8 +381,6 @@ def _nearest_divisor(n: int, near: int) -> int:
 def _handle_device(ctx: Context, setting: ast.Setting) -> object | None:
     node = setting.value
     word = node.value  # type: ignore[union-attr]
-    import re
-
     if isinstance(node, ast.Name) and word in DEVICES:
         return word
     if isinstance(node, ast.String) and re.fullmatch(r"cpu|cuda(:[0-9]+)?", word):
@@ -650,7 +631,7 @@ def check_shapes(ctx: Context) -> None:
     model = ctx.values.get("model")
     if not isinstance(model, dict):
         return
-    shape = ShapeInfo(model["depth"], model["width"], model["heads"])
+    shape = Shape(depth=model["depth"], width=model["width"], heads=model["heads"])
     for stage in ctx.stages:
         stage.before = shape
         for grow in stage.grows:
@@ -665,7 +646,7 @@ def check_shapes(ctx: Context) -> None:
         stage.after = shape
 
 
-def _grown_shape(ctx: Context, stage: StageDraft, grow: GrowDraft, shape: ShapeInfo) -> ShapeInfo | None:
+def _grown_shape(ctx: Context, stage: StageDraft, grow: GrowDraft, shape: Shape) -> Shape | None:
     node = grow.node
     if grow.dim is None:
         return None
@@ -686,7 +667,7 @@ def _grown_shape(ctx: Context, stage: StageDraft, grow: GrowDraft, shape: ShapeI
         )
         return None
     if grow.dim == "depth":
-        after = ShapeInfo(target, shape.width, shape.heads)
+        after = Shape(depth=target, width=shape.width, heads=shape.heads)
         if target > 4 * current:
             ctx.warn(
                 "W0401",
@@ -716,7 +697,7 @@ def _grown_shape(ctx: Context, stage: StageDraft, grow: GrowDraft, shape: ShapeI
             "a large step",
             "split it over several stages",
         )
-    return ShapeInfo(shape.depth, target, target // head)
+    return Shape(depth=shape.depth, width=target, heads=target // head)
 
 
 def _check_operators(ctx: Context, stage: StageDraft, grow: GrowDraft) -> None:
@@ -998,10 +979,6 @@ def _setting_budgets(ctx: Context, steps: _Steps) -> None:
 CHECKS = (collect, check_settings, resolve_names, check_shapes, check_budgets)
 
 
-def _shape(info: ShapeInfo) -> Shape:
-    return Shape(depth=info.depth, width=info.width, heads=info.heads)
-
-
 def _operator_spec(ref: OperatorRef, dim: Dim) -> OperatorSpec:
     entry = ref.entries[dim]
     return OperatorSpec(name=ref.func, dim=dim, args=ref.args, label=ref.label, preserves=entry.preserves)  # type: ignore[arg-type]
@@ -1027,8 +1004,8 @@ def assemble(ctx: Context) -> Schedule:
             growths.append(
                 Growth(
                     dim=grow.dim,  # type: ignore[arg-type]
-                    before=_shape(grow.before),  # type: ignore[arg-type]
-                    after=_shape(grow.after),  # type: ignore[arg-type]
+                    before=grow.before,  # type: ignore[arg-type]
+                    after=grow.after,  # type: ignore[arg-type]
                     op=_operator_spec(grow.op, grow.dim) if grow.op is not None else None,  # type: ignore[arg-type]
                     probe=probe,
                     line=grow.node.span.line,
@@ -1043,8 +1020,8 @@ def assemble(ctx: Context) -> Schedule:
                 growths=tuple(growths),
                 rewarm=draft.rewarm_steps,
                 reset_optimizer=draft.reset is not None,
-                before=_shape(draft.before),  # type: ignore[arg-type]
-                after=_shape(draft.after),  # type: ignore[arg-type]
+                before=draft.before,  # type: ignore[arg-type]
+                after=draft.after,  # type: ignore[arg-type]
                 line=draft.node.span.line,
             )
         )
