@@ -1,8 +1,8 @@
 """The `lagdsl` command: a thin layer over the library that maps outcomes to exit codes.
 
 Exit codes: 0 ok, 1 the schedule has errors, 2 usage, I/O or internal problems. People read
-stderr; stdout carries the payload (JSON, tables meant for pipes). `validate` and `ops` import no
-torch.
+stderr; stdout carries the payload (JSON, tables meant for pipes). `validate`, `plan` and `ops`
+import no torch.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -81,6 +83,25 @@ def validate(files: tuple[Path, ...], fmt: str, strict: bool) -> None:
     sys.exit(status)
 
 
+def _load_valid(path: Path, ctx: click.Context) -> object:
+    """The checked schedule, or its diagnostics on stderr and exit 1 (2 when it cannot be read)."""
+    from lagdsl.lang import load
+    from lagdsl.lang.diagnostics import render_text
+
+    try:
+        result = load(path)
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        click.echo(f"error: cannot read `{path}`: {reason}", err=True)
+        ctx.exit(EXIT_USAGE)
+    for diagnostic in result.diagnostics:
+        click.echo(render_text(diagnostic, result.source, color=_color(sys.stderr)), err=True)
+    if result.schedule is None:
+        click.echo(f"{path}: {_counts(len(result.errors), len(result.warnings))}", err=True)
+        ctx.exit(EXIT_INVALID)
+    return result.schedule
+
+
 def _counts(errors: int, warnings: int) -> str:
     parts = []
     if errors:
@@ -101,6 +122,67 @@ def _summary_line(name: str, result: object) -> str:
     return (
         f"{name}: ok: {stages} stage{'s' if stages != 1 else ''}, {depth}, {width}, {schedule.total_steps} steps{extra}"
     )
+
+
+PLAN_FORMATS = ("table", "json", "dot", "mermaid", "svg", "png")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(PLAN_FORMATS), default="table", show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write here instead of stdout (svg and png default to NAME-plan.svg or .png).",
+)
+@click.pass_context
+def plan(ctx: click.Context, file: Path, fmt: str, output: Path | None) -> None:
+    """Show the plan: the model at each stage, where the FLOPs go, what probes cost, what growth saves."""
+    from lagdsl.plan import build_plan
+    from lagdsl.plan import render as r
+
+    schedule = _load_valid(file, ctx)
+    the_plan = build_plan(schedule)  # type: ignore[arg-type]
+    if fmt in ("svg", "png"):
+        from lagdsl.plan.draw import draw
+
+        target = output or Path(f"{the_plan.schedule.name}-plan.{fmt}")
+        _write(ctx, target, lambda: draw(the_plan, target, fmt))
+        return
+    if fmt == "table":
+        if output is None:
+            r.print_table(the_plan, sys.stdout)
+            return
+        with _opened(ctx, output) as stream:
+            r.print_table(the_plan, stream)
+        click.echo(f"wrote {output}", err=True)
+        return
+    text = {"json": r.to_json, "dot": r.to_dot, "mermaid": r.to_mermaid}[fmt](the_plan)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    _write(ctx, output, lambda: output.write_text(text, encoding="utf-8"))
+
+
+def _write(ctx: click.Context, path: Path, write: object) -> None:
+    try:
+        write()  # type: ignore[operator]
+    except OSError as error:
+        click.echo(f"error: cannot write `{path}`: {error.strerror or error}", err=True)
+        ctx.exit(EXIT_USAGE)
+    click.echo(f"wrote {path}", err=True)
+
+
+@contextmanager
+def _opened(ctx: click.Context, path: Path) -> Iterator[object]:
+    try:
+        stream = path.open("w", encoding="utf-8")
+    except OSError as error:
+        click.echo(f"error: cannot write `{path}`: {error.strerror or error}", err=True)
+        ctx.exit(EXIT_USAGE)
+    with stream:
+        yield stream
 
 
 @main.command()

@@ -1,0 +1,94 @@
+"""The cost model: parameters, training FLOPs and memory of a `gpt` model at a given shape.
+
+FLOPs. Training one token costs `6 N + 6 L T w` floating-point operations (Kaplan et al. 2020,
+"Scaling Laws for Neural Language Models", table 1): `N` non-embedding parameters (two FLOPs per
+parameter forward, four backward), plus the attention scores and their use, `L` layers over a
+context of `T` tokens at width `w`. Like Kaplan's count it leaves out the embedding lookup and the
+tied output projection. A forward pass alone costs a third of that.
+
+Memory (bytes, an estimate for planning on a GPU). fp32 master weights (4 per parameter) and
+gradients (4); AdamW moments (8) or SGD momentum (4, none without momentum); activations kept for
+the backward pass at the schedule's precision (2 bytes for bf16/fp16/auto, 4 for fp32): per layer
+and token `10 w + 4 h` elements for SwiGLU (`10 w + 2 h` for GELU, `h` the MLP width) with fused
+attention (no T x T scores kept), plus the fp32 logits and their gradient (`2 x 4 V` bytes per
+token). `auto` precision is taken as bf16, as on a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from lagdsl.lang.arch import mlp_hidden, param_count
+from lagdsl.lang.schedule import Schedule, Shape
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeCost:
+    """A shape with its parameter counts: what every plan node records before and after."""
+
+    depth: int
+    width: int
+    heads: int
+    params: int
+    non_embedding: int
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+    @property
+    def state(self) -> int:
+        """What a snapshot holds: weights and optimizer state."""
+        return self.weights + self.optimizer
+
+
+class CostModel:
+    """Per-shape costs for one schedule, computed once per shape."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+        model = schedule.model
+        self.vocab, self.context, self.mlp = model.vocab, model.context, model.mlp
+        self.tokens_per_step = schedule.tokens_per_step
+        self.shape_cost = cache(self._shape_cost)
+        self.flops_per_token = cache(self._flops_per_token)
+        self.memory = cache(self._memory)
+
+    def _shape_cost(self, shape: Shape) -> ShapeCost:
+        count = param_count(vocab=self.vocab, width=shape.width, depth=shape.depth, mlp=self.mlp)
+        return ShapeCost(shape.depth, shape.width, shape.heads, count.total, count.non_embedding)
+
+    def _flops_per_token(self, shape: Shape) -> int:
+        """Training FLOPs per token: 6 N + 6 L T w."""
+        return 6 * self.shape_cost(shape).non_embedding + 6 * shape.depth * self.context * shape.width
+
+    def step_flops(self, shape: Shape, steps: int) -> int:
+        return steps * self.tokens_per_step * self.flops_per_token(shape)
+
+    def forward_flops(self, shape: Shape, batches: int) -> int:
+        """Forward passes over `batches` micro-batches (evaluation, probe-0 selection)."""
+        return batches * self.schedule.batch * self.context * self.flops_per_token(shape) // 3
+
+    def _memory(self, shape: Shape) -> Memory:
+        schedule = self.schedule
+        params = self.shape_cost(shape).params
+        optimizer = schedule.optimizer
+        if optimizer.name == "adamw":
+            moments = 8 * params
+        else:
+            moments = 4 * params if optimizer.momentum > 0 else 0
+        element = 4 if schedule.precision == "fp32" else 2
+        hidden = mlp_hidden(shape.width, self.mlp)
+        per_token_layer = 10 * shape.width + (4 if self.mlp == "swiglu" else 2) * hidden
+        tokens = schedule.batch * self.context
+        activations = tokens * (shape.depth * per_token_layer * element + 2 * shape.width * element + 8 * self.vocab)
+        return Memory(weights=4 * params, gradients=4 * params, optimizer=moments, activations=activations)

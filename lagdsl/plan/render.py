@@ -1,0 +1,224 @@
+"""Text renderings of a plan: the table people read, and JSON, DOT and Mermaid for other tools."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+import networkx as nx
+
+from lagdsl.plan.build import Plan, PlanNode, StageCost, Totals
+from lagdsl.plan.cost import ShapeCost
+
+SCHEMA = "lagdsl.plan/1"
+
+#: Fill colours by node kind, shared by every picture of the plan.
+COLOURS = {
+    "init": "#d9d9d9",
+    "train": "#9ecae1",
+    "grow": "#fdae6b",
+    "probe": "#fee391",
+    "select": "#a1d99b",
+    "eval": "#bcbddc",
+    "checkpoint": "#c7a98b",
+    "end": "#d9d9d9",
+}
+
+
+# ------------------------------------------------------------------------------ numbers
+
+
+def si(value: float, unit: str = "") -> str:
+    """1.23 G, 456 M: three significant digits with an SI prefix."""
+    for factor, prefix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}".rstrip()
+    return f"{value:.3g} {unit}".rstrip()
+
+
+def binary(nbytes: int) -> str:
+    for factor, prefix in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if nbytes >= factor:
+            return f"{nbytes / factor:.3g} {prefix}"
+    return f"{nbytes} B"
+
+
+def label(node: PlanNode) -> str:
+    """A node's label in a picture: its name, then what it does, on short lines."""
+    after = node.after
+    shape = f"depth {after.depth}, width {after.width}"
+    if node.kind in ("init", "end"):
+        return f"{node.kind}\n{shape}"
+    stage = node.stage or ""
+    if node.kind == "train":
+        return f"{stage} train\n{node.steps} steps\n{shape}"
+    if node.kind == "grow":
+        dim = "depth" if node.before.depth != after.depth else "width"
+        was, now = getattr(node.before, dim), getattr(after, dim)
+        return f"{stage} grow\n{node.operator}\n{dim} {was} → {now}"
+    if node.kind == "probe":
+        return f"{stage} probe\n{node.operator}\n{node.steps} steps"
+    if node.kind == "select":
+        return f"{stage} select\n{node.select}\nkeep {node.keep}"
+    return f"{stage}\n{node.kind} @{node.start_step}"
+
+
+# ------------------------------------------------------------------------------ JSON
+
+
+def _shape(shape: ShapeCost) -> dict[str, int]:
+    return {f.name: getattr(shape, f.name) for f in fields(ShapeCost)}
+
+
+_NODE_FIELDS = [f.name for f in fields(PlanNode) if f.name != "id"]
+
+
+def node_json(node: PlanNode, shapes: dict[ShapeCost, dict[str, int]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name in _NODE_FIELDS:
+        value = getattr(node, name)
+        if isinstance(value, ShapeCost):
+            value = shapes.setdefault(value, _shape(value))
+        out[name] = value
+    return out
+
+
+def _stage_json(row: StageCost) -> dict[str, object]:
+    return {
+        "name": row.name,
+        "shape": _shape(row.shape),
+        "steps": row.steps,
+        "tokens": row.tokens,
+        "flops": row.flops,
+        "probe_overhead_flops": row.probe_overhead,
+        "cumulative_share": row.cumulative_share,
+        "memory": {
+            "weights": row.memory.weights,
+            "gradients": row.memory.gradients,
+            "optimizer": row.memory.optimizer,
+            "activations": row.memory.activations,
+            "total": row.memory.total,
+            "peak": row.peak_memory,
+        },
+    }
+
+
+def _totals_json(totals: Totals) -> dict[str, object]:
+    out = {f.name: getattr(totals, f.name) for f in fields(Totals)}
+    out["final"] = _shape(totals.final)
+    return out
+
+
+def to_json(plan: Plan) -> str:
+    """networkx node-link data (nodes in topological order) with payloads, stages and totals."""
+    graph = plan.graph
+    order = {node: i for i, node in enumerate(nx.topological_sort(graph))}
+    data = nx.node_link_data(graph, edges="edges")
+    shapes: dict[ShapeCost, dict[str, int]] = {}
+    nodes = []
+    for item in sorted(data["nodes"], key=lambda n: order[n["id"]]):
+        nodes.append({"id": item["id"], **node_json(item["payload"], shapes)})
+    schedule = plan.schedule
+    payload = {
+        "schema": SCHEMA,
+        "schedule": {
+            "name": schedule.name,
+            "file": schedule.file,
+            "total_steps": schedule.total_steps,
+            "tokens_per_step": schedule.tokens_per_step,
+        },
+        "directed": data["directed"],
+        "multigraph": data["multigraph"],
+        "graph": data["graph"],
+        "nodes": nodes,
+        "edges": data["edges"],
+        "stages": [_stage_json(row) for row in plan.stages],
+        "totals": _totals_json(plan.totals),
+    }
+    return json.dumps(payload, indent=1, ensure_ascii=False) + "\n"
+
+
+# ------------------------------------------------------------------------------ DOT, Mermaid
+
+
+def _dot_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def to_dot(plan: Plan) -> str:
+    lines = [
+        f"digraph {_dot_quote(plan.schedule.name)} {{",
+        "  rankdir=LR;",
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
+    ]
+    for node_id in nx.topological_sort(plan.graph):
+        node = plan.node(node_id)
+        lines.append(
+            f"  {_dot_quote(node_id)} [label={_dot_quote(label(node))}, fillcolor={_dot_quote(COLOURS[node.kind])}];"
+        )
+    for source, target in plan.graph.edges():
+        lines.append(f"  {_dot_quote(source)} -> {_dot_quote(target)};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _mermaid_text(text: str) -> str:
+    return text.replace('"', "#quot;").replace("\n", "<br/>")
+
+
+def to_mermaid(plan: Plan) -> str:
+    ids = {node_id: f"n{i}" for i, node_id in enumerate(nx.topological_sort(plan.graph))}
+    lines = ["flowchart LR"]
+    for node_id, short in ids.items():
+        node = plan.node(node_id)
+        lines.append(f'  {short}["{_mermaid_text(label(node))}"]:::{node.kind}')
+    for source, target in plan.graph.edges():
+        lines.append(f"  {ids[source]} --> {ids[target]}")
+    for kind, colour in COLOURS.items():
+        lines.append(f"  classDef {kind} fill:{colour},stroke:#555")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ the table
+
+
+def print_table(plan: Plan, file: object) -> None:
+    """One row per stage, then the totals and what growth saves against training from scratch."""
+    from rich.console import Console
+    from rich.table import Table
+
+    totals = plan.totals
+    table = Table(title=f"plan of `{plan.schedule.name}`", title_justify="left")
+    for column, justify in (
+        ("stage", "left"), ("depth", "right"), ("width", "right"), ("params", "right"), ("steps", "right"),
+        ("tokens", "right"), ("FLOPs", "right"), ("cumulative", "right"), ("probe overhead", "right"),
+        ("peak memory", "right"),
+    ):  # fmt: skip
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in plan.stages:
+        table.add_row(
+            row.name, str(row.shape.depth), str(row.shape.width), si(row.shape.params), f"{row.steps:,}",
+            si(row.tokens), si(row.flops), f"{row.cumulative_share:.0%}",
+            si(row.probe_overhead) if row.probe_overhead else "-", binary(row.peak_memory),
+        )  # fmt: skip
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column()
+    summary.add_column(justify="right")
+    summary.add_column()
+    share = totals.probe_overhead_flops / totals.training_flops if totals.training_flops else 0.0
+    summary.add_row("mainline training", f"{si(totals.mainline_flops)}FLOPs", f"{totals.mainline_steps:,} steps")
+    summary.add_row("probe overhead", f"{si(totals.probe_overhead_flops)}FLOPs", f"{share:.1%} of training")
+    summary.add_row("training in all", f"{si(totals.training_flops)}FLOPs", "")
+    final = totals.final
+    summary.add_row(
+        "final shape from scratch",
+        f"{si(totals.scratch_flops)}FLOPs",
+        f"depth {final.depth}, width {final.width}, {si(final.params)} params, same steps",
+    )
+    verb = "saves" if totals.saving >= 0 else "costs"
+    summary.add_row("growth", f"{verb} {abs(totals.saving):.1%}", "of the from-scratch FLOPs")
+    summary.add_row("evaluation", f"{si(totals.eval_flops)}FLOPs", "not counted above")
+    summary.add_row("peak memory", binary(totals.peak_memory), "estimate: weights, grads, optimizer, activations")
+    console = Console(file=file, width=max(120, Console(file=file).width))  # type: ignore[arg-type]
+    console.print(table)
+    console.print(summary)
