@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
     results = {
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {_cores()} cores",
+        "machine": f"{platform.machine()}, {_cores()} cores",
         "python": platform.python_version(),
         "repeats": args.repeats,
         "process": process_times(args.runs),

@@ -7,12 +7,10 @@ if result.ok:
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lagdsl._gc import collector_paused
 from lagdsl.lang.check import check
 from lagdsl.lang.diagnostics import Diagnostic, sort_diagnostics
 from lagdsl.lang.parser import parse
@@ -43,22 +41,9 @@ class Checked:
         return self.schedule is not None
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cycle collector: parsing allocates many small acyclic objects, and its passes
-    over them cost about a fifth of the time of checking a large schedule (bench/validate.py)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def check_source(source: Source) -> Checked:
     """Parse and check; never raises for a mistake in the text."""
-    with _collector_paused():
+    with collector_paused():
         module, diagnostics = parse(source)
         if module is None:
             return Checked(source, None, sort_diagnostics(diagnostics))

@@ -7,16 +7,20 @@ place that knows about lark's exceptions: nothing else sees them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
 import lark
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Lark, Token, Transformer
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.lexer import PatternStr
 
 from lagdsl.lang import syntax as ast
@@ -52,17 +56,26 @@ def _cache_file(grammar: str) -> str | bool:
 
 @cache
 def build_parser(*, strict: bool = False) -> Lark:
-    """The LALR parser, built once per process and cached on disk. `strict` fails on any conflict."""
+    """The LALR parser, built once per process and cached on disk.
+
+    It builds syntax nodes as it reduces (see `_Builder`); `strict=True` instead gives a plain
+    parser that fails on any conflict or terminal collision (the grammar's test).
+    """
     grammar = grammar_path().read_text(encoding="utf-8")
+    if strict:
+        return Lark(grammar, parser="lalr", lexer="contextual", strict=True, maybe_placeholders=True)
     return Lark(
         grammar,
         parser="lalr",
         lexer="contextual",
-        propagate_positions=True,
+        transformer=_BUILDER,
+        keep_all_tokens=True,
         maybe_placeholders=True,
-        strict=strict,
-        cache=False if strict else _cache_file(grammar),
+        cache=_cache_file(grammar),
     )
+
+
+_LOCK = threading.Lock()  # the parser's one builder serves one parse at a time
 
 
 def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
@@ -73,7 +86,7 @@ def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
     to follow from the first and is not reported.
     """
     parser = build_parser()
-    diagnostics: list[Diagnostic] = []
+    diagnostics: list[Diagnostic] = []  # syntax errors
     last_skipped_end = -1
 
     def follows_last_error(start: int) -> bool:
@@ -101,20 +114,16 @@ def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
             return False
         return len(diagnostics) < _MAX_SYNTAX_ERRORS
 
-    try:
-        tree = parser.parse(source.text, on_error=on_error)
-    except UnexpectedInput:
-        return None, diagnostics
-    if diagnostics:
-        return None, diagnostics
-    builder = _Builder(source)
-    try:
-        module = builder.transform(tree)
-    except VisitError as error:  # a bug in a handler: surface the real exception
-        raise error.orig_exc from None
-    if builder.diagnostics:
-        return None, builder.diagnostics
-    return module, []
+    with _LOCK:
+        _BUILDER.begin()
+        try:
+            module = parser.parse(source.text, on_error=on_error)
+        except UnexpectedInput:
+            return None, diagnostics
+        built = _BUILDER.diagnostics
+    if diagnostics or built:
+        return None, diagnostics or built
+    return module, []  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------ lark errors
@@ -227,24 +236,58 @@ def _translate(error: UnexpectedInput, source: Source, parser: Lark) -> Diagnost
 
 _MAGNITUDES = {"k": 1_000, "M": 1_000_000, "B": 1_000_000_000}
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n"}
-
-
-def _span_of(meta: object) -> Span:
-    return Span(meta.line, meta.column, meta.end_line, meta.end_column)  # type: ignore[attr-defined]
+#: Tokens that only shape the syntax: dropped before a handler sees its children.
+_SYNTAX_ONLY = frozenset({"LPAR", "RPAR", "LBRACE", "RBRACE", "LSQB", "RSQB", "COMMA", "EQUAL"} | {
+    "_EVERY", "_WITH", "_OVER", "_LAST"
+})  # fmt: skip
 
 
 def _tok_span(token: Token) -> Span:
     return Span(token.line, token.column, token.end_line, token.end_column)
 
 
-@v_args(meta=True)
-class _Builder(Transformer):
-    """Lark tree -> `syntax` nodes. Collects lexical diagnostics instead of raising."""
+def _edge(item: object) -> Span | None:
+    if isinstance(item, Token):
+        return _tok_span(item)
+    return getattr(item, "span", None)
 
-    def __init__(self, source: Source) -> None:
+
+@dataclass(frozen=True)
+class _Options:
+    """The `(key=value, ...)` after `eval every` and `checkpoint every`: only the setting keeps it."""
+
+    args: tuple[ast.Arg, ...]
+    span: Span
+
+
+def _rule(handler: Callable[..., object]) -> Callable[..., object]:
+    """A grammar rule's handler: called during the parse with every child, it gets the rule's span
+    (first child to last, punctuation included) and the children that carry meaning."""
+
+    @functools.wraps(handler)
+    def callback(self: _Builder, children: list) -> object:
+        spans = [span for span in map(_edge, children) if span is not None]
+        span = Span.cover(spans[0], spans[-1]) if spans else Span(1, 1, 1, 1)
+        kept = [c for c in children if not (isinstance(c, Token) and c.type in _SYNTAX_ONLY)]
+        return handler(self, span, kept)
+
+    return callback
+
+
+class _Builder(Transformer):
+    """Syntax nodes straight from the LALR parser's reductions (no intermediate lark tree).
+
+    Lark hands a transformer given at construction no positions, so the parser keeps every token
+    and each handler takes its span from its first and last child. Collects lexical diagnostics
+    instead of raising. One instance serves the cached parser; `begin` readies it for a source.
+    """
+
+    def __init__(self) -> None:
         super().__init__(visit_tokens=False)
-        self.source = source
         self.diagnostics: list[Diagnostic] = []
+
+    def begin(self) -> None:
+        self.diagnostics = []
 
     # -- tokens
 
@@ -314,91 +357,113 @@ class _Builder(Transformer):
 
     # -- values
 
-    def duration(self, meta: object, children: list) -> ast.Duration:
+    @_rule
+    def duration(self, span: Span, children: list) -> ast.Duration:
         number, unit = children
         kind = {"STEPS": "steps", "STEP": "steps", "TOKENS": "tokens", "TOKEN": "tokens"}
-        return ast.Duration(self._number(number), kind.get(unit.type, "%"), _span_of(meta))
+        return ast.Duration(self._number(number), kind.get(unit.type, "%"), span)  # type: ignore[arg-type]
 
-    def arg(self, meta: object, children: list) -> ast.Arg:
-        name, value = children
-        return ast.Arg(self._name(name) if name is not None else None, self._value(value), _span_of(meta))
+    @_rule
+    def arg(self, span: Span, children: list) -> ast.Arg:
+        name, value = children[0], children[-1]  # `[NAME "="]` leaves placeholders when absent
+        return ast.Arg(self._name(name) if name is not None else None, self._value(value), span)
 
-    def call(self, meta: object, children: list) -> ast.Call:
+    @_rule
+    def call(self, span: Span, children: list) -> ast.Call:
         func, *args = children
-        return ast.Call(self._name(func), tuple(a for a in args if a is not None), _span_of(meta))
+        return ast.Call(self._name(func), tuple(a for a in args if a is not None), span)
 
-    def options(self, meta: object, children: list) -> tuple[ast.Arg, ...]:
-        return tuple(a for a in children if a is not None)
+    @_rule
+    def options(self, span: Span, children: list) -> _Options:
+        return _Options(tuple(a for a in children if a is not None), span)
 
-    def tuple(self, meta: object, children: list) -> ast.Tuple:
-        return ast.Tuple(tuple(self._value(c) for c in children if c is not None), _span_of(meta))
+    @_rule
+    def tuple(self, span: Span, children: list) -> ast.Tuple:
+        return ast.Tuple(tuple(self._value(c) for c in children if c is not None), span)
 
-    def list(self, meta: object, children: list) -> ast.List:
-        return ast.List(tuple(self._value(c) for c in children if c is not None), _span_of(meta))
+    @_rule
+    def list(self, span: Span, children: list) -> ast.List:
+        return ast.List(tuple(self._value(c) for c in children if c is not None), span)
 
     # -- statements
 
-    def setting(self, meta: object, children: list) -> ast.Setting:
+    @_rule
+    def setting(self, span: Span, children: list) -> ast.Setting:
         key, value, *rest = children
         extra: tuple[ast.Arg, ...] = ()
         if rest and isinstance(rest[0], Token):  # batch N accumulate M
             word, count = rest
             extra = (ast.Arg(self._name(word), self._number(count), Span.cover(_tok_span(word), _tok_span(count))),)
         elif rest and rest[0] is not None:
-            extra = rest[0]
-        return ast.Setting(self._name(key), self._value(value), extra, _span_of(meta))
+            extra = rest[0].args
+        return ast.Setting(self._name(key), self._value(value), extra, span)
 
-    def operator_def(self, meta: object, children: list) -> ast.OperatorDef:
+    @_rule
+    def operator_def(self, span: Span, children: list) -> ast.OperatorDef:
         _, name, op = children
-        return ast.OperatorDef(self._name(name), self._value(op), _span_of(meta))  # type: ignore[arg-type]
+        return ast.OperatorDef(self._name(name), self._value(op), span)  # type: ignore[arg-type]
 
-    def pool_def(self, meta: object, children: list) -> ast.PoolDef:
+    @_rule
+    def pool_def(self, span: Span, children: list) -> ast.PoolDef:
         _, name, items = children
-        return ast.PoolDef(self._name(name), items, _span_of(meta))
+        return ast.PoolDef(self._name(name), items, span)
 
-    def stage(self, meta: object, children: list) -> ast.Stage:
+    @_rule
+    def stage(self, span: Span, children: list) -> ast.Stage:
         _, name, *items = children
-        return ast.Stage(self._name(name), tuple(items), _span_of(meta))
+        return ast.Stage(self._name(name), tuple(items), span)
 
-    def repeat(self, meta: object, children: list) -> ast.Repeat:
+    @_rule
+    def repeat(self, span: Span, children: list) -> ast.Repeat:
         _, count, *body = children
-        return ast.Repeat(self._number(count), tuple(body), _span_of(meta))
+        return ast.Repeat(self._number(count), tuple(body), span)
 
-    def grow(self, meta: object, children: list) -> ast.Grow:
+    @_rule
+    def grow(self, span: Span, children: list) -> ast.Grow:
         _, dim, mode, amount, how = children
         block = how if isinstance(how, ast.ProbeBlock) else None
         op = None if block is not None else self._value(how)
-        return ast.Grow(self._name(dim), str(mode), self._number(amount), op, block, _span_of(meta))  # type: ignore[arg-type]
+        return ast.Grow(self._name(dim), str(mode), self._number(amount), op, block, span)  # type: ignore[arg-type]
 
-    def train(self, meta: object, children: list) -> ast.Train:
-        return ast.Train(children[1], _span_of(meta))
+    @_rule
+    def train(self, span: Span, children: list) -> ast.Train:
+        return ast.Train(children[1], span)
 
-    def rewarm(self, meta: object, children: list) -> ast.Rewarm:
-        return ast.Rewarm(children[1], _span_of(meta))
+    @_rule
+    def rewarm(self, span: Span, children: list) -> ast.Rewarm:
+        return ast.Rewarm(children[1], span)
 
-    def reset(self, meta: object, children: list) -> ast.Reset:
-        return ast.Reset(self._name(children[1]), _span_of(meta))
+    @_rule
+    def reset(self, span: Span, children: list) -> ast.Reset:
+        return ast.Reset(self._name(children[1]), span)
 
-    def probe_block(self, meta: object, children: list) -> ast.ProbeBlock:
-        return ast.ProbeBlock(tuple(children), _span_of(meta))
+    @_rule
+    def probe_block(self, span: Span, children: list) -> ast.ProbeBlock:
+        return ast.ProbeBlock(tuple(children), span)
 
-    def candidates(self, meta: object, children: list) -> ast.Candidates:
-        return ast.Candidates(self._value(children[1]), _span_of(meta))  # type: ignore[arg-type]
+    @_rule
+    def candidates(self, span: Span, children: list) -> ast.Candidates:
+        return ast.Candidates(self._value(children[1]), span)  # type: ignore[arg-type]
 
-    def probe(self, meta: object, children: list) -> ast.Probe:
-        return ast.Probe(children[1], _span_of(meta))
+    @_rule
+    def probe(self, span: Span, children: list) -> ast.Probe:
+        return ast.Probe(children[1], span)
 
-    def select(self, meta: object, children: list) -> ast.Select:
-        _, direction, metric, window = children
-        return ast.Select(self._name(direction), self._name(metric), window, _span_of(meta))
+    @_rule
+    def select(self, span: Span, children: list) -> ast.Select:
+        _, direction, metric, *window = children
+        return ast.Select(self._name(direction), self._name(metric), window[-1] if window else None, span)
 
-    def keep(self, meta: object, children: list) -> ast.Keep:
-        return ast.Keep(self._name(children[1]), _span_of(meta))
+    @_rule
+    def keep(self, span: Span, children: list) -> ast.Keep:
+        return ast.Keep(self._name(children[1]), span)
 
-    def start(self, meta: object, children: list) -> ast.Module:
-        span = _span_of(meta) if not getattr(meta, "empty", True) else Span(1, 1, 1, 1)
+    @_rule
+    def start(self, span: Span, children: list) -> ast.Module:
         return ast.Module(tuple(children), span)
 
+
+_BUILDER = _Builder()
 
 #: Grammar rules that need no handler of their own (lark inlines them or they are pass-through).
 INLINED_RULES = frozenset({"value"})

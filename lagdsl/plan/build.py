@@ -22,6 +22,7 @@ from typing import Literal
 
 import networkx as nx
 
+from lagdsl._gc import collector_paused
 from lagdsl.lang.lr import lr_at, rewarm_factor
 from lagdsl.lang.schedule import Growth, Schedule, Stage
 from lagdsl.plan.cost import CostModel, Memory, ShapeCost
@@ -300,7 +301,8 @@ def _stage_costs(schedule: Schedule, graph: nx.DiGraph, cost: CostModel) -> tupl
 
 def build_plan(schedule: Schedule) -> Plan:
     """The plan graph of a valid schedule, with per-stage costs and totals."""
-    builder = _Builder(schedule)
-    graph = builder.build()
-    rows, totals = _stage_costs(schedule, graph, builder.cost)
+    with collector_paused():
+        builder = _Builder(schedule)
+        graph = builder.build()
+        rows, totals = _stage_costs(schedule, graph, builder.cost)
     return Plan(schedule, graph, tuple(rows), totals)

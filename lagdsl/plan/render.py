@@ -7,6 +7,7 @@ from dataclasses import fields
 
 import networkx as nx
 
+from lagdsl._gc import collector_paused
 from lagdsl.plan.build import Plan, PlanNode, StageCost, Totals
 from lagdsl.plan.cost import ShapeCost
 
@@ -66,11 +67,12 @@ def label(node: PlanNode) -> str:
 # ------------------------------------------------------------------------------ JSON
 
 
-def _shape(shape: ShapeCost) -> dict[str, int]:
-    return {f.name: getattr(shape, f.name) for f in fields(ShapeCost)}
-
-
+_SHAPE_FIELDS = [f.name for f in fields(ShapeCost)]
 _NODE_FIELDS = [f.name for f in fields(PlanNode) if f.name != "id"]
+
+
+def _shape(shape: ShapeCost) -> dict[str, int]:
+    return {name: getattr(shape, name) for name in _SHAPE_FIELDS}
 
 
 def node_json(node: PlanNode, shapes: dict[ShapeCost, dict[str, int]]) -> dict[str, object]:
@@ -78,7 +80,9 @@ def node_json(node: PlanNode, shapes: dict[ShapeCost, dict[str, int]]) -> dict[s
     for name in _NODE_FIELDS:
         value = getattr(node, name)
         if isinstance(value, ShapeCost):
-            value = shapes.setdefault(value, _shape(value))
+            if value not in shapes:
+                shapes[value] = _shape(value)
+            value = shapes[value]
         out[name] = value
     return out
 
@@ -110,7 +114,16 @@ def _totals_json(totals: Totals) -> dict[str, object]:
 
 
 def to_json(plan: Plan) -> str:
-    """networkx node-link data (nodes in topological order) with payloads, stages and totals."""
+    """networkx node-link data (nodes in topological order) with payloads, stages and totals.
+
+    Compact (one line): `jq` or `python -m json.tool` indent it for reading. Indenting would take
+    Python's pure-Python encoder, several times slower on large plans (bench/plan.py).
+    """
+    with collector_paused():
+        return _to_json(plan)
+
+
+def _to_json(plan: Plan) -> str:
     graph = plan.graph
     order = {node: i for i, node in enumerate(nx.topological_sort(graph))}
     data = nx.node_link_data(graph, edges="edges")
@@ -135,7 +148,7 @@ def to_json(plan: Plan) -> str:
         "stages": [_stage_json(row) for row in plan.stages],
         "totals": _totals_json(plan.totals),
     }
-    return json.dumps(payload, indent=1, ensure_ascii=False) + "\n"
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 # ------------------------------------------------------------------------------ DOT, Mermaid
