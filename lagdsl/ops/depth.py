@@ -1,0 +1,167 @@
+"""Depth operators: add `b` layers to a model of `d` (LANGUAGE.md, Operators).
+
+Every one is a layer plan: for each position of the grown stack, the old layer it is (kept, the
+same module), a copy of an old layer, or a fresh layer. `grow_depth` carries out any such plan,
+so a plugin can write a new depth operator as a plan alone.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lagdsl.model.gpt import GPT, Block, init_block
+from lagdsl.ops.core import Carry, Grown, GrowthSpec, add_noise_, rebuild_optimizer
+
+__all__ = ["copy_bottom", "copy_top", "identity", "interleave", "midas", "random", "stack"]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One position of a grown stack: `source` is an old layer's index, or None for a fresh one."""
+
+    source: int | None
+    copy: bool = False  # a copy of `source` (the original stays where it was)
+
+
+def keep(d: int) -> list[Layer]:
+    return [Layer(i) for i in range(d)]
+
+
+def copies(sources: list[int]) -> list[Layer]:
+    return [Layer(i, copy=True) for i in sources]
+
+
+def grow_depth(
+    model: GPT,
+    optimizer: torch.optim.Optimizer | None,
+    plan: list[Layer],
+    generator: torch.Generator,
+    *,
+    noise: float = 0.0,
+    zero_residual: bool = False,
+) -> Grown:
+    """The model with the layers `plan` lists, in order, and its optimizer with state moved.
+
+    Kept layers are the same modules (their parameters and optimizer state are shared, not
+    copied). Copies are deep copies of their source with `noise` added. Fresh layers are
+    initialized from `generator` for the grown depth; with `zero_residual` their projections
+    into the residual stream start at zero, so each fresh block computes the identity.
+    """
+    old_config = model.config
+    config = old_config.grown(depth=len(plan))
+    device, dtype = model.embed.weight.device, model.embed.weight.dtype
+    with torch.device("meta"):
+        grown = GPT(config)
+    grown.embed, grown.norm, grown.lm_head = model.embed, model.norm, model.lm_head  # the tie stays
+    grown.rotary_cos, grown.rotary_sin = model.rotary_cos, model.rotary_sin
+    residual_std = 0.02 / (2 * config.depth) ** 0.5
+    mapping: dict[str, Carry | None] = {"embed.weight": Carry("embed.weight", shared=True)}
+    mapping["norm.weight"] = Carry("norm.weight", shared=True)
+    blocks: dict[str, nn.Module] = {}
+    for i, layer in enumerate(plan):
+        if layer.source is None:
+            block = Block(config)
+            init_block(block, residual_std, generator)
+            if zero_residual:
+                with torch.no_grad():
+                    for linear in block.residual_outputs():
+                        linear.weight.zero_()
+            blocks[str(i)] = block.to(device=device, dtype=dtype)
+            for name, _ in block.named_parameters():
+                mapping[f"blocks.{i}.{name}"] = None
+            continue
+        source = model.blocks[str(layer.source)]
+        if layer.copy:
+            block = copy.deepcopy(source)
+            with torch.no_grad():
+                for param in block.parameters():
+                    add_noise_(param, noise, generator)
+        else:
+            block = source
+        blocks[str(i)] = block
+        for name, _ in block.named_parameters():
+            mapping[f"blocks.{i}.{name}"] = Carry(f"blocks.{layer.source}.{name}", shared=not layer.copy)
+    grown.blocks = nn.ModuleDict(blocks)
+    return Grown(grown, rebuild_optimizer(optimizer, model, grown, mapping), mapping)
+
+
+def _added(model: GPT, spec: GrowthSpec) -> tuple[int, int]:
+    d = model.config.depth
+    b = spec.target - d
+    if b <= 0:
+        raise ValueError(f"depth {spec.target} does not grow a model of depth {d}")
+    return d, b
+
+
+def _copy_check(d: int, b: int, what: str) -> None:
+    if b > d:
+        raise ValueError(f"{what} copies {b} layers and the model has {d}")
+
+
+def copy_top(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+    """Copies of the top b layers, placed on top (gradual stacking)."""
+    d, b = _added(model, spec)
+    _copy_check(d, b, "copy_top")
+    return grow_depth(model, optimizer, keep(d) + copies(list(range(d - b, d))), generator, noise=_noise(spec))
+
+
+def copy_bottom(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+    """Copies of the bottom b layers, placed on top."""
+    d, b = _added(model, spec)
+    _copy_check(d, b, "copy_bottom")
+    return grow_depth(model, optimizer, keep(d) + copies(list(range(b))), generator, noise=_noise(spec))
+
+
+def midas(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+    """A copy of the middle block of b layers (starting at layer (d - b) // 2), inserted right after it."""
+    d, b = _added(model, spec)
+    _copy_check(d, b, "midas")
+    start = (d - b) // 2
+    plan = keep(start + b) + copies(list(range(start, start + b))) + [Layer(i) for i in range(start + b, d)]
+    return grow_depth(model, optimizer, plan, generator, noise=_noise(spec))
+
+
+def stack(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+    """The whole stack repeated on top, in order (b a multiple of d)."""
+    d, b = _added(model, spec)
+    if b % d:
+        raise ValueError(f"stack adds a multiple of {d} layers, not {b}")
+    return grow_depth(model, optimizer, keep(d) + copies(list(range(d)) * (b // d)), generator, noise=_noise(spec))
+
+
+def interleave_sources(d: int, b: int) -> list[int]:
+    """b evenly spaced layers of d: the centre of each of b equal spans (b = d: every layer)."""
+    return [int((j + 0.5) * d / b) for j in range(b)]
+
+
+def interleave(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+    """A copy of each of b evenly spaced layers, right after its source."""
+    d, b = _added(model, spec)
+    _copy_check(d, b, "interleave")
+    chosen = set(interleave_sources(d, b))
+    plan: list[Layer] = []
+    for i in range(d):
+        plan.append(Layer(i))
+        if i in chosen:
+            plan.append(Layer(i, copy=True))
+    return grow_depth(model, optimizer, plan, generator, noise=_noise(spec))
+
+
+def random(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+    """Freshly initialized layers on top."""
+    d, b = _added(model, spec)
+    return grow_depth(model, optimizer, keep(d) + [Layer(None)] * b, generator)
+
+
+def identity(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+    """Fresh layers on top whose residual output projections are zero: the function is unchanged."""
+    d, b = _added(model, spec)
+    return grow_depth(model, optimizer, keep(d) + [Layer(None)] * b, generator, zero_residual=True)
+
+
+def _noise(spec: GrowthSpec) -> float:
+    return float(spec.args.get("noise", 0.0))

@@ -1,0 +1,218 @@
+"""Width operators: grow a model from width w to w' (LANGUAGE.md, Operators).
+
+The head size stays, so heads grow with the width, and the MLP's hidden size follows the width
+(`lagdsl.lang.arch.mlp_hidden`). Three kinds of units grow: residual dimensions (R), attention
+channels, grouped by head (H), and MLP units (U). Each parameter's dimensions are one of these, and
+each is read (an input), written (an output), or a norm gain:
+
+    embed [vocab, R out]      q, k, v [H out, R in]     o [R out, H in]
+    norms [R gain]            gate, up [U out, R in]    down [R out, U in]
+
+An operator decides, for every new unit, which old unit it copies (or none), then `grow_width`
+moves every parameter, and its optimizer state, by those choices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+
+from lagdsl.model.gpt import GPT
+from lagdsl.ops.core import Carry, Grown, GrowthSpec, rebuild_optimizer
+
+__all__ = ["net2net", "random", "zero"]
+
+#: Each parameter's dimensions by its name's last two parts: (unit kind, role) or None (vocab).
+LAYOUT: dict[str, tuple[tuple[str, str] | None, ...]] = {
+    "embed.weight": (None, ("R", "out")),
+    "norm.weight": (("R", "gain"),),
+    "norm1.weight": (("R", "gain"),),
+    "norm2.weight": (("R", "gain"),),
+    "q.weight": (("H", "out"), ("R", "in")),
+    "k.weight": (("H", "out"), ("R", "in")),
+    "v.weight": (("H", "out"), ("R", "in")),
+    "o.weight": (("R", "out"), ("H", "in")),
+    "gate.weight": (("U", "out"), ("R", "in")),
+    "up.weight": (("U", "out"), ("R", "in")),
+    "down.weight": (("R", "out"), ("U", "in")),
+}
+
+
+@dataclass(frozen=True)
+class UnitMap:
+    """For each new unit, the old unit it copies (-1: a new unit); how many copies each old unit has."""
+
+    index: torch.Tensor
+    count: torch.Tensor
+
+    @staticmethod
+    def build(old: int, new: int, copied: torch.Tensor | None) -> UnitMap:
+        extra = copied if copied is not None else torch.full((new - old,), -1, dtype=torch.long)
+        index = torch.cat([torch.arange(old), extra])
+        count = torch.bincount(index[index >= 0], minlength=old)
+        return UnitMap(index, count)
+
+
+def _layout(name: str) -> tuple[tuple[str, str] | None, ...]:
+    key = ".".join(name.split(".")[-2:])
+    return LAYOUT[key]
+
+
+def grow_width(
+    model: GPT,
+    optimizer: torch.optim.Optimizer | None,
+    width: int,
+    generator: torch.Generator,
+    *,
+    copy_units: bool,
+    zero_outgoing: bool,
+    noise: float = 0.0,
+) -> Grown:
+    """The model at `width`, every parameter and its optimizer state moved.
+
+    `copy_units` (Net2Net): each new unit copies a random old one; weights reading a copied unit
+    are split among its copies, so MLP units and heads keep the function exactly. Otherwise new
+    units are fresh (initialized from `generator`); with `zero_outgoing` everything a new unit
+    writes (into the residual stream or out of a new head or MLP unit) starts at zero, and the norm
+    gains (by sqrt(w / w')) and the norms' epsilon (by w / w') are rescaled for the zero
+    dimensions, so the function is unchanged.
+    """
+    old_config = model.config
+    config = old_config.grown(width=width)
+    if zero_outgoing and not copy_units:  # the zero dimensions change every norm's mean square by w / w'
+        config = replace(config, norm_eps=old_config.norm_eps * old_config.width / width)
+    device, dtype = model.embed.weight.device, model.embed.weight.dtype
+    grown = GPT(config)
+    grown.init_weights(generator)
+    grown.to(device=device, dtype=dtype)
+
+    def pick(old: int, new: int) -> torch.Tensor | None:
+        if not copy_units:
+            return None
+        return torch.randint(0, old, (new - old,), generator=generator)
+
+    heads = UnitMap.build(old_config.heads, config.heads, pick(old_config.heads, config.heads))
+    size = config.head_size
+    channels = (heads.index[:, None] * size + torch.arange(size)).where(heads.index[:, None] >= 0, -1).flatten()
+    maps = {
+        "R": UnitMap.build(old_config.width, config.width, pick(old_config.width, config.width)),
+        "H": UnitMap(channels, heads.count.repeat_interleave(size)),
+        "U": UnitMap.build(old_config.hidden, config.hidden, pick(old_config.hidden, config.hidden)),
+    }
+    gain_scale = 1.0 if copy_units or not zero_outgoing else math.sqrt(old_config.width / config.width)
+    old_params = dict(model.named_parameters())
+    mapping: dict[str, Carry | None] = {}
+    with torch.no_grad():
+        for name, param in grown.named_parameters():
+            if name == "lm_head.weight":
+                continue  # the tied embedding
+            mover = _Mover(_layout(name), maps, copy_units, zero_outgoing, gain_scale)
+            param.copy_(mover.weights(old_params[name], param, noise, generator))
+            mapping[name] = Carry(name, transform=mover.state)
+    return Grown(grown, rebuild_optimizer(optimizer, model, grown, mapping), mapping)
+
+
+class _Mover:
+    """Moves one parameter's tensors (weights, then optimizer state) to the grown shape."""
+
+    def __init__(
+        self,
+        layout: tuple[tuple[str, str] | None, ...],
+        maps: dict[str, UnitMap],
+        copy_units: bool,
+        zero_outgoing: bool,
+        gain_scale: float,
+    ) -> None:
+        self.layout = layout
+        self.maps = maps
+        self.copy_units = copy_units
+        self.zero_outgoing = zero_outgoing
+        self.gain_scale = gain_scale
+
+    def _gather(self, old: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Old values at the new positions, the scale of each, and which positions have an old value."""
+        values = old
+        scale = torch.ones((), dtype=torch.float32)
+        known = torch.ones((), dtype=torch.bool)
+        for dim, axis in enumerate(self.layout):
+            if axis is None:
+                continue
+            unit = self.maps[axis[0]]
+            shape = [1] * old.dim()
+            shape[dim] = -1
+            index = unit.index.to(old.device)
+            values = values.index_select(dim, index.clamp(min=0))
+            known = known & (unit.index >= 0).view(shape)
+            if axis[1] == "in" and self.copy_units:
+                split = 1.0 / unit.count[unit.index.clamp(min=0)].float()
+                scale = scale * split.view(shape)
+            if axis[1] == "gain":
+                scale = scale * self.gain_scale
+        return values, scale.to(old.device), known.to(old.device)
+
+    def weights(self, old: torch.Tensor, fresh: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:
+        values, scale, known = self._gather(old)
+        moved = torch.where(known, values * scale.to(values.dtype), fresh)
+        if self.copy_units and noise > 0:
+            copied = ~self._original(old)
+            std = old.float().std().item() if old.numel() > 1 else 0.0
+            jitter = torch.randn(moved.shape, generator=generator).to(moved.device, moved.dtype)
+            moved = moved + jitter * (noise * std) * copied
+        if not self.copy_units and self.zero_outgoing:
+            moved = torch.where(self._writes_new(old), torch.zeros_like(moved), moved)
+            if self.layout[0] is not None and self.layout[0][1] == "gain":
+                moved = torch.where(known, moved, torch.full_like(moved, self.gain_scale))
+        return moved
+
+    def state(self, old: torch.Tensor, power: int) -> torch.Tensor:
+        values, scale, known = self._gather(old)
+        return torch.where(known, values * scale.to(values.dtype) ** power, torch.zeros((), dtype=values.dtype))
+
+    def _original(self, old: torch.Tensor) -> torch.Tensor:
+        """Positions that are old units in every dimension (not copies)."""
+        mask = torch.ones((), dtype=torch.bool)
+        for dim, axis in enumerate(self.layout):
+            if axis is None:
+                continue
+            unit, size = self.maps[axis[0]], old.shape[dim]
+            shape = [1] * old.dim()
+            shape[dim] = -1
+            mask = mask & (torch.arange(unit.index.numel()) < size).view(shape)
+        return mask.to(old.device)
+
+    def _writes_new(self, old: torch.Tensor) -> torch.Tensor:
+        """Positions that write a new residual dimension, or carry a new head's or unit's output."""
+        mask = torch.zeros((), dtype=torch.bool)
+        for dim, axis in enumerate(self.layout):
+            if axis is None:
+                continue
+            kind, role = axis
+            new = (self.maps[kind].index < 0).view([-1 if d == dim else 1 for d in range(old.dim())])
+            if (kind == "R" and role == "out") or (kind in ("H", "U") and role == "in"):
+                mask = mask | new
+        return mask.to(old.device)
+
+
+def _width(model: GPT, spec: GrowthSpec) -> int:
+    if spec.target <= model.config.width:
+        raise ValueError(f"width {spec.target} does not grow a model of width {model.config.width}")
+    return spec.target
+
+
+def net2net(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+    """Copies of random existing units; weights reading a copied unit split among the copies."""
+    noise = float(spec.args.get("noise", 0.0))
+    width = _width(model, spec)
+    return grow_width(model, optimizer, width, generator, copy_units=True, zero_outgoing=False, noise=noise)
+
+
+def zero(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+    """Fresh incoming weights, zero outgoing weights, new residual dimensions at zero."""
+    return grow_width(model, optimizer, _width(model, spec), generator, copy_units=False, zero_outgoing=True)
+
+
+def random(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+    """Freshly initialized units."""
+    return grow_width(model, optimizer, _width(model, spec), generator, copy_units=False, zero_outgoing=False)
