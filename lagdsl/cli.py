@@ -191,7 +191,10 @@ def ops(fmt: str) -> None:
     """List the growth operators: what each grows, its parameters, whether it preserves the function."""
     from lagdsl.lang.catalogue import default_catalogue
 
-    entries = list(default_catalogue())
+    catalogue = default_catalogue()
+    entries = list(catalogue)
+    for problem in catalogue.problems:
+        click.echo(f"warning: {problem}", err=True)
     if fmt == "json":
         payload = [
             {

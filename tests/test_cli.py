@@ -100,7 +100,8 @@ def test_ops_lists_the_catalogue() -> None:
     entries = {(e["name"], e["dim"]): e for e in payload}
     assert len(entries) == 10
     assert entries[("identity", "depth")]["preserves_function"] == "yes"
-    assert entries[("net2net", "width")]["preserves_function"] == "approx"
+    assert entries[("net2net", "width")]["preserves_function"] == "yes"
+    assert entries[("random", "width")]["preserves_function"] == "no"
     assert entries[("copy_top", "depth")]["params"] == [{"name": "noise", "type": "float", "default": 0.0}]
     assert ("random", "width") in entries and ("random", "depth") in entries
 

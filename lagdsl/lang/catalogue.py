@@ -7,7 +7,7 @@ each entry's `impl` (a "module:function" path) to run it. An entry is keyed by (
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -139,8 +139,8 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
         "net2net",
         "width",
         (_NOISE,),
-        "approx",
-        "copies of random existing units, outgoing weights split among the copies (Net2Net)",
+        "yes",
+        "copies of random existing units, what reads a copy split among the copies (Net2Net)",
         f"{_WIDTH}:net2net",
     ),
     OperatorInfo(
@@ -162,11 +162,23 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
 )
 
 
-class Catalogue:
-    """Operators by name and dimension."""
+ENTRY_POINT_GROUP = "lagdsl.operators"
 
-    def __init__(self, entries: tuple[OperatorInfo, ...] = BUILTIN_OPERATORS) -> None:
+
+class Catalogue:
+    """Operators by name and dimension: the built-in ones, then those of installed plugins.
+
+    A plugin is a package with an entry point in the group `lagdsl.operators` whose object is an
+    `OperatorInfo` or a list of them (torch-free data; `impl` names the function that runs it).
+    Plugins load on the first lookup of a name that is not built in, so validating a schedule
+    that uses only built-in operators reads no package metadata. A plugin that fails to load is
+    skipped and described in `problems`.
+    """
+
+    def __init__(self, entries: tuple[OperatorInfo, ...] = BUILTIN_OPERATORS, *, plugins: bool = True) -> None:
         self._entries: dict[tuple[str, Dim], OperatorInfo] = {}
+        self._plugins_pending = plugins
+        self.problems: list[str] = []
         for entry in entries:
             self.add(entry)
 
@@ -176,21 +188,45 @@ class Catalogue:
             raise ValueError(f"operator `{entry.name}` for {entry.dim} is defined twice")
         self._entries[key] = entry
 
-    def __iter__(self):
-        return iter(self._entries.values())
+    def load_plugins(self) -> None:
+        if not self._plugins_pending:
+            return
+        self._plugins_pending = False
+        from importlib.metadata import entry_points
+
+        for point in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                loaded = point.load()
+                items = loaded if isinstance(loaded, (list, tuple)) else [loaded]
+                for item in items:
+                    if not isinstance(item, OperatorInfo):
+                        raise TypeError(f"{item!r} is not an OperatorInfo")
+                    self.add(item)
+            except Exception as error:  # a broken plugin must not break the tool
+                self.problems.append(f"plugin `{point.name}` ({point.value}) was skipped: {error}")
+
+    def __iter__(self) -> Iterator[OperatorInfo]:
+        self.load_plugins()
+        return iter(list(self._entries.values()))
 
     def names(self) -> list[str]:
+        self.load_plugins()
         return sorted({name for name, _ in self._entries})
 
     def get(self, name: str, dim: Dim) -> OperatorInfo | None:
+        if (name, dim) not in self._entries:
+            self.load_plugins()
         return self._entries.get((name, dim))
 
     def lookup(self, name: str) -> list[OperatorInfo]:
         """Every entry of that name, depth first."""
+        if not any((name, d) in self._entries for d in DIMS):
+            self.load_plugins()
         return [self._entries[(name, d)] for d in DIMS if (name, d) in self._entries]
 
 
 def default_catalogue() -> Catalogue:
+    """The built-in operators and those of installed plugins."""
     return Catalogue()
 
 

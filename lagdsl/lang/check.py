@@ -471,13 +471,10 @@ def resolve_names(ctx: Context) -> None:
 
 def _unknown_operator(ctx: Context, name: ast.Name) -> None:
     known = list(ctx.catalogue.names()) + list(ctx.operator_defs)
-    ctx.error(
-        "E0201",
-        f"unknown operator `{name.value}`",
-        name.span,
-        "not an operator",
-        did_you_mean(name.value, known) or "`lagdsl ops` lists the operators",
-    )
+    help_text = did_you_mean(name.value, known) or "`lagdsl ops` lists the operators"
+    if ctx.catalogue.problems:
+        help_text += "; " + "; ".join(ctx.catalogue.problems)
+    ctx.error("E0201", f"unknown operator `{name.value}`", name.span, "not an operator", help_text)
 
 
 def _resolve_builtin(ctx: Context, node: ast.Value, label: str) -> OperatorRef | None:

@@ -72,16 +72,22 @@ def grow_width(
 ) -> Grown:
     """The model at `width`, every parameter and its optimizer state moved.
 
-    `copy_units` (Net2Net): each new unit copies a random old one; weights reading a copied unit
-    are split among its copies, so MLP units and heads keep the function exactly. Otherwise new
-    units are fresh (initialized from `generator`); with `zero_outgoing` everything a new unit
-    writes (into the residual stream or out of a new head or MLP unit) starts at zero, and the norm
-    gains (by sqrt(w / w')) and the norms' epsilon (by w / w') are rescaled for the zero
-    dimensions, so the function is unchanged.
+    `copy_units` (Net2Net): each new unit copies a random old one. Weights reading a copied head
+    or MLP unit are split among its copies. A residual dimension copied c times is scaled by
+    1/sqrt(c) in every copy, where it is written (embedding, output projections) and where it is
+    read (q, k, v, MLP inputs, the tied output head): an isometry of the residual stream, so the
+    tied embedding serves as both writer and reader and the stream's sum of squares is unchanged.
+    With the norm gains scaled by sqrt(w / w') and the norms' epsilon by w / w', the function is
+    unchanged to float rounding.
+
+    Otherwise new units are fresh (initialized from `generator`); with `zero_outgoing` everything a
+    new unit writes (into the residual stream or out of a new head or MLP unit) starts at zero,
+    and the norms are rescaled as above, so the function is unchanged.
     """
     old_config = model.config
     config = old_config.grown(width=width)
-    if zero_outgoing and not copy_units:  # the zero dimensions change every norm's mean square by w / w'
+    preserving = copy_units or zero_outgoing
+    if preserving:  # the residual stream's mean square changes by w / w': rescale what the norms add
         config = replace(config, norm_eps=old_config.norm_eps * old_config.width / width)
     device, dtype = model.embed.weight.device, model.embed.weight.dtype
     grown = GPT(config)
@@ -101,7 +107,7 @@ def grow_width(
         "H": UnitMap(channels, heads.count.repeat_interleave(size)),
         "U": UnitMap.build(old_config.hidden, config.hidden, pick(old_config.hidden, config.hidden)),
     }
-    gain_scale = 1.0 if copy_units or not zero_outgoing else math.sqrt(old_config.width / config.width)
+    gain_scale = math.sqrt(old_config.width / config.width) if preserving else 1.0
     old_params = dict(model.named_parameters())
     mapping: dict[str, Carry | None] = {}
     with torch.no_grad():
@@ -145,7 +151,13 @@ class _Mover:
             index = unit.index.to(old.device)
             values = values.index_select(dim, index.clamp(min=0))
             known = known & (unit.index >= 0).view(shape)
-            if axis[1] == "in" and self.copy_units:
+            if self.copy_units and axis[0] == "R" and axis[1] in ("in", "out"):
+                # a residual dimension copied c times: every copy, the original included, is
+                # scaled by 1/sqrt(c) where it is written and where it is read (an isometry)
+                split = unit.count[unit.index.clamp(min=0)].float().rsqrt()
+                scale = scale * split.view(shape)
+            elif self.copy_units and axis[1] == "in":
+                # a head's or MLP unit's output copied c times: what reads it is split among the copies
                 split = 1.0 / unit.count[unit.index.clamp(min=0)].float()
                 scale = scale * split.view(shape)
             if axis[1] == "gain":
@@ -202,7 +214,7 @@ def _width(model: GPT, spec: GrowthSpec) -> int:
 
 
 def net2net(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
-    """Copies of random existing units; weights reading a copied unit split among the copies."""
+    """Copies of random existing units; what reads a copy is split among the copies (Net2Net)."""
     noise = float(spec.args.get("noise", 0.0))
     width = _width(model, spec)
     return grow_width(model, optimizer, width, generator, copy_units=True, zero_outgoing=False, noise=noise)
