@@ -114,7 +114,7 @@ def test_model_basics() -> None:
     changed[:, 1:] = (changed[:, 1:] + 1) % 64
     assert torch.allclose(model(changed)[0][:, 0], model(tokens(config))[0][:, 0], atol=1e-6)
     # scaled residual init
-    assert model.blocks["0"].attn.o.weight.std() < model.blocks["0"].attn.q.weight.std()
+    assert model.blocks["0"].attn.o.weight.std() < model.blocks["0"].attn.qkv.weight.std()
 
 
 # ------------------------------------------------------------------------------ every operator
@@ -230,7 +230,7 @@ def test_layers_stand_where_the_spec_says(op: str, d: int, b: int) -> None:
     for position, source in enumerate(expected_sources(op, d, b)):
         block = dict(new.blocks[str(position)].named_parameters())
         if source is None:
-            assert all(not torch.equal(block[n], layers[i][n]) for i in range(d) for n in ("attn.q.weight",))
+            assert all(not torch.equal(block[n], layers[i][n]) for i in range(d) for n in ("attn.qkv.weight",))
             if op == "identity":
                 assert block["attn.o.weight"].abs().sum() == 0 and block["mlp.down.weight"].abs().sum() == 0
             continue
@@ -245,9 +245,9 @@ def test_noise_perturbs_copies_only() -> None:
     new = grow(model, opt, GrowthSpec("copy_top", "depth", 3, {"noise": 0.1}), torch.Generator().manual_seed(0)).model
     copy = dict(new.blocks["2"].named_parameters())
     original = dict(new.blocks["1"].named_parameters())
-    diff = (copy["attn.q.weight"] - top["attn.q.weight"]).std() / top["attn.q.weight"].std()
+    diff = (copy["attn.qkv.weight"] - top["attn.qkv.weight"]).std() / top["attn.qkv.weight"].std()
     assert 0.05 < diff < 0.2  # about sigma = 0.1 of the tensor's own std
-    assert torch.equal(original["attn.q.weight"], top["attn.q.weight"])
+    assert torch.equal(original["attn.qkv.weight"], top["attn.qkv.weight"])
 
 
 @pytest.mark.parametrize(
@@ -292,10 +292,10 @@ def test_net2net_scales_copied_residual_dimensions_isometrically() -> None:
 
 def test_zero_width_keeps_old_state_and_starts_new_entries_at_zero() -> None:
     model, opt = trained(GPTConfig(64, 8, 16, 2, 1))
-    old = model.blocks["0"].mlp.up.weight
+    old = model.blocks["0"].attn.o.weight  # [width, width]: rows write residual dims, columns read heads
     old_state = {k: v.clone() for k, v in opt.state[old].items()}
     grown = grow(model, opt, GrowthSpec("zero", "width", 32), torch.Generator().manual_seed(0))
-    new = grown.model.blocks["0"].mlp.up.weight  # [hidden, width]: rows are units, columns residual dims
+    new = grown.model.blocks["0"].attn.o.weight
     state = grown.optimizer.state[new]
     rows, cols = old.shape
     assert torch.equal(state["exp_avg"][:rows, :cols], old_state["exp_avg"])

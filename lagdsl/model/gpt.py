@@ -82,46 +82,51 @@ def rotary_tables(context: int, head_size: int, base: float = 10_000.0) -> tuple
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (first half, second half) of each head's channels; x is (B, H, T, D)."""
+    """Rotate pairs (first half, second half) of each head's channels; x is (B, T, ..., D)."""
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
-    cos, sin = cos[: x.shape[-2]].to(x.dtype), sin[: x.shape[-2]].to(x.dtype)
+    shape = (x.shape[1],) + (1,) * (x.dim() - 3) + (half,)
+    cos, sin = cos[: x.shape[1]].view(shape).to(x.dtype), sin[: x.shape[1]].view(shape).to(x.dtype)
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
 class Attention(nn.Module):
+    """Causal self-attention. `qkv` holds the query, key and value projections stacked (3w x w),
+    so one matrix product computes all three."""
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         width = config.width
         self.heads, self.head_size, self.dropout = config.heads, config.head_size, config.dropout
-        self.q = nn.Linear(width, width, bias=False)
-        self.k = nn.Linear(width, width, bias=False)
-        self.v = nn.Linear(width, width, bias=False)
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
         self.o = nn.Linear(width, width, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         batch, time, width = x.shape
-        shape = (batch, time, self.heads, self.head_size)
-        q = apply_rotary(self.q(x).view(shape).transpose(1, 2), cos, sin)
-        k = apply_rotary(self.k(x).view(shape).transpose(1, 2), cos, sin)
-        v = self.v(x).view(shape).transpose(1, 2)
+        qkv = self.qkv(x).view(batch, time, 3, self.heads, self.head_size)
+        qk = apply_rotary(qkv[:, :, :2], cos, sin)
+        q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         return self.o(y.transpose(1, 2).reshape(batch, time, width))
 
 
 class MLP(nn.Module):
+    """SwiGLU (`gate_up` holds the gate and up projections stacked, 2h x w) or GELU (`up`, h x w)."""
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.kind = config.mlp
         if self.kind == "swiglu":
-            self.gate = nn.Linear(config.width, config.hidden, bias=False)
-        self.up = nn.Linear(config.width, config.hidden, bias=False)
+            self.gate_up = nn.Linear(config.width, 2 * config.hidden, bias=False)
+        else:
+            self.up = nn.Linear(config.width, config.hidden, bias=False)
         self.down = nn.Linear(config.hidden, config.width, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "swiglu":
-            return self.down(F.silu(self.gate(x)) * self.up(x))
+            gate, up = self.gate_up(x).chunk(2, dim=-1)
+            return self.down(F.silu(gate) * up)
         return self.down(F.gelu(self.up(x)))
 
 

@@ -5,8 +5,8 @@ The head size stays, so heads grow with the width, and the MLP's hidden size fol
 channels, grouped by head (H), and MLP units (U). Each parameter's dimensions are one of these, and
 each is read (an input), written (an output), or a norm gain:
 
-    embed [vocab, R out]      q, k, v [H out, R in]     o [R out, H in]
-    norms [R gain]            gate, up [U out, R in]    down [R out, U in]
+    embed [vocab, R out]      qkv [3 x H out, R in]        o [R out, H in]
+    norms [R gain]            gate_up [2 x U out, R in]    down [R out, U in]   (GELU: up [U out, R in])
 
 An operator decides, for every new unit, which old unit it copies (or none), then `grow_width`
 moves every parameter, and its optimizer state, by those choices.
@@ -24,38 +24,47 @@ from lagdsl.ops.core import Carry, Grown, GrowthSpec, rebuild_optimizer
 
 __all__ = ["net2net", "random", "zero"]
 
-#: Each parameter's dimensions by its name's last two parts: (unit kind, role) or None (vocab).
-LAYOUT: dict[str, tuple[tuple[str, str] | None, ...]] = {
-    "embed.weight": (None, ("R", "out")),
-    "norm.weight": (("R", "gain"),),
-    "norm1.weight": (("R", "gain"),),
-    "norm2.weight": (("R", "gain"),),
-    "q.weight": (("H", "out"), ("R", "in")),
-    "k.weight": (("H", "out"), ("R", "in")),
-    "v.weight": (("H", "out"), ("R", "in")),
-    "o.weight": (("R", "out"), ("H", "in")),
-    "gate.weight": (("U", "out"), ("R", "in")),
-    "up.weight": (("U", "out"), ("R", "in")),
-    "down.weight": (("R", "out"), ("U", "in")),
+#: Each parameter's dimensions by its name's last two parts: (unit kind, role, blocks stacked) or
+#: None (the vocabulary). `qkv` stacks three H-shaped blocks, `gate_up` two U-shaped ones.
+LAYOUT: dict[str, tuple[tuple[str, str, int] | None, ...]] = {
+    "embed.weight": (None, ("R", "out", 1)),
+    "norm.weight": (("R", "gain", 1),),
+    "norm1.weight": (("R", "gain", 1),),
+    "norm2.weight": (("R", "gain", 1),),
+    "qkv.weight": (("H", "out", 3), ("R", "in", 1)),
+    "o.weight": (("R", "out", 1), ("H", "in", 1)),
+    "gate_up.weight": (("U", "out", 2), ("R", "in", 1)),
+    "up.weight": (("U", "out", 1), ("R", "in", 1)),
+    "down.weight": (("R", "out", 1), ("U", "in", 1)),
 }
 
 
 @dataclass(frozen=True)
 class UnitMap:
-    """For each new unit, the old unit it copies (-1: a new unit); how many copies each old unit has."""
+    """For each new unit, the old unit it copies (-1: a new unit), and whether it is that old unit
+    itself (not a copy); for each old unit, how many new units it became."""
 
     index: torch.Tensor
     count: torch.Tensor
+    original: torch.Tensor
 
     @staticmethod
     def build(old: int, new: int, copied: torch.Tensor | None) -> UnitMap:
         extra = copied if copied is not None else torch.full((new - old,), -1, dtype=torch.long)
         index = torch.cat([torch.arange(old), extra])
         count = torch.bincount(index[index >= 0], minlength=old)
-        return UnitMap(index, count)
+        return UnitMap(index, count, torch.arange(new) < old)
+
+    def stacked(self, blocks: int) -> UnitMap:
+        """The map of `blocks` such dimensions stacked end to end (qkv, gate_up)."""
+        if blocks == 1:
+            return self
+        old = self.count.numel()
+        index = torch.cat([torch.where(self.index >= 0, self.index + j * old, -1) for j in range(blocks)])
+        return UnitMap(index, self.count.repeat(blocks), self.original.repeat(blocks))
 
 
-def _layout(name: str) -> tuple[tuple[str, str] | None, ...]:
+def _layout(name: str) -> tuple[tuple[str, str, int] | None, ...]:
     key = ".".join(name.split(".")[-2:])
     return LAYOUT[key]
 
@@ -104,7 +113,7 @@ def grow_width(
     channels = (heads.index[:, None] * size + torch.arange(size)).where(heads.index[:, None] >= 0, -1).flatten()
     maps = {
         "R": UnitMap.build(old_config.width, config.width, pick(old_config.width, config.width)),
-        "H": UnitMap(channels, heads.count.repeat_interleave(size)),
+        "H": UnitMap(channels, heads.count.repeat_interleave(size), heads.original.repeat_interleave(size)),
         "U": UnitMap.build(old_config.hidden, config.hidden, pick(old_config.hidden, config.hidden)),
     }
     gain_scale = math.sqrt(old_config.width / config.width) if preserving else 1.0
@@ -125,7 +134,7 @@ class _Mover:
 
     def __init__(
         self,
-        layout: tuple[tuple[str, str] | None, ...],
+        layout: tuple[tuple[str, str, int] | None, ...],
         maps: dict[str, UnitMap],
         copy_units: bool,
         zero_outgoing: bool,
@@ -145,7 +154,7 @@ class _Mover:
         for dim, axis in enumerate(self.layout):
             if axis is None:
                 continue
-            unit = self.maps[axis[0]]
+            unit = self.maps[axis[0]].stacked(axis[2])
             shape = [1] * old.dim()
             shape[dim] = -1
             index = unit.index.to(old.device)
@@ -188,10 +197,10 @@ class _Mover:
         for dim, axis in enumerate(self.layout):
             if axis is None:
                 continue
-            unit, size = self.maps[axis[0]], old.shape[dim]
+            unit = self.maps[axis[0]].stacked(axis[2])
             shape = [1] * old.dim()
             shape[dim] = -1
-            mask = mask & (torch.arange(unit.index.numel()) < size).view(shape)
+            mask = mask & unit.original.view(shape)
         return mask.to(old.device)
 
     def _writes_new(self, old: torch.Tensor) -> torch.Tensor:
@@ -200,8 +209,8 @@ class _Mover:
         for dim, axis in enumerate(self.layout):
             if axis is None:
                 continue
-            kind, role = axis
-            new = (self.maps[kind].index < 0).view([-1 if d == dim else 1 for d in range(old.dim())])
+            kind, role, blocks = axis
+            new = (self.maps[kind].stacked(blocks).index < 0).view([-1 if d == dim else 1 for d in range(old.dim())])
             if (kind == "R" and role == "out") or (kind in ("H", "U") and role == "in"):
                 mask = mask | new
         return mask.to(old.device)
