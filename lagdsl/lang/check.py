@@ -300,8 +300,8 @@ def check_settings(ctx: Context) -> None:
         result = handler(ctx, setting)
         if result is not None:
             values[key] = result
-    data = values.get("data", ("stdlib", {"val": 0.05}))
-    values.setdefault("data", data)
+    if "data" not in ctx.settings:
+        values["data"] = ("stdlib", {p.name: p.default for p in DATA["stdlib"].params})
     model = values.get("model")
     if isinstance(model, dict) and model.get("vocab") == "auto" and "data" in values:
         kind = values["data"][0]  # type: ignore[index]
@@ -395,10 +395,6 @@ def _handle_device(ctx: Context, setting: ast.Setting) -> object | None:
     return None
 
 
-def _handle_lr(ctx: Context, setting: ast.Setting) -> object | None:
-    return _handle_call("learning-rate schedule", LR_SCHEDULES)(ctx, setting)
-
-
 def _handle_batch(ctx: Context, setting: ast.Setting) -> object | None:
     batch, problem = coerce(Param("batch", "int", ge=1), setting.value, None)
     if problem:
@@ -438,7 +434,7 @@ _SETTING_HANDLERS = {
     "data": _handle_call("data source", DATA),
     "batch": _handle_batch,
     "optimizer": _handle_call("optimizer", OPTIMIZERS),
-    "lr": _handle_lr,
+    "lr": _handle_call("learning-rate schedule", LR_SCHEDULES),
     "total": _handle_total,
     "eval": _handle_every(EVAL_OPTIONS),
     "checkpoint": _handle_every(CHECKPOINT_OPTIONS),
