@@ -80,6 +80,20 @@ def test_default_select_window_is_a_fifth_of_the_probe() -> None:
     assert rule(0) == SelectRule(metric="loss", window=None)
 
 
+def test_lowest_loss_is_the_last_probe_step() -> None:
+    def rule(select: str) -> SelectRule:
+        text = (
+            "stage a { train 10 steps }\n"
+            f"stage b {{ grow depth by 1 {{ candidates [copy_top, midas] probe 25 steps {select} }} train 100 steps }}"
+        )
+        return valid(text).stages[1].growths[0].probe.select
+
+    assert rule("select lowest loss") == SelectRule(metric="loss", window=1)
+    assert rule("select lowest loss over last 3 steps") == SelectRule(metric="loss", window=3)
+    assert rule("select lowest val_loss") == SelectRule(metric="val_loss", window=None)
+    assert rule("") == SelectRule(metric="loss", window=5)
+
+
 def test_width_growth_keeps_the_head_size() -> None:
     schedule = lagdsl.load(ROOT / "schedules" / "width_lag.grow").schedule
     shapes = [s.after for s in schedule.stages]

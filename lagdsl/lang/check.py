@@ -929,7 +929,11 @@ def _select_rule(ctx: Context, grow: GrowDraft, steps: _Steps) -> SelectRule | N
         return SelectRule(metric="loss", window=window)
     if metric == "val_loss":
         return SelectRule(metric="val_loss", window=None)
-    return SelectRule(metric="loss", window=max(1, k // 5) if k > 0 else None)
+    if k == 0:
+        return SelectRule(metric="loss", window=None)  # the loss right after growth
+    if select is not None:
+        return SelectRule(metric="loss", window=1)  # `lowest loss`: the last probe step's loss
+    return SelectRule(metric="loss", window=max(1, k // 5))  # the default rule
 
 
 def _setting_budgets(ctx: Context, steps: _Steps) -> None:

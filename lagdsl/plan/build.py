@@ -54,6 +54,7 @@ class PlanNode:
     rewarm: int = 0  # train: the stage's rewarm steps
     reset_optimizer: bool = False  # grow: the stage discards the optimizer state
     batches: int = 0  # eval: held-out batches; probe: batches its selection evaluates
+    growth: int = -1  # grow, probe, select: which of the stage's growths (0-based)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +181,10 @@ class _Builder:
             if growth.op is not None:
                 self.append(
                     PlanNode(f"{prefix}/grow", "grow", stage.name, stage.start_step + carried, 0, 0, 0, before, after,
-                             operator=growth.op.label, reset_optimizer=reset)
+                             operator=growth.op.label, reset_optimizer=reset, growth=j - 1)
                 )  # fmt: skip
                 continue
-            carried += self.probe(stage, growth, prefix, before, after, stage.start_step + carried)
+            carried += self.probe(stage, growth, j - 1, prefix, before, after, stage.start_step + carried)
         start, end = stage.start_step + carried, stage.start_step + stage.train_steps
         self.flush_events(stage, start)  # events reached during the probes
         node_id = f"{stage.name}/train"
@@ -194,7 +195,9 @@ class _Builder:
             self.flush_events(stage, stop)
             start, node_id = stop, f"{stage.name}/train@{stop}"
 
-    def probe(self, stage: Stage, growth: Growth, prefix: str, before: ShapeCost, after: ShapeCost, start: int) -> int:
+    def probe(
+        self, stage: Stage, growth: Growth, index: int, prefix: str, before: ShapeCost, after: ShapeCost, start: int
+    ) -> int:
         probe = growth.probe
         k = probe.steps
         fork, select_id = self.tail, f"{prefix}/select"
@@ -202,24 +205,27 @@ class _Builder:
         lr_first = self.lr(stage, start) if k else None
         lr_last = self.lr(stage, start + k - 1) if k else None
         rule = probe.select
-        text = f"lowest {rule.metric}" + (f" over last {rule.window} steps" if rule.window else "")
+        if rule.window and rule.window > 1:
+            text = f"lowest {rule.metric} over last {rule.window} steps"
+        else:
+            text = f"lowest {rule.metric}" + (" at the last step" if rule.window == 1 else "")
         winner_steps = k if probe.keep == "winner" else 0
         self.graph.add_node(
             select_id,
             payload=PlanNode(select_id, "select", stage.name, start, 0, 0, 0, after, after,
                              mainline_steps=winner_steps, select=text, keep=probe.keep,
-                             candidates=len(probe.candidates)),
+                             candidates=len(probe.candidates), growth=index),
         )  # fmt: skip
         for candidate in probe.candidates:
             label = candidate.label
             grow_id = self.add(
                 PlanNode(f"{prefix}/grow/{label}", "grow", stage.name, start, 0, 0, 0, before, after,
-                         operator=label, reset_optimizer=stage.reset_optimizer),
+                         operator=label, reset_optimizer=stage.reset_optimizer, growth=index),
                 after=fork,
             )  # fmt: skip
             probe_id = self.add(
                 PlanNode(f"{prefix}/probe/{label}", "probe", stage.name, start, k, k * self.cost.tokens_per_step,
-                         flops, after, after, lr_first, lr_last, operator=label, batches=batches),
+                         flops, after, after, lr_first, lr_last, operator=label, batches=batches, growth=index),
                 after=grow_id,
             )  # fmt: skip
             self.graph.add_edge(probe_id, select_id)

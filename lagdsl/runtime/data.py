@@ -1,0 +1,133 @@
+"""Training data: a corpus of tokens split into train and validation, and deterministic batches.
+
+- `stdlib()`: the running Python's standard-library `.py` files (site-packages excluded), sorted
+  by path, read as bytes and joined with a newline: vocabulary 256, no download.
+- `text("glob")`: UTF-8 text files matching the glob (relative to the schedule's folder), sorted,
+  as bytes.
+- `tokens("train.bin", val="val.bin", dtype=uint16)`: memory-mapped token arrays in nanoGPT's
+  format; without `val`, the last 5% of train is held out.
+
+The batch of mainline step t, micro-step m on rank r is a pure function of (seed, t, r, m): random
+windows drawn from a generator seeded with exactly those numbers. Validation batches are fixed:
+eval batch i depends on (seed, i) only, so every evaluation reads the same text.
+"""
+
+from __future__ import annotations
+
+import glob as globbing
+import hashlib
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lagdsl.lang.schedule import DataSpec, StdlibData, TextData, TokensData
+
+VAL_SALT = 0x5EED_0FA1  # separates the validation stream from the training one
+
+
+class DataError(Exception):
+    """Data that cannot be used: missing, empty or too short. The message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    train: np.ndarray
+    val: np.ndarray
+    vocab: int
+    fingerprint: str  # SHA-256 of what was read
+    description: str
+
+    def check(self, context: int) -> None:
+        for name, part in (("training", self.train), ("validation", self.val)):
+            if len(part) < context + 2:
+                raise DataError(
+                    f"the {name} data has {len(part):,} tokens, fewer than one window of "
+                    f"{context + 1} (context + 1): use more data or a shorter context"
+                )
+
+
+def stdlib_files() -> list[Path]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts and "dist-packages" not in p.parts)
+
+
+def _bytes_corpus(files: list[Path], val: float, what: str) -> Corpus:
+    if not files:
+        raise DataError(f"no files found for {what}")
+    digest = hashlib.sha256()
+    parts = []
+    for path in files:
+        try:
+            content = path.read_bytes()
+        except OSError as error:
+            raise DataError(f"cannot read `{path}`: {error.strerror or error}") from None
+        parts.append(content)
+        digest.update(str(path.name).encode() + b"\0" + content)
+    data = np.frombuffer(b"\n".join(parts), dtype=np.uint8)
+    if len(data) == 0:
+        raise DataError(f"{what} is empty")
+    split = int(len(data) * (1 - val))
+    description = f"{what}: {len(files):,} files, {len(data):,} bytes"
+    return Corpus(data[:split], data[split:], 256, digest.hexdigest(), description)
+
+
+def load_corpus(spec: DataSpec, base: Path) -> Corpus:
+    """Read the schedule's data; relative paths are taken from `base` (the schedule's folder)."""
+    if isinstance(spec, StdlibData):
+        return _bytes_corpus(stdlib_files(), spec.val, "the standard library's source")
+    if isinstance(spec, TextData):
+        pattern = spec.glob if Path(spec.glob).is_absolute() else str(base / spec.glob)
+        files = sorted(Path(p) for p in globbing.glob(pattern, recursive=True) if Path(p).is_file())
+        if not files:
+            raise DataError(f'no files match `text("{spec.glob}")` (looked in {base})')
+        return _bytes_corpus(files, spec.val, f'text("{spec.glob}")')
+    assert isinstance(spec, TokensData)
+    dtype = np.dtype(spec.dtype)
+
+    def open_tokens(name: str) -> np.ndarray:
+        path = Path(name) if Path(name).is_absolute() else base / name
+        if not path.is_file():
+            raise DataError(f"token file `{path}` does not exist")
+        if path.stat().st_size < dtype.itemsize:
+            raise DataError(f"token file `{path}` is empty")
+        return np.memmap(path, dtype=dtype, mode="r")
+
+    train = open_tokens(spec.train)
+    if spec.val is not None:
+        val = open_tokens(spec.val)
+    else:
+        split = int(len(train) * 0.95)
+        train, val = train[:split], train[split:]
+    digest = hashlib.sha256()
+    for part in (train, val):
+        digest.update(np.ascontiguousarray(part[: 1 << 20]).tobytes())
+        digest.update(str(len(part)).encode())
+    vocab = int(max(train.max(initial=0), val.max(initial=0))) + 1
+    return Corpus(train, val, vocab, digest.hexdigest(), f"tokens: {len(train):,} train, {len(val):,} validation")
+
+
+class Batches:
+    """Deterministic batches of (inputs, targets), int64 tensors of shape (batch, context)."""
+
+    def __init__(self, corpus: Corpus, batch: int, context: int, seed: int, device: torch.device) -> None:
+        corpus.check(context)
+        self.corpus, self.batch, self.context, self.seed, self.device = corpus, batch, context, seed, device
+
+    def _windows(self, data: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = rng.integers(0, len(data) - self.context - 1, size=self.batch)
+        rows = np.stack([np.asarray(data[s : s + self.context + 1], dtype=np.int64) for s in starts])
+        tokens = torch.from_numpy(rows)
+        if self.device.type == "cuda":
+            tokens = tokens.pin_memory().to(self.device, non_blocking=True)
+        return tokens[:, :-1], tokens[:, 1:]
+
+    def train(self, step: int, micro: int = 0, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch of mainline step `step`, micro-step `micro`, on rank `rank`."""
+        return self._windows(self.corpus.train, np.random.default_rng([self.seed, step, rank, micro]))
+
+    def val(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validation batch `index`: the same text at every evaluation."""
+        return self._windows(self.corpus.val, np.random.default_rng([self.seed, VAL_SALT, index]))
