@@ -124,6 +124,86 @@ def _summary_line(name: str, result: object) -> str:
     )
 
 
+@main.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="The run directory (default runs/NAME-TIME)."
+)
+@click.option("--device", help='Override the schedule\'s device: cpu, cuda, "cuda:1".')
+@click.option("--seed", type=int, help="Override the schedule's seed.")
+@click.option("--max-steps", type=click.IntRange(min=0), help="Stop after this many mainline steps.")
+@click.option("--dry-run", is_flag=True, help="Print the lowered program and exit.")
+@click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Continue a run.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.pass_context
+def run(
+    ctx: click.Context,
+    file: Path | None,
+    out: Path | None,
+    device: str | None,
+    seed: int | None,
+    max_steps: int | None,
+    dry_run: bool,
+    resume: Path | None,
+    quiet: bool,
+) -> None:
+    """Train: grow the model as the schedule says, probing where it asks; write a run directory."""
+    from lagdsl.runtime.progress import Progress
+    from lagdsl.runtime.run import Interrupted, RunError, RunOptions, execute, load_for_resume, prepare, schedule_hash
+
+    if file is None and resume is None:
+        raise click.UsageError("give a schedule FILE, or --resume RUN_DIR")
+    try:
+        if file is not None:
+            schedule = _load_valid(file, ctx)
+            source = file.read_text(encoding="utf-8")
+        else:
+            schedule, source = load_for_resume(resume)  # type: ignore[arg-type]
+        if dry_run:
+            from lagdsl.plan import build_plan
+            from lagdsl.runtime.program import describe, lower
+
+            click.echo(describe(lower(build_plan(schedule)), schedule), nl=False)  # type: ignore[arg-type]
+            return
+        progress = Progress(schedule.total_steps, quiet=quiet)  # type: ignore[attr-defined]
+        options = RunOptions(out=out, device=device, seed=seed, max_steps=max_steps, quiet=quiet, resume=resume)
+        engine, run_dir = prepare(schedule, source, options, progress)  # type: ignore[arg-type]
+        if resume is not None and not quiet:
+            click.echo(f"resuming `{run_dir}` at step {engine.step}", err=True)
+        try:
+            result = execute(engine, run_dir)
+        finally:
+            progress.close()
+    except RunError as error:
+        click.echo(f"error: {error}", err=True)
+        ctx.exit(error.code)
+    except Interrupted as stop:
+        click.echo(f"interrupted: checkpoint written to `{stop.checkpoint}`; resume with --resume", err=True)
+        ctx.exit(130)
+    del schedule_hash
+    summary = result.summary
+    if not quiet:
+        _print_summary(summary, result.run_dir)
+    click.echo(str(result.run_dir))
+
+
+def _print_summary(summary: dict[str, object], run_dir: Path) -> None:
+    from lagdsl.plan.render import si
+
+    state = "finished" if summary["finished"] else f"stopped after {summary['steps']} steps (--max-steps)"
+    lines = [
+        f"{summary['schedule']}: {state} in {summary['wall_seconds']:.0f} s",
+        f"  final val loss   {summary['final_val_loss']:.4f}   (train {summary['final_train_loss']:.4f})",
+        f"  FLOPs used       {si(summary['flops'])}FLOPs (probes {si(summary['probe_flops'])}FLOPs)",  # type: ignore[arg-type]
+        f"  from scratch     {si(summary['scratch_flops'])}FLOPs for the final shape over the same steps",  # type: ignore[arg-type]
+    ]
+    winners = summary["winners"]
+    if winners:
+        lines.append("  winners          " + ", ".join(f"{k}: {v}" for k, v in winners.items()))  # type: ignore[union-attr]
+    lines.append(f"  run directory    {run_dir}")
+    click.echo("\n".join(lines), err=True)
+
+
 PLAN_FORMATS = ("table", "json", "dot", "mermaid", "svg", "png")
 
 

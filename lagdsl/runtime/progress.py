@@ -1,0 +1,60 @@
+"""Progress on stderr: a rich bar on a terminal, plain periodic lines otherwise, nothing with --quiet."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from lagdsl.runtime.engine import Engine
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+class Progress:
+    def __init__(self, total: int, *, quiet: bool = False, stream: object = None) -> None:
+        self.stream = stream or sys.stderr
+        self.total = max(total, 1)
+        self.quiet = quiet
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()  # type: ignore[attr-defined]
+        self.every = max(1, self.total // 20)
+        self.started = time.perf_counter()
+        self.first_step: int | None = None
+        self.bar = None
+        self.task = None
+        if self.tty and not quiet:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
+
+            self.bar = Bar(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(), console=Console(file=self.stream), transient=False,
+            )  # fmt: skip
+            self.task = self.bar.add_task("starting", total=self.total, info="")
+            self.bar.start()
+
+    def __call__(self, engine: Engine, stage: str, step: int, loss: float) -> None:
+        if self.quiet:
+            return
+        if self.first_step is None:
+            self.first_step, self.started = step, time.perf_counter()
+        done = max(engine.step, step + 1 if engine.probing is None else engine.step)
+        elapsed = time.perf_counter() - self.started
+        rate = (done - self.first_step) * engine.schedule.tokens_per_step / elapsed if elapsed > 0 else 0.0
+        what = f"{stage}" + (f" probing {engine.probing}" if engine.probing else "")
+        info = f"loss {loss:.3f}" + (f"  {rate / 1000:.1f}k tok/s" if done > self.first_step + 1 else "")
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, description=what, info=info)
+            return
+        if engine.probing is None and (step % self.every == 0 or step + 1 == self.total):
+            left = (self.total - done) / max(done - self.first_step, 1) * elapsed
+            print(f"step {done}/{self.total} {what}: {info}, eta {_duration(left)}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

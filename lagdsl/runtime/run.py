@@ -1,0 +1,241 @@
+"""A run: the run directory, the engine, checkpoints, resume, interruption and the summary.
+
+runs/<schedule>-<timestamp>/
+  schedule.grow   the schedule's source        run.json      hash, seed, device, data fingerprint
+  plan.json       the plan (lagdsl.plan/1)      metrics.jsonl the events
+  checkpoints/    step-<step>-<pc>.pt           final/        model.pt + config.json
+  summary.json    what the run achieved
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from lagdsl import __version__
+from lagdsl.lang import check_text
+from lagdsl.lang.schedule import Schedule
+from lagdsl.plan import build_plan
+from lagdsl.plan.render import to_json
+from lagdsl.runtime import checkpoint as ckpt
+from lagdsl.runtime.data import Batches, DataError, load_corpus
+from lagdsl.runtime.engine import Device, Engine, NonFiniteLoss
+from lagdsl.runtime.metrics import Metrics
+from lagdsl.runtime.program import lower
+
+
+class RunError(Exception):
+    """A run that cannot start or go on; `code` is the exit code (1: the schedule or the
+    numbers, 2: input, data, device); the message is one line for the user."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Interrupted(Exception):
+    def __init__(self, checkpoint: Path | None) -> None:
+        super().__init__("interrupted")
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class RunOptions:
+    out: Path | None = None
+    device: str | None = None
+    seed: int | None = None
+    max_steps: int | None = None
+    quiet: bool = False
+    resume: Path | None = None
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, object]
+    finished: bool
+    events: list[str] = field(default_factory=list)
+
+
+def schedule_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _apply_overrides(schedule: Schedule, seed: int | None, device: str | None) -> Schedule:
+    update: dict[str, object] = {}
+    if seed is not None:
+        update["seed"] = seed
+    if device is not None:
+        update["device"] = device
+    return schedule.model_copy(update=update) if update else schedule
+
+
+def prepare(schedule: Schedule, source_text: str, options: RunOptions, progress: object = None) -> tuple[Engine, Path]:
+    """A new run directory and an engine at the start of the program (or at its latest checkpoint)."""
+    resume = options.resume
+    if resume is not None:
+        meta = _read_json(resume / "run.json")
+        if meta["schedule_hash"] != schedule_hash(source_text):
+            raise RunError(
+                f"`{resume}` was run with a different schedule (its hash differs): resume it with its own "
+                f"`{resume / 'schedule.grow'}`, or start a new run"
+            )
+        schedule = _apply_overrides(schedule, meta["seed"], meta["device"])
+        run_dir = resume
+        base = Path(str(meta["base"]))
+    else:
+        schedule = _apply_overrides(schedule, options.seed, options.device)
+        base = Path(schedule.file).resolve().parent
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        run_dir = options.out or Path("runs") / f"{schedule.name}-{stamp}"
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise RunError(f"`{run_dir}` already holds a run: choose another `--out`, or `--resume {run_dir}`")
+    try:
+        device = Device.resolve(schedule.device, schedule.precision)
+    except (RuntimeError, KeyError) as error:
+        raise RunError(f"device `{schedule.device}` is not available here: {error}") from None
+    if device.device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RunError(f"device `{schedule.device}` is not available here: no CUDA device")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    try:
+        corpus = load_corpus(schedule.data, base)
+        batches = Batches(corpus, schedule.batch, schedule.model.context, schedule.seed, device.device)
+    except DataError as error:
+        raise RunError(f"data: {error}") from None
+    if corpus.vocab > schedule.model.vocab:
+        raise RunError(f"data: the data has token ids up to {corpus.vocab - 1}, beyond `vocab={schedule.model.vocab}`")
+
+    plan = build_plan(schedule)
+    program = lower(plan)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = None
+    if resume is None:
+        (run_dir / "schedule.grow").write_text(source_text, encoding="utf-8")
+        (run_dir / "plan.json").write_text(to_json(plan), encoding="utf-8")
+        meta = {
+            "lagdsl": __version__,
+            "schedule": schedule.name,
+            "schedule_hash": schedule_hash(source_text),
+            "seed": schedule.seed,
+            "device": schedule.device,
+            "resolved_device": str(device.device),
+            "precision": str(device.dtype).replace("torch.", "") if device.dtype else "fp32",
+            "base": str(base),
+            "data": corpus.description,
+            "data_fingerprint": corpus.fingerprint,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        (run_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    else:
+        found = ckpt.list_checkpoints(run_dir / "checkpoints")
+        checkpoint = found[-1] if found else None
+        if meta["data_fingerprint"] != corpus.fingerprint:
+            raise RunError(f"data: the data differs from what `{run_dir}` was trained on (its fingerprint changed)")
+
+    state = ckpt.load(checkpoint) if checkpoint else None
+    metrics = Metrics(run_dir / "metrics.jsonl", keep_lines=int(state["metrics_lines"]) if state else 0)
+
+    def on_checkpoint(engine: Engine, step: int) -> None:
+        write_checkpoint(engine, run_dir, schedule)
+
+    engine = Engine(schedule, program, batches, device, metrics, on_checkpoint, progress, options.max_steps)
+    if state is not None:
+        engine.load_state(state)
+    else:
+        engine.initialize()
+    return engine, run_dir
+
+
+def write_checkpoint(engine: Engine, run_dir: Path, schedule: Schedule) -> Path:
+    folder = run_dir / "checkpoints"
+    state = engine.state()
+    path = ckpt.checkpoint_path(folder, int(state["step"]), int(state["pc"]))  # type: ignore[arg-type]
+    engine.metrics.write("checkpoint", step=state["step"], path=str(path.relative_to(run_dir)))
+    if engine._probe_start is None:
+        state["metrics_lines"] = engine.metrics.lines  # keep the checkpoint event itself
+    ckpt.write_atomic(state, path)
+    ckpt.prune(folder, schedule.checkpoint.keep)
+    return path
+
+
+def execute(engine: Engine, run_dir: Path) -> RunResult:
+    """Run to the end (or `--max-steps`); Ctrl-C checkpoints and raises `Interrupted`."""
+    schedule = engine.schedule
+    try:
+        finished = engine.run()
+    except KeyboardInterrupt:
+        path = write_checkpoint(engine, run_dir, schedule)
+        engine.metrics.close()
+        raise Interrupted(path) from None
+    except NonFiniteLoss as error:
+        engine.metrics.write("stopped", step=error.step, stage=error.stage, reason=str(error))
+        engine.metrics.close()
+        found = ckpt.list_checkpoints(run_dir / "checkpoints")
+        where = f"; the last good checkpoint is `{found[-1]}`" if found else "; no checkpoint was written before it"
+        raise RunError(f"{error}{where}", code=1) from None
+    if not finished:  # stopped by --max-steps: a checkpoint, so that --resume goes on from here
+        write_checkpoint(engine, run_dir, schedule)
+    summary = finish(engine, run_dir, finished)
+    engine.metrics.close()
+    return RunResult(run_dir, summary, finished)
+
+
+def finish(engine: Engine, run_dir: Path, finished: bool) -> dict[str, object]:
+    schedule = engine.schedule
+    final = run_dir / "final"
+    final.mkdir(exist_ok=True)
+    config = engine.model.config
+    ckpt.write_atomic({"model": engine.model.state_dict()}, final / "model.pt")
+    config_json = {k: getattr(config, k) for k in config.__dataclass_fields__}
+    (final / "config.json").write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
+    batches = schedule.eval.batches if schedule.eval else 10
+    val = engine.evaluate(engine.model, batches)
+    plan = build_plan(schedule)
+    elapsed = engine.elapsed()
+    tokens = engine.step * schedule.tokens_per_step
+    summary = {
+        "schedule": schedule.name,
+        "finished": finished,
+        "steps": engine.step,
+        "final_train_loss": engine.last_loss,
+        "final_val_loss": val,
+        "tokens": tokens,
+        "mainline_flops": engine.mainline_flops,
+        "probe_flops": engine.probe_flops,
+        "flops": engine.mainline_flops + engine.probe_flops,
+        "scratch_flops": plan.totals.scratch_flops * engine.step // max(schedule.total_steps, 1),
+        "final_shape": {"depth": config.depth, "width": config.width, "heads": config.heads},
+        "params": engine.model.num_params(),
+        "wall_seconds": round(elapsed, 3),
+        "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else None,
+        "winners": engine.winners,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise RunError(f"`{path.parent}` is not a run directory (cannot read `{path.name}`: {error})") from None
+
+
+def load_for_resume(run_dir: Path) -> tuple[Schedule, str]:
+    """The schedule a run directory holds, checked again."""
+    path = run_dir / "schedule.grow"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        raise RunError(f"`{run_dir}` is not a run directory (it has no `schedule.grow`)") from None
+    result = check_text(text, str(path))
+    if result.schedule is None:
+        raise RunError(f"the schedule in `{run_dir}` no longer validates", code=1)
+    return result.schedule, text

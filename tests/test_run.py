@@ -1,0 +1,269 @@
+"""`lagdsl run`: end to end on a tiny schedule, probes, resume, interruption and bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from lagdsl.cli import main
+from lagdsl.runtime import checkpoint as ckpt
+from lagdsl.runtime.metrics import read, without_timing
+
+TINY = """
+schedule tiny
+seed 3
+model gpt(context=16, width=16, heads=2, depth=1)
+data text("corpus/*.txt", val=0.1)
+batch 4
+optimizer adamw(lr=3e-3)
+lr cosine(warmup=4 steps, min=3e-4)
+eval every 10 steps (batches=2)
+checkpoint every 12 steps (keep=3)
+stage base {{ train 10 steps }}
+stage two {{ grow depth to 2 with copy_top  train 10 steps }}
+stage four {{
+  grow depth to 4 {{ candidates [copy_top, stack, identity] probe 5 steps {select} {keep} }}
+  train 10 steps
+}}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    source = Path(torch.__file__).read_text()[:40_000] + Path(json.__file__).read_text()
+    (corpus / "a.txt").write_text(source)
+    return tmp_path
+
+
+def schedule(project: Path, select: str = "", keep: str = "", name: str = "tiny.grow") -> Path:
+    path = project / name
+    path.write_text(TINY.format(select=select, keep=keep))
+    return path
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["run", "--quiet", *args])
+
+
+def events(run_dir: Path, kind: str | None = None) -> list[dict]:
+    records = read(run_dir / "metrics.jsonl")
+    return [r for r in records if kind is None or r["event"] == kind]
+
+
+def comparable(run_dir: Path) -> list[dict]:
+    return [r for r in without_timing(read(run_dir / "metrics.jsonl")) if r["event"] != "checkpoint"]
+
+
+@pytest.mark.slow
+def test_tiny_schedule_runs_through_every_instruction(project: Path) -> None:
+    out = project / "run"
+    result = run(str(schedule(project)), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(out)
+    for name in ("schedule.grow", "plan.json", "run.json", "metrics.jsonl", "summary.json", "final/model.pt"):
+        assert (out / name).exists(), name
+    kinds = {r["event"] for r in events(out)}
+    assert kinds == {"stage", "step", "grow", "probe", "select", "eval", "checkpoint", "end"}
+    steps = [r["step"] for r in events(out, "step")]
+    assert steps == list(range(30))  # every mainline step, the winner's probe steps included
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] and summary["steps"] == 30
+    assert summary["final_shape"]["depth"] == 4 and summary["winners"]["four"] in ("copy_top", "stack", "identity")
+    assert summary["probe_flops"] > 0 and summary["flops"] < summary["scratch_flops"]
+    meta = json.loads((out / "run.json").read_text())
+    assert len(meta["data_fingerprint"]) == 64
+    # checkpoints: every 12 steps and at the end, the newest 3 kept, each loadable without pickle
+    names = [p.name for p in ckpt.list_checkpoints(out / "checkpoints")]
+    assert len(names) == 3 and names[-1].startswith("step-000000030")
+    state = ckpt.load(ckpt.list_checkpoints(out / "checkpoints")[-1])
+    assert state["step"] == 30 and state["config"]["depth"] == 4
+
+
+@pytest.mark.slow
+def test_runs_are_deterministic(project: Path) -> None:
+    path = schedule(project)
+    assert run(str(path), "--out", str(project / "a")).exit_code == 0
+    assert run(str(path), "--out", str(project / "b")).exit_code == 0
+    assert comparable(project / "a") == comparable(project / "b")
+    assert run(str(path), "--out", str(project / "c"), "--seed", "4").exit_code == 0
+    assert comparable(project / "a") != comparable(project / "c")
+
+
+@pytest.mark.slow
+def test_probes_are_fair_and_the_rule_picks_the_winner(project: Path) -> None:
+    out = project / "run"
+    assert run(str(schedule(project, select="select lowest loss over last 2 steps")), "--out", str(out)).exit_code == 0
+    probes = events(out, "probe")
+    assert [p["candidate"] for p in probes] == ["copy_top", "stack", "identity"]
+    assert len({tuple(p["steps"]) for p in probes}) == 1 and probes[0]["steps"] == [20, 21, 22, 23, 24]
+    assert len({tuple(p["lrs"]) for p in probes}) == 1
+    (select,) = events(out, "select")
+    for p in probes:
+        assert select["scores"][p["candidate"]] == pytest.approx(sum(p["losses"][-2:]) / 2)
+    best = min(select["scores"].values())
+    assert select["winner"] == next(c for c, s in select["scores"].items() if s == best)
+    # keep winner: the winner's probe losses are the stage's first mainline steps
+    winner = next(p for p in probes if p["candidate"] == select["winner"])
+    steps = {r["step"]: r for r in events(out, "step")}
+    assert [steps[s]["loss"] for s in range(20, 25)] == winner["losses"]
+    assert all(steps[s].get("from_probe") for s in range(20, 25))
+    assert not steps[25].get("from_probe")
+
+
+@pytest.mark.slow
+def test_keep_rewind_trains_the_stage_from_its_first_batch(project: Path) -> None:
+    out = project / "run"
+    assert run(str(schedule(project, keep="keep rewind")), "--out", str(out)).exit_code == 0
+    steps = [r for r in events(out, "step") if r["stage"] == "four"]
+    assert [r["step"] for r in steps] == list(range(20, 30))
+    assert not any(r.get("from_probe") for r in steps)
+    winner = events(out, "select")[0]["winner"]
+    probe = next(p for p in events(out, "probe") if p["candidate"] == winner)
+    # the same batches and LR as the winner's probe, from the state right after growth
+    assert steps[0]["loss"] == probe["losses"][0]
+
+
+@pytest.mark.slow
+def test_max_steps_then_resume_gives_the_uninterrupted_events(project: Path) -> None:
+    path = schedule(project)
+    assert run(str(path), "--out", str(project / "whole")).exit_code == 0
+    part = project / "part"
+    first = run(str(path), "--out", str(part), "--max-steps", "15")
+    assert first.exit_code == 0, first.output
+    assert not json.loads((part / "summary.json").read_text())["finished"]
+    resumed = run("--resume", str(part))
+    assert resumed.exit_code == 0, resumed.output
+    assert comparable(part) == comparable(project / "whole")
+
+
+def _wait_for(path: Path, predicate, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and predicate(path.read_text()):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting on {path}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", ["checkpoint", "probe"])
+def test_sigkill_at_any_point_then_resume_is_bitwise_identical(project: Path, kill_after: str) -> None:
+    path = schedule(project)
+    assert run(str(path), "--out", str(project / "whole")).exit_code == 0
+    out = project / "killed"
+    command = [sys.executable, "-m", "lagdsl", "run", str(path), "--out", str(out), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = '"event":"checkpoint"' if kill_after == "checkpoint" else '"event":"probe"'
+    _wait_for(out / "metrics.jsonl", lambda text: marker in text)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = run("--resume", str(out))
+    assert resumed.exit_code == 0, resumed.output
+    assert comparable(out) == comparable(project / "whole")
+
+
+@pytest.mark.slow
+def test_ctrl_c_writes_a_checkpoint_and_exits_130(project: Path) -> None:
+    path = schedule(project)
+    out = project / "stopped"
+    command = [sys.executable, "-m", "lagdsl", "run", str(path), "--out", str(out), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(out / "metrics.jsonl", lambda text: '"event":"eval"' in text)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.skip("the run finished before the interrupt arrived")
+    assert process.returncode == 130, err
+    assert "checkpoint written" in err and "Traceback" not in err
+    assert run("--resume", str(out)).exit_code == 0
+    assert run(str(path), "--out", str(project / "whole")).exit_code == 0
+    assert comparable(out) == comparable(project / "whole")
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(project: Path) -> None:
+    text = TINY.format(select="", keep="").replace("adamw(lr=3e-3)", "sgd(lr=1e6, momentum=0.9)")
+    text = text.replace("checkpoint every 12 steps (keep=3)", "checkpoint every 1 step (keep=2)")
+    path = project / "nan.grow"
+    path.write_text(text)
+    out = project / "nan"
+    result = run(str(path), "--out", str(out))
+    assert result.exit_code == 1, result.output
+    assert "error: the loss became" in result.stderr and "in stage `base`" in result.stderr
+    assert "last good checkpoint" in result.stderr
+    kept = ckpt.list_checkpoints(out / "checkpoints")
+    assert kept and ckpt.load(kept[-1])["step"] >= 1
+    assert events(out, "stopped")
+
+
+def test_data_errors_are_one_line_and_exit_2(project: Path) -> None:
+    for data, message in (
+        ('text("nothing/*.txt")', 'no files match `text("nothing/*.txt")`'),
+        ('tokens("missing.bin")', "token file"),
+        ('text("short/*.txt")', "fewer than one window"),
+    ):
+        (project / "short").mkdir(exist_ok=True)
+        (project / "short" / "s.txt").write_text("tiny")
+        path = project / "bad.grow"
+        path.write_text(
+            TINY.format(select="", keep="")
+            .replace('text("corpus/*.txt", val=0.1)', data)
+            .replace("model gpt(context=16", "model gpt(vocab=256, context=16")
+        )
+        result = run(str(path), "--out", str(project / "out-bad"))
+        assert result.exit_code == 2, result.output
+        assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_dry_run_prints_the_program(project: Path) -> None:
+    result = run(str(schedule(project)), "--dry-run")
+    assert result.exit_code == 0
+    assert "probe depth 2 -> 4: [copy_top, stack, identity] for 5 steps from step 20" in result.stdout
+    assert "grow depth 1 -> 2 with copy_top" in result.stdout
+
+
+@pytest.mark.slow
+def test_resume_refuses_another_schedule_and_a_used_directory(project: Path) -> None:
+    path = schedule(project)
+    out = project / "r"
+    assert run(str(path), "--out", str(out), "--max-steps", "5").exit_code == 0
+    other = project / "other.grow"
+    other.write_text(path.read_text().replace("seed 3", "seed 4"))
+    refused = run(str(other), "--resume", str(out))
+    assert refused.exit_code == 2 and "different schedule" in refused.stderr
+    again = run(str(path), "--out", str(out))
+    assert again.exit_code == 2 and "already holds a run" in again.stderr
+
+
+def test_run_needs_a_file_or_resume() -> None:
+    assert run().exit_code == 2
+
+
+def test_an_invalid_schedule_is_reported_not_run(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.grow"
+    bad.write_text("model gpt(context=8)\n")
+    result = run(str(bad))
+    assert result.exit_code == 1 and "error[E0206]" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_quickstart_trains_on_the_built_in_corpus(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "q"
+    result = CliRunner().invoke(main, ["run", str(root / "schedules" / "quickstart.grow"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "final val loss" in result.stderr and "run directory" in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] and summary["final_shape"]["depth"] == 4
+    assert summary["final_val_loss"] < 2.6  # from about 5.5 (uniform over 256 bytes)
+    assert "standard library" in json.loads((out / "run.json").read_text())["data"]
