@@ -121,6 +121,7 @@ class Engine:
         self.model: GPT
         self.optimizer: torch.optim.Optimizer
         self.probing: str | None = None  # the candidate being probed, for progress displays
+        self.interrupted = False  # set by a Ctrl-C handler; honoured between steps
         self._probe_start: tuple[dict[str, object], int, int] | None = None  # snapshot, step, metrics lines
 
     # -- state
@@ -177,6 +178,8 @@ class Engine:
         """Interpret the program from `pc`; False when `max_steps` stopped it early."""
         try:
             while self.pc < len(self.program):
+                if self.interrupted:
+                    raise KeyboardInterrupt
                 instruction = self.program[self.pc]
                 if self.max_steps is not None and self.step >= self.max_steps:
                     return False
@@ -223,6 +226,8 @@ class Engine:
 
     def train_step(self, model: GPT, optimizer: torch.optim.Optimizer, stage: Stage, step: int) -> tuple[float, float]:
         """One optimizer step on mainline step `step`'s batches; the mean loss and the LR used."""
+        if self.interrupted:
+            raise KeyboardInterrupt
         schedule = self.schedule
         lr = self.lr(stage, step)
         for group in optimizer.param_groups:

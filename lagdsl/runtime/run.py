@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -168,6 +170,12 @@ def write_checkpoint(engine: Engine, run_dir: Path, schedule: Schedule) -> Path:
 def execute(engine: Engine, run_dir: Path) -> RunResult:
     """Run to the end (or `--max-steps`); Ctrl-C checkpoints and raises `Interrupted`."""
     schedule = engine.schedule
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        engine.interrupted = True  # the engine stops at the next step boundary
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_interrupt) if in_main_thread else None
     try:
         finished = engine.run()
     except KeyboardInterrupt:
@@ -180,6 +188,9 @@ def execute(engine: Engine, run_dir: Path) -> RunResult:
         found = ckpt.list_checkpoints(run_dir / "checkpoints")
         where = f"; the last good checkpoint is `{found[-1]}`" if found else "; no checkpoint was written before it"
         raise RunError(f"{error}{where}", code=1) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     if not finished:  # stopped by --max-steps: a checkpoint, so that --resume goes on from here
         write_checkpoint(engine, run_dir, schedule)
     summary = finish(engine, run_dir, finished)
