@@ -267,3 +267,23 @@ def test_the_quickstart_trains_on_the_built_in_corpus(tmp_path: Path) -> None:
     assert summary["finished"] and summary["final_shape"]["depth"] == 4
     assert summary["final_val_loss"] < 2.6  # from about 5.5 (uniform over 256 bytes)
     assert "standard library" in json.loads((out / "run.json").read_text())["data"]
+
+
+@pytest.mark.slow
+def test_compile_on_trains_and_recompiles_after_growth(project: Path) -> None:
+    text = (
+        TINY.format(select="", keep="")
+        .replace("schedule tiny", "schedule tiny\ncompile on")
+        .replace("checkpoint every 12 steps (keep=3)", "")
+    )
+    text = text[: text.index("stage four")]  # one fixed growth: two compiled shapes
+    path = project / "compiled.grow"
+    path.write_text(text)
+    out = project / "compiled"
+    result = run(str(path), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    losses = [r["loss"] for r in events(out, "step")]
+    assert len(losses) == 20 and losses[-1] < losses[0]
+    saved = torch.load(out / "final" / "model.pt", weights_only=True)["model"]
+    assert not any(key.startswith("_orig_mod") for key in saved)
+    assert any(key.startswith("blocks.1.") for key in saved)

@@ -122,6 +122,7 @@ class Engine:
         self.optimizer: torch.optim.Optimizer
         self.probing: str | None = None  # the candidate being probed, for progress displays
         self.interrupted = False  # set by a Ctrl-C handler; honoured between steps
+        self._compiled: tuple[GPT, torch.nn.Module] | None = None
         self._probe_start: tuple[dict[str, object], int, int] | None = None  # snapshot, step, metrics lines
 
     # -- state
@@ -235,10 +236,11 @@ class Engine:
         torch.manual_seed(seed_for(schedule.seed, "dropout", step))
         total = torch.zeros((), device=self.dev.device)
         model.train()
+        forward = self.compiled(model)
         for micro in range(schedule.accumulate):
             inputs, targets = self.batches.train(step, micro)
             with self.dev.autocast():
-                _, loss = model(inputs, targets)
+                _, loss = forward(inputs, targets)
             scaled = loss / schedule.accumulate
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total += loss.detach().float()
@@ -257,6 +259,16 @@ class Engine:
         if not math.isfinite(value):
             raise NonFiniteLoss(stage.name, step, value)
         return value, lr
+
+    def compiled(self, model: GPT) -> torch.nn.Module:
+        """The model to call for training: itself, or under `compile on` its torch.compile wrapper,
+        built once per model object, so a grown model (a new object) is compiled anew. Checkpoints
+        and growth always use the plain module."""
+        if not self.schedule.compile:
+            return model
+        if self._compiled is None or self._compiled[0] is not model:
+            self._compiled = (model, torch.compile(model))
+        return self._compiled[1]
 
     @torch.no_grad()
     def evaluate(self, model: GPT, batches: int) -> float:
