@@ -30,6 +30,9 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import update_readme  # noqa: E402
 
 from lagdsl.model import GPT, GPTConfig  # noqa: E402
 from lagdsl.ops import GrowthSpec, grow  # noqa: E402
@@ -223,12 +226,7 @@ def main() -> None:
     text = table(results)
     print(text)
     if args.update_readme:
-        readme = ROOT / "README.md"
-        content = readme.read_text()
-        start, end = "<!-- bench:grow -->", "<!-- /bench:grow -->"
-        head, rest = content.split(start, 1)
-        _, tail = rest.split(end, 1)
-        readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+        update_readme("grow", text)
 
 
 if __name__ == "__main__":

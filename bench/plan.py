@@ -20,7 +20,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,15 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from validate import _cores, generated  # noqa: E402
+from common import cores, update_readme, wall  # noqa: E402
+from validate import generated  # noqa: E402
 
 SIZES = [250, 500, 1000, 2000]
-
-
-def wall(cmd: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
-    return time.perf_counter() - start
 
 
 def process_times(runs: int, folder: Path) -> dict[int, float]:
@@ -92,15 +86,6 @@ def table(results: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    start, end = "<!-- bench:plan -->", "<!-- /bench:plan -->"
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7)
@@ -126,7 +111,7 @@ def main() -> None:
             }
         )
     results = {
-        "machine": f"{platform.machine()}, {_cores()} cores",
+        "machine": f"{platform.machine()}, {cores()} cores",
         "python": platform.python_version(),
         "runs": args.runs,
         "rows": rows,
@@ -135,7 +120,7 @@ def main() -> None:
     text = table(results)
     print(text)
     if args.update_readme:
-        update_readme(text)
+        update_readme("plan", text)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import cores, update_readme, wall  # noqa: E402
 
 HEADER = """\
 schedule big
@@ -56,12 +58,6 @@ def generated(stages: int) -> str:
     """A LAG schedule of `stages` stages: one growth with five candidates in each but the first."""
     body = "".join(STAGE.format(i=i) for i in range(1, stages))
     return HEADER.format(total=100 * stages) + body
-
-
-def wall(cmd: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
-    return time.perf_counter() - start
 
 
 def process_times(runs: int) -> dict[str, object]:
@@ -127,15 +123,6 @@ def table(results: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    start, end = "<!-- bench:validate -->", "<!-- /bench:validate -->"
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=15)
@@ -143,7 +130,7 @@ def main() -> None:
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
     results = {
-        "machine": f"{platform.machine()}, {_cores()} cores",
+        "machine": f"{platform.machine()}, {cores()} cores",
         "python": platform.python_version(),
         "repeats": args.repeats,
         "process": process_times(args.runs),
@@ -153,13 +140,7 @@ def main() -> None:
     text = table(results)
     print(text)
     if args.update_readme:
-        update_readme(text)
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        update_readme("validate", text)
 
 
 if __name__ == "__main__":

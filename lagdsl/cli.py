@@ -149,7 +149,7 @@ def run(
 ) -> None:
     """Train: grow the model as the schedule says, probing where it asks; write a run directory."""
     from lagdsl.runtime.progress import Progress
-    from lagdsl.runtime.run import Interrupted, RunError, RunOptions, execute, load_for_resume, prepare, schedule_hash
+    from lagdsl.runtime.run import Interrupted, RunError, RunOptions, execute, load_for_resume, prepare
 
     if file is None and resume is None:
         raise click.UsageError("give a schedule FILE, or --resume RUN_DIR")
@@ -180,7 +180,6 @@ def run(
     except Interrupted as stop:
         click.echo(f"interrupted: checkpoint written to `{stop.checkpoint}`; resume with --resume", err=True)
         ctx.exit(130)
-    del schedule_hash
     summary = result.summary
     if not quiet:
         _print_summary(summary, result.run_dir)

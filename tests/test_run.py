@@ -121,6 +121,20 @@ def test_probes_are_fair_and_the_rule_picks_the_winner(project: Path) -> None:
 
 
 @pytest.mark.slow
+def test_every_candidate_starts_from_the_same_snapshot(project: Path) -> None:
+    # a candidate's probe may not depend on where it stands in the list or on who trained before it
+    forward = project / "forward.grow"
+    forward.write_text(schedule(project).read_text())
+    backward = project / "backward.grow"
+    backward.write_text(forward.read_text().replace("[copy_top, stack, identity]", "[identity, stack, copy_top]"))
+    assert run(str(forward), "--out", str(project / "f")).exit_code == 0
+    assert run(str(backward), "--out", str(project / "b")).exit_code == 0
+    probes_f = {p["candidate"]: p["losses"] for p in events(project / "f", "probe")}
+    probes_b = {p["candidate"]: p["losses"] for p in events(project / "b", "probe")}
+    assert probes_f == probes_b
+
+
+@pytest.mark.slow
 def test_keep_rewind_trains_the_stage_from_its_first_batch(project: Path) -> None:
     out = project / "run"
     assert run(str(schedule(project, keep="keep rewind")), "--out", str(out)).exit_code == 0
@@ -173,18 +187,23 @@ def test_sigkill_at_any_point_then_resume_is_bitwise_identical(project: Path, ki
 
 
 @pytest.mark.slow
-def test_ctrl_c_writes_a_checkpoint_and_exits_130(project: Path) -> None:
+@pytest.mark.parametrize("during", ["training", "a probe"])
+def test_ctrl_c_writes_a_checkpoint_and_exits_130(project: Path, during: str) -> None:
     path = schedule(project)
     out = project / "stopped"
     command = [sys.executable, "-m", "lagdsl", "run", str(path), "--out", str(out), "--quiet"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(out / "metrics.jsonl", lambda text: '"event":"eval"' in text)
+    marker = '"event":"eval"' if during == "training" else '"event":"probe"'  # the first candidate is done
+    _wait_for(out / "metrics.jsonl", lambda text: marker in text)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     if process.returncode == 0:
         pytest.skip("the run finished before the interrupt arrived")
     assert process.returncode == 130, err
     assert "checkpoint written" in err and "Traceback" not in err
+    if during == "a probe" and '"event":"select"' not in (out / "metrics.jsonl").read_text():
+        # stopped inside the probe: the checkpoint holds the state before it, to probe again
+        assert ckpt.load(ckpt.list_checkpoints(out / "checkpoints")[-1])["step"] == 20
     assert run("--resume", str(out)).exit_code == 0
     assert run(str(path), "--out", str(project / "whole")).exit_code == 0
     assert comparable(out) == comparable(project / "whole")

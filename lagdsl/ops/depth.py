@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.optim import Optimizer
 
 from lagdsl.model.gpt import GPT, Block, init_block
 from lagdsl.ops.core import Carry, Grown, GrowthSpec, add_noise_, rebuild_optimizer
@@ -102,21 +103,21 @@ def _copy_check(d: int, b: int, what: str) -> None:
         raise ValueError(f"{what} copies {b} layers and the model has {d}")
 
 
-def copy_top(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+def copy_top(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
     """Copies of the top b layers, placed on top (gradual stacking)."""
     d, b = _added(model, spec)
     _copy_check(d, b, "copy_top")
     return grow_depth(model, optimizer, keep(d) + copies(list(range(d - b, d))), generator, noise=_noise(spec))
 
 
-def copy_bottom(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+def copy_bottom(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
     """Copies of the bottom b layers, placed on top."""
     d, b = _added(model, spec)
     _copy_check(d, b, "copy_bottom")
     return grow_depth(model, optimizer, keep(d) + copies(list(range(b))), generator, noise=_noise(spec))
 
 
-def midas(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+def midas(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
     """A copy of the middle block of b layers (starting at layer (d - b) // 2), inserted right after it."""
     d, b = _added(model, spec)
     _copy_check(d, b, "midas")
@@ -125,7 +126,7 @@ def midas(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -
     return grow_depth(model, optimizer, plan, generator, noise=_noise(spec))
 
 
-def stack(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+def stack(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
     """The whole stack repeated on top, in order (b a multiple of d)."""
     d, b = _added(model, spec)
     if b % d:
@@ -138,7 +139,7 @@ def interleave_sources(d: int, b: int) -> list[int]:
     return [int((j + 0.5) * d / b) for j in range(b)]
 
 
-def interleave(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+def interleave(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
     """A copy of each of b evenly spaced layers, right after its source."""
     d, b = _added(model, spec)
     _copy_check(d, b, "interleave")
@@ -151,13 +152,13 @@ def interleave(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generat
     return grow_depth(model, optimizer, plan, generator, noise=_noise(spec))
 
 
-def random(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+def random(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
     """Freshly initialized layers on top."""
     d, b = _added(model, spec)
     return grow_depth(model, optimizer, keep(d) + [Layer(None)] * b, generator)
 
 
-def identity(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+def identity(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
     """Fresh layers on top whose residual output projections are zero: the function is unchanged."""
     d, b = _added(model, spec)
     return grow_depth(model, optimizer, keep(d) + [Layer(None)] * b, generator, zero_residual=True)

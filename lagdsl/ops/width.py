@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
+from torch.optim import Optimizer
 
 from lagdsl.model.gpt import GPT
 from lagdsl.ops.core import Carry, Grown, GrowthSpec, rebuild_optimizer
@@ -222,18 +223,18 @@ def _width(model: GPT, spec: GrowthSpec) -> int:
     return spec.target
 
 
-def net2net(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+def net2net(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
     """Copies of random existing units; what reads a copy is split among the copies (Net2Net)."""
     noise = float(spec.args.get("noise", 0.0))
     width = _width(model, spec)
     return grow_width(model, optimizer, width, generator, copy_units=True, zero_outgoing=False, noise=noise)
 
 
-def zero(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+def zero(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
     """Fresh incoming weights, zero outgoing weights, new residual dimensions at zero."""
     return grow_width(model, optimizer, _width(model, spec), generator, copy_units=False, zero_outgoing=True)
 
 
-def random(model: GPT, optimizer, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+def random(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
     """Freshly initialized units."""
     return grow_width(model, optimizer, _width(model, spec), generator, copy_units=False, zero_outgoing=False)

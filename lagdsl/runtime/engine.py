@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import torch
 
 from lagdsl.lang.lr import lr_at, rewarm_factor
-from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, Stage
+from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, SelectRule, Stage
 from lagdsl.model.gpt import GPT, GPTConfig
-from lagdsl.ops import GrowthSpec, grow
+from lagdsl.ops import Grown, GrowthSpec, grow
 from lagdsl.plan.cost import CostModel
 from lagdsl.runtime import program as P
 from lagdsl.runtime.data import Batches
@@ -123,7 +123,9 @@ class Engine:
         self.probing: str | None = None  # the candidate being probed, for progress displays
         self.interrupted = False  # set by a Ctrl-C handler; honoured between steps
         self._compiled: tuple[GPT, torch.nn.Module] | None = None
-        self._probe_start: tuple[dict[str, object], int, int] | None = None  # snapshot, step, metrics lines
+        self.step_seconds = 0.0  # wall time inside training steps (mainline and probe), this process
+        # inside a probe: the snapshot, and the step, metrics lines and FLOP counters before it
+        self._probe_start: tuple[dict[str, object], int, int, int, int] | None = None
 
     # -- state
 
@@ -134,6 +136,10 @@ class Engine:
         self.model = model.to(self.dev.device)
         self.optimizer = make_optimizer(self.schedule, self.model, self.dev.device)
 
+    @property
+    def in_probe(self) -> bool:
+        return self._probe_start is not None
+
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
 
@@ -141,11 +147,12 @@ class Engine:
         """What a checkpoint taken now holds. Inside a probe, that is the state before the probe
         (the snapshot), with the program counter at the probe: a resumed run probes again."""
         if self._probe_start is not None:
-            snapshot, step, lines = self._probe_start
+            snapshot, step, lines, mainline_flops, probe_flops = self._probe_start
             config, model, optimizer = snapshot["config"], snapshot["model"], snapshot["optimizer"]
         else:
             config, model, optimizer = self.model.config, self.model.state_dict(), self.optimizer.state_dict()
             step, lines = self.step, self.metrics.lines
+            mainline_flops, probe_flops = self.mainline_flops, self.probe_flops
         return {
             "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
             "model": model,
@@ -153,8 +160,8 @@ class Engine:
             "pc": self.pc,
             "step": step,
             "metrics_lines": lines,
-            "mainline_flops": self.mainline_flops,
-            "probe_flops": self.probe_flops,
+            "mainline_flops": mainline_flops,
+            "probe_flops": probe_flops,
             "winners": dict(self.winners),
             "elapsed": self.elapsed(),
             "last_val": self.last_val,
@@ -229,6 +236,7 @@ class Engine:
         """One optimizer step on mainline step `step`'s batches; the mean loss and the LR used."""
         if self.interrupted:
             raise KeyboardInterrupt
+        started = time.perf_counter()
         schedule = self.schedule
         lr = self.lr(stage, step)
         for group in optimizer.param_groups:
@@ -256,6 +264,7 @@ class Engine:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         value = (total / schedule.accumulate).item()
+        self.step_seconds += time.perf_counter() - started
         if not math.isfinite(value):
             raise NonFiniteLoss(stage.name, step, value)
         return value, lr
@@ -311,15 +320,14 @@ class Engine:
         growth: Growth,
         op: OperatorSpec,
         index: int,
-        candidate: int,
-    ):
-        gen = generator(self.schedule.seed, "grow", index, candidate, stage.name)
+    ) -> Grown:
+        gen = generator(self.schedule.seed, "grow", stage.name, index, op.label)
         return grow(model, optimizer, self._spec(op, growth), gen, reset_optimizer=stage.reset_optimizer)
 
     def _do_grow(self, ins: P.Grow) -> None:
         stage, growth = P.stage_of(self.schedule, ins)
         before = self.model.config
-        grown = self._grow(self.model, self.optimizer, stage, growth, growth.op, ins.growth, 0)
+        grown = self._grow(self.model, self.optimizer, stage, growth, growth.op, ins.growth)
         self.model, self.optimizer = grown.model, grown.optimizer
         self.metrics.write(
             "grow", stage=stage.name, step=self.step, operator=growth.op.label, dim=growth.dim,
@@ -335,11 +343,14 @@ class Engine:
         }
 
     def _restore(self, snapshot: dict[str, object]) -> tuple[GPT, torch.optim.Optimizer]:
+        """A model and optimizer in the snapshot's state, sharing no tensor with it (an optimizer's
+        `load_state_dict` keeps the tensors it is given where their device and dtype already fit,
+        and training would then change the snapshot)."""
         model = GPT(snapshot["config"])  # type: ignore[arg-type]
         model.load_state_dict(snapshot["model"])  # type: ignore[arg-type]
         model = model.to(self.dev.device)
         optimizer = make_optimizer(self.schedule, model, self.dev.device)
-        optimizer.load_state_dict(snapshot["optimizer"])  # type: ignore[arg-type]
+        optimizer.load_state_dict(_to_cpu(snapshot["optimizer"]))  # type: ignore[arg-type]
         return model, optimizer
 
     def _do_probe(self, ins: P.Probe) -> None:
@@ -347,14 +358,14 @@ class Engine:
         probe = growth.probe
         k, start, rule = probe.steps, ins.start, probe.select
         snapshot = self._snapshot()
-        self._probe_start = (snapshot, self.step, self.metrics.lines)
+        self._probe_start = (snapshot, self.step, self.metrics.lines, self.mainline_flops, self.probe_flops)
         del self.model, self.optimizer  # memory: the snapshot, the current candidate, the best
         best: Candidate | None = None
         scores: dict[str, float] = {}
-        for index, op in enumerate(probe.candidates):
+        for op in probe.candidates:
             self.probing = op.label
             model, optimizer = self._restore(snapshot)
-            grown = self._grow(model, optimizer, stage, growth, op, ins.growth, index)
+            grown = self._grow(model, optimizer, stage, growth, op, ins.growth)
             model, optimizer = grown.model, grown.optimizer
             losses, lrs = [], []
             for step in range(start, start + k):
@@ -393,11 +404,11 @@ class Engine:
             winner = next(i for i, op in enumerate(probe.candidates) if op.label == best.label)
             del best
             model, optimizer = self._restore(snapshot)
-            grown = self._grow(model, optimizer, stage, growth, probe.candidates[winner], ins.growth, winner)
+            grown = self._grow(model, optimizer, stage, growth, probe.candidates[winner], ins.growth)
             self.model, self.optimizer = grown.model, grown.optimizer
         self._probe_start = None
 
-    def _score(self, model: GPT, rule, losses: list[float], start: int) -> float:
+    def _score(self, model: GPT, rule: SelectRule, losses: list[float], start: int) -> float:
         if rule.metric == "val_loss":
             return self.evaluate(model, self.schedule.eval.batches if self.schedule.eval else 10)
         if not losses:  # probe 0 steps: the loss right after growth, on the stage's first batch
@@ -415,6 +426,7 @@ class _Stop(Exception):
 
 
 def _to_cpu(value: object) -> object:
+    """A copy of a (nested) state dict with every tensor copied to the CPU."""
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu", copy=True)
     if isinstance(value, dict):

@@ -160,7 +160,7 @@ def write_checkpoint(engine: Engine, run_dir: Path, schedule: Schedule) -> Path:
     state = engine.state()
     path = ckpt.checkpoint_path(folder, int(state["step"]), int(state["pc"]))  # type: ignore[arg-type]
     engine.metrics.write("checkpoint", step=state["step"], path=str(path.relative_to(run_dir)))
-    if engine._probe_start is None:
+    if not engine.in_probe:
         state["metrics_lines"] = engine.metrics.lines  # keep the checkpoint event itself
     ckpt.write_atomic(state, path)
     ckpt.prune(folder, schedule.checkpoint.keep)

@@ -1,0 +1,31 @@
+"""What the benchmark scripts share: timing a command, the machine's cores, the README's tables."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wall(cmd: list[str]) -> float:
+    """Seconds a command takes, whole process, its output discarded."""
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def update_readme(marker: str, text: str) -> None:
+    """Put `text` in the README between `<!-- bench:MARKER -->` and `<!-- /bench:MARKER -->`."""
+    readme = ROOT / "README.md"
+    content = readme.read_text()
+    start, end = f"<!-- bench:{marker} -->", f"<!-- /bench:{marker} -->"
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
