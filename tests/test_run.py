@@ -226,13 +226,16 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(project: 
 
 
 def test_data_errors_are_one_line_and_exit_2(project: Path) -> None:
+    (project / "short").mkdir(exist_ok=True)
+    (project / "short" / "s.txt").write_text("tiny")
+    (project / "empty").mkdir(exist_ok=True)
+    (project / "empty" / "e.txt").write_text("")
     for data, message in (
         ('text("nothing/*.txt")', 'no files match `text("nothing/*.txt")`'),
         ('tokens("missing.bin")', "token file"),
         ('text("short/*.txt")', "fewer than one window"),
+        ('text("empty/*.txt")', "is empty"),
     ):
-        (project / "short").mkdir(exist_ok=True)
-        (project / "short" / "s.txt").write_text("tiny")
         path = project / "bad.grow"
         path.write_text(
             TINY.format(select="", keep="")
@@ -242,6 +245,32 @@ def test_data_errors_are_one_line_and_exit_2(project: Path) -> None:
         result = run(str(path), "--out", str(project / "out-bad"))
         assert result.exit_code == 2, result.output
         assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_pre_tokenized_data_in_nanogpt_format(project: Path) -> None:
+    import numpy as np
+
+    tokens = np.random.default_rng(0).integers(0, 300, size=5_000, dtype=np.uint16)
+    tokens.tofile(project / "train.bin")
+    tokens[:1_000].tofile(project / "val.bin")
+    text = (
+        TINY.format(select="", keep="")
+        .replace('data text("corpus/*.txt", val=0.1)', 'data tokens("train.bin", val="val.bin", dtype=uint16)')
+        .replace("model gpt(context=16", "model gpt(vocab=300, context=16")
+    )
+    path = project / "tokens.grow"
+    path.write_text(text)
+    out = project / "tokens"
+    result = run(str(path), "--out", str(out), "--max-steps", "3")
+    assert result.exit_code == 0, result.output
+    assert [r["step"] for r in events(out, "step")] == [0, 1, 2]
+    assert json.loads((out / "run.json").read_text())["data"].startswith("tokens: 5,000 train, 1,000 validation")
+    missing = run(str(path.with_name("t2.grow")), "--out", str(project / "t2"))
+    assert missing.exit_code == 2  # no such schedule file
+    path.with_name("t3.grow").write_text(text.replace("vocab=300", "vocab=256"))
+    beyond = run(str(path.with_name("t3.grow")), "--out", str(project / "t3"))
+    assert beyond.exit_code == 2 and "beyond `vocab=256`" in beyond.stderr
 
 
 def test_dry_run_prints_the_program(project: Path) -> None:
@@ -282,6 +311,7 @@ def test_the_quickstart_trains_on_the_built_in_corpus(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["run", str(root / "schedules" / "quickstart.grow"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "final val loss" in result.stderr and "run directory" in result.stderr
+    assert "step 25/500 base: loss" in result.stderr  # plain progress lines when stderr is no terminal
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finished"] and summary["final_shape"]["depth"] == 4
     assert summary["final_val_loss"] < 2.6  # from about 5.5 (uniform over 256 bytes)

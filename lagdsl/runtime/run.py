@@ -13,7 +13,7 @@ import hashlib
 import json
 import signal
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -61,7 +61,6 @@ class RunResult:
     run_dir: Path
     summary: dict[str, object]
     finished: bool
-    events: list[str] = field(default_factory=list)
 
 
 def schedule_hash(text: str) -> str:
