@@ -15,6 +15,7 @@ moves every parameter, and its optimizer state, by those choices.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -147,30 +148,31 @@ class _Mover:
         self.zero_outgoing = zero_outgoing
         self.gain_scale = gain_scale
 
+    def _axes(self, ndim: int) -> Iterator[tuple[int, str, str, UnitMap, list[int]]]:
+        """For each growing dimension: its index, unit kind, role, map, and a shape that lays a
+        per-unit vector along it."""
+        for dim, axis in enumerate(self.layout):
+            if axis is not None:
+                kind, role, blocks = axis
+                yield dim, kind, role, self.maps[kind].stacked(blocks), [-1 if d == dim else 1 for d in range(ndim)]
+
     def _gather(self, old: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Old values at the new positions, the scale of each, and which positions have an old value."""
         values = old
         scale = torch.ones((), dtype=torch.float32)
         known = torch.ones((), dtype=torch.bool)
-        for dim, axis in enumerate(self.layout):
-            if axis is None:
-                continue
-            unit = self.maps[axis[0]].stacked(axis[2])
-            shape = [1] * old.dim()
-            shape[dim] = -1
-            index = unit.index.to(old.device)
-            values = values.index_select(dim, index.clamp(min=0))
+        for dim, kind, role, unit, shape in self._axes(old.dim()):
+            source = unit.index.clamp(min=0)
+            values = values.index_select(dim, source.to(old.device))
             known = known & (unit.index >= 0).view(shape)
-            if self.copy_units and axis[0] == "R" and axis[1] in ("in", "out"):
+            if self.copy_units and kind == "R" and role in ("in", "out"):
                 # a residual dimension copied c times: every copy, the original included, is
                 # scaled by 1/sqrt(c) where it is written and where it is read (an isometry)
-                split = unit.count[unit.index.clamp(min=0)].float().rsqrt()
-                scale = scale * split.view(shape)
-            elif self.copy_units and axis[1] == "in":
+                scale = scale * unit.count[source].float().rsqrt().view(shape)
+            elif self.copy_units and role == "in":
                 # a head's or MLP unit's output copied c times: what reads it is split among the copies
-                split = 1.0 / unit.count[unit.index.clamp(min=0)].float()
-                scale = scale * split.view(shape)
-            if axis[1] == "gain":
+                scale = scale / unit.count[source].float().view(shape)
+            if role == "gain":
                 scale = scale * self.gain_scale
         return values, scale.to(old.device), known.to(old.device)
 
@@ -195,25 +197,16 @@ class _Mover:
     def _original(self, old: torch.Tensor) -> torch.Tensor:
         """Positions that are old units in every dimension (not copies)."""
         mask = torch.ones((), dtype=torch.bool)
-        for dim, axis in enumerate(self.layout):
-            if axis is None:
-                continue
-            unit = self.maps[axis[0]].stacked(axis[2])
-            shape = [1] * old.dim()
-            shape[dim] = -1
+        for _, _, _, unit, shape in self._axes(old.dim()):
             mask = mask & unit.original.view(shape)
         return mask.to(old.device)
 
     def _writes_new(self, old: torch.Tensor) -> torch.Tensor:
         """Positions that write a new residual dimension, or carry a new head's or unit's output."""
         mask = torch.zeros((), dtype=torch.bool)
-        for dim, axis in enumerate(self.layout):
-            if axis is None:
-                continue
-            kind, role, blocks = axis
-            new = (self.maps[kind].stacked(blocks).index < 0).view([-1 if d == dim else 1 for d in range(old.dim())])
+        for _, kind, role, unit, shape in self._axes(old.dim()):
             if (kind == "R" and role == "out") or (kind in ("H", "U") and role == "in"):
-                mask = mask | new
+                mask = mask | (unit.index < 0).view(shape)
         return mask.to(old.device)
 
 
