@@ -51,7 +51,7 @@ class Progress:
         if self.bar is not None:
             self.bar.update(self.task, completed=done, description=what, info=info)
             return
-        if engine.probing is None and (step % self.every == 0 or step + 1 == self.total):
+        if engine.probing is None and (done % self.every == 0 or done == self.total):
             left = (self.total - done) / max(done - self.first_step, 1) * elapsed
             print(f"step {done}/{self.total} {what}: {info}, eta {_duration(left)}", file=self.stream, flush=True)
 
