@@ -33,7 +33,7 @@ def test_examples_are_valid_without_warnings(path) -> None:
     assert result.schedule is not None
 
 
-def test_stack_lag_resolves_as_language_md_says() -> None:
+def test_stack_lag_resolves_as_the_language_says() -> None:
     schedule = lagdsl.load(ROOT / "schedules" / "stack_lag.grow").schedule
     assert schedule.name == "stack_lag" and schedule.seed == 1337
     assert [s.name for s in schedule.stages] == ["base", "grow_1", "grow_2", "grow_3"]

@@ -194,7 +194,7 @@ def test_sgd_momentum_moves_too(op: str, dim: str, target: int) -> None:
 
 
 def expected_sources(op: str, d: int, b: int) -> list[int | None]:
-    """LANGUAGE.md's definitions, written out independently of the implementation."""
+    """The language's definitions, written out independently of the implementation."""
     if op == "copy_top":
         return list(range(d)) + list(range(d - b, d))
     if op == "copy_bottom":

@@ -1,4 +1,4 @@
-"""Depth operators: add `b` layers to a model of `d` (LANGUAGE.md, Operators).
+"""Depth operators: add `b` layers to a model of `d` (the language's depth operators).
 
 Every one is a layer plan: for each position of the grown stack, the old layer it is (kept, the
 same module), a copy of an old layer, or a fresh layer. `grow_depth` carries out any such plan,

@@ -1,4 +1,4 @@
-"""Width operators: grow a model from width w to w' (LANGUAGE.md, Operators).
+"""Width operators: grow a model from width w to w' (the language's width operators).
 
 The head size stays, so heads grow with the width, and the MLP's hidden size follows the width
 (`lagdsl.lang.arch.mlp_hidden`). Three kinds of units grow: residual dimensions (R), attention
