@@ -13,8 +13,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from lagdsl.lang import Checked
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -83,8 +87,9 @@ def validate(files: tuple[Path, ...], fmt: str, strict: bool) -> None:
     sys.exit(status)
 
 
-def _load_valid(path: Path, ctx: click.Context) -> object:
-    """The checked schedule, or its diagnostics on stderr and exit 1 (2 when it cannot be read)."""
+def _load_valid(path: Path, ctx: click.Context) -> Checked:
+    """The checked file with its schedule, or its diagnostics on stderr and exit 1 (2 when it
+    cannot be read)."""
     from lagdsl.lang import load
     from lagdsl.lang.diagnostics import render_text
 
@@ -99,7 +104,7 @@ def _load_valid(path: Path, ctx: click.Context) -> object:
     if result.schedule is None:
         click.echo(f"{path}: {_counts(len(result.errors), len(result.warnings))}", err=True)
         ctx.exit(EXIT_INVALID)
-    return result.schedule
+    return result
 
 
 def _counts(errors: int, warnings: int) -> str:
@@ -155,8 +160,8 @@ def run(
         raise click.UsageError("give a schedule FILE, or --resume RUN_DIR")
     try:
         if file is not None:
-            schedule = _load_valid(file, ctx)
-            source = file.read_text(encoding="utf-8")
+            checked = _load_valid(file, ctx)
+            schedule, source = checked.schedule, checked.source.text
         else:
             schedule, source = load_for_resume(resume)  # type: ignore[arg-type]
         if dry_run:
@@ -221,8 +226,7 @@ def plan(ctx: click.Context, file: Path, fmt: str, output: Path | None) -> None:
     from lagdsl.plan import build_plan
     from lagdsl.plan import render as r
 
-    schedule = _load_valid(file, ctx)
-    the_plan = build_plan(schedule)  # type: ignore[arg-type]
+    the_plan = build_plan(_load_valid(file, ctx).schedule)  # type: ignore[arg-type]
     if fmt in ("svg", "png"):
         from lagdsl.plan.draw import draw
 

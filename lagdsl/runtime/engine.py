@@ -114,7 +114,7 @@ class Engine:
         self.mainline_flops = 0
         self.probe_flops = 0
         self.winners: dict[str, str] = {}
-        self.last_val: float | None = None
+        self.last_eval: tuple[int, float] | None = None  # (mainline step, val loss) of the newest eval
         self.last_loss: float | None = None
         self.started = time.perf_counter()
         self.elapsed_before = 0.0  # wall time of the run before a resume
@@ -164,7 +164,7 @@ class Engine:
             "probe_flops": probe_flops,
             "winners": dict(self.winners),
             "elapsed": self.elapsed(),
-            "last_val": self.last_val,
+            "last_eval": list(self.last_eval) if self.last_eval else None,
         }
 
     def load_state(self, state: dict[str, object]) -> None:
@@ -178,7 +178,8 @@ class Engine:
         self.mainline_flops, self.probe_flops = int(state["mainline_flops"]), int(state["probe_flops"])  # type: ignore[arg-type]
         self.winners = dict(state["winners"])  # type: ignore[arg-type]
         self.elapsed_before = float(state["elapsed"])  # type: ignore[arg-type]
-        self.last_val = state["last_val"]  # type: ignore[assignment]
+        last = state["last_eval"]
+        self.last_eval = (int(last[0]), float(last[1])) if last else None  # type: ignore[index]
 
     # -- the loop
 
@@ -293,9 +294,10 @@ class Engine:
 
     def _do_eval(self, ins: P.Eval) -> None:
         batches = self.schedule.eval.batches if self.schedule.eval else 10
-        self.last_val = self.evaluate(self.model, batches)
+        val_loss = self.evaluate(self.model, batches)
+        self.last_eval = (ins.step, val_loss)
         stage = self.schedule.stages[ins.stage]
-        self.metrics.write("eval", step=ins.step, stage=stage.name, val_loss=self.last_val, batches=batches)
+        self.metrics.write("eval", step=ins.step, stage=stage.name, val_loss=val_loss, batches=batches)
 
     def _do_checkpoint(self, ins: P.Checkpoint) -> None:
         self.pc += 1  # resume after this instruction

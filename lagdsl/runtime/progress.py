@@ -43,7 +43,7 @@ class Progress:
             return
         if self.first_step is None:
             self.first_step, self.started = step, time.perf_counter()
-        done = max(engine.step, step + 1 if engine.probing is None else engine.step)
+        done = engine.step if engine.probing else max(engine.step, step + 1)  # probe steps are not progress
         elapsed = time.perf_counter() - self.started
         rate = (done - self.first_step) * engine.schedule.tokens_per_step / elapsed if elapsed > 0 else 0.0
         what = f"{stage}" + (f" probing {engine.probing}" if engine.probing else "")

@@ -205,9 +205,10 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> dict[str, object]:
     ckpt.write_atomic({"model": engine.model.state_dict()}, final / "model.pt")
     config_json = {k: getattr(config, k) for k in config.__dataclass_fields__}
     (final / "config.json").write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
-    batches = schedule.eval.batches if schedule.eval else 10
-    val = engine.evaluate(engine.model, batches)
-    plan = build_plan(schedule)
+    if engine.last_eval is not None and engine.last_eval[0] == engine.step:
+        val = engine.last_eval[1]  # the schedule's own evaluation at the last step
+    else:
+        val = engine.evaluate(engine.model, schedule.eval.batches if schedule.eval else 10)
     elapsed = engine.elapsed()
     tokens = engine.step * schedule.tokens_per_step
     summary = {
@@ -220,7 +221,7 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> dict[str, object]:
         "mainline_flops": engine.mainline_flops,
         "probe_flops": engine.probe_flops,
         "flops": engine.mainline_flops + engine.probe_flops,
-        "scratch_flops": plan.totals.scratch_flops * engine.step // max(schedule.total_steps, 1),
+        "scratch_flops": engine.cost.step_flops(schedule.final_shape, engine.step),
         "final_shape": {"depth": config.depth, "width": config.width, "heads": config.heads},
         "params": engine.model.num_params(),
         "wall_seconds": round(elapsed, 3),
