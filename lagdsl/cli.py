@@ -303,3 +303,161 @@ def ops(fmt: str) -> None:
         params = ", ".join(p.signature_text() for p in e.params) or "-"
         table.add_row(e.name, e.dim, params, e.preserves, e.description)
     Console(width=max(120, Console().width)).print(table)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--compare",
+    "compare",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Another run directory to overlay on a FLOPs axis (repeatable).",
+)
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Folder [RUN_DIR/report].")
+@click.pass_context
+def report(ctx: click.Context, run_dir: Path, compare: tuple[Path, ...], output: Path | None) -> None:
+    """Write report.html (self-contained) and its PNGs: loss curves, probes, selection, plan, summary."""
+    from lagdsl.analysis.report import build_report
+    from lagdsl.analysis.runlog import RunDirError
+
+    out = output or run_dir / "report"
+    try:
+        result = build_report(run_dir, out, list(compare))
+    except RunDirError as error:
+        click.echo(f"error: {error}", err=True)
+        ctx.exit(EXIT_USAGE)
+    except OSError as error:
+        click.echo(f"error: cannot write the report to `{out}`: {error.strerror or error}", err=True)
+        ctx.exit(EXIT_USAGE)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(str(result.page))
+
+
+def _lags(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        lags = tuple(sorted({int(part) for part in value.split(",") if part.strip()}))
+    except ValueError:
+        raise click.BadParameter(f"`{value}`: give whole numbers of steps, separated by commas: 0,5,10,25") from None
+    if not lags or lags[0] < 0:
+        raise click.BadParameter(f"`{value}`: give one or more lags >= 0, like 0,5,10,25")
+    return lags
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--stage", required=True, help="The stage whose probed growth to study.")
+@click.option(
+    "--lags",
+    default="0,5,10,25,50",
+    show_default=True,
+    callback=_lags,
+    help="Steps after growth at which to record the loss (the schedule's own lag is added).",
+)
+@click.option(
+    "--horizon",
+    type=click.Choice(["stage", "end"]),
+    default="stage",
+    show_default=True,
+    help="Train candidates to the end of the stage, or of the schedule (the rest applied unchanged).",
+)
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat with N seeds.")
+@click.option("--seed", type=int, help="The first seed [the schedule's].")
+@click.option("--device", help='Override the schedule\'s device: cpu, cuda, "cuda:1".')
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Folder [study-<schedule>].")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+@click.pass_context
+def study(
+    ctx: click.Context,
+    file: Path,
+    stage: str,
+    lags: tuple[int, ...],
+    horizon: str,
+    seeds: int,
+    seed: int | None,
+    device: str | None,
+    output: Path | None,
+    quiet: bool,
+) -> None:
+    """How well does the loss k steps after growth predict the final loss? Trains every candidate of
+    STAGE's probe from the same snapshot to the horizon; writes study.json and two PNGs."""
+    from lagdsl.analysis import figures
+    from lagdsl.analysis.study import StudyError, StudyOptions, run_study
+
+    checked = _load_valid(file, ctx)
+    schedule = checked.schedule
+    out = output or Path(f"study-{schedule.name}")
+    options = StudyOptions(stage=stage, lags=lags, horizon=horizon, seeds=seeds, seed=seed, device=device)
+
+    def say(message: str) -> None:
+        if not quiet:
+            click.echo(message, err=True)
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        result = run_study(schedule, options, out, say)
+        (out / "study.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        figures.study_statistics(result, out / "study_statistics.png")
+        figures.study_curves(result, out / "study_curves.png")
+    except StudyError as error:
+        click.echo(f"error: {error}", err=True)
+        ctx.exit(EXIT_USAGE)
+    except OSError as error:
+        click.echo(f"error: cannot write to `{out}`: {error.strerror or error}", err=True)
+        ctx.exit(EXIT_USAGE)
+    _print_study(result)
+    click.echo(str(out / "study.json"))
+
+
+def _print_study(result: dict[str, object]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from lagdsl.analysis.stats import Spread
+
+    def show(d: dict[str, object], digits: int = 3) -> str:
+        if not d["n"]:
+            return "n/a"
+        spread = Spread(d["mean"], d["std"], d["min"], d["max"], d["n"])
+        return spread.show(digits)
+
+    summary = result["summary"]
+    seeds = len(result["seeds"])
+    change = result["change"]
+    title = (
+        f"{result['schedule']}: growth of `{result['stage']}` ({change['dim']} {change['before']} -> "
+        f"{change['after']}), {len(result['candidates'])} candidates, {seeds} seed{'s' if seeds > 1 else ''}, "
+        f"horizon {result['horizon']} ({result['horizon_steps']} steps)"
+    )
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "lag",
+        "rho (val)",
+        "tau (val)",
+        "regret (val)",
+        "rho (train)",
+        "tau (train)",
+        "regret (train)",
+        "pick within 1% (val)",
+    ):
+        table.add_column(column, justify="right")
+    for val, train in zip(summary["val"], summary["train"], strict=True):
+        chosen = " (schedule)" if val["lag"] == result["chosen_lag"] else ""
+        table.add_row(
+            f"{val['lag']}{chosen}",
+            show(val["spearman"]),
+            show(val["kendall"]),
+            show(val["regret"], 4),
+            show(train["spearman"]),
+            show(train["kendall"]),
+            show(train["regret"], 4),
+            val["picks_within_1pct"],
+        )
+    rule = summary["rule"]
+    console = Console(stderr=True, width=140)
+    console.print(table)
+    console.print(
+        f"the schedule's rule ({result['rule']} after {result['chosen_lag']} steps): regret {show(rule['regret'], 4)} "
+        f"nats, within 1% of the best final val loss in {rule['picks_within_1pct']} seeds"
+    )

@@ -183,10 +183,12 @@ class Engine:
 
     # -- the loop
 
-    def run(self) -> bool:
-        """Interpret the program from `pc`; False when `max_steps` stopped it early."""
+    def run(self, until: int | None = None) -> bool:
+        """Interpret the program from `pc` up to instruction `until` (default: the end); False when
+        `max_steps` stopped it early."""
+        end = len(self.program) if until is None else until
         try:
-            while self.pc < len(self.program):
+            while self.pc < end:
                 if self.interrupted:
                     raise KeyboardInterrupt
                 instruction = self.program[self.pc]
@@ -199,10 +201,11 @@ class Engine:
         return True
 
     def _do_stagestart(self, ins: P.StageStart) -> None:
-        shape = self.model.config
+        shape, after = self.model.config, self.schedule.stages[ins.stage].after
         self.metrics.write(
-            "stage", stage=ins.name, index=ins.stage, step=ins.step, depth=shape.depth, width=shape.width
-        )
+            "stage", stage=ins.name, index=ins.stage, step=ins.step, depth=shape.depth, width=shape.width,
+            after={"depth": after.depth, "width": after.width},
+        )  # fmt: skip
 
     def _do_train(self, ins: P.Train) -> None:
         stage = self.schedule.stages[ins.stage]

@@ -1,0 +1,156 @@
+"""Benchmark: gradual stacking with LAG (`bench/grow.grow`) against training the final shape from
+scratch (`bench/scratch.grow`), the same mainline steps, on the built-in corpus.
+
+For each seed, runs both schedules (interleaved, so the machine's noise hits both), then measures
+on the logged curves (val loss at each evaluation, linearly interpolated):
+
+- the FLOPs (probes included) and wall time the grown runs need to reach the scratch runs' mean
+  final val loss, as a fraction of the scratch runs' mean totals (target: <= 0.75 in FLOPs);
+- the same the other way round, and each run's final val loss, as means over seeds with spread.
+
+Writes `bench/growth_vs_scratch.json` and a markdown table; `--update-readme` puts the table in the
+README between the `bench:growth` markers. Runs go to `bench/out/` (kept, so `--reuse` can analyse
+them again without training).
+
+    python bench/growth_vs_scratch.py [--seeds 3] [--reuse] [--update-readme]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import cores, update_readme  # noqa: E402
+
+from lagdsl.analysis.curves import first_reach  # noqa: E402
+from lagdsl.analysis.runlog import RunLog, read_run  # noqa: E402
+from lagdsl.analysis.stats import Spread  # noqa: E402
+
+OUT = ROOT / "bench" / "out" / "growth"
+SCHEDULES = {"grown": ROOT / "bench" / "grow.grow", "scratch": ROOT / "bench" / "scratch.grow"}
+TARGET = 0.75
+
+
+def run(kind: str, seed: int, reuse: bool) -> RunLog:
+    out = OUT / f"{kind}-seed{seed}"
+    if reuse and (out / "summary.json").exists():
+        return read_run(out)
+    if out.exists():
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+    cmd = [sys.executable, "-m", "lagdsl", "run", str(SCHEDULES[kind]), "--seed", str(seed), "--out", str(out)]
+    subprocess.run([*cmd, "--quiet"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return read_run(out)
+
+
+def reach(log: RunLog, target: float) -> tuple[float | None, float | None]:
+    """(FLOPs, seconds) at which `log`'s val curve first comes down to `target`."""
+    steps, losses = log.val_curve()
+    step = first_reach([float(s) for s in steps], losses, target)
+    if step is None:
+        return None, None
+    return log.flops_at(step), log.seconds_at(step)
+
+
+def compare(runs: dict[str, list[RunLog]], a: str, b: str) -> dict[str, object]:
+    """How much of `b`'s mean FLOPs and wall time `a`'s runs need to reach `b`'s mean final val loss."""
+    target = Spread.of([r.final_val_loss for r in runs[b]]).mean
+    total_flops = Spread.of([r.total_flops for r in runs[b]]).mean
+    total_seconds = Spread.of([float(r.summary["wall_seconds"]) for r in runs[b]]).mean
+    flops, seconds, per_seed = [], [], []
+    for log in runs[a]:
+        f, s = reach(log, target)
+        per_seed.append({"seed": log.meta["seed"], "flops": f, "seconds": s})
+        if f is not None:
+            flops.append(f / total_flops)
+            seconds.append(s / total_seconds)
+    reached = len(flops)
+    return {
+        "target_val_loss": target,
+        "reached": f"{reached}/{len(runs[a])}",
+        "flops_ratio": Spread.of(flops).as_dict() if reached == len(runs[a]) else None,
+        "seconds_ratio": Spread.of(seconds).as_dict() if reached == len(runs[a]) else None,
+        "flops_ratio_of_seeds_that_reached": Spread.of(flops).as_dict(),
+        "per_seed": per_seed,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--reuse", action="store_true", help="analyse finished runs in bench/out again")
+    parser.add_argument("--update-readme", action="store_true")
+    args = parser.parse_args()
+    runs: dict[str, list[RunLog]] = {"grown": [], "scratch": []}
+    for seed in range(1, args.seeds + 1):
+        for kind in ("scratch", "grown"):
+            runs[kind].append(run(kind, seed, args.reuse))
+            log = runs[kind][-1]
+            print(
+                f"{kind} seed {seed}: final val loss {log.final_val_loss:.4f}, {log.total_flops:.3g} FLOPs, "
+                f"{log.summary['wall_seconds']} s",
+                file=sys.stderr,
+            )
+
+    def spread(kind: str, key: str) -> dict[str, object]:
+        return Spread.of([float(r.summary[key]) for r in runs[kind]]).as_dict()
+
+    grown_vs_scratch = compare(runs, "grown", "scratch")
+    scratch_vs_grown = compare(runs, "scratch", "grown")
+    ratio = grown_vs_scratch["flops_ratio"]
+    result = {
+        "machine": f"{platform.machine()}, {cores()} cores",
+        "seeds": list(range(1, args.seeds + 1)),
+        "final_val_loss": {kind: spread(kind, "final_val_loss") for kind in runs},
+        "flops": {kind: spread(kind, "flops") for kind in runs},
+        "wall_seconds": {kind: spread(kind, "wall_seconds") for kind in runs},
+        "grown_to_reach_scratch": grown_vs_scratch,
+        "scratch_to_reach_grown": scratch_vs_grown,
+        "target_flops_ratio": TARGET,
+        "met": ratio is not None and ratio["mean"] <= TARGET,
+    }
+    (ROOT / "bench" / "growth_vs_scratch.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(result)
+    print(table)
+    if args.update_readme:
+        update_readme("growth", table)
+
+
+def _show(d: dict[str, object] | None, digits: int = 3, scale: float = 1.0) -> str:
+    if d is None or d["n"] == 0:
+        return "not reached"
+    mean, std = float(d["mean"]) * scale, float(d["std"]) * scale
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown(r: dict[str, object]) -> str:
+    g, s = r["grown_to_reach_scratch"], r["scratch_to_reach_grown"]
+    fv, fl, ws = r["final_val_loss"], r["flops"], r["wall_seconds"]
+    n = len(r["seeds"])
+    lines = [
+        f"Machine: {r['machine']}; {n} seeds; mean ± sample standard deviation over seeds.",
+        "",
+        "| | grown (`bench/grow.grow`) | scratch (`bench/scratch.grow`) |",
+        "|---|---|---|",
+        f"| final val loss | {_show(fv['grown'])} | {_show(fv['scratch'])} |",
+        f"| training TFLOPs (probes included) | {_show(fl['grown'], 2, 1e-12)} | {_show(fl['scratch'], 2, 1e-12)} |",
+        f"| wall seconds | {_show(ws['grown'], 0)} | {_show(ws['scratch'], 0)} |",
+        f"| FLOPs to reach the other's mean final val loss, / the other's | {_show(g['flops_ratio'])} "
+        f"(reached in {g['reached']} seeds) | {_show(s['flops_ratio'])} (reached in {s['reached']} seeds) |",
+        f"| wall time to reach it, / the other's | {_show(g['seconds_ratio'])} | {_show(s['seconds_ratio'])} |",
+        "",
+        f"Target: the grown runs reach the scratch runs' mean final val loss with <= {r['target_flops_ratio']}x "
+        f"their FLOPs: **{'met' if r['met'] else 'not met'}**.",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

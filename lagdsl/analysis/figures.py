@@ -1,0 +1,213 @@
+"""The pictures of the report and the study (matplotlib, drawn off-screen to PNG)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from lagdsl.analysis.runlog import RunLog
+
+WINNER = "#d62728"
+OTHERS = "#7f7f7f"
+TRAIN = "#1f77b4"
+VAL = "#ff7f0e"
+STAGE = "#bbbbbb"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def loss_curves(log: RunLog, path: Path, axis: str) -> Path:
+    """Train and val loss against mainline step or FLOPs, stage boundaries marked and named."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    x_of = (lambda step: float(step)) if axis == "step" else log.flops_at
+    xs: list[float] = []
+    ys: list[float] = []
+    for previous, event in zip([None, *log.steps], log.steps, strict=False):
+        step = int(event["step"])
+        if axis == "flops" and previous is not None and event.get("from_probe") and not previous.get("from_probe"):
+            xs.append(math.nan)  # the probes' FLOPs come in here: no line across them
+            ys.append(math.nan)
+        xs.append(float(event["flops"]) if axis == "flops" else float(step))
+        ys.append(float(event["loss"]))
+    ax.plot(xs, ys, color=TRAIN, linewidth=0.8, alpha=0.8, label="train loss")
+    val_steps, val = log.val_curve()
+    if val:
+        ax.plot(
+            [x_of(s) for s in val_steps], val, color=VAL, marker="o", markersize=3.5, linewidth=1.6, label="val loss"
+        )
+    for stage in log.stages[1:]:
+        x = x_of(int(stage["step"]))
+        ax.axvline(x, color=STAGE, linestyle="--", linewidth=0.9)
+    top = ax.get_ylim()[1]
+    for stage in log.stages:
+        x = x_of(int(stage["step"]))
+        after = stage.get("after") or stage
+        shape = f"depth {after['depth']}, width {after['width']}"
+        ax.text(x, top, f" {stage['stage']} ({shape})", fontsize=7.5, va="top", ha="left", color="#444444", rotation=90)
+    ax.set_xlabel("mainline step" if axis == "step" else "training FLOPs (probes included)")
+    ax.set_ylabel("loss (nats per token)")
+    ax.set_title(f"{log.name}: loss against {'step' if axis == 'step' else 'FLOPs'}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    return _save(fig, path)
+
+
+def probe_fanout(log: RunLog, select: dict[str, object], path: Path) -> Path:
+    """Each candidate's probe losses from the shared snapshot, the winner highlighted, with the
+    mainline's losses just before the growth for context."""
+    plt = _pyplot()
+    stage, growth = select["stage"], select["growth"]
+    probes = [p for p in log.probes if p["stage"] == stage and p["growth"] == growth]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    start = int(select["step"])
+    k = max((len(p["steps"]) for p in probes), default=0)
+    before = [e for e in log.steps if start - max(3 * k, 10) <= int(e["step"]) < start]
+    if before:
+        ax.plot(
+            [int(e["step"]) for e in before],
+            [float(e["loss"]) for e in before],
+            color="#333333",
+            linewidth=1.0,
+            label="before growth",
+        )
+    for p in probes:
+        won = p["candidate"] == select["winner"]
+        ax.plot(
+            p["steps"],
+            p["losses"],
+            color=WINNER if won else OTHERS,
+            linewidth=2.2 if won else 1.0,
+            alpha=1.0 if won else 0.75,
+            marker="." if len(p["steps"]) <= 30 else None,
+            label=f"{p['candidate']} (winner)" if won else str(p["candidate"]),
+            zorder=3 if won else 2,
+        )
+    ax.set_xlabel("mainline step (every candidate trains on the same batches)")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"probe at `{stage}` (growth {int(growth) + 1}): {select['rule']}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    return _save(fig, path)
+
+
+def compare_runs(logs: list[RunLog], path: Path) -> Path:
+    """Val loss against FLOPs for several runs."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    for log in logs:
+        steps, val = log.val_curve()
+        ax.plot([log.flops_at(s) for s in steps], val, marker="o", markersize=3, label=f"{log.name} ({log.path.name})")
+        final = log.final_val_loss
+        if final is not None:
+            ax.axhline(final, linewidth=0.6, linestyle=":", color=ax.lines[-1].get_color())
+    ax.set_xlabel("training FLOPs (probes included)")
+    ax.set_ylabel("val loss")
+    ax.set_title("val loss against FLOPs (dotted: each run's final val loss)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def study_statistics(study: dict[str, object], path: Path) -> Path:
+    """Rank correlation with the final val loss, and regret, against the lag (mean ± std over seeds)."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.9))
+    summary = study["summary"]
+    span = max(study["lags"]) or 1
+    for m, (metric, style) in enumerate((("val", "-"), ("train", "--"))):
+        rows = summary[metric]
+        lags = [r["lag"] for r in rows]
+        for n, (key, colour) in enumerate((("spearman", "#1f77b4"), ("kendall", "#2ca02c"))):
+            mean = [_nan(r[key]["mean"]) for r in rows]
+            std = [_nan(r[key]["std"]) for r in rows]
+            shift = (2 * m + n - 1.5) * 0.008 * span  # side by side where they coincide
+            left.errorbar(
+                [lag + shift for lag in lags],
+                mean,
+                yerr=std,
+                linestyle=style,
+                marker="o",
+                markersize=3.5,
+                capsize=2,
+                color=colour,
+                label=f"{key} ({metric} loss at lag)",
+            )
+        mean = [_nan(r["regret"]["mean"]) for r in rows]
+        std = [_nan(r["regret"]["std"]) for r in rows]
+        right.errorbar(
+            [lag + (m - 0.5) * 0.008 * span for lag in lags],
+            mean,
+            yerr=std,
+            linestyle=style,
+            marker="o",
+            markersize=3.5,
+            capsize=2,
+            color="#d62728",
+            label=f"pick by {metric} loss at lag",
+        )
+    chosen = study["chosen_lag"]
+    for ax in (left, right):
+        ax.axvline(chosen, color=STAGE, linestyle=":", linewidth=1)
+        ax.set_xlabel(f"lag (steps after growth; dotted: the schedule's {chosen})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    left.set_ylabel("rank correlation with final val loss")
+    left.set_ylim(-1.05, 1.05)
+    right.set_ylabel("regret (nats): final loss of pick - best")
+    seeds = len(study["seeds"])
+    fig.suptitle(
+        f"{study['schedule']}, growth of `{study['stage']}`: {len(study['candidates'])} candidates, "
+        f"{seeds} seed{'s' if seeds > 1 else ''}, horizon {study['horizon']} ({study['horizon_steps']} steps)",
+        fontsize=10,
+    )
+    return _save(fig, path)
+
+
+def study_curves(study: dict[str, object], path: Path) -> Path:
+    """Every candidate's training and val loss after growth, one panel per seed (three at most)."""
+    plt = _pyplot()
+    runs = study["runs"][:3]
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 3.9), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    lags = study["lags"]
+    for ax, run in zip(axes[0], runs, strict=True):
+        best = run["best"]
+        for i, c in enumerate(run["candidates"]):
+            colour = colours(i % 10)
+            ax.plot(range(len(c["curve"])), c["curve"], color=colour, linewidth=0.6, alpha=0.45)
+            points = [(lag, v) for lag, v in zip(lags, c["val"], strict=True) if v is not None]
+            points.append((study["horizon_steps"], c["final_val"]))
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                color=colour,
+                marker="o",
+                markersize=3,
+                linewidth=1.8 if c["label"] == best else 1.1,
+                label=f"{c['label']}{' (best at end)' if c['label'] == best else ''}",
+            )
+        ax.set_title(f"seed {run['seed']}: schedule's rule picks {run['rule']['pick']}", fontsize=9)
+        ax.set_xlabel("steps after growth")
+        ax.set_ylabel("loss (lines: val at the lags; faint: train)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _nan(value: object) -> float:
+    return math.nan if value is None else float(value)

@@ -1,0 +1,277 @@
+"""`lagdsl report`: one self-contained HTML page (pictures embedded) that shows what a run did.
+
+The page holds the run's status and summary numbers, train and val loss against step and against
+FLOPs with the stages marked, one fan-out picture per probe with the winner highlighted, the
+selection table, the plan graph, and with `--compare` other runs overlaid on a FLOPs axis with the
+FLOPs each needed to reach the others' final val loss. The PNGs are written beside the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lagdsl.analysis import figures
+from lagdsl.analysis.curves import first_reach
+from lagdsl.analysis.runlog import RunLog, read_run
+from lagdsl.plan.render import si
+
+
+@dataclass
+class Report:
+    page: Path
+    pictures: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def flops_to_reach(log: RunLog, target: float) -> float | None:
+    """Training FLOPs at which `log`'s val curve first comes down to `target` (interpolated)."""
+    steps, losses = log.val_curve()
+    step = first_reach([float(s) for s in steps], losses, target)
+    return None if step is None else log.flops_at(step)
+
+
+def reach_table(logs: list[RunLog]) -> list[dict[str, object]]:
+    """For each ordered pair of runs, the FLOPs the first needs to reach the second's final val loss."""
+    rows = []
+    for a in logs:
+        for b in logs:
+            if a is b or b.final_val_loss is None:
+                continue
+            flops = flops_to_reach(a, b.final_val_loss)
+            rows.append(
+                {
+                    "run": a,
+                    "target": b,
+                    "target_loss": b.final_val_loss,
+                    "flops": flops,
+                    "ratio": None if flops is None or not b.total_flops else flops / b.total_flops,
+                }
+            )
+    return rows
+
+
+def build_report(run_dir: Path, out: Path, compare: list[Path] = ()) -> Report:
+    log = read_run(run_dir)
+    others = [read_run(path) for path in compare]
+    out.mkdir(parents=True, exist_ok=True)
+    report = Report(out / "report.html")
+    sections: list[str] = []
+
+    def picture(path: Path, alt: str) -> str:
+        report.pictures.append(path)
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+    # status and summary
+    status_class = "ok" if log.finished else "warn"
+    sections.append(f'<p class="{status_class}"><b>Status:</b> {_e(log.detail)}</p>')
+    sections.append(_summary_table(log))
+
+    # curves
+    if log.steps:
+        sections.append("<h2>Loss</h2>")
+        sections.append(picture(figures.loss_curves(log, out / "loss_steps.png", "step"), "loss against step"))
+        sections.append(picture(figures.loss_curves(log, out / "loss_flops.png", "flops"), "loss against FLOPs"))
+    else:
+        report.notes.append("the run logged no training step yet")
+        sections.append("<p>No training step logged yet.</p>")
+
+    # growth and probes
+    if log.grows or log.selects:
+        sections.append("<h2>Growth</h2>")
+        sections.append(_growth_table(log))
+    if log.selects:
+        sections.append("<h2>Probes</h2>")
+        sections.append(_selection_table(log))
+        for select in log.selects:
+            name = f"probe-{_slug(str(select['stage']))}-g{int(select['growth']) + 1}.png"
+            sections.append(picture(figures.probe_fanout(log, select, out / name), f"probe at {select['stage']}"))
+    pending = {(p["stage"], p["growth"]) for p in log.probes} - {(s["stage"], s["growth"]) for s in log.selects}
+    for stage, growth in sorted(pending, key=str):
+        tried = [str(p["candidate"]) for p in log.probes if (p["stage"], p["growth"]) == (stage, growth)]
+        note = f"the probe at `{stage}` did not finish (tried: {', '.join(tried)}); the run stopped inside it"
+        report.notes.append(note)
+        sections.append(f'<p class="warn">{_e(note)}.</p>')
+
+    # the plan
+    plan_picture = _plan_picture(run_dir, out / "plan.png", report)
+    if plan_picture is not None:
+        sections.append("<h2>Plan</h2>")
+        sections.append(picture(plan_picture, "plan graph"))
+
+    # comparison
+    if others:
+        logs = [log, *others]
+        sections.append("<h2>Comparison</h2>")
+        for other in others:
+            if not other.finished:
+                sections.append(f'<p class="warn">{_e(str(other.path))}: {_e(other.detail)}</p>')
+        sections.append(picture(figures.compare_runs(logs, out / "compare.png"), "val loss against FLOPs"))
+        sections.append(_reach_html(logs))
+
+    title = f"lagdsl report: {log.name} ({log.path.name})"
+    report.page.write_text(_page(title, "\n".join(sections)), encoding="utf-8")
+    return report
+
+
+def _plan_picture(run_dir: Path, path: Path, report: Report) -> Path | None:
+    from lagdsl.lang import check_text
+    from lagdsl.plan import build_plan
+    from lagdsl.plan.draw import draw
+
+    source = run_dir / "schedule.grow"
+    if not source.exists():
+        report.notes.append("no `schedule.grow` in the run directory: no plan picture")
+        return None
+    checked = check_text(source.read_text(encoding="utf-8"), str(source))
+    if checked.schedule is None:
+        report.notes.append("the run's `schedule.grow` no longer validates: no plan picture")
+        return None
+    draw(build_plan(checked.schedule), path, "png")
+    return path
+
+
+def _summary_table(log: RunLog) -> str:
+    s = log.summary or {}
+    meta = log.meta
+    rows: list[tuple[str, str]] = [
+        ("schedule", log.name),
+        ("run directory", str(log.path)),
+        ("seed", str(meta.get("seed", "?"))),
+        ("device", f"{meta.get('resolved_device', '?')} ({meta.get('precision', '?')})"),
+        ("data", str(meta.get("data", "?"))),
+        ("mainline steps", f"{log.last_step:,}"),
+    ]
+    if s:
+        saving = 1 - float(s["flops"]) / float(s["scratch_flops"]) if s.get("scratch_flops") else None
+        shape = s["final_shape"]
+        rows += [
+            ("final train loss", _num(s.get("final_train_loss"))),
+            ("final val loss", _num(s.get("final_val_loss"))),
+            ("final shape", f"depth {shape['depth']}, width {shape['width']}, {si(int(s['params']))} params"),
+            (
+                "training FLOPs",
+                f"{si(float(s['flops']))} ({si(float(s['mainline_flops']))} mainline + "
+                f"{si(float(s['probe_flops']))} probes)",
+            ),
+            (
+                "final shape from scratch, same steps",
+                si(float(s["scratch_flops"])) + (f" (growth saved {saving:.1%})" if saving is not None else ""),
+            ),
+            ("wall time", f"{float(s['wall_seconds']):,.1f} s ({s.get('tokens_per_s')} tokens/s)"),
+        ]
+    else:
+        rows += [
+            ("latest val loss", _num(log.final_val_loss)),
+            ("training FLOPs so far", si(log.total_flops)),
+        ]
+    if log.selects:
+        winners = ", ".join(f"{w['stage']}: {w['winner']}" for w in log.selects)
+        rows.append(("winners", winners))
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f'<table class="kv">{body}</table>'
+
+
+def _growth_table(log: RunLog) -> str:
+    head = "<tr><th>stage</th><th>step</th><th>operator</th><th>grows</th><th>params after</th></tr>"
+    rows: list[tuple[int, str]] = []
+    for g in log.grows:
+        before, after = g["before"], g["after"]
+        change = (
+            f"depth {before['depth']} → {after['depth']}"
+            if g["dim"] == "depth"
+            else f"width {before['width']} → {after['width']}"
+        )
+        rows.append(
+            (
+                int(g["step"]),
+                f"<tr><td>{_e(g['stage'])}</td><td>{g['step']}</td><td>{_e(g['operator'])}</td>"
+                f"<td>{_e(change)}</td><td>{si(int(g['params']))}</td></tr>",
+            )
+        )
+    for s in log.selects:
+        shape = next((st for st in log.stages if st["stage"] == s["stage"]), None)
+        shape = (shape.get("after") or shape) if shape else None
+        after = f"depth {shape['depth']}, width {shape['width']}" if shape else ""
+        rows.append(
+            (
+                int(s["step"]),
+                f"<tr><td>{_e(s['stage'])}</td><td>{s['step']}</td>"
+                f"<td>{_e(s['winner'])} (chosen by the probe)</td><td>to {_e(after)}</td><td></td></tr>",
+            )
+        )
+    rows.sort(key=lambda row: row[0])
+    body = "".join(row for _, row in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def _selection_table(log: RunLog) -> str:
+    head = "<tr><th>stage</th><th>step</th><th>candidate</th><th>score</th><th>rule</th><th>keep</th><th></th></tr>"
+    rows = []
+    for s in log.selects:
+        scores: dict[str, float] = s["scores"]
+        for label, score in sorted(scores.items(), key=lambda item: item[1]):
+            won = label == s["winner"]
+            rows.append(
+                f"<tr{' class=winner' if won else ''}><td>{_e(s['stage'])}</td><td>{s['step']}</td>"
+                f"<td>{_e(label)}</td><td>{score:.4f}</td><td>{_e(s['rule'])}</td><td>{_e(s['keep'])}</td>"
+                f"<td>{'winner' if won else ''}</td></tr>"
+            )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _reach_html(logs: list[RunLog]) -> str:
+    head = (
+        "<tr><th>run</th><th>final val loss</th><th>training FLOPs</th><th>to reach the final val loss of</th>"
+        "<th>it needed</th><th>of that run's FLOPs</th></tr>"
+    )
+    rows = []
+    for row in reach_table(logs):
+        a, b = row["run"], row["target"]
+        flops = row["flops"]
+        needed = "not reached" if flops is None else si(float(flops))
+        ratio = "" if row["ratio"] is None else f"{float(row['ratio']):.2f}x"
+        rows.append(
+            f"<tr><td>{_e(_label(a))}</td><td>{_num(a.final_val_loss)}</td><td>{si(a.total_flops)}</td>"
+            f"<td>{_e(_label(b))} ({_num(row['target_loss'])})</td><td>{needed}</td><td>{ratio}</td></tr>"
+        )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _label(log: RunLog) -> str:
+    return f"{log.name} ({log.path.name})"
+
+
+def _num(value: object) -> str:
+    return "n/a" if value is None else f"{float(value):.4f}"
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1000px;
+       color: #222; padding: 0 1em; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; }
+table.kv th { background: #f6f6f6; font-weight: 600; }
+tr.winner td { background: #fde8e8; font-weight: 600; }
+img { max-width: 100%; display: block; margin: 0.6em 0; }
+.ok { color: #1a7f37; } .warn { color: #b35900; }
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+        f"<style>{STYLE}</style></head>\n<body><h1>{_e(title)}</h1>\n{body}\n</body></html>\n"
+    )

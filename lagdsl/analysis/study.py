@@ -1,0 +1,331 @@
+"""The lag-correlation study: how well does the loss k steps after growth predict the final loss?
+
+For one probed growth of a schedule, the study trains the schedule up to that growth, then trains
+every candidate of the probe from the same snapshot, on the same batches with the same LRs (the
+engine's mainline, exactly as a probe does), to a horizon: the end of the stage, or the end of the
+schedule with the rest of it applied unchanged (later probes choose as they would). Along the way
+it records each candidate's training loss at every lag (the loss of the batch at step `lag` after
+growth, i.e. after `lag` updates; lag 0 is the loss right after growth) and its val loss at every
+lag, and its val loss at the horizon.
+
+Per lag it computes Spearman's rho and Kendall's tau-b between the loss at the lag and the final
+val loss, and the regret of choosing by the loss at the lag: the final val loss of that pick minus
+the best final val loss. With several seeds (each a different initialization and batch order), it
+reports means and spreads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lagdsl.analysis.stats import Spread, argmin, kendall, spearman
+from lagdsl.lang.schedule import Growth, Schedule, Stage
+
+SCHEMA = "lagdsl.study/1"
+METRICS = ("val", "train")
+
+
+class StudyError(Exception):
+    """A study that cannot run as asked; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    stage: str
+    lags: tuple[int, ...]
+    horizon: str = "stage"  # "stage" | "end"
+    seeds: int = 1
+    seed: int | None = None  # the first seed (default: the schedule's)
+    device: str | None = None
+
+
+@dataclass
+class CandidateResult:
+    label: str
+    operator: str
+    train: list[float | None]  # at each lag
+    val: list[float | None]  # at each lag
+    final_val: float = math.nan
+    final_train: float | None = None
+    curve: list[float] = field(default_factory=list)  # training loss at every step after growth
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "label": self.label,
+            "operator": self.operator,
+            "train": self.train,
+            "val": self.val,
+            "final_val": self.final_val,
+            "final_train": self.final_train,
+            "curve": self.curve,
+        }
+
+
+def locate(schedule: Schedule, name: str) -> tuple[Stage, int, Growth]:
+    """The stage called `name` and its (first) probed growth."""
+    probed = [s.name for s in schedule.stages if any(g.probe for g in s.growths)]
+    hint = f"stages with a probe block: {', '.join(probed)}" if probed else "this schedule has no probe block"
+    for stage in schedule.stages:
+        if stage.name == name:
+            for index, growth in enumerate(stage.growths):
+                if growth.probe is not None:
+                    return stage, index, growth
+            how = "grows with a fixed operator" if stage.growths else "does not grow"
+            raise StudyError(
+                f"{schedule.file}:{stage.line}: stage `{name}` {how}; the study needs a growth with a probe "
+                f"block (`candidates ... probe N steps`) to compare its candidates ({hint})"
+            )
+    raise StudyError(f"{schedule.file}: no stage `{name}` ({hint})")
+
+
+def horizon_steps(stage: Stage, growth: Growth, schedule: Schedule, horizon: str, start: int) -> int:
+    """Training steps from the growth to the horizon."""
+    end = stage.start_step + stage.train_steps if horizon == "stage" else schedule.total_steps
+    return end - start
+
+
+def pair_stats(at_lag: list[float | None], final: list[float]) -> dict[str, object]:
+    """rho, tau, the pick and its regret for one lag; None where a candidate has no loss there."""
+    if any(v is None for v in at_lag):
+        return {"spearman": None, "kendall": None, "pick": None, "regret": None, "relative_regret": None}
+    values = [float(v) for v in at_lag]
+    pick = argmin(values)
+    best = min(final)
+    regret = final[pick] - best
+
+    def clean(x: float) -> float | None:
+        return None if math.isnan(x) else x
+
+    return {
+        "spearman": clean(spearman(values, final)),
+        "kendall": clean(kendall(values, final)),
+        "pick": pick,
+        "regret": regret,
+        "relative_regret": regret / best,
+    }
+
+
+def seed_stats(candidates: list[CandidateResult], lags: tuple[int, ...]) -> dict[str, list[dict[str, object]]]:
+    final = [c.final_val for c in candidates]
+    return {
+        metric: [
+            {"lag": lag, **pair_stats([getattr(c, metric)[i] for c in candidates], final)} for i, lag in enumerate(lags)
+        ]
+        for metric in METRICS
+    }
+
+
+def rule_pick(candidates: list[CandidateResult], growth: Growth, lags: tuple[int, ...]) -> int:
+    """The candidate the schedule's own selection rule picks (as the engine scores it)."""
+    probe = growth.probe
+    assert probe is not None
+    k, rule = probe.steps, probe.select
+    if rule.metric == "val_loss":
+        return argmin([float(c.val[lags.index(k)]) for c in candidates])
+    if k == 0:
+        return argmin([c.curve[0] for c in candidates])
+    window = rule.window or 1
+    return argmin([sum(c.curve[k - window : k]) / window for c in candidates])
+
+
+def summarize(runs: list[dict[str, object]], lags: tuple[int, ...]) -> dict[str, object]:
+    """Means and spreads over seeds of every statistic, per metric and lag."""
+    summary: dict[str, object] = {}
+    for metric in METRICS:
+        rows = []
+        for i, lag in enumerate(lags):
+            per_seed = [run["stats"][metric][i] for run in runs]
+
+            def spread(key: str, per_seed: list[dict[str, object]] = per_seed) -> dict[str, object]:
+                return Spread.of([math.nan if s[key] is None else float(s[key]) for s in per_seed]).as_dict()
+
+            within = [s["relative_regret"] for s in per_seed if s["relative_regret"] is not None]
+            rows.append(
+                {
+                    "lag": lag,
+                    "spearman": spread("spearman"),
+                    "kendall": spread("kendall"),
+                    "regret": spread("regret"),
+                    "relative_regret": spread("relative_regret"),
+                    "picks_within_1pct": f"{sum(1 for r in within if r <= 0.01)}/{len(within)}",
+                }
+            )
+        summary[metric] = rows
+    rule = [run["rule"] for run in runs]
+    summary["rule"] = {
+        "regret": Spread.of([float(r["regret"]) for r in rule]).as_dict(),
+        "relative_regret": Spread.of([float(r["relative_regret"]) for r in rule]).as_dict(),
+        "picks_within_1pct": f"{sum(1 for r in rule if r['relative_regret'] <= 0.01)}/{len(rule)}",
+    }
+    return summary
+
+
+def run_study(
+    schedule: Schedule,
+    options: StudyOptions,
+    out: Path,
+    say: Callable[[str], None] = lambda message: None,
+) -> dict[str, object]:
+    """Run the study and return what `study.json` holds; per-seed event logs go under `out`."""
+    import torch  # noqa: F401  (the runtime needs it; imported here so the statistics stay torch-free)
+
+    from lagdsl.plan import build_plan
+    from lagdsl.runtime import program as P
+    from lagdsl.runtime.data import Batches, DataError, load_corpus
+    from lagdsl.runtime.engine import Device, Engine, NonFiniteLoss
+    from lagdsl.runtime.metrics import Metrics
+    from lagdsl.runtime.run import _apply_overrides
+
+    stage, growth_index, growth = locate(schedule, options.stage)
+    probe = growth.probe
+    assert probe is not None
+    lags = tuple(sorted(set(options.lags) | {probe.steps}))
+    first_seed = schedule.seed if options.seed is None else options.seed
+    seeds = [first_seed + i for i in range(options.seeds)]
+    base = Path(schedule.file).resolve().parent
+    try:
+        device = Device.resolve(options.device or schedule.device, schedule.precision)
+    except (RuntimeError, KeyError) as error:
+        raise StudyError(f"device `{options.device or schedule.device}` is not available here: {error}") from None
+    eval_batches = schedule.eval.batches if schedule.eval else 10
+    runs: list[dict[str, object]] = []
+    start = horizon = 0
+    for seed in seeds:
+        sched = _apply_overrides(schedule, seed, options.device)
+        try:
+            corpus = load_corpus(sched.data, base)
+        except DataError as error:
+            raise StudyError(f"data: {error}") from None
+        batches = Batches(corpus, sched.batch, sched.model.context, sched.seed, device.device)
+        program = P.lower(build_plan(sched))
+        probe_pc = next(
+            i
+            for i, ins in enumerate(program)
+            if isinstance(ins, P.Probe) and ins.stage == stage.index and ins.growth == growth_index
+        )
+        ins = program[probe_pc]
+        assert isinstance(ins, P.Probe)
+        start = ins.start
+        horizon = horizon_steps(stage, growth, sched, options.horizon, start)
+        beyond = [lag for lag in lags if lag > horizon]
+        if beyond:
+            raise StudyError(
+                f"{schedule.file}:{stage.line}: lag {beyond[0]} is beyond the horizon: stage `{stage.name}` trains "
+                f"{horizon} steps after its growth{' to the end of the schedule' if options.horizon == 'end' else ''}; "
+                f"choose lags up to {horizon}" + (" or `--horizon end`" if options.horizon == "stage" else "")
+            )
+        if options.horizon == "stage":
+            horizon_pc = next(
+                (i for i in range(probe_pc + 1, len(program)) if isinstance(program[i], P.StageStart | P.End)),
+                len(program),
+            )
+        else:
+            horizon_pc = len(program)
+        folder = out / f"seed-{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        say(f"seed {seed}: training to the growth of `{stage.name}` (step {start})")
+        engine = Engine(
+            sched,
+            program,
+            batches,
+            device,
+            Metrics(folder / "prefix.jsonl", keep_lines=0),
+            on_checkpoint=lambda engine, step: None,
+        )
+        engine.initialize()
+        engine.run(until=probe_pc)
+        engine.metrics.close()
+        snapshot = engine._snapshot()
+        counters = (engine.mainline_flops, engine.probe_flops)
+        candidates: list[CandidateResult] = []
+        for number, op in enumerate(probe.candidates, 1):
+            say(f"seed {seed}: candidate {op.label} ({number}/{len(probe.candidates)}), {horizon} steps")
+            result = CandidateResult(op.label, op.name, [None] * len(lags), [None] * len(lags))
+            model, optimizer = engine._restore(snapshot)
+            grown = engine._grow(model, optimizer, stage, growth, op, growth_index)
+            engine.model, engine.optimizer = grown.model, grown.optimizer
+            engine.pc, engine.step = probe_pc + 1, start
+            engine.mainline_flops, engine.probe_flops = counters
+            engine.metrics = Metrics(folder / f"{_safe(op.label)}.jsonl", keep_lines=0)
+            if 0 in lags:
+                result.val[lags.index(0)] = engine.evaluate(engine.model, eval_batches)
+
+            engine.on_step = _Recorder(result, lags, start, eval_batches)
+            try:
+                if probe.keep == "winner" and probe.steps > 0:  # the probe's steps are the stage's first steps
+                    engine._do_train(P.Train(stage.index, start, probe.steps))
+                engine.run(until=horizon_pc)
+            except NonFiniteLoss as error:
+                raise StudyError(
+                    f"seed {seed}, candidate `{op.label}`: {error}; lower the LR or drop the candidate"
+                ) from None
+            engine.on_step = None
+            engine.metrics.close()
+            result.final_val = engine.evaluate(engine.model, eval_batches)
+            result.final_train = engine.last_loss
+            candidates.append(result)
+            del model, optimizer, grown
+            engine.model = engine.optimizer = None
+        pick = rule_pick(candidates, growth, lags)
+        best = min(c.final_val for c in candidates)
+        rule_regret = candidates[pick].final_val - best
+        runs.append(
+            {
+                "seed": seed,
+                "candidates": [c.as_dict() for c in candidates],
+                "stats": seed_stats(candidates, lags),
+                "rule": {"pick": candidates[pick].label, "regret": rule_regret, "relative_regret": rule_regret / best},
+                "best": candidates[argmin([c.final_val for c in candidates])].label,
+            }
+        )
+    window = probe.select.window
+    rule = f"lowest {probe.select.metric}" + (f" over last {window} steps" if window and window > 1 else "")
+    return {
+        "schema": SCHEMA,
+        "schedule": schedule.name,
+        "file": schedule.file,
+        "stage": stage.name,
+        "growth": growth_index,
+        "change": {
+            "dim": growth.dim,
+            "before": getattr(growth.before, growth.dim),
+            "after": getattr(growth.after, growth.dim),
+        },
+        "candidates": [op.label for op in probe.candidates],
+        "lags": list(lags),
+        "chosen_lag": probe.steps,
+        "rule": rule,
+        "horizon": options.horizon,
+        "start_step": start,
+        "horizon_steps": horizon,
+        "eval_batches": eval_batches,
+        "device": str(device.device),
+        "seeds": seeds,
+        "runs": runs,
+        "summary": summarize(runs, lags),
+    }
+
+
+class _Recorder:
+    """The engine's per-step hook during a candidate's run: its losses at the lags and its curve."""
+
+    def __init__(self, result: CandidateResult, lags: tuple[int, ...], start: int, eval_batches: int) -> None:
+        self.result, self.lags, self.start, self.eval_batches = result, lags, start, eval_batches
+
+    def __call__(self, engine: object, stage: str, step: int, loss: float) -> None:
+        if engine.probing is not None:  # a later probe's candidates
+            return
+        after = step - self.start  # updates before this step's loss
+        self.result.curve.append(loss)
+        if after in self.lags:
+            self.result.train[self.lags.index(after)] = loss
+        if after + 1 in self.lags:  # after this step's update: val loss at lag after + 1
+            val = engine.evaluate(engine.model, self.eval_batches)
+            self.result.val[self.lags.index(after + 1)] = val
+
+
+def _safe(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)

@@ -1,0 +1,136 @@
+"""`lagdsl study`: candidates from one snapshot on the same batches, the lag statistics, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from lagdsl.analysis.stats import argmin, kendall, spearman
+from lagdsl.cli import main
+
+TINY = """
+schedule tiny
+seed 3
+model gpt(context=16, width=16, heads=2, depth=1)
+data text("corpus/*.txt", val=0.1)
+batch 4
+optimizer adamw(lr=3e-3)
+lr cosine(warmup=4 steps, min=3e-4)
+eval every 10 steps (batches=2)
+stage base { train 10 steps }
+stage two {
+  grow depth to 2 { candidates [copy_top, identity, random] probe 5 steps }
+  train 10 steps
+}
+stage fixed { grow depth to 4 with copy_top  train 4 steps }
+stage eight {
+  grow depth to 8 { candidates [copy_top, stack, identity] probe 5 steps }
+  train 10 steps
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("study")
+    (root / "corpus").mkdir()
+    (root / "corpus" / "a.txt").write_text(Path(json.__file__).read_text() * 3)
+    (root / "tiny.grow").write_text(TINY)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(project: Path) -> Path:
+    out = project / "run"
+    result = CliRunner().invoke(main, ["run", "--quiet", str(project / "tiny.grow"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def study(project: Path, *args: str):
+    return CliRunner().invoke(main, ["study", str(project / "tiny.grow"), "--quiet", *args])
+
+
+def events(run_dir: Path, kind: str) -> list[dict]:
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").open()) if r["event"] == kind]
+
+
+@pytest.mark.slow
+def test_candidates_train_as_the_probe_did_and_the_statistics_follow(project: Path, run_dir: Path) -> None:
+    out = project / "st"
+    result = study(project, "--stage", "eight", "--lags", "0,2,10", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert (out / "study_statistics.png").exists() and (out / "study_curves.png").exists()
+    data = json.loads((out / "study.json").read_text())
+    assert data["lags"] == [0, 2, 5, 10]  # the schedule's own lag (5) is added
+    assert data["chosen_lag"] == 5 and data["horizon_steps"] == 10 and data["start_step"] == 24
+    (seed,) = data["runs"]
+    candidates = {c["label"]: c for c in seed["candidates"]}
+    assert list(candidates) == ["copy_top", "stack", "identity"]
+
+    # the same snapshot, batches and LRs as the run's own probe: its losses, bit for bit
+    probes = {p["candidate"]: p["losses"] for p in events(run_dir, "probe") if p["stage"] == "eight"}
+    for label, losses in probes.items():
+        assert candidates[label]["curve"][:5] == losses
+        assert candidates[label]["train"][:2] == [losses[0], losses[2]]  # lags 0 and 2
+    # the run's winner went on to the end of the schedule exactly as the study trained it
+    winner = events(run_dir, "select")[-1]["winner"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert candidates[winner]["final_val"] == summary["final_val_loss"]
+    assert seed["rule"]["pick"] == winner
+
+    # statistics recomputed from the stored losses
+    final = [c["final_val"] for c in seed["candidates"]]
+    for metric in ("val", "train"):
+        for i, row in enumerate(seed["stats"][metric]):
+            at = [c[metric][i] for c in seed["candidates"]]
+            if None in at:
+                assert row["spearman"] is None
+                continue
+            assert row["spearman"] == pytest.approx(spearman(at, final), nan_ok=True)
+            assert row["kendall"] == pytest.approx(kendall(at, final), nan_ok=True)
+            assert row["regret"] == final[argmin(at)] - min(final) >= 0
+    # at the horizon the val loss is the final loss: a perfect predictor, no regret
+    last = seed["stats"]["val"][-1]
+    assert last["lag"] == 10 and last["regret"] == 0 and last["spearman"] == pytest.approx(1.0)
+    assert seed["stats"]["train"][-1]["spearman"] is None  # no training step at the horizon itself
+    assert "lag" in result.stderr and "rho (val)" in result.stderr  # the printed table
+
+
+@pytest.mark.slow
+def test_horizon_end_applies_the_rest_of_the_schedule_and_seeds_repeat(project: Path) -> None:
+    out = project / "end"
+    result = study(project, "--stage", "two", "--lags", "0,1", "--horizon", "end", "--seeds", "2", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "study.json").read_text())
+    assert data["seeds"] == [3, 4] and len(data["runs"]) == 2
+    assert data["horizon_steps"] == 34 - 10
+    for seed in data["runs"]:
+        for c in seed["candidates"]:
+            # every mainline step to the end, the later probe's winner steps included, the others not
+            assert len(c["curve"]) == 24
+        # each candidate's continuation runs the later probe as the schedule says
+        log = (out / f"seed-{seed['seed']}" / f"{seed['candidates'][0]['label']}.jsonl").read_text()
+        assert '"event":"select"' in log and '"stage":"eight"' in log
+    row = data["summary"]["val"][0]
+    assert row["lag"] == 0 and row["spearman"]["n"] <= 2 and row["picks_within_1pct"].endswith("/2")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--stage", "nope"], "no stage `nope` (stages with a probe block: two, eight)"),
+        (["--stage", "fixed"], "tiny.grow:15: stage `fixed` grows with a fixed operator"),
+        (["--stage", "base"], "stage `base` does not grow"),
+        (["--stage", "eight", "--lags", "0,50"], "lag 50 is beyond the horizon: stage `eight` trains 10 steps"),
+        (["--stage", "eight", "--lags", "a,b"], "give whole numbers of steps"),
+        (["--stage", "eight", "--lags", "-1"], "give one or more lags >= 0"),
+    ],
+)
+def test_bad_requests_are_one_clear_line(project: Path, args: list[str], message: str) -> None:
+    result = study(project, *args, "-o", str(project / "bad"))
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
