@@ -30,9 +30,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from common import cores, update_readme  # noqa: E402
 
-from lagdsl.analysis.curves import first_reach  # noqa: E402
+from lagdsl.analysis.curves import first_reach, interpolate  # noqa: E402
 from lagdsl.analysis.runlog import RunLog, read_run  # noqa: E402
 from lagdsl.analysis.stats import Spread  # noqa: E402
+from lagdsl.runtime.run import schedule_hash  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "growth"
 SCHEDULES = {"grown": ROOT / "bench" / "grow.grow", "scratch": ROOT / "bench" / "scratch.grow"}
@@ -42,7 +43,9 @@ TARGET = 0.75
 def run(kind: str, seed: int, reuse: bool) -> RunLog:
     out = OUT / f"{kind}-seed{seed}"
     if reuse and (out / "summary.json").exists():
-        return read_run(out)
+        log = read_run(out)
+        if log.finished and log.meta.get("schedule_hash") == schedule_hash(SCHEDULES[kind].read_text()):
+            return log  # a finished run of this very schedule
     if out.exists():
         subprocess.run(["rm", "-rf", str(out)], check=True)
     cmd = [sys.executable, "-m", "lagdsl", "run", str(SCHEDULES[kind]), "--seed", str(seed), "--out", str(out)]
@@ -78,6 +81,7 @@ def compare(runs: dict[str, list[RunLog]], a: str, b: str) -> dict[str, object]:
         "flops_ratio": Spread.of(flops).as_dict() if reached == len(runs[a]) else None,
         "seconds_ratio": Spread.of(seconds).as_dict() if reached == len(runs[a]) else None,
         "flops_ratio_of_seeds_that_reached": Spread.of(flops).as_dict(),
+        "seconds_ratio_of_seeds_that_reached": Spread.of(seconds).as_dict(),
         "per_seed": per_seed,
     }
 
@@ -85,7 +89,7 @@ def compare(runs: dict[str, list[RunLog]], a: str, b: str) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--reuse", action="store_true", help="analyse finished runs in bench/out again")
+    parser.add_argument("--reuse", action="store_true", help="keep finished runs of the same schedules in bench/out")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
     runs: dict[str, list[RunLog]] = {"grown": [], "scratch": []}
@@ -102,6 +106,10 @@ def main() -> None:
     def spread(kind: str, key: str) -> dict[str, object]:
         return Spread.of([float(r.summary[key]) for r in runs[kind]]).as_dict()
 
+    # the scratch runs' val loss when they had spent what a grown run spends in all
+    grown_flops = Spread.of([r.total_flops for r in runs["grown"]]).mean
+    at_equal = [interpolate([r.flops_at(s) for s in r.val_curve()[0]], r.val_curve()[1], grown_flops)
+                for r in runs["scratch"]]  # fmt: skip
     grown_vs_scratch = compare(runs, "grown", "scratch")
     scratch_vs_grown = compare(runs, "scratch", "grown")
     ratio = grown_vs_scratch["flops_ratio"]
@@ -111,6 +119,7 @@ def main() -> None:
         "final_val_loss": {kind: spread(kind, "final_val_loss") for kind in runs},
         "flops": {kind: spread(kind, "flops") for kind in runs},
         "wall_seconds": {kind: spread(kind, "wall_seconds") for kind in runs},
+        "scratch_val_loss_at_grown_flops": Spread.of(at_equal).as_dict(),
         "grown_to_reach_scratch": grown_vs_scratch,
         "scratch_to_reach_grown": scratch_vs_grown,
         "target_flops_ratio": TARGET,
@@ -130,6 +139,17 @@ def _show(d: dict[str, object] | None, digits: int = 3, scale: float = 1.0) -> s
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _reach(c: dict[str, object], key: str) -> str:
+    """The ratio over the seeds that reached the target, and how many did."""
+    if c[key] is not None:
+        return f"{_show(c[key])} (all {c['reached'].split('/')[1]} seeds)"
+    partial = c[f"{key}_of_seeds_that_reached"]
+    reached = c["reached"]
+    if partial is None or partial["n"] == 0:
+        return f"not reached ({reached} seeds reached it)"
+    return f"{_show(partial)} in the {reached} seeds that reached it"
+
+
 def markdown(r: dict[str, object]) -> str:
     g, s = r["grown_to_reach_scratch"], r["scratch_to_reach_grown"]
     fv, fl, ws = r["final_val_loss"], r["flops"], r["wall_seconds"]
@@ -142,9 +162,12 @@ def markdown(r: dict[str, object]) -> str:
         f"| final val loss | {_show(fv['grown'])} | {_show(fv['scratch'])} |",
         f"| training TFLOPs (probes included) | {_show(fl['grown'], 2, 1e-12)} | {_show(fl['scratch'], 2, 1e-12)} |",
         f"| wall seconds | {_show(ws['grown'], 0)} | {_show(ws['scratch'], 0)} |",
-        f"| FLOPs to reach the other's mean final val loss, / the other's | {_show(g['flops_ratio'])} "
-        f"(reached in {g['reached']} seeds) | {_show(s['flops_ratio'])} (reached in {s['reached']} seeds) |",
-        f"| wall time to reach it, / the other's | {_show(g['seconds_ratio'])} | {_show(s['seconds_ratio'])} |",
+        f"| val loss at the grown runs' mean FLOPs | {_show(fv['grown'])} (their final) | "
+        f"{_show(r['scratch_val_loss_at_grown_flops'])} (interpolated) |",
+        f"| FLOPs to reach the other's mean final val loss ({g['target_val_loss']:.3f} / {s['target_val_loss']:.3f}), "
+        f"/ the other's mean FLOPs | {_reach(g, 'flops_ratio')} | {_reach(s, 'flops_ratio')} |",
+        f"| wall time to reach it, / the other's mean wall time | {_reach(g, 'seconds_ratio')} | "
+        f"{_reach(s, 'seconds_ratio')} |",
         "",
         f"Target: the grown runs reach the scratch runs' mean final val loss with <= {r['target_flops_ratio']}x "
         f"their FLOPs: **{'met' if r['met'] else 'not met'}**.",

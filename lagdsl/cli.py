@@ -402,7 +402,7 @@ def study(
         figures.study_curves(result, out / "study_curves.png")
     except StudyError as error:
         click.echo(f"error: {error}", err=True)
-        ctx.exit(EXIT_USAGE)
+        ctx.exit(error.code)
     except OSError as error:
         click.echo(f"error: cannot write to `{out}`: {error.strerror or error}", err=True)
         ctx.exit(EXIT_USAGE)

@@ -134,3 +134,22 @@ def test_bad_requests_are_one_clear_line(project: Path, args: list[str], message
     result = study(project, *args, "-o", str(project / "bad"))
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_a_diverging_run_or_missing_data_is_one_line(project: Path) -> None:
+    diverging = project / "nan.grow"
+    diverging.write_text(TINY.replace("adamw(lr=3e-3)", "sgd(lr=1e6, momentum=0.9)"))
+    result = CliRunner().invoke(
+        main, ["study", str(diverging), "--quiet", "--stage", "eight", "--lags", "0,1", "-o", str(project / "n")]
+    )
+    assert result.exit_code == 1, result.output
+    assert "the loss became" in result.stderr and "before the growth under study" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+    missing = project / "missing.grow"
+    missing.write_text(TINY.replace('text("corpus/*.txt", val=0.1)', 'text("nothing/*.txt")'))
+    result = CliRunner().invoke(
+        main, ["study", str(missing), "--quiet", "--stage", "eight", "--lags", "0,1", "-o", str(project / "m")]
+    )
+    assert result.exit_code == 2, result.output
+    assert 'data: no files match `text("nothing/*.txt")`' in result.stderr

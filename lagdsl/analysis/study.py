@@ -29,7 +29,11 @@ METRICS = ("val", "train")
 
 
 class StudyError(Exception):
-    """A study that cannot run as asked; the message says what to do."""
+    """A study that cannot run as asked; the message says what to do. `code` is the exit code."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ def locate(schedule: Schedule, name: str) -> tuple[Stage, int, Growth]:
     raise StudyError(f"{schedule.file}: no stage `{name}` ({hint})")
 
 
-def horizon_steps(stage: Stage, growth: Growth, schedule: Schedule, horizon: str, start: int) -> int:
+def horizon_steps(stage: Stage, schedule: Schedule, horizon: str, start: int) -> int:
     """Training steps from the growth to the horizon."""
     end = stage.start_step + stage.train_steps if horizon == "stage" else schedule.total_steps
     return end - start
@@ -170,14 +174,24 @@ def run_study(
     say: Callable[[str], None] = lambda message: None,
 ) -> dict[str, object]:
     """Run the study and return what `study.json` holds; per-seed event logs go under `out`."""
-    import torch  # noqa: F401  (the runtime needs it; imported here so the statistics stay torch-free)
+    from lagdsl.runtime.engine import NonFiniteLoss
+    from lagdsl.runtime.run import RunError
 
+    try:
+        return _run(schedule, options, out, say)
+    except RunError as error:
+        raise StudyError(str(error), error.code) from None
+    except NonFiniteLoss as error:
+        raise StudyError(f"{error}, before the growth under study; lower the LR or check the data", 1) from None
+
+
+def _run(schedule: Schedule, options: StudyOptions, out: Path, say: Callable[[str], None]) -> dict[str, object]:
     from lagdsl.plan import build_plan
     from lagdsl.runtime import program as P
-    from lagdsl.runtime.data import Batches, DataError, load_corpus
-    from lagdsl.runtime.engine import Device, Engine, NonFiniteLoss
+    from lagdsl.runtime.data import Batches
+    from lagdsl.runtime.engine import Engine, NonFiniteLoss
     from lagdsl.runtime.metrics import Metrics
-    from lagdsl.runtime.run import _apply_overrides
+    from lagdsl.runtime.run import apply_overrides, open_data, open_device
 
     stage, growth_index, growth = locate(schedule, options.stage)
     probe = growth.probe
@@ -186,19 +200,13 @@ def run_study(
     first_seed = schedule.seed if options.seed is None else options.seed
     seeds = [first_seed + i for i in range(options.seeds)]
     base = Path(schedule.file).resolve().parent
-    try:
-        device = Device.resolve(options.device or schedule.device, schedule.precision)
-    except (RuntimeError, KeyError) as error:
-        raise StudyError(f"device `{options.device or schedule.device}` is not available here: {error}") from None
+    device = open_device(apply_overrides(schedule, None, options.device))
     eval_batches = schedule.eval.batches if schedule.eval else 10
+    corpus, _ = open_data(schedule, base, device)  # read once; each seed draws its own batches
     runs: list[dict[str, object]] = []
     start = horizon = 0
     for seed in seeds:
-        sched = _apply_overrides(schedule, seed, options.device)
-        try:
-            corpus = load_corpus(sched.data, base)
-        except DataError as error:
-            raise StudyError(f"data: {error}") from None
+        sched = apply_overrides(schedule, seed, options.device)
         batches = Batches(corpus, sched.batch, sched.model.context, sched.seed, device.device)
         program = P.lower(build_plan(sched))
         probe_pc = next(
@@ -209,7 +217,7 @@ def run_study(
         ins = program[probe_pc]
         assert isinstance(ins, P.Probe)
         start = ins.start
-        horizon = horizon_steps(stage, growth, sched, options.horizon, start)
+        horizon = horizon_steps(stage, sched, options.horizon, start)
         beyond = [lag for lag in lags if lag > horizon]
         if beyond:
             raise StudyError(
@@ -238,14 +246,14 @@ def run_study(
         engine.initialize()
         engine.run(until=probe_pc)
         engine.metrics.close()
-        snapshot = engine._snapshot()
+        snapshot = engine.snapshot()
         counters = (engine.mainline_flops, engine.probe_flops)
         candidates: list[CandidateResult] = []
         for number, op in enumerate(probe.candidates, 1):
             say(f"seed {seed}: candidate {op.label} ({number}/{len(probe.candidates)}), {horizon} steps")
             result = CandidateResult(op.label, op.name, [None] * len(lags), [None] * len(lags))
-            model, optimizer = engine._restore(snapshot)
-            grown = engine._grow(model, optimizer, stage, growth, op, growth_index)
+            model, optimizer = engine.restore(snapshot)
+            grown = engine.apply_growth(model, optimizer, stage, growth, op, growth_index)
             engine.model, engine.optimizer = grown.model, grown.optimizer
             engine.pc, engine.step = probe_pc + 1, start
             engine.mainline_flops, engine.probe_flops = counters
@@ -256,11 +264,11 @@ def run_study(
             engine.on_step = _Recorder(result, lags, start, eval_batches)
             try:
                 if probe.keep == "winner" and probe.steps > 0:  # the probe's steps are the stage's first steps
-                    engine._do_train(P.Train(stage.index, start, probe.steps))
+                    engine.train(stage.index, start, probe.steps)
                 engine.run(until=horizon_pc)
             except NonFiniteLoss as error:
                 raise StudyError(
-                    f"seed {seed}, candidate `{op.label}`: {error}; lower the LR or drop the candidate"
+                    f"seed {seed}, candidate `{op.label}`: {error}; lower the LR or drop the candidate", 1
                 ) from None
             engine.on_step = None
             engine.metrics.close()

@@ -218,6 +218,11 @@ class Engine:
             self.mainline_flops += self.cost.step_flops(stage.after, 1)
             self._log_step(stage, step, loss, lr)
 
+    def train(self, stage: int, start: int, steps: int) -> None:
+        """Train the mainline model on mainline steps `start`, ..., `start + steps - 1` of stage
+        `stage` (an index), logging as the program's own training does."""
+        self._do_train(P.Train(stage, start, steps))
+
     def _log_step(self, stage: Stage, step: int, loss: float, lr: float, probe: bool = False) -> None:
         self.last_loss = loss
         every = self.schedule.log_every
@@ -317,7 +322,7 @@ class Engine:
     def _spec(self, op: OperatorSpec, growth: Growth) -> GrowthSpec:
         return GrowthSpec(op.name, growth.dim, getattr(growth.after, growth.dim), op.args)
 
-    def _grow(
+    def apply_growth(
         self,
         model: GPT,
         optimizer: torch.optim.Optimizer,
@@ -332,7 +337,7 @@ class Engine:
     def _do_grow(self, ins: P.Grow) -> None:
         stage, growth = P.stage_of(self.schedule, ins)
         before = self.model.config
-        grown = self._grow(self.model, self.optimizer, stage, growth, growth.op, ins.growth)
+        grown = self.apply_growth(self.model, self.optimizer, stage, growth, growth.op, ins.growth)
         self.model, self.optimizer = grown.model, grown.optimizer
         self.metrics.write(
             "grow", stage=stage.name, step=self.step, operator=growth.op.label, dim=growth.dim,
@@ -340,14 +345,14 @@ class Engine:
             "width": self.model.config.width}, params=self.model.num_params(),
         )  # fmt: skip
 
-    def _snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> dict[str, object]:
         return {
             "config": self.model.config,
             "model": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
             "optimizer": _to_cpu(self.optimizer.state_dict()),
         }
 
-    def _restore(self, snapshot: dict[str, object]) -> tuple[GPT, torch.optim.Optimizer]:
+    def restore(self, snapshot: dict[str, object]) -> tuple[GPT, torch.optim.Optimizer]:
         """A model and optimizer in the snapshot's state, sharing no tensor with it (an optimizer's
         `load_state_dict` keeps the tensors it is given where their device and dtype already fit,
         and training would then change the snapshot)."""
@@ -362,15 +367,15 @@ class Engine:
         stage, growth = P.stage_of(self.schedule, ins)
         probe = growth.probe
         k, start, rule = probe.steps, ins.start, probe.select
-        snapshot = self._snapshot()
+        snapshot = self.snapshot()
         self._probe_start = (snapshot, self.step, self.metrics.lines, self.mainline_flops, self.probe_flops)
         del self.model, self.optimizer  # memory: the snapshot, the current candidate, the best
         best: Candidate | None = None
         scores: dict[str, float] = {}
         for op in probe.candidates:
             self.probing = op.label
-            model, optimizer = self._restore(snapshot)
-            grown = self._grow(model, optimizer, stage, growth, op, ins.growth)
+            model, optimizer = self.restore(snapshot)
+            grown = self.apply_growth(model, optimizer, stage, growth, op, ins.growth)
             model, optimizer = grown.model, grown.optimizer
             losses, lrs = [], []
             for step in range(start, start + k):
@@ -408,8 +413,8 @@ class Engine:
         else:
             winner = next(i for i, op in enumerate(probe.candidates) if op.label == best.label)
             del best
-            model, optimizer = self._restore(snapshot)
-            grown = self._grow(model, optimizer, stage, growth, probe.candidates[winner], ins.growth)
+            model, optimizer = self.restore(snapshot)
+            grown = self.apply_growth(model, optimizer, stage, growth, probe.candidates[winner], ins.growth)
             self.model, self.optimizer = grown.model, grown.optimizer
         self._probe_start = None
 

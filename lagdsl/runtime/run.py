@@ -25,7 +25,7 @@ from lagdsl.lang.schedule import Schedule
 from lagdsl.plan import build_plan
 from lagdsl.plan.render import to_json
 from lagdsl.runtime import checkpoint as ckpt
-from lagdsl.runtime.data import Batches, DataError, load_corpus
+from lagdsl.runtime.data import Batches, Corpus, DataError, load_corpus
 from lagdsl.runtime.engine import Device, Engine, NonFiniteLoss
 from lagdsl.runtime.metrics import Metrics
 from lagdsl.runtime.program import lower
@@ -67,13 +67,39 @@ def schedule_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _apply_overrides(schedule: Schedule, seed: int | None, device: str | None) -> Schedule:
+def apply_overrides(schedule: Schedule, seed: int | None, device: str | None) -> Schedule:
     update: dict[str, object] = {}
     if seed is not None:
         update["seed"] = seed
     if device is not None:
         update["device"] = device
     return schedule.model_copy(update=update) if update else schedule
+
+
+def open_device(schedule: Schedule) -> Device:
+    """The schedule's device, checked to exist here; TF32 matrix products on CUDA."""
+    try:
+        device = Device.resolve(schedule.device, schedule.precision)
+    except (RuntimeError, KeyError) as error:
+        raise RunError(f"device `{schedule.device}` is not available here: {error}") from None
+    if device.device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RunError(f"device `{schedule.device}` is not available here: no CUDA device")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def open_data(schedule: Schedule, base: Path, device: Device) -> tuple[Corpus, Batches]:
+    """The schedule's corpus (relative paths from `base`) and its batches, checked against the model."""
+    try:
+        corpus = load_corpus(schedule.data, base)
+        batches = Batches(corpus, schedule.batch, schedule.model.context, schedule.seed, device.device)
+    except DataError as error:
+        raise RunError(f"data: {error}") from None
+    if corpus.vocab > schedule.model.vocab:
+        raise RunError(f"data: the data has token ids up to {corpus.vocab - 1}, beyond `vocab={schedule.model.vocab}`")
+    return corpus, batches
 
 
 def prepare(schedule: Schedule, source_text: str, options: RunOptions, progress: object = None) -> tuple[Engine, Path]:
@@ -86,32 +112,18 @@ def prepare(schedule: Schedule, source_text: str, options: RunOptions, progress:
                 f"`{resume}` was run with a different schedule (its hash differs): resume it with its own "
                 f"`{resume / 'schedule.grow'}`, or start a new run"
             )
-        schedule = _apply_overrides(schedule, meta["seed"], meta["device"])
+        schedule = apply_overrides(schedule, meta["seed"], meta["device"])
         run_dir = resume
         base = Path(str(meta["base"]))
     else:
-        schedule = _apply_overrides(schedule, options.seed, options.device)
+        schedule = apply_overrides(schedule, options.seed, options.device)
         base = Path(schedule.file).resolve().parent
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         run_dir = options.out or Path("runs") / f"{schedule.name}-{stamp}"
         if run_dir.exists() and any(run_dir.iterdir()):
             raise RunError(f"`{run_dir}` already holds a run: choose another `--out`, or `--resume {run_dir}`")
-    try:
-        device = Device.resolve(schedule.device, schedule.precision)
-    except (RuntimeError, KeyError) as error:
-        raise RunError(f"device `{schedule.device}` is not available here: {error}") from None
-    if device.device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RunError(f"device `{schedule.device}` is not available here: no CUDA device")
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    try:
-        corpus = load_corpus(schedule.data, base)
-        batches = Batches(corpus, schedule.batch, schedule.model.context, schedule.seed, device.device)
-    except DataError as error:
-        raise RunError(f"data: {error}") from None
-    if corpus.vocab > schedule.model.vocab:
-        raise RunError(f"data: the data has token ids up to {corpus.vocab - 1}, beyond `vocab={schedule.model.vocab}`")
+    device = open_device(schedule)
+    corpus, batches = open_data(schedule, base, device)
 
     plan = build_plan(schedule)
     program = lower(plan)
