@@ -154,19 +154,21 @@ def _summary_table(log: RunLog) -> str:
             ("final shape", f"depth {shape['depth']}, width {shape['width']}, {si(int(s['params']))} params"),
             (
                 "training FLOPs",
-                f"{si(float(s['flops']))} ({si(float(s['mainline_flops']))} mainline + "
-                f"{si(float(s['probe_flops']))} probes)",
+                f"{si(float(s['flops']))}FLOPs ({si(float(s['mainline_flops']))}FLOPs mainline + "
+                f"{si(float(s['probe_flops']))}FLOPs probes)",
             ),
             (
                 "final shape from scratch, same steps",
-                si(float(s["scratch_flops"])) + (f" (growth saved {saving:.1%})" if saving is not None else ""),
+                si(float(s["scratch_flops"]))
+                + "FLOPs"
+                + (f" (growth saved {saving:.1%})" if saving is not None else ""),
             ),
             ("wall time", f"{float(s['wall_seconds']):,.1f} s ({s.get('tokens_per_s')} tokens/s)"),
         ]
     else:
         rows += [
             ("latest val loss", _num(log.final_val_loss)),
-            ("training FLOPs so far", si(log.total_flops)),
+            ("training FLOPs so far", f"{si(log.total_flops)}FLOPs"),
         ]
     if log.selects:
         winners = ", ".join(f"{w['stage']}: {w['winner']}" for w in log.selects)
@@ -232,10 +234,10 @@ def _reach_html(logs: list[RunLog]) -> str:
     for row in reach_table(logs):
         a, b = row["run"], row["target"]
         flops = row["flops"]
-        needed = "not reached" if flops is None else si(float(flops))
+        needed = "not reached" if flops is None else f"{si(float(flops))}FLOPs"
         ratio = "" if row["ratio"] is None else f"{float(row['ratio']):.2f}x"
         rows.append(
-            f"<tr><td>{_e(_label(a))}</td><td>{_num(a.final_val_loss)}</td><td>{si(a.total_flops)}</td>"
+            f"<tr><td>{_e(_label(a))}</td><td>{_num(a.final_val_loss)}</td><td>{si(a.total_flops)}FLOPs</td>"
             f"<td>{_e(_label(b))} ({_num(row['target_loss'])})</td><td>{needed}</td><td>{ratio}</td></tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
