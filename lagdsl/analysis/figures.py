@@ -131,35 +131,11 @@ def study_statistics(study: dict[str, object], path: Path) -> Path:
     span = max(study["lags"]) or 1
     for m, (metric, style) in enumerate((("val", "-"), ("train", "--"))):
         rows = summary[metric]
-        lags = [r["lag"] for r in rows]
         for n, (key, colour) in enumerate((("spearman", "#1f77b4"), ("kendall", "#2ca02c"))):
-            mean = [_nan(r[key]["mean"]) for r in rows]
-            std = [_nan(r[key]["std"]) for r in rows]
             shift = (2 * m + n - 1.5) * 0.008 * span  # side by side where they coincide
-            left.errorbar(
-                [lag + shift for lag in lags],
-                mean,
-                yerr=std,
-                linestyle=style,
-                marker="o",
-                markersize=3.5,
-                capsize=2,
-                color=colour,
-                label=f"{key} ({metric} loss at lag)",
-            )
-        mean = [_nan(r["regret"]["mean"]) for r in rows]
-        std = [_nan(r["regret"]["std"]) for r in rows]
-        right.errorbar(
-            [lag + (m - 0.5) * 0.008 * span for lag in lags],
-            mean,
-            yerr=std,
-            linestyle=style,
-            marker="o",
-            markersize=3.5,
-            capsize=2,
-            color="#d62728",
-            label=f"pick by {metric} loss at lag",
-        )
+            _spread_line(left, rows, key, shift, style, colour, f"{key} ({metric} loss at lag)")
+        shift = (m - 0.5) * 0.008 * span
+        _spread_line(right, rows, "regret", shift, style, "#d62728", f"pick by {metric} loss at lag")
     chosen = study["chosen_lag"]
     for ax in (left, right):
         ax.axvline(chosen, color=STAGE, linestyle=":", linewidth=1)
@@ -207,6 +183,16 @@ def study_curves(study: dict[str, object], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def _spread_line(ax, rows: list[dict], key: str, shift: float, style: str, colour: str, label: str) -> None:
+    """Mean over seeds against lag, with the standard deviation as error bars."""
+    ax.errorbar(
+        [row["lag"] + shift for row in rows],
+        [_nan(row[key]["mean"]) for row in rows],
+        yerr=[_nan(row[key]["std"]) for row in rows],
+        linestyle=style, marker="o", markersize=3.5, capsize=2, elinewidth=0.8, color=colour, label=label,
+    )  # fmt: skip
 
 
 def _nan(value: object) -> float:
