@@ -394,10 +394,14 @@ def study(
         if not quiet:
             click.echo(message, err=True)
 
+    def save(result: dict[str, object]) -> None:  # after every seed, atomically
+        partial = out / "study.json.partial"
+        partial.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        partial.replace(out / "study.json")
+
     try:
         out.mkdir(parents=True, exist_ok=True)
-        result = run_study(schedule, options, out, say)
-        (out / "study.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        result = run_study(schedule, options, out, say, save)
         figures.study_statistics(result, out / "study_statistics.png")
         figures.study_curves(result, out / "study_curves.png")
     except StudyError as error:

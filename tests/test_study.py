@@ -153,3 +153,27 @@ def test_a_diverging_run_or_missing_data_is_one_line(project: Path) -> None:
     )
     assert result.exit_code == 2, result.output
     assert 'data: no files match `text("nothing/*.txt")`' in result.stderr
+
+
+@pytest.mark.slow
+def test_a_study_stopped_midway_keeps_the_seeds_it_finished(project: Path) -> None:
+    from lagdsl.analysis.study import StudyOptions, run_study
+    from lagdsl.lang import load
+
+    saved: list[dict] = []
+
+    def say(message: str) -> None:
+        if message.startswith("seed 4:"):
+            raise KeyboardInterrupt  # Ctrl-C as the second seed starts
+
+    options = StudyOptions(stage="eight", lags=(0, 2), seeds=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(load(project / "tiny.grow").schedule, options, project / "stopped", say, saved.append)
+    (partial,) = saved
+    assert partial["complete"] is False and partial["seeds"] == [3] and partial["seeds_asked"] == [3, 4]
+    assert partial["summary"]["val"][0]["spearman"]["n"] <= 1
+
+    result = CliRunner().invoke(main, ["study", str(project / "tiny.grow"), "--quiet", "--stage", "eight",
+                                       "--lags", "0", "-o", str(project / "whole")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((project / "whole" / "study.json").read_text())["complete"] is True

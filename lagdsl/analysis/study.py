@@ -172,20 +172,29 @@ def run_study(
     options: StudyOptions,
     out: Path,
     say: Callable[[str], None] = lambda message: None,
+    save: Callable[[dict[str, object]], None] = lambda result: None,
 ) -> dict[str, object]:
-    """Run the study and return what `study.json` holds; per-seed event logs go under `out`."""
+    """Run the study and return what `study.json` holds; per-seed event logs go under `out`.
+    `save` receives the result so far after every seed (`complete` false until the last), so a
+    study stopped in its third seed keeps the first two."""
     from lagdsl.runtime.engine import NonFiniteLoss
     from lagdsl.runtime.run import RunError
 
     try:
-        return _run(schedule, options, out, say)
+        return _run(schedule, options, out, say, save)
     except RunError as error:
         raise StudyError(str(error), error.code) from None
     except NonFiniteLoss as error:
         raise StudyError(f"{error}, before the growth under study; lower the LR or check the data", 1) from None
 
 
-def _run(schedule: Schedule, options: StudyOptions, out: Path, say: Callable[[str], None]) -> dict[str, object]:
+def _run(
+    schedule: Schedule,
+    options: StudyOptions,
+    out: Path,
+    say: Callable[[str], None],
+    save: Callable[[dict[str, object]], None],
+) -> dict[str, object]:
     from lagdsl.plan import build_plan
     from lagdsl.runtime import program as P
     from lagdsl.runtime.data import Batches
@@ -289,10 +298,34 @@ def _run(schedule: Schedule, options: StudyOptions, out: Path, say: Callable[[st
                 "best": candidates[argmin([c.final_val for c in candidates])].label,
             }
         )
+        save(_result(schedule, options, stage, growth_index, growth, lags, start, horizon, eval_batches,
+                     str(device.device), seeds, runs))  # fmt: skip
+    return _result(schedule, options, stage, growth_index, growth, lags, start, horizon, eval_batches,
+                   str(device.device), seeds, runs)  # fmt: skip
+
+
+def _result(
+    schedule: Schedule,
+    options: StudyOptions,
+    stage: Stage,
+    growth_index: int,
+    growth: Growth,
+    lags: tuple[int, ...],
+    start: int,
+    horizon: int,
+    eval_batches: int,
+    device: str,
+    seeds: list[int],
+    runs: list[dict[str, object]],
+) -> dict[str, object]:
+    """What `study.json` holds, for the seeds done so far."""
+    probe = growth.probe
+    assert probe is not None
     window = probe.select.window
     rule = f"lowest {probe.select.metric}" + (f" over last {window} steps" if window and window > 1 else "")
     return {
         "schema": SCHEMA,
+        "complete": len(runs) == len(seeds),
         "schedule": schedule.name,
         "file": schedule.file,
         "stage": stage.name,
@@ -310,8 +343,9 @@ def _run(schedule: Schedule, options: StudyOptions, out: Path, say: Callable[[st
         "start_step": start,
         "horizon_steps": horizon,
         "eval_batches": eval_batches,
-        "device": str(device.device),
-        "seeds": seeds,
+        "device": device,
+        "seeds": [run["seed"] for run in runs],
+        "seeds_asked": seeds,
         "runs": runs,
         "summary": summarize(runs, lags),
     }
