@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from common import cores, update_readme  # noqa: E402
 
-from lagdsl.analysis.curves import first_reach, interpolate  # noqa: E402
+from lagdsl.analysis.curves import interpolate  # noqa: E402
 from lagdsl.analysis.runlog import RunLog, read_run  # noqa: E402
 from lagdsl.analysis.stats import Spread  # noqa: E402
 from lagdsl.runtime.run import schedule_hash  # noqa: E402
@@ -55,8 +55,7 @@ def run(kind: str, seed: int, reuse: bool) -> RunLog:
 
 def reach(log: RunLog, target: float) -> tuple[float | None, float | None]:
     """(FLOPs, seconds) at which `log`'s val curve first comes down to `target`."""
-    steps, losses = log.val_curve()
-    step = first_reach([float(s) for s in steps], losses, target)
+    step = log.step_reaching(target)
     if step is None:
         return None, None
     return log.flops_at(step), log.seconds_at(step)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lagdsl.analysis import figures
-from lagdsl.analysis.curves import first_reach
 from lagdsl.analysis.runlog import RunLog, read_run
 from lagdsl.plan.render import si
 
@@ -28,8 +27,7 @@ class Report:
 
 def flops_to_reach(log: RunLog, target: float) -> float | None:
     """Training FLOPs at which `log`'s val curve first comes down to `target` (interpolated)."""
-    steps, losses = log.val_curve()
-    step = first_reach([float(s) for s in steps], losses, target)
+    step = log.step_reaching(target)
     return None if step is None else log.flops_at(step)
 
 

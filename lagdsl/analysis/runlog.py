@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lagdsl.analysis.curves import interpolate
+from lagdsl.analysis.curves import first_reach, interpolate
 
 
 class RunDirError(Exception):
@@ -66,6 +66,12 @@ class RunLog:
     def val_curve(self) -> tuple[list[int], list[float]]:
         """(steps, val losses) of the evaluations, in step order."""
         return [int(e["step"]) for e in self.evals], [float(e["val_loss"]) for e in self.evals]
+
+    def step_reaching(self, target: float) -> float | None:
+        """The mainline step (interpolated between evaluations) at which the val loss first comes
+        down to `target`, or None if it never does."""
+        steps, losses = self.val_curve()
+        return first_reach([float(s) for s in steps], losses, target)
 
     @property
     def final_val_loss(self) -> float | None:
