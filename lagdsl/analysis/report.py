@@ -13,7 +13,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lagdsl.analysis import figures
+from lagdsl.analysis import figures, file_name
 from lagdsl.analysis.runlog import RunLog, read_run
 from lagdsl.plan.render import si
 
@@ -85,7 +85,7 @@ def build_report(run_dir: Path, out: Path, compare: list[Path] = ()) -> Report:
         sections.append("<h2>Probes</h2>")
         sections.append(_selection_table(log))
         for select in log.selects:
-            name = f"probe-{_slug(str(select['stage']))}-g{int(select['growth']) + 1}.png"
+            name = f"probe-{file_name(str(select['stage']))}-g{int(select['growth']) + 1}.png"
             sections.append(picture(figures.probe_fanout(log, select, out / name), f"probe at {select['stage']}"))
     pending = {(p["stage"], p["growth"]) for p in log.probes} - {(s["stage"], s["growth"]) for s in log.selects}
     for stage, growth in sorted(pending, key=str):
@@ -247,10 +247,6 @@ def _label(log: RunLog) -> str:
 
 def _num(value: object) -> str:
     return "n/a" if value is None else f"{float(value):.4f}"
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
 
 
 def _e(value: object) -> str:

@@ -79,13 +79,6 @@ class RunLog:
             return float(self.summary["final_val_loss"])
         return float(self.evals[-1]["val_loss"]) if self.evals else None
 
-    def stage_of_step(self, step: int) -> str | None:
-        name = None
-        for stage in self.stages:
-            if int(stage["step"]) <= step:
-                name = str(stage["stage"])
-        return name
-
 
 def _read_json(path: Path) -> dict[str, object] | None:
     try:

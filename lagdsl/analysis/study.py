@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lagdsl.analysis import file_name
 from lagdsl.analysis.stats import Spread, argmin, kendall, spearman
 from lagdsl.lang.schedule import Growth, Schedule, Stage
 
@@ -266,7 +267,7 @@ def _run(
             engine.model, engine.optimizer = grown.model, grown.optimizer
             engine.pc, engine.step = probe_pc + 1, start
             engine.mainline_flops, engine.probe_flops = counters
-            engine.metrics = Metrics(folder / f"{_safe(op.label)}.jsonl", keep_lines=0)
+            engine.metrics = Metrics(folder / f"{file_name(op.label)}.jsonl", keep_lines=0)
             if 0 in lags:
                 result.val[lags.index(0)] = engine.evaluate(engine.model, eval_batches)
 
@@ -367,7 +368,3 @@ class _Recorder:
         if after + 1 in self.lags:  # after this step's update: val loss at lag after + 1
             val = engine.evaluate(engine.model, self.eval_batches)
             self.result.val[self.lags.index(after + 1)] = val
-
-
-def _safe(label: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
