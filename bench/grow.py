@@ -5,7 +5,8 @@
    interleaved, medians of `--runs`.
 2. Forward + backward tokens per second of our `gpt` (RMSNorm, rotary, SwiGLU, tied embeddings)
    against a plain nanoGPT-style model written below (LayerNorm, learned positions, GELU MLP,
-   tied embeddings, no biases) of the same parameter count, at a few sizes (target: ratio >= 1).
+   tied embeddings, no biases) of the same parameter count, at a few sizes (target: ratio >= 1);
+   ours also with its hand-written passes switched off (`lagdsl.model.kernels.use_fused(False)`).
 
 Writes `bench/grow.json` and prints markdown; `--update-readme` puts it in the README between the
 `bench:grow` markers.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import platform
 import statistics
@@ -35,6 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from common import update_readme  # noqa: E402
 
 from lagdsl.model import GPT, GPTConfig  # noqa: E402
+from lagdsl.model.kernels import use_fused  # noqa: E402
 from lagdsl.ops import GrowthSpec, grow  # noqa: E402
 
 # ------------------------------------------------------------------------------ the reference
@@ -92,35 +95,47 @@ def matched_reference(config: GPTConfig) -> Reference:
     return Reference(config.vocab, config.context, config.width, config.heads, config.depth, hidden)
 
 
-def tokens_per_second(model: nn.Module, loss_of, batch: int, context: int, vocab: int, seconds: float) -> float:
+def step(model: nn.Module, idx: torch.Tensor, *, fused: bool = True) -> None:
+    """One forward and backward pass (gradients accumulate; their size does not change the time)."""
+    with use_fused(fused):
+        out = model(idx, idx)
+        (out[1] if isinstance(out, tuple) else out).backward()
+
+
+def speed(sizes: list[tuple[int, int, int]], steps: int) -> list[dict[str, object]]:
+    """Forward + backward tokens/s of ours (with its fused passes, and with plain PyTorch ops
+    only) and of the reference, at batch 8 x 128 tokens. The three alternate step by step and
+    each figure is the median of `steps` timed steps: this machine's speed drifts by several
+    percent over seconds, and alternation puts the three under the same drift."""
+    batch, context, vocab = 8, 128, 256
     idx = torch.randint(0, vocab, (batch, context), generator=torch.Generator().manual_seed(0))
-    for _ in range(2):  # warm up
-        loss_of(model, idx).backward()
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        loss_of(model, idx).backward()
-        steps += 1
-    return steps * batch * context / (time.perf_counter() - start)
-
-
-def speed(sizes: list[tuple[int, int, int]], seconds: float) -> list[dict[str, object]]:
     rows = []
     for width, heads, depth in sizes:
-        config = GPTConfig(256, 128, width, heads, depth)
+        config = GPTConfig(vocab, context, width, heads, depth)
         ours = GPT(config)
         ours.init_weights(torch.Generator().manual_seed(0))
         ref = matched_reference(config)
-        batch = 8
-        ours_tps, ref_tps = [], []
-        for _ in range(3):  # interleaved
-            ours_tps.append(tokens_per_second(ours, lambda m, i: m(i, i)[1], batch, 128, 256, seconds))
-            ref_tps.append(tokens_per_second(ref, lambda m, i: m(i, i), batch, 128, 256, seconds))
-        o, r = statistics.median(ours_tps), statistics.median(ref_tps)
+
+        runs = {
+            "ours": functools.partial(step, ours, fused=True),
+            "ours_plain": functools.partial(step, ours, fused=False),
+            "reference": functools.partial(step, ref),
+        }
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for round_ in range(steps + 2):
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run(idx)
+                if round_ >= 2:  # two rounds warm up
+                    times[name].append(time.perf_counter() - start)
+        tps = {name: batch * context / statistics.median(t) for name, t in times.items()}
         rows.append(
             {
                 "width": width, "heads": heads, "depth": depth, "params": ours.num_params(),
                 "reference_params": sum(p.numel() for p in ref.parameters()),
-                "ours_tokens_per_s": o, "reference_tokens_per_s": r, "ratio": o / r,
+                "ours_tokens_per_s": tps["ours"], "ours_plain_tokens_per_s": tps["ours_plain"],
+                "reference_tokens_per_s": tps["reference"], "ratio": tps["ours"] / tps["reference"],
+                "ratio_plain": tps["ours_plain"] / tps["reference"], "steps": steps,
             }
         )  # fmt: skip
     return rows
@@ -183,8 +198,7 @@ def growth(runs: int) -> dict[str, object]:
 def table(results: dict[str, object]) -> str:
     g = results["growth"]
     lines = [
-        f"Measured on {results['machine']}, torch {results['torch']}, {results['threads']} threads "
-        "(`python bench/grow.py`).",
+        f"Measured on {results['machine']}, torch {results['torch']} (`python bench/grow.py`).",
         "",
         "| measure | value | target |",
         "|---|---|---|",
@@ -197,14 +211,15 @@ def table(results: dict[str, object]) -> str:
         f"| {g['deepcopy_state_dict_and_optimizer_s'] * 1000:.0f} ms | |",
         f"| ratio to that | **{g['ratio_same_bytes']:.2f}x** | |",
         "",
-        "| model (width, heads, depth) | params (ours / reference) | ours, tokens/s | reference, tokens/s "
-        "| ratio (target >= 1) |",
-        "|---|---|---|---|---|",
+        "| model (width, heads, depth) | params (ours / reference) | ours, tokens/s | ours with plain ops, tokens/s "
+        "| reference, tokens/s | ratio (target >= 1) | ratio with plain ops |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in results["speed"]:
         lines.append(
             f"| {row['width']}, {row['heads']}, {row['depth']} | {row['params']:,} / {row['reference_params']:,} "
-            f"| {row['ours_tokens_per_s']:,.0f} | {row['reference_tokens_per_s']:,.0f} | **{row['ratio']:.2f}** |"
+            f"| {row['ours_tokens_per_s']:,.0f} | {row['ours_plain_tokens_per_s']:,.0f} "
+            f"| {row['reference_tokens_per_s']:,.0f} | **{row['ratio']:.2f}** | {row['ratio_plain']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -212,7 +227,7 @@ def table(results: dict[str, object]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=3.0, help="timing window per speed measurement")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps of each model per size")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
     results = {
@@ -220,7 +235,7 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "growth": growth(args.runs),
-        "speed": speed([(128, 4, 4), (256, 8, 4), (384, 6, 6)], args.seconds),
+        "speed": speed([(128, 4, 4), (256, 8, 4), (384, 6, 6), (512, 8, 6)], args.steps),
     }
     (ROOT / "bench" / "grow.json").write_text(json.dumps(results, indent=2) + "\n")
     text = table(results)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lagdsl.lang.arch import mlp_hidden
+from lagdsl.model.kernels import rms_norm, rotary_qkv, swiglu
 
 INIT_STD = 0.02
 
@@ -71,7 +72,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return rms_norm(x, self.weight, self.eps)
 
 
 def rotary_tables(context: int, head_size: int, base: float = 10_000.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,15 +80,6 @@ def rotary_tables(context: int, head_size: int, base: float = 10_000.0) -> tuple
     inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)
     angles = torch.outer(torch.arange(context, dtype=torch.float32), inv_freq)
     return angles.cos(), angles.sin()
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (first half, second half) of each head's channels; x is (B, T, ..., D)."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    shape = (x.shape[1],) + (1,) * (x.dim() - 3) + (half,)
-    cos, sin = cos[: x.shape[1]].view(shape).to(x.dtype), sin[: x.shape[1]].view(shape).to(x.dtype)
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
 class Attention(nn.Module):
@@ -103,9 +95,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         batch, time, width = x.shape
-        qkv = self.qkv(x).view(batch, time, 3, self.heads, self.head_size)
-        qk = apply_rotary(qkv[:, :, :2], cos, sin)
-        q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+        q, k, v = rotary_qkv(self.qkv(x).view(batch, time, 3, self.heads, self.head_size), cos, sin)
         dropout = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         return self.o(y.transpose(1, 2).reshape(batch, time, width))
@@ -125,8 +115,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "swiglu":
-            gate, up = self.gate_up(x).chunk(2, dim=-1)
-            return self.down(F.silu(gate) * up)
+            return self.down(swiglu(self.gate_up(x)))
         return self.down(F.gelu(self.up(x)))
 
 
