@@ -1,5 +1,5 @@
 """Benchmark: the lag-correlation study on `bench/grow.grow`'s last growth (stage `final`, depth
-4 -> 8, four candidates), over several seeds.
+4 -> 8, three candidates), over several seeds.
 
 Runs `lagdsl study` (candidates trained from the same snapshot to the end of the stage), then writes
 `bench/study.json` (the statistics per lag, means and spreads over seeds, and each seed's picks) and

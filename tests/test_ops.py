@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 import lagdsl
 from lagdsl.lang.arch import param_count
 from lagdsl.lang.catalogue import BUILTIN_OPERATORS, Catalogue, default_catalogue
+from lagdsl.lang.layers import interleave_sources
 from lagdsl.model import GPT, GPTConfig
 from lagdsl.ops import GrowthError, GrowthSpec, check_training_state, grow
-from lagdsl.ops.depth import interleave_sources
 from tests.conftest import ROOT
 
 PLUGINS = ROOT / "tests" / "plugins"
@@ -236,6 +236,33 @@ def test_layers_stand_where_the_spec_says(op: str, d: int, b: int) -> None:
             continue
         for name, value in layers[source].items():
             assert torch.equal(block[name], value), (op, position, source, name)
+
+
+COPYING = [e for e in BUILTIN_OPERATORS if e.dim == "depth" and e.name not in ("random", "identity")]
+
+
+@pytest.mark.parametrize(("d", "b"), [(2, 2), (3, 3), (4, 2), (3, 1), (4, 4)])
+def test_the_catalogue_plans_the_layers_the_runtime_builds(d: int, b: int) -> None:
+    """Two copying operators build the same model (the checker's W0202) exactly when the
+    catalogue gives them the same layer plan; and each plan's sources are what the runtime placed."""
+    config = GPTConfig(64, 8, 16, 2, d)
+    built = {}
+    for entry in COPYING:
+        if not valid_depth_growth(entry.name, d, b):
+            continue
+        model, opt = trained(config, seed=3)
+        grown = grow(model, opt, GrowthSpec(entry.name, "depth", d + b), torch.Generator().manual_seed(0)).model
+        plan = entry.layers(d, b)
+        assert [layer.source for layer in plan] == expected_sources(entry.name, d, b)
+        built[entry.name] = (tuple(plan), grown.state_dict())
+    names = sorted(built)
+    assert len(names) >= 2
+    for i, a in enumerate(names):
+        for other in names[i + 1 :]:
+            same_plan = built[a][0] == built[other][0]
+            states = built[a][1], built[other][1]
+            same_model = all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+            assert same_plan == same_model, (a, other, d, b)
 
 
 def test_noise_perturbs_copies_only() -> None:

@@ -30,7 +30,7 @@ checkpoint every 12 steps (keep=3)
 stage base { train 10 steps }
 stage two { grow depth to 2 with copy_top  train 10 steps }
 stage four {
-  grow depth to 4 { candidates [copy_top, stack, identity] probe 5 steps }
+  grow depth to 4 { candidates [copy_top, interleave, identity] probe 5 steps }
   train 10 steps
 }
 """

@@ -30,7 +30,7 @@ checkpoint every 12 steps (keep=3)
 stage base {{ train 10 steps }}
 stage two {{ grow depth to 2 with copy_top  train 10 steps }}
 stage four {{
-  grow depth to 4 {{ candidates [copy_top, stack, identity] probe 5 steps {select} {keep} }}
+  grow depth to 4 {{ candidates [copy_top, interleave, identity] probe 5 steps {select} {keep} }}
   train 10 steps
 }}
 """
@@ -78,7 +78,7 @@ def test_tiny_schedule_runs_through_every_instruction(project: Path) -> None:
     assert steps == list(range(30))  # every mainline step, the winner's probe steps included
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finished"] and summary["steps"] == 30
-    assert summary["final_shape"]["depth"] == 4 and summary["winners"]["four"] in ("copy_top", "stack", "identity")
+    assert summary["final_shape"]["depth"] == 4 and summary["winners"]["four"] in ("copy_top", "interleave", "identity")
     assert summary["probe_flops"] > 0 and summary["flops"] < summary["scratch_flops"]
     meta = json.loads((out / "run.json").read_text())
     assert len(meta["data_fingerprint"]) == 64
@@ -104,7 +104,7 @@ def test_probes_are_fair_and_the_rule_picks_the_winner(project: Path) -> None:
     out = project / "run"
     assert run(str(schedule(project, select="select lowest loss over last 2 steps")), "--out", str(out)).exit_code == 0
     probes = events(out, "probe")
-    assert [p["candidate"] for p in probes] == ["copy_top", "stack", "identity"]
+    assert [p["candidate"] for p in probes] == ["copy_top", "interleave", "identity"]
     assert len({tuple(p["steps"]) for p in probes}) == 1 and probes[0]["steps"] == [20, 21, 22, 23, 24]
     assert len({tuple(p["lrs"]) for p in probes}) == 1
     (select,) = events(out, "select")
@@ -126,7 +126,7 @@ def test_every_candidate_starts_from_the_same_snapshot(project: Path) -> None:
     forward = project / "forward.grow"
     forward.write_text(schedule(project).read_text())
     backward = project / "backward.grow"
-    backward.write_text(forward.read_text().replace("[copy_top, stack, identity]", "[identity, stack, copy_top]"))
+    backward.write_text(forward.read_text().replace("[copy_top, interleave, identity]", "[identity, interleave, copy_top]"))
     assert run(str(forward), "--out", str(project / "f")).exit_code == 0
     assert run(str(backward), "--out", str(project / "b")).exit_code == 0
     probes_f = {p["candidate"]: p["losses"] for p in events(project / "f", "probe")}
@@ -276,7 +276,7 @@ def test_pre_tokenized_data_in_nanogpt_format(project: Path) -> None:
 def test_dry_run_prints_the_program(project: Path) -> None:
     result = run(str(schedule(project)), "--dry-run")
     assert result.exit_code == 0
-    assert "probe depth 2 -> 4: [copy_top, stack, identity] for 5 steps from step 20" in result.stdout
+    assert "probe depth 2 -> 4: [copy_top, interleave, identity] for 5 steps from step 20" in result.stdout
     assert "grow depth 1 -> 2 with copy_top" in result.stdout
 
 

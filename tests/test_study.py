@@ -27,7 +27,7 @@ stage two {
 }
 stage fixed { grow depth to 4 with copy_top  train 4 steps }
 stage eight {
-  grow depth to 8 { candidates [copy_top, stack, identity] probe 5 steps }
+  grow depth to 8 { candidates [copy_top, interleave, identity] probe 5 steps }
   train 10 steps
 }
 """
@@ -69,7 +69,7 @@ def test_candidates_train_as_the_probe_did_and_the_statistics_follow(project: Pa
     assert data["chosen_lag"] == 5 and data["horizon_steps"] == 10 and data["start_step"] == 24
     (seed,) = data["runs"]
     candidates = {c["label"]: c for c in seed["candidates"]}
-    assert list(candidates) == ["copy_top", "stack", "identity"]
+    assert list(candidates) == ["copy_top", "interleave", "identity"]
 
     # the same snapshot, batches and LRs as the run's own probe: its losses, bit for bit
     probes = {p["candidate"]: p["losses"] for p in events(run_dir, "probe") if p["stage"] == "eight"}

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from lagdsl.lang import layers
+from lagdsl.lang.layers import Layer
 from lagdsl.lang.params import Param, Signature
 from lagdsl.lang.schedule import Dim, Shape
 
@@ -20,6 +22,8 @@ Preserves = Literal["yes", "no", "approx"]
 
 #: (before, after) -> a reason the operator cannot perform this growth, or None.
 Constraint = Callable[[Shape, Shape], "str | None"]
+#: (d, b) -> the layer plan a depth operator builds when it adds b layers to d.
+LayerPlan = Callable[[int, int], "list[Layer]"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class OperatorInfo:
     description: str
     impl: str
     constraint: Constraint | None = None
+    #: a depth operator's layer plan, where it has one; the checker compares candidates' plans
+    layers: LayerPlan | None = None
 
     @property
     def signature(self) -> Signature:
@@ -82,6 +88,7 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
         "copies of the top b layers, placed on top (gradual stacking)",
         f"{_DEPTH}:copy_top",
         _copies_layers("the top"),
+        layers=layers.copy_top,
     ),
     OperatorInfo(
         "copy_bottom",
@@ -91,6 +98,7 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
         "copies of the bottom b layers, placed on top",
         f"{_DEPTH}:copy_bottom",
         _copies_layers("the bottom"),
+        layers=layers.copy_bottom,
     ),
     OperatorInfo(
         "midas",
@@ -100,6 +108,7 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
         "a copy of the middle block of b layers, inserted right after it (MIDAS)",
         f"{_DEPTH}:midas",
         _copies_layers("the middle"),
+        layers=layers.midas,
     ),
     OperatorInfo(
         "stack",
@@ -109,6 +118,7 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
         "the whole stack repeated on top, in order (progressive stacking)",
         f"{_DEPTH}:stack",
         _whole_stack,
+        layers=layers.stack,
     ),
     OperatorInfo(
         "interleave",
@@ -118,6 +128,7 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
         "a copy of each of b evenly spaced layers, right after its source",
         f"{_DEPTH}:interleave",
         _copies_layers("one each of"),
+        layers=layers.interleave,
     ),
     OperatorInfo(
         "random",
@@ -126,6 +137,7 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
         "no",
         "freshly initialized layers on top",
         f"{_DEPTH}:random",
+        layers=layers.on_top,
     ),
     OperatorInfo(
         "identity",
@@ -134,6 +146,7 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
         "yes",
         "fresh layers on top whose residual output projections are zero",
         f"{_DEPTH}:identity",
+        layers=layers.on_top,
     ),
     OperatorInfo(
         "net2net",

@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from lagdsl.lang import layers
 from lagdsl.lang import syntax as ast
 from lagdsl.lang.catalogue import (
     CHECKPOINT_OPTIONS,
@@ -720,6 +721,36 @@ def _check_operators(ctx: Context, stage: StageDraft, grow: GrowDraft) -> None:
                 "choose another operator, or change the growth",
             )
             grow.ok = False
+    if grow.ok and grow.candidates is not None:
+        _check_same_models(ctx, grow)
+
+
+def _check_same_models(ctx: Context, grow: GrowDraft) -> None:
+    """Warn where two candidates build the same model: the same layer plan, every added layer a
+    copy, no noise (fresh layers and noise are drawn from each candidate's own generator)."""
+    if grow.dim != "depth":
+        return
+    before, after = grow.before.depth, grow.after.depth  # type: ignore[union-attr]
+    first: dict[tuple[object, ...], OperatorRef] = {}
+    for ref in grow.candidates or []:
+        entry = ref.entries.get("depth")
+        if entry is None or entry.layers is None or float(ref.args.get("noise", 0.0) or 0.0) != 0.0:  # type: ignore[arg-type]
+            continue
+        plan = entry.layers(before, after - before)
+        if any(layer.source is None for layer in plan):
+            continue
+        key = tuple(plan)
+        same = first.setdefault(key, ref)
+        if same is ref:
+            continue
+        ctx.warn(
+            "W0202",
+            f"candidates `{same.label}` and `{ref.label}` build the same model here",
+            ref.span,
+            f"the same as `{same.label}`",
+            f"growing depth {before} -> {after}, both build {layers.describe(plan)}; the probe would train "
+            f"one model twice: drop one, or give one `noise`",
+        )
 
 
 # ------------------------------------------------------------------------------ pass: budgets

@@ -68,6 +68,7 @@ CODES: dict[str, str] = {
     "E0502": "stages that do not sum to `total`",
     # warnings
     "W0201": "a pool of one candidate",
+    "W0202": "two probe candidates that build the same model",
     "W0301": "a probe shorter than 5 steps (other than 0)",
     "W0401": "a single growth step of more than 4x in depth or 2x in width",
     "W0501": "a `tokens` duration that is not a whole number of steps, rounded up",

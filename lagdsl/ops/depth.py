@@ -1,39 +1,26 @@
 """Depth operators: add `b` layers to a model of `d` (the language's depth operators).
 
-Every one is a layer plan: for each position of the grown stack, the old layer it is (kept, the
-same module), a copy of an old layer, or a fresh layer. `grow_depth` carries out any such plan,
-so a plugin can write a new depth operator as a plan alone.
+Every one is a layer plan (`lagdsl.lang.layers`, torch-free, which the checker reads too): for
+each position of the grown stack, the old layer it is (kept, the same module), a copy of an old
+layer, or a fresh layer. `grow_depth` carries out any such plan, so a plugin can write a new depth
+operator as a plan alone.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from lagdsl.lang import layers
+from lagdsl.lang.layers import Layer, copies, keep  # noqa: F401 (for plugins, which build plans)
 from lagdsl.model.gpt import GPT, Block, init_block
 from lagdsl.ops.core import Carry, Grown, GrowthSpec, add_noise_, rebuild_optimizer
 
+#: the operators (`Layer`, `keep`, `copies` and `grow_depth` are here too, for plugins' plans)
 __all__ = ["copy_bottom", "copy_top", "identity", "interleave", "midas", "random", "stack"]
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One position of a grown stack: `source` is an old layer's index, or None for a fresh one."""
-
-    source: int | None
-    copy: bool = False  # a copy of `source` (the original stays where it was)
-
-
-def keep(d: int) -> list[Layer]:
-    return [Layer(i) for i in range(d)]
-
-
-def copies(sources: list[int]) -> list[Layer]:
-    return [Layer(i, copy=True) for i in sources]
 
 
 def grow_depth(
@@ -107,23 +94,21 @@ def copy_top(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generato
     """Copies of the top b layers, placed on top (gradual stacking)."""
     d, b = _added(model, spec)
     _copy_check(d, b, "copy_top")
-    return grow_depth(model, optimizer, keep(d) + copies(list(range(d - b, d))), generator, noise=_noise(spec))
+    return grow_depth(model, optimizer, layers.copy_top(d, b), generator, noise=_noise(spec))
 
 
 def copy_bottom(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
     """Copies of the bottom b layers, placed on top."""
     d, b = _added(model, spec)
     _copy_check(d, b, "copy_bottom")
-    return grow_depth(model, optimizer, keep(d) + copies(list(range(b))), generator, noise=_noise(spec))
+    return grow_depth(model, optimizer, layers.copy_bottom(d, b), generator, noise=_noise(spec))
 
 
 def midas(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
     """A copy of the middle block of b layers (starting at layer (d - b) // 2), inserted right after it."""
     d, b = _added(model, spec)
     _copy_check(d, b, "midas")
-    start = (d - b) // 2
-    plan = keep(start + b) + copies(list(range(start, start + b))) + [Layer(i) for i in range(start + b, d)]
-    return grow_depth(model, optimizer, plan, generator, noise=_noise(spec))
+    return grow_depth(model, optimizer, layers.midas(d, b), generator, noise=_noise(spec))
 
 
 def stack(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
@@ -131,37 +116,26 @@ def stack(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: 
     d, b = _added(model, spec)
     if b % d:
         raise ValueError(f"stack adds a multiple of {d} layers, not {b}")
-    return grow_depth(model, optimizer, keep(d) + copies(list(range(d)) * (b // d)), generator, noise=_noise(spec))
-
-
-def interleave_sources(d: int, b: int) -> list[int]:
-    """b evenly spaced layers of d: the centre of each of b equal spans (b = d: every layer)."""
-    return [int((j + 0.5) * d / b) for j in range(b)]
+    return grow_depth(model, optimizer, layers.stack(d, b), generator, noise=_noise(spec))
 
 
 def interleave(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
     """A copy of each of b evenly spaced layers, right after its source."""
     d, b = _added(model, spec)
     _copy_check(d, b, "interleave")
-    chosen = set(interleave_sources(d, b))
-    plan: list[Layer] = []
-    for i in range(d):
-        plan.append(Layer(i))
-        if i in chosen:
-            plan.append(Layer(i, copy=True))
-    return grow_depth(model, optimizer, plan, generator, noise=_noise(spec))
+    return grow_depth(model, optimizer, layers.interleave(d, b), generator, noise=_noise(spec))
 
 
 def random(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
     """Freshly initialized layers on top."""
     d, b = _added(model, spec)
-    return grow_depth(model, optimizer, keep(d) + [Layer(None)] * b, generator)
+    return grow_depth(model, optimizer, layers.on_top(d, b), generator)
 
 
 def identity(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
     """Fresh layers on top whose residual output projections are zero: the function is unchanged."""
     d, b = _added(model, spec)
-    return grow_depth(model, optimizer, keep(d) + [Layer(None)] * b, generator, zero_residual=True)
+    return grow_depth(model, optimizer, layers.on_top(d, b), generator, zero_residual=True)
 
 
 def _noise(spec: GrowthSpec) -> float:
