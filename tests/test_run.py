@@ -45,10 +45,20 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def schedule(project: Path, select: str = "", keep: str = "", name: str = "tiny.grow") -> Path:
+def schedule(project: Path, select: str = "", keep: str = "", name: str = "tiny.grow", precision: str = "") -> Path:
     path = project / name
-    path.write_text(TINY.format(select=select, keep=keep))
+    text = TINY.format(select=select, keep=keep)
+    if precision:  # fp16 on a CPU too: its loss scale is training state like the optimizer's
+        text = text.replace("seed 3\n", f"seed 3\nprecision {precision}\n")
+    path.write_text(text)
     return path
+
+
+def overflow_at_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under fp16, start from a loss scale so high that the first steps overflow and are skipped
+    while the scale backs off (as real fp16 runs do now and then), so the scale's state matters."""
+    scaler = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device: scaler(device, init_scale=2.0**40))
 
 
 def run(*args: str):
@@ -121,12 +131,17 @@ def test_probes_are_fair_and_the_rule_picks_the_winner(project: Path) -> None:
 
 
 @pytest.mark.slow
-def test_every_candidate_starts_from_the_same_snapshot(project: Path) -> None:
+@pytest.mark.parametrize("precision", ["", "fp16"])
+def test_every_candidate_starts_from_the_same_snapshot(project: Path, precision: str, monkeypatch) -> None:
     # a candidate's probe may not depend on where it stands in the list or on who trained before it
+    # (under fp16, neither on the loss scale the candidates before it left behind)
+    if precision:
+        overflow_at_first(monkeypatch)
     forward = project / "forward.grow"
-    forward.write_text(schedule(project).read_text())
+    forward.write_text(schedule(project, precision=precision).read_text())
     backward = project / "backward.grow"
-    backward.write_text(forward.read_text().replace("[copy_top, interleave, identity]", "[identity, interleave, copy_top]"))
+    reordered = forward.read_text().replace("[copy_top, interleave, identity]", "[identity, interleave, copy_top]")
+    backward.write_text(reordered)
     assert run(str(forward), "--out", str(project / "f")).exit_code == 0
     assert run(str(backward), "--out", str(project / "b")).exit_code == 0
     probes_f = {p["candidate"]: p["losses"] for p in events(project / "f", "probe")}
@@ -148,8 +163,11 @@ def test_keep_rewind_trains_the_stage_from_its_first_batch(project: Path) -> Non
 
 
 @pytest.mark.slow
-def test_max_steps_then_resume_gives_the_uninterrupted_events(project: Path) -> None:
-    path = schedule(project)
+@pytest.mark.parametrize("precision", ["", "fp16"])
+def test_max_steps_then_resume_gives_the_uninterrupted_events(project: Path, precision: str, monkeypatch) -> None:
+    if precision:  # the loss scale is saved and restored with the rest of the training state
+        overflow_at_first(monkeypatch)
+    path = schedule(project, precision=precision)
     assert run(str(path), "--out", str(project / "whole")).exit_code == 0
     part = project / "part"
     first = run(str(path), "--out", str(part), "--max-steps", "15")

@@ -88,6 +88,7 @@ class Candidate:
     optimizer: torch.optim.Optimizer
     losses: list[float]
     score: float
+    scaler: dict[str, object] | None = None  # the loss scale's state after its probe (fp16)
 
 
 class Engine:
@@ -149,14 +150,17 @@ class Engine:
         if self._probe_start is not None:
             snapshot, step, lines, mainline_flops, probe_flops = self._probe_start
             config, model, optimizer = snapshot["config"], snapshot["model"], snapshot["optimizer"]
+            scaler = snapshot["scaler"]
         else:
             config, model, optimizer = self.model.config, self.model.state_dict(), self.optimizer.state_dict()
+            scaler = self.scaler_state()
             step, lines = self.step, self.metrics.lines
             mainline_flops, probe_flops = self.mainline_flops, self.probe_flops
         return {
             "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
             "model": model,
             "optimizer": optimizer,
+            "scaler": scaler,
             "pc": self.pc,
             "step": step,
             "metrics_lines": lines,
@@ -174,6 +178,7 @@ class Engine:
         self.model = model.to(self.dev.device)
         self.optimizer = make_optimizer(self.schedule, self.model, self.dev.device)
         self.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
+        self.load_scaler_state(state.get("scaler"))  # type: ignore[arg-type]
         self.pc, self.step = int(state["pc"]), int(state["step"])  # type: ignore[arg-type]
         self.mainline_flops, self.probe_flops = int(state["mainline_flops"]), int(state["probe_flops"])  # type: ignore[arg-type]
         self.winners = dict(state["winners"])  # type: ignore[arg-type]
@@ -346,22 +351,38 @@ class Engine:
         )  # fmt: skip
 
     def snapshot(self) -> dict[str, object]:
+        """The training state: model, optimizer and, under fp16, the loss scale."""
         return {
             "config": self.model.config,
             "model": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
             "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "scaler": self.scaler_state(),
         }
 
     def restore(self, snapshot: dict[str, object]) -> tuple[GPT, torch.optim.Optimizer]:
         """A model and optimizer in the snapshot's state, sharing no tensor with it (an optimizer's
         `load_state_dict` keeps the tensors it is given where their device and dtype already fit,
-        and training would then change the snapshot)."""
+        and training would then change the snapshot). The engine's loss scale (fp16) goes back to
+        the snapshot's too: it is training state, and every candidate starts from the same."""
         model = GPT(snapshot["config"])  # type: ignore[arg-type]
         model.load_state_dict(snapshot["model"])  # type: ignore[arg-type]
         model = model.to(self.dev.device)
         optimizer = make_optimizer(self.schedule, model, self.dev.device)
         optimizer.load_state_dict(_to_cpu(snapshot["optimizer"]))  # type: ignore[arg-type]
+        self.load_scaler_state(snapshot.get("scaler"))  # type: ignore[arg-type]
         return model, optimizer
+
+    def scaler_state(self) -> dict[str, object] | None:
+        return dict(self.scaler.state_dict()) if self.scaler is not None else None
+
+    def load_scaler_state(self, state: dict[str, object] | None) -> None:
+        """A fresh loss scaler in `state` (a checkpoint from before fp16 scales were saved, or from
+        another precision, leaves the fresh scaler's defaults)."""
+        if self.scaler is None:
+            return
+        self.scaler = torch.amp.GradScaler(self.dev.device.type)
+        if state:
+            self.scaler.load_state_dict(state)
 
     def _do_probe(self, ins: P.Probe) -> None:
         stage, growth = P.stage_of(self.schedule, ins)
@@ -392,7 +413,7 @@ class Engine:
                 steps=list(range(start, start + k)), losses=losses, lrs=lrs, score=score,
             )  # fmt: skip
             if best is None or score < best.score:  # ties go to the candidate listed first
-                best = Candidate(op.label, model, optimizer, losses, score)
+                best = Candidate(op.label, model, optimizer, losses, score, self.scaler_state())
             del model, optimizer, grown
         self.probing = None
         assert best is not None
@@ -404,6 +425,7 @@ class Engine:
         )  # fmt: skip
         if probe.keep == "winner":
             self.model, self.optimizer = best.model, best.optimizer
+            self.load_scaler_state(best.scaler)
             step_flops = self.cost.step_flops(growth.after, 1)
             for offset, loss in enumerate(best.losses):  # the winner's probe steps are mainline steps
                 self.probe_flops -= step_flops
