@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from lagdsl.analysis.report import reach_table
 from lagdsl.analysis.runlog import RunDirError, read_run
 from lagdsl.cli import main
+from lagdsl.plan.render import si
 
 TINY = """
 schedule tiny
@@ -84,6 +85,28 @@ def test_report_is_one_self_contained_page_with_every_part(runs: dict[str, Path]
         assert f"<td>{label}</td><td>{score:.4f}</td>" in page
     assert re.search(rf"<tr class=winner><td>four</td><td>20</td><td>{select['winner']}</td>", page)
     assert "copy_top" in page and "depth 1 → 2" in page  # the fixed growth
+    # the probed growth, with the winner's parameter count (the final model's: the last growth)
+    probed = f"<td>{select['winner']} (chosen by the probe)</td><td>depth 2 → 4</td><td>{si(summary['params'])}</td>"
+    assert probed in page
+
+
+@pytest.mark.slow
+def test_report_reads_select_events_without_shapes(runs: dict[str, Path], tmp_path: Path) -> None:
+    """Runs written before `select` events carried the growth's shapes still report."""
+    old = tmp_path / "old"
+    shutil.copytree(runs["a"], old)
+    lines = []
+    for line in (old / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["event"] == "select":
+            for key in ("dim", "before", "after", "params"):
+                del record[key]
+        lines.append(json.dumps(record))
+    (old / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    result = report(str(old), "-o", str(tmp_path / "report"))
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "(chosen by the probe)</td><td>to depth 4, width 16</td><td></td>" in page
 
 
 @pytest.mark.slow

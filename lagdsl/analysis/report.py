@@ -179,33 +179,34 @@ def _growth_table(log: RunLog) -> str:
     head = "<tr><th>stage</th><th>step</th><th>operator</th><th>grows</th><th>params after</th></tr>"
     rows: list[tuple[int, str]] = []
     for g in log.grows:
-        before, after = g["before"], g["after"]
-        change = (
-            f"depth {before['depth']} → {after['depth']}"
-            if g["dim"] == "depth"
-            else f"width {before['width']} → {after['width']}"
-        )
-        rows.append(
-            (
-                int(g["step"]),
-                f"<tr><td>{_e(g['stage'])}</td><td>{g['step']}</td><td>{_e(g['operator'])}</td>"
-                f"<td>{_e(change)}</td><td>{si(int(g['params']))}</td></tr>",
-            )
-        )
+        rows.append((int(g["step"]), _growth_row(g["stage"], g["step"], g["operator"], _change(g), g["params"])))
     for s in log.selects:
-        shape = next((st for st in log.stages if st["stage"] == s["stage"]), None)
-        shape = (shape.get("after") or shape) if shape else None
-        after = f"depth {shape['depth']}, width {shape['width']}" if shape else ""
+        if "after" in s:
+            change = _change(s)
+        else:  # a run from before `select` events carried the shapes: the stage's
+            shape = next((st for st in log.stages if st["stage"] == s["stage"]), None)
+            shape = (shape.get("after") or shape) if shape else None
+            change = f"to depth {shape['depth']}, width {shape['width']}" if shape else ""
         rows.append(
             (
                 int(s["step"]),
-                f"<tr><td>{_e(s['stage'])}</td><td>{s['step']}</td>"
-                f"<td>{_e(s['winner'])} (chosen by the probe)</td><td>to {_e(after)}</td><td></td></tr>",
+                _growth_row(s["stage"], s["step"], f"{s['winner']} (chosen by the probe)", change, s.get("params")),
             )
         )
     rows.sort(key=lambda row: row[0])
     body = "".join(row for _, row in rows)
     return f"<table>{head}{body}</table>"
+
+
+def _change(event: dict[str, object]) -> str:
+    before, after = event["before"], event["after"]
+    dim = event["dim"]
+    return f"{dim} {before[dim]} → {after[dim]}"  # type: ignore[index]
+
+
+def _growth_row(stage: object, step: object, operator: object, change: str, params: object) -> str:
+    shown = si(int(params)) if params is not None else ""  # type: ignore[call-overload]
+    return f"<tr><td>{_e(stage)}</td><td>{step}</td><td>{_e(operator)}</td><td>{_e(change)}</td><td>{shown}</td></tr>"
 
 
 def _selection_table(log: RunLog) -> str:

@@ -421,7 +421,9 @@ class Engine:
         window = f" over last {rule.window} steps" if rule.window and rule.window > 1 else ""
         self.metrics.write(
             "select", stage=stage.name, growth=ins.growth, step=start, rule=f"lowest {rule.metric}{window}",
-            keep=probe.keep, scores=scores, winner=best.label,
+            keep=probe.keep, scores=scores, winner=best.label, dim=growth.dim,
+            before={"depth": growth.before.depth, "width": growth.before.width},
+            after={"depth": growth.after.depth, "width": growth.after.width}, params=best.model.num_params(),
         )  # fmt: skip
         if probe.keep == "winner":
             self.model, self.optimizer = best.model, best.optimizer
