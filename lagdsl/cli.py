@@ -440,21 +440,23 @@ def _print_study(result: dict[str, object]) -> None:
         "rho (val)",
         "tau (val)",
         "regret (val)",
+        "rho (score)",
+        "regret (score)",
         "rho (train)",
-        "tau (train)",
         "regret (train)",
         "pick within 1% (val)",
     ):
         table.add_column(column, justify="right")
-    for val, train in zip(summary["val"], summary["train"], strict=True):
+    for val, score, train in zip(summary["val"], summary["score"], summary["train"], strict=True):
         chosen = " (schedule)" if val["lag"] == result["chosen_lag"] else ""
         table.add_row(
             f"{val['lag']}{chosen}",
             show(val["spearman"]),
             show(val["kendall"]),
             show(val["regret"], 4),
+            show(score["spearman"]),
+            show(score["regret"], 4),
             show(train["spearman"]),
-            show(train["kendall"]),
             show(train["regret"], 4),
             val["picks_within_1pct"],
         )

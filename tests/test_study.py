@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from lagdsl.analysis.stats import argmin, kendall, spearman
+from lagdsl.analysis.study import probe_score, recompute
 from lagdsl.cli import main
 
 TINY = """
@@ -82,11 +83,18 @@ def test_candidates_train_as_the_probe_did_and_the_statistics_follow(project: Pa
     assert candidates[winner]["final_val"] == summary["final_val_loss"]
     assert seed["rule"]["pick"] == winner
 
+    # the probe score at the schedule's lag is what the run's select scored, candidate by candidate
+    scores = events(run_dir, "select")[-1]["scores"]
+    assert {label: probe_score(c["curve"], 5) for label, c in candidates.items()} == scores
+
     # statistics recomputed from the stored losses
     final = [c["final_val"] for c in seed["candidates"]]
-    for metric in ("val", "train"):
+    for metric in ("val", "score", "train"):
         for i, row in enumerate(seed["stats"][metric]):
-            at = [c[metric][i] for c in seed["candidates"]]
+            if metric == "score":
+                at = [probe_score(c["curve"], data["lags"][i]) for c in seed["candidates"]]
+            else:
+                at = [c[metric][i] for c in seed["candidates"]]
             if None in at:
                 assert row["spearman"] is None
                 continue
@@ -97,7 +105,9 @@ def test_candidates_train_as_the_probe_did_and_the_statistics_follow(project: Pa
     last = seed["stats"]["val"][-1]
     assert last["lag"] == 10 and last["regret"] == 0 and last["spearman"] == pytest.approx(1.0)
     assert seed["stats"]["train"][-1]["spearman"] is None  # no training step at the horizon itself
-    assert "lag" in result.stderr and "rho (val)" in result.stderr  # the printed table
+    assert "lag" in result.stderr and "rho (val)" in result.stderr and "rho (score)" in result.stderr
+    # the stored statistics are what the stored losses give (a study can be analysed again)
+    assert recompute(data) == data
 
 
 @pytest.mark.slow
@@ -177,3 +187,11 @@ def test_a_study_stopped_midway_keeps_the_seeds_it_finished(project: Path) -> No
                                        "--lags", "0", "-o", str(project / "whole")])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads((project / "whole" / "study.json").read_text())["complete"] is True
+
+
+def test_probe_score_is_what_the_default_rule_scores() -> None:
+    curve = [5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.25, 0.0, -1.0, -2.0, -3.0]
+    assert probe_score(curve, 0) == 5.0  # right after growth
+    assert probe_score(curve, 4) == 2.0  # window max(1, 4 // 5) = 1: the last probe step's loss
+    assert probe_score(curve, 10) == (-1.0 + -2.0) / 2  # window 2
+    assert probe_score(curve, 12) is None and probe_score([], 0) is None

@@ -129,13 +129,14 @@ def study_statistics(study: dict[str, object], path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.9))
     summary = study["summary"]
     span = max(study["lags"]) or 1
-    for m, (metric, style) in enumerate((("val", "-"), ("train", "--"))):
+    metrics = (("val", "-", "val loss at lag"), ("score", "-.", "probe score"), ("train", "--", "train loss at lag"))
+    for m, (metric, style, name) in enumerate(metrics):
         rows = summary[metric]
         for n, (key, colour) in enumerate((("spearman", "#1f77b4"), ("kendall", "#2ca02c"))):
-            shift = (2 * m + n - 1.5) * 0.008 * span  # side by side where they coincide
-            _spread_line(left, rows, key, shift, style, colour, f"{key} ({metric} loss at lag)")
-        shift = (m - 0.5) * 0.008 * span
-        _spread_line(right, rows, "regret", shift, style, "#d62728", f"pick by {metric} loss at lag")
+            shift = (2 * m + n - 2.5) * 0.006 * span  # side by side where they coincide
+            _spread_line(left, rows, key, shift, style, colour, f"{key} ({name})")
+        shift = (m - 1) * 0.006 * span
+        _spread_line(right, rows, "regret", shift, style, "#d62728", f"pick by {name}")
     chosen = study["chosen_lag"]
     for ax in (left, right):
         ax.axvline(chosen, color=STAGE, linestyle=":", linewidth=1)

@@ -26,7 +26,9 @@ from lagdsl.analysis.stats import Spread, argmin, kendall, spearman
 from lagdsl.lang.schedule import Growth, Schedule, Stage
 
 SCHEMA = "lagdsl.study/1"
-METRICS = ("val", "train")
+#: the losses compared with the final val loss at each lag: val loss, the probe's score (what
+#: `select lowest loss` scores after a probe of that many steps), one batch's train loss
+METRICS = ("val", "score", "train")
 
 
 class StudyError(Exception):
@@ -113,14 +115,42 @@ def pair_stats(at_lag: list[float | None], final: list[float]) -> dict[str, obje
     }
 
 
+def probe_score(curve: list[float], lag: int) -> float | None:
+    """What `select lowest loss` (its default window) scores after a probe of `lag` steps: the mean
+    training loss over the last max(1, lag // 5) probe steps; for a probe of 0 steps, the loss
+    right after growth. None where the curve is shorter than the lag."""
+    if lag == 0:
+        return curve[0] if curve else None
+    if len(curve) < lag:
+        return None
+    window = max(1, lag // 5)
+    return sum(curve[lag - window : lag]) / window
+
+
+def losses_at(candidate: CandidateResult, metric: str, lags: tuple[int, ...]) -> list[float | None]:
+    if metric == "score":
+        return [probe_score(candidate.curve, lag) for lag in lags]
+    return list(getattr(candidate, metric))
+
+
 def seed_stats(candidates: list[CandidateResult], lags: tuple[int, ...]) -> dict[str, list[dict[str, object]]]:
     final = [c.final_val for c in candidates]
-    return {
-        metric: [
-            {"lag": lag, **pair_stats([getattr(c, metric)[i] for c in candidates], final)} for i, lag in enumerate(lags)
-        ]
-        for metric in METRICS
-    }
+    stats = {}
+    for metric in METRICS:
+        at = [losses_at(c, metric, lags) for c in candidates]
+        stats[metric] = [{"lag": lag, **pair_stats([a[i] for a in at], final)} for i, lag in enumerate(lags)]
+    return stats
+
+
+def recompute(study: dict[str, object]) -> dict[str, object]:
+    """`study` (a `study.json`) with every statistic computed again from its stored losses, as
+    this version computes them: a study written before a statistic was added gains it."""
+    lags = tuple(study["lags"])  # type: ignore[arg-type]
+    runs = []
+    for run in study["runs"]:  # type: ignore[union-attr]
+        candidates = [CandidateResult(**c) for c in run["candidates"]]
+        runs.append({**run, "stats": seed_stats(candidates, lags)})
+    return {**study, "runs": runs, "summary": summarize(runs, lags)}
 
 
 def rule_pick(candidates: list[CandidateResult], growth: Growth, lags: tuple[int, ...]) -> int:
