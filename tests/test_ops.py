@@ -396,6 +396,10 @@ stage b { grow depth by 2 { candidates [repeat_top(noise=0.0), copy_top] probe 2
             assert torch.equal(value, top[name])
     bad = lagdsl.check_text(text.replace("noise=0.0", "nosie=0.0"), "plugin.grow")
     assert [d.code for d in bad.errors] == ["E0205"]
+    # its layer plan reaches the checker: growing 1 -> 2 layers it builds what copy_top builds
+    assert [d.code for d in result.diagnostics] == ["W0301"]  # the short probe, nothing else
+    same = lagdsl.check_text(text.replace("depth=2", "depth=1").replace("by 2", "by 1"), "plugin.grow")
+    assert [d.code for d in same.diagnostics] == ["W0202", "W0301"]
 
 
 def test_a_plugin_appears_in_lagdsl_ops() -> None:

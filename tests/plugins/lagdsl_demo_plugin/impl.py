@@ -1,9 +1,10 @@
-"""The demo plugin's operator, written as a layer plan for lagdsl's `grow_depth`."""
+"""The demo plugin's operator: its layer plan, carried out by lagdsl's `grow_depth`."""
 
-from lagdsl.ops.depth import Layer, grow_depth, keep
+from lagdsl.ops.depth import grow_depth
+from lagdsl_demo_plugin import repeat_top_layers
 
 
 def repeat_top(model, optimizer, spec, generator):
     d = model.config.depth
-    plan = keep(d) + [Layer(d - 1, copy=True)] * (spec.target - d)
+    plan = repeat_top_layers(d, spec.target - d)
     return grow_depth(model, optimizer, plan, generator, noise=float(spec.args.get("noise", 0.0)))
