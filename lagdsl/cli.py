@@ -394,14 +394,24 @@ def study(
         if not quiet:
             click.echo(message, err=True)
 
+    saved: list[dict[str, object]] = []  # the newest study.json written
+
     def save(result: dict[str, object]) -> None:  # after every seed, atomically
         partial = out / "study.json.partial"
         partial.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         partial.replace(out / "study.json")
+        saved[:] = [result]
 
+    interrupted = False
     try:
         out.mkdir(parents=True, exist_ok=True)
-        result = run_study(schedule, options, out, say, save)
+        try:
+            result = run_study(schedule, options, out, say, save)
+        except KeyboardInterrupt:
+            if not saved:
+                click.echo("interrupted before the first seed finished: nothing written", err=True)
+                ctx.exit(130)
+            interrupted, result = True, saved[0]
         figures.study_statistics(result, out / "study_statistics.png")
         figures.study_curves(result, out / "study_curves.png")
     except StudyError as error:
@@ -412,6 +422,15 @@ def study(
         ctx.exit(EXIT_USAGE)
     _print_study(result)
     click.echo(str(out / "study.json"))
+    if interrupted:
+        done, asked = result["seeds"], result["seeds_asked"]
+        rest = [s for s in asked if s not in done]  # type: ignore[union-attr]
+        click.echo(
+            f"interrupted: study.json and the pictures hold seeds {', '.join(map(str, done))} (complete: false); "  # type: ignore[call-overload]
+            f"the seed in progress is lost. For the rest: --seed {rest[0]} --seeds {len(rest)} -o another folder",
+            err=True,
+        )
+        ctx.exit(130)
 
 
 def _print_study(result: dict[str, object]) -> None:

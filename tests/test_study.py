@@ -189,6 +189,37 @@ def test_a_study_stopped_midway_keeps_the_seeds_it_finished(project: Path) -> No
     assert json.loads((project / "whole" / "study.json").read_text())["complete"] is True
 
 
+@pytest.mark.slow
+def test_ctrl_c_in_lagdsl_study_keeps_the_finished_seeds_and_says_so(project: Path, monkeypatch) -> None:
+    from lagdsl.analysis import study as study_module
+
+    real = study_module.run_study
+
+    def stopped_at_seed_4(schedule, options, out, say, save):
+        def say_then_stop(message: str) -> None:
+            if message.startswith("seed 4:"):
+                raise KeyboardInterrupt
+            say(message)
+
+        return real(schedule, options, out, say_then_stop, save)
+
+    monkeypatch.setattr(study_module, "run_study", stopped_at_seed_4)
+    out = project / "ctrl-c"
+    args = ["study", str(project / "tiny.grow"), "--quiet", "--stage", "eight", "--lags", "0"]
+    result = CliRunner().invoke(main, [*args, "--seeds", "3", "-o", str(out)])
+    assert result.exit_code == 130, result.output
+    assert "interrupted: study.json and the pictures hold seeds 3 (complete: false)" in result.stderr
+    assert "--seed 4 --seeds 2" in result.stderr
+    data = json.loads((out / "study.json").read_text())
+    assert data["complete"] is False and data["seeds"] == [3]
+    assert (out / "study_statistics.png").exists() and (out / "study_curves.png").exists()
+    # stopped before any seed finished: nothing to keep, and it says so
+    monkeypatch.setattr(study_module, "run_study", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    result = CliRunner().invoke(main, [*args, "-o", str(project / "nothing")])
+    assert result.exit_code == 130 and "nothing written" in result.stderr
+    assert not (project / "nothing" / "study.json").exists()
+
+
 def test_probe_score_is_what_the_default_rule_scores() -> None:
     curve = [5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.25, 0.0, -1.0, -2.0, -3.0]
     assert probe_score(curve, 0) == 5.0  # right after growth
