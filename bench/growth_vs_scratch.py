@@ -12,7 +12,11 @@ Writes `bench/growth_vs_scratch.json` and a markdown table; `--update-readme` pu
 README between the `bench:growth` markers. Runs go to `bench/out/` (kept, so `--reuse` can analyse
 them again without training).
 
-    python bench/growth_vs_scratch.py [--seeds 3] [--reuse] [--update-readme]
+    python bench/growth_vs_scratch.py [--seeds 3] [--long] [--reuse] [--update-readme]
+
+`--long` runs `bench/grow_long.grow` against `bench/scratch_long.grow` instead: the same schedules
+at twice the steps (720, about 8 to 10 minutes a run here), into `bench/growth_vs_scratch_long.json`
+and the README's `bench:growth_long` markers.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import platform
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,20 +40,39 @@ from lagdsl.analysis.runlog import RunLog, read_run  # noqa: E402
 from lagdsl.analysis.stats import Spread  # noqa: E402
 from lagdsl.runtime.run import schedule_hash  # noqa: E402
 
-OUT = ROOT / "bench" / "out" / "growth"
-SCHEDULES = {"grown": ROOT / "bench" / "grow.grow", "scratch": ROOT / "bench" / "scratch.grow"}
 TARGET = 0.75
 
 
-def run(kind: str, seed: int, reuse: bool) -> RunLog:
-    out = OUT / f"{kind}-seed{seed}"
+@dataclass(frozen=True)
+class Length:
+    """One pair of schedules and where its results go."""
+
+    grown: str
+    scratch: str
+    out: str  # under bench/out/
+    json: str  # beside this script
+    marker: str  # the README's bench:NAME markers
+
+    def schedule(self, kind: str) -> Path:
+        return ROOT / "bench" / (self.grown if kind == "grown" else self.scratch)
+
+
+LENGTHS = {
+    "short": Length("grow.grow", "scratch.grow", "growth", "growth_vs_scratch.json", "growth"),
+    "long": Length("grow_long.grow", "scratch_long.grow", "growth-long", "growth_vs_scratch_long.json", "growth_long"),
+}
+
+
+def run(length: Length, kind: str, seed: int, reuse: bool) -> RunLog:
+    out = ROOT / "bench" / "out" / length.out / f"{kind}-seed{seed}"
+    path = length.schedule(kind)
     if reuse and (out / "summary.json").exists():
         log = read_run(out)
-        if log.finished and log.meta.get("schedule_hash") == schedule_hash(SCHEDULES[kind].read_text()):
+        if log.finished and log.meta.get("schedule_hash") == schedule_hash(path.read_text()):
             return log  # a finished run of this very schedule
     if out.exists():
         subprocess.run(["rm", "-rf", str(out)], check=True)
-    cmd = [sys.executable, "-m", "lagdsl", "run", str(SCHEDULES[kind]), "--seed", str(seed), "--out", str(out)]
+    cmd = [sys.executable, "-m", "lagdsl", "run", str(path), "--seed", str(seed), "--out", str(out)]
     subprocess.run([*cmd, "--quiet"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return read_run(out)
 
@@ -89,12 +113,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--reuse", action="store_true", help="keep finished runs of the same schedules in bench/out")
+    parser.add_argument("--long", action="store_true", help="the schedules at twice the steps")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
+    length = LENGTHS["long" if args.long else "short"]
     runs: dict[str, list[RunLog]] = {"grown": [], "scratch": []}
     for seed in range(1, args.seeds + 1):
         for kind in ("scratch", "grown"):
-            runs[kind].append(run(kind, seed, args.reuse))
+            runs[kind].append(run(length, kind, seed, args.reuse))
             log = runs[kind][-1]
             print(
                 f"{kind} seed {seed}: final val loss {log.final_val_loss:.4f}, {log.total_flops:.3g} FLOPs, "
@@ -114,6 +140,8 @@ def main() -> None:
     ratio = grown_vs_scratch["flops_ratio"]
     result = {
         "machine": f"{platform.machine()}, {cores()} cores",
+        "schedules": {"grown": f"bench/{length.grown}", "scratch": f"bench/{length.scratch}"},
+        "steps": runs["scratch"][0].summary["steps"],
         "seeds": list(range(1, args.seeds + 1)),
         "final_val_loss": {kind: spread(kind, "final_val_loss") for kind in runs},
         "flops": {kind: spread(kind, "flops") for kind in runs},
@@ -124,11 +152,11 @@ def main() -> None:
         "target_flops_ratio": TARGET,
         "met": ratio is not None and ratio["mean"] <= TARGET,
     }
-    (ROOT / "bench" / "growth_vs_scratch.json").write_text(json.dumps(result, indent=2) + "\n")
+    (ROOT / "bench" / length.json).write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     print(table)
     if args.update_readme:
-        update_readme("growth", table)
+        update_readme(length.marker, table)
 
 
 def _show(d: dict[str, object] | None, digits: int = 3, scale: float = 1.0) -> str:
@@ -154,9 +182,10 @@ def markdown(r: dict[str, object]) -> str:
     fv, fl, ws = r["final_val_loss"], r["flops"], r["wall_seconds"]
     n = len(r["seeds"])
     lines = [
-        f"Machine: {r['machine']}; {n} seeds; mean ± sample standard deviation over seeds.",
+        f"Machine: {r['machine']}; {r['steps']} mainline steps; {n} seeds; mean ± sample standard deviation "
+        "over seeds.",
         "",
-        "| | grown (`bench/grow.grow`) | scratch (`bench/scratch.grow`) |",
+        f"| | grown (`{r['schedules']['grown']}`) | scratch (`{r['schedules']['scratch']}`) |",
         "|---|---|---|",
         f"| final val loss | {_show(fv['grown'])} | {_show(fv['scratch'])} |",
         f"| training TFLOPs (probes included) | {_show(fl['grown'], 2, 1e-12)} | {_show(fl['scratch'], 2, 1e-12)} |",
