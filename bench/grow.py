@@ -6,7 +6,8 @@
 2. Forward + backward tokens per second of our `gpt` (RMSNorm, rotary, SwiGLU, tied embeddings)
    against a plain nanoGPT-style model written below (LayerNorm, learned positions, GELU MLP,
    tied embeddings, no biases) of the same parameter count, at a few sizes (target: ratio >= 1);
-   ours also with its hand-written passes switched off (`lagdsl.model.kernels.use_fused(False)`).
+   ours also with its hand-written passes switched off (`lagdsl.model.kernels.use_fused(False)`),
+   and at the small sizes both models under `torch.compile` (which needs a C++ compiler on a CPU).
 
 Writes `bench/grow.json` and prints markdown; `--update-readme` puts it in the README between the
 `bench:grow` markers.
@@ -102,11 +103,12 @@ def step(model: nn.Module, idx: torch.Tensor, *, fused: bool = True) -> None:
         (out[1] if isinstance(out, tuple) else out).backward()
 
 
-def speed(sizes: list[tuple[int, int, int]], steps: int) -> list[dict[str, object]]:
+def speed(sizes: list[tuple[int, int, int]], steps: int, compile_up_to: int) -> list[dict[str, object]]:
     """Forward + backward tokens/s of ours (with its fused passes, and with plain PyTorch ops
-    only) and of the reference, at batch 8 x 128 tokens. The three alternate step by step and
-    each figure is the median of `steps` timed steps: this machine's speed drifts by several
-    percent over seconds, and alternation puts the three under the same drift."""
+    only) and of the reference, at batch 8 x 128 tokens; up to width `compile_up_to` also both
+    under `torch.compile`. The models alternate step by step and each figure is the median of
+    `steps` timed steps: this machine's speed drifts by several percent over seconds, and
+    alternation puts them all under the same drift."""
     batch, context, vocab = 8, 128, 256
     idx = torch.randint(0, vocab, (batch, context), generator=torch.Generator().manual_seed(0))
     rows = []
@@ -121,6 +123,9 @@ def speed(sizes: list[tuple[int, int, int]], steps: int) -> list[dict[str, objec
             "ours_plain": functools.partial(step, ours, fused=False),
             "reference": functools.partial(step, ref),
         }
+        if width <= compile_up_to:
+            runs["ours_compiled"] = functools.partial(step, torch.compile(ours))
+            runs["reference_compiled"] = functools.partial(step, torch.compile(ref))
         times: dict[str, list[float]] = {name: [] for name in runs}
         for round_ in range(steps + 2):
             for name, run in runs.items():
@@ -136,6 +141,9 @@ def speed(sizes: list[tuple[int, int, int]], steps: int) -> list[dict[str, objec
                 "ours_tokens_per_s": tps["ours"], "ours_plain_tokens_per_s": tps["ours_plain"],
                 "reference_tokens_per_s": tps["reference"], "ratio": tps["ours"] / tps["reference"],
                 "ratio_plain": tps["ours_plain"] / tps["reference"], "steps": steps,
+                "ratio_compiled": (
+                    tps["ours_compiled"] / tps["reference_compiled"] if "ours_compiled" in tps else None
+                ),
             }
         )  # fmt: skip
     return rows
@@ -212,14 +220,15 @@ def table(results: dict[str, object]) -> str:
         f"| ratio to that | **{g['ratio_same_bytes']:.2f}x** | |",
         "",
         "| model (width, heads, depth) | params (ours / reference) | ours, tokens/s | ours with plain ops, tokens/s "
-        "| reference, tokens/s | ratio (target >= 1) | ratio with plain ops |",
-        "|---|---|---|---|---|---|---|",
+        "| reference, tokens/s | ratio (target >= 1) | ratio with plain ops | ratio, both compiled |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in results["speed"]:
+        compiled = f"{row['ratio_compiled']:.2f}" if row.get("ratio_compiled") is not None else "not measured"
         lines.append(
             f"| {row['width']}, {row['heads']}, {row['depth']} | {row['params']:,} / {row['reference_params']:,} "
             f"| {row['ours_tokens_per_s']:,.0f} | {row['ours_plain_tokens_per_s']:,.0f} "
-            f"| {row['reference_tokens_per_s']:,.0f} | **{row['ratio']:.2f}** | {row['ratio_plain']:.2f} |"
+            f"| {row['reference_tokens_per_s']:,.0f} | **{row['ratio']:.2f}** | {row['ratio_plain']:.2f} | {compiled} |"
         )
     return "\n".join(lines)
 
@@ -228,6 +237,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--steps", type=int, default=40, help="timed steps of each model per size")
+    parser.add_argument(
+        "--compile-up-to", type=int, default=256, help="also time both models compiled up to this width (0: never)"
+    )
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
     results = {
@@ -235,7 +247,7 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "growth": growth(args.runs),
-        "speed": speed([(128, 4, 4), (256, 8, 4), (384, 6, 6), (512, 8, 6)], args.steps),
+        "speed": speed([(128, 4, 4), (256, 8, 4), (384, 6, 6), (512, 8, 6)], args.steps, args.compile_up_to),
     }
     (ROOT / "bench" / "grow.json").write_text(json.dumps(results, indent=2) + "\n")
     text = table(results)
