@@ -26,8 +26,8 @@ from lagdsl.analysis.stats import Spread, argmin, kendall, spearman
 from lagdsl.lang.schedule import Growth, Schedule, Stage
 
 SCHEMA = "lagdsl.study/1"
-#: the losses compared with the final val loss at each lag: val loss, the probe's score (what
-#: `select lowest loss` scores after a probe of that many steps), one batch's train loss
+#: the losses compared with the final val loss at each lag: val loss, the probe score (what the
+#: default selection rule scores after a probe of that many steps), one batch's train loss
 METRICS = ("val", "score", "train")
 
 
@@ -116,9 +116,9 @@ def pair_stats(at_lag: list[float | None], final: list[float]) -> dict[str, obje
 
 
 def probe_score(curve: list[float], lag: int) -> float | None:
-    """What `select lowest loss` (its default window) scores after a probe of `lag` steps: the mean
-    training loss over the last max(1, lag // 5) probe steps; for a probe of 0 steps, the loss
-    right after growth. None where the curve is shorter than the lag."""
+    """What the default selection rule (a probe block without `select`) scores after a probe of
+    `lag` steps: the mean training loss over the last max(1, lag // 5) probe steps; for a probe of
+    0 steps, the loss right after growth. None where the curve is shorter than the lag."""
     if lag == 0:
         return curve[0] if curve else None
     if len(curve) < lag:

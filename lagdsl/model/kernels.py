@@ -15,10 +15,10 @@ traffic:
   of the gradient into one buffer.
 
 Each has a plain composition of PyTorch ops (`*_reference`) that computes the same function; the
-model uses the plain one under `torch.compile` (the compiler fuses it better than these) and where
-these are not written for the case (RMSNorm outside float32). Tests check values and gradients of
-both against each other and with `gradcheck`. `use_fused(False)` switches the fused ones off, to
-compare.
+model uses the plain one under `torch.compile` (the compiler fuses plain ops itself and need not
+trace these) and where these are not written for the case (RMSNorm outside float32 on a CPU).
+Tests check values and gradients of both against each other and with `gradcheck`.
+`use_fused(False)` switches the fused ones off, to compare.
 """
 
 from __future__ import annotations
