@@ -332,6 +332,7 @@ def test_the_quickstart_trains_on_the_built_in_corpus(tmp_path: Path) -> None:
     assert "step 25/500 base: loss" in result.stderr  # plain progress lines when stderr is no terminal
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finished"] and summary["final_shape"]["depth"] == 4
+    assert summary["winners"]["deepest"] in ("copy_top", "interleave", "identity")  # the probe chose
     assert summary["final_val_loss"] < 2.6  # from about 5.5 (uniform over 256 bytes)
     assert "standard library" in json.loads((out / "run.json").read_text())["data"]
 

@@ -8,7 +8,14 @@ from pathlib import Path
 from lagdsl.analysis.runlog import RunLog
 
 WINNER = "#d62728"
-OTHERS = "#7f7f7f"
+#: the candidates that lost a probe: muted, and told apart by colour, dashes and marker
+LOSER_STYLES = [
+    ("#7f7f7f", "-", "o"),
+    ("#1f77b4", "--", "s"),
+    ("#8c564b", ":", "^"),
+    ("#9467bd", "-.", "v"),
+    ("#17becf", "--", "D"),
+]
 TRAIN = "#1f77b4"
 VAL = "#ff7f0e"
 STAGE = "#bbbbbb"
@@ -85,15 +92,19 @@ def probe_fanout(log: RunLog, select: dict[str, object], path: Path) -> Path:
             linewidth=1.0,
             label="before growth",
         )
+    others = iter(LOSER_STYLES * (1 + len(probes) // len(LOSER_STYLES)))
     for p in probes:
         won = p["candidate"] == select["winner"]
+        colour, dashes, marker = (WINNER, "-", ".") if won else next(others)
         ax.plot(
             p["steps"],
             p["losses"],
-            color=WINNER if won else OTHERS,
+            color=colour,
+            linestyle=dashes,
             linewidth=2.2 if won else 1.0,
-            alpha=1.0 if won else 0.75,
-            marker="." if len(p["steps"]) <= 30 else None,
+            alpha=1.0 if won else 0.8,
+            marker=marker if len(p["steps"]) <= 30 else None,
+            markersize=6 if won else 3.5,
             label=f"{p['candidate']} (winner)" if won else str(p["candidate"]),
             zorder=3 if won else 2,
         )
@@ -101,7 +112,7 @@ def probe_fanout(log: RunLog, select: dict[str, object], path: Path) -> Path:
     ax.set_ylabel("training loss")
     ax.set_title(f"probe at `{stage}` (growth {int(growth) + 1}): {select['rule']}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
 
 
