@@ -59,7 +59,7 @@ def test_candidates_that_build_the_same_model_are_named(candidates: str, growth:
     assert [d.message.split("`")[3] for d in same] == warned
     for d in same:
         assert d.message.startswith("candidates `copy_top` and ") and d.span.line == 6
-        assert "growing depth 2 -> 4, both build layers 0, 1, copy of 0, copy of 1" in (d.help or "")
+        assert "growing depth 2 -> 4, both build layers 0-1, copies of 0-1;" in (d.help or "")
 
 
 def test_stack_lag_resolves_as_the_language_says() -> None:

@@ -736,8 +736,8 @@ def _check_same_models(ctx: Context, grow: GrowDraft) -> None:
         entry = ref.entries.get("depth")
         if entry is None or entry.layers is None or float(ref.args.get("noise", 0.0) or 0.0) != 0.0:  # type: ignore[arg-type]
             continue
-        plan = entry.layers(before, after - before)
-        if any(layer.source is None for layer in plan):
+        plan = layers.normalize(entry.layers(before, after - before))
+        if any(run.source is None for run in plan):
             continue
         key = tuple(plan)
         same = first.setdefault(key, ref)

@@ -26,7 +26,7 @@ __all__ = ["copy_bottom", "copy_top", "identity", "interleave", "midas", "random
 def grow_depth(
     model: GPT,
     optimizer: torch.optim.Optimizer | None,
-    plan: list[Layer],
+    plan: list[Layer],  # runs, or one Layer per position
     generator: torch.Generator,
     *,
     noise: float = 0.0,
@@ -39,6 +39,7 @@ def grow_depth(
     initialized from `generator` for the grown depth; with `zero_residual` their projections
     into the residual stream start at zero, so each fresh block computes the identity.
     """
+    plan = layers.positions(plan)
     old_config = model.config
     config = old_config.grown(depth=len(plan))
     device, dtype = model.embed.weight.device, model.embed.weight.dtype
