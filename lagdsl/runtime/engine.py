@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from lagdsl.lang.lr import lr_at, rewarm_factor
-from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, SelectRule, Stage
+from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, SelectRule, Shape, Stage
 from lagdsl.model.gpt import GPT, GPTConfig
 from lagdsl.ops import Grown, GrowthSpec, grow
 from lagdsl.plan.cost import CostModel
@@ -209,7 +209,7 @@ class Engine:
         shape, after = self.model.config, self.schedule.stages[ins.stage].after
         self.metrics.write(
             "stage", stage=ins.name, index=ins.stage, step=ins.step, depth=shape.depth, width=shape.width,
-            after={"depth": after.depth, "width": after.width},
+            after=_shape(after),
         )  # fmt: skip
 
     def _do_train(self, ins: P.Train) -> None:
@@ -346,8 +346,7 @@ class Engine:
         self.model, self.optimizer = grown.model, grown.optimizer
         self.metrics.write(
             "grow", stage=stage.name, step=self.step, operator=growth.op.label, dim=growth.dim,
-            before={"depth": before.depth, "width": before.width}, after={"depth": self.model.config.depth,
-            "width": self.model.config.width}, params=self.model.num_params(),
+            before=_shape(before), after=_shape(self.model.config), params=self.model.num_params(),
         )  # fmt: skip
 
     def snapshot(self) -> dict[str, object]:
@@ -422,8 +421,7 @@ class Engine:
         self.metrics.write(
             "select", stage=stage.name, growth=ins.growth, step=start, rule=f"lowest {rule.metric}{window}",
             keep=probe.keep, scores=scores, winner=best.label, dim=growth.dim,
-            before={"depth": growth.before.depth, "width": growth.before.width},
-            after={"depth": growth.after.depth, "width": growth.after.width}, params=best.model.num_params(),
+            before=_shape(growth.before), after=_shape(growth.after), params=best.model.num_params(),
         )  # fmt: skip
         if probe.keep == "winner":
             self.model, self.optimizer = best.model, best.optimizer
@@ -457,6 +455,11 @@ class Engine:
 
 class _Stop(Exception):
     """`--max-steps` reached inside a train segment."""
+
+
+def _shape(shape: Shape | GPTConfig) -> dict[str, int]:
+    """A shape as the metrics events write it."""
+    return {"depth": shape.depth, "width": shape.width}
 
 
 def _to_cpu(value: object) -> object:
