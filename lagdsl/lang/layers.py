@@ -35,10 +35,6 @@ def copies(sources: list[int]) -> list[Layer]:
     return normalize(Layer(i, copy=True) for i in sources)
 
 
-def fresh(b: int) -> list[Layer]:
-    return _runs(Layer(None, count=b))
-
-
 def copy_top(d: int, b: int) -> list[Layer]:
     """Copies of the top b layers, placed on top (gradual stacking)."""
     return _runs(Layer(0, count=d), Layer(d - b, copy=True, count=b))
