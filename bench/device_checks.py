@@ -55,7 +55,7 @@ def run_schedule(device: str, precision: str, compile_on: bool, small: bool, fol
     assert schedule is not None
     out = folder / f"{precision}-{'compiled' if compile_on else 'eager'}"
     engine, run_dir = prepare(schedule, text, RunOptions(out=out, quiet=True))
-    fused = bool(engine.optimizer.defaults.get("fused"))
+    fused = bool(engine.state.optimizer.defaults.get("fused"))
     start = time.perf_counter()
     result = execute(engine, run_dir)
     seconds = time.perf_counter() - start

@@ -91,7 +91,7 @@ def overhead(path: Path, folder: Path) -> dict[str, object]:
     eval_seconds = 0.0
     evaluate = engine.evaluate
 
-    def timed_evaluate(model, batches):
+    def timed_evaluate(model, batches=None):
         nonlocal eval_seconds
         start = time.perf_counter()
         value = evaluate(model, batches)

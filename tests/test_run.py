@@ -229,7 +229,7 @@ def test_ctrl_c_writes_a_checkpoint_and_exits_130(project: Path, during: str) ->
 
 @pytest.mark.slow
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(project: Path) -> None:
-    text = TINY.format(select="", keep="").replace("adamw(lr=3e-3)", "sgd(lr=1e6, momentum=0.9)")
+    text = TINY.format(select="", keep="").replace("adamw(lr=3e-3)", "sgd(lr=1e30, momentum=0.9)")
     text = text.replace("checkpoint every 12 steps (keep=3)", "checkpoint every 1 step (keep=2)")
     path = project / "nan.grow"
     path.write_text(text)

@@ -20,10 +20,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lagdsl.analysis import file_name
 from lagdsl.analysis.stats import Spread, argmin, kendall, spearman
 from lagdsl.lang.schedule import Growth, Schedule, Stage
+
+if TYPE_CHECKING:
+    from lagdsl.runtime.engine import Engine
 
 SCHEMA = "lagdsl.study/1"
 #: the losses compared with the final val loss at each lag: val loss, the probe score (what the
@@ -232,6 +236,7 @@ def _run(
     from lagdsl.runtime.engine import Engine, NonFiniteLoss
     from lagdsl.runtime.metrics import Metrics
     from lagdsl.runtime.run import apply_overrides, open_data, open_device
+    from lagdsl.runtime.state import restore, snapshot
 
     stage, growth_index, growth = locate(schedule, options.stage)
     probe = growth.probe
@@ -286,20 +291,17 @@ def _run(
         engine.initialize()
         engine.run(until=probe_pc)
         engine.metrics.close()
-        snapshot = engine.snapshot()
-        counters = (engine.mainline_flops, engine.probe_flops)
+        saved = snapshot(engine.state)  # pc at the probe, step at its first step
         candidates: list[CandidateResult] = []
         for number, op in enumerate(probe.candidates, 1):
             say(f"seed {seed}: candidate {op.label} ({number}/{len(probe.candidates)}), {horizon} steps")
             result = CandidateResult(op.label, op.name, [None] * len(lags), [None] * len(lags))
-            model, optimizer = engine.restore(snapshot)
-            grown = engine.apply_growth(model, optimizer, stage, growth, op, growth_index)
-            engine.model, engine.optimizer = grown.model, grown.optimizer
-            engine.pc, engine.step = probe_pc + 1, start
-            engine.mainline_flops, engine.probe_flops = counters
+            state = engine.grown(restore(engine.recipe, saved), stage, growth, op, growth_index)
+            state.pc = probe_pc + 1  # this candidate stands in for the probe
+            engine.state = state
             engine.metrics = Metrics(folder / f"{file_name(op.label)}.jsonl", keep_lines=0)
             if 0 in lags:
-                result.val[lags.index(0)] = engine.evaluate(engine.model, eval_batches)
+                result.val[lags.index(0)] = engine.evaluate(state.model, eval_batches)
 
             engine.on_step = _Recorder(result, lags, start, eval_batches)
             try:
@@ -312,11 +314,10 @@ def _run(
                 ) from None
             engine.on_step = None
             engine.metrics.close()
-            result.final_val = engine.evaluate(engine.model, eval_batches)
-            result.final_train = engine.last_loss
+            result.final_val = engine.evaluate(state.model, eval_batches)
+            result.final_train = state.last_loss
             candidates.append(result)
-            del model, optimizer, grown
-            engine.model = engine.optimizer = None
+            del state
         pick = rule_pick(candidates, growth, lags)
         best = min(c.final_val for c in candidates)
         rule_regret = candidates[pick].final_val - best
@@ -388,7 +389,7 @@ class _Recorder:
     def __init__(self, result: CandidateResult, lags: tuple[int, ...], start: int, eval_batches: int) -> None:
         self.result, self.lags, self.start, self.eval_batches = result, lags, start, eval_batches
 
-    def __call__(self, engine: object, stage: str, step: int, loss: float) -> None:
+    def __call__(self, engine: Engine, stage: str, step: int, loss: float) -> None:
         if engine.probing is not None:  # a later probe's candidates
             return
         after = step - self.start  # updates before this step's loss
@@ -396,5 +397,5 @@ class _Recorder:
         if after in self.lags:
             self.result.train[self.lags.index(after)] = loss
         if after + 1 in self.lags:  # after this step's update: val loss at lag after + 1
-            val = engine.evaluate(engine.model, self.eval_batches)
+            val = engine.evaluate(engine.state.model, self.eval_batches)
             self.result.val[self.lags.index(after + 1)] = val

@@ -16,11 +16,9 @@ weights) and the stage trains from its first step.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -28,11 +26,18 @@ import torch
 from lagdsl.lang.lr import lr_at, rewarm_factor
 from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, SelectRule, Shape, Stage
 from lagdsl.model.gpt import GPT, GPTConfig
-from lagdsl.ops import Grown, GrowthSpec, grow
+from lagdsl.ops import GrowthSpec, grow
 from lagdsl.plan.cost import CostModel
 from lagdsl.runtime import program as P
 from lagdsl.runtime.data import Batches
 from lagdsl.runtime.metrics import Metrics
+from lagdsl.runtime.seeds import generator, seed_for
+from lagdsl.runtime.state import Device, Recipe, StateDict, TrainState, make_optimizer, restore, snapshot
+
+__all__ = ["Device", "Engine", "NonFiniteLoss", "generator", "make_optimizer", "seed_for"]
+
+#: Batches of a validation when the schedule sets no `eval`.
+DEFAULT_EVAL_BATCHES = 10
 
 
 class NonFiniteLoss(Exception):
@@ -41,58 +46,29 @@ class NonFiniteLoss(Exception):
         self.stage, self.step, self.loss = stage, step, loss
 
 
-def seed_for(seed: int, *purpose: object) -> int:
-    """A 63-bit seed for (seed, purpose...), the same on every machine and Python."""
-    digest = hashlib.sha256(repr((seed, *purpose)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def generator(seed: int, *purpose: object) -> torch.Generator:
-    return torch.Generator().manual_seed(seed_for(seed, *purpose))
-
-
-@dataclass
-class Device:
-    device: torch.device
-    dtype: torch.dtype | None  # autocast dtype, None for fp32
-
-    @staticmethod
-    def resolve(name: str, precision: str) -> Device:
-        if name == "auto":
-            name = "cuda" if torch.cuda.is_available() else "cpu"
-        device = torch.device(name)
-        if precision == "auto":
-            bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-            return Device(device, torch.bfloat16 if bf16 else None)
-        return Device(device, {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision])
-
-    def autocast(self):
-        if self.dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
-
-
-def make_optimizer(schedule: Schedule, model: GPT, device: torch.device) -> torch.optim.Optimizer:
-    spec = schedule.optimizer
-    groups = model.param_groups(spec.weight_decay)
-    if spec.name == "adamw":
-        fused = {"fused": True} if device.type == "cuda" else {}
-        return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps, **fused)
-    return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov)
-
-
 @dataclass
 class Candidate:
     label: str
-    model: GPT
-    optimizer: torch.optim.Optimizer
+    state: TrainState
     losses: list[float]
     score: float
-    scaler: dict[str, object] | None = None  # the loss scale's state after its probe (fp16)
+
+
+@dataclass(frozen=True)
+class _ProbeStart:
+    """The state before a probe in progress: what a checkpoint taken inside it saves."""
+
+    saved: StateDict
+    metrics_lines: int
+    clock: float  # perf_counter() when the probe began
 
 
 class Engine:
-    """Runs a program from `pc` with the model and optimizer it holds."""
+    """Interprets a program from the training state's `pc`, reading and writing only that state.
+
+    `state` is the mainline `TrainState`; inside a probe the engine holds only the snapshot and the
+    candidates' states, and `state` is not available (a checkpoint then saves the snapshot).
+    """
 
     def __init__(
         self,
@@ -108,83 +84,71 @@ class Engine:
         self.schedule, self.program, self.batches, self.dev = schedule, program, batches, device
         self.metrics, self.on_checkpoint, self.on_step = metrics, on_checkpoint, on_step
         self.max_steps = max_steps
+        self.recipe = Recipe(schedule, device)
         self.cost = CostModel(schedule)
-        self.scaler = torch.amp.GradScaler(device.device.type) if device.dtype == torch.float16 else None
-        self.pc = 0
-        self.step = 0
-        self.mainline_flops = 0
-        self.probe_flops = 0
-        self.winners: dict[str, str] = {}
-        self.last_eval: tuple[int, float] | None = None  # (mainline step, val loss) of the newest eval
-        self.last_loss: float | None = None
-        self.started = time.perf_counter()
-        self.elapsed_before = 0.0  # wall time of the run before a resume
-        self.model: GPT
-        self.optimizer: torch.optim.Optimizer
+        self.eval_batches = schedule.eval.batches if schedule.eval else DEFAULT_EVAL_BATCHES
+        self._state: TrainState | None = None
+        self._probe: _ProbeStart | None = None
         self.probing: str | None = None  # the candidate being probed, for progress displays
         self.interrupted = False  # set by a Ctrl-C handler; honoured between steps
         self._compiled: tuple[GPT, torch.nn.Module] | None = None
         self.step_seconds = 0.0  # wall time inside training steps (mainline and probe), this process
-        # inside a probe: the snapshot, and the step, metrics lines and FLOP counters before it
-        self._probe_start: tuple[dict[str, object], int, int, int, int] | None = None
 
     # -- state
 
+    @property
+    def state(self) -> TrainState:
+        if self._state is None:
+            raise RuntimeError("the engine has no training state: inside a probe, or before `initialize`")
+        return self._state
+
+    @state.setter
+    def state(self, state: TrainState) -> None:
+        self._state = state
+
     def initialize(self) -> None:
-        config = GPTConfig.from_schedule(self.schedule)
-        model = GPT(config)
-        model.init_weights(generator(self.schedule.seed, "init"))
-        self.model = model.to(self.dev.device)
-        self.optimizer = make_optimizer(self.schedule, self.model, self.dev.device)
+        """The state at the start of the program."""
+        self._state = self.recipe.initial()
+
+    def load(self, saved: StateDict) -> None:
+        """The state of a checkpoint."""
+        self._state = TrainState.from_state_dict(self.recipe, saved)
 
     @property
     def in_probe(self) -> bool:
-        return self._probe_start is not None
+        return self._probe is not None
 
-    def elapsed(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self.started
+    @property
+    def step(self) -> int:
+        """The next mainline step (inside a probe: the probe's first step)."""
+        if self._probe is not None:
+            return int(self._probe.saved["step"])
+        return self.state.step
 
-    def state(self) -> dict[str, object]:
+    @property
+    def pc(self) -> int:
+        """The next instruction (inside a probe: the probe itself)."""
+        if self._probe is not None:
+            return int(self._probe.saved["pc"])
+        return self.state.pc
+
+    def checkpoint_state(self) -> StateDict:
         """What a checkpoint taken now holds. Inside a probe, that is the state before the probe
         (the snapshot), with the program counter at the probe: a resumed run probes again."""
-        if self._probe_start is not None:
-            snapshot, step, lines, mainline_flops, probe_flops = self._probe_start
-            config, model, optimizer = snapshot["config"], snapshot["model"], snapshot["optimizer"]
-            scaler = snapshot["scaler"]
-        else:
-            config, model, optimizer = self.model.config, self.model.state_dict(), self.optimizer.state_dict()
-            scaler = self.scaler_state()
-            step, lines = self.step, self.metrics.lines
-            mainline_flops, probe_flops = self.mainline_flops, self.probe_flops
-        return {
-            "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
-            "model": model,
-            "optimizer": optimizer,
-            "scaler": scaler,
-            "pc": self.pc,
-            "step": step,
-            "metrics_lines": lines,
-            "mainline_flops": mainline_flops,
-            "probe_flops": probe_flops,
-            "winners": dict(self.winners),
-            "elapsed": self.elapsed(),
-            "last_eval": list(self.last_eval) if self.last_eval else None,
-        }
+        if self._probe is not None:
+            saved = dict(self._probe.saved)
+            saved["elapsed"] = self._probe_elapsed()
+            saved["metrics_lines"] = self._probe.metrics_lines
+            return saved
+        self.state.metrics_lines = self.metrics.lines
+        return self.state.state_dict()
 
-    def load_state(self, state: dict[str, object]) -> None:
-        config = GPTConfig(**state["config"])  # type: ignore[arg-type]
-        model = GPT(config)
-        model.load_state_dict(state["model"])  # type: ignore[arg-type]
-        self.model = model.to(self.dev.device)
-        self.optimizer = make_optimizer(self.schedule, self.model, self.dev.device)
-        self.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
-        self.load_scaler_state(state.get("scaler"))  # type: ignore[arg-type]
-        self.pc, self.step = int(state["pc"]), int(state["step"])  # type: ignore[arg-type]
-        self.mainline_flops, self.probe_flops = int(state["mainline_flops"]), int(state["probe_flops"])  # type: ignore[arg-type]
-        self.winners = dict(state["winners"])  # type: ignore[arg-type]
-        self.elapsed_before = float(state["elapsed"])  # type: ignore[arg-type]
-        last = state["last_eval"]
-        self.last_eval = (int(last[0]), float(last[1])) if last else None  # type: ignore[index]
+    def elapsed(self) -> float:
+        return self._probe_elapsed() if self._probe is not None else self.state.elapsed()
+
+    def _probe_elapsed(self) -> float:
+        assert self._probe is not None
+        return float(self._probe.saved["elapsed"]) + time.perf_counter() - self._probe.clock
 
     # -- the loop
 
@@ -193,50 +157,60 @@ class Engine:
         `max_steps` stopped it early."""
         end = len(self.program) if until is None else until
         try:
-            while self.pc < end:
+            while self.state.pc < end:
                 if self.interrupted:
                     raise KeyboardInterrupt
-                instruction = self.program[self.pc]
-                if self.max_steps is not None and self.step >= self.max_steps:
+                if self.max_steps is not None and self.state.step >= self.max_steps:
                     return False
-                getattr(self, f"_do_{type(instruction).__name__.lower()}")(instruction)
-                self.pc += 1
+                match self.program[self.state.pc]:
+                    case P.StageStart() as ins:
+                        self._stage_start(ins)
+                    case P.Train() as ins:
+                        self.train(ins.stage, ins.start, ins.steps)
+                    case P.Grow() as ins:
+                        self._grow(ins)
+                    case P.Probe() as ins:
+                        self._run_probe(ins)
+                    case P.Eval() as ins:
+                        self._eval(ins)
+                    case P.Checkpoint() as ins:
+                        self._checkpoint(ins)
+                    case P.End() as ins:
+                        self.metrics.write("end", step=ins.step, flops=self.state.flops)
+                self.state.pc += 1
         except _Stop:
             return False
         return True
 
-    def _do_stagestart(self, ins: P.StageStart) -> None:
-        shape, after = self.model.config, self.schedule.stages[ins.stage].after
+    def _stage_start(self, ins: P.StageStart) -> None:
+        shape, after = self.state.model.config, self.schedule.stages[ins.stage].after
         self.metrics.write(
             "stage", stage=ins.name, index=ins.stage, step=ins.step, depth=shape.depth, width=shape.width,
             after=_shape(after),
         )  # fmt: skip
 
-    def _do_train(self, ins: P.Train) -> None:
-        stage = self.schedule.stages[ins.stage]
-        start = max(ins.start, self.step)  # a resumed run may start inside the segment
-        for step in range(start, ins.start + ins.steps):
+    def train(self, stage_index: int, start: int, steps: int) -> None:
+        """Train the mainline on mainline steps `start`, ..., `start + steps - 1` of stage
+        `stage_index`, logging each step; a resumed state may start inside the range."""
+        state = self.state
+        stage = self.schedule.stages[stage_index]
+        for step in range(max(start, state.step), start + steps):
             if self.max_steps is not None and step >= self.max_steps:
                 raise _Stop
-            loss, lr = self.train_step(self.model, self.optimizer, stage, step)
-            self.step = step + 1
-            self.mainline_flops += self.cost.step_flops(stage.after, 1)
+            loss, lr = self.train_step(state, stage, step)
+            state.step = step + 1
+            state.mainline_flops += self.cost.step_flops(stage.after, 1)
             self._log_step(stage, step, loss, lr)
 
-    def train(self, stage: int, start: int, steps: int) -> None:
-        """Train the mainline model on mainline steps `start`, ..., `start + steps - 1` of stage
-        `stage` (an index), logging as the program's own training does."""
-        self._do_train(P.Train(stage, start, steps))
-
     def _log_step(self, stage: Stage, step: int, loss: float, lr: float, probe: bool = False) -> None:
-        self.last_loss = loss
+        state = self.state
+        state.last_loss = loss
         every = self.schedule.log_every
         if step % every == 0 or step == self.schedule.total_steps - 1:
-            elapsed = self.elapsed()
             tokens = (step + 1) * self.schedule.tokens_per_step
             self.metrics.write(
                 "step", step=step, stage=stage.name, loss=loss, lr=lr, tokens=tokens,
-                flops=self.mainline_flops + self.probe_flops, elapsed=round(elapsed, 3),
+                flops=state.flops, elapsed=round(state.elapsed(), 3),
                 **({"from_probe": True} if probe else {}),
             )  # fmt: skip
         if self.on_step is not None:
@@ -246,12 +220,13 @@ class Engine:
         s = self.schedule
         return lr_at(step, s.lr, s.optimizer.lr, s.total_steps) * rewarm_factor(step, stage.start_step, stage.rewarm)
 
-    def train_step(self, model: GPT, optimizer: torch.optim.Optimizer, stage: Stage, step: int) -> tuple[float, float]:
-        """One optimizer step on mainline step `step`'s batches; the mean loss and the LR used."""
+    def train_step(self, state: TrainState, stage: Stage, step: int) -> tuple[float, float]:
+        """One optimizer step of `state` on mainline step `step`'s batches; the mean loss and the LR."""
         if self.interrupted:
             raise KeyboardInterrupt
         started = time.perf_counter()
         schedule = self.schedule
+        model, optimizer, scaler = state.model, state.optimizer, state.scaler
         lr = self.lr(stage, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -264,16 +239,16 @@ class Engine:
             with self.dev.autocast():
                 _, loss = forward(inputs, targets)
             scaled = loss / schedule.accumulate
-            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            (scaler.scale(scaled) if scaler else scaled).backward()
             total += loss.detach().float()
         clip = schedule.optimizer.clip
-        if self.scaler:
-            self.scaler.unscale_(optimizer)
+        if scaler:
+            scaler.unscale_(optimizer)
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        if self.scaler:
-            self.scaler.step(optimizer)
-            self.scaler.update()
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -294,7 +269,10 @@ class Engine:
         return self._compiled[1]
 
     @torch.no_grad()
-    def evaluate(self, model: GPT, batches: int) -> float:
+    def evaluate(self, model: GPT, batches: int | None = None) -> float:
+        """The mean validation loss over the first `batches` validation batches (default: the
+        schedule's `eval` batches)."""
+        batches = self.eval_batches if batches is None else batches
         model.eval()
         total = 0.0
         for index in range(batches):
@@ -305,144 +283,103 @@ class Engine:
         model.train()
         return total / batches
 
-    def _do_eval(self, ins: P.Eval) -> None:
-        batches = self.schedule.eval.batches if self.schedule.eval else 10
-        val_loss = self.evaluate(self.model, batches)
-        self.last_eval = (ins.step, val_loss)
+    def _eval(self, ins: P.Eval) -> None:
+        val_loss = self.evaluate(self.state.model)
+        self.state.last_eval = (ins.step, val_loss)
         stage = self.schedule.stages[ins.stage]
-        self.metrics.write("eval", step=ins.step, stage=stage.name, val_loss=val_loss, batches=batches)
+        self.metrics.write("eval", step=ins.step, stage=stage.name, val_loss=val_loss, batches=self.eval_batches)
 
-    def _do_checkpoint(self, ins: P.Checkpoint) -> None:
-        self.pc += 1  # resume after this instruction
+    def _checkpoint(self, ins: P.Checkpoint) -> None:
+        self.state.pc += 1  # resume after this instruction
         try:
             self.on_checkpoint(self, ins.step)
         finally:
-            self.pc -= 1
-
-    def _do_end(self, ins: P.End) -> None:
-        self.metrics.write("end", step=ins.step, flops=self.mainline_flops + self.probe_flops)
+            self.state.pc -= 1
 
     # -- growth
 
-    def _spec(self, op: OperatorSpec, growth: Growth) -> GrowthSpec:
-        return GrowthSpec(op.name, growth.dim, getattr(growth.after, growth.dim), op.args)
-
-    def apply_growth(
-        self,
-        model: GPT,
-        optimizer: torch.optim.Optimizer,
-        stage: Stage,
-        growth: Growth,
-        op: OperatorSpec,
-        index: int,
-    ) -> Grown:
+    def grown(self, state: TrainState, stage: Stage, growth: Growth, op: OperatorSpec, index: int) -> TrainState:
+        """`state` grown by `op` (the `index`-th growth of `stage`); `state`'s model and optimizer
+        are spent. New weights draw from a generator of (seed, stage, growth, operator)."""
         gen = generator(self.schedule.seed, "grow", stage.name, index, op.label)
-        return grow(model, optimizer, self._spec(op, growth), gen, reset_optimizer=stage.reset_optimizer)
+        spec = GrowthSpec(op.name, growth.dim, getattr(growth.after, growth.dim), op.args)
+        result = grow(state.model, state.optimizer, spec, gen, reset_optimizer=stage.reset_optimizer)
+        assert result.optimizer is not None
+        state.model, state.optimizer = result.model, result.optimizer
+        return state
 
-    def _do_grow(self, ins: P.Grow) -> None:
+    def _grow(self, ins: P.Grow) -> None:
         stage, growth = P.stage_of(self.schedule, ins)
-        before = self.model.config
-        grown = self.apply_growth(self.model, self.optimizer, stage, growth, growth.op, ins.growth)
-        self.model, self.optimizer = grown.model, grown.optimizer
+        assert growth.op is not None
+        before = self.state.model.config
+        model = self.grown(self.state, stage, growth, growth.op, ins.growth).model
         self.metrics.write(
-            "grow", stage=stage.name, step=self.step, operator=growth.op.label, dim=growth.dim,
-            before=_shape(before), after=_shape(self.model.config), params=self.model.num_params(),
+            "grow", stage=stage.name, step=self.state.step, operator=growth.op.label, dim=growth.dim,
+            before=_shape(before), after=_shape(model.config), params=model.num_params(),
         )  # fmt: skip
 
-    def snapshot(self) -> dict[str, object]:
-        """The training state: model, optimizer and, under fp16, the loss scale."""
-        return {
-            "config": self.model.config,
-            "model": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
-            "optimizer": _to_cpu(self.optimizer.state_dict()),
-            "scaler": self.scaler_state(),
-        }
-
-    def restore(self, snapshot: dict[str, object]) -> tuple[GPT, torch.optim.Optimizer]:
-        """A model and optimizer in the snapshot's state, sharing no tensor with it (an optimizer's
-        `load_state_dict` keeps the tensors it is given where their device and dtype already fit,
-        and training would then change the snapshot). The engine's loss scale (fp16) goes back to
-        the snapshot's too: it is training state, and every candidate starts from the same."""
-        model = GPT(snapshot["config"])  # type: ignore[arg-type]
-        model.load_state_dict(snapshot["model"])  # type: ignore[arg-type]
-        model = model.to(self.dev.device)
-        optimizer = make_optimizer(self.schedule, model, self.dev.device)
-        optimizer.load_state_dict(_to_cpu(snapshot["optimizer"]))  # type: ignore[arg-type]
-        self.load_scaler_state(snapshot.get("scaler"))  # type: ignore[arg-type]
-        return model, optimizer
-
-    def scaler_state(self) -> dict[str, object] | None:
-        return dict(self.scaler.state_dict()) if self.scaler is not None else None
-
-    def load_scaler_state(self, state: dict[str, object] | None) -> None:
-        """A fresh loss scaler in `state` (a checkpoint from before fp16 scales were saved, or from
-        another precision, leaves the fresh scaler's defaults)."""
-        if self.scaler is None:
-            return
-        self.scaler = torch.amp.GradScaler(self.dev.device.type)
-        if state:
-            self.scaler.load_state_dict(state)
-
-    def _do_probe(self, ins: P.Probe) -> None:
+    def _run_probe(self, ins: P.Probe) -> None:
+        """Every candidate from one snapshot, k steps each on the mainline's batches and LRs; the
+        best continues (`keep winner`) or is grown again from the snapshot (`keep rewind`)."""
         stage, growth = P.stage_of(self.schedule, ins)
         probe = growth.probe
+        assert probe is not None
         k, start, rule = probe.steps, ins.start, probe.select
-        snapshot = self.snapshot()
-        self._probe_start = (snapshot, self.step, self.metrics.lines, self.mainline_flops, self.probe_flops)
-        del self.model, self.optimizer  # memory: the snapshot, the current candidate, the best
+        saved = snapshot(self.state)
+        self._probe = _ProbeStart(saved, self.metrics.lines, time.perf_counter())
+        self._state = None  # memory: the snapshot, the current candidate, the best
         best: Candidate | None = None
         scores: dict[str, float] = {}
         for op in probe.candidates:
             self.probing = op.label
-            model, optimizer = self.restore(snapshot)
-            grown = self.apply_growth(model, optimizer, stage, growth, op, ins.growth)
-            model, optimizer = grown.model, grown.optimizer
+            state = self.grown(restore(self.recipe, saved), stage, growth, op, ins.growth)
             losses, lrs = [], []
             for step in range(start, start + k):
-                loss, lr = self.train_step(model, optimizer, stage, step)
+                loss, lr = self.train_step(state, stage, step)
                 losses.append(loss)
                 lrs.append(lr)
                 if self.on_step is not None:
                     self.on_step(self, stage.name, step, loss)
-            self.probe_flops += self.cost.step_flops(growth.after, k)
-            score = self._score(model, rule, losses, start)
+            score = self._score(state.model, rule, losses, start)
             scores[op.label] = score
             self.metrics.write(
                 "probe", stage=stage.name, growth=ins.growth, candidate=op.label, operator=op.name, args=dict(op.args),
                 steps=list(range(start, start + k)), losses=losses, lrs=lrs, score=score,
             )  # fmt: skip
             if best is None or score < best.score:  # ties go to the candidate listed first
-                best = Candidate(op.label, model, optimizer, losses, score, self.scaler_state())
-            del model, optimizer, grown
+                best = Candidate(op.label, state, losses, score)
+            del state
         self.probing = None
         assert best is not None
-        self.winners[stage.name if len(stage.growths) == 1 else f"{stage.name}/g{ins.growth + 1}"] = best.label
+        name = stage.name if len(stage.growths) == 1 else f"{stage.name}/g{ins.growth + 1}"
         window = f" over last {rule.window} steps" if rule.window and rule.window > 1 else ""
         self.metrics.write(
             "select", stage=stage.name, growth=ins.growth, step=start, rule=f"lowest {rule.metric}{window}",
             keep=probe.keep, scores=scores, winner=best.label, dim=growth.dim,
-            before=_shape(growth.before), after=_shape(growth.after), params=best.model.num_params(),
+            before=_shape(growth.before), after=_shape(growth.after), params=best.state.model.num_params(),
         )  # fmt: skip
+        label, losses = best.label, best.losses
         if probe.keep == "winner":
-            self.model, self.optimizer = best.model, best.optimizer
-            self.load_scaler_state(best.scaler)
-            step_flops = self.cost.step_flops(growth.after, 1)
-            for offset, loss in enumerate(best.losses):  # the winner's probe steps are mainline steps
-                self.probe_flops -= step_flops
-                self.mainline_flops += step_flops
-                self._log_step(stage, start + offset, loss, self.lr(stage, start + offset), probe=True)
-            self.step = start + k
+            winner = best.state  # its counters are still the snapshot's
         else:
-            winner = next(i for i, op in enumerate(probe.candidates) if op.label == best.label)
+            index = next(i for i, op in enumerate(probe.candidates) if op.label == label)
             del best
-            model, optimizer = self.restore(snapshot)
-            grown = self.apply_growth(model, optimizer, stage, growth, probe.candidates[winner], ins.growth)
-            self.model, self.optimizer = grown.model, grown.optimizer
-        self._probe_start = None
+            winner = self.grown(restore(self.recipe, saved), stage, growth, probe.candidates[index], ins.growth)
+        winner.winners[name] = label
+        winner.probe_flops += self.cost.step_flops(growth.after, k) * len(probe.candidates)
+        winner.resume_clock(self._probe_elapsed())
+        self._state, self._probe = winner, None
+        if probe.keep == "winner":
+            step_flops = self.cost.step_flops(growth.after, 1)
+            for offset, loss in enumerate(losses):  # the winner's probe steps are mainline steps
+                winner.probe_flops -= step_flops
+                winner.mainline_flops += step_flops
+                self._log_step(stage, start + offset, loss, self.lr(stage, start + offset), probe=True)
+            winner.step = start + k
 
     def _score(self, model: GPT, rule: SelectRule, losses: list[float], start: int) -> float:
         if rule.metric == "val_loss":
-            return self.evaluate(model, self.schedule.eval.batches if self.schedule.eval else 10)
+            return self.evaluate(model)
         if not losses:  # probe 0 steps: the loss right after growth, on the stage's first batch
             with torch.no_grad(), self.dev.autocast():
                 inputs, targets = self.batches.train(start, 0)
@@ -450,6 +387,7 @@ class Engine:
                 loss = model(inputs, targets)[1].float().item()
                 model.train()
             return loss
+        assert rule.window is not None
         return sum(losses[-rule.window :]) / rule.window
 
 
@@ -460,14 +398,3 @@ class _Stop(Exception):
 def _shape(shape: Shape | GPTConfig) -> dict[str, int]:
     """A shape as the metrics events write it."""
     return {"depth": shape.depth, "width": shape.width}
-
-
-def _to_cpu(value: object) -> object:
-    """A copy of a (nested) state dict with every tensor copied to the CPU."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_to_cpu(v) for v in value]
-    return value

@@ -28,7 +28,7 @@ from lagdsl.runtime import checkpoint as ckpt
 from lagdsl.runtime.data import Batches, Corpus, DataError, load_corpus
 from lagdsl.runtime.engine import Device, Engine, NonFiniteLoss
 from lagdsl.runtime.metrics import Metrics
-from lagdsl.runtime.program import lower
+from lagdsl.runtime.program import Instruction, lower
 
 
 class RunError(Exception):
@@ -103,76 +103,101 @@ def open_data(schedule: Schedule, base: Path, device: Device) -> tuple[Corpus, B
 
 
 def prepare(schedule: Schedule, source_text: str, options: RunOptions, progress: object = None) -> tuple[Engine, Path]:
-    """A new run directory and an engine at the start of the program (or at its latest checkpoint)."""
-    resume = options.resume
-    if resume is not None:
-        meta = _read_json(resume / "run.json")
-        if meta["schedule_hash"] != schedule_hash(source_text):
-            raise RunError(
-                f"`{resume}` was run with a different schedule (its hash differs): resume it with its own "
-                f"`{resume / 'schedule.grow'}`, or start a new run"
-            )
-        schedule = apply_overrides(schedule, meta["seed"], meta["device"])
-        run_dir = resume
-        base = Path(str(meta["base"]))
-    else:
-        schedule = apply_overrides(schedule, options.seed, options.device)
-        base = Path(schedule.file).resolve().parent
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        run_dir = options.out or Path("runs") / f"{schedule.name}-{stamp}"
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise RunError(f"`{run_dir}` already holds a run: choose another `--out`, or `--resume {run_dir}`")
+    """An engine and its run directory: a new run, or with `options.resume` the run it names."""
+    if options.resume is not None:
+        return resume_run(schedule, source_text, options, progress)
+    return new_run(schedule, source_text, options, progress)
+
+
+def new_run(schedule: Schedule, source_text: str, options: RunOptions, progress: object = None) -> tuple[Engine, Path]:
+    """A new run directory (its schedule, plan and `run.json` written) and an engine at the start."""
+    schedule = apply_overrides(schedule, options.seed, options.device)
+    base = Path(schedule.file).resolve().parent
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_dir = options.out or Path("runs") / f"{schedule.name}-{stamp}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(f"`{run_dir}` already holds a run: choose another `--out`, or `--resume {run_dir}`")
     device = open_device(schedule)
     corpus, batches = open_data(schedule, base, device)
-
     plan = build_plan(schedule)
-    program = lower(plan)
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = None
-    if resume is None:
-        (run_dir / "schedule.grow").write_text(source_text, encoding="utf-8")
-        (run_dir / "plan.json").write_text(to_json(plan), encoding="utf-8")
-        meta = {
-            "lagdsl": __version__,
-            "schedule": schedule.name,
-            "schedule_hash": schedule_hash(source_text),
-            "seed": schedule.seed,
-            "device": schedule.device,
-            "resolved_device": str(device.device),
-            "precision": str(device.dtype).replace("torch.", "") if device.dtype else "fp32",
-            "base": str(base),
-            "data": corpus.description,
-            "data_fingerprint": corpus.fingerprint,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        (run_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    else:
-        found = ckpt.list_checkpoints(run_dir / "checkpoints")
-        checkpoint = found[-1] if found else None
-        if meta["data_fingerprint"] != corpus.fingerprint:
-            raise RunError(f"data: the data differs from what `{run_dir}` was trained on (its fingerprint changed)")
+    (run_dir / "schedule.grow").write_text(source_text, encoding="utf-8")
+    (run_dir / "plan.json").write_text(to_json(plan), encoding="utf-8")
+    meta = {
+        "lagdsl": __version__,
+        "schedule": schedule.name,
+        "schedule_hash": schedule_hash(source_text),
+        "seed": schedule.seed,
+        "device": schedule.device,
+        "resolved_device": str(device.device),
+        "precision": str(device.dtype).replace("torch.", "") if device.dtype else "fp32",
+        "base": str(base),
+        "data": corpus.description,
+        "data_fingerprint": corpus.fingerprint,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (run_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    engine = _engine(schedule, lower(plan), batches, device, run_dir, 0, progress, options.max_steps)
+    engine.initialize()
+    return engine, run_dir
 
-    state = ckpt.load(checkpoint) if checkpoint else None
-    metrics = Metrics(run_dir / "metrics.jsonl", keep_lines=int(state["metrics_lines"]) if state else 0)
 
-    def on_checkpoint(engine: Engine, step: int) -> None:
-        write_checkpoint(engine, run_dir, schedule)
-
-    engine = Engine(schedule, program, batches, device, metrics, on_checkpoint, progress, options.max_steps)
-    if state is not None:
-        engine.load_state(state)
+def resume_run(
+    schedule: Schedule, source_text: str, options: RunOptions, progress: object = None
+) -> tuple[Engine, Path]:
+    """An engine in the state of `options.resume`'s newest checkpoint (at the start, if it has
+    none), after checking that the schedule and the data are the ones the run was started with."""
+    run_dir = options.resume
+    assert run_dir is not None
+    meta = _read_json(run_dir / "run.json")
+    if meta["schedule_hash"] != schedule_hash(source_text):
+        raise RunError(
+            f"`{run_dir}` was run with a different schedule (its hash differs): resume it with its own "
+            f"`{run_dir / 'schedule.grow'}`, or start a new run"
+        )
+    schedule = apply_overrides(schedule, meta["seed"], meta["device"])
+    device = open_device(schedule)
+    corpus, batches = open_data(schedule, Path(str(meta["base"])), device)
+    if meta["data_fingerprint"] != corpus.fingerprint:
+        raise RunError(f"data: the data differs from what `{run_dir}` was trained on (its fingerprint changed)")
+    found = ckpt.list_checkpoints(run_dir / "checkpoints")
+    saved = ckpt.load(found[-1]) if found else None
+    lines = int(saved["metrics_lines"]) if saved else 0
+    engine = _engine(
+        schedule, lower(build_plan(schedule)), batches, device, run_dir, lines, progress, options.max_steps
+    )
+    if saved is not None:
+        engine.load(saved)
     else:
         engine.initialize()
     return engine, run_dir
 
 
+def _engine(
+    schedule: Schedule,
+    program: tuple[Instruction, ...],
+    batches: Batches,
+    device: Device,
+    run_dir: Path,
+    metrics_lines: int,
+    progress: object,
+    max_steps: int | None,
+) -> Engine:
+    metrics = Metrics(run_dir / "metrics.jsonl", keep_lines=metrics_lines)
+
+    def on_checkpoint(engine: Engine, step: int) -> None:
+        write_checkpoint(engine, run_dir, schedule)
+
+    return Engine(schedule, program, batches, device, metrics, on_checkpoint, progress, max_steps)  # type: ignore[arg-type]
+
+
 def write_checkpoint(engine: Engine, run_dir: Path, schedule: Schedule) -> Path:
+    """The engine's state, atomically, under `checkpoints/`; older ones beyond `keep` pruned."""
     folder = run_dir / "checkpoints"
-    state = engine.state()
-    path = ckpt.checkpoint_path(folder, int(state["step"]), int(state["pc"]))  # type: ignore[arg-type]
-    engine.metrics.write("checkpoint", step=state["step"], path=str(path.relative_to(run_dir)))
-    if not engine.in_probe:
-        state["metrics_lines"] = engine.metrics.lines  # keep the checkpoint event itself
+    step = engine.step
+    path = ckpt.checkpoint_path(folder, step, engine.pc)
+    engine.metrics.write("checkpoint", step=step, path=str(path.relative_to(run_dir)))
+    state = engine.checkpoint_state()  # outside a probe: with the checkpoint event itself
     ckpt.write_atomic(state, path)
     ckpt.prune(folder, schedule.checkpoint.keep)
     return path
@@ -210,35 +235,35 @@ def execute(engine: Engine, run_dir: Path) -> RunResult:
 
 
 def finish(engine: Engine, run_dir: Path, finished: bool) -> dict[str, object]:
-    schedule = engine.schedule
+    schedule, state = engine.schedule, engine.state
     final = run_dir / "final"
     final.mkdir(exist_ok=True)
-    config = engine.model.config
-    ckpt.write_atomic({"model": engine.model.state_dict()}, final / "model.pt")
+    config = state.model.config
+    ckpt.write_atomic({"model": state.model.state_dict()}, final / "model.pt")
     config_json = {k: getattr(config, k) for k in config.__dataclass_fields__}
     (final / "config.json").write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
-    if engine.last_eval is not None and engine.last_eval[0] == engine.step:
-        val = engine.last_eval[1]  # the schedule's own evaluation at the last step
+    if state.last_eval is not None and state.last_eval[0] == state.step:
+        val = state.last_eval[1]  # the schedule's own evaluation at the last step
     else:
-        val = engine.evaluate(engine.model, schedule.eval.batches if schedule.eval else 10)
-    elapsed = engine.elapsed()
-    tokens = engine.step * schedule.tokens_per_step
+        val = engine.evaluate(state.model)
+    elapsed = state.elapsed()
+    tokens = state.step * schedule.tokens_per_step
     summary = {
         "schedule": schedule.name,
         "finished": finished,
-        "steps": engine.step,
-        "final_train_loss": engine.last_loss,
+        "steps": state.step,
+        "final_train_loss": state.last_loss,
         "final_val_loss": val,
         "tokens": tokens,
-        "mainline_flops": engine.mainline_flops,
-        "probe_flops": engine.probe_flops,
-        "flops": engine.mainline_flops + engine.probe_flops,
-        "scratch_flops": engine.cost.step_flops(schedule.final_shape, engine.step),
+        "mainline_flops": state.mainline_flops,
+        "probe_flops": state.probe_flops,
+        "flops": state.flops,
+        "scratch_flops": engine.cost.step_flops(schedule.final_shape, state.step),
         "final_shape": {"depth": config.depth, "width": config.width, "heads": config.heads},
-        "params": engine.model.num_params(),
+        "params": state.model.num_params(),
         "wall_seconds": round(elapsed, 3),
         "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else None,
-        "winners": engine.winners,
+        "winners": state.winners,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

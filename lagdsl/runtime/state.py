@@ -1,0 +1,215 @@
+"""The training state: the one object a checkpoint saves, a probe forks and a resume loads.
+
+`TrainState` holds the model, the optimizer, the fp16 loss scaler, the mainline step, the program
+counter, the FLOP counters and what the run has decided so far (probe winners, the newest
+evaluation). It holds no random-generator state because there is none to hold: every draw (batches,
+dropout, new weights, noise) is seeded from (seed, step, purpose), which is what makes a resumed
+run bitwise equal to one never interrupted.
+
+How the objects are built for a schedule on a device is the `Recipe`'s job, so that a state dict
+can be loaded into a model of another shape (the checkpoint records the shape, the model is rebuilt
+to it first). Three functions move states around, all through `state_dict()`:
+
+- `snapshot(state)`: a copy of the state dict on the CPU, sharing no tensor with the live state;
+- `restore(recipe, snapshot)`: a new live state in the snapshot's state;
+- `fork(state)`: `restore(snapshot(state))`, an independent copy to train on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lagdsl.lang.schedule import Schedule
+from lagdsl.model.gpt import GPT, GPTConfig
+from lagdsl.runtime.seeds import generator
+
+#: A state dict: what `TrainState.state_dict()` returns and checkpoints hold (tensors and plain data).
+StateDict = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where training runs, and the autocast dtype (None: fp32)."""
+
+    device: torch.device
+    dtype: torch.dtype | None
+
+    @staticmethod
+    def resolve(name: str, precision: str) -> Device:
+        if name == "auto":
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch.device(name)
+        if precision == "auto":
+            bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+            return Device(device, torch.bfloat16 if bf16 else None)
+        return Device(device, {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+
+    def autocast(self) -> AbstractContextManager[object]:
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+
+def make_optimizer(schedule: Schedule, model: GPT, device: torch.device) -> torch.optim.Optimizer:
+    """The schedule's optimizer over `model`'s decay and no-decay groups (fused AdamW on CUDA)."""
+    spec = schedule.optimizer
+    groups = model.param_groups(spec.weight_decay)
+    if spec.name == "adamw":
+        fused = {"fused": True} if device.type == "cuda" else {}
+        return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps, **fused)
+    return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a schedule's model, optimizer and loss scaler are built on a device."""
+
+    schedule: Schedule
+    device: Device
+
+    def model(self, config: GPTConfig) -> GPT:
+        return GPT(config).to(self.device.device)
+
+    def optimizer(self, model: GPT) -> torch.optim.Optimizer:
+        return make_optimizer(self.schedule, model, self.device.device)
+
+    def scaler(self, state: Mapping[str, Any] | None = None) -> torch.amp.GradScaler | None:
+        """A loss scaler under fp16 (None otherwise), in `state` when one is given (a checkpoint of
+        another precision, or from before scales were saved, leaves the defaults)."""
+        if self.device.dtype != torch.float16:
+            return None
+        scaler = torch.amp.GradScaler(self.device.device.type)
+        if state:
+            scaler.load_state_dict(dict(state))
+        return scaler
+
+    def initial(self) -> TrainState:
+        """The state at the start of the program: the schedule's first shape, freshly initialized."""
+        model = GPT(GPTConfig.from_schedule(self.schedule))
+        model.init_weights(generator(self.schedule.seed, "init"))
+        model = model.to(self.device.device)
+        return TrainState(self, model, self.optimizer(model), self.scaler())
+
+
+@dataclass(eq=False)
+class TrainState:
+    """Everything a resumed run needs to continue exactly. The engine reads and writes it; nothing
+    else reaches inside the engine."""
+
+    recipe: Recipe = field(repr=False)
+    model: GPT
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None = None
+    step: int = 0  # the next mainline step
+    pc: int = 0  # the next instruction
+    mainline_flops: int = 0
+    probe_flops: int = 0
+    winners: dict[str, str] = field(default_factory=dict)  # growth -> the probe's winner
+    last_eval: tuple[int, float] | None = None  # (mainline step, val loss) of the newest evaluation
+    last_loss: float | None = None  # the newest mainline training loss
+    metrics_lines: int = 0  # lines of the run's `metrics.jsonl` that belong to this state
+    elapsed_before: float = 0.0  # wall seconds of training before this process took the state over
+    _started: float = field(default_factory=time.perf_counter, repr=False)
+
+    @property
+    def flops(self) -> int:
+        return self.mainline_flops + self.probe_flops
+
+    def elapsed(self) -> float:
+        """Wall seconds of the run so far, across resumes."""
+        return self.elapsed_before + time.perf_counter() - self._started
+
+    def state_dict(self) -> StateDict:
+        """The state as tensors and plain data; the model's shape first, so a loader rebuilds it."""
+        config = self.model.config
+        return {
+            "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": dict(self.scaler.state_dict()) if self.scaler is not None else None,
+            "pc": self.pc,
+            "step": self.step,
+            "metrics_lines": self.metrics_lines,
+            "mainline_flops": self.mainline_flops,
+            "probe_flops": self.probe_flops,
+            "winners": dict(self.winners),
+            "elapsed": self.elapsed(),
+            "last_eval": list(self.last_eval) if self.last_eval else None,
+            "last_loss": self.last_loss,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Take over `state`: the model is rebuilt to its shape, the optimizer around it."""
+        self.model, self.optimizer, self.scaler = _build(self.recipe, state)
+        self._load_scalars(state)
+
+    @classmethod
+    def from_state_dict(cls, recipe: Recipe, state: Mapping[str, Any]) -> TrainState:
+        """A new live state in `state` (a checkpoint's or a snapshot's)."""
+        new = cls(recipe, *_build(recipe, state))
+        new._load_scalars(state)
+        return new
+
+    def _load_scalars(self, state: Mapping[str, Any]) -> None:
+        self.pc, self.step = int(state["pc"]), int(state["step"])
+        self.metrics_lines = int(state.get("metrics_lines", 0))
+        self.mainline_flops, self.probe_flops = int(state["mainline_flops"]), int(state["probe_flops"])
+        self.winners = dict(state["winners"])
+        last = state.get("last_eval")
+        self.last_eval = (int(last[0]), float(last[1])) if last else None
+        loss = state.get("last_loss")
+        self.last_loss = float(loss) if loss is not None else None
+        self.resume_clock(float(state.get("elapsed", 0.0)))
+
+    def resume_clock(self, elapsed: float) -> None:
+        """Count the run's wall time on from `elapsed` seconds, starting now."""
+        self.elapsed_before, self._started = elapsed, time.perf_counter()
+
+
+def _build(recipe: Recipe, state: Mapping[str, Any]) -> tuple[GPT, torch.optim.Optimizer, torch.amp.GradScaler | None]:
+    """The model (rebuilt to the state's shape), optimizer and scaler of a state dict."""
+    model = GPT(GPTConfig(**state["config"]))
+    model.load_state_dict(state["model"])
+    model = model.to(recipe.device.device)
+    optimizer = recipe.optimizer(model)
+    optimizer.load_state_dict(state["optimizer"])
+    return model, optimizer, recipe.scaler(state.get("scaler"))
+
+
+def snapshot(state: TrainState) -> StateDict:
+    """A copy of the state dict with every tensor copied to the CPU: it shares no memory with the
+    live state, so training on after the snapshot leaves it as it was."""
+    copy = _to_cpu(state.state_dict())
+    assert isinstance(copy, dict)
+    return copy
+
+
+def restore(recipe: Recipe, saved: Mapping[str, Any]) -> TrainState:
+    """A live state in a snapshot's state, sharing no tensor with it (an optimizer's
+    `load_state_dict` keeps the tensors it is given where device and dtype already fit, and
+    training would then change the snapshot: so it is given copies)."""
+    copied = dict(saved)
+    copied["optimizer"] = _to_cpu(saved["optimizer"])
+    return TrainState.from_state_dict(recipe, copied)
+
+
+def fork(state: TrainState) -> TrainState:
+    """An independent copy of a live state."""
+    return restore(state.recipe, snapshot(state))
+
+
+def _to_cpu(value: object) -> object:
+    """A copy of a (nested) state dict with every tensor copied to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    return value
