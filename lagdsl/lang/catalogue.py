@@ -9,12 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from lagdsl.lang import layers
 from lagdsl.lang.layers import Layer
-from lagdsl.lang.params import Param, Signature
-from lagdsl.lang.schedule import Dim, Shape
+from lagdsl.lang.params import Param, Signature, params_of
+from lagdsl.lang.schedule import (
+    SGD,
+    AdamW,
+    CheckpointSpec,
+    Dim,
+    EvalSpec,
+    LRSpec,
+    ModelSpec,
+    ProbeSpec,
+    Schedule,
+    SelectRule,
+    Shape,
+    StdlibData,
+    TextData,
+    TokensData,
+)
 
 DIMS: tuple[Dim, ...] = ("depth", "width")
 Preserves = Literal["yes", "no", "approx"]
@@ -26,13 +43,33 @@ Constraint = Callable[[Shape, Shape], "str | None"]
 LayerPlan = Callable[[int, int], "list[Layer]"]
 
 
+class OperatorArgs(BaseModel):
+    """An operator's arguments: a plugin declares its own as a subclass, with `Annotated` fields
+    (type, default, range and help in one place; `lagdsl ops` and the checker read them)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NoArgs(OperatorArgs):
+    """No arguments."""
+
+
+class CopyArgs(OperatorArgs):
+    """The arguments of operators that copy weights."""
+
+    noise: Annotated[
+        float,
+        Field(ge=0.0, description="`noise` is a multiple of each copied tensor's standard deviation, such as `0.01`"),
+    ] = 0.0
+
+
 @dataclass(frozen=True)
 class OperatorInfo:
     """What the checker and `lagdsl ops` know of one growth operator."""
 
     name: str
     dim: Dim
-    params: tuple[Param, ...]
+    args: type[OperatorArgs]
     preserves: Preserves
     description: str
     impl: str
@@ -41,20 +78,15 @@ class OperatorInfo:
     layers: LayerPlan | None = None
 
     @property
+    def params(self) -> tuple[Param, ...]:
+        return params_of(self.args)
+
+    @property
     def signature(self) -> Signature:
         return Signature(self.name, self.params, description=self.description)
 
     def cannot(self, before: Shape, after: Shape) -> str | None:
         return self.constraint(before, after) if self.constraint else None
-
-
-_NOISE = Param(
-    "noise",
-    "float",
-    0.0,
-    ge=0.0,
-    help="`noise` is a multiple of each copied tensor's standard deviation, such as `0.01`",
-)
 
 
 def _copies_layers(what: str) -> Constraint:
@@ -83,7 +115,7 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
     OperatorInfo(
         "copy_top",
         "depth",
-        (_NOISE,),
+        CopyArgs,
         "no",
         "copies of the top b layers, placed on top (gradual stacking)",
         f"{_DEPTH}:copy_top",
@@ -93,7 +125,7 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
     OperatorInfo(
         "copy_bottom",
         "depth",
-        (_NOISE,),
+        CopyArgs,
         "no",
         "copies of the bottom b layers, placed on top",
         f"{_DEPTH}:copy_bottom",
@@ -103,7 +135,7 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
     OperatorInfo(
         "midas",
         "depth",
-        (_NOISE,),
+        CopyArgs,
         "no",
         "a copy of the middle block of b layers, inserted right after it (MIDAS)",
         f"{_DEPTH}:midas",
@@ -113,7 +145,7 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
     OperatorInfo(
         "stack",
         "depth",
-        (_NOISE,),
+        CopyArgs,
         "no",
         "the whole stack repeated on top, in order (progressive stacking)",
         f"{_DEPTH}:stack",
@@ -123,7 +155,7 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
     OperatorInfo(
         "interleave",
         "depth",
-        (_NOISE,),
+        CopyArgs,
         "no",
         "a copy of each of b evenly spaced layers, right after its source",
         f"{_DEPTH}:interleave",
@@ -133,7 +165,7 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
     OperatorInfo(
         "random",
         "depth",
-        (),
+        NoArgs,
         "no",
         "freshly initialized layers on top",
         f"{_DEPTH}:random",
@@ -142,7 +174,7 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
     OperatorInfo(
         "identity",
         "depth",
-        (),
+        NoArgs,
         "yes",
         "fresh layers on top whose residual output projections are zero",
         f"{_DEPTH}:identity",
@@ -151,7 +183,7 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
     OperatorInfo(
         "net2net",
         "width",
-        (_NOISE,),
+        CopyArgs,
         "yes",
         "copies of random existing units, what reads a copy split among the copies (Net2Net)",
         f"{_WIDTH}:net2net",
@@ -159,7 +191,7 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
     OperatorInfo(
         "zero",
         "width",
-        (),
+        NoArgs,
         "yes",
         "fresh incoming weights, zero outgoing weights, new residual dimensions start at zero",
         f"{_WIDTH}:zero",
@@ -167,7 +199,7 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
     OperatorInfo(
         "random",
         "width",
-        (),
+        NoArgs,
         "no",
         "freshly initialized units",
         f"{_WIDTH}:random",
@@ -244,92 +276,42 @@ def default_catalogue() -> Catalogue:
 
 
 # ------------------------------------------------------------------------------ other calls
-
-_STEPS_HELP = "durations are written `100 steps`, `1M tokens` or `5%` (of `total`)"
+# Each call's parameters are the fields of the schedule's pydantic model that it builds.
 
 MODELS: dict[str, Signature] = {
     "gpt": Signature(
         "gpt",
-        (
-            Param("vocab", "int", "auto", ge=1, auto=True, help="`auto` takes it from the data: 256 for bytes"),
-            Param("context", "int", ge=1),
-            Param("width", "int", ge=1),
-            Param("heads", "int", ge=1),
-            Param("depth", "int", ge=1),
-            Param("mlp", "choice", "swiglu", choices=("swiglu", "gelu")),
-            Param("dropout", "float", 0.0, ge=0.0, lt=1.0),
-        ),
-        description="a decoder-only Transformer (pre-norm RMSNorm, rotary positions, tied embeddings)",
+        params_of(ModelSpec, "vocab", "context") + params_of(Shape, "width", "heads", "depth")
+        + params_of(ModelSpec, "mlp", "dropout"),
+        description=(ModelSpec.__doc__ or "").strip().rstrip("."),
     ),
-}
+}  # fmt: skip
 
 DATA: dict[str, Signature] = {
-    "stdlib": Signature(
-        "stdlib",
-        (Param("val", "float", 0.05, gt=0.0, lt=1.0, help="`val` is the held-out share, such as `0.05`"),),
-        description="the running Python's standard library source, as bytes",
-    ),
-    "text": Signature(
-        "text",
-        (
-            Param("glob", "str", help='the files, as a glob such as `"data/*.txt"`'),
-            Param("val", "float", 0.05, gt=0.0, lt=1.0),
-        ),
-        positional=("glob",),
-        description="UTF-8 text files, as bytes",
-    ),
-    "tokens": Signature(
-        "tokens",
-        (
-            Param("train", "str", help='the training tokens, such as `"train.bin"`'),
-            Param("val", "str", None),
-            Param("dtype", "choice", "uint16", choices=("uint16", "uint32")),
-        ),
-        positional=("train",),
-        description="pre-tokenized memory-mapped arrays (nanoGPT's format)",
-    ),
+    "stdlib": Signature.of("stdlib", StdlibData),
+    "text": Signature.of("text", TextData, positional=("glob",)),
+    "tokens": Signature.of("tokens", TokensData, positional=("train",)),
 }
-
-_LR = Param("lr", "float", gt=0.0, help="a learning rate such as `3e-4`")
-_CLIP = Param("clip", "float", 1.0, ge=0.0, help="the gradient-norm clip; `0` turns clipping off")
 
 OPTIMIZERS: dict[str, Signature] = {
-    "adamw": Signature(
-        "adamw",
-        (
-            _LR,
-            Param("betas", "pair", (0.9, 0.95), ge=0.0, lt=1.0),
-            Param("weight_decay", "float", 0.1, ge=0.0),
-            Param("eps", "float", 1e-8, gt=0.0),
-            _CLIP,
-        ),
-    ),
-    "sgd": Signature(
-        "sgd",
-        (
-            _LR,
-            Param("momentum", "float", 0.0, ge=0.0, lt=1.0),
-            Param("weight_decay", "float", 0.0, ge=0.0),
-            Param("nesterov", "bool", False),
-            _CLIP,
-        ),
-    ),
+    "adamw": Signature.of("adamw", AdamW),
+    "sgd": Signature.of("sgd", SGD),
 }
-
-_WARMUP = Param("warmup", "duration", 0, help=_STEPS_HELP)
-_MIN = Param("min", "float", 0.0, ge=0.0, help="the final learning rate, such as `3e-5`")
 
 LR_SCHEDULES: dict[str, Signature] = {
-    "constant": Signature("constant", (_WARMUP,)),
-    "cosine": Signature("cosine", (_WARMUP, _MIN)),
-    "linear": Signature("linear", (_WARMUP, _MIN)),
-    "wsd": Signature("wsd", (_WARMUP, Param("decay", "duration", help=_STEPS_HELP), _MIN)),
-}
+    "constant": Signature.of("constant", LRSpec, "warmup", description="constant after the warmup"),
+    "cosine": Signature.of("cosine", LRSpec, "warmup", "min", description="a cosine from the peak down to `min`"),
+    "linear": Signature.of("linear", LRSpec, "warmup", "min", description="a straight line down to `min`"),
+    "wsd": Signature.of(
+        "wsd", LRSpec, "warmup", "decay", "min", required=("decay",),
+        description="warmup, stable, then a linear decay to `min` over the last `decay` steps",
+    ),
+}  # fmt: skip
 
-EVAL_OPTIONS = Signature("eval", (Param("batches", "int", 10, ge=1),))
-CHECKPOINT_OPTIONS = Signature("checkpoint", (Param("keep", "int", 3, ge=1),))
+EVAL_OPTIONS = Signature.of("eval", EvalSpec, "batches")
+CHECKPOINT_OPTIONS = Signature.of("checkpoint", CheckpointSpec, "keep")
 
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-SELECT_METRICS = ("loss", "val_loss")
-KEEP_MODES = ("winner", "rewind")
+PRECISIONS: tuple[str, ...] = get_args(Schedule.model_fields["precision"].annotation)
+SELECT_METRICS: tuple[str, ...] = get_args(SelectRule.model_fields["metric"].annotation)
+KEEP_MODES: tuple[str, ...] = get_args(ProbeSpec.model_fields["keep"].annotation)

@@ -23,55 +23,72 @@ from lagdsl.lang.source import Source, Span
 
 Severity = Literal["error", "warning"]
 
-#: Every diagnostic code, with a one-line meaning. Codes are stable: never reuse or renumber one.
-CODES: dict[str, str] = {
+
+@dataclass(frozen=True)
+class Code:
+    """A diagnostic code's entry: its severity and a one-line meaning."""
+
+    severity: Severity
+    meaning: str
+
+
+def _error(meaning: str) -> Code:
+    return Code("error", meaning)
+
+
+def _warning(meaning: str) -> Code:
+    return Code("warning", meaning)
+
+
+#: Every diagnostic code. Codes are stable: never reuse or renumber one.
+CODES: dict[str, Code] = {
     # syntax
-    "E0001": "syntax error: the text does not follow the grammar",
-    "E0002": "a character that cannot start any token, or an unterminated string",
-    "E0003": "an unknown escape in a string",
-    "E0004": "a malformed number",
+    "E0001": _error("syntax error: the text does not follow the grammar"),
+    "E0002": _error("a character that cannot start any token, or an unterminated string"),
+    "E0003": _error("an unknown escape in a string"),
+    "E0004": _error("a malformed number"),
     # settings and statements
-    "E0101": "unknown setting",
-    "E0102": "duplicate setting",
-    "E0103": "missing required setting",
-    "E0104": "unknown choice for a setting or statement (precision, device, optimizer, ...)",
-    "E0105": "the schedule has no stages",
-    "E0106": "duplicate statement in a stage or probe block",
-    "E0107": "missing statement in a stage or probe block",
-    "E0108": "`grow` after `train` in a stage",
+    "E0101": _error("unknown setting"),
+    "E0102": _error("duplicate setting"),
+    "E0103": _error("missing required setting"),
+    "E0104": _error("unknown choice for a setting or statement (precision, device, optimizer, ...)"),
+    "E0105": _error("the schedule has no stages"),
+    "E0106": _error("duplicate statement in a stage or probe block"),
+    "E0107": _error("missing statement in a stage or probe block"),
+    "E0108": _error("`grow` after `train` in a stage"),
     # names
-    "E0201": "unknown operator",
-    "E0202": "unknown pool",
-    "E0203": "duplicate definition",
-    "E0204": "duplicate stage",
-    "E0205": "unknown parameter",
-    "E0206": "missing required parameter",
-    "E0207": "unknown selection metric",
-    "E0208": "nested `repeat`",
-    "E0209": "duplicate candidate",
-    "E0210": "a name of the wrong kind (a pool where an operator belongs, or the reverse)",
-    "E0211": "unexpected argument (too many positional, positional after keyword, or repeated)",
+    "E0201": _error("unknown operator"),
+    "E0202": _error("unknown pool"),
+    "E0203": _error("duplicate definition"),
+    "E0204": _error("duplicate stage"),
+    "E0205": _error("unknown parameter"),
+    "E0206": _error("missing required parameter"),
+    "E0207": _error("unknown selection metric"),
+    "E0208": _error("nested `repeat`"),
+    "E0209": _error("duplicate candidate"),
+    "E0210": _error("a name of the wrong kind (a pool where an operator belongs, or the reverse)"),
+    "E0211": _error("unexpected argument (too many positional, positional after keyword, or repeated)"),
     # types and ranges
-    "E0301": "a value of the wrong type",
-    "E0302": "a value out of range",
-    "E0303": "`width` not divisible by `heads`",
-    "E0304": "probe longer than its stage's `train` under `keep winner`",
-    "E0305": "`over last` used with a metric other than `loss`, or with `probe 0 steps`",
-    "E0306": "`vocab=auto` with data that does not fix the vocabulary",
+    "E0301": _error("a value of the wrong type"),
+    "E0302": _error("a value out of range"),
+    "E0303": _error("`width` not divisible by `heads`"),
+    "E0304": _error("probe longer than its stage's `train` under `keep winner`"),
+    "E0305": _error("`over last` used with a metric other than `loss`, or with `probe 0 steps`"),
+    "E0306": _error("`vocab=auto` with data that does not fix the vocabulary"),
     # shapes
-    "E0401": "a growth that does not grow",
-    "E0402": "an operator used on a dimension it does not grow",
-    "E0403": "an operator that cannot perform this growth",
-    "E0404": "a width that is not a multiple of the head size",
+    "E0401": _error("a growth that does not grow"),
+    "E0402": _error("an operator used on a dimension it does not grow"),
+    "E0403": _error("an operator that cannot perform this growth"),
+    "E0404": _error("a width that is not a multiple of the head size"),
     # budgets
-    "E0501": "a duration in `%` without `total`",
-    "E0502": "stages that do not sum to `total`",
+    "E0501": _error("a duration in `%` without `total`"),
+    "E0502": _error("stages that do not sum to `total`"),
     # warnings
-    "W0201": "a pool of one candidate",
-    "W0202": "two probe candidates that build the same model",
-    "W0301": "a probe shorter than 5 steps (other than 0)",
-    "W0401": "a single growth step of more than 4x in depth or 2x in width",
-    "W0501": "a `tokens` duration that is not a whole number of steps, rounded up",
+    "W0201": _warning("a pool of one candidate"),
+    "W0202": _warning("two probe candidates that build the same model"),
+    "W0301": _warning("a probe shorter than 5 steps (other than 0)"),
+    "W0401": _warning("a single growth step of more than 4x in depth or 2x in width"),
+    "W0501": _warning("a `tokens` duration that is not a whole number of steps, rounded up"),
 }
 
 
@@ -87,7 +104,7 @@ class Diagnostic:
 
     @property
     def severity(self) -> Severity:
-        return "error" if self.code.startswith("E") else "warning"
+        return CODES[self.code].severity
 
     @property
     def is_error(self) -> bool:

@@ -1,17 +1,25 @@
 """Typed parameters of the language's calls (`gpt(...)`, `adamw(...)`, `copy_top(...)`, ...).
 
-A `Signature` lists a call's parameters; `bind` checks a call's arguments against it and returns
-plain Python values, reporting every unknown, missing, mistyped or out-of-range argument.
+The pydantic models of the schedule (`lagdsl.lang.schedule`) are the one source of every
+parameter's type, default, range, choices and help text: `Param.of(Model, "field")` reads them off
+a field. A `Signature` lists a call's parameters; `bind` checks a call's arguments against it and
+returns plain Python values, reporting every unknown, missing, mistyped or out-of-range argument.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import annotated_types
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from lagdsl.lang import syntax as ast
 from lagdsl.lang.diagnostics import Diagnostic, did_you_mean, one_of
+from lagdsl.lang.schedule import Written
 
 Kind = Literal["int", "float", "bool", "str", "choice", "duration", "pair"]
 
@@ -81,6 +89,62 @@ class Param:
             return self.name
         return f"{self.name}={_fmt_default(self.default)}"
 
+    @classmethod
+    def of(cls, model: type[BaseModel], name: str, *, required: bool = False) -> Param:
+        """The parameter that field `name` of `model` declares: its type, default, range, choices
+        and help. `required` drops the default (a field that one call of several must be given)."""
+        info = model.model_fields[name]
+        written = next((m for m in info.metadata if isinstance(m, Written)), Written())
+        kind, choices, bounds = _kind(info.annotation, written)
+        bounds = {**bounds, **_bounds(info.metadata)}
+        if written.auto:
+            default: object = "auto"
+        elif required or info.is_required():
+            default = REQUIRED
+        else:
+            default = info.get_default(call_default_factory=True)
+        return cls(name, kind, default, choices=choices, auto=written.auto, help=info.description or "", **bounds)
+
+
+def params_of(model: type[BaseModel], *names: str) -> tuple[Param, ...]:
+    """`Param.of` for each of `names` (default: every field but the discriminator)."""
+    fields = names or tuple(n for n in model.model_fields if n not in _DISCRIMINATORS)
+    return tuple(Param.of(model, n) for n in fields)
+
+
+_DISCRIMINATORS = ("kind", "name", "family")
+
+
+def _kind(annotation: Any, written: Written) -> tuple[Kind, tuple[str, ...], dict[str, float]]:
+    """A field's language type, its choices, and bounds that come from the type (a pair's items)."""
+    if written.duration:
+        return "duration", (), {}
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return _kind(rest[0], written)
+    if origin is Literal:
+        return "choice", tuple(str(a) for a in args), {}
+    if origin is tuple and len(args) == 2:
+        item = args[0]
+        metadata = [m for m in getattr(item, "__metadata__", ()) if isinstance(m, FieldInfo)]
+        return "pair", (), _bounds(metadata[0].metadata) if metadata else {}
+    simple = {int: "int", float: "float", bool: "bool", str: "str"}
+    if annotation in simple:
+        return simple[annotation], (), {}  # type: ignore[return-value]
+    raise TypeError(f"the language has no type for {annotation!r}")
+
+
+def _bounds(metadata: list[Any]) -> dict[str, float]:
+    bounds: dict[str, float] = {}
+    for item in metadata:
+        for name in ("gt", "ge", "lt", "le"):
+            kind = getattr(annotated_types, name.capitalize())
+            if isinstance(item, kind):
+                bounds[name] = float(getattr(item, name))
+    return bounds
+
 
 @dataclass(frozen=True)
 class Signature:
@@ -90,13 +154,29 @@ class Signature:
     params: tuple[Param, ...]
     positional: tuple[str, ...] = ()
     description: str = ""
-    extra_check: Callable[[dict[str, object]], str | None] | None = field(default=None, compare=False)
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
 
     def text(self) -> str:
         return f"{self.name}(" + ", ".join(p.signature_text() for p in self.params) + ")"
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        model: type[BaseModel],
+        *fields: str,
+        required: tuple[str, ...] = (),
+        positional: tuple[str, ...] = (),
+        description: str | None = None,
+    ) -> Signature:
+        """The call `name(...)` whose parameters are `model`'s `fields` (default: all but the
+        discriminator); its description defaults to the model's docstring."""
+        names = fields or tuple(n for n in model.model_fields if n not in _DISCRIMINATORS)
+        params = tuple(Param.of(model, n, required=n in required) for n in names)
+        text = description if description is not None else (model.__doc__ or "").strip().split("\n")[0]
+        return cls(name, params, positional, text.rstrip("."))
 
 
 def _fmt(value: float) -> str:

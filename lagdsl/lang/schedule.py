@@ -2,15 +2,36 @@
 
 Every name is resolved, every duration is in steps, every default is filled in, and the model's
 shape before and after each stage is known. A `Schedule` always builds into a plan.
+
+These models are also the one source of the language's parameters: the checker, the signatures in
+its messages and `lagdsl ops` read each field's type, default, range (`Field(ge=...)`) and help
+(`Field(description=...)`: the help line of a diagnostic about it, so it says how to write it).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Dim = Literal["depth", "width"]
+
+
+@dataclass(frozen=True)
+class Written:
+    """How the language writes a field, where that differs from its type: `auto` accepted (and the
+    default), or a duration (`100 steps`, `1M tokens`, `5%`) that the checker converts to steps.
+    Field metadata that `lagdsl.lang.params` reads."""
+
+    auto: bool = False
+    duration: bool = False
+
+
+AUTO = Written(auto=True)
+DURATION = Written(duration=True)
+
+DURATION_HELP = "durations are written `100 steps`, `1M tokens` or `5%` (of `total`)"
 
 
 class _Frozen(BaseModel):
@@ -20,9 +41,9 @@ class _Frozen(BaseModel):
 class Shape(_Frozen):
     """The model's shape: the head size `width / heads` never changes as it grows."""
 
-    depth: int
-    width: int
-    heads: int
+    depth: Annotated[int, Field(ge=1)]
+    width: Annotated[int, Field(ge=1)]
+    heads: Annotated[int, Field(ge=1)]
 
     @property
     def head_size(self) -> int:
@@ -33,73 +54,87 @@ class Shape(_Frozen):
 
 
 class ModelSpec(_Frozen):
+    """A decoder-only Transformer (pre-norm RMSNorm, rotary positions, tied embeddings)."""
+
     family: Literal["gpt"] = "gpt"
-    vocab: int
-    context: int
+    vocab: Annotated[int, Field(ge=1, description="`auto` takes it from the data: 256 for bytes"), AUTO]
+    context: Annotated[int, Field(ge=1)]
     shape: Shape
     mlp: Literal["swiglu", "gelu"] = "swiglu"
-    dropout: float = 0.0
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
 
 
 class StdlibData(_Frozen):
+    """The running Python's standard library source, as bytes."""
+
     kind: Literal["stdlib"] = "stdlib"
-    val: float = 0.05
+    val: Annotated[float, Field(gt=0.0, lt=1.0, description="`val` is the held-out share, such as `0.05`")] = 0.05
 
 
 class TextData(_Frozen):
+    """UTF-8 text files, as bytes."""
+
     kind: Literal["text"] = "text"
-    glob: str
-    val: float = 0.05
+    glob: Annotated[str, Field(description='the files, as a glob such as `"data/*.txt"`')]
+    val: Annotated[float, Field(gt=0.0, lt=1.0, description="`val` is the held-out share, such as `0.05`")] = 0.05
 
 
 class TokensData(_Frozen):
+    """Pre-tokenized memory-mapped arrays (nanoGPT's format)."""
+
     kind: Literal["tokens"] = "tokens"
-    train: str
+    train: Annotated[str, Field(description='the training tokens, such as `"train.bin"`')]
     val: str | None = None
     dtype: Literal["uint16", "uint32"] = "uint16"
 
 
 DataSpec = Annotated[StdlibData | TextData | TokensData, Field(discriminator="kind")]
 
+_LR = Annotated[float, Field(gt=0.0, description="a learning rate such as `3e-4`")]
+_CLIP = Annotated[float, Field(ge=0.0, description="the gradient-norm clip; `0` turns clipping off")]
+_BETA = Annotated[float, Field(ge=0.0, lt=1.0)]
+
 
 class AdamW(_Frozen):
     name: Literal["adamw"] = "adamw"
-    lr: float
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.1
-    eps: float = 1e-8
-    clip: float = 1.0
+    lr: _LR
+    betas: tuple[_BETA, _BETA] = (0.9, 0.95)
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.1
+    eps: Annotated[float, Field(gt=0.0)] = 1e-8
+    clip: _CLIP = 1.0
 
 
 class SGD(_Frozen):
     name: Literal["sgd"] = "sgd"
-    lr: float
-    momentum: float = 0.0
-    weight_decay: float = 0.0
+    lr: _LR
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     nesterov: bool = False
-    clip: float = 1.0
+    clip: _CLIP = 1.0
 
 
 OptimizerSpec = Annotated[AdamW | SGD, Field(discriminator="name")]
+
+_STEPS = Annotated[int, Field(ge=0, description=DURATION_HELP), DURATION]
 
 
 class LRSpec(_Frozen):
     """The LR over mainline steps 0 .. total: warmup, then the schedule's shape down to `min`."""
 
     kind: Literal["constant", "cosine", "linear", "wsd"] = "constant"
-    warmup: int = 0
-    min: float = 0.0
-    decay: int = 0  # wsd only: the final steps over which the LR decays
+    warmup: _STEPS = 0
+    min: Annotated[float, Field(ge=0.0, description="the final learning rate, such as `3e-5`")] = 0.0
+    decay: _STEPS = 0  # wsd only: the final steps over which the LR decays
 
 
 class EvalSpec(_Frozen):
-    every: int
-    batches: int = 10
+    every: Annotated[int, Field(ge=1), DURATION]
+    batches: Annotated[int, Field(ge=1)] = 10
 
 
 class CheckpointSpec(_Frozen):
-    every: int | None = None  # None: at the end only
-    keep: int = 3
+    every: Annotated[int | None, DURATION] = None  # None: at the end only
+    keep: Annotated[int, Field(ge=1)] = 3
 
 
 class OperatorSpec(_Frozen):
@@ -152,14 +187,14 @@ class Schedule(_Frozen):
     version: Literal[1] = 1
     name: str
     file: str
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0)] = 0
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    compile: bool = False
+    compile: Annotated[bool, Field(description="write `compile on` or `compile off`")] = False
     model: ModelSpec
     data: DataSpec = StdlibData()
-    batch: int
-    accumulate: int = 1
+    batch: Annotated[int, Field(ge=1)]
+    accumulate: Annotated[int, Field(ge=1)] = 1
     optimizer: OptimizerSpec
     lr: LRSpec = LRSpec()
     total_steps: int

@@ -2,9 +2,8 @@
 with its layer plan (which the checker compares with other candidates'), and the implementation in
 `impl` (imported only when the operator runs)."""
 
-from lagdsl.lang.catalogue import OperatorInfo
+from lagdsl.lang.catalogue import CopyArgs, OperatorInfo
 from lagdsl.lang.layers import Layer, keep
-from lagdsl.lang.params import Param
 
 
 def repeat_top_layers(d: int, b: int) -> list[Layer]:
@@ -16,7 +15,7 @@ OPERATORS = [
     OperatorInfo(
         name="repeat_top",
         dim="depth",
-        params=(Param("noise", "float", 0.0, ge=0.0),),
+        args=CopyArgs,
         preserves="no",
         description="the top layer copied b times, placed on top",
         impl="lagdsl_demo_plugin.impl:repeat_top",

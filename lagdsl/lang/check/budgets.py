@@ -1,0 +1,272 @@
+"""Pass: budgets. Durations to steps; `%` against `total`; stages against `total`; probes against
+their stage's `train`; the selection rule's window; the LR schedule and the intervals in steps."""
+
+from __future__ import annotations
+
+import math
+
+from lagdsl.lang import syntax as ast
+from lagdsl.lang.catalogue import SELECT_METRICS
+from lagdsl.lang.check.draft import Draft, Every, GrowDraft
+from lagdsl.lang.params import show
+from lagdsl.lang.schedule import CheckpointSpec, EvalSpec, LRSpec, SelectRule
+
+#: Probes shorter than this (other than 0) get W0301.
+SHORT_PROBE = 5
+#: The default selection rule averages the loss over the last probe steps / DEFAULT_WINDOW_SHARE.
+DEFAULT_WINDOW_SHARE = 5
+
+
+def default_window(probe_steps: int) -> int:
+    """The window of the default rule (no `select` line): the last fifth of the probe's steps."""
+    return max(1, probe_steps // DEFAULT_WINDOW_SHARE)
+
+
+class _Steps:
+    """Converts durations to steps for one schedule, reporting what cannot be converted."""
+
+    def __init__(self, draft: Draft) -> None:
+        self.draft = draft
+        s = draft.settings
+        self.tokens_per_step = (
+            s.batch * s.accumulate * s.model.context
+            if s.model is not None and s.batch is not None and s.accumulate is not None
+            else None
+        )
+
+    def __call__(self, duration: ast.Duration, what: str, *, minimum: int = 1, percent: bool = True) -> int | None:
+        draft = self.draft
+        amount = duration.amount.value
+        shown = show(duration)
+        if duration.unit == "%":
+            if not percent:
+                draft.report(
+                    "E0301",
+                    f"{what} cannot be a share of `total`, found `{shown}`",
+                    duration.span,
+                    "not a share",
+                    "write it in `steps` or `tokens`",
+                )
+                return None
+            if not draft.total_given:
+                draft.report(
+                    "E0501",
+                    f"{what} is `{shown}` of a `total` that the schedule does not set",
+                    duration.span,
+                    "a share of nothing",
+                    "add `total N steps` (or tokens), or write this in steps",
+                )
+                return None
+            if not 0 <= amount <= 100:
+                draft.report(
+                    "E0302", f"{what} must be between 0% and 100%, found `{shown}`", duration.span, "out of range"
+                )
+                return None
+            if draft.total is None:
+                return None
+            steps = math.floor(amount / 100 * draft.total + 0.5)
+        elif duration.unit == "steps":
+            if isinstance(amount, float) and not amount.is_integer():
+                draft.report(
+                    "E0301", f"{what} must be a whole number of steps, found `{shown}`", duration.span, "not whole"
+                )
+                return None
+            steps = int(amount)
+        else:
+            if self.tokens_per_step is None:
+                return None
+            steps = math.ceil(amount / self.tokens_per_step)
+            if steps * self.tokens_per_step != amount and amount > 0:
+                draft.report(
+                    "W0501",
+                    f"`{shown}` is not a whole number of steps: rounded up to {steps}",
+                    duration.span,
+                    f"{self.tokens_per_step} tokens per step",
+                    "tokens per step = batch x accumulate x context",
+                )
+        if steps < minimum:
+            least = "at least 1 step" if minimum == 1 else f"at least {minimum} steps"
+            draft.report("E0302", f"{what} must be {least}, found `{shown}`", duration.span, "out of range")
+            return None
+        return steps
+
+
+def check_budgets(draft: Draft) -> Draft:
+    """Every duration in steps, checked against `total` and against the stages."""
+    total_setting = draft.setting_nodes.get("total")
+    steps = _Steps(draft)
+    if total_setting is not None:
+        draft.total_given = True
+        if isinstance(total_setting.value, ast.Duration):
+            draft.total = steps(total_setting.value, "`total`", percent=False)
+    _stage_budgets(draft, steps)
+    for stage in draft.stages:
+        if stage.rewarm is not None:
+            stage.rewarm_steps = steps(stage.rewarm.duration, "`rewarm`") or 0
+        used = 0
+        for grow in stage.grows:
+            if grow.probe is None:
+                continue
+            grow.probe_steps = steps(grow.probe.duration, "`probe`", minimum=0)
+            if grow.probe_steps is None:
+                continue
+            k = grow.probe_steps
+            if 0 < k < SHORT_PROBE:
+                draft.report(
+                    "W0301",
+                    f"a probe of {k} step{'s' if k > 1 else ''} is short",
+                    grow.probe.duration.span,
+                    f"shorter than {SHORT_PROBE} steps",
+                    "the loss after a few more steps ranks operators better; try `probe 25 steps`",
+                )
+            grow.rule = _select_rule(draft, grow, steps)
+            if grow.keep == "winner":
+                used += k
+                if stage.train_steps is not None and used > stage.train_steps:
+                    draft.report(
+                        "E0304",
+                        f"the probe is longer than stage `{stage.name}`'s `train` of {stage.train_steps} steps",
+                        grow.probe.duration.span,
+                        "the winner's probe steps count toward the stage",
+                        "shorten the probe, lengthen the `train`, or `keep rewind`",
+                    )
+    _setting_budgets(draft, steps)
+    return draft
+
+
+def _stage_budgets(draft: Draft, steps: _Steps) -> None:
+    trains = [(stage, stage.train) for stage in draft.stages if stage.train is not None]
+    if not trains:
+        return
+    for stage, train in trains:
+        stage.train_steps = steps(train.duration, "`train`")
+    if any(s.train_steps is None for s, _ in trains) and draft.total is None:
+        return
+    written = sum(s.train_steps or 0 for s, _ in trains)
+    if not draft.total_given:
+        draft.total = written
+        return
+    total = draft.total
+    if total is None or any(s.train_steps is None for s, _ in trains):
+        return
+    last, last_train = trains[-1]
+    assert last.train_steps is not None
+    shares = [train for _, train in trains if train.duration.unit == "%"]
+    if last_train.duration.unit == "%":
+        remainder = total - (written - last.train_steps)
+        if remainder >= 1 and abs(remainder - last.train_steps) <= len(shares):
+            last.train_steps = remainder  # the last share takes what rounding left over
+            return
+        if len(shares) == len(trains):
+            detail = f"the shares add up to {sum(float(t.duration.amount.value) for t in shares):g}%"
+        else:
+            detail = f"the stages add up to {written} steps"
+    else:
+        if written == total:
+            return
+        detail = f"the stages add up to {written} steps"
+    draft.report(
+        "E0502",
+        f"the stages do not sum to `total` ({total} steps): {detail}",
+        draft.setting_nodes["total"].span,
+        "the budget",
+        "change the stages' `train`, or `total`, so that they agree",
+    )
+
+
+def _select_rule(draft: Draft, grow: GrowDraft, steps: _Steps) -> SelectRule | None:
+    k = grow.probe_steps or 0
+    select = grow.select
+    metric = select.metric.value if select is not None else "loss"
+    if metric not in SELECT_METRICS:
+        return None  # the names pass reported it
+    if select is not None and select.window is not None:
+        if metric != "loss" or k == 0:
+            why = (
+                "a probe of 0 steps has no steps to average"
+                if k == 0
+                else "`val_loss` is measured once, after the probe"
+            )
+            draft.report(
+                "E0305",
+                f"`over last` does not apply here: {why}",
+                select.window.span,
+                "no window here",
+                "write `select lowest loss over last N steps` with a probe of at least N steps"
+                if k == 0
+                else "write `select lowest val_loss`",
+            )
+            return None
+        window = steps(select.window, "the selection window", percent=False)
+        if window is None:
+            return None
+        if window > k:
+            draft.report(
+                "E0302",
+                f"the selection window of {window} steps is longer than the probe of {k}",
+                select.window.span,
+                "longer than the probe",
+                f"use at most `over last {k} steps`",
+            )
+            return None
+        return SelectRule(metric="loss", window=window)
+    if metric == "val_loss":
+        return SelectRule(metric="val_loss", window=None)
+    if k == 0:
+        return SelectRule(metric="loss", window=None)  # the loss right after growth
+    if select is not None:
+        return SelectRule(metric="loss", window=1)  # `lowest loss`: the last probe step's loss
+    return SelectRule(metric="loss", window=default_window(k))  # the default rule
+
+
+def _setting_budgets(draft: Draft, steps: _Steps) -> None:
+    settings = draft.settings
+    if settings.lr is not None:
+        _lr_budget(draft, steps)
+    if settings.eval is not None:
+        every = _every(settings.eval, "eval", steps)
+        if every is not None:
+            draft.eval = EvalSpec.model_validate({**settings.eval.options, "every": every})
+    if settings.checkpoint is not None:
+        every = _every(settings.checkpoint, "checkpoint", steps)
+        if every is not None:
+            draft.checkpoint = CheckpointSpec.model_validate({**settings.checkpoint.options, "every": every})
+    if settings.log is not None:
+        draft.log_every = _every(settings.log, "log", steps)
+
+
+def _every(every: Every, key: str, steps: _Steps) -> int | None:
+    every.steps = steps(every.duration, f"`{key} every`", percent=False)
+    return every.steps
+
+
+def _lr_budget(draft: Draft, steps: _Steps) -> None:
+    call = draft.settings.lr
+    assert call is not None
+    args = dict(call.args)
+    converted = {}
+    for key in ("warmup", "decay"):
+        if key in args:
+            value = args.pop(key)
+            assert isinstance(value, ast.Duration)
+            converted[key] = steps(value, f"`{key}`", minimum=0 if key == "warmup" else 1)
+    if any(v is None for v in converted.values()):
+        return
+    lr = LRSpec.model_validate({"kind": call.kind, **args, **converted})
+    draft.lr = lr
+    span = draft.setting_nodes["lr"].value.span
+    if draft.total is not None and lr.warmup + lr.decay > draft.total:
+        draft.report(
+            "E0302",
+            f"the LR warmup and decay ({lr.warmup + lr.decay} steps) are longer than the run ({draft.total})",
+            span,
+            "longer than `total`",
+        )
+    optimizer = draft.settings.optimizer
+    if optimizer is not None and lr.min > optimizer.lr:
+        draft.report(
+            "E0302",
+            f"the LR's `min` {lr.min:g} is above the optimizer's `lr` {optimizer.lr:g}",
+            span,
+            "min above the peak",
+        )

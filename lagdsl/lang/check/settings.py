@@ -1,0 +1,202 @@
+"""Pass: settings. Every setting's value: types, choices, ranges, and the model's shape."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from lagdsl.lang import syntax as ast
+from lagdsl.lang.catalogue import (
+    CHECKPOINT_OPTIONS,
+    DATA,
+    DEVICES,
+    EVAL_OPTIONS,
+    LR_SCHEDULES,
+    MODELS,
+    OPTIMIZERS,
+)
+from lagdsl.lang.check.draft import Args, Draft, Every, LRCall
+from lagdsl.lang.diagnostics import did_you_mean, one_of
+from lagdsl.lang.params import Param, Signature, bind, coerce, show
+from lagdsl.lang.schedule import SGD, AdamW, ModelSpec, Schedule, Shape, StdlibData, TextData, TokensData
+
+BYTE_VOCAB = 256
+_DATA_MODELS: dict[str, type[StdlibData | TextData | TokensData]] = {
+    "stdlib": StdlibData,
+    "text": TextData,
+    "tokens": TokensData,
+}
+_OPTIMIZER_MODELS: dict[str, type[AdamW | SGD]] = {"adamw": AdamW, "sgd": SGD}
+
+
+def check_settings(draft: Draft) -> Draft:
+    """Each setting's value into `draft.settings`; the model last, once the data is known."""
+    for key, setting in draft.setting_nodes.items():
+        if key != "model":
+            _HANDLERS[key](draft, setting)
+    if "model" in draft.setting_nodes:
+        _model(draft, draft.setting_nodes["model"])
+    return draft
+
+
+def _value(draft: Draft, param: Param, setting: ast.Setting) -> object | None:
+    value, problem = coerce(param, setting.value, None)
+    if problem:
+        draft.diagnostics.append(problem)
+    return value
+
+
+def _choice_of(draft: Draft, kind: str, table: dict[str, Signature], setting: ast.Setting) -> str | None:
+    node = setting.value
+    name_node = node.func if isinstance(node, ast.Call) else node
+    name = name_node.value if isinstance(name_node, ast.Name) else show(name_node)
+    if name not in table:
+        draft.report(
+            "E0104",
+            f"unknown {kind} `{name}`",
+            name_node.span,
+            f"not a{'n' if kind[0] in 'aeiou' else ''} {kind}",
+            did_you_mean(name, table) or f"the {kind}s are {one_of(table)}",
+        )
+        return None
+    return name
+
+
+def _call(draft: Draft, kind: str, table: dict[str, Signature], setting: ast.Setting) -> tuple[str, Args] | None:
+    """A setting whose value calls one of `table` (`adamw(lr=1e-3)`, or a bare `stdlib`)."""
+    name = _choice_of(draft, kind, table, setting)
+    if name is None:
+        return None
+    node = setting.value
+    if not isinstance(node, ast.Call | ast.Name):
+        return None  # a string or number: _choice_of reported it
+    args = bind(table[name], node, draft.diagnostics)
+    return None if args is None else (name, args)
+
+
+def _model(draft: Draft, setting: ast.Setting) -> None:
+    call = _call(draft, "model", MODELS, setting)
+    if call is None:
+        return
+    args = call[1]
+    width, heads = args["width"], args["heads"]
+    assert isinstance(width, int) and isinstance(heads, int)
+    if width % heads:
+        draft.report(
+            "E0303",
+            f"`width` {width} is not divisible by `heads` {heads}",
+            setting.value.span,
+            "width / heads must be a whole head size",
+            f"try `heads={_nearest_divisor(width, heads)}` or a width that is a multiple of {heads}",
+        )
+        return
+    if args["vocab"] == "auto":
+        if isinstance(draft.settings.data, TokensData):
+            draft.report(
+                "E0306",
+                "`vocab=auto` needs byte data, and this schedule reads `tokens`",
+                setting.value.span,
+                "vocabulary unknown",
+                "give the tokenizer's size, such as `vocab=50304`",
+            )
+            return
+        args["vocab"] = BYTE_VOCAB
+    shape = {dim: args.pop(dim) for dim in Shape.model_fields}
+    draft.settings.model = ModelSpec.model_validate({**args, "shape": shape})
+
+
+def _nearest_divisor(n: int, near: int) -> int:
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - near), d))
+
+
+def _data(draft: Draft, setting: ast.Setting) -> None:
+    call = _call(draft, "data source", DATA, setting)
+    if call is not None:
+        draft.settings.data = _DATA_MODELS[call[0]].model_validate(call[1])
+
+
+def _optimizer(draft: Draft, setting: ast.Setting) -> None:
+    call = _call(draft, "optimizer", OPTIMIZERS, setting)
+    if call is not None:
+        draft.settings.optimizer = _OPTIMIZER_MODELS[call[0]].model_validate(call[1])
+
+
+def _lr(draft: Draft, setting: ast.Setting) -> None:
+    call = _call(draft, "learning-rate schedule", LR_SCHEDULES, setting)
+    if call is not None:
+        draft.settings.lr = LRCall(*call)
+
+
+def _device(draft: Draft, setting: ast.Setting) -> None:
+    node = setting.value
+    if isinstance(node, ast.Name) and node.value in DEVICES:
+        draft.settings.device = node.value
+        return
+    if isinstance(node, ast.String) and re.fullmatch(r"cpu|cuda(:[0-9]+)?", node.value):
+        draft.settings.device = node.value
+        return
+    draft.report(
+        "E0104",
+        f"unknown device `{show(node)}`",
+        node.span,
+        "not a device",
+        did_you_mean(show(node), DEVICES) or 'write `auto`, `cpu`, `cuda` or a string such as `"cuda:1"`',
+    )
+
+
+def _batch(draft: Draft, setting: ast.Setting) -> None:
+    batch = _value(draft, Param.of(Schedule, "batch"), setting)
+    accumulate: object | None = 1
+    for arg in setting.extra:
+        accumulate, problem = coerce(Param.of(Schedule, "accumulate"), arg.value, None)
+        if problem:
+            draft.diagnostics.append(problem)
+    if isinstance(batch, int) and isinstance(accumulate, int):
+        draft.settings.batch, draft.settings.accumulate = batch, accumulate
+
+
+def _every(options: Signature | None, slot: str) -> Callable[[Draft, ast.Setting], None]:
+    def handle(draft: Draft, setting: ast.Setting) -> None:
+        args: Args | None = {}
+        if options is not None:
+            call = ast.Call(ast.Name(setting.key.value, setting.key.span), setting.extra, setting.span)
+            args = bind(options, call, draft.diagnostics)
+        if args is not None and isinstance(setting.value, ast.Duration):
+            setattr(draft.settings, slot, Every(setting.value, args))
+
+    return handle
+
+
+def _simple(param: Param, slot: str) -> Callable[[Draft, ast.Setting], None]:
+    def handle(draft: Draft, setting: ast.Setting) -> None:
+        value = _value(draft, param, setting)
+        if value is not None:
+            setattr(draft.settings, slot, value)
+
+    return handle
+
+
+def _name(draft: Draft, setting: ast.Setting) -> None:
+    if isinstance(setting.value, ast.Name | ast.String):
+        draft.settings.name = setting.value.value
+
+
+def _total(draft: Draft, setting: ast.Setting) -> None:
+    """`total` is converted to steps by the budgets pass, which reads the setting itself."""
+
+
+_HANDLERS: dict[str, Callable[[Draft, ast.Setting], None]] = {
+    "schedule": _name,
+    "seed": _simple(Param.of(Schedule, "seed"), "seed"),
+    "device": _device,
+    "precision": _simple(Param.of(Schedule, "precision"), "precision"),
+    "compile": _simple(Param.of(Schedule, "compile"), "compile"),
+    "data": _data,
+    "batch": _batch,
+    "optimizer": _optimizer,
+    "lr": _lr,
+    "total": _total,
+    "eval": _every(EVAL_OPTIONS, "eval"),
+    "checkpoint": _every(CHECKPOINT_OPTIONS, "checkpoint"),
+    "log": _every(None, "log"),
+}

@@ -1,0 +1,132 @@
+"""Pass: shapes. The model's shape through every growth, and what each operator can perform."""
+
+from __future__ import annotations
+
+from lagdsl.lang import layers
+from lagdsl.lang.check.draft import Draft, GrowDraft, OperatorRef
+from lagdsl.lang.params import Param, coerce
+from lagdsl.lang.schedule import Shape
+
+
+def check_shapes(draft: Draft) -> Draft:
+    """Each stage's and growth's shape before and after; stops at the first growth it cannot size
+    (later shapes are unknown: checking them would only repeat that error)."""
+    model = draft.settings.model
+    if model is None:
+        return draft
+    shape = model.shape
+    for stage in draft.stages:
+        stage.before = shape
+        for grow in stage.grows:
+            grow.before = shape
+            after = _grown_shape(draft, grow, shape)
+            if after is None:
+                stage.after = None
+                return draft
+            grow.after = after
+            _check_operators(draft, grow, shape, after)
+            shape = after
+        stage.after = shape
+    return draft
+
+
+def _grown_shape(draft: Draft, grow: GrowDraft, shape: Shape) -> Shape | None:
+    node, dim = grow.node, grow.dim
+    if dim is None:
+        return None
+    amount, problem = coerce(Param(f"grow {node.mode}", "int"), node.amount, None)
+    if problem:
+        draft.diagnostics.append(problem)
+        return None
+    assert isinstance(amount, int)
+    current = shape.depth if dim == "depth" else shape.width
+    target = current + amount if node.mode == "by" else amount
+    if target <= current:
+        say = f"by {amount}" if node.mode == "by" else f"to {amount}"
+        draft.report(
+            "E0401",
+            f"`grow {dim} {say}` does not grow the model",
+            node.amount.span,
+            f"the {dim} is already {current} here",
+            f"write `grow {dim} to N` with N above {current}, or `grow {dim} by N` with N at least 1",
+        )
+        return None
+    if dim == "depth":
+        if target > 4 * current:
+            _large_step(draft, grow, f"growing depth {current} -> {target} in one step is more than 4x")
+        return Shape(depth=target, width=shape.width, heads=shape.heads)
+    head = shape.head_size
+    if target % head:
+        lower, upper = target // head * head, (target // head + 1) * head
+        options = [w for w in (lower, upper) if w > current]
+        draft.report(
+            "E0404",
+            f"width {target} is not a multiple of the head size {head}",
+            node.amount.span,
+            "the head size stays fixed as the model widens",
+            f"try {' or '.join(f'`{w}`' for w in options)}" + (" (as a target with `to`)" if node.mode == "by" else ""),
+        )
+        return None
+    if target > 2 * current:
+        _large_step(draft, grow, f"growing width {current} -> {target} in one step is more than 2x")
+    return Shape(depth=shape.depth, width=target, heads=target // head)
+
+
+def _large_step(draft: Draft, grow: GrowDraft, message: str) -> None:
+    draft.report("W0401", message, grow.node.amount.span, "a large step", "split it over several stages")
+
+
+def _check_operators(draft: Draft, grow: GrowDraft, before: Shape, after: Shape) -> None:
+    dim = grow.dim
+    assert dim is not None
+    refs = [grow.op] if grow.op is not None else list(grow.candidates or [])
+    for ref in refs:
+        entry = ref.entries.get(dim)
+        if entry is None:
+            dims = " and ".join(ref.entries)
+            draft.report(
+                "E0402",
+                f"operator `{ref.func}` cannot grow {dim}",
+                ref.span,
+                f"grows {dims} only",
+                f"`lagdsl ops` lists the operators that grow {dim}",
+            )
+            grow.ok = False
+            continue
+        reason = entry.cannot(before, after)
+        if reason:
+            draft.report(
+                "E0403",
+                f"`{ref.label}` cannot grow {dim} {getattr(before, dim)} -> {getattr(after, dim)}",
+                ref.span,
+                reason,
+                "choose another operator, or change the growth",
+            )
+            grow.ok = False
+    if grow.ok and grow.candidates is not None and dim == "depth":
+        _check_same_models(draft, grow.candidates, before.depth, after.depth)
+
+
+def _check_same_models(draft: Draft, candidates: list[OperatorRef], before: int, after: int) -> None:
+    """Warn where two candidates build the same model: the same layer plan, every added layer a
+    copy, no noise (fresh layers and noise are drawn from each candidate's own generator)."""
+    first: dict[tuple[layers.Layer, ...], OperatorRef] = {}
+    for ref in candidates:
+        entry = ref.entries.get("depth")
+        noise = ref.args.get("noise", 0.0)
+        if entry is None or entry.layers is None or (isinstance(noise, float | int) and noise != 0):
+            continue
+        plan = layers.normalize(entry.layers(before, after - before))
+        if any(run.source is None for run in plan):
+            continue
+        same = first.setdefault(tuple(plan), ref)
+        if same is ref:
+            continue
+        draft.report(
+            "W0202",
+            f"candidates `{same.label}` and `{ref.label}` build the same model here",
+            ref.span,
+            f"the same as `{same.label}`",
+            f"growing depth {before} -> {after}, both build {layers.describe(plan)}; the probe would train "
+            f"one model twice: drop one, or give one `noise`",
+        )
