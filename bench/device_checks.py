@@ -66,10 +66,10 @@ def run_schedule(device: str, precision: str, compile_on: bool, small: bool, fol
         "fused_adamw": fused,
         "first_loss": losses[0],
         "last_loss": losses[-1],
-        "final_val_loss": result.summary["final_val_loss"],
+        "final_val_loss": result.summary.final_val_loss,
         "seconds": seconds,
-        "tokens_per_s": result.summary["tokens_per_s"],
-        "finished": result.summary["finished"],
+        "tokens_per_s": result.summary.tokens_per_s,
+        "finished": result.summary.finished,
     }
 
 

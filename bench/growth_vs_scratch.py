@@ -68,7 +68,7 @@ def run(length: Length, kind: str, seed: int, reuse: bool) -> RunLog:
     path = length.schedule(kind)
     if reuse and (out / "summary.json").exists():
         log = read_run(out)
-        if log.finished and log.meta.get("schedule_hash") == schedule_hash(path.read_text()):
+        if log.finished and log.meta is not None and log.meta.schedule_hash == schedule_hash(path.read_text()):
             return log  # a finished run of this very schedule
     if out.exists():
         subprocess.run(["rm", "-rf", str(out)], check=True)
@@ -89,11 +89,11 @@ def compare(runs: dict[str, list[RunLog]], a: str, b: str) -> dict[str, object]:
     """How much of `b`'s mean FLOPs and wall time `a`'s runs need to reach `b`'s mean final val loss."""
     target = Spread.of([r.final_val_loss for r in runs[b]]).mean
     total_flops = Spread.of([r.total_flops for r in runs[b]]).mean
-    total_seconds = Spread.of([float(r.summary["wall_seconds"]) for r in runs[b]]).mean
+    total_seconds = Spread.of([r.summary.wall_seconds for r in runs[b]]).mean
     flops, seconds, per_seed = [], [], []
     for log in runs[a]:
         f, s = reach(log, target)
-        per_seed.append({"seed": log.meta["seed"], "flops": f, "seconds": s})
+        per_seed.append({"seed": log.meta.seed if log.meta else None, "flops": f, "seconds": s})
         if f is not None:
             flops.append(f / total_flops)
             seconds.append(s / total_seconds)
@@ -124,12 +124,12 @@ def main() -> None:
             log = runs[kind][-1]
             print(
                 f"{kind} seed {seed}: final val loss {log.final_val_loss:.4f}, {log.total_flops:.3g} FLOPs, "
-                f"{log.summary['wall_seconds']} s",
+                f"{log.summary.wall_seconds} s",
                 file=sys.stderr,
             )
 
     def spread(kind: str, key: str) -> dict[str, object]:
-        return Spread.of([float(r.summary[key]) for r in runs[kind]]).as_dict()
+        return Spread.of([float(getattr(r.summary, key)) for r in runs[kind]]).as_dict()
 
     # the scratch runs' val loss when they had spent what a grown run spends in all
     grown_flops = Spread.of([r.total_flops for r in runs["grown"]]).mean
@@ -141,7 +141,7 @@ def main() -> None:
     result = {
         "machine": f"{platform.machine()}, {cores()} cores",
         "schedules": {"grown": f"bench/{length.grown}", "scratch": f"bench/{length.scratch}"},
-        "steps": runs["scratch"][0].summary["steps"],
+        "steps": runs["scratch"][0].summary.steps,
         "seeds": list(range(1, args.seeds + 1)),
         "final_val_loss": {kind: spread(kind, "final_val_loss") for kind in runs},
         "flops": {kind: spread(kind, "flops") for kind in runs},

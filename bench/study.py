@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from common import cores, update_readme  # noqa: E402
 
 from lagdsl.analysis.study import recompute  # noqa: E402
+from lagdsl.artifacts import Study, read_json  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "study"
 LAGS = "0,2,5,10,25,50,100"
@@ -46,39 +47,40 @@ def main() -> None:
         cmd = [sys.executable, "-m", "lagdsl", "study", str(ROOT / "bench" / "grow.grow"), "--stage", "final",
                "--lags", LAGS, "--seeds", str(args.seeds), "--seed", "1", "-o", str(OUT)]  # fmt: skip
         subprocess.run(cmd, check=True, cwd=ROOT)
-    study = recompute(json.loads((OUT / "study.json").read_text()))
-    chosen = study["chosen_lag"]
-    by_lag = {row["lag"]: row for row in study["summary"]["val"]}
-    by_lag_train = {row["lag"]: row for row in study["summary"]["train"]}
-    rule = study["summary"]["rule"]
+    study = recompute(read_json(OUT / "study.json", Study))
+    chosen = study.chosen_lag
+    summary = study.summary.model_dump()
+    by_lag = {row["lag"]: row for row in summary["val"]}
+    by_lag_train = {row["lag"]: row for row in summary["train"]}
+    rule = summary["rule"]
     result = {
         "machine": f"{platform.machine()}, {cores()} cores",
         "schedule": "bench/grow.grow",
-        "stage": study["stage"],
-        "candidates": study["candidates"],
-        "seeds": study["seeds"],
-        "horizon_steps": study["horizon_steps"],
+        "stage": study.stage,
+        "candidates": study.candidates,
+        "seeds": study.seeds,
+        "horizon_steps": study.horizon_steps,
         "chosen_lag": chosen,
-        "val": study["summary"]["val"],
-        "score": study["summary"]["score"],
-        "train": study["summary"]["train"],
+        "val": summary["val"],
+        "score": summary["score"],
+        "train": summary["train"],
         "rule": rule,
         "per_seed": [
             {
-                "seed": run["seed"],
-                "best": run["best"],
-                "rule_pick": run["rule"]["pick"],
-                "rule_relative_regret": run["rule"]["relative_regret"],
-                "final_val": {c["label"]: c["final_val"] for c in run["candidates"]},
-                "val_at_lag_0": {c["label"]: c["val"][0] for c in run["candidates"]},
+                "seed": run.seed,
+                "best": run.best,
+                "rule_pick": run.rule.pick,
+                "rule_relative_regret": run.rule.relative_regret,
+                "final_val": {c.label: c.final_val for c in run.candidates},
+                "val_at_lag_0": {c.label: c.val[0] for c in run.candidates},
             }
-            for run in study["runs"]
+            for run in study.runs
         ],
         "rho_val_at_0": by_lag[0]["spearman"],
         "rho_val_at_chosen": by_lag[chosen]["spearman"],
         "rho_train_at_chosen": by_lag_train[chosen]["spearman"],
-        "rho_score_at_chosen": {row["lag"]: row for row in study["summary"]["score"]}[chosen]["spearman"],
-        "target_met": rule["picks_within_1pct"] == f"{len(study['seeds'])}/{len(study['seeds'])}",
+        "rho_score_at_chosen": {row["lag"]: row for row in summary["score"]}[chosen]["spearman"],
+        "target_met": rule["picks_within_1pct"] == f"{len(study.seeds)}/{len(study.seeds)}",
     }
     (ROOT / "bench" / "study.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)

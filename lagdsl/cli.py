@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
+    from lagdsl.artifacts import SpreadInfo, Study, Summary
     from lagdsl.lang import Checked
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -191,19 +192,19 @@ def run(
     click.echo(str(result.run_dir))
 
 
-def _print_summary(summary: dict[str, object], run_dir: Path) -> None:
+def _print_summary(summary: Summary, run_dir: Path) -> None:
     from lagdsl.plan.render import si
 
-    state = "finished" if summary["finished"] else f"stopped after {summary['steps']} steps (--max-steps)"
+    state = "finished" if summary.finished else f"stopped after {summary.steps} steps (--max-steps)"
+    train = f"{summary.final_train_loss:.4f}" if summary.final_train_loss is not None else "n/a"
     lines = [
-        f"{summary['schedule']}: {state} in {summary['wall_seconds']:.0f} s",
-        f"  final val loss   {summary['final_val_loss']:.4f}   (train {summary['final_train_loss']:.4f})",
-        f"  FLOPs used       {si(summary['flops'])}FLOPs (probes {si(summary['probe_flops'])}FLOPs)",  # type: ignore[arg-type]
-        f"  from scratch     {si(summary['scratch_flops'])}FLOPs for the final shape over the same steps",  # type: ignore[arg-type]
+        f"{summary.schedule}: {state} in {summary.wall_seconds:.0f} s",
+        f"  final val loss   {summary.final_val_loss:.4f}   (train {train})",
+        f"  FLOPs used       {si(summary.flops)}FLOPs (probes {si(summary.probe_flops)}FLOPs)",
+        f"  from scratch     {si(summary.scratch_flops)}FLOPs for the final shape over the same steps",
     ]
-    winners = summary["winners"]
-    if winners:
-        lines.append("  winners          " + ", ".join(f"{k}: {v}" for k, v in winners.items()))  # type: ignore[union-attr]
+    if summary.winners:
+        lines.append("  winners          " + ", ".join(f"{k}: {v}" for k, v in summary.winners.items()))
     lines.append(f"  run directory    {run_dir}")
     click.echo("\n".join(lines), err=True)
 
@@ -266,6 +267,19 @@ def _opened(ctx: click.Context, path: Path) -> Iterator[object]:
         ctx.exit(EXIT_USAGE)
     with stream:
         yield stream
+
+
+SCHEMAS = ("run", "events", "summary", "study", "plan")
+
+
+@main.command()
+@click.argument("artifact", type=click.Choice(SCHEMAS))
+def schema(artifact: str) -> None:
+    """Print the JSON Schema of a file lagdsl writes: run (run.json), events (each line of
+    metrics.jsonl), summary (summary.json), study (study.json), plan (plan.json)."""
+    from lagdsl.artifacts import json_schemas
+
+    click.echo(json.dumps(json_schemas()[artifact], indent=2))
 
 
 @main.command()
@@ -384,6 +398,7 @@ def study(
     STAGE's probe from the same snapshot to the horizon; writes study.json and two PNGs."""
     from lagdsl.analysis import figures
     from lagdsl.analysis.study import StudyError, StudyOptions, run_study
+    from lagdsl.artifacts import dump_json
 
     checked = _load_valid(file, ctx)
     schedule = checked.schedule
@@ -394,11 +409,11 @@ def study(
         if not quiet:
             click.echo(message, err=True)
 
-    saved: list[dict[str, object]] = []  # the newest study.json written
+    saved: list[Study] = []  # the newest study.json written
 
-    def save(result: dict[str, object]) -> None:  # after every seed, atomically
+    def save(result: Study) -> None:  # after every seed, atomically
         partial = out / "study.json.partial"
-        partial.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        partial.write_text(dump_json(result), encoding="utf-8")
         partial.replace(out / "study.json")
         saved[:] = [result]
 
@@ -423,35 +438,34 @@ def study(
     _print_study(result)
     click.echo(str(out / "study.json"))
     if interrupted:
-        done, asked = result["seeds"], result["seeds_asked"]
-        rest = [s for s in asked if s not in done]  # type: ignore[union-attr]
+        done, asked = result.seeds, result.seeds_asked
+        rest = [s for s in asked if s not in done]
         click.echo(
-            f"interrupted: study.json and the pictures hold seeds {', '.join(map(str, done))} (complete: false); "  # type: ignore[call-overload]
+            f"interrupted: study.json and the pictures hold seeds {', '.join(map(str, done))} (complete: false); "
             f"the seed in progress is lost. For the rest: --seed {rest[0]} --seeds {len(rest)} -o another folder",
             err=True,
         )
         ctx.exit(130)
 
 
-def _print_study(result: dict[str, object]) -> None:
+def _print_study(result: Study) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from lagdsl.analysis.stats import Spread
 
-    def show(d: dict[str, object], digits: int = 3) -> str:
-        if not d["n"]:
+    def show(d: SpreadInfo, digits: int = 3) -> str:
+        if not d.n or d.mean is None:
             return "n/a"
-        spread = Spread(d["mean"], d["std"], d["min"], d["max"], d["n"])
-        return spread.show(digits)
+        return Spread(d.mean, d.std or 0.0, d.min or d.mean, d.max or d.mean, d.n).show(digits)
 
-    summary = result["summary"]
-    seeds = len(result["seeds"])
-    change = result["change"]
+    summary = result.summary
+    seeds = len(result.seeds)
+    change = result.change
     title = (
-        f"{result['schedule']}: growth of `{result['stage']}` ({change['dim']} {change['before']} -> "
-        f"{change['after']}), {len(result['candidates'])} candidates, {seeds} seed{'s' if seeds > 1 else ''}, "
-        f"horizon {result['horizon']} ({result['horizon_steps']} steps)"
+        f"{result.schedule}: growth of `{result.stage}` ({change.dim} {change.before} -> "
+        f"{change.after}), {len(result.candidates)} candidates, {seeds} seed{'s' if seeds > 1 else ''}, "
+        f"horizon {result.horizon} ({result.horizon_steps} steps)"
     )
     table = Table(title=title, title_justify="left")
     for column in (
@@ -466,23 +480,23 @@ def _print_study(result: dict[str, object]) -> None:
         "pick within 1% (val)",
     ):
         table.add_column(column, justify="right")
-    for val, score, train in zip(summary["val"], summary["score"], summary["train"], strict=True):
-        chosen = " (schedule)" if val["lag"] == result["chosen_lag"] else ""
+    for val, score, train in zip(summary.val, summary.score, summary.train, strict=True):
+        chosen = " (schedule)" if val.lag == result.chosen_lag else ""
         table.add_row(
-            f"{val['lag']}{chosen}",
-            show(val["spearman"]),
-            show(val["kendall"]),
-            show(val["regret"], 4),
-            show(score["spearman"]),
-            show(score["regret"], 4),
-            show(train["spearman"]),
-            show(train["regret"], 4),
-            val["picks_within_1pct"],
+            f"{val.lag}{chosen}",
+            show(val.spearman),
+            show(val.kendall),
+            show(val.regret, 4),
+            show(score.spearman),
+            show(score.regret, 4),
+            show(train.spearman),
+            show(train.regret, 4),
+            val.picks_within_1pct,
         )
-    rule = summary["rule"]
+    rule = summary.rule
     console = Console(stderr=True, width=140)
     console.print(table)
     console.print(
-        f"the schedule's rule ({result['rule']} after {result['chosen_lag']} steps): regret {show(rule['regret'], 4)} "
-        f"nats, within 1% of the best final val loss in {rule['picks_within_1pct']} seeds"
+        f"the schedule's rule ({result.rule} after {result.chosen_lag} steps): regret {show(rule.regret, 4)} "
+        f"nats, within 1% of the best final val loss in {rule.picks_within_1pct} seeds"
     )

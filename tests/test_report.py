@@ -165,8 +165,22 @@ def test_not_a_run_directory_is_a_clear_error(tmp_path: Path) -> None:
     assert "is not a directory" in result.stderr and "Traceback" not in result.output
     result = report(str(tmp_path))
     assert result.exit_code == 2 and "has no `metrics.jsonl`" in result.stderr
-    (tmp_path / "metrics.jsonl").write_text('{"event":"step"}\nnot json\n{"event":"end","step":1,"flops":0}\n')
-    with pytest.raises(RunDirError, match="line 2 is not JSON"):
+    step = '{"event":"step","step":0,"stage":"a","loss":5.5,"lr":0.001,"tokens":8,"flops":10,"elapsed":0.1}'
+    end = '{"event":"end","step":1,"flops":10}'
+    (tmp_path / "metrics.jsonl").write_text(f"{step}\nnot json\n{end}\n")
+    with pytest.raises(RunDirError, match=r"metrics.jsonl` line 2: not JSON: the run directory is damaged$"):
+        read_run(tmp_path)
+    wrong = step.replace("5.5", '"low"')
+    (tmp_path / "metrics.jsonl").write_text(f"{step}\n{wrong}\n{end}\n")
+    with pytest.raises(RunDirError, match=r"line 2: a `step` event: `loss`: input should be a valid number"):
+        read_run(tmp_path)
+    # a kind of event this version does not know (a newer run's) is kept, not an error
+    (tmp_path / "metrics.jsonl").write_text(f'{step}\n{{"event":"shard","step":0,"ranks":4}}\n{end}\n')
+    log = read_run(tmp_path)
+    assert [e.event for e in log.events] == ["step", "shard", "end"]
+    assert log.events[1].model_dump() == {"event": "shard", "step": 0, "ranks": 4}
+    (tmp_path / "run.json").write_text('{"schedule": 3}')
+    with pytest.raises(RunDirError, match=r"run.json`: `lagdsl`: field required \(and \d+ more\)"):
         read_run(tmp_path)
 
 

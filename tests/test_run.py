@@ -13,6 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from lagdsl.artifacts import PlanFile, RunInfo, Summary, event_line, read_events, read_json
 from lagdsl.cli import main
 from lagdsl.runtime import checkpoint as ckpt
 from lagdsl.runtime.metrics import read, without_timing
@@ -92,6 +93,17 @@ def test_tiny_schedule_runs_through_every_instruction(project: Path) -> None:
     assert summary["probe_flops"] > 0 and summary["flops"] < summary["scratch_flops"]
     meta = json.loads((out / "run.json").read_text())
     assert len(meta["data_fingerprint"]) == 64
+    # every file the run wrote is what its model says (the models users' tools get from `lagdsl schema`)
+    assert meta["schema"] == "lagdsl.run/1" and meta["events"] == "lagdsl.events/1"
+    assert summary["schema"] == "lagdsl.summary/1"
+    assert read_json(out / "run.json", RunInfo).data_fingerprint == meta["data_fingerprint"]
+    assert read_json(out / "summary.json", Summary).final_shape.depth == 4
+    assert read_json(out / "plan.json", PlanFile).totals.mainline_steps == 30
+    typed = read_events(out / "metrics.jsonl")
+    assert [type(e).__name__ for e in typed] == [
+        f"{r['event'].capitalize()}Event" for r in events(out)
+    ]  # no event read as an unknown kind
+    assert [json.loads(event_line(e)) for e in typed] == events(out)  # written back, the same lines
     # checkpoints: every 12 steps and at the end, the newest 3 kept, each loadable without pickle
     names = [p.name for p in ckpt.list_checkpoints(out / "checkpoints")]
     assert len(names) == 3 and names[-1].startswith("step-000000030")

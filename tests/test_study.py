@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from lagdsl.analysis.stats import argmin, kendall, spearman
 from lagdsl.analysis.study import probe_score, recompute
+from lagdsl.artifacts import Study, dump_json, read_json
 from lagdsl.cli import main
 
 TINY = """
@@ -107,7 +108,7 @@ def test_candidates_train_as_the_probe_did_and_the_statistics_follow(project: Pa
     assert seed["stats"]["train"][-1]["spearman"] is None  # no training step at the horizon itself
     assert "lag" in result.stderr and "rho (val)" in result.stderr and "rho (score)" in result.stderr
     # the stored statistics are what the stored losses give (a study can be analysed again)
-    assert recompute(data) == data
+    assert json.loads(dump_json(recompute(read_json(out / "study.json", Study)))) == data
 
 
 @pytest.mark.slow
@@ -170,7 +171,7 @@ def test_a_study_stopped_midway_keeps_the_seeds_it_finished(project: Path) -> No
     from lagdsl.analysis.study import StudyOptions, run_study
     from lagdsl.lang import load
 
-    saved: list[dict] = []
+    saved: list[Study] = []
 
     def say(message: str) -> None:
         if message.startswith("seed 4:"):
@@ -180,8 +181,8 @@ def test_a_study_stopped_midway_keeps_the_seeds_it_finished(project: Path) -> No
     with pytest.raises(KeyboardInterrupt):
         run_study(load(project / "tiny.grow").schedule, options, project / "stopped", say, saved.append)
     (partial,) = saved
-    assert partial["complete"] is False and partial["seeds"] == [3] and partial["seeds_asked"] == [3, 4]
-    assert partial["summary"]["val"][0]["spearman"]["n"] <= 1
+    assert partial.complete is False and partial.seeds == [3] and partial.seeds_asked == [3, 4]
+    assert partial.summary.val[0].spearman.n <= 1
 
     result = CliRunner().invoke(main, ["study", str(project / "tiny.grow"), "--quiet", "--stage", "eight",
                                        "--lags", "0", "-o", str(project / "whole")])  # fmt: skip

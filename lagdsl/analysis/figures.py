@@ -1,11 +1,20 @@
-"""The pictures of the report and the study (matplotlib, drawn off-screen to PNG)."""
+"""The pictures of the report and the study, drawn off-screen to PNG with matplotlib's object API
+(a `Figure` on an Agg canvas): importing or calling this never touches pyplot's global state, so
+it never switches a notebook's backend or leaks figures."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lagdsl.analysis.runlog import RunLog
+from lagdsl.artifacts import LagSummary, SelectEvent, Study
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 WINNER = "#d62728"
 #: the candidates that lost a probe: muted, and told apart by colour, dashes and marker
@@ -21,36 +30,34 @@ VAL = "#ff7f0e"
 STAGE = "#bbbbbb"
 
 
-def _pyplot():
-    import matplotlib
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
 
-    return plt
 
-
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
-    _pyplot().close(fig)
     return path
 
 
 def loss_curves(log: RunLog, path: Path, axis: str) -> Path:
     """Train and val loss against mainline step or FLOPs, stage boundaries marked and named."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 4.2))
+    fig = _figure(9, 4.2)
+    ax = fig.subplots()
     x_of = (lambda step: float(step)) if axis == "step" else log.flops_at
     xs: list[float] = []
     ys: list[float] = []
     for previous, event in zip([None, *log.steps], log.steps, strict=False):
-        step = int(event["step"])
-        if axis == "flops" and previous is not None and event.get("from_probe") and not previous.get("from_probe"):
+        if axis == "flops" and previous is not None and event.from_probe and not previous.from_probe:
             xs.append(math.nan)  # the probes' FLOPs come in here: no line across them
             ys.append(math.nan)
-        xs.append(float(event["flops"]) if axis == "flops" else float(step))
-        ys.append(float(event["loss"]))
+        xs.append(float(event.flops) if axis == "flops" else float(event.step))
+        ys.append(event.loss)
     ax.plot(xs, ys, color=TRAIN, linewidth=0.8, alpha=0.8, label="train loss")
     val_steps, val = log.val_curve()
     if val:
@@ -58,14 +65,15 @@ def loss_curves(log: RunLog, path: Path, axis: str) -> Path:
             [x_of(s) for s in val_steps], val, color=VAL, marker="o", markersize=3.5, linewidth=1.6, label="val loss"
         )
     for stage in log.stages[1:]:
-        x = x_of(int(stage["step"]))
-        ax.axvline(x, color=STAGE, linestyle="--", linewidth=0.9)
+        ax.axvline(x_of(stage.step), color=STAGE, linestyle="--", linewidth=0.9)
     top = ax.get_ylim()[1]
     for stage in log.stages:
-        x = x_of(int(stage["step"]))
-        after = stage.get("after") or stage
-        shape = f"depth {after['depth']}, width {after['width']}"
-        ax.text(x, top, f" {stage['stage']} ({shape})", fontsize=7.5, va="top", ha="left", color="#444444", rotation=90)
+        after = stage.after or stage
+        shape = f"depth {after.depth}, width {after.width}"
+        ax.text(
+            x_of(stage.step), top, f" {stage.stage} ({shape})", fontsize=7.5, va="top", ha="left", color="#444444",
+            rotation=90,
+        )  # fmt: skip
     ax.set_xlabel("mainline step" if axis == "step" else "training FLOPs (probes included)")
     ax.set_ylabel("loss (nats per token)")
     ax.set_title(f"{log.name}: loss against {'step' if axis == 'step' else 'FLOPs'}", fontsize=10)
@@ -74,43 +82,43 @@ def loss_curves(log: RunLog, path: Path, axis: str) -> Path:
     return _save(fig, path)
 
 
-def probe_fanout(log: RunLog, select: dict[str, object], path: Path) -> Path:
+def probe_fanout(log: RunLog, select: SelectEvent, path: Path) -> Path:
     """Each candidate's probe losses from the shared snapshot, the winner highlighted, with the
     mainline's losses just before the growth for context."""
-    plt = _pyplot()
-    stage, growth = select["stage"], select["growth"]
-    probes = [p for p in log.probes if p["stage"] == stage and p["growth"] == growth]
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    start = int(select["step"])
-    k = max((len(p["steps"]) for p in probes), default=0)
-    before = [e for e in log.steps if start - max(3 * k, 10) <= int(e["step"]) < start]
+    stage, growth = select.stage, select.growth
+    probes = [p for p in log.probes if p.stage == stage and p.growth == growth]
+    fig = _figure(7, 3.8)
+    ax = fig.subplots()
+    start = select.step
+    k = max((len(p.steps) for p in probes), default=0)
+    before = [e for e in log.steps if start - max(3 * k, 10) <= e.step < start]
     if before:
         ax.plot(
-            [int(e["step"]) for e in before],
-            [float(e["loss"]) for e in before],
+            [e.step for e in before],
+            [e.loss for e in before],
             color="#333333",
             linewidth=1.0,
             label="before growth",
         )
     others = iter(LOSER_STYLES * (1 + len(probes) // len(LOSER_STYLES)))
     for p in probes:
-        won = p["candidate"] == select["winner"]
+        won = p.candidate == select.winner
         colour, dashes, marker = (WINNER, "-", ".") if won else next(others)
         ax.plot(
-            p["steps"],
-            p["losses"],
+            p.steps,
+            p.losses,
             color=colour,
             linestyle=dashes,
             linewidth=2.2 if won else 1.0,
             alpha=1.0 if won else 0.8,
-            marker=marker if len(p["steps"]) <= 30 else None,
+            marker=marker if len(p.steps) <= 30 else None,
             markersize=6 if won else 3.5,
-            label=f"{p['candidate']} (winner)" if won else str(p["candidate"]),
+            label=f"{p.candidate} (winner)" if won else p.candidate,
             zorder=3 if won else 2,
         )
     ax.set_xlabel("mainline step (every candidate trains on the same batches)")
     ax.set_ylabel("training loss")
-    ax.set_title(f"probe at `{stage}` (growth {int(growth) + 1}): {select['rule']}", fontsize=10)
+    ax.set_title(f"probe at `{stage}` (growth {growth + 1}): {select.rule}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
@@ -118,8 +126,8 @@ def probe_fanout(log: RunLog, select: dict[str, object], path: Path) -> Path:
 
 def compare_runs(logs: list[RunLog], path: Path) -> Path:
     """Val loss against FLOPs for several runs."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 4.2))
+    fig = _figure(9, 4.2)
+    ax = fig.subplots()
     for log in logs:
         steps, val = log.val_curve()
         ax.plot([log.flops_at(s) for s in steps], val, marker="o", markersize=3, label=f"{log.name} ({log.path.name})")
@@ -134,21 +142,21 @@ def compare_runs(logs: list[RunLog], path: Path) -> Path:
     return _save(fig, path)
 
 
-def study_statistics(study: dict[str, object], path: Path) -> Path:
+def study_statistics(study: Study, path: Path) -> Path:
     """Rank correlation with the final val loss, and regret, against the lag (mean ± std over seeds)."""
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.9))
-    summary = study["summary"]
-    span = max(study["lags"]) or 1
+    fig = _figure(10, 3.9)
+    left, right = fig.subplots(1, 2)
+    summary = study.summary
+    span = max(study.lags) or 1
     metrics = (("val", "-", "val loss at lag"), ("score", "-.", "probe score"), ("train", "--", "train loss at lag"))
     for m, (metric, style, name) in enumerate(metrics):
-        rows = summary[metric]
+        rows: list[LagSummary] = getattr(summary, metric)
         for n, (key, colour) in enumerate((("spearman", "#1f77b4"), ("kendall", "#2ca02c"))):
             shift = (2 * m + n - 2.5) * 0.006 * span  # side by side where they coincide
             _spread_line(left, rows, key, shift, style, colour, f"{key} ({name})")
         shift = (m - 1) * 0.006 * span
         _spread_line(right, rows, "regret", shift, style, "#d62728", f"pick by {name}")
-    chosen = study["chosen_lag"]
+    chosen = study.chosen_lag
     for ax in (left, right):
         ax.axvline(chosen, color=STAGE, linestyle=":", linewidth=1)
         ax.set_xlabel(f"lag (steps after growth; dotted: the schedule's {chosen})")
@@ -157,39 +165,41 @@ def study_statistics(study: dict[str, object], path: Path) -> Path:
     left.set_ylabel("rank correlation with final val loss")
     left.set_ylim(-1.05, 1.05)
     right.set_ylabel("regret (nats): final loss of pick - best")
-    seeds = len(study["seeds"])
+    seeds = len(study.seeds)
     fig.suptitle(
-        f"{study['schedule']}, growth of `{study['stage']}`: {len(study['candidates'])} candidates, "
-        f"{seeds} seed{'s' if seeds > 1 else ''}, horizon {study['horizon']} ({study['horizon_steps']} steps)",
+        f"{study.schedule}, growth of `{study.stage}`: {len(study.candidates)} candidates, "
+        f"{seeds} seed{'s' if seeds > 1 else ''}, horizon {study.horizon} ({study.horizon_steps} steps)",
         fontsize=10,
     )
     return _save(fig, path)
 
 
-def study_curves(study: dict[str, object], path: Path) -> Path:
+def study_curves(study: Study, path: Path) -> Path:
     """Every candidate's training and val loss after growth, one panel per seed (three at most)."""
-    plt = _pyplot()
-    runs = study["runs"][:3]
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 3.9), squeeze=False)
-    colours = plt.get_cmap("tab10")
-    lags = study["lags"]
+    import matplotlib
+
+    runs = study.runs[:3]
+    fig = _figure(5.2 * len(runs), 3.9)
+    axes = fig.subplots(1, len(runs), squeeze=False)
+    colours = matplotlib.colormaps["tab10"]
+    lags = study.lags
     for ax, run in zip(axes[0], runs, strict=True):
-        best = run["best"]
-        for i, c in enumerate(run["candidates"]):
+        best = run.best
+        for i, c in enumerate(run.candidates):
             colour = colours(i % 10)
-            ax.plot(range(len(c["curve"])), c["curve"], color=colour, linewidth=0.6, alpha=0.45)
-            points = [(lag, v) for lag, v in zip(lags, c["val"], strict=True) if v is not None]
-            points.append((study["horizon_steps"], c["final_val"]))
+            ax.plot(range(len(c.curve)), c.curve, color=colour, linewidth=0.6, alpha=0.45)
+            points = [(lag, v) for lag, v in zip(lags, c.val, strict=True) if v is not None]
+            points.append((study.horizon_steps, c.final_val))
             ax.plot(
                 [p[0] for p in points],
                 [p[1] for p in points],
                 color=colour,
                 marker="o",
                 markersize=3,
-                linewidth=1.8 if c["label"] == best else 1.1,
-                label=f"{c['label']}{' (best at end)' if c['label'] == best else ''}",
+                linewidth=1.8 if c.label == best else 1.1,
+                label=f"{c.label}{' (best at end)' if c.label == best else ''}",
             )
-        ax.set_title(f"seed {run['seed']}: schedule's rule picks {run['rule']['pick']}", fontsize=9)
+        ax.set_title(f"seed {run.seed}: schedule's rule picks {run.rule.pick}", fontsize=9)
         ax.set_xlabel("steps after growth")
         ax.set_ylabel("loss (lines: val at the lags; faint: train)")
         ax.grid(alpha=0.3)
@@ -197,15 +207,17 @@ def study_curves(study: dict[str, object], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _spread_line(ax, rows: list[dict], key: str, shift: float, style: str, colour: str, label: str) -> None:
+def _spread_line(
+    ax: Axes, rows: Sequence[LagSummary], key: str, shift: float, style: str, colour: str, label: str
+) -> None:
     """Mean over seeds against lag, with the standard deviation as error bars."""
     ax.errorbar(
-        [row["lag"] + shift for row in rows],
-        [_nan(row[key]["mean"]) for row in rows],
-        yerr=[_nan(row[key]["std"]) for row in rows],
+        [row.lag + shift for row in rows],
+        [_nan(getattr(row, key).mean) for row in rows],
+        yerr=[_nan(getattr(row, key).std) for row in rows],
         linestyle=style, marker="o", markersize=3.5, capsize=2, elinewidth=0.8, color=colour, label=label,
     )  # fmt: skip
 
 
-def _nan(value: object) -> float:
-    return math.nan if value is None else float(value)
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lagdsl.analysis import figures, file_name
 from lagdsl.analysis.runlog import RunLog, read_run
+from lagdsl.artifacts import Dims
 from lagdsl.plan.render import si
 
 
@@ -85,11 +86,11 @@ def build_report(run_dir: Path, out: Path, compare: list[Path] = ()) -> Report:
         sections.append("<h2>Probes</h2>")
         sections.append(_selection_table(log))
         for select in log.selects:
-            name = f"probe-{file_name(str(select['stage']))}-g{int(select['growth']) + 1}.png"
-            sections.append(picture(figures.probe_fanout(log, select, out / name), f"probe at {select['stage']}"))
-    pending = {(p["stage"], p["growth"]) for p in log.probes} - {(s["stage"], s["growth"]) for s in log.selects}
+            name = f"probe-{file_name(select.stage)}-g{select.growth + 1}.png"
+            sections.append(picture(figures.probe_fanout(log, select, out / name), f"probe at {select.stage}"))
+    pending = {(p.stage, p.growth) for p in log.probes} - {(s.stage, s.growth) for s in log.selects}
     for stage, growth in sorted(pending, key=str):
-        tried = [str(p["candidate"]) for p in log.probes if (p["stage"], p["growth"]) == (stage, growth)]
+        tried = [p.candidate for p in log.probes if (p.stage, p.growth) == (stage, growth)]
         note = f"the probe at `{stage}` did not finish (tried: {', '.join(tried)}); the run stopped inside it"
         report.notes.append(note)
         sections.append(f'<p class="warn">{_e(note)}.</p>')
@@ -133,35 +134,32 @@ def _plan_picture(run_dir: Path, path: Path, report: Report) -> Path | None:
 
 
 def _summary_table(log: RunLog) -> str:
-    s = log.summary or {}
+    s = log.summary
     meta = log.meta
     rows: list[tuple[str, str]] = [
         ("schedule", log.name),
         ("run directory", str(log.path)),
-        ("seed", str(meta.get("seed", "?"))),
-        ("device", f"{meta.get('resolved_device', '?')} ({meta.get('precision', '?')})"),
-        ("data", str(meta.get("data", "?"))),
+        ("seed", str(meta.seed) if meta else "?"),
+        ("device", f"{meta.resolved_device} ({meta.precision})" if meta else "? (?)"),
+        ("data", meta.data if meta else "?"),
         ("mainline steps", f"{log.last_step:,}"),
     ]
-    if s:
-        saving = 1 - float(s["flops"]) / float(s["scratch_flops"]) if s.get("scratch_flops") else None
-        shape = s["final_shape"]
+    if s is not None:
+        saving = 1 - s.flops / s.scratch_flops if s.scratch_flops else None
+        shape = s.final_shape
         rows += [
-            ("final train loss", _num(s.get("final_train_loss"))),
-            ("final val loss", _num(s.get("final_val_loss"))),
-            ("final shape", f"depth {shape['depth']}, width {shape['width']}, {si(int(s['params']))} params"),
+            ("final train loss", _num(s.final_train_loss)),
+            ("final val loss", _num(s.final_val_loss)),
+            ("final shape", f"depth {shape.depth}, width {shape.width}, {si(s.params)} params"),
             (
                 "training FLOPs",
-                f"{si(float(s['flops']))}FLOPs ({si(float(s['mainline_flops']))}FLOPs mainline + "
-                f"{si(float(s['probe_flops']))}FLOPs probes)",
+                f"{si(s.flops)}FLOPs ({si(s.mainline_flops)}FLOPs mainline + {si(s.probe_flops)}FLOPs probes)",
             ),
             (
                 "final shape from scratch, same steps",
-                si(float(s["scratch_flops"]))
-                + "FLOPs"
-                + (f" (growth saved {saving:.1%})" if saving is not None else ""),
+                si(s.scratch_flops) + "FLOPs" + (f" (growth saved {saving:.1%})" if saving is not None else ""),
             ),
-            ("wall time", f"{float(s['wall_seconds']):,.1f} s ({s.get('tokens_per_s')} tokens/s)"),
+            ("wall time", f"{s.wall_seconds:,.1f} s ({s.tokens_per_s} tokens/s)"),
         ]
     else:
         rows += [
@@ -169,7 +167,7 @@ def _summary_table(log: RunLog) -> str:
             ("training FLOPs so far", f"{si(log.total_flops)}FLOPs"),
         ]
     if log.selects:
-        winners = ", ".join(f"{w['stage']}: {w['winner']}" for w in log.selects)
+        winners = ", ".join(f"{w.stage}: {w.winner}" for w in log.selects)
         rows.append(("winners", winners))
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     return f'<table class="kv">{body}</table>'
@@ -179,33 +177,26 @@ def _growth_table(log: RunLog) -> str:
     head = "<tr><th>stage</th><th>step</th><th>operator</th><th>grows</th><th>params after</th></tr>"
     rows: list[tuple[int, str]] = []
     for g in log.grows:
-        rows.append((int(g["step"]), _growth_row(g["stage"], g["step"], g["operator"], _change(g), g["params"])))
+        rows.append((g.step, _growth_row(g.stage, g.step, g.operator, _change(g.dim, g.before, g.after), g.params)))
     for s in log.selects:
-        if "after" in s:
-            change = _change(s)
+        if s.dim is not None and s.before is not None and s.after is not None:
+            change = _change(s.dim, s.before, s.after)
         else:  # a run from before `select` events carried the shapes: the stage's
-            shape = next((st for st in log.stages if st["stage"] == s["stage"]), None)
-            shape = (shape.get("after") or shape) if shape else None
-            change = f"to depth {shape['depth']}, width {shape['width']}" if shape else ""
-        rows.append(
-            (
-                int(s["step"]),
-                _growth_row(s["stage"], s["step"], f"{s['winner']} (chosen by the probe)", change, s.get("params")),
-            )
-        )
+            stage = next((st for st in log.stages if st.stage == s.stage), None)
+            shape = (stage.after or Dims(depth=stage.depth, width=stage.width)) if stage else None
+            change = f"to depth {shape.depth}, width {shape.width}" if shape else ""
+        rows.append((s.step, _growth_row(s.stage, s.step, f"{s.winner} (chosen by the probe)", change, s.params)))
     rows.sort(key=lambda row: row[0])
     body = "".join(row for _, row in rows)
     return f"<table>{head}{body}</table>"
 
 
-def _change(event: dict[str, object]) -> str:
-    before, after = event["before"], event["after"]
-    dim = event["dim"]
-    return f"{dim} {before[dim]} → {after[dim]}"  # type: ignore[index]
+def _change(dim: str, before: Dims, after: Dims) -> str:
+    return f"{dim} {getattr(before, dim)} → {getattr(after, dim)}"
 
 
-def _growth_row(stage: object, step: object, operator: object, change: str, params: object) -> str:
-    shown = si(int(params)) if params is not None else ""  # type: ignore[call-overload]
+def _growth_row(stage: str, step: int, operator: str, change: str, params: int | None) -> str:
+    shown = si(params) if params is not None else ""
     return f"<tr><td>{_e(stage)}</td><td>{step}</td><td>{_e(operator)}</td><td>{_e(change)}</td><td>{shown}</td></tr>"
 
 
@@ -213,12 +204,11 @@ def _selection_table(log: RunLog) -> str:
     head = "<tr><th>stage</th><th>step</th><th>candidate</th><th>score</th><th>rule</th><th>keep</th><th></th></tr>"
     rows = []
     for s in log.selects:
-        scores: dict[str, float] = s["scores"]
-        for label, score in sorted(scores.items(), key=lambda item: item[1]):
-            won = label == s["winner"]
+        for label, score in sorted(s.scores.items(), key=lambda item: item[1]):
+            won = label == s.winner
             rows.append(
-                f"<tr{' class=winner' if won else ''}><td>{_e(s['stage'])}</td><td>{s['step']}</td>"
-                f"<td>{_e(label)}</td><td>{score:.4f}</td><td>{_e(s['rule'])}</td><td>{_e(s['keep'])}</td>"
+                f"<tr{' class=winner' if won else ''}><td>{_e(s.stage)}</td><td>{s.step}</td>"
+                f"<td>{_e(label)}</td><td>{score:.4f}</td><td>{_e(s.rule)}</td><td>{_e(s.keep)}</td>"
                 f"<td>{'winner' if won else ''}</td></tr>"
             )
     return f"<table>{head}{''.join(rows)}</table>"

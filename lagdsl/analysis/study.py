@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 
 from lagdsl.analysis import file_name
 from lagdsl.analysis.stats import Spread, argmin, kendall, spearman
+from lagdsl.artifacts import Study
 from lagdsl.lang.schedule import Growth, Schedule, Stage
 
 if TYPE_CHECKING:
     from lagdsl.runtime.engine import Engine
 
-SCHEMA = "lagdsl.study/1"
 #: the losses compared with the final val loss at each lag: val loss, the probe score (what the
 #: default selection rule scores after a probe of that many steps), one batch's train loss
 METRICS = ("val", "score", "train")
@@ -146,15 +146,18 @@ def seed_stats(candidates: list[CandidateResult], lags: tuple[int, ...]) -> dict
     return stats
 
 
-def recompute(study: dict[str, object]) -> dict[str, object]:
+def recompute(study: Study) -> Study:
     """`study` (a `study.json`) with every statistic computed again from its stored losses, as
     this version computes them: a study written before a statistic was added gains it."""
-    lags = tuple(study["lags"])  # type: ignore[arg-type]
+    lags = tuple(study.lags)
     runs = []
-    for run in study["runs"]:  # type: ignore[union-attr]
-        candidates = [CandidateResult(**c) for c in run["candidates"]]
-        runs.append({**run, "stats": seed_stats(candidates, lags)})
-    return {**study, "runs": runs, "summary": summarize(runs, lags)}
+    for run in study.runs:
+        candidates = [
+            CandidateResult(c.label, c.operator, c.train, c.val, c.final_val, c.final_train, c.curve)
+            for c in run.candidates
+        ]
+        runs.append({**run.model_dump(), "stats": seed_stats(candidates, lags)})
+    return Study.model_validate({**study.model_dump(by_alias=True), "runs": runs, "summary": summarize(runs, lags)})
 
 
 def rule_pick(candidates: list[CandidateResult], growth: Growth, lags: tuple[int, ...]) -> int:
@@ -207,8 +210,8 @@ def run_study(
     options: StudyOptions,
     out: Path,
     say: Callable[[str], None] = lambda message: None,
-    save: Callable[[dict[str, object]], None] = lambda result: None,
-) -> dict[str, object]:
+    save: Callable[[Study], None] = lambda result: None,
+) -> Study:
     """Run the study and return what `study.json` holds; per-seed event logs go under `out`.
     `save` receives the result so far after every seed (`complete` false until the last), so a
     study stopped in its third seed keeps the first two."""
@@ -228,8 +231,8 @@ def _run(
     options: StudyOptions,
     out: Path,
     say: Callable[[str], None],
-    save: Callable[[dict[str, object]], None],
-) -> dict[str, object]:
+    save: Callable[[Study], None],
+) -> Study:
     from lagdsl.plan import build_plan
     from lagdsl.runtime import program as P
     from lagdsl.runtime.data import Batches
@@ -349,14 +352,13 @@ def _result(
     device: str,
     seeds: list[int],
     runs: list[dict[str, object]],
-) -> dict[str, object]:
+) -> Study:
     """What `study.json` holds, for the seeds done so far."""
     probe = growth.probe
     assert probe is not None
     window = probe.select.window
     rule = f"lowest {probe.select.metric}" + (f" over last {window} steps" if window and window > 1 else "")
-    return {
-        "schema": SCHEMA,
+    return Study.model_validate({
         "complete": len(runs) == len(seeds),
         "schedule": schedule.name,
         "file": schedule.file,
@@ -380,7 +382,7 @@ def _result(
         "seeds_asked": seeds,
         "runs": runs,
         "summary": summarize(runs, lags),
-    }
+    })  # fmt: skip
 
 
 class _Recorder:

@@ -46,10 +46,8 @@ def layout(plan: Plan) -> dict[str, tuple[float, float]]:
 
 def draw(plan: Plan, path: Path, fmt: str) -> None:
     """Write the picture to `path` as `svg` or `png`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
@@ -59,7 +57,8 @@ def draw(plan: Plan, path: Path, fmt: str) -> None:
     margin = 0.6
     left, right = min(xs) - WIDE / 2 - margin, max(xs) + WIDE / 2 + margin
     bottom, top = min(ys) - BOX_H / 2 - margin - 0.3, max(ys) + BOX_H / 2 + margin + 0.3
-    fig = plt.figure(figsize=(right - left, top - bottom))
+    fig = Figure(figsize=(right - left, top - bottom))  # the object API: no pyplot state, no backend switch
+    FigureCanvasAgg(fig)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(left, right)
     ax.set_ylim(bottom, top)
@@ -100,4 +99,3 @@ def draw(plan: Plan, path: Path, fmt: str) -> None:
     ]
     ax.legend(handles=handles, loc="lower left", ncol=len(handles), frameon=False, fontsize=8, borderaxespad=0.2)
     fig.savefig(path, format=fmt, dpi=110)
-    plt.close(fig)

@@ -8,10 +8,9 @@ from dataclasses import fields
 import networkx as nx
 
 from lagdsl._gc import collector_paused
+from lagdsl.artifacts import PLAN_SCHEMA as SCHEMA
 from lagdsl.plan.build import Plan, PlanNode, StageCost, Totals
 from lagdsl.plan.cost import ShapeCost
-
-SCHEMA = "lagdsl.plan/1"
 
 #: Fill colours by node kind, shared by every picture of the plan.
 COLOURS = {

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lagdsl.artifacts import Dims, EndEvent, EvalEvent, GrowEvent, ProbeEvent, SelectEvent, StageEvent, StepEvent
 from lagdsl.lang.lr import lr_at, rewarm_factor
 from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, SelectRule, Shape, Stage
 from lagdsl.model.gpt import GPT, GPTConfig
@@ -176,7 +177,7 @@ class Engine:
                     case P.Checkpoint() as ins:
                         self._checkpoint(ins)
                     case P.End() as ins:
-                        self.metrics.write("end", step=ins.step, flops=self.state.flops)
+                        self.metrics.write(EndEvent(step=ins.step, flops=self.state.flops))
                 self.state.pc += 1
         except _Stop:
             return False
@@ -185,8 +186,8 @@ class Engine:
     def _stage_start(self, ins: P.StageStart) -> None:
         shape, after = self.state.model.config, self.schedule.stages[ins.stage].after
         self.metrics.write(
-            "stage", stage=ins.name, index=ins.stage, step=ins.step, depth=shape.depth, width=shape.width,
-            after=_shape(after),
+            StageEvent(stage=ins.name, index=ins.stage, step=ins.step, depth=shape.depth, width=shape.width,
+                       after=_dims(after))
         )  # fmt: skip
 
     def train(self, stage_index: int, start: int, steps: int) -> None:
@@ -208,11 +209,11 @@ class Engine:
         every = self.schedule.log_every
         if step % every == 0 or step == self.schedule.total_steps - 1:
             tokens = (step + 1) * self.schedule.tokens_per_step
-            self.metrics.write(
-                "step", step=step, stage=stage.name, loss=loss, lr=lr, tokens=tokens,
-                flops=state.flops, elapsed=round(state.elapsed(), 3),
-                **({"from_probe": True} if probe else {}),
+            event = StepEvent(
+                step=step, stage=stage.name, loss=loss, lr=lr, tokens=tokens, flops=state.flops,
+                elapsed=round(state.elapsed(), 3), **({"from_probe": True} if probe else {}),
             )  # fmt: skip
+            self.metrics.write(event)
         if self.on_step is not None:
             self.on_step(self, stage.name, step, loss)
 
@@ -287,7 +288,7 @@ class Engine:
         val_loss = self.evaluate(self.state.model)
         self.state.last_eval = (ins.step, val_loss)
         stage = self.schedule.stages[ins.stage]
-        self.metrics.write("eval", step=ins.step, stage=stage.name, val_loss=val_loss, batches=self.eval_batches)
+        self.metrics.write(EvalEvent(step=ins.step, stage=stage.name, val_loss=val_loss, batches=self.eval_batches))
 
     def _checkpoint(self, ins: P.Checkpoint) -> None:
         self.state.pc += 1  # resume after this instruction
@@ -314,8 +315,8 @@ class Engine:
         before = self.state.model.config
         model = self.grown(self.state, stage, growth, growth.op, ins.growth).model
         self.metrics.write(
-            "grow", stage=stage.name, step=self.state.step, operator=growth.op.label, dim=growth.dim,
-            before=_shape(before), after=_shape(model.config), params=model.num_params(),
+            GrowEvent(stage=stage.name, step=self.state.step, operator=growth.op.label, dim=growth.dim,
+                      before=_dims(before), after=_dims(model.config), params=model.num_params())
         )  # fmt: skip
 
     def _run_probe(self, ins: P.Probe) -> None:
@@ -343,8 +344,9 @@ class Engine:
             score = self._score(state.model, rule, losses, start)
             scores[op.label] = score
             self.metrics.write(
-                "probe", stage=stage.name, growth=ins.growth, candidate=op.label, operator=op.name, args=dict(op.args),
-                steps=list(range(start, start + k)), losses=losses, lrs=lrs, score=score,
+                ProbeEvent(stage=stage.name, growth=ins.growth, candidate=op.label, operator=op.name,
+                           args=dict(op.args), steps=list(range(start, start + k)), losses=losses, lrs=lrs,
+                           score=score)
             )  # fmt: skip
             if best is None or score < best.score:  # ties go to the candidate listed first
                 best = Candidate(op.label, state, losses, score)
@@ -354,9 +356,10 @@ class Engine:
         name = stage.name if len(stage.growths) == 1 else f"{stage.name}/g{ins.growth + 1}"
         window = f" over last {rule.window} steps" if rule.window and rule.window > 1 else ""
         self.metrics.write(
-            "select", stage=stage.name, growth=ins.growth, step=start, rule=f"lowest {rule.metric}{window}",
-            keep=probe.keep, scores=scores, winner=best.label, dim=growth.dim,
-            before=_shape(growth.before), after=_shape(growth.after), params=best.state.model.num_params(),
+            SelectEvent(stage=stage.name, growth=ins.growth, step=start, rule=f"lowest {rule.metric}{window}",
+                        keep=probe.keep, scores=scores, winner=best.label, dim=growth.dim,
+                        before=_dims(growth.before), after=_dims(growth.after),
+                        params=best.state.model.num_params())
         )  # fmt: skip
         label, losses = best.label, best.losses
         if probe.keep == "winner":
@@ -395,6 +398,6 @@ class _Stop(Exception):
     """`--max-steps` reached inside a train segment."""
 
 
-def _shape(shape: Shape | GPTConfig) -> dict[str, int]:
-    """A shape as the metrics events write it."""
-    return {"depth": shape.depth, "width": shape.width}
+def _dims(shape: Shape | GPTConfig) -> Dims:
+    """A shape as the events write it."""
+    return Dims(depth=shape.depth, width=shape.width)

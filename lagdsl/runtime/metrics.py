@@ -1,26 +1,20 @@
-"""`metrics.jsonl`: one JSON object per line, flushed as it is written.
+"""`metrics.jsonl`: one event a line (`lagdsl.artifacts` defines them), flushed as it is written.
 
-Events: `stage`, `step`, `grow`, `probe`, `select`, `eval`, `checkpoint`, `end` (the README lists
-their fields). Fields that measure time (`elapsed`, `tokens_per_s`) differ between runs; every
-other field is determined by the schedule and the seed.
+Fields that measure time (`elapsed`) differ between runs; every other field is determined by the
+schedule and the seed.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-TIMING_FIELDS = frozenset({"elapsed", "tokens_per_s"})
-
-
-def _clean(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
+from lagdsl.artifacts import TIMING_FIELDS, Artifact, event_line
 
 
 class Metrics:
+    """The event log of a run, appended to line by line."""
+
     def __init__(self, path: Path, keep_lines: int | None = None) -> None:
         self.path = path
         if keep_lines is not None and path.exists():  # a resumed run: drop what came after its checkpoint
@@ -29,9 +23,8 @@ class Metrics:
         self.lines = sum(1 for _ in path.open(encoding="utf-8")) if path.exists() else 0
         self.stream = path.open("a", encoding="utf-8")
 
-    def write(self, event: str, **fields: object) -> None:
-        record = {"event": event, **{k: _clean(v) for k, v in fields.items()}}
-        self.stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+    def write(self, event: Artifact) -> None:
+        self.stream.write(event_line(event) + "\n")
         self.stream.flush()
         self.lines += 1
 
@@ -40,6 +33,7 @@ class Metrics:
 
 
 def read(path: Path) -> list[dict[str, object]]:
+    """The events as plain dicts, as written (tests compare runs with them)."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 

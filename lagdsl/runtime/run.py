@@ -20,6 +20,16 @@ from pathlib import Path
 import torch
 
 from lagdsl import __version__
+from lagdsl.artifacts import (
+    ArtifactError,
+    CheckpointEvent,
+    RunInfo,
+    ShapeInfo,
+    StoppedEvent,
+    Summary,
+    dump_json,
+    read_json,
+)
 from lagdsl.lang import check_text
 from lagdsl.lang.schedule import Schedule
 from lagdsl.plan import build_plan
@@ -59,7 +69,7 @@ class RunOptions:
 @dataclass
 class RunResult:
     run_dir: Path
-    summary: dict[str, object]
+    summary: Summary
     finished: bool
 
 
@@ -123,20 +133,20 @@ def new_run(schedule: Schedule, source_text: str, options: RunOptions, progress:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "schedule.grow").write_text(source_text, encoding="utf-8")
     (run_dir / "plan.json").write_text(to_json(plan), encoding="utf-8")
-    meta = {
-        "lagdsl": __version__,
-        "schedule": schedule.name,
-        "schedule_hash": schedule_hash(source_text),
-        "seed": schedule.seed,
-        "device": schedule.device,
-        "resolved_device": str(device.device),
-        "precision": str(device.dtype).replace("torch.", "") if device.dtype else "fp32",
-        "base": str(base),
-        "data": corpus.description,
-        "data_fingerprint": corpus.fingerprint,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    (run_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    info = RunInfo(
+        lagdsl=__version__,
+        schedule=schedule.name,
+        schedule_hash=schedule_hash(source_text),
+        seed=schedule.seed,
+        device=schedule.device,
+        resolved_device=str(device.device),
+        precision=str(device.dtype).replace("torch.", "") if device.dtype else "fp32",
+        base=str(base),
+        data=corpus.description,
+        data_fingerprint=corpus.fingerprint,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    (run_dir / "run.json").write_text(dump_json(info), encoding="utf-8")
     engine = _engine(schedule, lower(plan), batches, device, run_dir, 0, progress, options.max_steps)
     engine.initialize()
     return engine, run_dir
@@ -149,16 +159,16 @@ def resume_run(
     none), after checking that the schedule and the data are the ones the run was started with."""
     run_dir = options.resume
     assert run_dir is not None
-    meta = _read_json(run_dir / "run.json")
-    if meta["schedule_hash"] != schedule_hash(source_text):
+    meta = _read_info(run_dir)
+    if meta.schedule_hash != schedule_hash(source_text):
         raise RunError(
             f"`{run_dir}` was run with a different schedule (its hash differs): resume it with its own "
             f"`{run_dir / 'schedule.grow'}`, or start a new run"
         )
-    schedule = apply_overrides(schedule, meta["seed"], meta["device"])
+    schedule = apply_overrides(schedule, meta.seed, meta.device)
     device = open_device(schedule)
-    corpus, batches = open_data(schedule, Path(str(meta["base"])), device)
-    if meta["data_fingerprint"] != corpus.fingerprint:
+    corpus, batches = open_data(schedule, Path(meta.base), device)
+    if meta.data_fingerprint != corpus.fingerprint:
         raise RunError(f"data: the data differs from what `{run_dir}` was trained on (its fingerprint changed)")
     found = ckpt.list_checkpoints(run_dir / "checkpoints")
     saved = ckpt.load(found[-1]) if found else None
@@ -196,7 +206,7 @@ def write_checkpoint(engine: Engine, run_dir: Path, schedule: Schedule) -> Path:
     folder = run_dir / "checkpoints"
     step = engine.step
     path = ckpt.checkpoint_path(folder, step, engine.pc)
-    engine.metrics.write("checkpoint", step=step, path=str(path.relative_to(run_dir)))
+    engine.metrics.write(CheckpointEvent(step=step, path=str(path.relative_to(run_dir))))
     state = engine.checkpoint_state()  # outside a probe: with the checkpoint event itself
     ckpt.write_atomic(state, path)
     ckpt.prune(folder, schedule.checkpoint.keep)
@@ -219,7 +229,7 @@ def execute(engine: Engine, run_dir: Path) -> RunResult:
         engine.metrics.close()
         raise Interrupted(path) from None
     except NonFiniteLoss as error:
-        engine.metrics.write("stopped", step=error.step, stage=error.stage, reason=str(error))
+        engine.metrics.write(StoppedEvent(step=error.step, stage=error.stage, reason=str(error)))
         engine.metrics.close()
         found = ckpt.list_checkpoints(run_dir / "checkpoints")
         where = f"; the last good checkpoint is `{found[-1]}`" if found else "; no checkpoint was written before it"
@@ -234,7 +244,7 @@ def execute(engine: Engine, run_dir: Path) -> RunResult:
     return RunResult(run_dir, summary, finished)
 
 
-def finish(engine: Engine, run_dir: Path, finished: bool) -> dict[str, object]:
+def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
     schedule, state = engine.schedule, engine.state
     final = run_dir / "final"
     final.mkdir(exist_ok=True)
@@ -248,32 +258,35 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> dict[str, object]:
         val = engine.evaluate(state.model)
     elapsed = state.elapsed()
     tokens = state.step * schedule.tokens_per_step
-    summary = {
-        "schedule": schedule.name,
-        "finished": finished,
-        "steps": state.step,
-        "final_train_loss": state.last_loss,
-        "final_val_loss": val,
-        "tokens": tokens,
-        "mainline_flops": state.mainline_flops,
-        "probe_flops": state.probe_flops,
-        "flops": state.flops,
-        "scratch_flops": engine.cost.step_flops(schedule.final_shape, state.step),
-        "final_shape": {"depth": config.depth, "width": config.width, "heads": config.heads},
-        "params": state.model.num_params(),
-        "wall_seconds": round(elapsed, 3),
-        "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else None,
-        "winners": state.winners,
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    summary = Summary(
+        schedule=schedule.name,
+        finished=finished,
+        steps=state.step,
+        final_train_loss=state.last_loss,
+        final_val_loss=val,
+        tokens=tokens,
+        mainline_flops=state.mainline_flops,
+        probe_flops=state.probe_flops,
+        flops=state.flops,
+        scratch_flops=engine.cost.step_flops(schedule.final_shape, state.step),
+        final_shape=ShapeInfo(depth=config.depth, width=config.width, heads=config.heads),
+        params=state.model.num_params(),
+        wall_seconds=round(elapsed, 3),
+        tokens_per_s=round(tokens / elapsed, 1) if elapsed > 0 else None,
+        winners=dict(state.winners),
+    )
+    (run_dir / "summary.json").write_text(dump_json(summary), encoding="utf-8")
     return summary
 
 
-def _read_json(path: Path) -> dict[str, object]:
+def _read_info(run_dir: Path) -> RunInfo:
+    path = run_dir / "run.json"
+    if not path.exists():
+        raise RunError(f"`{run_dir}` is not a run directory (it has no `run.json`)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise RunError(f"`{path.parent}` is not a run directory (cannot read `{path.name}`: {error})") from None
+        return read_json(path, RunInfo)
+    except ArtifactError as error:
+        raise RunError(f"`{run_dir}` is not a run directory that can be resumed: {error}") from None
 
 
 def load_for_resume(run_dir: Path) -> tuple[Schedule, str]:
