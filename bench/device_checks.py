@@ -110,6 +110,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--small", action="store_true", help="tiny sizes: checks the script, not the device")
+    parser.add_argument("--json", type=Path, help="where the results go (default: bench/device_checks.json)")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device here: nothing to check (use --device cpu --small to check the script)")
@@ -150,7 +151,7 @@ def main() -> int:
         if args.device.startswith("cuda"):
             report("fused AdamW on CUDA", bool(runs["eager"]["fused_adamw"]), "")
         results["runs"] = runs
-    (ROOT / "bench" / ("device_checks.json" if not args.small else "device_checks-small.json")).write_text(
+    (args.json or ROOT / "bench" / ("device_checks.json" if not args.small else "device_checks-small.json")).write_text(
         json.dumps(results, indent=2) + "\n"
     )
     print("\n".join(lines))

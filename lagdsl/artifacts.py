@@ -20,14 +20,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
-EVENTS_SCHEMA = "lagdsl.events/1"
-RUN_SCHEMA = "lagdsl.run/1"
-SUMMARY_SCHEMA = "lagdsl.summary/1"
-STUDY_SCHEMA = "lagdsl.study/1"
+EVENTS_SCHEMA: Final = "lagdsl.events/1"
+RUN_SCHEMA: Final = "lagdsl.run/1"
+SUMMARY_SCHEMA: Final = "lagdsl.summary/1"
+STUDY_SCHEMA: Final = "lagdsl.study/1"
 
 #: Fields that measure time: they differ between two runs of one schedule; nothing else does.
 TIMING_FIELDS = frozenset({"elapsed", "tokens_per_s", "wall_seconds", "created"})
@@ -191,7 +191,7 @@ def event_line(event: Artifact) -> str:
     """One line of `metrics.jsonl`: `event` first, then the fields that were given (a default
     that was not given, such as `from_probe=False`, is left out), non-finite numbers as strings."""
     fields = event.model_dump(mode="python", exclude_unset=True, exclude={"event"})
-    record = {"event": event.event, **{k: _finite(v) for k, v in fields.items()}}
+    record = {"event": getattr(event, "event"), **{k: _finite(v) for k, v in fields.items()}}  # noqa: B009
     return json.dumps(record, separators=(",", ":"))
 
 
@@ -383,7 +383,7 @@ class Study(Artifact):
 # `lagdsl.plan.render.to_json` writes it by hand (fast on large plans); a test checks every plan it
 # writes against these models, so the two cannot drift apart.
 
-PLAN_SCHEMA = "lagdsl.plan/1"
+PLAN_SCHEMA: Final = "lagdsl.plan/1"
 
 
 class PlanShape(Artifact):

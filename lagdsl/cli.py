@@ -10,22 +10,25 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
 if TYPE_CHECKING:
     from lagdsl.artifacts import SpreadInfo, Study, Summary
     from lagdsl.lang import Checked
+    from lagdsl.lang.diagnostics import Diagnostic
+    from lagdsl.lang.schedule import Schedule
+    from lagdsl.lang.source import Source
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
-def _color(stream: object) -> bool:
-    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()  # type: ignore[attr-defined]
+def _color(stream: TextIO) -> bool:
+    return "NO_COLOR" not in os.environ and stream.isatty()
 
 
 class _Group(click.Group):
@@ -60,7 +63,7 @@ def validate(files: tuple[Path, ...], fmt: str, strict: bool) -> None:
     from lagdsl.lang.diagnostics import render_json, render_text
 
     status = EXIT_OK
-    collected = []
+    collected: list[tuple[Diagnostic, Source]] = []
     color = _color(sys.stderr)
     for path in files:
         try:
@@ -88,9 +91,9 @@ def validate(files: tuple[Path, ...], fmt: str, strict: bool) -> None:
     sys.exit(status)
 
 
-def _load_valid(path: Path, ctx: click.Context) -> Checked:
-    """The checked file with its schedule, or its diagnostics on stderr and exit 1 (2 when it
-    cannot be read)."""
+def _load_valid(path: Path, ctx: click.Context) -> tuple[Schedule, str]:
+    """The file's schedule and text, or its diagnostics on stderr and exit 1 (2 when it cannot be
+    read); warnings go to stderr either way."""
     from lagdsl.lang import load
     from lagdsl.lang.diagnostics import render_text
 
@@ -105,7 +108,8 @@ def _load_valid(path: Path, ctx: click.Context) -> Checked:
     if result.schedule is None:
         click.echo(f"{path}: {_counts(len(result.errors), len(result.warnings))}", err=True)
         ctx.exit(EXIT_INVALID)
-    return result
+    assert result.schedule is not None
+    return result.schedule, result.source.text
 
 
 def _counts(errors: int, warnings: int) -> str:
@@ -117,13 +121,14 @@ def _counts(errors: int, warnings: int) -> str:
     return ", ".join(parts)
 
 
-def _summary_line(name: str, result: object) -> str:
-    schedule = result.schedule  # type: ignore[attr-defined]
+def _summary_line(name: str, result: Checked) -> str:
+    schedule = result.schedule
+    assert schedule is not None
     first, last = schedule.stages[0].before, schedule.final_shape
     stages = len(schedule.stages)
     depth = f"depth {first.depth}" + (f" -> {last.depth}" if last.depth != first.depth else "")
     width = f"width {first.width}" + (f" -> {last.width}" if last.width != first.width else "")
-    warnings = len(result.warnings)  # type: ignore[attr-defined]
+    warnings = len(result.warnings)
     extra = f" ({_counts(0, warnings)})" if warnings else ""
     return (
         f"{name}: ok: {stages} stage{'s' if stages != 1 else ''}, {depth}, {width}, {schedule.total_steps} steps{extra}"
@@ -161,19 +166,19 @@ def run(
         raise click.UsageError("give a schedule FILE, or --resume RUN_DIR")
     try:
         if file is not None:
-            checked = _load_valid(file, ctx)
-            schedule, source = checked.schedule, checked.source.text
+            schedule, source = _load_valid(file, ctx)
         else:
-            schedule, source = load_for_resume(resume)  # type: ignore[arg-type]
+            assert resume is not None
+            schedule, source = load_for_resume(resume)
         if dry_run:
             from lagdsl.plan import build_plan
             from lagdsl.runtime.program import describe, lower
 
-            click.echo(describe(lower(build_plan(schedule)), schedule), nl=False)  # type: ignore[arg-type]
+            click.echo(describe(lower(build_plan(schedule)), schedule), nl=False)
             return
-        progress = Progress(schedule.total_steps, quiet=quiet)  # type: ignore[attr-defined]
+        progress = Progress(schedule.total_steps, quiet=quiet)
         options = RunOptions(out=out, device=device, seed=seed, max_steps=max_steps, quiet=quiet, resume=resume)
-        engine, run_dir = prepare(schedule, source, options, progress)  # type: ignore[arg-type]
+        engine, run_dir = prepare(schedule, source, options, progress)
         if resume is not None and not quiet:
             click.echo(f"resuming `{run_dir}` at step {engine.step}", err=True)
         try:
@@ -227,7 +232,7 @@ def plan(ctx: click.Context, file: Path, fmt: str, output: Path | None) -> None:
     from lagdsl.plan import build_plan
     from lagdsl.plan import render as r
 
-    the_plan = build_plan(_load_valid(file, ctx).schedule)  # type: ignore[arg-type]
+    the_plan = build_plan(_load_valid(file, ctx)[0])
     if fmt in ("svg", "png"):
         from lagdsl.plan.draw import draw
 
@@ -249,9 +254,9 @@ def plan(ctx: click.Context, file: Path, fmt: str, output: Path | None) -> None:
     _write(ctx, output, lambda: output.write_text(text, encoding="utf-8"))
 
 
-def _write(ctx: click.Context, path: Path, write: object) -> None:
+def _write(ctx: click.Context, path: Path, write: Callable[[], object]) -> None:
     try:
-        write()  # type: ignore[operator]
+        write()
     except OSError as error:
         click.echo(f"error: cannot write `{path}`: {error.strerror or error}", err=True)
         ctx.exit(EXIT_USAGE)
@@ -259,7 +264,7 @@ def _write(ctx: click.Context, path: Path, write: object) -> None:
 
 
 @contextmanager
-def _opened(ctx: click.Context, path: Path) -> Iterator[object]:
+def _opened(ctx: click.Context, path: Path) -> Iterator[TextIO]:
     try:
         stream = path.open("w", encoding="utf-8")
     except OSError as error:
@@ -400,8 +405,7 @@ def study(
     from lagdsl.analysis.study import StudyError, StudyOptions, run_study
     from lagdsl.artifacts import dump_json
 
-    checked = _load_valid(file, ctx)
-    schedule = checked.schedule
+    schedule, _ = _load_valid(file, ctx)
     out = output or Path(f"study-{schedule.name}")
     options = StudyOptions(stage=stage, lags=lags, horizon=horizon, seeds=seeds, seed=seed, device=device)
 

@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEDULES = sorted((ROOT / "schedules").glob("*.grow"))
@@ -13,6 +16,14 @@ GOLDEN = ROOT / "tests" / "golden"
 
 #: Set UPDATE_GOLDEN=1 to rewrite the golden files from the current output (then review the diff).
 UPDATE_GOLDEN = os.environ.get("UPDATE_GOLDEN") == "1"
+
+# Hypothesis: in CI the same examples every run (a stable suite time, no flaky first sightings) and
+# no example database; elsewhere random examples, remembered outside the source tree.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lagdsl" / "hypothesis"
+set_hypothesis_home_dir(str(_CACHE))  # its own caches (unicode tables) too: not `.hypothesis/` in the tree
+settings.register_profile("dev", database=DirectoryBasedExampleDatabase(str(_CACHE / "examples")))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture

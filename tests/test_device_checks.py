@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,13 +13,15 @@ from tests.conftest import ROOT
 
 
 @pytest.mark.slow
-def test_device_check_script_runs_on_a_cpu() -> None:
+def test_device_check_script_runs_on_a_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "checks.json"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "device_checks.py"), "--device", "cpu", "--small"],
+        [sys.executable, str(ROOT / "bench" / "device_checks.py"), "--device", "cpu", "--small", "--json", str(out)],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("PASS") == 4 and "FAIL" not in result.stdout
-    (ROOT / "bench" / "device_checks-small.json").unlink(missing_ok=True)
+    checks = json.loads(out.read_text())
+    assert checks, "the script wrote no results"

@@ -148,15 +148,15 @@ def test_compare_overlays_runs_and_states_flops_to_reach(runs: dict[str, Path], 
     assert "to reach the final val loss of" in page
     a, b = read_run(runs["a"]), read_run(runs["b"])
     rows = reach_table([a, b])
-    assert [(r["run"].path, r["target"].path) for r in rows] == [(a.path, b.path), (b.path, a.path)]
+    assert [(r.run.path, r.target.path) for r in rows] == [(a.path, b.path), (b.path, a.path)]
     for row in rows:
-        if row["flops"] is not None:  # the FLOPs where the run's val curve crosses the other's final loss
-            _steps, losses = row["run"].val_curve()
-            assert row["flops"] <= row["run"].total_flops
-            assert min(losses) <= row["target_loss"]
+        if row.flops is not None:  # the FLOPs where the run's val curve crosses the other's final loss
+            _steps, losses = row.run.val_curve()
+            assert row.flops <= row.run.total_flops
+            assert min(losses) <= row.target_loss
     # a run compared with itself reaches its own final val loss no later than its end
     (self_row,) = reach_table([a, read_run(runs["a"])])[:1]
-    assert self_row["flops"] is not None and self_row["ratio"] <= 1.0
+    assert self_row.flops is not None and self_row.ratio is not None and self_row.ratio <= 1.0
 
 
 def test_not_a_run_directory_is_a_clear_error(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,27 +33,33 @@ def flops_to_reach(log: RunLog, target: float) -> float | None:
     return None if step is None else log.flops_at(step)
 
 
-def reach_table(logs: list[RunLog]) -> list[dict[str, object]]:
+@dataclass(frozen=True)
+class Reach:
+    """How many FLOPs `run` needed to reach `target`'s final val loss (None: it never did), and
+    that as a share of `target`'s own FLOPs."""
+
+    run: RunLog
+    target: RunLog
+    target_loss: float
+    flops: float | None
+    ratio: float | None
+
+
+def reach_table(logs: list[RunLog]) -> list[Reach]:
     """For each ordered pair of runs, the FLOPs the first needs to reach the second's final val loss."""
     rows = []
     for a in logs:
         for b in logs:
-            if a is b or b.final_val_loss is None:
+            target = b.final_val_loss
+            if a is b or target is None:
                 continue
-            flops = flops_to_reach(a, b.final_val_loss)
-            rows.append(
-                {
-                    "run": a,
-                    "target": b,
-                    "target_loss": b.final_val_loss,
-                    "flops": flops,
-                    "ratio": None if flops is None or not b.total_flops else flops / b.total_flops,
-                }
-            )
+            flops = flops_to_reach(a, target)
+            ratio = None if flops is None or not b.total_flops else flops / b.total_flops
+            rows.append(Reach(a, b, target, flops, ratio))
     return rows
 
 
-def build_report(run_dir: Path, out: Path, compare: list[Path] = ()) -> Report:
+def build_report(run_dir: Path, out: Path, compare: Sequence[Path] = ()) -> Report:
     log = read_run(run_dir)
     others = [read_run(path) for path in compare]
     out.mkdir(parents=True, exist_ok=True)
@@ -221,13 +228,12 @@ def _reach_html(logs: list[RunLog]) -> str:
     )
     rows = []
     for row in reach_table(logs):
-        a, b = row["run"], row["target"]
-        flops = row["flops"]
-        needed = "not reached" if flops is None else f"{si(float(flops))}FLOPs"
-        ratio = "" if row["ratio"] is None else f"{float(row['ratio']):.2f}x"
+        a, b = row.run, row.target
+        needed = "not reached" if row.flops is None else f"{si(row.flops)}FLOPs"
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
         rows.append(
             f"<tr><td>{_e(_label(a))}</td><td>{_num(a.final_val_loss)}</td><td>{si(a.total_flops)}FLOPs</td>"
-            f"<td>{_e(_label(b))} ({_num(row['target_loss'])})</td><td>{needed}</td><td>{ratio}</td></tr>"
+            f"<td>{_e(_label(b))} ({_num(row.target_loss)})</td><td>{needed}</td><td>{ratio}</td></tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
 
@@ -236,8 +242,8 @@ def _label(log: RunLog) -> str:
     return f"{log.name} ({log.path.name})"
 
 
-def _num(value: object) -> str:
-    return "n/a" if value is None else f"{float(value):.4f}"
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _e(value: object) -> str:

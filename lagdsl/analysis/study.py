@@ -24,7 +24,17 @@ from typing import TYPE_CHECKING
 
 from lagdsl.analysis import file_name
 from lagdsl.analysis.stats import Spread, argmin, kendall, spearman
-from lagdsl.artifacts import Study
+from lagdsl.artifacts import (
+    LagStats,
+    LagSummary,
+    RulePick,
+    RuleSummary,
+    SpreadInfo,
+    Study,
+    StudyCandidate,
+    StudyRun,
+    StudySummary,
+)
 from lagdsl.lang.schedule import Growth, Schedule, Stage
 
 if TYPE_CHECKING:
@@ -63,16 +73,18 @@ class CandidateResult:
     final_train: float | None = None
     curve: list[float] = field(default_factory=list)  # training loss at every step after growth
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "label": self.label,
-            "operator": self.operator,
-            "train": self.train,
-            "val": self.val,
-            "final_val": self.final_val,
-            "final_train": self.final_train,
-            "curve": self.curve,
-        }
+    def as_model(self) -> StudyCandidate:
+        return StudyCandidate(
+            label=self.label, operator=self.operator, train=self.train, val=self.val, final_val=self.final_val,
+            final_train=self.final_train, curve=self.curve,
+        )  # fmt: skip
+
+    @staticmethod
+    def of(model: StudyCandidate) -> CandidateResult:
+        return CandidateResult(
+            model.label, model.operator, list(model.train), list(model.val), model.final_val, model.final_train,
+            list(model.curve),
+        )  # fmt: skip
 
 
 def locate(schedule: Schedule, name: str) -> tuple[Stage, int, Growth]:
@@ -98,11 +110,11 @@ def horizon_steps(stage: Stage, schedule: Schedule, horizon: str, start: int) ->
     return end - start
 
 
-def pair_stats(at_lag: list[float | None], final: list[float]) -> dict[str, object]:
+def pair_stats(lag: int, at_lag: list[float | None], final: list[float]) -> LagStats:
     """rho, tau, the pick and its regret for one lag; None where a candidate has no loss there."""
-    if any(v is None for v in at_lag):
-        return {"spearman": None, "kendall": None, "pick": None, "regret": None, "relative_regret": None}
-    values = [float(v) for v in at_lag]
+    values = [v for v in at_lag if v is not None]
+    if len(values) < len(at_lag):
+        return LagStats(lag=lag, spearman=None, kendall=None, pick=None, regret=None, relative_regret=None)
     pick = argmin(values)
     best = min(final)
     regret = final[pick] - best
@@ -110,13 +122,14 @@ def pair_stats(at_lag: list[float | None], final: list[float]) -> dict[str, obje
     def clean(x: float) -> float | None:
         return None if math.isnan(x) else x
 
-    return {
-        "spearman": clean(spearman(values, final)),
-        "kendall": clean(kendall(values, final)),
-        "pick": pick,
-        "regret": regret,
-        "relative_regret": regret / best,
-    }
+    return LagStats(
+        lag=lag,
+        spearman=clean(spearman(values, final)),
+        kendall=clean(kendall(values, final)),
+        pick=pick,
+        regret=regret,
+        relative_regret=regret / best,
+    )
 
 
 def probe_score(curve: list[float], lag: int) -> float | None:
@@ -137,12 +150,12 @@ def losses_at(candidate: CandidateResult, metric: str, lags: tuple[int, ...]) ->
     return list(getattr(candidate, metric))
 
 
-def seed_stats(candidates: list[CandidateResult], lags: tuple[int, ...]) -> dict[str, list[dict[str, object]]]:
+def seed_stats(candidates: list[CandidateResult], lags: tuple[int, ...]) -> dict[str, list[LagStats]]:
     final = [c.final_val for c in candidates]
     stats = {}
     for metric in METRICS:
         at = [losses_at(c, metric, lags) for c in candidates]
-        stats[metric] = [{"lag": lag, **pair_stats([a[i] for a in at], final)} for i, lag in enumerate(lags)]
+        stats[metric] = [pair_stats(lag, [a[i] for a in at], final) for i, lag in enumerate(lags)]
     return stats
 
 
@@ -150,14 +163,11 @@ def recompute(study: Study) -> Study:
     """`study` (a `study.json`) with every statistic computed again from its stored losses, as
     this version computes them: a study written before a statistic was added gains it."""
     lags = tuple(study.lags)
-    runs = []
-    for run in study.runs:
-        candidates = [
-            CandidateResult(c.label, c.operator, c.train, c.val, c.final_val, c.final_train, c.curve)
-            for c in run.candidates
-        ]
-        runs.append({**run.model_dump(), "stats": seed_stats(candidates, lags)})
-    return Study.model_validate({**study.model_dump(by_alias=True), "runs": runs, "summary": summarize(runs, lags)})
+    runs = [
+        run.model_copy(update={"stats": seed_stats([CandidateResult.of(c) for c in run.candidates], lags)})
+        for run in study.runs
+    ]
+    return study.model_copy(update={"runs": runs, "summary": summarize(runs, lags)})
 
 
 def rule_pick(candidates: list[CandidateResult], growth: Growth, lags: tuple[int, ...]) -> int:
@@ -166,43 +176,51 @@ def rule_pick(candidates: list[CandidateResult], growth: Growth, lags: tuple[int
     assert probe is not None
     k, rule = probe.steps, probe.select
     if rule.metric == "val_loss":
-        return argmin([float(c.val[lags.index(k)]) for c in candidates])
+        return argmin([_known(c.val[lags.index(k)]) for c in candidates])
     if k == 0:
         return argmin([c.curve[0] for c in candidates])
     window = rule.window or 1
     return argmin([sum(c.curve[k - window : k]) / window for c in candidates])
 
 
-def summarize(runs: list[dict[str, object]], lags: tuple[int, ...]) -> dict[str, object]:
+def summarize(runs: list[StudyRun], lags: tuple[int, ...]) -> StudySummary:
     """Means and spreads over seeds of every statistic, per metric and lag."""
-    summary: dict[str, object] = {}
+
+    def spread(values: list[float | None]) -> SpreadInfo:
+        return SpreadInfo.model_validate(Spread.of([math.nan if v is None else v for v in values]).as_dict())
+
+    def within(regrets: list[float | None]) -> str:
+        known = [r for r in regrets if r is not None]
+        return f"{sum(1 for r in known if r <= 0.01)}/{len(known)}"
+
+    tables: dict[str, list[LagSummary]] = {}
     for metric in METRICS:
         rows = []
         for i, lag in enumerate(lags):
-            per_seed = [run["stats"][metric][i] for run in runs]
-
-            def spread(key: str, per_seed: list[dict[str, object]] = per_seed) -> dict[str, object]:
-                return Spread.of([math.nan if s[key] is None else float(s[key]) for s in per_seed]).as_dict()
-
-            within = [s["relative_regret"] for s in per_seed if s["relative_regret"] is not None]
+            per_seed = [run.stats[metric][i] for run in runs]
             rows.append(
-                {
-                    "lag": lag,
-                    "spearman": spread("spearman"),
-                    "kendall": spread("kendall"),
-                    "regret": spread("regret"),
-                    "relative_regret": spread("relative_regret"),
-                    "picks_within_1pct": f"{sum(1 for r in within if r <= 0.01)}/{len(within)}",
-                }
+                LagSummary(
+                    lag=lag,
+                    spearman=spread([s.spearman for s in per_seed]),
+                    kendall=spread([s.kendall for s in per_seed]),
+                    regret=spread([s.regret for s in per_seed]),
+                    relative_regret=spread([s.relative_regret for s in per_seed]),
+                    picks_within_1pct=within([s.relative_regret for s in per_seed]),
+                )
             )
-        summary[metric] = rows
-    rule = [run["rule"] for run in runs]
-    summary["rule"] = {
-        "regret": Spread.of([float(r["regret"]) for r in rule]).as_dict(),
-        "relative_regret": Spread.of([float(r["relative_regret"]) for r in rule]).as_dict(),
-        "picks_within_1pct": f"{sum(1 for r in rule if r['relative_regret'] <= 0.01)}/{len(rule)}",
-    }
-    return summary
+        tables[metric] = rows
+    rules = [run.rule for run in runs]
+    rule = RuleSummary(
+        regret=spread([r.regret for r in rules]),
+        relative_regret=spread([r.relative_regret for r in rules]),
+        picks_within_1pct=within([r.relative_regret for r in rules]),
+    )
+    return StudySummary(val=tables["val"], score=tables["score"], train=tables["train"], rule=rule)
+
+
+def _known(value: float | None) -> float:
+    assert value is not None, "a loss the study did not record"
+    return value
 
 
 def run_study(
@@ -249,9 +267,9 @@ def _run(
     seeds = [first_seed + i for i in range(options.seeds)]
     base = Path(schedule.file).resolve().parent
     device = open_device(apply_overrides(schedule, None, options.device))
-    eval_batches = schedule.eval.batches if schedule.eval else 10
+    eval_batches = schedule.eval_batches
     corpus, _ = open_data(schedule, base, device)  # read once; each seed draws its own batches
-    runs: list[dict[str, object]] = []
+    runs: list[StudyRun] = []
     start = horizon = 0
     for seed in seeds:
         sched = apply_overrides(schedule, seed, options.device)
@@ -325,13 +343,13 @@ def _run(
         best = min(c.final_val for c in candidates)
         rule_regret = candidates[pick].final_val - best
         runs.append(
-            {
-                "seed": seed,
-                "candidates": [c.as_dict() for c in candidates],
-                "stats": seed_stats(candidates, lags),
-                "rule": {"pick": candidates[pick].label, "regret": rule_regret, "relative_regret": rule_regret / best},
-                "best": candidates[argmin([c.final_val for c in candidates])].label,
-            }
+            StudyRun(
+                seed=seed,
+                candidates=[c.as_model() for c in candidates],
+                stats=seed_stats(candidates, lags),
+                rule=RulePick(pick=candidates[pick].label, regret=rule_regret, relative_regret=rule_regret / best),
+                best=candidates[argmin([c.final_val for c in candidates])].label,
+            )
         )
         save(_result(schedule, options, stage, growth_index, growth, lags, start, horizon, eval_batches,
                      str(device.device), seeds, runs))  # fmt: skip
@@ -351,13 +369,12 @@ def _result(
     eval_batches: int,
     device: str,
     seeds: list[int],
-    runs: list[dict[str, object]],
+    runs: list[StudyRun],
 ) -> Study:
     """What `study.json` holds, for the seeds done so far."""
     probe = growth.probe
     assert probe is not None
-    window = probe.select.window
-    rule = f"lowest {probe.select.metric}" + (f" over last {window} steps" if window and window > 1 else "")
+    rule = probe.select.text
     return Study.model_validate({
         "complete": len(runs) == len(seeds),
         "schedule": schedule.name,
@@ -378,7 +395,7 @@ def _result(
         "horizon_steps": horizon,
         "eval_batches": eval_batches,
         "device": device,
-        "seeds": [run["seed"] for run in runs],
+        "seeds": [run.seed for run in runs],
         "seeds_asked": seeds,
         "runs": runs,
         "summary": summarize(runs, lags),

@@ -130,9 +130,9 @@ def _kind(annotation: Any, written: Written) -> tuple[Kind, tuple[str, ...], dic
         item = args[0]
         metadata = [m for m in getattr(item, "__metadata__", ()) if isinstance(m, FieldInfo)]
         return "pair", (), _bounds(metadata[0].metadata) if metadata else {}
-    simple = {int: "int", float: "float", bool: "bool", str: "str"}
+    simple: dict[object, Kind] = {int: "int", float: "float", bool: "bool", str: "str"}
     if annotation in simple:
-        return simple[annotation], (), {}  # type: ignore[return-value]
+        return simple[annotation], (), {}
     raise TypeError(f"the language has no type for {annotation!r}")
 
 

@@ -7,16 +7,17 @@ place that knows about lark's exceptions: nothing else sees them.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import hashlib
 import os
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any, Literal
 
 import lark
 from lark import Lark, Token, Transformer
@@ -75,7 +76,9 @@ def build_parser(*, strict: bool = False) -> Lark:
     )
 
 
-_LOCK = threading.Lock()  # the parser's one builder serves one parse at a time
+#: The lexical diagnostics of the parse in progress (a malformed number, an unknown escape): the
+#: tree builder reports into the list of the parse that called it, so parses share no state.
+_LEXICAL: contextvars.ContextVar[list[Diagnostic]] = contextvars.ContextVar("lagdsl_lexical_diagnostics")
 
 
 def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
@@ -97,13 +100,13 @@ def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
         nonlocal last_skipped_end
         if isinstance(error, UnexpectedToken):
             token = error.token
-            eof = token.type == "$END"
-            start = len(source.text) if eof else token.start_pos
-            end = start if eof else token.end_pos
+            at_end = token.type == "$END"
+            start = len(source.text) if at_end else token.start_pos
+            end = start if at_end else token.end_pos
         else:
-            start = error.pos_in_stream
+            assert error.pos_in_stream is not None  # the lexer always knows where it stopped
+            at_end, start = False, error.pos_in_stream
             end = start + 1
-        at_end = isinstance(error, UnexpectedToken) and error.token.type == "$END"
         # an error right after another follows from it; so does running into the end of the file
         if not follows_last_error(start) and not (at_end and diagnostics):
             diagnostics.append(_translate(error, source, parser))
@@ -114,16 +117,18 @@ def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
             return False
         return len(diagnostics) < _MAX_SYNTAX_ERRORS
 
-    with _LOCK:
-        _BUILDER.begin()
-        try:
-            module = parser.parse(source.text, on_error=on_error)
-        except UnexpectedInput:
-            return None, diagnostics
-        built = _BUILDER.diagnostics
+    built: list[Diagnostic] = []
+    token = _LEXICAL.set(built)
+    try:
+        module = parser.parse(source.text, on_error=on_error)
+    except UnexpectedInput:
+        return None, diagnostics
+    finally:
+        _LEXICAL.reset(token)
     if diagnostics or built:
         return None, diagnostics or built
-    return module, []  # type: ignore[return-value]
+    assert isinstance(module, ast.Module)
+    return module, []
 
 
 # ------------------------------------------------------------------------------ lark errors
@@ -185,12 +190,13 @@ def _join_words(words: list[str]) -> str:
 def _token_span(token: Token, source: Source) -> Span:
     if token.type == "$END" or token.line is None or token.line < 1:
         return source.end_span()
-    return Span(token.line, token.column, token.end_line, token.end_column)
+    return _tok_span(token)
 
 
 def _translate(error: UnexpectedInput, source: Source, parser: Lark) -> Diagnostic:
     """One lark error as a diagnostic in the language's words."""
     if isinstance(error, UnexpectedCharacters):
+        assert error.pos_in_stream is not None
         char = source.text[error.pos_in_stream]
         span = Span(error.line, error.column, error.line, error.column + 1)
         if char == '"':
@@ -209,7 +215,8 @@ def _translate(error: UnexpectedInput, source: Source, parser: Lark) -> Diagnost
     assert isinstance(error, UnexpectedToken)
     token = error.token
     expected = set(getattr(error, "accepts", None) or error.expected)  # accepts is exact under LALR
-    stack = error.interactive_parser.parser_state.value_stack if error.interactive_parser else []
+    interactive = getattr(error, "interactive_parser", None)  # absent when lark raised it without one
+    stack = interactive.parser_state.value_stack if interactive is not None else []
     previous = stack[-1].type if stack and isinstance(stack[-1], Token) else None
     span = _token_span(token, source)
     found = "end of file" if token.type == "$END" else f"`{token.value}`"
@@ -243,6 +250,9 @@ _SYNTAX_ONLY = frozenset({"LPAR", "RPAR", "LBRACE", "RBRACE", "LSQB", "RSQB", "C
 
 
 def _tok_span(token: Token) -> Span:
+    """A token's span (the contextual lexer always sets its positions)."""
+    assert token.line is not None and token.column is not None
+    assert token.end_line is not None and token.end_column is not None
     return Span(token.line, token.column, token.end_line, token.end_column)
 
 
@@ -260,12 +270,17 @@ class _Options:
     span: Span
 
 
+#: A rule's children as lark hands them over: tokens, syntax nodes built below, or None for an
+#: optional part left out.
+Children = list[Any]
+
+
 def _rule(handler: Callable[..., object]) -> Callable[..., object]:
     """A grammar rule's handler: called during the parse with every child, it gets the rule's span
     (first child to last, punctuation included) and the children that carry meaning."""
 
     @functools.wraps(handler)
-    def callback(self: _Builder, children: list) -> object:
+    def callback(self: _Builder, children: Children) -> object:
         spans = [span for span in map(_edge, children) if span is not None]
         span = Span.cover(spans[0], spans[-1]) if spans else Span(1, 1, 1, 1)
         kept = [c for c in children if not (isinstance(c, Token) and c.type in _SYNTAX_ONLY)]
@@ -274,20 +289,20 @@ def _rule(handler: Callable[..., object]) -> Callable[..., object]:
     return callback
 
 
-class _Builder(Transformer):
+class _Builder(Transformer[Token, object]):
     """Syntax nodes straight from the LALR parser's reductions (no intermediate lark tree).
 
     Lark hands a transformer given at construction no positions, so the parser keeps every token
-    and each handler takes its span from its first and last child. Collects lexical diagnostics
-    instead of raising. One instance serves the cached parser; `begin` readies it for a source.
+    and each handler takes its span from its first and last child. Lexical diagnostics go to the
+    calling parse's own list (`_LEXICAL`) instead of raising; the builder itself holds no state.
     """
 
     def __init__(self) -> None:
         super().__init__(visit_tokens=False)
-        self.diagnostics: list[Diagnostic] = []
 
-    def begin(self) -> None:
-        self.diagnostics = []
+    @staticmethod
+    def _report(diagnostic: Diagnostic) -> None:
+        _LEXICAL.get().append(diagnostic)
 
     # -- tokens
 
@@ -306,7 +321,7 @@ class _Builder(Transformer):
                 if scale != 1 and value.is_integer():
                     value = int(value)
         except ValueError:
-            self.diagnostics.append(
+            self._report(
                 Diagnostic(
                     "E0004",
                     f"malformed number `{text}`",
@@ -329,9 +344,10 @@ class _Builder(Transformer):
                 if escape in _ESCAPES:
                     out.append(_ESCAPES[escape])
                 else:
-                    column = token.column + 1 + i
-                    span = Span(token.line, column, token.line, column + 2)
-                    self.diagnostics.append(
+                    where = _tok_span(token)
+                    column = where.column + 1 + i
+                    span = Span(where.line, column, where.line, column + 2)
+                    self._report(
                         Diagnostic(
                             "E0003",
                             f"unknown escape `\\{escape}` in a string",
@@ -353,42 +369,49 @@ class _Builder(Transformer):
             if item.type == "STRING":
                 return self._string(item)
             return self._name(item)
-        return item  # type: ignore[return-value]
+        assert isinstance(item, ast.Number | ast.String | ast.Name | ast.Duration | ast.Call | ast.Tuple | ast.List)
+        return item
+
+    def _op(self, item: object) -> ast.Name | ast.Call:
+        value = self._value(item)
+        assert isinstance(value, ast.Name | ast.Call)  # the grammar allows only these here
+        return value
 
     # -- values
 
     @_rule
-    def duration(self, span: Span, children: list) -> ast.Duration:
+    def duration(self, span: Span, children: Children) -> ast.Duration:
         number, unit = children
-        kind = {"STEPS": "steps", "STEP": "steps", "TOKENS": "tokens", "TOKEN": "tokens"}
-        return ast.Duration(self._number(number), kind.get(unit.type, "%"), span)  # type: ignore[arg-type]
+        kind: dict[str, Literal["steps", "tokens"]] = {"STEPS": "steps", "STEP": "steps", "TOKENS": "tokens",
+                                                      "TOKEN": "tokens"}  # fmt: skip
+        return ast.Duration(self._number(number), kind.get(unit.type, "%"), span)
 
     @_rule
-    def arg(self, span: Span, children: list) -> ast.Arg:
+    def arg(self, span: Span, children: Children) -> ast.Arg:
         name, value = children[0], children[-1]  # `[NAME "="]` leaves placeholders when absent
         return ast.Arg(self._name(name) if name is not None else None, self._value(value), span)
 
     @_rule
-    def call(self, span: Span, children: list) -> ast.Call:
+    def call(self, span: Span, children: Children) -> ast.Call:
         func, *args = children
         return ast.Call(self._name(func), tuple(a for a in args if a is not None), span)
 
     @_rule
-    def options(self, span: Span, children: list) -> _Options:
+    def options(self, span: Span, children: Children) -> _Options:
         return _Options(tuple(a for a in children if a is not None), span)
 
     @_rule
-    def tuple(self, span: Span, children: list) -> ast.Tuple:
+    def tuple_value(self, span: Span, children: Children) -> ast.Tuple:
         return ast.Tuple(tuple(self._value(c) for c in children if c is not None), span)
 
     @_rule
-    def list(self, span: Span, children: list) -> ast.List:
+    def list_value(self, span: Span, children: Children) -> ast.List:
         return ast.List(tuple(self._value(c) for c in children if c is not None), span)
 
     # -- statements
 
     @_rule
-    def setting(self, span: Span, children: list) -> ast.Setting:
+    def setting(self, span: Span, children: Children) -> ast.Setting:
         key, value, *rest = children
         extra: tuple[ast.Arg, ...] = ()
         if rest and isinstance(rest[0], Token):  # batch N accumulate M
@@ -399,67 +422,70 @@ class _Builder(Transformer):
         return ast.Setting(self._name(key), self._value(value), extra, span)
 
     @_rule
-    def operator_def(self, span: Span, children: list) -> ast.OperatorDef:
+    def operator_def(self, span: Span, children: Children) -> ast.OperatorDef:
         _, name, op = children
-        return ast.OperatorDef(self._name(name), self._value(op), span)  # type: ignore[arg-type]
+        return ast.OperatorDef(self._name(name), self._op(op), span)
 
     @_rule
-    def pool_def(self, span: Span, children: list) -> ast.PoolDef:
+    def pool_def(self, span: Span, children: Children) -> ast.PoolDef:
         _, name, items = children
         return ast.PoolDef(self._name(name), items, span)
 
     @_rule
-    def stage(self, span: Span, children: list) -> ast.Stage:
+    def stage(self, span: Span, children: Children) -> ast.Stage:
         _, name, *items = children
         return ast.Stage(self._name(name), tuple(items), span)
 
     @_rule
-    def repeat(self, span: Span, children: list) -> ast.Repeat:
+    def repeat(self, span: Span, children: Children) -> ast.Repeat:
         _, count, *body = children
         return ast.Repeat(self._number(count), tuple(body), span)
 
     @_rule
-    def grow(self, span: Span, children: list) -> ast.Grow:
+    def grow(self, span: Span, children: Children) -> ast.Grow:
         _, dim, mode, amount, how = children
         block = how if isinstance(how, ast.ProbeBlock) else None
-        op = None if block is not None else self._value(how)
-        return ast.Grow(self._name(dim), str(mode), self._number(amount), op, block, span)  # type: ignore[arg-type]
+        op = None if block is not None else self._op(how)
+        direction: Literal["to", "by"] = "to" if str(mode) == "to" else "by"
+        return ast.Grow(self._name(dim), direction, self._number(amount), op, block, span)
 
     @_rule
-    def train(self, span: Span, children: list) -> ast.Train:
+    def train(self, span: Span, children: Children) -> ast.Train:
         return ast.Train(children[1], span)
 
     @_rule
-    def rewarm(self, span: Span, children: list) -> ast.Rewarm:
+    def rewarm(self, span: Span, children: Children) -> ast.Rewarm:
         return ast.Rewarm(children[1], span)
 
     @_rule
-    def reset(self, span: Span, children: list) -> ast.Reset:
+    def reset(self, span: Span, children: Children) -> ast.Reset:
         return ast.Reset(self._name(children[1]), span)
 
     @_rule
-    def probe_block(self, span: Span, children: list) -> ast.ProbeBlock:
+    def probe_block(self, span: Span, children: Children) -> ast.ProbeBlock:
         return ast.ProbeBlock(tuple(children), span)
 
     @_rule
-    def candidates(self, span: Span, children: list) -> ast.Candidates:
-        return ast.Candidates(self._value(children[1]), span)  # type: ignore[arg-type]
+    def candidates(self, span: Span, children: Children) -> ast.Candidates:
+        value = self._value(children[1])
+        assert isinstance(value, ast.Name | ast.List)
+        return ast.Candidates(value, span)
 
     @_rule
-    def probe(self, span: Span, children: list) -> ast.Probe:
+    def probe(self, span: Span, children: Children) -> ast.Probe:
         return ast.Probe(children[1], span)
 
     @_rule
-    def select(self, span: Span, children: list) -> ast.Select:
+    def select(self, span: Span, children: Children) -> ast.Select:
         _, direction, metric, *window = children
         return ast.Select(self._name(direction), self._name(metric), window[-1] if window else None, span)
 
     @_rule
-    def keep(self, span: Span, children: list) -> ast.Keep:
+    def keep(self, span: Span, children: Children) -> ast.Keep:
         return ast.Keep(self._name(children[1]), span)
 
     @_rule
-    def start(self, span: Span, children: list) -> ast.Module:
+    def start(self, span: Span, children: Children) -> ast.Module:
         return ast.Module(tuple(children), span)
 
 

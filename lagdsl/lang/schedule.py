@@ -153,6 +153,17 @@ class SelectRule(_Frozen):
     metric: Literal["loss", "val_loss"] = "loss"
     window: int | None = None
 
+    @property
+    def text(self) -> str:
+        """The rule in words, as plans, select events, studies and reports show it."""
+        if self.metric == "val_loss":
+            return "lowest val_loss"
+        if self.window is None:  # a probe of 0 steps: the loss right after growth
+            return "lowest loss"
+        if self.window == 1:
+            return "lowest loss at the last step"
+        return f"lowest loss over last {self.window} steps"
+
 
 class ProbeSpec(_Frozen):
     candidates: tuple[OperatorSpec, ...]
@@ -182,6 +193,11 @@ class Stage(_Frozen):
     after: Shape
     line: int
 
+    def growth_key(self, index: int) -> str:
+        """How the stage's `index`-th growth is named in plans, winners and reports: the stage's
+        name, or `STAGE/gN` (1-based) in a stage with several growths."""
+        return self.name if len(self.growths) == 1 else f"{self.name}/g{index + 1}"
+
 
 class Schedule(_Frozen):
     version: Literal[1] = 1
@@ -206,6 +222,11 @@ class Schedule(_Frozen):
     @property
     def tokens_per_step(self) -> int:
         return self.batch * self.accumulate * self.model.context
+
+    @property
+    def eval_batches(self) -> int:
+        """Validation batches per evaluation: the `eval` setting's, else `EvalSpec`'s default."""
+        return self.eval.batches if self.eval else EvalSpec.model_fields["batches"].default
 
     @property
     def final_shape(self) -> Shape:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,9 @@ from torch import nn
 
 from lagdsl.lang.arch import mlp_hidden
 from lagdsl.model.kernels import rms_norm, rotary_qkv, swiglu
+
+if TYPE_CHECKING:
+    from lagdsl.lang.schedule import Schedule, Shape
 
 INIT_STD = 0.02
 
@@ -58,9 +62,9 @@ class GPTConfig:
         return replace(self, depth=depth, width=width, heads=width // self.head_size)
 
     @classmethod
-    def from_schedule(cls, schedule: object, shape: object = None) -> GPTConfig:
+    def from_schedule(cls, schedule: Schedule, shape: Shape | None = None) -> GPTConfig:
         """The config of a `Schedule`'s model, at `shape` (default: the initial shape)."""
-        model = schedule.model  # type: ignore[attr-defined]
+        model = schedule.model
         shape = shape or model.shape
         return cls(model.vocab, model.context, shape.width, shape.heads, shape.depth, model.mlp, model.dropout)
 
@@ -159,8 +163,14 @@ class GPT(nn.Module):
         with torch.no_grad():
             nn.init.normal_(self.embed.weight, 0.0, INIT_STD, generator=generator)
             for i in range(self.config.depth):
-                init_block(self.blocks[str(i)], residual_std, generator)
+                init_block(self.block(i), residual_std, generator)
             self.norm.weight.fill_(1.0)
+
+    def block(self, i: int) -> Block:
+        """Block `i` (0 is the lowest)."""
+        block = self.blocks[str(i)]
+        assert isinstance(block, Block)
+        return block
 
     # -- use
 
@@ -177,7 +187,7 @@ class GPT(nn.Module):
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
-    def param_groups(self, weight_decay: float) -> list[dict[str, object]]:
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """Decay for matrices (the tied embedding included), none for norm gains."""
         decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]

@@ -82,7 +82,7 @@ def _tables(cos: torch.Tensor, sin: torch.Tensor, time: int, dtype: torch.dtype)
 
 class _RotaryQKV(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, qkv, cos, sin):  # type: ignore[override]
+    def forward(ctx, qkv, cos, sin):
         batch, time, _, heads, size = qkv.shape
         half = size // 2
         cos, sin = _tables(cos, sin, time, qkv.dtype)
@@ -100,7 +100,7 @@ class _RotaryQKV(torch.autograd.Function):
         return out[:, :, 0].transpose(1, 2), out[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
 
     @staticmethod
-    def backward(ctx, grad_q, grad_k, grad_v):  # type: ignore[override]
+    def backward(ctx, grad_q, grad_k, grad_v):
         cos, sin = ctx.saved_tensors
         shape = ctx.qkv_shape
         half = shape[-1] // 2
@@ -137,7 +137,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
 class _RMSNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, eps):  # type: ignore[override]
+    def forward(ctx, x, weight, eps):
         size = x.shape[-1]
         rstd = torch.linalg.vector_norm(x, 2, -1, keepdim=True).square_().div_(size).add_(eps).rsqrt_()
         normed = x * rstd
@@ -145,7 +145,7 @@ class _RMSNorm(torch.autograd.Function):
         return normed * weight
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         normed, rstd, weight = ctx.saved_tensors
         size = normed.shape[-1]
         grad_weight = None
@@ -178,14 +178,14 @@ def swiglu_reference(gate_up: torch.Tensor) -> torch.Tensor:
 
 class _SwiGLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, gate_up):  # type: ignore[override]
+    def forward(ctx, gate_up):
         gate, up = gate_up.chunk(2, dim=-1)
         activated = F.silu(gate)
         ctx.save_for_backward(gate_up, activated)
         return activated * up
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         gate_up, activated = ctx.saved_tensors
         gate, up = gate_up.chunk(2, dim=-1)
         out = torch.empty_like(gate_up)

@@ -24,10 +24,12 @@ import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 
 from lagdsl.lang.catalogue import Catalogue, default_catalogue
+from lagdsl.lang.schedule import Dim
 from lagdsl.model.gpt import GPT
 
 #: How each optimizer-state entry scales with the weights it belongs to (power of the weights' scale).
@@ -39,9 +41,15 @@ class GrowthSpec:
     """What to grow: the operator (by name), its dimension, the target size, the arguments."""
 
     operator: str
-    dim: str
+    dim: Dim
     target: int
     args: Mapping[str, object] = field(default_factory=dict)
+
+    def number(self, name: str, default: float = 0.0) -> float:
+        """A numeric argument (the checker made sure it is one)."""
+        value = self.args.get(name, default)
+        assert isinstance(value, int | float)
+        return float(value)
 
 
 @dataclass(frozen=True)
@@ -150,13 +158,16 @@ def check_training_state(model: GPT, optimizer: torch.optim.Optimizer | None) ->
 # ------------------------------------------------------------------------------ dispatch
 
 
-def implementation(operator: str, dim: str, catalogue: Catalogue | None = None) -> Operator:
+def implementation(operator: str, dim: Dim, catalogue: Catalogue | None = None) -> Operator:
     """The function that performs an operator, from its catalogue entry's `impl` path."""
-    entry = (catalogue or default_catalogue()).get(operator, dim)  # type: ignore[arg-type]
+    entry = (catalogue or default_catalogue()).get(operator, dim)
     if entry is None:
         raise KeyError(f"no operator `{operator}` grows {dim}")
     module, _, name = entry.impl.partition(":")
-    return getattr(importlib.import_module(module), name)
+    function = getattr(importlib.import_module(module), name)
+    if not callable(function):
+        raise TypeError(f"`{entry.impl}`, the implementation of `{operator}`, is not a function")
+    return cast(Operator, function)
 
 
 def grow(

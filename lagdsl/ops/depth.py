@@ -63,7 +63,7 @@ def grow_depth(
             for name, _ in block.named_parameters():
                 mapping[f"blocks.{i}.{name}"] = None
             continue
-        source = model.blocks[str(layer.source)]
+        source = model.block(layer.source)
         if layer.copy:
             block = copy.deepcopy(source)
             with torch.no_grad():
@@ -140,4 +140,4 @@ def identity(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generato
 
 
 def _noise(spec: GrowthSpec) -> float:
-    return float(spec.args.get("noise", 0.0))
+    return spec.number("noise")

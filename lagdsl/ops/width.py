@@ -218,7 +218,7 @@ def _width(model: GPT, spec: GrowthSpec) -> int:
 
 def net2net(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
     """Copies of random existing units; what reads a copy is split among the copies (Net2Net)."""
-    noise = float(spec.args.get("noise", 0.0))
+    noise = spec.number("noise")
     width = _width(model, spec)
     return grow_width(model, optimizer, width, generator, copy_units=True, zero_outgoing=False, noise=noise)
 

@@ -89,12 +89,13 @@ class Totals:
 @dataclass(frozen=True)
 class Plan:
     schedule: Schedule
-    graph: nx.DiGraph
+    graph: nx.DiGraph[str]
     stages: tuple[StageCost, ...]
     totals: Totals
 
     def node(self, node_id: str) -> PlanNode:
-        return self.graph.nodes[node_id]["payload"]
+        node: PlanNode = self.graph.nodes[node_id]["payload"]
+        return node
 
     def nodes(self) -> list[PlanNode]:
         return [data["payload"] for _, data in self.graph.nodes(data=True)]
@@ -111,12 +112,15 @@ class _Builder:
     def __init__(self, schedule: Schedule) -> None:
         self.schedule = schedule
         self.cost = CostModel(schedule)
-        self.graph = nx.DiGraph()
+        self.graph: nx.DiGraph[str] = nx.DiGraph()
         self.tail = "init"
         total = schedule.total_steps
         evals = _events(schedule.eval.every, total) if schedule.eval else []
         checkpoints = _events(schedule.checkpoint.every, total)
-        self.events = sorted([(s, 0, "eval") for s in evals] + [(s, 1, "checkpoint") for s in checkpoints])
+        events: list[tuple[int, int, Kind]] = [(s, 0, "eval") for s in evals] + [
+            (s, 1, "checkpoint") for s in checkpoints
+        ]
+        self.events = sorted(events)
         self.next_event = 0
 
     # -- helpers
@@ -151,7 +155,7 @@ class _Builder:
         while self.next_event < len(self.events) and self.events[self.next_event][0] <= up_to:
             step, _, kind = self.events[self.next_event]
             self.next_event += 1
-            batches = self.schedule.eval.batches if kind == "eval" else 0
+            batches = self.schedule.eval_batches if kind == "eval" else 0
             flops = self.cost.forward_flops(stage.after, batches) if kind == "eval" else 0
             tokens = batches * self.schedule.batch * self.schedule.model.context
             self.append(
@@ -161,7 +165,7 @@ class _Builder:
 
     # -- the walk
 
-    def build(self) -> nx.DiGraph:
+    def build(self) -> nx.DiGraph[str]:
         s = self.schedule
         first = self.cost.shape_cost(s.model.shape)
         self.graph.add_node("init", payload=PlanNode("init", "init", None, 0, 0, 0, 0, first, first))
@@ -173,18 +177,17 @@ class _Builder:
 
     def stage(self, stage: Stage) -> None:
         carried = 0  # mainline steps the winners' probes took, under keep winner
-        several = len(stage.growths) > 1
-        for j, growth in enumerate(stage.growths, start=1):
-            prefix = f"{stage.name}/g{j}" if several else stage.name
+        for j, growth in enumerate(stage.growths):
+            prefix = stage.growth_key(j)
             before, after = self.cost.shape_cost(growth.before), self.cost.shape_cost(growth.after)
             reset = stage.reset_optimizer
             if growth.op is not None:
                 self.append(
                     PlanNode(f"{prefix}/grow", "grow", stage.name, stage.start_step + carried, 0, 0, 0, before, after,
-                             operator=growth.op.label, reset_optimizer=reset, growth=j - 1)
+                             operator=growth.op.label, reset_optimizer=reset, growth=j)
                 )  # fmt: skip
                 continue
-            carried += self.probe(stage, growth, j - 1, prefix, before, after, stage.start_step + carried)
+            carried += self.probe(stage, growth, j, prefix, before, after, stage.start_step + carried)
         start, end = stage.start_step + carried, stage.start_step + stage.train_steps
         self.flush_events(stage, start)  # events reached during the probes
         node_id = f"{stage.name}/train"
@@ -199,16 +202,13 @@ class _Builder:
         self, stage: Stage, growth: Growth, index: int, prefix: str, before: ShapeCost, after: ShapeCost, start: int
     ) -> int:
         probe = growth.probe
+        assert probe is not None
         k = probe.steps
         fork, select_id = self.tail, f"{prefix}/select"
         flops, batches = probe_cost(self.schedule, self.cost, growth)
         lr_first = self.lr(stage, start) if k else None
         lr_last = self.lr(stage, start + k - 1) if k else None
-        rule = probe.select
-        if rule.window and rule.window > 1:
-            text = f"lowest {rule.metric} over last {rule.window} steps"
-        else:
-            text = f"lowest {rule.metric}" + (" at the last step" if rule.window == 1 else "")
+        text = probe.select.text
         winner_steps = k if probe.keep == "winner" else 0
         self.graph.add_node(
             select_id,
@@ -235,16 +235,17 @@ class _Builder:
 
 def probe_cost(schedule: Schedule, cost: CostModel, growth: Growth) -> tuple[int, int]:
     """One candidate's probe: its training FLOPs plus the forward passes that score it, and how
-    many batches those passes read (`val_loss`: the eval batches, or 10; `probe 0 steps`: one)."""
+    many batches those passes read (`val_loss`: the eval batches; `probe 0 steps`: one)."""
     probe = growth.probe
+    assert probe is not None
     if probe.select.metric == "val_loss":
-        batches = schedule.eval.batches if schedule.eval else 10
+        batches = schedule.eval_batches
     else:
         batches = 1 if probe.steps == 0 else 0
     return cost.step_flops(growth.after, probe.steps) + cost.forward_flops(growth.after, batches), batches
 
 
-def _stage_costs(schedule: Schedule, graph: nx.DiGraph, cost: CostModel) -> tuple[list[StageCost], Totals]:
+def _stage_costs(schedule: Schedule, graph: nx.DiGraph[str], cost: CostModel) -> tuple[list[StageCost], Totals]:
     by_stage: dict[str, list[PlanNode]] = {}
     for _, data in graph.nodes(data=True):
         node = data["payload"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
+from typing import TextIO
 
 import networkx as nx
 
@@ -194,19 +195,17 @@ def to_mermaid(plan: Plan) -> str:
 # ------------------------------------------------------------------------------ the table
 
 
-def print_table(plan: Plan, file: object) -> None:
+def print_table(plan: Plan, file: TextIO) -> None:
     """One row per stage, then the totals and what growth saves against training from scratch."""
     from rich.console import Console
     from rich.table import Table
 
     totals = plan.totals
     table = Table(title=f"plan of `{plan.schedule.name}`", title_justify="left")
-    for column, justify in (
-        ("stage", "left"), ("depth", "right"), ("width", "right"), ("params", "right"), ("steps", "right"),
-        ("tokens", "right"), ("FLOPs", "right"), ("cumulative", "right"), ("probe overhead", "right"),
-        ("peak memory", "right"),
-    ):  # fmt: skip
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table.add_column("stage", justify="left")
+    for column in ("depth", "width", "params", "steps", "tokens", "FLOPs", "cumulative", "probe overhead",
+                   "peak memory"):  # fmt: skip
+        table.add_column(column, justify="right")
     for row in plan.stages:
         table.add_row(
             row.name, str(row.shape.depth), str(row.shape.width), si(row.shape.params), f"{row.steps:,}",
@@ -231,6 +230,6 @@ def print_table(plan: Plan, file: object) -> None:
     summary.add_row("growth", f"{verb} {abs(totals.saving):.1%}", "of the from-scratch FLOPs")
     summary.add_row("evaluation", f"{si(totals.eval_flops)}FLOPs", "not counted above")
     summary.add_row("peak memory", binary(totals.peak_memory), "estimate: weights, grads, optimizer, activations")
-    console = Console(file=file, width=max(120, Console(file=file).width))  # type: ignore[arg-type]
+    console = Console(file=file, width=max(120, Console(file=file).width))
     console.print(table)
     console.print(summary)

@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -37,8 +38,13 @@ from lagdsl.runtime.state import Device, Recipe, StateDict, TrainState, make_opt
 
 __all__ = ["Device", "Engine", "NonFiniteLoss", "generator", "make_optimizer", "seed_for"]
 
-#: Batches of a validation when the schedule sets no `eval`.
-DEFAULT_EVAL_BATCHES = 10
+
+#: What a training step calls: the model, or its compiled wrapper.
+Forward = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+#: Called after every training step, probes' included: (engine, stage name, step, loss).
+OnStep = Callable[["Engine", str, int, float], None]
 
 
 class NonFiniteLoss(Exception):
@@ -79,7 +85,7 @@ class Engine:
         device: Device,
         metrics: Metrics,
         on_checkpoint: Callable[[Engine, int], None],
-        on_step: Callable[[Engine, str, int, float], None] | None = None,
+        on_step: OnStep | None = None,
         max_steps: int | None = None,
     ) -> None:
         self.schedule, self.program, self.batches, self.dev = schedule, program, batches, device
@@ -87,12 +93,12 @@ class Engine:
         self.max_steps = max_steps
         self.recipe = Recipe(schedule, device)
         self.cost = CostModel(schedule)
-        self.eval_batches = schedule.eval.batches if schedule.eval else DEFAULT_EVAL_BATCHES
+        self.eval_batches = schedule.eval_batches
         self._state: TrainState | None = None
         self._probe: _ProbeStart | None = None
         self.probing: str | None = None  # the candidate being probed, for progress displays
         self.interrupted = False  # set by a Ctrl-C handler; honoured between steps
-        self._compiled: tuple[GPT, torch.nn.Module] | None = None
+        self._compiled: tuple[GPT, Forward] | None = None
         self.step_seconds = 0.0  # wall time inside training steps (mainline and probe), this process
 
     # -- state
@@ -239,6 +245,7 @@ class Engine:
             inputs, targets = self.batches.train(step, micro)
             with self.dev.autocast():
                 _, loss = forward(inputs, targets)
+            assert loss is not None  # given targets, the model returns the loss
             scaled = loss / schedule.accumulate
             (scaler.scale(scaled) if scaler else scaled).backward()
             total += loss.detach().float()
@@ -259,14 +266,14 @@ class Engine:
             raise NonFiniteLoss(stage.name, step, value)
         return value, lr
 
-    def compiled(self, model: GPT) -> torch.nn.Module:
+    def compiled(self, model: GPT) -> Forward:
         """The model to call for training: itself, or under `compile on` its torch.compile wrapper,
         built once per model object, so a grown model (a new object) is compiled anew. Checkpoints
         and growth always use the plain module."""
         if not self.schedule.compile:
             return model
         if self._compiled is None or self._compiled[0] is not model:
-            self._compiled = (model, torch.compile(model))
+            self._compiled = (model, cast(Forward, torch.compile(model)))  # compile keeps the call's signature
         return self._compiled[1]
 
     @torch.no_grad()
@@ -353,10 +360,9 @@ class Engine:
             del state
         self.probing = None
         assert best is not None
-        name = stage.name if len(stage.growths) == 1 else f"{stage.name}/g{ins.growth + 1}"
-        window = f" over last {rule.window} steps" if rule.window and rule.window > 1 else ""
+        name = stage.growth_key(ins.growth)
         self.metrics.write(
-            SelectEvent(stage=stage.name, growth=ins.growth, step=start, rule=f"lowest {rule.metric}{window}",
+            SelectEvent(stage=stage.name, growth=ins.growth, step=start, rule=rule.text,
                         keep=probe.keep, scores=scores, winner=best.label, dim=growth.dim,
                         before=_dims(growth.before), after=_dims(growth.after),
                         params=best.state.model.num_params())

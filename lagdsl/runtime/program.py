@@ -79,6 +79,7 @@ def lower(plan: Plan) -> tuple[Instruction, ...]:
             # a probe fork: every candidate's grow node joins at one select node
             select = _select_of(graph, successors[0])
             node = plan.node(select)
+            assert node.stage is not None  # every node but init and end belongs to a stage
             current = _enter(program, current, node.stage, index, node.start_step)
             program.append(Probe(index[node.stage], node.growth, node.start_step))
             node_id = select
@@ -88,6 +89,7 @@ def lower(plan: Plan) -> tuple[Instruction, ...]:
         if node.kind == "end":
             program.append(End(node.start_step))
             break
+        assert node.stage is not None
         current = _enter(program, current, node.stage, index, node.start_step)
         stage = index[node.stage]
         if node.kind == "train":
@@ -108,10 +110,10 @@ def _is_fork(plan: Plan, node_id: str) -> bool:
     return any(plan.node(n).kind == "probe" for n in plan.graph.successors(node_id))
 
 
-def _select_of(graph: nx.DiGraph, grow_id: str) -> str:
+def _select_of(graph: nx.DiGraph[str], grow_id: str) -> str:
     (probe_id,) = graph.successors(grow_id)
     (select_id,) = graph.successors(probe_id)
-    return select_id
+    return str(select_id)
 
 
 def _enter(
@@ -138,15 +140,16 @@ def describe(program: tuple[Instruction, ...], schedule: Schedule) -> str:
             text = f"  train steps {ins.start}..{ins.start + ins.steps - 1}"
         elif isinstance(ins, Grow):
             _, growth = stage_of(schedule, ins)
+            assert growth.op is not None
             text = f"  grow {_change(growth)} with {growth.op.label}"
         elif isinstance(ins, Probe):
             _, growth = stage_of(schedule, ins)
             probe = growth.probe
+            assert probe is not None
             names = ", ".join(c.label for c in probe.candidates)
-            window = f" over last {probe.select.window}" if probe.select.window else ""
             text = (
                 f"  probe {_change(growth)}: [{names}] for {probe.steps} steps from step {ins.start}, "
-                f"select lowest {probe.select.metric}{window}, keep {probe.keep}"
+                f"select {probe.select.text}, keep {probe.keep}"
             )
         elif isinstance(ins, Eval):
             text = f"  eval after step {ins.step}"

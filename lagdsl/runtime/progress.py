@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TextIO
 
 from lagdsl.runtime.engine import Engine
 
@@ -16,11 +17,11 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, total: int, *, quiet: bool = False, stream: object = None) -> None:
+    def __init__(self, total: int, *, quiet: bool = False, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.total = max(total, 1)
         self.quiet = quiet
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()  # type: ignore[attr-defined]
+        self.tty = self.stream.isatty()
         self.every = max(1, self.total // 20)
         self.started = time.perf_counter()
         self.first_step: int | None = None
@@ -48,7 +49,7 @@ class Progress:
         rate = (done - self.first_step) * engine.schedule.tokens_per_step / elapsed if elapsed > 0 else 0.0
         what = f"{stage}" + (f" probing {engine.probing}" if engine.probing else "")
         info = f"loss {loss:.3f}" + (f"  {rate / 1000:.1f}k tok/s" if done > self.first_step + 1 else "")
-        if self.bar is not None:
+        if self.bar is not None and self.task is not None:
             self.bar.update(self.task, completed=done, description=what, info=info)
             return
         if engine.probing is None and (done % self.every == 0 or done == self.total):

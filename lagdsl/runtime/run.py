@@ -36,7 +36,7 @@ from lagdsl.plan import build_plan
 from lagdsl.plan.render import to_json
 from lagdsl.runtime import checkpoint as ckpt
 from lagdsl.runtime.data import Batches, Corpus, DataError, load_corpus
-from lagdsl.runtime.engine import Device, Engine, NonFiniteLoss
+from lagdsl.runtime.engine import Device, Engine, NonFiniteLoss, OnStep
 from lagdsl.runtime.metrics import Metrics
 from lagdsl.runtime.program import Instruction, lower
 
@@ -112,14 +112,18 @@ def open_data(schedule: Schedule, base: Path, device: Device) -> tuple[Corpus, B
     return corpus, batches
 
 
-def prepare(schedule: Schedule, source_text: str, options: RunOptions, progress: object = None) -> tuple[Engine, Path]:
+def prepare(
+    schedule: Schedule, source_text: str, options: RunOptions, progress: OnStep | None = None
+) -> tuple[Engine, Path]:
     """An engine and its run directory: a new run, or with `options.resume` the run it names."""
     if options.resume is not None:
         return resume_run(schedule, source_text, options, progress)
     return new_run(schedule, source_text, options, progress)
 
 
-def new_run(schedule: Schedule, source_text: str, options: RunOptions, progress: object = None) -> tuple[Engine, Path]:
+def new_run(
+    schedule: Schedule, source_text: str, options: RunOptions, progress: OnStep | None = None
+) -> tuple[Engine, Path]:
     """A new run directory (its schedule, plan and `run.json` written) and an engine at the start."""
     schedule = apply_overrides(schedule, options.seed, options.device)
     base = Path(schedule.file).resolve().parent
@@ -153,7 +157,7 @@ def new_run(schedule: Schedule, source_text: str, options: RunOptions, progress:
 
 
 def resume_run(
-    schedule: Schedule, source_text: str, options: RunOptions, progress: object = None
+    schedule: Schedule, source_text: str, options: RunOptions, progress: OnStep | None = None
 ) -> tuple[Engine, Path]:
     """An engine in the state of `options.resume`'s newest checkpoint (at the start, if it has
     none), after checking that the schedule and the data are the ones the run was started with."""
@@ -190,7 +194,7 @@ def _engine(
     device: Device,
     run_dir: Path,
     metrics_lines: int,
-    progress: object,
+    progress: OnStep | None,
     max_steps: int | None,
 ) -> Engine:
     metrics = Metrics(run_dir / "metrics.jsonl", keep_lines=metrics_lines)
@@ -198,7 +202,7 @@ def _engine(
     def on_checkpoint(engine: Engine, step: int) -> None:
         write_checkpoint(engine, run_dir, schedule)
 
-    return Engine(schedule, program, batches, device, metrics, on_checkpoint, progress, max_steps)  # type: ignore[arg-type]
+    return Engine(schedule, program, batches, device, metrics, on_checkpoint, progress, max_steps)
 
 
 def write_checkpoint(engine: Engine, run_dir: Path, schedule: Schedule) -> Path:

@@ -70,7 +70,7 @@ def _growth(grow: GrowDraft) -> Growth:
             candidates=tuple(_operator(ref, dim) for ref in grow.candidates),
             steps=grow.probe_steps,
             select=grow.rule,
-            keep=grow.keep,  # type: ignore[arg-type]  # collect accepts KEEP_MODES only
+            keep="rewind" if grow.keep == "rewind" else "winner",  # collect accepts these two only
         )
     return Growth(
         dim=dim,

@@ -119,8 +119,10 @@ def _resolve_list(draft: Draft, items: ast.List, where: str) -> list[OperatorRef
 def _resolve_grow(draft: Draft, grow: GrowDraft) -> None:
     node = grow.node
     dim = node.dim.value
-    if dim == "depth" or dim == "width":
-        grow.dim = dim
+    if dim == "depth":
+        grow.dim = "depth"
+    elif dim == "width":
+        grow.dim = "width"
     else:
         draft.report(
             "E0104",
