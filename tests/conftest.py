@@ -26,6 +26,15 @@ settings.register_profile("dev", database=DirectoryBasedExampleDatabase(str(_CAC
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
+def assert_png(path: Path, *, min_width: int = 200, min_height: int = 150) -> tuple[int, int]:
+    """`path` is a PNG picture of at least that size (read from its header); its size."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width >= min_width and height >= min_height, f"{path.name} is only {width}x{height}"
+    return width, height
+
+
 @pytest.fixture
 def in_golden_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run from tests/golden, so file names in rendered output are short and stable."""

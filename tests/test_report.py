@@ -17,6 +17,7 @@ from lagdsl.analysis.report import reach_table
 from lagdsl.analysis.runlog import RunDirError, read_run
 from lagdsl.cli import main
 from lagdsl.plan.render import si
+from tests.conftest import assert_png
 
 TINY = """
 schedule tiny
@@ -144,7 +145,7 @@ def test_compare_overlays_runs_and_states_flops_to_reach(runs: dict[str, Path], 
     result = report(str(runs["a"]), "--compare", str(runs["b"]), "-o", str(tmp_path / "cmp"))
     assert result.exit_code == 0, result.output
     page = (tmp_path / "cmp" / "report.html").read_text()
-    assert (tmp_path / "cmp" / "compare.png").exists()
+    assert_png(tmp_path / "cmp" / "compare.png")
     assert "to reach the final val loss of" in page
     a, b = read_run(runs["a"]), read_run(runs["b"])
     rows = reach_table([a, b])

@@ -81,8 +81,10 @@ def test_tiny_schedule_runs_through_every_instruction(project: Path) -> None:
     result = run(str(schedule(project)), "--out", str(out))
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(out)
-    for name in ("schedule.grow", "plan.json", "run.json", "metrics.jsonl", "summary.json", "final/model.pt"):
-        assert (out / name).exists(), name
+    assert (out / "schedule.grow").read_text() == schedule(project).read_text()  # the source, as run
+    final = torch.load(out / "final" / "model.pt", weights_only=True)["model"]
+    config = json.loads((out / "final" / "config.json").read_text())
+    assert config["depth"] == 4 and sum(name.endswith("attn.qkv.weight") for name in final) == 4
     kinds = {r["event"] for r in events(out)}
     assert kinds == {"stage", "step", "grow", "probe", "select", "eval", "checkpoint", "end"}
     steps = [r["step"] for r in events(out, "step")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lagdsl.analysis.curves import first_reach, interpolate
@@ -77,3 +77,42 @@ def test_curve_interpolation_and_first_reach() -> None:
     assert first_reach(xs, ys, 1.9) is None
     # the first crossing counts, even if the curve goes up again
     assert first_reach([0, 1, 2, 3], [3.0, 2.0, 3.0, 1.0], 2.5) == pytest.approx(0.5)
+
+
+# The hand-written statistics keep the report and the study free of numpy and scipy at import, and
+# are exact on the few candidates a study has. Here they are checked against the libraries.
+samples = st.integers(2, 12).flatmap(
+    lambda n: st.tuples(
+        st.lists(st.integers(0, 5), min_size=n, max_size=n),  # small ranges: many ties
+        st.lists(st.floats(-10, 10, allow_nan=False, width=32), min_size=n, max_size=n),
+    )
+)
+
+
+@settings(deadline=None)
+@given(samples)
+@pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore:An input array is constant")
+def test_ranks_and_correlations_equal_scipys(pair: tuple[list[int], list[float]]) -> None:
+    scipy_stats = pytest.importorskip("scipy.stats")
+    x, y = [float(v) for v in pair[0]], pair[1]
+    assert ranks(x) == pytest.approx(list(scipy_stats.rankdata(x)))
+    for ours, theirs in (
+        (spearman(x, y), scipy_stats.spearmanr(x, y)[0]),
+        (kendall(x, y), scipy_stats.kendalltau(x, y)[0]),
+    ):
+        if math.isnan(theirs):
+            assert math.isnan(ours)
+        else:
+            assert ours == pytest.approx(theirs, abs=1e-9)
+
+
+@settings(deadline=None)
+@given(
+    st.lists(st.floats(0, 1000, allow_nan=False), min_size=1, max_size=20, unique=True),
+    st.floats(-100, 1100, allow_nan=False),
+)
+def test_interpolate_equals_numpys_interp(points: list[float], x: float) -> None:
+    numpy = pytest.importorskip("numpy")
+    xs = sorted(points)
+    ys = [math.sin(v) for v in xs]
+    assert interpolate(xs, ys, x) == pytest.approx(float(numpy.interp(x, xs, ys)), abs=1e-12)

@@ -12,6 +12,7 @@ from lagdsl.analysis.stats import argmin, kendall, spearman
 from lagdsl.analysis.study import probe_score, recompute
 from lagdsl.artifacts import Study, dump_json, read_json
 from lagdsl.cli import main
+from tests.conftest import assert_png
 
 TINY = """
 schedule tiny
@@ -65,7 +66,8 @@ def test_candidates_train_as_the_probe_did_and_the_statistics_follow(project: Pa
     out = project / "st"
     result = study(project, "--stage", "eight", "--lags", "0,2,10", "-o", str(out))
     assert result.exit_code == 0, result.output
-    assert (out / "study_statistics.png").exists() and (out / "study_curves.png").exists()
+    assert_png(out / "study_statistics.png", min_width=800)  # two panels side by side
+    assert_png(out / "study_curves.png")
     data = json.loads((out / "study.json").read_text())
     assert data["lags"] == [0, 2, 5, 10]  # the schedule's own lag (5) is added
     assert data["chosen_lag"] == 5 and data["horizon_steps"] == 10 and data["start_step"] == 24
@@ -213,7 +215,8 @@ def test_ctrl_c_in_lagdsl_study_keeps_the_finished_seeds_and_says_so(project: Pa
     assert "--seed 4 --seeds 2" in result.stderr
     data = json.loads((out / "study.json").read_text())
     assert data["complete"] is False and data["seeds"] == [3]
-    assert (out / "study_statistics.png").exists() and (out / "study_curves.png").exists()
+    assert_png(out / "study_statistics.png", min_width=800)  # two panels side by side
+    assert_png(out / "study_curves.png")
     # stopped before any seed finished: nothing to keep, and it says so
     monkeypatch.setattr(study_module, "run_study", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     result = CliRunner().invoke(main, [*args, "-o", str(project / "nothing")])
