@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: timing a command, the machine's cores, the README's tables."""
+"""What the benchmark scripts share: timing a command, the machine's cores, the tables in docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def update_readme(marker: str, text: str) -> None:
-    """Put `text` in the README between `<!-- bench:MARKER -->` and `<!-- /bench:MARKER -->`."""
-    readme = ROOT / "README.md"
-    content = readme.read_text()
+def update_docs(marker: str, text: str) -> None:
+    """Put `text` in docs/benchmarks.md between `<!-- bench:MARKER -->` and `<!-- /bench:MARKER -->`."""
+    page = ROOT / "docs" / "benchmarks.md"
+    content = page.read_text()
     start, end = f"<!-- bench:{marker} -->", f"<!-- /bench:{marker} -->"
     head, rest = content.split(start, 1)
     _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    page.write_text(f"{head}{start}\n{text}\n{end}{tail}")

@@ -8,10 +8,10 @@
    for everything but evaluation; evaluation is reported on its own). `--skip-overhead` leaves it
    out (a full stack_lag run takes minutes on a CPU).
 
-Writes `bench/engine.json` and prints markdown; `--update-readme` puts it between the
+Writes `bench/engine.json` and prints markdown; `--update-docs` puts it between the
 `bench:engine` markers.
 
-    python bench/engine.py [--runs 3] [--skip-overhead] [--update-readme]
+    python bench/engine.py [--runs 3] [--skip-overhead] [--update-docs]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import update_readme  # noqa: E402
+from common import update_docs  # noqa: E402
 
 from lagdsl.lang import check_text, load  # noqa: E402
 from lagdsl.lang.lr import lr_at  # noqa: E402
@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--schedule", type=Path, default=ROOT / "schedules" / "stack_lag.grow")
     parser.add_argument("--skip-overhead", action="store_true")
-    parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -169,8 +169,8 @@ def main() -> None:
     (ROOT / "bench" / "engine.json").write_text(json.dumps(results, indent=2) + "\n")
     text = table(results)
     print(text)
-    if args.update_readme:
-        update_readme("engine", text)
+    if args.update_docs:
+        update_docs("engine", text)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@
    ours also with its hand-written passes switched off (`lagdsl.model.kernels.use_fused(False)`),
    and at the small sizes both models under `torch.compile` (which needs a C++ compiler on a CPU).
 
-Writes `bench/grow.json` and prints markdown; `--update-readme` puts it in the README between the
+Writes `bench/grow.json` and prints markdown; `--update-docs` puts it in docs/benchmarks.md between the
 `bench:grow` markers.
 
-    python bench/grow.py [--runs 5] [--update-readme]
+    python bench/grow.py [--runs 5] [--update-docs]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import update_readme  # noqa: E402
+from common import update_docs  # noqa: E402
 
 from lagdsl.model import GPT, GPTConfig  # noqa: E402
 from lagdsl.model.kernels import use_fused  # noqa: E402
@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument(
         "--compile-up-to", type=int, default=256, help="also time both models compiled up to this width (0: never)"
     )
-    parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args()
     results = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
@@ -252,8 +252,8 @@ def main() -> None:
     (ROOT / "bench" / "grow.json").write_text(json.dumps(results, indent=2) + "\n")
     text = table(results)
     print(text)
-    if args.update_readme:
-        update_readme("grow", text)
+    if args.update_docs:
+        update_docs("grow", text)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,15 @@ on the logged curves (val loss at each evaluation, linearly interpolated):
   final val loss, as a fraction of the scratch runs' mean totals (target: <= 0.75 in FLOPs);
 - the same the other way round, and each run's final val loss, as means over seeds with spread.
 
-Writes `bench/growth_vs_scratch.json` and a markdown table; `--update-readme` puts the table in the
-README between the `bench:growth` markers. Runs go to `bench/out/` (kept, so `--reuse` can analyse
+Writes `bench/growth_vs_scratch.json` and a markdown table; `--update-docs` puts the table in the
+docs/benchmarks.md between the `bench:growth` markers. Runs go to `bench/out/` (kept, so `--reuse` can analyse
 them again without training).
 
-    python bench/growth_vs_scratch.py [--seeds 3] [--long] [--reuse] [--update-readme]
+    python bench/growth_vs_scratch.py [--seeds 3] [--long] [--reuse] [--update-docs]
 
 `--long` runs `bench/grow_long.grow` against `bench/scratch_long.grow` instead: the same schedules
 at twice the steps (720, about 8 to 10 minutes a run here), into `bench/growth_vs_scratch_long.json`
-and the README's `bench:growth_long` markers.
+and the `bench:growth_long` markers of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import cores, update_readme  # noqa: E402
+from common import cores, update_docs  # noqa: E402
 
 from lagdsl.analysis.curves import interpolate  # noqa: E402
 from lagdsl.analysis.runlog import RunLog, read_run  # noqa: E402
@@ -51,7 +51,7 @@ class Length:
     scratch: str
     out: str  # under bench/out/
     json: str  # beside this script
-    marker: str  # the README's bench:NAME markers
+    marker: str  # the bench:NAME markers in docs/benchmarks.md
 
     def schedule(self, kind: str) -> Path:
         return ROOT / "bench" / (self.grown if kind == "grown" else self.scratch)
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--reuse", action="store_true", help="keep finished runs of the same schedules in bench/out")
     parser.add_argument("--long", action="store_true", help="the schedules at twice the steps")
-    parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args()
     length = LENGTHS["long" if args.long else "short"]
     runs: dict[str, list[RunLog]] = {"grown": [], "scratch": []}
@@ -155,8 +155,8 @@ def main() -> None:
     (ROOT / "bench" / length.json).write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     print(table)
-    if args.update_readme:
-        update_readme(length.marker, table)
+    if args.update_docs:
+        update_docs(length.marker, table)
 
 
 def _show(d: dict[str, object] | None, digits: int = 3, scale: float = 1.0) -> str:

@@ -8,10 +8,10 @@ Measures, interleaved so that drift in the machine's speed hits every size alike
 2. in-process time to build the plan and encode it as JSON, per stage (target: flat as the
    schedule grows: the cost is linear in stages).
 
-Writes `bench/plan.json` and prints a markdown table; `--update-readme` also puts the table in the
-README between the `bench:plan` markers.
+Writes `bench/plan.json` and prints a markdown table; `--update-docs` also puts the table in the
+docs/benchmarks.md between the `bench:plan` markers.
 
-    python bench/plan.py [--runs 7] [--update-readme]
+    python bench/plan.py [--runs 7] [--update-docs]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import cores, update_readme, wall  # noqa: E402
+from common import cores, update_docs, wall  # noqa: E402
 from validate import generated  # noqa: E402
 
 SIZES = [250, 500, 1000, 2000]
@@ -90,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args()
     from lagdsl.lang import check_text
     from lagdsl.plan import build_plan
@@ -119,8 +119,8 @@ def main() -> None:
     (ROOT / "bench" / "plan.json").write_text(json.dumps(results, indent=2) + "\n")
     text = table(results)
     print(text)
-    if args.update_readme:
-        update_readme("plan", text)
+    if args.update_docs:
+        update_docs("plan", text)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,13 @@
 
 Runs `lagdsl study` (candidates trained from the same snapshot to the end of the stage), then writes
 `bench/study.json` (the statistics per lag, means and spreads over seeds, and each seed's picks) and
-a markdown table; `--update-readme` puts the table in the README between the `bench:study` markers.
+a markdown table; `--update-docs` puts the table in docs/benchmarks.md between the `bench:study` markers.
 The full study (every candidate's curve) stays in `bench/out/study/`.
 
 Targets: the schedule's pick (lowest training loss after its 10-step probe) ends within 1% of the
 best candidate's final val loss in every seed; rho at lag 0 is reported next to rho at that lag.
 
-    python bench/study.py [--seeds 3] [--reuse] [--update-readme]
+    python bench/study.py [--seeds 3] [--reuse] [--update-docs]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 sys.path.insert(0, str(ROOT))
 
-from common import cores, update_readme  # noqa: E402
+from common import cores, update_docs  # noqa: E402
 
 from lagdsl.analysis.study import recompute  # noqa: E402
 from lagdsl.artifacts import Study, read_json  # noqa: E402
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument(
         "--reuse", action="store_true", help="analyse bench/out/study/study.json again (statistics recomputed)"
     )
-    parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args()
     if not (args.reuse and (OUT / "study.json").exists()):
         cmd = [sys.executable, "-m", "lagdsl", "study", str(ROOT / "bench" / "grow.grow"), "--stage", "final",
@@ -85,8 +85,8 @@ def main() -> None:
     (ROOT / "bench" / "study.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     print(table)
-    if args.update_readme:
-        update_readme("study", table)
+    if args.update_docs:
+        update_docs("study", table)
 
 
 def _show(d: dict[str, object], digits: int = 3) -> str:

@@ -8,10 +8,10 @@ speed hits both alike:
 2. in-process time to check generated schedules of 250 .. 2000 stages (target: 1,000 stages
    <= 1 s, and time per stage flat as the schedule grows).
 
-Writes `bench/validate.json` and prints a markdown table; `--update-readme` also puts the table
-in the README between the `bench:validate` markers.
+Writes `bench/validate.json` and prints a markdown table; `--update-docs` also puts the table
+in docs/benchmarks.md between the `bench:validate` markers.
 
-    python bench/validate.py [--runs 15] [--update-readme]
+    python bench/validate.py [--runs 15] [--update-docs]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import cores, update_readme, wall  # noqa: E402
+from common import cores, update_docs, wall  # noqa: E402
 
 HEADER = """\
 schedule big
@@ -127,7 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args()
     results = {
         "machine": f"{platform.machine()}, {cores()} cores",
@@ -139,8 +139,8 @@ def main() -> None:
     (ROOT / "bench" / "validate.json").write_text(json.dumps(results, indent=2) + "\n")
     text = table(results)
     print(text)
-    if args.update_readme:
-        update_readme("validate", text)
+    if args.update_docs:
+        update_docs("validate", text)
 
 
 if __name__ == "__main__":

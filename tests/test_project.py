@@ -1,4 +1,5 @@
-"""The README's promises: its set-up and test commands are what CI runs; its code table is complete."""
+"""The README's and the docs' promises: the set-up and test commands are what CI runs; the code table
+is complete; every page the README links to exists; the README stays short."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from lagdsl.lang.diagnostics import CODES
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
+LANGUAGE = (ROOT / "docs" / "language.md").read_text()
 CI = (ROOT / ".ci" / "run").read_text()
 
 
@@ -35,8 +37,29 @@ def test_ci_builds_a_fresh_virtual_environment_first() -> None:
 
 
 def test_every_diagnostic_code_is_documented() -> None:
-    documented = set(re.findall(r"^\| ([EW]\d{4}) \|", README, re.M))
+    documented = set(re.findall(r"^\| ([EW]\d{4}) \|", LANGUAGE, re.M))
     assert documented == set(CODES)
+
+
+def test_every_documentation_link_leads_to_a_page() -> None:
+    links = re.findall(r"\]\((docs/[^)#]+)", README)
+    assert len(links) >= 5
+    for link in links:
+        assert (ROOT / link).is_file(), link
+    for page in (ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([a-z-]+\.md)", page.read_text()):
+            assert (ROOT / "docs" / target).is_file(), f"{page.name} links to {target}"
+
+
+def test_the_readme_is_a_five_minute_read() -> None:
+    assert len(README.split()) < 1200, "the reference belongs in docs/"
+
+
+def test_the_benchmark_scripts_write_into_the_benchmarks_page() -> None:
+    page = (ROOT / "docs" / "benchmarks.md").read_text()
+    for script in (ROOT / "bench").glob("*.py"):
+        for marker in re.findall(r'update_docs\("(\w+)"', script.read_text()):
+            assert f"<!-- bench:{marker} -->" in page and f"<!-- /bench:{marker} -->" in page, marker
 
 
 def test_torch_is_pinned_in_the_install_command() -> None:
