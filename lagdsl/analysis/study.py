@@ -35,7 +35,7 @@ from lagdsl.artifacts import (
     StudyRun,
     StudySummary,
 )
-from lagdsl.lang.schedule import Growth, Schedule, Stage
+from lagdsl.lang.schedule import Growth, Schedule, SelectRule, Stage
 
 if TYPE_CHECKING:
     from lagdsl.runtime.engine import Engine
@@ -140,7 +140,7 @@ def probe_score(curve: list[float], lag: int) -> float | None:
         return curve[0] if curve else None
     if len(curve) < lag:
         return None
-    window = max(1, lag // 5)
+    window = SelectRule.default_window(lag)
     return sum(curve[lag - window : lag]) / window
 
 

@@ -153,6 +153,11 @@ class SelectRule(_Frozen):
     metric: Literal["loss", "val_loss"] = "loss"
     window: int | None = None
 
+    @staticmethod
+    def default_window(probe_steps: int) -> int:
+        """The window of the rule a probe block without `select` uses: the last fifth of its steps."""
+        return max(1, probe_steps // 5)
+
     @property
     def text(self) -> str:
         """The rule in words, as plans, select events, studies and reports show it."""

@@ -9,9 +9,11 @@ from typing import TextIO
 import networkx as nx
 
 from lagdsl._gc import collector_paused
-from lagdsl.artifacts import PLAN_SCHEMA as SCHEMA
 from lagdsl.plan.build import Plan, PlanNode, StageCost, Totals
 from lagdsl.plan.cost import ShapeCost
+
+#: The version of `plan.json`; `lagdsl.artifacts.PlanFile` is its model (a test checks they agree).
+SCHEMA = "lagdsl.plan/1"
 
 #: Fill colours by node kind, shared by every picture of the plan.
 COLOURS = {

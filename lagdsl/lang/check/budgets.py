@@ -13,13 +13,6 @@ from lagdsl.lang.schedule import CheckpointSpec, EvalSpec, LRSpec, SelectRule
 
 #: Probes shorter than this (other than 0) get W0301.
 SHORT_PROBE = 5
-#: The default selection rule averages the loss over the last probe steps / DEFAULT_WINDOW_SHARE.
-DEFAULT_WINDOW_SHARE = 5
-
-
-def default_window(probe_steps: int) -> int:
-    """The window of the default rule (no `select` line): the last fifth of the probe's steps."""
-    return max(1, probe_steps // DEFAULT_WINDOW_SHARE)
 
 
 class _Steps:
@@ -216,7 +209,7 @@ def _select_rule(draft: Draft, grow: GrowDraft, steps: _Steps) -> SelectRule | N
         return SelectRule(metric="loss", window=None)  # the loss right after growth
     if select is not None:
         return SelectRule(metric="loss", window=1)  # `lowest loss`: the last probe step's loss
-    return SelectRule(metric="loss", window=default_window(k))  # the default rule
+    return SelectRule(metric="loss", window=SelectRule.default_window(k))  # the default rule
 
 
 def _setting_budgets(draft: Draft, steps: _Steps) -> None:
