@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -77,11 +78,11 @@ class OperatorInfo:
     #: a depth operator's layer plan, where it has one; the checker compares candidates' plans
     layers: LayerPlan | None = None
 
-    @property
+    @cached_property
     def params(self) -> tuple[Param, ...]:
         return params_of(self.args)
 
-    @property
+    @cached_property
     def signature(self) -> Signature:
         return Signature(self.name, self.params, description=self.description)
 

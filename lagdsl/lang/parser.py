@@ -249,6 +249,10 @@ _SYNTAX_ONLY = frozenset({"LPAR", "RPAR", "LBRACE", "RBRACE", "LSQB", "RSQB", "C
 })  # fmt: skip
 
 
+#: The syntax nodes that are values (what `_value` may be handed besides tokens).
+_VALUE_NODES = (ast.Number, ast.String, ast.Name, ast.Duration, ast.Call, ast.Tuple, ast.List)
+
+
 def _tok_span(token: Token) -> Span:
     """A token's span (the contextual lexer always sets its positions)."""
     assert token.line is not None and token.column is not None
@@ -369,12 +373,12 @@ class _Builder(Transformer[Token, object]):
             if item.type == "STRING":
                 return self._string(item)
             return self._name(item)
-        assert isinstance(item, ast.Number | ast.String | ast.Name | ast.Duration | ast.Call | ast.Tuple | ast.List)
+        assert isinstance(item, _VALUE_NODES)
         return item
 
     def _op(self, item: object) -> ast.Name | ast.Call:
         value = self._value(item)
-        assert isinstance(value, ast.Name | ast.Call)  # the grammar allows only these here
+        assert isinstance(value, (ast.Name, ast.Call))  # the grammar allows only these here
         return value
 
     # -- values
@@ -468,7 +472,7 @@ class _Builder(Transformer[Token, object]):
     @_rule
     def candidates(self, span: Span, children: Children) -> ast.Candidates:
         value = self._value(children[1])
-        assert isinstance(value, ast.Name | ast.List)
+        assert isinstance(value, (ast.Name, ast.List))
         return ast.Candidates(value, span)
 
     @_rule

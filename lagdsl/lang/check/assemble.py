@@ -83,6 +83,5 @@ def _growth(grow: GrowDraft) -> Growth:
 
 
 def _operator(ref: OperatorRef, dim: Dim) -> OperatorSpec:
-    entry = ref.entries[dim]
-    args = entry.args.model_validate(ref.args).model_dump()
-    return OperatorSpec(name=ref.func, dim=dim, args=args, label=ref.label, preserves=entry.preserves)
+    entry = ref.entries[dim]  # `bind` checked the arguments against the entry's model and filled its defaults
+    return OperatorSpec(name=ref.func, dim=dim, args=dict(ref.args), label=ref.label, preserves=entry.preserves)

@@ -66,7 +66,7 @@ def _resolve_builtin(draft: Draft, node: ast.Value, label: str) -> OperatorRef |
         else:
             _unknown_operator(draft, func)
         return None
-    assert isinstance(node, ast.Call | ast.Name)
+    assert isinstance(node, (ast.Call, ast.Name))
     args = bind(entries[0].signature, node, draft.diagnostics)
     if args is None:
         return None

@@ -68,7 +68,7 @@ def _call(draft: Draft, kind: str, table: dict[str, Signature], setting: ast.Set
     if name is None:
         return None
     node = setting.value
-    if not isinstance(node, ast.Call | ast.Name):
+    if not isinstance(node, (ast.Call, ast.Name)):
         return None  # a string or number: _choice_of reported it
     args = bind(table[name], node, draft.diagnostics)
     return None if args is None else (name, args)

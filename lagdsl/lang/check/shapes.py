@@ -114,7 +114,7 @@ def _check_same_models(draft: Draft, candidates: list[OperatorRef], before: int,
     for ref in candidates:
         entry = ref.entries.get("depth")
         noise = ref.args.get("noise", 0.0)
-        if entry is None or entry.layers is None or (isinstance(noise, float | int) and noise != 0):
+        if entry is None or entry.layers is None or (isinstance(noise, (float, int)) and noise != 0):
             continue
         plan = layers.normalize(entry.layers(before, after - before))
         if any(run.source is None for run in plan):
