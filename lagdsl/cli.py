@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,7 +38,10 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+        except KeyboardInterrupt:  # Ctrl-C outside a run's own handling (loading, start-up): 130, no "Aborted!"
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except Exception as error:  # a bug of ours: say so plainly
             if os.environ.get("LAGDSL_DEBUG"):
@@ -160,7 +164,18 @@ def run(
 ) -> None:
     """Train: grow the model as the schedule says, probing where it asks; write a run directory."""
     from lagdsl.runtime.progress import Progress
-    from lagdsl.runtime.run import Interrupted, RunError, RunOptions, execute, load_for_resume, prepare
+    from lagdsl.runtime.run import (
+        Interrupted,
+        NothingToDo,
+        RunError,
+        RunOptions,
+        execute,
+        load_for_resume,
+        prepare,
+    )
+
+    def say(message: str) -> None:
+        click.echo(f"note: {message}", err=True)
 
     if file is None and resume is None:
         raise click.UsageError("give a schedule FILE, or --resume RUN_DIR")
@@ -177,7 +192,9 @@ def run(
             click.echo(describe(lower(build_plan(schedule)), schedule), nl=False)
             return
         progress = Progress(schedule.total_steps, quiet=quiet)
-        options = RunOptions(out=out, device=device, seed=seed, max_steps=max_steps, quiet=quiet, resume=resume)
+        options = RunOptions(
+            out=out, device=device, seed=seed, max_steps=max_steps, quiet=quiet, resume=resume, say=say
+        )
         engine, run_dir = prepare(schedule, source, options, progress)
         if resume is not None and not quiet:
             click.echo(f"resuming `{run_dir}` at step {engine.step}", err=True)
@@ -188,9 +205,17 @@ def run(
     except RunError as error:
         click.echo(f"error: {error}", err=True)
         ctx.exit(error.code)
+    except NothingToDo as done:
+        click.echo(str(done), err=True)
+        ctx.exit(EXIT_OK)
     except Interrupted as stop:
-        click.echo(f"interrupted: checkpoint written to `{stop.checkpoint}`; resume with --resume", err=True)
-        ctx.exit(130)
+        name = signal.Signals(stop.signum).name
+        click.echo(
+            f"interrupted ({name}): checkpoint written to `{stop.checkpoint}`; resume with "
+            f"`lagdsl run --resume {stop.run_dir}`",
+            err=True,
+        )
+        ctx.exit(stop.exit_code)
     summary = result.summary
     if not quiet:
         _print_summary(summary, result.run_dir)

@@ -1,30 +1,69 @@
-"""Checkpoints: written atomically (temporary file, fsync, rename), loaded with `weights_only=True`.
+"""Checkpoints: written atomically, checked on load, never lost.
 
-A checkpoint holds what a resumed run needs to continue exactly: the model's shape and weights,
-the optimizer's state, the program counter, the mainline step, the FLOP counters, how many lines
-of `metrics.jsonl` were written (a resumed run cuts anything after that), and the schedule's hash.
-Nothing else needs saving: every random draw is seeded from (seed, step, purpose).
+A checkpoint holds a `TrainState`'s state dict: what a resumed run needs to continue exactly (the
+model's shape and weights, the optimizer's state, the program counter, the mainline step, the FLOP
+counters, how many lines of `metrics.jsonl` belong to it). Nothing else needs saving: every random
+draw is seeded from (seed, step, purpose).
+
+The file is what `torch.save` writes, followed by one line, `lagdsl-sha256 <hex digest of what
+precedes it>`, so that a damaged file (truncated, garbled, a flipped bit) is recognised before it is
+loaded; `torch.load` reads the file as it is (it ignores what follows its archive). It is written to
+a temporary file, flushed and fsynced, then renamed over its name, and the directory is fsynced: a
+crash at any point leaves either the old files or the new one, never half of one. Loading uses
+`weights_only=True` (no pickled code runs).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import torch
 
 PREFIX = "step-"
+TRAILER = b"\nlagdsl-sha256 "  # followed by 64 hex digits and a newline
+_TRAILER_SIZE = len(TRAILER) + 64 + 1
+_CHUNK = 1 << 20
 
 
-def write_atomic(payload: dict[str, object], path: Path) -> None:
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message says why in a few words."""
+
+
+class _Hashing:
+    """A binary stream that hashes what it writes."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream, self.digest = stream, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.stream.write(data)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def write_atomic(payload: dict[str, Any], path: Path) -> None:
+    """`payload` saved to `path` with its checksum, atomically. On any error (a full disk, say)
+    the temporary file is removed and `path` is as it was; the error is raised."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as stream:
-        torch.save(payload, stream)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as stream:
+            hashing = _Hashing(stream)
+            torch.save(payload, cast(BinaryIO, hashing))  # torch.save needs only `write` and `flush`
+            stream.write(TRAILER + hashing.digest.hexdigest().encode() + b"\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
@@ -32,19 +71,86 @@ def write_atomic(payload: dict[str, object], path: Path) -> None:
         os.close(directory)
 
 
+def verify(path: Path) -> None:
+    """Raise `CheckpointError` unless `path` holds a checkpoint whose checksum matches."""
+    try:
+        size = path.stat().st_size
+        if size < _TRAILER_SIZE:
+            raise CheckpointError("empty" if size == 0 else f"cut short ({size} bytes)")
+        digest = hashlib.sha256()
+        with open(path, "rb") as stream:
+            left = size - _TRAILER_SIZE
+            while left:
+                chunk = stream.read(min(_CHUNK, left))
+                if not chunk:
+                    raise CheckpointError("cut short while being read")
+                digest.update(chunk)
+                left -= len(chunk)
+            trailer = stream.read()
+    except OSError as error:
+        raise CheckpointError(f"cannot be read: {error.strerror or error}") from None
+    if not trailer.startswith(TRAILER) or len(trailer) != _TRAILER_SIZE:
+        raise CheckpointError("no checksum at its end: cut short, or not written by lagdsl")
+    if trailer[len(TRAILER) : -1].decode("ascii", "replace") != digest.hexdigest():
+        raise CheckpointError("its checksum does not match: the file is damaged")
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A checkpoint's payload, after checking its checksum (`CheckpointError` when damaged)."""
+    verify(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a file that passed its checksum but not torch: say so, never crash
+        raise CheckpointError(f"cannot be loaded: {error}") from None
+    if not isinstance(payload, dict):
+        raise CheckpointError("does not hold a training state")
+    return payload
+
+
 def checkpoint_path(folder: Path, step: int, pc: int) -> Path:
     return folder / f"{PREFIX}{step:09d}-{pc:06d}.pt"
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
+    """The checkpoints in `folder`, oldest first."""
     return sorted(folder.glob(f"{PREFIX}*.pt"))
 
 
-def prune(folder: Path, keep: int) -> None:
-    """Delete all but the newest `keep` checkpoints (never the one just written)."""
+@dataclass(frozen=True)
+class Skipped:
+    """A checkpoint passed over because it is damaged."""
+
+    path: Path
+    reason: str
+
+
+def newest_intact(folder: Path) -> tuple[Path | None, list[Skipped]]:
+    """The newest checkpoint whose checksum matches, and the newer damaged ones passed over."""
+    skipped: list[Skipped] = []
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            verify(path)
+        except CheckpointError as error:
+            skipped.append(Skipped(path, str(error)))
+            continue
+        return path, skipped
+    return None, skipped
+
+
+def intact_newest_first(folder: Path) -> Iterator[tuple[Path, dict[str, Any] | None, str]]:
+    """Each checkpoint, newest first, with its payload, or None and why it cannot be used."""
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            yield path, load(path), ""
+        except CheckpointError as error:
+            yield path, None, str(error)
+
+
+def prune(folder: Path, keep: int, newest: Path) -> None:
+    """Delete all but the newest `keep` checkpoints; never `newest` (the one just written, which is
+    intact), whatever the names of the others."""
     for old in list_checkpoints(folder)[:-keep]:
-        old.unlink(missing_ok=True)
-
-
-def load(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+        if old != newest:
+            old.unlink(missing_ok=True)
+    for stale in folder.glob(f".{PREFIX}*.tmp"):  # a write cut short by a crash
+        stale.unlink(missing_ok=True)

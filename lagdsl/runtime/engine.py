@@ -48,8 +48,10 @@ OnStep = Callable[["Engine", str, int, float], None]
 
 
 class NonFiniteLoss(Exception):
-    def __init__(self, stage: str, step: int, loss: float) -> None:
-        super().__init__(f"the loss became {loss} at step {step} in stage `{stage}`")
+    """Training diverged: the loss (or, found before a checkpoint, the weights) is not finite."""
+
+    def __init__(self, stage: str, step: int, loss: float, what: str | None = None) -> None:
+        super().__init__(f"{what or f'the loss became {loss}'} at step {step} in stage `{stage}`")
         self.stage, self.step, self.loss = stage, step, loss
 
 
@@ -133,6 +135,13 @@ class Engine:
         return self.state.step
 
     @property
+    def stage_name(self) -> str:
+        """The stage of the instruction at `pc` (the last stage at the end)."""
+        program = self.program[: self.pc + 1]
+        index = next((ins.stage for ins in reversed(program) if not isinstance(ins, P.End)), 0)
+        return self.schedule.stages[index].name
+
+    @property
     def pc(self) -> int:
         """The next instruction (inside a probe: the probe itself)."""
         if self._probe is not None:
@@ -167,9 +176,13 @@ class Engine:
             while self.state.pc < end:
                 if self.interrupted:
                     raise KeyboardInterrupt
-                if self.max_steps is not None and self.state.step >= self.max_steps:
+                instruction = self.program[self.state.pc]
+                # `--max-steps`: stop before anything that trains; an evaluation or checkpoint of the
+                # step reached still happens
+                reached = self.max_steps is not None and self.state.step >= self.max_steps
+                if reached and not isinstance(instruction, P.Eval | P.Checkpoint):
                     return False
-                match self.program[self.state.pc]:
+                match instruction:
                     case P.StageStart() as ins:
                         self._stage_start(ins)
                     case P.Train() as ins:

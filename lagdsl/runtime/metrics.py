@@ -13,14 +13,28 @@ from lagdsl.artifacts import TIMING_FIELDS, Artifact, event_line
 
 
 class Metrics:
-    """The event log of a run, appended to line by line."""
+    """The event log of a run, appended to line by line.
+
+    With `keep_lines` (a resumed run) the file is cut to that many lines first: what came after the
+    checkpoint, a line torn by a crash, bytes that are not UTF-8. `repaired` then says what was cut.
+    """
 
     def __init__(self, path: Path, keep_lines: int | None = None) -> None:
         self.path = path
-        if keep_lines is not None and path.exists():  # a resumed run: drop what came after its checkpoint
-            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)[:keep_lines]
-            path.write_text("".join(lines), encoding="utf-8")
-        self.lines = sum(1 for _ in path.open(encoding="utf-8")) if path.exists() else 0
+        self.repaired: str | None = None
+        if keep_lines is not None and path.exists():
+            data = path.read_bytes()
+            lines = data.splitlines(keepends=True)
+            kept = lines[:keep_lines]
+            dropped = len(lines) - len(kept)
+            torn = bool(kept) and not kept[-1].endswith(b"\n")  # the checkpoint's own lines end cleanly
+            if torn:
+                kept = kept[:-1]
+            if dropped or torn:
+                path.write_bytes(b"".join(kept))
+                cut = "a torn line" if torn and not dropped else f"{dropped + torn} later line(s)"
+                self.repaired = f"cut to the {len(kept)} lines of its checkpoint ({cut} dropped)"
+        self.lines = path.read_bytes().count(b"\n") if path.exists() else 0
         self.stream = path.open("a", encoding="utf-8")
 
     def write(self, event: Artifact) -> None:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import signal
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,14 +34,15 @@ from lagdsl.artifacts import (
     read_json,
 )
 from lagdsl.lang import check_text
-from lagdsl.lang.schedule import Schedule
+from lagdsl.lang.schedule import Schedule, Shape
 from lagdsl.plan import build_plan
 from lagdsl.plan.render import to_json
 from lagdsl.runtime import checkpoint as ckpt
 from lagdsl.runtime.data import Batches, Corpus, DataError, load_corpus
 from lagdsl.runtime.engine import Device, Engine, NonFiniteLoss, OnStep
 from lagdsl.runtime.metrics import Metrics
-from lagdsl.runtime.program import Instruction, lower
+from lagdsl.runtime.program import End, Instruction, lower
+from lagdsl.runtime.state import StateDict
 
 
 class RunError(Exception):
@@ -51,9 +55,19 @@ class RunError(Exception):
 
 
 class Interrupted(Exception):
-    def __init__(self, checkpoint: Path | None) -> None:
+    """Stopped by a signal (SIGINT or SIGTERM) at a step boundary, with a checkpoint written."""
+
+    def __init__(self, checkpoint: Path, run_dir: Path, signum: int) -> None:
         super().__init__("interrupted")
-        self.checkpoint = checkpoint
+        self.checkpoint, self.run_dir, self.signum = checkpoint, run_dir, signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM, as shells report them
+
+
+class NothingToDo(Exception):
+    """A resumed run that is already where it was asked to go: nothing is run or written."""
 
 
 @dataclass
@@ -64,6 +78,8 @@ class RunOptions:
     max_steps: int | None = None
     quiet: bool = False
     resume: Path | None = None
+    #: where notes for the user go (a damaged checkpoint passed over, a log repaired): one line each
+    say: Callable[[str], None] = field(default=lambda message: None)
 
 
 @dataclass
@@ -134,9 +150,12 @@ def new_run(
     device = open_device(schedule)
     corpus, batches = open_data(schedule, base, device)
     plan = build_plan(schedule)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "schedule.grow").write_text(source_text, encoding="utf-8")
-    (run_dir / "plan.json").write_text(to_json(plan), encoding="utf-8")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"cannot create the run directory `{run_dir}`: {_reason(error)}") from None
+    _write_text(run_dir / "schedule.grow", source_text)
+    _write_text(run_dir / "plan.json", to_json(plan))
     info = RunInfo(
         lagdsl=__version__,
         schedule=schedule.name,
@@ -150,7 +169,7 @@ def new_run(
         data_fingerprint=corpus.fingerprint,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    (run_dir / "run.json").write_text(dump_json(info), encoding="utf-8")
+    _write_text(run_dir / "run.json", dump_json(info))
     engine = _engine(schedule, lower(plan), batches, device, run_dir, 0, progress, options.max_steps)
     engine.initialize()
     return engine, run_dir
@@ -174,17 +193,45 @@ def resume_run(
     corpus, batches = open_data(schedule, Path(meta.base), device)
     if meta.data_fingerprint != corpus.fingerprint:
         raise RunError(f"data: the data differs from what `{run_dir}` was trained on (its fingerprint changed)")
-    found = ckpt.list_checkpoints(run_dir / "checkpoints")
-    saved = ckpt.load(found[-1]) if found else None
+    if not (run_dir / "metrics.jsonl").exists():
+        raise RunError(f"`{run_dir}` has no `metrics.jsonl`: its event log is lost, so it cannot be resumed")
+    saved = _newest_checkpoint(run_dir, options.say)
+    program = lower(build_plan(schedule))
+    if saved is not None:
+        step, pc = int(saved["step"]), int(saved["pc"])
+        summary = run_dir / "summary.json"
+        done = all(isinstance(ins, End) for ins in program[pc:])  # nothing but the end event is left
+        if done and summary.exists() and _finished(summary):
+            raise NothingToDo(f"`{run_dir}` is finished ({step} steps): nothing to resume")
+        if options.max_steps is not None and step >= options.max_steps:
+            raise NothingToDo(
+                f"`{run_dir}` is at step {step} already (`--max-steps {options.max_steps}`): nothing to do"
+            )
     lines = int(saved["metrics_lines"]) if saved else 0
-    engine = _engine(
-        schedule, lower(build_plan(schedule)), batches, device, run_dir, lines, progress, options.max_steps
-    )
+    engine = _engine(schedule, program, batches, device, run_dir, lines, progress, options.max_steps)
+    if engine.metrics.repaired:
+        options.say(f"`{run_dir / 'metrics.jsonl'}`: {engine.metrics.repaired}")
     if saved is not None:
         engine.load(saved)
     else:
         engine.initialize()
     return engine, run_dir
+
+
+def _finished(summary: Path) -> bool:
+    try:
+        return read_json(summary, Summary).finished
+    except ArtifactError:
+        return False  # a damaged summary is written again
+
+
+def _newest_checkpoint(run_dir: Path, say: Callable[[str], None]) -> StateDict | None:
+    """The newest checkpoint that is intact; each damaged one passed over is named."""
+    for path, payload, reason in ckpt.intact_newest_first(run_dir / "checkpoints"):
+        if payload is not None:
+            return payload
+        say(f"checkpoint `{path}` is damaged ({reason}): passed over, an older one is used")
+    return None
 
 
 def _engine(
@@ -197,7 +244,10 @@ def _engine(
     progress: OnStep | None,
     max_steps: int | None,
 ) -> Engine:
-    metrics = Metrics(run_dir / "metrics.jsonl", keep_lines=metrics_lines)
+    try:
+        metrics = Metrics(run_dir / "metrics.jsonl", keep_lines=metrics_lines)
+    except OSError as error:
+        raise RunError(f"cannot write `{run_dir / 'metrics.jsonl'}`: {_reason(error)}") from None
 
     def on_checkpoint(engine: Engine, step: int) -> None:
         write_checkpoint(engine, run_dir, schedule)
@@ -206,56 +256,99 @@ def _engine(
 
 
 def write_checkpoint(engine: Engine, run_dir: Path, schedule: Schedule) -> Path:
-    """The engine's state, atomically, under `checkpoints/`; older ones beyond `keep` pruned."""
+    """The engine's state, atomically, under `checkpoints/`, then its event; older ones beyond
+    `keep` pruned. A state whose weights are not finite is never written; a write that fails (a
+    full disk) leaves no file, no event, and every earlier checkpoint as it was."""
     folder = run_dir / "checkpoints"
     step = engine.step
     path = ckpt.checkpoint_path(folder, step, engine.pc)
+    state = engine.checkpoint_state()
+    if not engine.in_probe:
+        state["metrics_lines"] = engine.metrics.lines + 1  # the checkpoint event, written next
+    if not all(bool(torch.isfinite(tensor).all()) for tensor in state["model"].values()):
+        raise NonFiniteLoss(engine.stage_name, step, math.nan, what="the weights became non-finite")
+    try:
+        ckpt.write_atomic(state, path)
+    except OSError as error:
+        raise RunError(f"cannot write checkpoint `{path}`: {_reason(error)}; {last_checkpoint(run_dir)}") from None
     engine.metrics.write(CheckpointEvent(step=step, path=str(path.relative_to(run_dir))))
-    state = engine.checkpoint_state()  # outside a probe: with the checkpoint event itself
-    ckpt.write_atomic(state, path)
-    ckpt.prune(folder, schedule.checkpoint.keep)
+    ckpt.prune(folder, schedule.checkpoint.keep, newest=path)
     return path
 
 
-def execute(engine: Engine, run_dir: Path) -> RunResult:
-    """Run to the end (or `--max-steps`); Ctrl-C checkpoints and raises `Interrupted`."""
-    schedule = engine.schedule
+def last_checkpoint(run_dir: Path) -> str:
+    """Where a resumed run would start, for messages: the newest intact checkpoint."""
+    newest, _ = ckpt.newest_intact(run_dir / "checkpoints")
+    if newest is None:
+        return "no checkpoint was written before it"
+    return f"the last good checkpoint is `{newest}` (resume with `lagdsl run --resume {run_dir}`)"
 
-    def on_interrupt(signum: int, frame: object) -> None:
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """`text` to `path` atomically: a failure (a full disk, no permission) leaves no partial file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise RunError(f"cannot write `{path}`: {_reason(error)}") from None
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def execute(engine: Engine, run_dir: Path) -> RunResult:
+    """Run to the end (or `--max-steps`). SIGINT (Ctrl-C) and SIGTERM (what job schedulers send)
+    stop it at the next step boundary with a checkpoint, raising `Interrupted`."""
+    schedule = engine.schedule
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        received.append(signum)
         engine.interrupted = True  # the engine stops at the next step boundary
 
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_interrupt) if in_main_thread else None
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
     try:
-        finished = engine.run()
-    except KeyboardInterrupt:
-        path = write_checkpoint(engine, run_dir, schedule)
-        engine.metrics.close()
-        raise Interrupted(path) from None
-    except NonFiniteLoss as error:
+        try:
+            finished = engine.run()
+        except KeyboardInterrupt:
+            path = write_checkpoint(engine, run_dir, schedule)
+            raise Interrupted(path, run_dir, received[0] if received else signal.SIGINT) from None
+        if not finished:  # stopped by --max-steps: a checkpoint, so that --resume goes on from here
+            write_checkpoint(engine, run_dir, schedule)
+        summary = finish(engine, run_dir, finished)
+    except NonFiniteLoss as error:  # no checkpoint is written of a state that is not finite
         engine.metrics.write(StoppedEvent(step=error.step, stage=error.stage, reason=str(error)))
-        engine.metrics.close()
-        found = ckpt.list_checkpoints(run_dir / "checkpoints")
-        where = f"; the last good checkpoint is `{found[-1]}`" if found else "; no checkpoint was written before it"
-        raise RunError(f"{error}{where}", code=1) from None
+        raise RunError(f"{error}; {last_checkpoint(run_dir)}", code=1) from None
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    if not finished:  # stopped by --max-steps: a checkpoint, so that --resume goes on from here
-        write_checkpoint(engine, run_dir, schedule)
-    summary = finish(engine, run_dir, finished)
-    engine.metrics.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        engine.metrics.close()
     return RunResult(run_dir, summary, finished)
 
 
 def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
+    """The summary (and, for a finished run, `final/`: the model and its config)."""
     schedule, state = engine.schedule, engine.state
-    final = run_dir / "final"
-    final.mkdir(exist_ok=True)
     config = state.model.config
-    ckpt.write_atomic({"model": state.model.state_dict()}, final / "model.pt")
-    config_json = {k: getattr(config, k) for k in config.__dataclass_fields__}
-    (final / "config.json").write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
+    if finished:
+        final = run_dir / "final"
+        try:
+            final.mkdir(exist_ok=True)
+            ckpt.write_atomic({"model": state.model.state_dict()}, final / "model.pt")
+        except OSError as error:
+            raise RunError(
+                f"cannot write `{final / 'model.pt'}`: {_reason(error)}; {last_checkpoint(run_dir)}"
+            ) from None
+        config_json = {k: getattr(config, k) for k in config.__dataclass_fields__}
+        _write_text(final / "config.json", json.dumps(config_json, indent=2) + "\n")
     if state.last_eval is not None and state.last_eval[0] == state.step:
         val = state.last_eval[1]  # the schedule's own evaluation at the last step
     else:
@@ -272,14 +365,16 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
         mainline_flops=state.mainline_flops,
         probe_flops=state.probe_flops,
         flops=state.flops,
-        scratch_flops=engine.cost.step_flops(schedule.final_shape, state.step),
+        scratch_flops=engine.cost.step_flops(  # the shape the run reached, from scratch, for its steps
+            Shape(depth=config.depth, width=config.width, heads=config.heads), state.step
+        ),
         final_shape=ShapeInfo(depth=config.depth, width=config.width, heads=config.heads),
         params=state.model.num_params(),
         wall_seconds=round(elapsed, 3),
         tokens_per_s=round(tokens / elapsed, 1) if elapsed > 0 else None,
         winners=dict(state.winners),
     )
-    (run_dir / "summary.json").write_text(dump_json(summary), encoding="utf-8")
+    _write_text(run_dir / "summary.json", dump_json(summary))
     return summary
 
 

@@ -1,0 +1,209 @@
+"""Run directories, checkpoints and signals under damage: no file state or signal makes a run crash,
+lie, or lose a checkpoint it already wrote. (The language front's hostile inputs: test_fuzz.py.)"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lagdsl.runtime import checkpoint as ckpt
+from tests.test_run import _wait_for, comparable, events, project, run, schedule  # noqa: F401  (fixture)
+
+
+@pytest.fixture
+def whole(project: Path) -> Path:  # noqa: F811
+    """The tiny schedule run to the end without interruption: what every resumed run must equal."""
+    out = project / "whole"
+    assert run(str(schedule(project)), "--out", str(out)).exit_code == 0
+    return out
+
+
+@pytest.fixture
+def stopped(project: Path) -> Path:  # noqa: F811
+    """The same run stopped by `--max-steps 18`: checkpoints at steps 12 and 18."""
+    out = project / "stopped"
+    result = run(str(schedule(project)), "--out", str(out), "--max-steps", "18")
+    assert result.exit_code == 0, result.output
+    assert [ckpt.load(p)["step"] for p in ckpt.list_checkpoints(out / "checkpoints")] == [12, 18]
+    return out
+
+
+def _damage(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "random bytes inside":
+        middle = len(data) // 3
+        data[middle : middle + 4096] = os.urandom(4096)
+        path.write_bytes(bytes(data))
+    else:  # a flipped bit
+        data[len(data) // 2] ^= 0x10
+        path.write_bytes(bytes(data))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["truncated", "empty", "random bytes inside", "flipped bit"])
+def test_a_damaged_checkpoint_is_named_and_passed_over(whole: Path, stopped: Path, how: str) -> None:
+    newest = ckpt.list_checkpoints(stopped / "checkpoints")[-1]
+    _damage(newest, how)
+    with pytest.raises(ckpt.CheckpointError):
+        ckpt.load(newest)
+    resumed = run("--resume", str(stopped))
+    assert resumed.exit_code == 0, resumed.output
+    assert f"note: checkpoint `{newest}` is damaged" in resumed.stderr and "an older one is used" in resumed.stderr
+    assert "Traceback" not in resumed.output
+    assert comparable(stopped) == comparable(whole)  # resumed from step 12, to the very same events
+    for path in ckpt.list_checkpoints(stopped / "checkpoints"):  # what it wrote since is intact
+        if path != newest:
+            ckpt.load(path)
+
+
+def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    for step in (10, 20, 30):
+        ckpt.write_atomic({"step": step}, ckpt.checkpoint_path(folder, step, 1))
+    newest = ckpt.checkpoint_path(folder, 5, 1)  # sorts first by name, as a resumed run's may
+    ckpt.write_atomic({"step": 5}, newest)
+    (folder / ".step-000000040-000001.pt.tmp").write_bytes(b"cut by a crash")
+    ckpt.prune(folder, 1, newest=newest)
+    assert newest.exists() and ckpt.load(newest) == {"step": 5}
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_a_checkpoint_is_what_torch_load_reads_and_carries_its_checksum(tmp_path: Path) -> None:
+    path = tmp_path / "c.pt"
+    ckpt.write_atomic({"w": torch.arange(4.0)}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(4.0))  # plain torch reads it
+    assert path.read_bytes()[-80:].startswith(b"\nlagdsl-sha256 ")
+    ckpt.verify(path)
+
+
+@pytest.mark.slow
+def test_resuming_a_finished_run_changes_nothing(whole: Path) -> None:
+    before = {p: p.read_bytes() for p in whole.rglob("*") if p.is_file()}
+    result = run("--resume", str(whole))
+    assert result.exit_code == 0, result.output
+    assert f"`{whole}` is finished (30 steps): nothing to resume" in result.stderr
+    assert {p: p.read_bytes() for p in whole.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.slow
+def test_max_steps_at_or_below_the_step_reached_does_nothing(stopped: Path) -> None:
+    before = (stopped / "metrics.jsonl").read_bytes()
+    result = run("--resume", str(stopped), "--max-steps", "15")
+    assert result.exit_code == 0, result.output
+    assert "is at step 18 already (`--max-steps 15`): nothing to do" in result.stderr
+    assert (stopped / "metrics.jsonl").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_a_stopped_run_keeps_the_evaluation_of_its_last_step_and_writes_no_final_model(
+    project: Path,  # noqa: F811
+) -> None:
+    out = project / "at-eval"
+    result = run(str(schedule(project)), "--out", str(out), "--max-steps", "20")  # eval every 10 steps
+    assert result.exit_code == 0, result.output
+    assert [e["step"] for e in events(out, "eval")] == [10, 20]
+    summary = (out / "summary.json").read_text()
+    assert '"finished": false' in summary and not (out / "final").exists()
+    assert f'"final_val_loss": {events(out, "eval")[-1]["val_loss"]}' in summary  # the evaluation logged
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_checkpointing_loses_nothing(
+    project: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_save = torch.save
+    calls = []
+
+    def save(obj: object, f: object, *args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 2:  # the second checkpoint meets a full disk halfway
+            f.write(b"x" * 100)  # type: ignore[attr-defined]
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    out = project / "full"
+    result = run(str(schedule(project)), "--out", str(out))
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert message.count("\n") == 0 and "Traceback" not in message
+    assert "No space left on device" in message and "the last good checkpoint is `" in message
+    (kept,) = ckpt.list_checkpoints(out / "checkpoints")  # the first, intact
+    assert ckpt.load(kept)["step"] == 12
+    assert not list((out / "checkpoints").glob(".*"))  # no temporary file left
+    assert [e["path"] for e in events(out, "checkpoint")] == [str(kept.relative_to(out))]  # no event for the lost one
+
+
+def test_a_run_directory_that_cannot_be_made_is_one_line_and_exit_2(project: Path) -> None:  # noqa: F811
+    blocker = project / "a-file"
+    blocker.write_text("not a folder")
+    result = run(str(schedule(project)), "--out", str(blocker / "run"))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: cannot create the run directory") and result.stderr.count("\n") == 1
+
+
+def test_a_missing_event_log_is_reported_not_restarted(stopped: Path) -> None:
+    (stopped / "metrics.jsonl").unlink()
+    result = run("--resume", str(stopped))
+    assert result.exit_code == 2 and "has no `metrics.jsonl`" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_torn_event_log_is_repaired_on_resume_and_says_so(whole: Path, stopped: Path) -> None:
+    with (stopped / "metrics.jsonl").open("ab") as log:
+        log.write(b'{"event":"step","step":19,"stage":"tw\xff\xfe')  # a crash mid-line, bytes not UTF-8
+    result = run("--resume", str(stopped))
+    assert result.exit_code == 0, result.output
+    assert "metrics.jsonl`: cut to the" in result.stderr
+    assert comparable(stopped) == comparable(whole)
+
+
+def test_ctrl_c_while_starting_is_exit_130_not_aborted(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    import lagdsl.runtime.run as run_module
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "open_data", interrupted)
+    result = run(str(schedule(project)), "--out", str(project / "x"))
+    assert result.exit_code == 130 and "Aborted" not in result.output and "interrupted" in result.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_exits_143_and_resumes_to_the_same_run(project: Path, whole: Path) -> None:  # noqa: F811
+    out = project / "terminated"
+    command = [sys.executable, "-m", "lagdsl", "run", str(schedule(project)), "--out", str(out), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(out / "metrics.jsonl", lambda text: '"event":"eval"' in text)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert process.returncode == 143, err
+    assert "interrupted (SIGTERM): checkpoint written to" in err and f"lagdsl run --resume {out}" in err
+    assert run("--resume", str(out)).exit_code == 0
+    assert comparable(out) == comparable(whole)
+
+
+def test_the_damaged_checkpoint_fixture_copies_stay_separate(tmp_path: Path) -> None:
+    """`_damage` changes the file it is given, and only that one."""
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    ckpt.write_atomic({"x": torch.ones(1000)}, a)
+    shutil.copy(a, b)
+    _damage(a, "flipped bit")
+    ckpt.verify(b)
+    with pytest.raises(ckpt.CheckpointError, match="checksum does not match"):
+        ckpt.verify(a)
