@@ -1,7 +1,9 @@
-"""Whatever the text, checking it gives diagnostics (with spans inside the file), never a traceback."""
+"""Whatever the text, checking it gives diagnostics (with spans inside the file), never a traceback;
+whatever validates, plans. `bench/fuzz.py` runs the same generators far longer and times them."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 
@@ -11,6 +13,8 @@ from hypothesis import strategies as st
 from lagdsl.lang import check_source
 from lagdsl.lang.diagnostics import CODES, render_text, to_json_object
 from lagdsl.lang.source import Source
+from lagdsl.plan import build_plan
+from lagdsl.plan.render import print_table, to_json
 from tests.conftest import SCHEDULES
 
 EXAMPLES = [p.read_text() for p in SCHEDULES]
@@ -40,11 +44,14 @@ def assert_only_diagnostics(text: str) -> None:
         assert result.errors, text
     else:
         assert not result.errors
+        plan = build_plan(result.schedule)  # a valid schedule always plans, and renders
+        to_json(plan)
+        print_table(plan, io.StringIO())
 
 
 # FUZZ_EXAMPLES=5000 runs a longer search than CI does
 FUZZ = settings(
-    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "600")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
@@ -90,3 +97,53 @@ def test_the_mutator_does_produce_invalid_schedules() -> None:
     # guards the property tests above against a mutator that only yields valid text
     text = "".join(tokens(EXAMPLES[0])).replace("{", "", 1)
     assert check_source(Source("x.grow", text)).errors
+
+
+#: What an adversary writes: deep nesting, numbers beyond every limit, digit runs glued to letters
+#: (once quadratic to reject), a byte-order mark, absurd counts and intervals.
+HOSTILE = [
+    "(" * 300 + "1" + ")" * 300,
+    "[" * 300 + "a" + "]" * 300,
+    "9" * 5000,
+    "1" * 3000 + "x",
+    "1e400",
+    "-1e309",
+    "1" + "0" * 400,
+    "\ufeff",
+    "repeat 100000000 {",
+    "eval every 1 step",
+    "train 1000000000000 steps",
+    "depth=100000000",
+    "width=6, heads=2",
+    "1_000_",
+    '"\\q"',
+]
+
+
+@st.composite
+def hostile(draw: st.DrawFn) -> str:
+    parts = tokens(draw(st.sampled_from(EXAMPLES)))
+    for _ in range(draw(st.integers(1, 3))):
+        i = draw(st.integers(0, len(parts)))
+        parts.insert(i, draw(st.sampled_from(HOSTILE)))
+    return "".join(parts)
+
+
+@FUZZ
+@given(hostile())
+def test_hostile_examples(text: str) -> None:
+    assert_only_diagnostics(text)
+
+
+def test_each_hostile_piece_alone_and_in_a_schedule_gives_diagnostics() -> None:
+    base = EXAMPLES[0]
+    for piece in HOSTILE:
+        assert_only_diagnostics(piece)
+        assert_only_diagnostics(base.replace("train", f"{piece} train", 1))
+        assert_only_diagnostics(base + "\n" + piece + "\n")
+
+
+def test_a_byte_order_mark_is_ignored() -> None:
+    plain = check_source(Source("a.grow", EXAMPLES[0]))
+    marked = check_source(Source("a.grow", "\ufeff" + EXAMPLES[0]))
+    assert plain.ok and marked.ok and marked.schedule == plain.schedule

@@ -42,7 +42,10 @@ class Checked:
 
 
 def check_source(source: Source) -> Checked:
-    """Parse and check; never raises for a mistake in the text."""
+    """Parse and check; never raises for a mistake in the text. A leading byte-order mark (some
+    editors write one) is not part of the text."""
+    if source.text.startswith("\ufeff"):
+        source = Source(source.name, source.text[1:])
     with collector_paused():
         module, diagnostics = parse(source)
         if module is None:

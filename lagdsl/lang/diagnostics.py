@@ -47,6 +47,7 @@ CODES: dict[str, Code] = {
     "E0002": _error("a character that cannot start any token, or an unterminated string"),
     "E0003": _error("an unknown escape in a string"),
     "E0004": _error("a malformed number"),
+    "E0005": _error("values nested too deeply"),
     # settings and statements
     "E0101": _error("unknown setting"),
     "E0102": _error("duplicate setting"),
@@ -75,6 +76,7 @@ CODES: dict[str, Code] = {
     "E0304": _error("probe longer than its stage's `train` under `keep winner`"),
     "E0305": _error("`over last` used with a metric other than `loss`, or with `probe 0 steps`"),
     "E0306": _error("`vocab=auto` with data that does not fix the vocabulary"),
+    "E0307": _error("an odd head size (rotary positions need an even one)"),
     # shapes
     "E0401": _error("a growth that does not grow"),
     "E0402": _error("an operator used on a dimension it does not grow"),

@@ -8,6 +8,7 @@ returns plain Python values, reporting every unknown, missing, mistyped or out-o
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -180,7 +181,9 @@ class Signature:
 
 
 def _fmt(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
+    if float(value).is_integer():
+        return f"{int(value):,}" if abs(value) >= 10_000 else str(int(value))
+    return str(value)
 
 
 def _fmt_default(value: object) -> str:
@@ -197,10 +200,18 @@ def _fmt_default(value: object) -> str:
     return str(value)
 
 
+def clip(text: str, width: int = 40) -> str:
+    """`text` shortened in the middle to about `width` characters: a 16,000-digit number in a
+    message shows its ends."""
+    if len(text) <= width:
+        return text
+    return f"{text[: width // 2]}...{text[-(width // 4) :]} ({len(text):,} characters)"
+
+
 def show(value: ast.Value) -> str:
     """A value as the user wrote it, for messages."""
     if isinstance(value, ast.Number):
-        return value.text
+        return clip(value.text)
     if isinstance(value, ast.String):
         return '"' + value.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     if isinstance(value, ast.Name):
@@ -231,13 +242,17 @@ def coerce(param: Param, value: ast.Value, owner: str | None) -> tuple[object | 
             param.help or None,
         )
 
-    def out_of_range() -> Diagnostic:
+    def out_of_range(*, finite: bool = True) -> Diagnostic:
+        wanted = param.describe_range()
+        if not finite:  # infinity, or more digits than any number holds
+            wanted = "a finite number" + (f" {wanted}" if wanted else "")
         return Diagnostic(
             "E0302",
-            f"{where} must be {param.describe_range()}, found `{show(value)}`",
+            f"{where} must be {wanted}, found `{show(value)}`",
             value.span,
             "out of range",
-            param.help or None,
+            param.help
+            or (f"`{param.name}` must be {param.describe_range()}" if not finite and param.describe_range() else None),
         )
 
     if param.auto and isinstance(value, ast.Name) and value.value == "auto":
@@ -247,13 +262,18 @@ def coerce(param: Param, value: ast.Value, owner: str | None) -> tuple[object | 
         if not isinstance(value, ast.Number):
             return None, wrong_type()
         number = value.value
+        if isinstance(number, float) and not math.isfinite(number):
+            return None, out_of_range(finite=False)  # `1e400`, or more digits than a number can hold
         if kind == "int":
             if isinstance(number, float):
                 if not number.is_integer():
                     return None, wrong_type()
                 number = int(number)
         else:
-            number = float(number)
+            try:
+                number = float(number)
+            except OverflowError:  # an integer beyond any float
+                return None, out_of_range(finite=False)
         if not param.in_range(number):
             return None, out_of_range()
         return number, None

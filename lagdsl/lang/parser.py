@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextvars
 import functools
 import hashlib
+import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -30,6 +31,14 @@ from lagdsl.lang.source import Source, Span
 
 GRAMMAR_NAME = "grow.lark"
 _MAX_SYNTAX_ERRORS = 20
+#: Tokens the parser may skip while recovering from syntax errors before it gives up on the file
+#: (100 KB of `((((` would otherwise take seconds, one exception per character).
+_MAX_SKIPS = 1000
+#: The deepest that calls, tuples and lists may nest (real schedules nest two or three deep).
+MAX_NESTING = 16
+#: A number with more digits than this is beyond every limit of the language: it is read as
+#: infinite (and the checker reports it out of range) instead of being converted digit by digit.
+_MAX_DIGITS = 400
 
 
 def grammar_path() -> Path:
@@ -81,6 +90,10 @@ def build_parser(*, strict: bool = False) -> Lark:
 _LEXICAL: contextvars.ContextVar[list[Diagnostic]] = contextvars.ContextVar("lagdsl_lexical_diagnostics")
 
 
+#: A run of characters that may belong to one word or number: skipped as a whole after a lexical error.
+_WORD = re.compile(r"[A-Za-z0-9_.]+")
+
+
 def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
     """The syntax tree and the syntax diagnostics; the tree is None when there is any error.
 
@@ -96,8 +109,13 @@ def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
         between = source.text[last_skipped_end:start] if last_skipped_end >= 0 else "x"
         return re.fullmatch(r"(?:\s|#[^\n]*)*", between) is not None
 
+    skips = 0
+
     def on_error(error: UnexpectedInput) -> bool:
-        nonlocal last_skipped_end
+        nonlocal last_skipped_end, skips
+        skips += 1
+        if skips > _MAX_SKIPS and diagnostics:
+            return False  # a file this broken has said enough: stop, in bounded time
         if isinstance(error, UnexpectedToken):
             token = error.token
             at_end = token.type == "$END"
@@ -110,8 +128,16 @@ def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
         # an error right after another follows from it; so does running into the end of the file
         if not follows_last_error(start) and not (at_end and diagnostics):
             diagnostics.append(_translate(error, source, parser))
-        if isinstance(error, UnexpectedCharacters) and source.text[start] == '"':
-            return False  # an unterminated string: whatever follows would be misread
+        if isinstance(error, UnexpectedCharacters):
+            if source.text[start] == '"':
+                return False  # an unterminated string: whatever follows would be misread
+            # skip the whole word the lexer could not read (`1000x`), not one character of it: the
+            # lexer would read the rest of the word again at every character (quadratic time)
+            word = _WORD.match(source.text, start)
+            lexer = error.interactive_parser.lexer_thread.state
+            if word is not None and word.end() > start + 1 and lexer is not None:
+                end = word.end()
+                lexer.line_ctr.feed(source.text[start : end - 1])  # lark feeds the last character
         last_skipped_end = end
         if at_end:
             return False
@@ -316,6 +342,8 @@ class _Builder(Transformer[Token, object]):
     def _number(self, token: Token) -> ast.Number:
         text = str(token)
         body, scale = (text[:-1], _MAGNITUDES[text[-1]]) if text[-1] in _MAGNITUDES else (text, 1)
+        if sum(c.isdigit() for c in body.partition("e")[0].partition("E")[0]) > _MAX_DIGITS:
+            return ast.Number(math.inf, text, _tok_span(token))  # beyond every limit: the checker says so
         try:
             value: int | float
             if re.fullmatch(r"[+-]?[0-9_]+", body):
@@ -398,7 +426,8 @@ class _Builder(Transformer[Token, object]):
     @_rule
     def call(self, span: Span, children: Children) -> ast.Call:
         func, *args = children
-        return ast.Call(self._name(func), tuple(a for a in args if a is not None), span)
+        kept = tuple(a for a in args if a is not None)
+        return ast.Call(self._name(func), kept, span, self._depth([a.value for a in kept], span))
 
     @_rule
     def options(self, span: Span, children: Children) -> _Options:
@@ -406,11 +435,28 @@ class _Builder(Transformer[Token, object]):
 
     @_rule
     def tuple_value(self, span: Span, children: Children) -> ast.Tuple:
-        return ast.Tuple(tuple(self._value(c) for c in children if c is not None), span)
+        items = tuple(self._value(c) for c in children if c is not None)
+        return ast.Tuple(items, span, self._depth(items, span))
 
     @_rule
     def list_value(self, span: Span, children: Children) -> ast.List:
-        return ast.List(tuple(self._value(c) for c in children if c is not None), span)
+        items = tuple(self._value(c) for c in children if c is not None)
+        return ast.List(items, span, self._depth(items, span))
+
+    def _depth(self, items: Iterable[ast.Value], span: Span) -> int:
+        """The nesting depth of a call, tuple or list of `items`; past `MAX_NESTING`, one E0005."""
+        depth = 1 + max((getattr(item, "depth", 0) for item in items), default=0)
+        if depth == MAX_NESTING + 1:
+            self._report(
+                Diagnostic(
+                    "E0005",
+                    f"values nested more than {MAX_NESTING} deep",
+                    Span(span.line, span.column, span.line, span.column + 1),
+                    "too deep from here",
+                    "a schedule's values are numbers, names, strings, short lists and calls: write this flat",
+                )
+            )
+        return depth
 
     # -- statements
 

@@ -33,6 +33,18 @@ DURATION = Written(duration=True)
 
 DURATION_HELP = "durations are written `100 steps`, `1M tokens` or `5%` (of `total`)"
 
+# Limits: far above what anyone trains, low enough that a typo cannot ask for years of planning or
+# terabytes of memory. The checker reports anything beyond them (E0302); docs/language.md lists them.
+MAX_DEPTH = 1024
+MAX_WIDTH = 65_536
+MAX_HEADS = 1024
+MAX_CONTEXT = 1 << 20
+MAX_VOCAB = 1 << 24
+MAX_BATCH = 1 << 20
+MAX_STEPS = 1_000_000_000  # mainline steps of a whole schedule
+MAX_STAGES = 10_000  # after `repeat` is written out
+MAX_EVENTS = 100_000  # evaluations, and checkpoints, in one schedule
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -41,9 +53,9 @@ class _Frozen(BaseModel):
 class Shape(_Frozen):
     """The model's shape: the head size `width / heads` never changes as it grows."""
 
-    depth: Annotated[int, Field(ge=1)]
-    width: Annotated[int, Field(ge=1)]
-    heads: Annotated[int, Field(ge=1)]
+    depth: Annotated[int, Field(ge=1, le=MAX_DEPTH)]
+    width: Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+    heads: Annotated[int, Field(ge=1, le=MAX_HEADS)]
 
     @property
     def head_size(self) -> int:
@@ -57,8 +69,8 @@ class ModelSpec(_Frozen):
     """A decoder-only Transformer (pre-norm RMSNorm, rotary positions, tied embeddings)."""
 
     family: Literal["gpt"] = "gpt"
-    vocab: Annotated[int, Field(ge=1, description="`auto` takes it from the data: 256 for bytes"), AUTO]
-    context: Annotated[int, Field(ge=1)]
+    vocab: Annotated[int, Field(ge=1, le=MAX_VOCAB, description="`auto` takes it from the data: 256 for bytes"), AUTO]
+    context: Annotated[int, Field(ge=1, le=MAX_CONTEXT)]
     shape: Shape
     mlp: Literal["swiglu", "gelu"] = "swiglu"
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
@@ -129,12 +141,12 @@ class LRSpec(_Frozen):
 
 class EvalSpec(_Frozen):
     every: Annotated[int, Field(ge=1), DURATION]
-    batches: Annotated[int, Field(ge=1)] = 10
+    batches: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 10
 
 
 class CheckpointSpec(_Frozen):
     every: Annotated[int | None, DURATION] = None  # None: at the end only
-    keep: Annotated[int, Field(ge=1)] = 3
+    keep: Annotated[int, Field(ge=1, le=MAX_EVENTS)] = 3
 
 
 class OperatorSpec(_Frozen):
@@ -208,14 +220,14 @@ class Schedule(_Frozen):
     version: Literal[1] = 1
     name: str
     file: str
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: Annotated[bool, Field(description="write `compile on` or `compile off`")] = False
     model: ModelSpec
     data: DataSpec = StdlibData()
-    batch: Annotated[int, Field(ge=1)]
-    accumulate: Annotated[int, Field(ge=1)] = 1
+    batch: Annotated[int, Field(ge=1, le=MAX_BATCH)]
+    accumulate: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 1
     optimizer: OptimizerSpec
     lr: LRSpec = LRSpec()
     total_steps: int

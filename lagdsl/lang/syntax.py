@@ -54,18 +54,21 @@ class Call:
     func: Name
     args: tuple[Arg, ...]
     span: Span = field(compare=False, repr=False)
+    depth: int = field(default=1, compare=False, repr=False)  # how deeply values nest in it, itself included
 
 
 @dataclass(frozen=True)
 class Tuple:
     items: tuple[Value, ...]
     span: Span = field(compare=False, repr=False)
+    depth: int = field(default=1, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class List:
     items: tuple[Value, ...]
     span: Span = field(compare=False, repr=False)
+    depth: int = field(default=1, compare=False, repr=False)
 
 
 Value = Number | String | Name | Duration | Call | Tuple | List

@@ -9,7 +9,10 @@ from lagdsl.lang import syntax as ast
 from lagdsl.lang.catalogue import SELECT_METRICS
 from lagdsl.lang.check.draft import Draft, Every, GrowDraft
 from lagdsl.lang.params import show
-from lagdsl.lang.schedule import CheckpointSpec, EvalSpec, LRSpec, SelectRule
+from lagdsl.lang.schedule import MAX_EVENTS, MAX_STEPS, CheckpointSpec, EvalSpec, LRSpec, SelectRule
+
+#: Beyond any duration's limit in any unit: checked before converting, so no arithmetic overflows.
+_MAX_AMOUNT = 10**30
 
 #: Probes shorter than this (other than 0) get W0301.
 SHORT_PROBE = 5
@@ -31,6 +34,9 @@ class _Steps:
         draft = self.draft
         amount = duration.amount.value
         shown = show(duration)
+        if not math.isfinite(amount) or amount > _MAX_AMOUNT:
+            self._too_long(duration, what)
+            return None
         if duration.unit == "%":
             if not percent:
                 draft.report(
@@ -68,7 +74,10 @@ class _Steps:
         else:
             if self.tokens_per_step is None:
                 return None
-            steps = math.ceil(amount / self.tokens_per_step)
+            if isinstance(amount, int):
+                steps = -(-amount // self.tokens_per_step)  # exact for integers of any size
+            else:
+                steps = math.ceil(amount / self.tokens_per_step)
             if steps * self.tokens_per_step != amount and amount > 0:
                 draft.report(
                     "W0501",
@@ -81,7 +90,19 @@ class _Steps:
             least = "at least 1 step" if minimum == 1 else f"at least {minimum} steps"
             draft.report("E0302", f"{what} must be {least}, found `{shown}`", duration.span, "out of range")
             return None
+        if steps > MAX_STEPS:
+            self._too_long(duration, what)
+            return None
         return steps
+
+    def _too_long(self, duration: ast.Duration, what: str) -> None:
+        self.draft.report(
+            "E0302",
+            f"{what} must be at most {MAX_STEPS:,} steps, found `{show(duration)}`",
+            duration.span,
+            "out of range",
+            f"a schedule trains at most {MAX_STEPS:,} mainline steps",
+        )
 
 
 def check_budgets(draft: Draft) -> Draft:
@@ -136,6 +157,17 @@ def _stage_budgets(draft: Draft, steps: _Steps) -> None:
     if any(s.train_steps is None for s, _ in trains) and draft.total is None:
         return
     written = sum(s.train_steps or 0 for s, _ in trains)
+    if written > MAX_STEPS:
+        last, last_train = trains[-1]
+        draft.report(
+            "E0302",
+            f"the stages add up to {written:,} steps, more than the {MAX_STEPS:,} a schedule may train",
+            last_train.span,
+            "the total is too long",
+            "train fewer steps, or fewer stages",
+        )
+        draft.total = None
+        return
     if not draft.total_given:
         draft.total = written
         return
@@ -218,14 +250,29 @@ def _setting_budgets(draft: Draft, steps: _Steps) -> None:
         _lr_budget(draft, steps)
     if settings.eval is not None:
         every = _every(settings.eval, "eval", steps)
-        if every is not None:
+        if every is not None and _few_enough(draft, settings.eval, every, "evaluations"):
             draft.eval = EvalSpec.model_validate({**settings.eval.options, "every": every})
     if settings.checkpoint is not None:
         every = _every(settings.checkpoint, "checkpoint", steps)
-        if every is not None:
+        if every is not None and _few_enough(draft, settings.checkpoint, every, "checkpoints"):
             draft.checkpoint = CheckpointSpec.model_validate({**settings.checkpoint.options, "every": every})
     if settings.log is not None:
         draft.log_every = _every(settings.log, "log", steps)
+
+
+def _few_enough(draft: Draft, every: Every, interval: int, what: str) -> bool:
+    """At most `MAX_EVENTS` evaluations (or checkpoints) in the run: each is a node of the plan."""
+    if draft.total is None or draft.total // interval <= MAX_EVENTS:
+        return True
+    draft.report(
+        "E0302",
+        f"every {interval:,} steps gives {draft.total // interval:,} {what}, "
+        f"more than the {MAX_EVENTS:,} a run may have",
+        every.duration.span,
+        "too often",
+        f"choose an interval of at least {-(-draft.total // MAX_EVENTS):,} steps",
+    )
+    return False
 
 
 def _every(every: Every, key: str, steps: _Steps) -> int | None:

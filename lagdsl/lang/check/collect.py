@@ -10,6 +10,7 @@ from lagdsl.lang.catalogue import KEEP_MODES
 from lagdsl.lang.check.draft import Draft, GrowDraft, StageDraft
 from lagdsl.lang.diagnostics import did_you_mean, one_of
 from lagdsl.lang.params import Param, coerce
+from lagdsl.lang.schedule import MAX_STAGES
 from lagdsl.lang.source import Span
 
 REQUIRED_SETTINGS = ("model", "batch", "optimizer")
@@ -18,7 +19,7 @@ SETTING_EXAMPLES = {
     "batch": "batch 32",
     "optimizer": "optimizer adamw(lr=1e-3)",
 }
-REPEAT = Param("repeat", "int", ge=1)
+REPEAT = Param("repeat", "int", ge=1, le=MAX_STAGES)
 
 _DUPLICATES = {
     "setting": ("E0102", "set again here", "each setting appears once"),
@@ -51,7 +52,12 @@ def collect(draft: Draft) -> Draft:
     """Settings, definitions and stages; duplicates; `repeat` expanded; stage structure."""
     stage_names: dict[str, ast.Stage] = {}
 
+    too_many: list[ast.Stage] = []
+
     def add_stage(name: str, node: ast.Stage) -> None:
+        if len(draft.stages) >= MAX_STAGES:
+            too_many.append(node)
+            return
         if _register(draft, stage_names, name, node, node.name.span, "stage"):
             draft.stages.append(_stage_structure(draft, name, node))
 
@@ -67,6 +73,8 @@ def collect(draft: Draft) -> Draft:
         else:
             count = _repeat_count(draft, statement)
             for i in range(1, (count or 0) + 1):
+                if too_many:
+                    break
                 for inner in statement.body:
                     if isinstance(inner, ast.Repeat):
                         if i == 1:
@@ -80,6 +88,14 @@ def collect(draft: Draft) -> Draft:
                         continue
                     add_stage(f"{inner.name.value}_{i}", inner)
 
+    if too_many:
+        draft.report(
+            "E0302",
+            f"the schedule has more than {MAX_STAGES:,} stages (with `repeat` written out)",
+            too_many[0].name.span,
+            "one stage too many",
+            f"a schedule has at most {MAX_STAGES:,} stages: repeat fewer times, or train longer stages",
+        )
     for key in REQUIRED_SETTINGS:
         if key not in draft.setting_nodes:
             draft.report(

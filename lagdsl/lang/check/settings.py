@@ -90,6 +90,21 @@ def _model(draft: Draft, setting: ast.Setting) -> None:
             f"try `heads={_nearest_divisor(width, heads)}` or a width that is a multiple of {heads}",
         )
         return
+    if (width // heads) % 2:
+        even = [d for d in range(1, width + 1) if width % d == 0 and (width // d) % 2 == 0]
+        hint = (
+            f"try `heads={min(even, key=lambda d: (abs(d - heads), d))}`"
+            if even
+            else f"make `width` even, such as `width={width + 1}`"
+        )
+        draft.report(
+            "E0307",
+            f"the head size `width / heads` is {width // heads}, an odd number",
+            setting.value.span,
+            "rotary positions rotate pairs of dimensions",
+            f"{hint}: every head needs an even size",
+        )
+        return
     if args["vocab"] == "auto":
         if isinstance(draft.settings.data, TokensData):
             draft.report(

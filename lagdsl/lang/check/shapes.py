@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from lagdsl.lang import layers
 from lagdsl.lang.check.draft import Draft, GrowDraft, OperatorRef
-from lagdsl.lang.params import Param, coerce
-from lagdsl.lang.schedule import Shape
+from lagdsl.lang.params import Param, coerce, show
+from lagdsl.lang.schedule import MAX_DEPTH, MAX_HEADS, MAX_WIDTH, Shape
 
 
 def check_shapes(draft: Draft) -> Draft:
@@ -41,6 +41,16 @@ def _grown_shape(draft: Draft, grow: GrowDraft, shape: Shape) -> Shape | None:
     assert isinstance(amount, int)
     current = shape.depth if dim == "depth" else shape.width
     target = current + amount if node.mode == "by" else amount
+    limit = MAX_DEPTH if dim == "depth" else min(MAX_WIDTH, MAX_HEADS * shape.head_size)
+    if target > limit:
+        draft.report(
+            "E0302",
+            f"`grow {dim} {node.mode} {show(node.amount)}` gives {dim} {target:,}, more than the {limit:,} allowed",
+            node.amount.span,
+            "out of range",
+            f"a model has at most {MAX_DEPTH:,} layers, width {MAX_WIDTH:,} and {MAX_HEADS:,} heads",
+        )
+        return None
     if target <= current:
         say = f"by {amount}" if node.mode == "by" else f"to {amount}"
         draft.report(
