@@ -91,6 +91,10 @@ def generate(rng: random.Random) -> str:
 
 
 def soak(inputs: int, seed: int) -> dict[str, object]:
+    for text in EXAMPLES:  # first uses import and build what later inputs reuse: not timed
+        checked = check_source(Source("warm.grow", text))
+        if checked.schedule is not None:
+            print_table(build_plan(checked.schedule), io.StringIO())
     rng = random.Random(seed)
     crashes: list[dict[str, str]] = []
     slowest = (0.0, "")

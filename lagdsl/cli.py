@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -57,7 +58,21 @@ def main() -> None:
     """Grow Transformers during pretraining, as a declarative schedule says."""
 
 
-@main.command()
+def _device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """`--device`: one of the devices the language knows, checked before anything loads."""
+    if value is None or re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", value):
+        return value
+    raise click.BadParameter(f"`{value}` is not a device: use auto, cpu, cuda or cuda:N (such as cuda:1)")
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  lagdsl validate schedules/*.grow
+  lagdsl validate --format json my.grow | jq '.[].message'
+
+Exit codes: 0 every file valid, 1 a file has errors (or warnings, with --strict), 2 a file cannot be read."""
+)
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
@@ -139,12 +154,22 @@ def _summary_line(name: str, result: Checked) -> str:
     )
 
 
-@main.command()
+@main.command(
+    epilog="""\b
+Examples:
+  lagdsl run schedules/quickstart.grow
+  lagdsl run my.grow --out runs/try1 --max-steps 500
+  lagdsl run --resume runs/try1          (FILE is optional with --resume)
+
+Exit codes: 0 ok (also: nothing left to resume), 1 schedule errors or a diverged run,
+2 usage, data, device or disk problems, 130 after Ctrl-C, 143 after SIGTERM (a checkpoint is
+written first; --resume goes on from it)."""
+)
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="The run directory (default runs/NAME-TIME)."
 )
-@click.option("--device", help='Override the schedule\'s device: cpu, cuda, "cuda:1".')
+@click.option("--device", callback=_device, help="Override the schedule's device: auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, help="Override the schedule's seed.")
 @click.option("--max-steps", type=click.IntRange(min=0), help="Stop after this many mainline steps.")
 @click.option("--dry-run", is_flag=True, help="Print the lowered program and exit.")
@@ -196,8 +221,9 @@ def run(
             out=out, device=device, seed=seed, max_steps=max_steps, quiet=quiet, resume=resume, say=say
         )
         engine, run_dir = prepare(schedule, source, options, progress)
-        if resume is not None and not quiet:
-            click.echo(f"resuming `{run_dir}` at step {engine.step}", err=True)
+        engine.metrics.listeners.append(progress.event)
+        if resume is not None:
+            progress.note(f"resuming `{run_dir}` at step {engine.step}")
         try:
             result = execute(engine, run_dir)
         finally:
@@ -242,7 +268,15 @@ def _print_summary(summary: Summary, run_dir: Path) -> None:
 PLAN_FORMATS = ("table", "json", "dot", "mermaid", "svg", "png")
 
 
-@main.command()
+@main.command(
+    epilog="""\b
+Examples:
+  lagdsl plan schedules/stack_lag.grow
+  lagdsl plan my.grow --format json | jq .totals
+  lagdsl plan my.grow --format png -o plan.png
+
+Exit codes: 0 ok, 1 schedule errors, 2 usage or I/O problems."""
+)
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(PLAN_FORMATS), default="table", show_default=True)
 @click.option(
@@ -302,7 +336,13 @@ def _opened(ctx: click.Context, path: Path) -> Iterator[TextIO]:
 SCHEMAS = ("run", "events", "summary", "study", "plan")
 
 
-@main.command()
+@main.command(
+    epilog="""\b
+Example:
+  lagdsl schema events > events.schema.json
+
+Exit codes: 0 ok, 2 an unknown name."""
+)
 @click.argument("artifact", type=click.Choice(SCHEMAS))
 def schema(artifact: str) -> None:
     """Print the JSON Schema of a file lagdsl writes: run (run.json), events (each line of
@@ -312,7 +352,13 @@ def schema(artifact: str) -> None:
     click.echo(json.dumps(json_schemas()[artifact], indent=2))
 
 
-@main.command()
+@main.command(
+    epilog="""\b
+Example:
+  lagdsl ops --format json | jq '.[] | select(.dim == "depth") | .name'
+
+Exit code: 0."""
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def ops(fmt: str) -> None:
     """List the growth operators: what each grows, its parameters, whether it preserves the function."""
@@ -346,10 +392,17 @@ def ops(fmt: str) -> None:
     for e in entries:
         params = ", ".join(p.signature_text() for p in e.params) or "-"
         table.add_row(e.name, e.dim, params, e.preserves, e.description)
-    Console(width=max(120, Console().width)).print(table)
+    Console().print(table)  # the terminal's width (80 columns when piped; COLUMNS overrides)
 
 
-@main.command()
+@main.command(
+    epilog="""\b
+Examples:
+  lagdsl report runs/quickstart-20261129-120000
+  lagdsl report runs/grown --compare runs/scratch -o cmp/
+
+Exit codes: 0 ok, 2 not a run directory or a damaged one."""
+)
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option(
     "--compare",
@@ -389,7 +442,14 @@ def _lags(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, 
     return lags
 
 
-@main.command()
+@main.command(
+    epilog="""\b
+Example:
+  lagdsl study bench/grow.grow --stage final --lags 0,5,10,25 --seeds 3
+
+Exit codes: 0 ok, 1 schedule errors or a diverged run, 2 usage or data problems, 130 after Ctrl-C
+(the seeds finished so far are kept)."""
+)
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--stage", required=True, help="The stage whose probed growth to study.")
 @click.option(
@@ -408,7 +468,7 @@ def _lags(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, 
 )
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat with N seeds.")
 @click.option("--seed", type=int, help="The first seed [the schedule's].")
-@click.option("--device", help='Override the schedule\'s device: cpu, cuda, "cuda:1".')
+@click.option("--device", callback=_device, help="Override the schedule's device: auto, cpu, cuda or cuda:N.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Folder [study-<schedule>].")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @click.pass_context

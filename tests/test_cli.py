@@ -176,3 +176,23 @@ def test_parser_tables_are_cached_per_user_and_optional(tmp_path: Path) -> None:
     unwritable = _validate_in_subprocess(str(blocked))
     assert unwritable.returncode == 0, unwritable.stderr
     assert "ok:" in unwritable.stdout
+
+
+def test_an_unknown_device_is_one_line() -> None:
+    result = CliRunner().invoke(main, ["run", "--device", "tpu", str(SCHEDULES[0])])
+    assert result.exit_code == 2
+    assert "`tpu` is not a device: use auto, cpu, cuda or cuda:N" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["validate", "run", "plan", "report", "study", "ops", "schema"])
+def test_every_command_s_help_has_an_example_and_its_exit_codes(command: str) -> None:
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output and "Exit code" in result.output and f"lagdsl {command}" in result.output
+
+
+def test_plan_and_ops_fit_an_80_column_terminal() -> None:
+    for args in (["plan", str(ROOT / "schedules" / "stack_lag.grow")], ["ops"]):
+        result = CliRunner().invoke(main, args, env={"COLUMNS": "80"})
+        assert result.exit_code == 0, result.output
+        assert max(len(line) for line in result.stdout.splitlines()) <= 80, args

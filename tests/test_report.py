@@ -76,7 +76,7 @@ def test_report_is_one_self_contained_page_with_every_part(runs: dict[str, Path]
     images = embedded_images(page)
     assert len(images) == len(pictures) and all(img.startswith(b"\x89PNG") for img in images)
     # opens offline: nothing is fetched from elsewhere
-    assert not re.search(r'(src|href)="(?!data:)', page)
+    assert not re.search(r'(src|href)="(?!data:|#)', page)  # inline SVG refers to itself by #id
     summary = json.loads((runs["a"] / "summary.json").read_text())
     assert "Status:</b> finished: 30 steps" in page
     assert f"{summary['final_val_loss']:.4f}" in page
@@ -89,6 +89,9 @@ def test_report_is_one_self_contained_page_with_every_part(runs: dict[str, Path]
     # the probed growth, with the winner's parameter count (the final model's: the last growth)
     probed = f"<td>{select['winner']} (chosen by the probe)</td><td>depth 2 → 4</td><td>{si(summary['params'])}</td>"
     assert probed in page
+    # the plan at full size, inline (a long plan is unreadable squeezed into the page's width)
+    assert "<summary>The plan at full size" in page and '<div class="scroll"><svg' in page
+    assert "<th>chosen</th>" in page and "<th></th>" not in page  # every column named
 
 
 @pytest.mark.slow

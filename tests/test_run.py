@@ -268,9 +268,11 @@ def test_data_errors_are_one_line_and_exit_2(project: Path) -> None:
     (project / "short" / "s.txt").write_text("tiny")
     (project / "empty").mkdir(exist_ok=True)
     (project / "empty" / "e.txt").write_text("")
+    (project / "odd.bin").write_bytes(b"\x01\x00" * 500 + b"\x01")  # uint16 tokens, one byte too many
     for data, message in (
         ('text("nothing/*.txt")', 'no files match `text("nothing/*.txt")`'),
         ('tokens("missing.bin")', "token file"),
+        ('tokens("odd.bin")', "has 1,001 bytes, not a whole number of uint16 tokens"),
         ('text("short/*.txt")', "fewer than one window"),
         ('text("empty/*.txt")', "is empty"),
     ):
@@ -350,6 +352,10 @@ def test_the_quickstart_trains_on_the_built_in_corpus(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "final val loss" in result.stderr and "run directory" in result.stderr
     assert "step 25/500 base: loss" in result.stderr  # plain progress lines when stderr is no terminal
+    # what happened stays on screen: evaluations, growths, the probe's choice
+    assert "step 100 `base`: val loss " in result.stderr
+    assert "step 150 `deeper`: grew depth 1 -> 2 with copy_top" in result.stderr
+    assert "`deepest`: the probe chose " in result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finished"] and summary["final_shape"]["depth"] == 4
     assert summary["winners"]["deepest"] in ("copy_top", "interleave", "identity")  # the probe chose

@@ -75,6 +75,8 @@ def loss_curves(log: RunLog, path: Path, axis: str) -> Path:
             rotation=90,
         )  # fmt: skip
     ax.set_xlabel("mainline step" if axis == "step" else "training FLOPs (probes included)")
+    if axis == "flops":
+        _flops_axis(ax)
     ax.set_ylabel("loss (nats per token)")
     ax.set_title(f"{log.name}: loss against {'step' if axis == 'step' else 'FLOPs'}", fontsize=10)
     ax.grid(alpha=0.3)
@@ -135,6 +137,7 @@ def compare_runs(logs: list[RunLog], path: Path) -> Path:
         if final is not None:
             ax.axhline(final, linewidth=0.6, linestyle=":", color=ax.lines[-1].get_color())
     ax.set_xlabel("training FLOPs (probes included)")
+    _flops_axis(ax)
     ax.set_ylabel("val loss")
     ax.set_title("val loss against FLOPs (dotted: each run's final val loss)", fontsize=10)
     ax.grid(alpha=0.3)
@@ -217,6 +220,15 @@ def _spread_line(
         yerr=[_nan(getattr(row, key).std) for row in rows],
         linestyle=style, marker="o", markersize=3.5, capsize=2, elinewidth=0.8, color=colour, label=label,
     )  # fmt: skip
+
+
+def _flops_axis(ax: Axes) -> None:
+    """FLOPs ticks in units (`120 GFLOPs`, `1.5 TFLOPs`), not an offset exponent."""
+    from matplotlib.ticker import FuncFormatter
+
+    from lagdsl.plan.render import si
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{si(value)}FLOPs" if value else "0"))
 
 
 def _nan(value: float | None) -> float:

@@ -107,6 +107,12 @@ def build_report(run_dir: Path, out: Path, compare: Sequence[Path] = ()) -> Repo
     if plan_picture is not None:
         sections.append("<h2>Plan</h2>")
         sections.append(picture(plan_picture, "plan graph"))
+        svg = plan_picture.with_suffix(".svg").read_text(encoding="utf-8")
+        svg = svg[svg.index("<svg") :]  # inline: without the XML prologue
+        sections.append(
+            "<details><summary>The plan at full size (scroll sideways)</summary>"
+            f'<div class="scroll">{svg}</div></details>'
+        )
 
     # comparison
     if others:
@@ -136,7 +142,9 @@ def _plan_picture(run_dir: Path, path: Path, report: Report) -> Path | None:
     if checked.schedule is None:
         report.notes.append("the run's `schedule.grow` no longer validates: no plan picture")
         return None
-    draw(build_plan(checked.schedule), path, "png")
+    plan = build_plan(checked.schedule)
+    draw(plan, path, "png")
+    draw(plan, path.with_suffix(".svg"), "svg")  # full size, for a long plan: inlined, scrollable
     return path
 
 
@@ -208,7 +216,9 @@ def _growth_row(stage: str, step: int, operator: str, change: str, params: int |
 
 
 def _selection_table(log: RunLog) -> str:
-    head = "<tr><th>stage</th><th>step</th><th>candidate</th><th>score</th><th>rule</th><th>keep</th><th></th></tr>"
+    head = (
+        "<tr><th>stage</th><th>step</th><th>candidate</th><th>score</th><th>rule</th><th>keep</th><th>chosen</th></tr>"
+    )
     rows = []
     for s in log.selects:
         for label, score in sorted(s.scores.items(), key=lambda item: item[1]):
@@ -259,6 +269,8 @@ th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; }
 table.kv th { background: #f6f6f6; font-weight: 600; }
 tr.winner td { background: #fde8e8; font-weight: 600; }
 img { max-width: 100%; display: block; margin: 0.6em 0; }
+.scroll { overflow-x: auto; border: 1px solid #ddd; }
+.scroll svg { max-width: none; height: auto; }
 .ok { color: #1a7f37; } .warn { color: #b35900; }
 """
 

@@ -7,6 +7,7 @@ place that knows about lark's exceptions: nothing else sees them.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import hashlib
@@ -128,6 +129,8 @@ def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
         # an error right after another follows from it; so does running into the end of the file
         if not follows_last_error(start) and not (at_end and diagnostics):
             diagnostics.append(_translate(error, source, parser))
+        if not at_end and isinstance(error, UnexpectedToken):
+            end = _recover(error, source, end)
         if isinstance(error, UnexpectedCharacters):
             if source.text[start] == '"':
                 return False  # an unterminated string: whatever follows would be misread
@@ -155,6 +158,38 @@ def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
         return None, diagnostics or built
     assert isinstance(module, ast.Module)
     return module, []
+
+
+def _recover(error: UnexpectedToken, source: Source, end: int) -> int:
+    """Repair the parse where a mistake is common, so that one mistake gives one error: a word
+    where a unit belongs (`train 100 epochs`) is read as `steps`; an unknown word where a statement
+    begins (a misspelled setting) takes the rest of its line with it. Returns where the skipped
+    text ends."""
+    token, interactive = error.token, error.interactive_parser
+    expected = set(getattr(error, "accepts", None) or error.expected)
+    if token.type == "NAME" and expected and expected <= _UNITS:
+        with contextlib.suppress(UnexpectedInput):
+            interactive.feed_token(Token.new_borrow_pos("STEPS", "steps", token))
+        return end
+    lexer = interactive.lexer_thread.state
+    if token.type == "NAME" and expected >= _TOP_KEYWORDS and lexer is not None:
+        line_end = source.text.find("\n", end)
+        line_end = len(source.text) if line_end < 0 else line_end
+        lexer.line_ctr.feed(source.text[end:line_end])
+        return line_end
+    stack = interactive.parser_state.value_stack
+    after = _end_of(stack[-1]) if stack else None
+    unfinished = after is not None and token.line is not None and after[0] < token.line
+    if (expected == {"NUMBER"} and token.type == "LBRACE") or (unfinished and expected & {"NUMBER", "NAME"}):
+        # `repeat {`, or a statement left unfinished at the end of its line (`batch`): stand in a
+        # placeholder for what is missing, then read the token that came instead as it is
+        for kind, text in (("NUMBER", "1"), ("NAME", "x")):
+            if kind in expected:
+                with contextlib.suppress(UnexpectedInput):
+                    interactive.feed_token(Token.new_borrow_pos(kind, text, token))
+                    interactive.feed_token(token)
+                break
+    return end
 
 
 # ------------------------------------------------------------------------------ lark errors
@@ -261,8 +296,57 @@ def _translate(error: UnexpectedInput, source: Source, parser: Lark) -> Diagnost
         )
     message = f"expected {_describe_expected(expected, previous, parser)}, found {found}"
     help_text = did_you_mean(str(token.value), keywords) if is_word and keywords else None
+    if expected and expected <= _UNITS:
+        help_text = help_text or "a duration is counted in `steps` or `tokens`, or is a `%` of `total`"
+    elif expected == {"NUMBER"} and previous == "REPEAT":
+        help_text = "say how many times: `repeat 3 { ... }`"
     label = "unexpected end of file" if token.type == "$END" else "unexpected here"
+    if token.type == "$END":
+        opened = _unclosed_brace(source.text)
+        if opened is not None:
+            line, column = opened
+            help_text = f"the `{{` opened at {line}:{column} is not closed: add `}}`"
+    after = _end_of(stack[-1]) if stack else None
+    if after is not None and after[0] < span.line and token.type != "$END":
+        # the statement above is what is unfinished (rustc points there too, not at the next line)
+        span = Span(after[0], after[1], after[0], after[1] + 1)
+        label = f"expected {_describe_expected(expected, previous, parser)} after this"
     return Diagnostic("E0001", message, span, label, help_text)
+
+
+def _end_of(item: object) -> tuple[int, int] | None:
+    """Where a parsed item (a token or a syntax node) ends: (line, column)."""
+    if isinstance(item, Token):
+        if item.end_line is None or item.end_column is None:
+            return None
+        return item.end_line, item.end_column
+    span = getattr(item, "span", None)
+    return (span.end_line, span.end_column) if isinstance(span, Span) else None
+
+
+def _unclosed_brace(text: str) -> tuple[int, int] | None:
+    """(line, column) of the innermost `{` that is never closed, strings and comments skipped."""
+    opened: list[int] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "#":
+            newline = text.find("\n", i)
+            i = len(text) if newline < 0 else newline
+        elif char == '"':
+            i += 1
+            while i < len(text) and text[i] not in '"\n':
+                i += 2 if text[i] == "\\" else 1
+        elif char == "{":
+            opened.append(i)
+        elif char == "}" and opened:
+            opened.pop()
+        i += 1
+    if not opened:
+        return None
+    position = opened[-1]
+    line = text.count("\n", 0, position) + 1
+    return line, position - (text.rfind("\n", 0, position) + 1) + 1
 
 
 # ------------------------------------------------------------------------------ tree building

@@ -199,15 +199,19 @@ def to_mermaid(plan: Plan) -> str:
 
 def print_table(plan: Plan, file: TextIO) -> None:
     """One row per stage, then the totals and what growth saves against training from scratch."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     totals = plan.totals
-    table = Table(title=f"plan of `{plan.schedule.name}`", title_justify="left")
-    table.add_column("stage", justify="left")
-    for column in ("depth", "width", "params", "steps", "tokens", "FLOPs", "cumulative", "probe overhead",
-                   "peak memory"):  # fmt: skip
-        table.add_column(column, justify="right")
+    # light rules and short headers: ten columns fit an 80-column terminal without breaking a number
+    table = Table(
+        title=f"plan of `{plan.schedule.name}`", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+        show_edge=False, collapse_padding=True,
+    )  # fmt: skip
+    table.add_column("stage", justify="left", no_wrap=True)
+    for column in ("depth", "width", "params", "steps", "tokens", "FLOPs", "cum.", "probes", "memory"):
+        table.add_column(column, justify="right", no_wrap=True)
     for row in plan.stages:
         table.add_row(
             row.name, str(row.shape.depth), str(row.shape.width), si(row.shape.params), f"{row.steps:,}",
@@ -232,6 +236,7 @@ def print_table(plan: Plan, file: TextIO) -> None:
     summary.add_row("growth", f"{verb} {abs(totals.saving):.1%}", "of the from-scratch FLOPs")
     summary.add_row("evaluation", f"{si(totals.eval_flops)}FLOPs", "not counted above")
     summary.add_row("peak memory", binary(totals.peak_memory), "estimate: weights, grads, optimizer, activations")
-    console = Console(file=file, width=max(120, Console(file=file).width))
+    console = Console(file=file)  # the terminal's width (80 columns when piped; COLUMNS overrides)
     console.print(table)
+    console.print()
     console.print(summary)

@@ -91,9 +91,18 @@ def load_corpus(spec: DataSpec, base: Path) -> Corpus:
         path = Path(name) if Path(name).is_absolute() else base / name
         if not path.is_file():
             raise DataError(f"token file `{path}` does not exist")
-        if path.stat().st_size < dtype.itemsize:
+        size = path.stat().st_size
+        if size < dtype.itemsize:
             raise DataError(f"token file `{path}` is empty")
-        return np.memmap(path, dtype=dtype, mode="r")
+        if size % dtype.itemsize:
+            raise DataError(
+                f"token file `{path}` has {size:,} bytes, not a whole number of {spec.dtype} tokens "
+                f"({dtype.itemsize} bytes each): is `dtype` right, or is the file cut short?"
+            )
+        try:
+            return np.memmap(path, dtype=dtype, mode="r")
+        except OSError as error:
+            raise DataError(f"token file `{path}` cannot be read: {error.strerror or error}") from None
 
     train = open_tokens(spec.train)
     if spec.val is not None:

@@ -99,6 +99,7 @@ class Engine:
         self._state: TrainState | None = None
         self._probe: _ProbeStart | None = None
         self.probing: str | None = None  # the candidate being probed, for progress displays
+        self.probe_steps = 0  # the length of the probe in progress
         self.interrupted = False  # set by a Ctrl-C handler; honoured between steps
         self._compiled: tuple[GPT, Forward] | None = None
         self.step_seconds = 0.0  # wall time inside training steps (mainline and probe), this process
@@ -351,6 +352,7 @@ class Engine:
         self._state = None  # memory: the snapshot, the current candidate, the best
         best: Candidate | None = None
         scores: dict[str, float] = {}
+        self.probe_steps = k
         for op in probe.candidates:
             self.probing = op.label
             state = self.grown(restore(self.recipe, saved), stage, growth, op, ins.growth)

@@ -7,6 +7,7 @@ schedule and the seed.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from lagdsl.artifacts import TIMING_FIELDS, Artifact, event_line
@@ -22,6 +23,7 @@ class Metrics:
     def __init__(self, path: Path, keep_lines: int | None = None) -> None:
         self.path = path
         self.repaired: str | None = None
+        self.listeners: list[Callable[[Artifact], None]] = []  # told of every event once it is written
         if keep_lines is not None and path.exists():
             data = path.read_bytes()
             lines = data.splitlines(keepends=True)
@@ -41,6 +43,8 @@ class Metrics:
         self.stream.write(event_line(event) + "\n")
         self.stream.flush()
         self.lines += 1
+        for listener in self.listeners:
+            listener(event)
 
     def close(self) -> None:
         self.stream.close()

@@ -6,6 +6,7 @@ import sys
 import time
 from typing import TextIO
 
+from lagdsl.artifacts import Artifact, EvalEvent, GrowEvent, SelectEvent
 from lagdsl.runtime.engine import Engine
 
 
@@ -47,7 +48,8 @@ class Progress:
         done = engine.step if engine.probing else max(engine.step, step + 1)  # probe steps are not progress
         elapsed = time.perf_counter() - self.started
         rate = (done - self.first_step) * engine.schedule.tokens_per_step / elapsed if elapsed > 0 else 0.0
-        what = f"{stage}" + (f" probing {engine.probing}" if engine.probing else "")
+        probe = f" probing {engine.probing} ({step - engine.step + 1}/{engine.probe_steps})" if engine.probing else ""
+        what = f"{stage}{probe}"
         info = f"loss {loss:.3f}" + (f"  {rate / 1000:.1f}k tok/s" if done > self.first_step + 1 else "")
         if self.bar is not None and self.task is not None:
             self.bar.update(self.task, completed=done, description=what, info=info)
@@ -55,6 +57,29 @@ class Progress:
         if engine.probing is None and (done % self.every == 0 or done == self.total):
             left = (self.total - done) / max(done - self.first_step, 1) * elapsed
             print(f"step {done}/{self.total} {what}: {info}, eta {_duration(left)}", file=self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        """A line that stays on screen: above the bar on a terminal, a plain line otherwise."""
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.console.print(text, highlight=False, markup=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def event(self, event: Artifact) -> None:
+        """What a person wants to see as it happens: evaluations, growths, probe choices."""
+        match event:
+            case EvalEvent():
+                self.note(f"step {event.step} `{event.stage}`: val loss {event.val_loss:.4f}")
+            case GrowEvent():
+                change = f"{event.dim} {getattr(event.before, event.dim)} -> {getattr(event.after, event.dim)}"
+                self.note(f"step {event.step} `{event.stage}`: grew {change} with {event.operator}")
+            case SelectEvent():
+                scores = ", ".join(f"{label} {score:.4f}" for label, score in event.scores.items())
+                self.note(f"step {event.step} `{event.stage}`: the probe chose {event.winner} ({event.rule}: {scores})")
+            case _:
+                pass
 
     def close(self) -> None:
         if self.bar is not None:
