@@ -3,6 +3,7 @@ lie, or lose a checkpoint it already wrote. (The language front's hostile inputs
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -207,3 +208,38 @@ def test_the_damaged_checkpoint_fixture_copies_stay_separate(tmp_path: Path) -> 
     ckpt.verify(b)
     with pytest.raises(ckpt.CheckpointError, match="checksum does not match"):
         ckpt.verify(a)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_resume_is_bitwise_identical(project: Path, whole: Path) -> None:  # noqa: F811
+    """Killed at seeded random moments (by how many lines the log has), a run resumes, possibly
+    several times, to exactly the events of the run never interrupted."""
+    import random
+
+    rng = random.Random(7)
+    total_lines = len((whole / "metrics.jsonl").read_text().splitlines())
+    out = project / "chaos"
+    command = [sys.executable, "-m", "lagdsl", "run", str(schedule(project)), "--out", str(out), "--quiet"]
+    resume = [sys.executable, "-m", "lagdsl", "run", "--resume", str(out), "--quiet"]
+    for kill_at in sorted(rng.sample(range(2, total_lines - 2), 4)):
+        process = subprocess.Popen(resume if out.exists() else command, stdout=subprocess.DEVNULL)
+        with contextlib.suppress(AssertionError):  # past that point before we looked: kill it wherever it is
+            _wait_for(out / "metrics.jsonl", lambda text, n=kill_at: text.count("\n") >= n, timeout=60)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    resumed = run("--resume", str(out))
+    assert resumed.exit_code == 0, resumed.output
+    assert comparable(out) == comparable(whole)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_write_cut_by_a_crash_is_harmless(whole: Path, stopped: Path) -> None:
+    """What a kill inside the checkpoint writer leaves (a temporary file, half written) is ignored
+    by resume and removed by the next checkpoint."""
+    newest = ckpt.list_checkpoints(stopped / "checkpoints")[-1]
+    stale = newest.with_name(f".{ckpt.checkpoint_path(stopped / 'checkpoints', 30, 99).name}.tmp")
+    stale.write_bytes(newest.read_bytes()[:5000])
+    result = run("--resume", str(stopped))
+    assert result.exit_code == 0, result.output
+    assert comparable(stopped) == comparable(whole)
+    assert not stale.exists()

@@ -43,7 +43,7 @@ MAX_VOCAB = 1 << 24
 MAX_BATCH = 1 << 20
 MAX_STEPS = 1_000_000_000  # mainline steps of a whole schedule
 MAX_STAGES = 10_000  # after `repeat` is written out
-MAX_EVENTS = 100_000  # evaluations, and checkpoints, in one schedule
+MAX_EVENTS = 10_000  # evaluations, and checkpoints, in one schedule: each is a node of the plan
 
 
 class _Frozen(BaseModel):
