@@ -7,7 +7,6 @@ place that knows about lark's exceptions: nothing else sees them.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import functools
 import hashlib
@@ -24,11 +23,11 @@ from typing import Any, Literal
 import lark
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
-from lark.lexer import PatternStr
 
 from lagdsl.lang import syntax as ast
-from lagdsl.lang.diagnostics import Diagnostic, did_you_mean, one_of
+from lagdsl.lang.diagnostics import Diagnostic
 from lagdsl.lang.source import Source, Span
+from lagdsl.lang.syntax_errors import recover, token_span, translate
 
 GRAMMAR_NAME = "grow.lark"
 _MAX_SYNTAX_ERRORS = 20
@@ -128,9 +127,9 @@ def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
             end = start + 1
         # an error right after another follows from it; so does running into the end of the file
         if not follows_last_error(start) and not (at_end and diagnostics):
-            diagnostics.append(_translate(error, source, parser))
+            diagnostics.append(translate(error, source, parser))
         if not at_end and isinstance(error, UnexpectedToken):
-            end = _recover(error, source, end)
+            end = recover(error, source, end)
         if isinstance(error, UnexpectedCharacters):
             if source.text[start] == '"':
                 return False  # an unterminated string: whatever follows would be misread
@@ -160,195 +159,6 @@ def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
     return module, []
 
 
-def _recover(error: UnexpectedToken, source: Source, end: int) -> int:
-    """Repair the parse where a mistake is common, so that one mistake gives one error: a word
-    where a unit belongs (`train 100 epochs`) is read as `steps`; an unknown word where a statement
-    begins (a misspelled setting) takes the rest of its line with it. Returns where the skipped
-    text ends."""
-    token, interactive = error.token, error.interactive_parser
-    expected = set(getattr(error, "accepts", None) or error.expected)
-    if token.type == "NAME" and expected and expected <= _UNITS:
-        with contextlib.suppress(UnexpectedInput):
-            interactive.feed_token(Token.new_borrow_pos("STEPS", "steps", token))
-        return end
-    lexer = interactive.lexer_thread.state
-    if token.type == "NAME" and expected >= _TOP_KEYWORDS and lexer is not None:
-        line_end = source.text.find("\n", end)
-        line_end = len(source.text) if line_end < 0 else line_end
-        lexer.line_ctr.feed(source.text[end:line_end])
-        return line_end
-    stack = interactive.parser_state.value_stack
-    after = _end_of(stack[-1]) if stack else None
-    unfinished = after is not None and token.line is not None and after[0] < token.line
-    if (expected == {"NUMBER"} and token.type == "LBRACE") or (unfinished and expected & {"NUMBER", "NAME"}):
-        # `repeat {`, or a statement left unfinished at the end of its line (`batch`): stand in a
-        # placeholder for what is missing, then read the token that came instead as it is
-        for kind, text in (("NUMBER", "1"), ("NAME", "x")):
-            if kind in expected:
-                with contextlib.suppress(UnexpectedInput):
-                    interactive.feed_token(Token.new_borrow_pos(kind, text, token))
-                    interactive.feed_token(token)
-                break
-    return end
-
-
-# ------------------------------------------------------------------------------ lark errors
-
-_UNITS = {"STEPS", "STEP", "TOKENS", "TOKEN", "PERCENT"}
-_DURATION_KEYWORDS = {"PROBE", "TRAIN", "REWARM", "TOTAL", "_EVERY", "_LAST"}
-_TOP_KEYWORDS = {"SCHEDULE", "SEED", "MODEL", "BATCH", "OPERATOR", "POOL", "STAGE", "REPEAT"}
-_VALUE_STARTS = {"NUMBER", "STRING", "NAME", "LSQB", "LPAR"}
-_WORDS = {
-    "NAME": "a name",
-    "NUMBER": "a number",
-    "STRING": "a string",
-    "$END": "end of file",
-}
-
-
-def _terminal_word(name: str, parser: Lark) -> str:
-    if name in _WORDS:
-        return _WORDS[name]
-    terminal = parser.get_terminal(name) if name in parser._terminals_dict else None
-    if terminal is not None and isinstance(terminal.pattern, PatternStr):
-        return f"`{terminal.pattern.value}`"
-    return name.lower()
-
-
-def _keywords(names: set[str], parser: Lark) -> list[str]:
-    """The keyword spellings among the expected terminal names."""
-    words = []
-    for name in names:
-        if name in parser._terminals_dict:
-            pattern = parser.get_terminal(name).pattern
-            if isinstance(pattern, PatternStr) and pattern.value.isidentifier():
-                words.append(pattern.value)
-    return sorted(words)
-
-
-def _describe_expected(expected: set[str], previous: str | None, parser: Lark) -> str:
-    if expected and expected <= _UNITS:
-        return "a unit after the number: `steps`, `tokens` or `%`"
-    if previous in _DURATION_KEYWORDS and "NUMBER" in expected:
-        return "a duration such as `50 steps`"
-    if expected >= _TOP_KEYWORDS:
-        return "a setting, `operator`, `pool`, `stage` or `repeat`"
-    if expected >= _VALUE_STARTS:
-        rest = sorted(_terminal_word(n, parser) for n in expected - _VALUE_STARTS - {"$END"})
-        return "a value" + (" or " + ", ".join(rest) if rest else "")
-    words = sorted({_terminal_word(n, parser) for n in expected})
-    if not words:
-        return "something else"
-    return _join_words(words)
-
-
-def _join_words(words: list[str]) -> str:
-    if len(words) == 1:
-        return words[0]
-    return ", ".join(words[:-1]) + " or " + words[-1]
-
-
-def _token_span(token: Token, source: Source) -> Span:
-    if token.type == "$END" or token.line is None or token.line < 1:
-        return source.end_span()
-    return _tok_span(token)
-
-
-def _translate(error: UnexpectedInput, source: Source, parser: Lark) -> Diagnostic:
-    """One lark error as a diagnostic in the language's words."""
-    if isinstance(error, UnexpectedCharacters):
-        assert error.pos_in_stream is not None
-        char = source.text[error.pos_in_stream]
-        span = Span(error.line, error.column, error.line, error.column + 1)
-        if char == '"':
-            line = source.line_text(error.line)
-            span = Span(error.line, error.column, error.line, len(line) + 1)
-            return Diagnostic(
-                "E0002",
-                "unterminated string",
-                span,
-                "this string never ends",
-                'close it with `"` on the same line',
-            )
-        shown = char if char.isprintable() else repr(char)[1:-1]
-        return Diagnostic("E0002", f"unexpected character `{shown}`", span, "not part of the language")
-
-    assert isinstance(error, UnexpectedToken)
-    token = error.token
-    expected = set(getattr(error, "accepts", None) or error.expected)  # accepts is exact under LALR
-    interactive = getattr(error, "interactive_parser", None)  # absent when lark raised it without one
-    stack = interactive.parser_state.value_stack if interactive is not None else []
-    previous = stack[-1].type if stack and isinstance(stack[-1], Token) else None
-    span = _token_span(token, source)
-    found = "end of file" if token.type == "$END" else f"`{token.value}`"
-    keywords = _keywords(expected, parser)
-    is_word = token.type != "$END" and str(token.value).isidentifier()
-
-    if is_word and expected >= _TOP_KEYWORDS:
-        settings = [k for k in keywords if k not in ("operator", "pool", "stage", "repeat")]
-        return Diagnostic(
-            "E0101",
-            f"unknown setting `{token.value}`",
-            span,
-            "not a setting",
-            did_you_mean(str(token.value), keywords)
-            or f"settings are {one_of(settings)}; definitions start with `operator` or `pool`",
-        )
-    message = f"expected {_describe_expected(expected, previous, parser)}, found {found}"
-    help_text = did_you_mean(str(token.value), keywords) if is_word and keywords else None
-    if expected and expected <= _UNITS:
-        help_text = help_text or "a duration is counted in `steps` or `tokens`, or is a `%` of `total`"
-    elif expected == {"NUMBER"} and previous == "REPEAT":
-        help_text = "say how many times: `repeat 3 { ... }`"
-    label = "unexpected end of file" if token.type == "$END" else "unexpected here"
-    if token.type == "$END":
-        opened = _unclosed_brace(source.text)
-        if opened is not None:
-            line, column = opened
-            help_text = f"the `{{` opened at {line}:{column} is not closed: add `}}`"
-    after = _end_of(stack[-1]) if stack else None
-    if after is not None and after[0] < span.line and token.type != "$END":
-        # the statement above is what is unfinished (rustc points there too, not at the next line)
-        span = Span(after[0], after[1], after[0], after[1] + 1)
-        label = f"expected {_describe_expected(expected, previous, parser)} after this"
-    return Diagnostic("E0001", message, span, label, help_text)
-
-
-def _end_of(item: object) -> tuple[int, int] | None:
-    """Where a parsed item (a token or a syntax node) ends: (line, column)."""
-    if isinstance(item, Token):
-        if item.end_line is None or item.end_column is None:
-            return None
-        return item.end_line, item.end_column
-    span = getattr(item, "span", None)
-    return (span.end_line, span.end_column) if isinstance(span, Span) else None
-
-
-def _unclosed_brace(text: str) -> tuple[int, int] | None:
-    """(line, column) of the innermost `{` that is never closed, strings and comments skipped."""
-    opened: list[int] = []
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char == "#":
-            newline = text.find("\n", i)
-            i = len(text) if newline < 0 else newline
-        elif char == '"':
-            i += 1
-            while i < len(text) and text[i] not in '"\n':
-                i += 2 if text[i] == "\\" else 1
-        elif char == "{":
-            opened.append(i)
-        elif char == "}" and opened:
-            opened.pop()
-        i += 1
-    if not opened:
-        return None
-    position = opened[-1]
-    line = text.count("\n", 0, position) + 1
-    return line, position - (text.rfind("\n", 0, position) + 1) + 1
-
-
 # ------------------------------------------------------------------------------ tree building
 
 _MAGNITUDES = {"k": 1_000, "M": 1_000_000, "B": 1_000_000_000}
@@ -363,16 +173,9 @@ _SYNTAX_ONLY = frozenset({"LPAR", "RPAR", "LBRACE", "RBRACE", "LSQB", "RSQB", "C
 _VALUE_NODES = (ast.Number, ast.String, ast.Name, ast.Duration, ast.Call, ast.Tuple, ast.List)
 
 
-def _tok_span(token: Token) -> Span:
-    """A token's span (the contextual lexer always sets its positions)."""
-    assert token.line is not None and token.column is not None
-    assert token.end_line is not None and token.end_column is not None
-    return Span(token.line, token.column, token.end_line, token.end_column)
-
-
 def _edge(item: object) -> Span | None:
     if isinstance(item, Token):
-        return _tok_span(item)
+        return token_span(item)
     return getattr(item, "span", None)
 
 
@@ -421,13 +224,13 @@ class _Builder(Transformer[Token, object]):
     # -- tokens
 
     def _name(self, token: Token) -> ast.Name:
-        return ast.Name(str(token), _tok_span(token))
+        return ast.Name(str(token), token_span(token))
 
     def _number(self, token: Token) -> ast.Number:
         text = str(token)
         body, scale = (text[:-1], _MAGNITUDES[text[-1]]) if text[-1] in _MAGNITUDES else (text, 1)
         if sum(c.isdigit() for c in body.partition("e")[0].partition("E")[0]) > _MAX_DIGITS:
-            return ast.Number(math.inf, text, _tok_span(token))  # beyond every limit: the checker says so
+            return ast.Number(math.inf, text, token_span(token))  # beyond every limit: the checker says so
         try:
             value: int | float
             if re.fullmatch(r"[+-]?[0-9_]+", body):
@@ -441,13 +244,13 @@ class _Builder(Transformer[Token, object]):
                 Diagnostic(
                     "E0004",
                     f"malformed number `{text}`",
-                    _tok_span(token),
+                    token_span(token),
                     "not a number",
                     "underscores go between digits, as in `1_000`",
                 )
             )
             value = 0
-        return ast.Number(value, text, _tok_span(token))
+        return ast.Number(value, text, token_span(token))
 
     def _string(self, token: Token) -> ast.String:
         raw = str(token)[1:-1]
@@ -460,7 +263,7 @@ class _Builder(Transformer[Token, object]):
                 if escape in _ESCAPES:
                     out.append(_ESCAPES[escape])
                 else:
-                    where = _tok_span(token)
+                    where = token_span(token)
                     column = where.column + 1 + i
                     span = Span(where.line, column, where.line, column + 2)
                     self._report(
@@ -476,7 +279,7 @@ class _Builder(Transformer[Token, object]):
                 continue
             out.append(char)
             i += 1
-        return ast.String("".join(out), _tok_span(token))
+        return ast.String("".join(out), token_span(token))
 
     def _value(self, item: object) -> ast.Value:
         if isinstance(item, Token):
@@ -550,7 +353,7 @@ class _Builder(Transformer[Token, object]):
         extra: tuple[ast.Arg, ...] = ()
         if rest and isinstance(rest[0], Token):  # batch N accumulate M
             word, count = rest
-            extra = (ast.Arg(self._name(word), self._number(count), Span.cover(_tok_span(word), _tok_span(count))),)
+            extra = (ast.Arg(self._name(word), self._number(count), Span.cover(token_span(word), token_span(count))),)
         elif rest and rest[0] is not None:
             extra = rest[0].args
         return ast.Setting(self._name(key), self._value(value), extra, span)
