@@ -1,0 +1,73 @@
+"""What every artefact shares: the base model, schema versions, errors, reading and writing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Final, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+EVENTS_SCHEMA: Final = "lagdsl.events/1"
+RUN_SCHEMA: Final = "lagdsl.run/1"
+SUMMARY_SCHEMA: Final = "lagdsl.summary/1"
+STUDY_SCHEMA: Final = "lagdsl.study/1"
+
+#: Fields that measure time: they differ between two runs of one schedule; nothing else does.
+TIMING_FIELDS = frozenset({"elapsed", "tokens_per_s", "wall_seconds", "created"})
+
+
+class ArtifactError(Exception):
+    """A run artefact that cannot be read: the message names the file, the line, and the problem."""
+
+
+class Artifact(BaseModel):
+    """A run artefact: unknown (newer) fields are kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Dims(Artifact):
+    """A shape as events write it."""
+
+    depth: int
+    width: int
+
+
+class ShapeInfo(Dims):
+    heads: int
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def read_json(path: Path, model: type[Model]) -> Model:
+    """A JSON artefact read into its model; `ArtifactError` names the file and what is wrong."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ArtifactError(f"`{path}` cannot be read: {error.strerror or error}") from None
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as error:
+        raise ArtifactError(f"`{path}`: {describe(error)}") from None
+
+
+def dump_json(artifact: BaseModel) -> str:
+    """An artefact as the indented JSON it is written in, `schema` first."""
+    data = artifact.model_dump(mode="json", by_alias=True)
+    return json.dumps(data, indent=2) + "\n"
+
+
+def describe(error: ValidationError, *, tagged: bool = False) -> str:
+    """The first problem, in a few words: where (`field.sub`) and what. `tagged`: the location
+    starts with the union's tag (an event's kind), which is said instead as "a `step` event"."""
+    first = error.errors()[0]
+    if first["type"] == "json_invalid":
+        return "not JSON"
+    loc = list(first["loc"])
+    tag = str(loc.pop(0)) if tagged and loc else ""
+    kind = f"{'an' if tag[:1] in 'aeiou' else 'a'} `{tag}` event: " if tag else ""
+    where = ".".join(str(p) for p in loc)
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{kind}{f'`{where}`: ' if where else ''}{first['msg'].lower()}{more}"

@@ -1,0 +1,52 @@
+"""`run.json` and `summary.json`: what a run was started with, and what it achieved."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from lagdsl.artifacts.base import EVENTS_SCHEMA, RUN_SCHEMA, SUMMARY_SCHEMA, Artifact, ShapeInfo
+
+
+class RunInfo(Artifact):
+    """`run.json`: what a run was started with."""
+
+    schema_: Literal["lagdsl.run/1"] = Field(RUN_SCHEMA, alias="schema")
+    events: str = EVENTS_SCHEMA  # the schema of this run's `metrics.jsonl`
+    lagdsl: str
+    schedule: str
+    schedule_hash: str
+    seed: int
+    device: str
+    resolved_device: str
+    precision: str
+    base: str  # where the schedule's relative data paths start
+    data: str
+    data_fingerprint: str
+    created: str
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+
+class Summary(Artifact):
+    """`summary.json`: what a run achieved."""
+
+    schema_: Literal["lagdsl.summary/1"] = Field(SUMMARY_SCHEMA, alias="schema")
+    schedule: str
+    finished: bool  # False: stopped by `--max-steps`
+    steps: int
+    final_train_loss: float | None
+    final_val_loss: float
+    tokens: int
+    mainline_flops: int
+    probe_flops: int
+    flops: int
+    scratch_flops: int  # the final shape trained from scratch for the same mainline steps
+    final_shape: ShapeInfo
+    params: int
+    wall_seconds: float
+    tokens_per_s: float | None
+    winners: dict[str, str]
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
