@@ -1,0 +1,92 @@
+"""The `lagdsl` command: a thin layer over the library that maps outcomes to exit codes.
+
+Exit codes: 0 ok, 1 the schedule has errors, 2 usage, I/O or internal problems, 130 and 143 after
+SIGINT and SIGTERM. People read stderr; stdout carries the payload (JSON, tables meant for pipes).
+The group and what every command shares live here; the commands in `front` (validate, plan,
+schema, ops: no torch) and `training` (run, report, study).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+import click
+
+if TYPE_CHECKING:
+    from lagdsl.lang.schedule import Schedule
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def _color(stream: TextIO) -> bool:
+    return "NO_COLOR" not in os.environ and stream.isatty()
+
+
+class _Group(click.Group):
+    """Turns an unexpected exception into one line and exit 2 (LAGDSL_DEBUG=1 shows the traceback)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # Ctrl-C outside a run's own handling (loading, start-up): 130, no "Aborted!"
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as error:  # a bug of ours: say so plainly
+            if os.environ.get("LAGDSL_DEBUG"):
+                raise
+            click.echo(f"lagdsl: internal error: {type(error).__name__}: {error}", err=True)
+            click.echo("lagdsl: this is a bug in lagdsl; rerun with LAGDSL_DEBUG=1 for details", err=True)
+            ctx.exit(EXIT_USAGE)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lagdsl", prog_name="lagdsl")
+def main() -> None:
+    """Grow Transformers during pretraining, as a declarative schedule says."""
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """`--device`: one of the devices the language knows, checked before anything loads."""
+    if value is None or re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", value):
+        return value
+    raise click.BadParameter(f"`{value}` is not a device: use auto, cpu, cuda or cuda:N (such as cuda:1)")
+
+
+def _load_valid(path: Path, ctx: click.Context) -> tuple[Schedule, str]:
+    """The file's schedule and text, or its diagnostics on stderr and exit 1 (2 when it cannot be
+    read); warnings go to stderr either way."""
+    from lagdsl.lang import load
+    from lagdsl.lang.diagnostics import render_text
+
+    try:
+        result = load(path)
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        click.echo(f"error: cannot read `{path}`: {reason}", err=True)
+        ctx.exit(EXIT_USAGE)
+    for diagnostic in result.diagnostics:
+        click.echo(render_text(diagnostic, result.source, color=_color(sys.stderr)), err=True)
+    if result.schedule is None:
+        click.echo(f"{path}: {_counts(len(result.errors), len(result.warnings))}", err=True)
+        ctx.exit(EXIT_INVALID)
+    assert result.schedule is not None
+    return result.schedule, result.source.text
+
+
+def _counts(errors: int, warnings: int) -> str:
+    parts = []
+    if errors:
+        parts.append(f"{errors} error{'s' if errors != 1 else ''}")
+    if warnings:
+        parts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+    return ", ".join(parts)
+
+
+# the commands register themselves on `main` as they are imported
+from lagdsl.cli import front, training  # noqa: E402, F401
