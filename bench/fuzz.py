@@ -41,6 +41,9 @@ EXAMPLES = [p.read_text() for p in sorted((ROOT / "schedules").glob("*.grow"))]
 TOKEN = re.compile(r'\s+|#[^\n]*|"(?:[^"\\\n]|\\.)*"|[A-Za-z0-9_.%]+|.', re.S)
 ALPHABET = [*'abcdeglmnoprstwxyz_0123456789 \n\t{}()[]=,.%#"\\-+@;kMB', "stage", "grow", "train"]
 REPLACEMENTS = ["0", "-1", "1.5", "x", "}", "{", "(", '"', "%", "steps", "by", "to", "1e9", "with"]
+#: What an adversary writes: deep nesting, numbers beyond every limit, digit runs glued to letters
+#: (once quadratic to reject), a byte-order mark, absurd counts and intervals. tests/test_fuzz.py
+#: inserts the same pieces.
 HOSTILE = [
     "(" * 300 + "1" + ")" * 300,
     "[" * 300 + "a" + "]" * 300,

@@ -10,6 +10,7 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.fuzz import HOSTILE  # the soak's hostile pieces: one list for the bench and the suite
 from lagdsl.lang import check_source
 from lagdsl.lang.diagnostics import CODES, render_text, to_json_object
 from lagdsl.lang.source import Source
@@ -97,27 +98,6 @@ def test_the_mutator_does_produce_invalid_schedules() -> None:
     # guards the property tests above against a mutator that only yields valid text
     text = "".join(tokens(EXAMPLES[0])).replace("{", "", 1)
     assert check_source(Source("x.grow", text)).errors
-
-
-#: What an adversary writes: deep nesting, numbers beyond every limit, digit runs glued to letters
-#: (once quadratic to reject), a byte-order mark, absurd counts and intervals.
-HOSTILE = [
-    "(" * 300 + "1" + ")" * 300,
-    "[" * 300 + "a" + "]" * 300,
-    "9" * 5000,
-    "1" * 3000 + "x",
-    "1e400",
-    "-1e309",
-    "1" + "0" * 400,
-    "\ufeff",
-    "repeat 100000000 {",
-    "eval every 1 step",
-    "train 1000000000000 steps",
-    "depth=100000000",
-    "width=6, heads=2",
-    "1_000_",
-    '"\\q"',
-]
 
 
 @st.composite

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -116,25 +115,15 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return sorted(folder.glob(f"{PREFIX}*.pt"))
 
 
-@dataclass(frozen=True)
-class Skipped:
-    """A checkpoint passed over because it is damaged."""
-
-    path: Path
-    reason: str
-
-
-def newest_intact(folder: Path) -> tuple[Path | None, list[Skipped]]:
-    """The newest checkpoint whose checksum matches, and the newer damaged ones passed over."""
-    skipped: list[Skipped] = []
+def newest_intact(folder: Path) -> Path | None:
+    """The newest checkpoint whose checksum matches (none: None)."""
     for path in reversed(list_checkpoints(folder)):
         try:
             verify(path)
-        except CheckpointError as error:
-            skipped.append(Skipped(path, str(error)))
+        except CheckpointError:
             continue
-        return path, skipped
-    return None, skipped
+        return path
+    return None
 
 
 def intact_newest_first(folder: Path) -> Iterator[tuple[Path, dict[str, Any] | None, str]]:

@@ -36,7 +36,9 @@ class Metrics:
                 path.write_bytes(b"".join(kept))
                 cut = "a torn line" if torn and not dropped else f"{dropped + torn} later line(s)"
                 self.repaired = f"cut to the {len(kept)} lines of its checkpoint ({cut} dropped)"
-        self.lines = path.read_bytes().count(b"\n") if path.exists() else 0
+            self.lines = len(kept)
+        else:
+            self.lines = path.read_bytes().count(b"\n") if path.exists() else 0
         self.stream = path.open("a", encoding="utf-8")
 
     def write(self, event: Artifact) -> None:

@@ -278,7 +278,7 @@ def write_checkpoint(engine: Engine, run_dir: Path, schedule: Schedule) -> Path:
 
 def last_checkpoint(run_dir: Path) -> str:
     """Where a resumed run would start, for messages: the newest intact checkpoint."""
-    newest, _ = ckpt.newest_intact(run_dir / "checkpoints")
+    newest = ckpt.newest_intact(run_dir / "checkpoints")
     if newest is None:
         return "no checkpoint was written before it"
     return f"the last good checkpoint is `{newest}` (resume with `lagdsl run --resume {run_dir}`)"
