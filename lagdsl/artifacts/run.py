@@ -25,6 +25,7 @@ class RunInfo(Artifact):
     data: str
     data_fingerprint: str
     created: str
+    ranks: int = 1  # how many ranks started it (a resume may use another number)
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
 

@@ -224,6 +224,14 @@ class Schedule(_Frozen):
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: Annotated[bool, Field(description="write `compile on` or `compile off`")] = False
+    parallel: Annotated[
+        Literal["ddp", "fsdp"],
+        Field(description="how several ranks (under torchrun) share the model: replicated or sharded"),
+    ] = "ddp"
+    probes: Annotated[
+        Literal["sequential", "parallel"],
+        Field(description="under torchrun, whether a probe's candidates train side by side on rank groups"),
+    ] = "sequential"
     model: ModelSpec
     data: DataSpec = StdlibData()
     batch: Annotated[int, Field(ge=1, le=MAX_BATCH)]

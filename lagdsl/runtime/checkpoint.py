@@ -11,12 +11,16 @@ loaded; `torch.load` reads the file as it is (it ignores what follows its archiv
 a temporary file, flushed and fsynced, then renamed over its name, and the directory is fsynced: a
 crash at any point leaves either the old files or the new one, never half of one. Loading uses
 `weights_only=True` (no pickled code runs).
+
+Runs of several ranks write folders instead (`step-....dcp/`, see `lagdsl.runtime.sharded`); every
+function here takes both, and loading either gives the same state dict.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -72,6 +76,14 @@ def write_atomic(payload: dict[str, Any], path: Path) -> None:
 
 def verify(path: Path) -> None:
     """Raise `CheckpointError` unless `path` holds a checkpoint whose checksum matches."""
+    if path.is_dir():
+        from lagdsl.runtime import sharded
+
+        try:
+            sharded.verify(path)
+        except sharded.ShardedError as error:
+            raise CheckpointError(str(error)) from None
+        return
     try:
         size = path.stat().st_size
         if size < _TRAILER_SIZE:
@@ -95,7 +107,15 @@ def verify(path: Path) -> None:
 
 
 def load(path: Path) -> dict[str, Any]:
-    """A checkpoint's payload, after checking its checksum (`CheckpointError` when damaged)."""
+    """A checkpoint's payload, after checking its checksum (`CheckpointError` when damaged). A
+    sharded one is read by every rank together (a collective under several ranks)."""
+    if path.is_dir():
+        from lagdsl.runtime import sharded
+
+        try:
+            return sharded.load(path)
+        except sharded.ShardedError as error:
+            raise CheckpointError(str(error)) from None
     verify(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -106,13 +126,13 @@ def load(path: Path) -> dict[str, Any]:
     return payload
 
 
-def checkpoint_path(folder: Path, step: int, pc: int) -> Path:
-    return folder / f"{PREFIX}{step:09d}-{pc:06d}.pt"
+def checkpoint_path(folder: Path, step: int, pc: int, sharded: bool = False) -> Path:
+    return folder / f"{PREFIX}{step:09d}-{pc:06d}{'.dcp' if sharded else '.pt'}"
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
-    """The checkpoints in `folder`, oldest first."""
-    return sorted(folder.glob(f"{PREFIX}*.pt"))
+    """The checkpoints in `folder` (files of one process, folders of several ranks), oldest first."""
+    return sorted(p for p in folder.glob(f"{PREFIX}*") if p.suffix in (".pt", ".dcp"))
 
 
 def newest_intact(folder: Path) -> Path | None:
@@ -140,6 +160,13 @@ def prune(folder: Path, keep: int, newest: Path) -> None:
     intact), whatever the names of the others."""
     for old in list_checkpoints(folder)[:-keep]:
         if old != newest:
-            old.unlink(missing_ok=True)
+            _remove(old)
     for stale in folder.glob(f".{PREFIX}*.tmp"):  # a write cut short by a crash
-        stale.unlink(missing_ok=True)
+        _remove(stale)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

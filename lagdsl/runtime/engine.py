@@ -19,10 +19,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import cast
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from lagdsl.artifacts import Dims, EndEvent, EvalEvent, GrowEvent, ProbeEvent, SelectEvent, StageEvent, StepEvent
 from lagdsl.lang.lr import lr_at, rewarm_factor
@@ -30,6 +32,7 @@ from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, SelectRule, Sha
 from lagdsl.model.gpt import GPT, GPTConfig
 from lagdsl.ops import GrowthSpec, grow
 from lagdsl.plan.cost import CostModel
+from lagdsl.runtime import dist
 from lagdsl.runtime import program as P
 from lagdsl.runtime.data import Batches
 from lagdsl.runtime.metrics import Metrics
@@ -89,10 +92,11 @@ class Engine:
         on_checkpoint: Callable[[Engine, int], None],
         on_step: OnStep | None = None,
         max_steps: int | None = None,
+        world: dist.World = dist.ONE,
     ) -> None:
         self.schedule, self.program, self.batches, self.dev = schedule, program, batches, device
         self.metrics, self.on_checkpoint, self.on_step = metrics, on_checkpoint, on_step
-        self.max_steps = max_steps
+        self.max_steps, self.world = max_steps, world
         self.recipe = Recipe(schedule, device)
         self.cost = CostModel(schedule)
         self.eval_batches = schedule.eval_batches
@@ -100,8 +104,9 @@ class Engine:
         self._probe: _ProbeStart | None = None
         self.probing: str | None = None  # the candidate being probed, for progress displays
         self.probe_steps = 0  # the length of the probe in progress
-        self.interrupted = False  # set by a Ctrl-C handler; honoured between steps
-        self._compiled: tuple[GPT, Forward] | None = None
+        self.interrupted = False  # set by a signal handler; honoured between steps
+        self._stop_agreed = False  # under several ranks: some rank was interrupted (all-reduced)
+        self._wrapped: tuple[GPT, Forward, DistributedDataParallel | None] | None = None
         self.step_seconds = 0.0  # wall time inside training steps (mainline and probe), this process
 
     # -- state
@@ -175,7 +180,7 @@ class Engine:
         end = len(self.program) if until is None else until
         try:
             while self.state.pc < end:
-                if self.interrupted:
+                if self.stopping:
                     raise KeyboardInterrupt
                 instruction = self.program[self.state.pc]
                 # `--max-steps`: stop before anything that trains; an evaluation or checkpoint of the
@@ -237,13 +242,20 @@ class Engine:
         if self.on_step is not None:
             self.on_step(self, stage.name, step, loss)
 
+    @property
+    def stopping(self) -> bool:
+        """Whether to stop at this step boundary. One process: as soon as a signal came. Several
+        ranks: once the ranks agreed on it (each step all-reduces the requests), so that all of them
+        stop at the same boundary and write one checkpoint together."""
+        return self._stop_agreed if self.world.distributed else self.interrupted
+
     def lr(self, stage: Stage, step: int) -> float:
         s = self.schedule
         return lr_at(step, s.lr, s.optimizer.lr, s.total_steps) * rewarm_factor(step, stage.start_step, stage.rewarm)
 
     def train_step(self, state: TrainState, stage: Stage, step: int) -> tuple[float, float]:
         """One optimizer step of `state` on mainline step `step`'s batches; the mean loss and the LR."""
-        if self.interrupted:
+        if self.stopping:
             raise KeyboardInterrupt
         started = time.perf_counter()
         schedule = self.schedule
@@ -254,14 +266,17 @@ class Engine:
         torch.manual_seed(seed_for(schedule.seed, "dropout", step))
         total = torch.zeros((), device=self.dev.device)
         model.train()
-        forward = self.compiled(model)
+        forward, ddp = self.forward(model)
         for micro in range(schedule.accumulate):
             inputs, targets = self.batches.train(step, micro)
-            with self.dev.autocast():
-                _, loss = forward(inputs, targets)
-            assert loss is not None  # given targets, the model returns the loss
-            scaled = loss / schedule.accumulate
-            (scaler.scale(scaled) if scaler else scaled).backward()
+            last = micro == schedule.accumulate - 1
+            # DDP averages the gradients once, after the last micro-step's backward
+            with ddp.no_sync() if ddp is not None and not last else nullcontext():
+                with self.dev.autocast():
+                    _, loss = forward(inputs, targets)
+                assert loss is not None  # given targets, the model returns the loss
+                scaled = loss / schedule.accumulate
+                (scaler.scale(scaled) if scaler else scaled).backward()
             total += loss.detach().float()
         clip = schedule.optimizer.clip
         if scaler:
@@ -274,21 +289,42 @@ class Engine:
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        value = (total / schedule.accumulate).item()
+        value = self._reduce_step(total / schedule.accumulate)
         self.step_seconds += time.perf_counter() - started
         if not math.isfinite(value):
             raise NonFiniteLoss(stage.name, step, value)
         return value, lr
 
+    def _reduce_step(self, loss: torch.Tensor) -> float:
+        """This step's loss as every rank reports it (the mean over the ranks' equal shares), with
+        the ranks' stop requests agreed on in the same all-reduce."""
+        if not self.world.distributed:
+            return float(loss.item())
+        both = torch.stack([loss.reshape(()), loss.new_tensor(1.0 if self.interrupted else 0.0)])
+        dist.all_sum(both)
+        self._stop_agreed = self._stop_agreed or bool(both[1].item() > 0)
+        return float(both[0].item()) / self.world.size
+
+    def forward(self, model: GPT) -> tuple[Forward, DistributedDataParallel | None]:
+        """What a training step calls, built once per model object (a grown model, a new object,
+        is wrapped anew): under several ranks the model in `DistributedDataParallel` (returned too,
+        for `no_sync`), under `compile on` that compiled. Checkpoints and growth use the plain
+        module."""
+        if self._wrapped is None or self._wrapped[0] is not model:
+            forward: Forward = model
+            ddp = None
+            if self.world.distributed:
+                devices = [self.dev.device.index] if self.dev.device.type == "cuda" else None
+                ddp = DistributedDataParallel(model, device_ids=devices)
+                forward = cast(Forward, ddp)  # DDP calls the module with the same arguments
+            if self.schedule.compile:
+                forward = cast(Forward, torch.compile(forward))  # compile keeps the call's signature
+            self._wrapped = (model, forward, ddp)
+        return self._wrapped[1], self._wrapped[2]
+
     def compiled(self, model: GPT) -> Forward:
-        """The model to call for training: itself, or under `compile on` its torch.compile wrapper,
-        built once per model object, so a grown model (a new object) is compiled anew. Checkpoints
-        and growth always use the plain module."""
-        if not self.schedule.compile:
-            return model
-        if self._compiled is None or self._compiled[0] is not model:
-            self._compiled = (model, cast(Forward, torch.compile(model)))  # compile keeps the call's signature
-        return self._compiled[1]
+        """The model to call for training (see `forward`)."""
+        return self.forward(model)[0]
 
     @torch.no_grad()
     def evaluate(self, model: GPT, batches: int | None = None) -> float:
@@ -296,14 +332,15 @@ class Engine:
         schedule's `eval` batches)."""
         batches = self.eval_batches if batches is None else batches
         model.eval()
-        total = 0.0
+        total = torch.zeros((), device=self.dev.device)
         for index in range(batches):
-            inputs, targets = self.batches.val(index)
+            inputs, targets = self.batches.val(index)  # under several ranks: this rank's share
             with self.dev.autocast():
                 _, loss = model(inputs, targets)
-            total += loss.float().item()
+            assert loss is not None
+            total += loss.float()
         model.train()
-        return total / batches
+        return float(dist.all_sum(total).item()) / batches / self.world.size
 
     def _eval(self, ins: P.Eval) -> None:
         val_loss = self.evaluate(self.state.model)
@@ -328,6 +365,7 @@ class Engine:
         result = grow(state.model, state.optimizer, spec, gen, reset_optimizer=stage.reset_optimizer)
         assert result.optimizer is not None
         state.model, state.optimizer = result.model, result.optimizer
+        dist.check_same(state.model, f"growth `{op.label}` in stage `{stage.name}`")
         return state
 
     def _grow(self, ins: P.Grow) -> None:
@@ -408,9 +446,10 @@ class Engine:
             with torch.no_grad(), self.dev.autocast():
                 inputs, targets = self.batches.train(start, 0)
                 model.eval()
-                loss = model(inputs, targets)[1].float().item()
+                loss = model(inputs, targets)[1]
+                assert loss is not None
                 model.train()
-            return loss
+            return float(dist.all_sum(loss.float()).item()) / self.world.size
         assert rule.window is not None
         return sum(losses[-rule.window :]) / rule.window
 

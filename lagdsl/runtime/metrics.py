@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from lagdsl.artifacts import TIMING_FIELDS, Artifact, event_line
 
@@ -19,6 +20,9 @@ class Metrics:
     With `keep_lines` (a resumed run) the file is cut to that many lines first: what came after the
     checkpoint, a line torn by a crash, bytes that are not UTF-8. `repaired` then says what was cut.
     """
+
+    path: Path | None
+    stream: TextIO | None
 
     def __init__(self, path: Path, keep_lines: int | None = None) -> None:
         self.path = path
@@ -41,15 +45,25 @@ class Metrics:
             self.lines = path.read_bytes().count(b"\n") if path.exists() else 0
         self.stream = path.open("a", encoding="utf-8")
 
+    @classmethod
+    def muted(cls, lines: int) -> Metrics:
+        """A log that writes nothing but counts its lines: what ranks other than 0 keep, so that
+        their checkpoints agree with rank 0's."""
+        muted = cls.__new__(cls)
+        muted.path, muted.repaired, muted.listeners, muted.lines, muted.stream = None, None, [], lines, None
+        return muted
+
     def write(self, event: Artifact) -> None:
-        self.stream.write(event_line(event) + "\n")
-        self.stream.flush()
+        if self.stream is not None:
+            self.stream.write(event_line(event) + "\n")
+            self.stream.flush()
         self.lines += 1
         for listener in self.listeners:
             listener(event)
 
     def close(self) -> None:
-        self.stream.close()
+        if self.stream is not None:
+            self.stream.close()
 
 
 def read(path: Path) -> list[dict[str, object]]:

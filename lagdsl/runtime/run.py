@@ -15,7 +15,8 @@ import math
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +39,8 @@ from lagdsl.lang.schedule import Schedule, Shape
 from lagdsl.plan import build_plan
 from lagdsl.plan.render import to_json
 from lagdsl.runtime import checkpoint as ckpt
-from lagdsl.runtime.data import Batches, Corpus, DataError, load_corpus
+from lagdsl.runtime import dist, sharded
+from lagdsl.runtime.data import Batches, Corpus, DataError, Shard, load_corpus
 from lagdsl.runtime.engine import Device, Engine, NonFiniteLoss, OnStep
 from lagdsl.runtime.metrics import Metrics
 from lagdsl.runtime.program import End, Instruction, lower
@@ -80,6 +82,8 @@ class RunOptions:
     resume: Path | None = None
     #: where notes for the user go (a damaged checkpoint passed over, a log repaired): one line each
     say: Callable[[str], None] = field(default=lambda message: None)
+    #: the ranks this process trains with (under torchrun; one rank otherwise)
+    world: dist.World = field(default_factory=dist.World)
 
 
 @dataclass
@@ -102,8 +106,9 @@ def apply_overrides(schedule: Schedule, seed: int | None, device: str | None) ->
     return schedule.model_copy(update=update) if update else schedule
 
 
-def open_device(schedule: Schedule) -> Device:
-    """The schedule's device, checked to exist here; TF32 matrix products on CUDA."""
+def open_device(schedule: Schedule, world: dist.World = dist.ONE) -> Device:
+    """The schedule's device, checked to exist here (under several ranks, a CUDA device is the
+    rank's local one); TF32 matrix products on CUDA."""
     try:
         device = Device.resolve(schedule.device, schedule.precision)
     except (RuntimeError, KeyError) as error:
@@ -111,16 +116,30 @@ def open_device(schedule: Schedule) -> Device:
     if device.device.type == "cuda":
         if not torch.cuda.is_available():
             raise RunError(f"device `{schedule.device}` is not available here: no CUDA device")
+        if world.distributed:
+            if world.local_rank >= torch.cuda.device_count():
+                raise RunError(
+                    f"local rank {world.local_rank} has no GPU of its own ({torch.cuda.device_count()} here): "
+                    "start at most one rank per GPU (`torchrun --nproc_per_node`)"
+                )
+            device = Device(torch.device("cuda", world.local_rank), device.dtype)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return device
 
 
-def open_data(schedule: Schedule, base: Path, device: Device) -> tuple[Corpus, Batches]:
-    """The schedule's corpus (relative paths from `base`) and its batches, checked against the model."""
+def open_data(schedule: Schedule, base: Path, device: Device, world: dist.World = dist.ONE) -> tuple[Corpus, Batches]:
+    """The schedule's corpus (relative paths from `base`) and its batches (this rank's share of
+    each global batch), checked against the model."""
+    if schedule.batch % world.size:
+        raise RunError(
+            f"`batch {schedule.batch}` is the global batch, and {world.size} ranks cannot share it equally: "
+            f"make `batch` a multiple of {world.size}, or start a number of ranks that divides {schedule.batch}"
+        )
     try:
         corpus = load_corpus(schedule.data, base)
-        batches = Batches(corpus, schedule.batch, schedule.model.context, schedule.seed, device.device)
+        shard = Shard(world.rank, world.size)
+        batches = Batches(corpus, schedule.batch, schedule.model.context, schedule.seed, device.device, shard)
     except DataError as error:
         raise RunError(f"data: {error}") from None
     if corpus.vocab > schedule.model.vocab:
@@ -143,34 +162,42 @@ def new_run(
     """A new run directory (its schedule, plan and `run.json` written) and an engine at the start."""
     schedule = apply_overrides(schedule, options.seed, options.device)
     base = Path(schedule.file).resolve().parent
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    run_dir = options.out or Path("runs") / f"{schedule.name}-{stamp}"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise RunError(f"`{run_dir}` already holds a run: choose another `--out`, or `--resume {run_dir}`")
-    device = open_device(schedule)
-    corpus, batches = open_data(schedule, base, device)
-    plan = build_plan(schedule)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunError(f"cannot create the run directory `{run_dir}`: {_reason(error)}") from None
-    _write_text(run_dir / "schedule.grow", source_text)
-    _write_text(run_dir / "plan.json", to_json(plan))
-    info = RunInfo(
-        lagdsl=__version__,
-        schedule=schedule.name,
-        schedule_hash=schedule_hash(source_text),
-        seed=schedule.seed,
-        device=schedule.device,
-        resolved_device=str(device.device),
-        precision=str(device.dtype).replace("torch.", "") if device.dtype else "fp32",
-        base=str(base),
-        data=corpus.description,
-        data_fingerprint=corpus.fingerprint,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
-    _write_text(run_dir / "run.json", dump_json(info))
-    engine = _engine(schedule, lower(plan), batches, device, run_dir, 0, progress, options.max_steps)
+    world = options.world
+    with _together(world):  # every rank's own checks, agreed on before any rank writes
+        device = open_device(schedule, world)
+        corpus, batches = open_data(schedule, base, device, world)
+        plan = build_plan(schedule)
+
+    def create() -> Path:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        run_dir = options.out or Path("runs") / f"{schedule.name}-{stamp}"
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise RunError(f"`{run_dir}` already holds a run: choose another `--out`, or `--resume {run_dir}`")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunError(f"cannot create the run directory `{run_dir}`: {_reason(error)}") from None
+        _write_text(run_dir / "schedule.grow", source_text)
+        _write_text(run_dir / "plan.json", to_json(plan))
+        info = RunInfo(
+            lagdsl=__version__,
+            schedule=schedule.name,
+            schedule_hash=schedule_hash(source_text),
+            seed=schedule.seed,
+            device=schedule.device,
+            resolved_device=str(device.device),
+            precision=str(device.dtype).replace("torch.", "") if device.dtype else "fp32",
+            base=str(base),
+            data=corpus.description,
+            data_fingerprint=corpus.fingerprint,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            ranks=world.size,
+        )
+        _write_text(run_dir / "run.json", dump_json(info))
+        return run_dir
+
+    run_dir = dist.on_main(world, create, (RunError,))  # rank 0 names and writes it; all learn where
+    engine = _engine(schedule, lower(plan), batches, device, run_dir, 0, progress, options.max_steps, world)
     engine.initialize()
     return engine, run_dir
 
@@ -182,20 +209,22 @@ def resume_run(
     none), after checking that the schedule and the data are the ones the run was started with."""
     run_dir = options.resume
     assert run_dir is not None
-    meta = _read_info(run_dir)
-    if meta.schedule_hash != schedule_hash(source_text):
-        raise RunError(
-            f"`{run_dir}` was run with a different schedule (its hash differs): resume it with its own "
-            f"`{run_dir / 'schedule.grow'}`, or start a new run"
-        )
-    schedule = apply_overrides(schedule, meta.seed, meta.device)
-    device = open_device(schedule)
-    corpus, batches = open_data(schedule, Path(meta.base), device)
-    if meta.data_fingerprint != corpus.fingerprint:
-        raise RunError(f"data: the data differs from what `{run_dir}` was trained on (its fingerprint changed)")
-    if not (run_dir / "metrics.jsonl").exists():
-        raise RunError(f"`{run_dir}` has no `metrics.jsonl`: its event log is lost, so it cannot be resumed")
-    saved = _newest_checkpoint(run_dir, options.say)
+    world = options.world
+    with _together(world):  # every rank's own checks, agreed on before any rank reads a checkpoint
+        meta = _read_info(run_dir)
+        if meta.schedule_hash != schedule_hash(source_text):
+            raise RunError(
+                f"`{run_dir}` was run with a different schedule (its hash differs): resume it with its own "
+                f"`{run_dir / 'schedule.grow'}`, or start a new run"
+            )
+        schedule = apply_overrides(schedule, meta.seed, meta.device)
+        device = open_device(schedule, world)
+        corpus, batches = open_data(schedule, Path(meta.base), device, world)
+        if meta.data_fingerprint != corpus.fingerprint:
+            raise RunError(f"data: the data differs from what `{run_dir}` was trained on (its fingerprint changed)")
+        if not (run_dir / "metrics.jsonl").exists():
+            raise RunError(f"`{run_dir}` has no `metrics.jsonl`: its event log is lost, so it cannot be resumed")
+    saved = _newest_checkpoint(run_dir, options.say, world)
     program = lower(build_plan(schedule))
     if saved is not None:
         step, pc = int(saved["step"]), int(saved["pc"])
@@ -208,7 +237,7 @@ def resume_run(
                 f"`{run_dir}` is at step {step} already (`--max-steps {options.max_steps}`): nothing to do"
             )
     lines = int(saved["metrics_lines"]) if saved else 0
-    engine = _engine(schedule, program, batches, device, run_dir, lines, progress, options.max_steps)
+    engine = _engine(schedule, program, batches, device, run_dir, lines, progress, options.max_steps, world)
     if engine.metrics.repaired:
         options.say(f"`{run_dir / 'metrics.jsonl'}`: {engine.metrics.repaired}")
     if saved is not None:
@@ -225,13 +254,52 @@ def _finished(summary: Path) -> bool:
         return False  # a damaged summary is written again
 
 
-def _newest_checkpoint(run_dir: Path, say: Callable[[str], None]) -> StateDict | None:
-    """The newest checkpoint that is intact; each damaged one passed over is named."""
-    for path, payload, reason in ckpt.intact_newest_first(run_dir / "checkpoints"):
-        if payload is not None:
-            return payload
-        say(f"checkpoint `{path}` is damaged ({reason}): passed over, an older one is used")
-    return None
+@contextmanager
+def _together(world: dist.World) -> Iterator[None]:
+    """Run a block on every rank; when it fails on any rank with a `RunError`, every rank raises
+    the first rank's (named when it is not rank 0's), so that no rank goes on alone."""
+    failure: tuple[str, int] | None = None
+    try:
+        yield
+    except RunError as error:
+        if not world.distributed:
+            raise
+        failure = (str(error), error.code)
+    if world.distributed:
+        for rank, failed in enumerate(dist.gather(failure)):
+            if failed is not None:
+                message, code = failed
+                raise RunError(message if rank == 0 else f"rank {rank}: {message}", code)
+
+
+def _newest_checkpoint(run_dir: Path, say: Callable[[str], None], world: dist.World) -> StateDict | None:
+    """The newest checkpoint that is intact; each damaged one passed over is named. Under several
+    ranks, rank 0 chooses and every rank loads that one."""
+    if not world.distributed:
+        for path, payload, reason in ckpt.intact_newest_first(run_dir / "checkpoints"):
+            if payload is not None:
+                return payload
+            say(f"checkpoint `{path}` is damaged ({reason}): passed over, an older one is used")
+        return None
+
+    def choose() -> Path | None:
+        for path in reversed(ckpt.list_checkpoints(run_dir / "checkpoints")):
+            try:
+                ckpt.verify(path)
+            except ckpt.CheckpointError as error:
+                say(f"checkpoint `{path}` is damaged ({error}): passed over, an older one is used")
+                continue
+            return path
+        return None
+
+    chosen = dist.on_main(world, choose, (RunError,))
+    if chosen is None:
+        return None
+    with _together(world):
+        try:
+            return ckpt.load(chosen)
+        except ckpt.CheckpointError as error:
+            raise RunError(f"checkpoint `{chosen}` cannot be loaded: {error}") from None
 
 
 def _engine(
@@ -243,16 +311,27 @@ def _engine(
     metrics_lines: int,
     progress: OnStep | None,
     max_steps: int | None,
+    world: dist.World = dist.ONE,
 ) -> Engine:
-    try:
-        metrics = Metrics(run_dir / "metrics.jsonl", keep_lines=metrics_lines)
-    except OSError as error:
-        raise RunError(f"cannot write `{run_dir / 'metrics.jsonl'}`: {_reason(error)}") from None
+    """The engine; only rank 0 writes `metrics.jsonl` (the other ranks count its lines)."""
+
+    opened: list[Metrics] = []
+
+    def open_metrics() -> None:
+        try:
+            opened.append(Metrics(run_dir / "metrics.jsonl", keep_lines=metrics_lines))
+        except OSError as error:
+            raise RunError(f"cannot write `{run_dir / 'metrics.jsonl'}`: {_reason(error)}") from None
+
+    dist.on_main(world, open_metrics, (RunError,))
+    metrics = opened[0] if world.main else Metrics.muted(metrics_lines)
+    if not world.main:
+        progress = None  # rank 0 shows the progress
 
     def on_checkpoint(engine: Engine, step: int) -> None:
         write_checkpoint(engine, run_dir, schedule)
 
-    return Engine(schedule, program, batches, device, metrics, on_checkpoint, progress, max_steps)
+    return Engine(schedule, program, batches, device, metrics, on_checkpoint, progress, max_steps, world)
 
 
 def write_checkpoint(engine: Engine, run_dir: Path, schedule: Schedule) -> Path:
@@ -260,19 +339,23 @@ def write_checkpoint(engine: Engine, run_dir: Path, schedule: Schedule) -> Path:
     `keep` pruned. A state whose weights are not finite is never written; a write that fails (a
     full disk) leaves no file, no event, and every earlier checkpoint as it was."""
     folder = run_dir / "checkpoints"
-    step = engine.step
-    path = ckpt.checkpoint_path(folder, step, engine.pc)
+    step, world = engine.step, engine.world
+    path = ckpt.checkpoint_path(folder, step, engine.pc, sharded=world.distributed)
     state = engine.checkpoint_state()
     if not engine.in_probe:
         state["metrics_lines"] = engine.metrics.lines + 1  # the checkpoint event, written next
     if not all(bool(torch.isfinite(tensor).all()) for tensor in state["model"].values()):
         raise NonFiniteLoss(engine.stage_name, step, math.nan, what="the weights became non-finite")
     try:
-        ckpt.write_atomic(state, path)
+        if world.distributed:
+            sharded.save(state, path, world)  # every rank its part; complete or absent
+        else:
+            ckpt.write_atomic(state, path)
     except OSError as error:
         raise RunError(f"cannot write checkpoint `{path}`: {_reason(error)}; {last_checkpoint(run_dir)}") from None
     engine.metrics.write(CheckpointEvent(step=step, path=str(path.relative_to(run_dir))))
-    ckpt.prune(folder, schedule.checkpoint.keep, newest=path)
+    if world.main:
+        ckpt.prune(folder, schedule.checkpoint.keep, newest=path)
     return path
 
 
@@ -338,21 +421,10 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
     """The summary (and, for a finished run, `final/`: the model and its config)."""
     schedule, state = engine.schedule, engine.state
     config = state.model.config
-    if finished:
-        final = run_dir / "final"
-        try:
-            final.mkdir(exist_ok=True)
-            ckpt.write_atomic({"model": state.model.state_dict()}, final / "model.pt")
-        except OSError as error:
-            raise RunError(
-                f"cannot write `{final / 'model.pt'}`: {_reason(error)}; {last_checkpoint(run_dir)}"
-            ) from None
-        config_json = {k: getattr(config, k) for k in config.__dataclass_fields__}
-        _write_text(final / "config.json", json.dumps(config_json, indent=2) + "\n")
     if state.last_eval is not None and state.last_eval[0] == state.step:
         val = state.last_eval[1]  # the schedule's own evaluation at the last step
     else:
-        val = engine.evaluate(state.model)
+        val = engine.evaluate(state.model)  # under several ranks: every rank evaluates its share
     elapsed = state.elapsed()
     tokens = state.step * schedule.tokens_per_step
     summary = Summary(
@@ -374,7 +446,22 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
         tokens_per_s=round(tokens / elapsed, 1) if elapsed > 0 else None,
         winners=dict(state.winners),
     )
-    _write_text(run_dir / "summary.json", dump_json(summary))
+
+    def write() -> None:
+        if finished:
+            final = run_dir / "final"
+            try:
+                final.mkdir(exist_ok=True)
+                ckpt.write_atomic({"model": state.model.state_dict()}, final / "model.pt")
+            except OSError as error:
+                raise RunError(
+                    f"cannot write `{final / 'model.pt'}`: {_reason(error)}; {last_checkpoint(run_dir)}"
+                ) from None
+            config_json = {k: getattr(config, k) for k in config.__dataclass_fields__}
+            _write_text(final / "config.json", json.dumps(config_json, indent=2) + "\n")
+        _write_text(run_dir / "summary.json", dump_json(summary))
+
+    dist.on_main(engine.world, write, (RunError,))  # rank 0 writes
     return summary
 
 

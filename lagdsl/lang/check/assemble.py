@@ -23,6 +23,8 @@ def assemble(draft: Draft) -> Schedule:
         "device": s.device,
         "precision": s.precision,
         "compile": s.compile,
+        "parallel": s.parallel,
+        "probes": s.probes,
         "data": s.data,
         "accumulate": s.accumulate,
         "lr": draft.lr,

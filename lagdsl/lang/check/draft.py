@@ -117,6 +117,8 @@ class Settings:
     device: str | None = None
     precision: str | None = None
     compile: bool | None = None
+    parallel: str | None = None
+    probes: str | None = None
     model: ModelSpec | None = None
     data: Data | None = None
     batch: int | None = None

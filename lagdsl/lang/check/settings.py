@@ -206,6 +206,8 @@ _HANDLERS: dict[str, Callable[[Draft, ast.Setting], None]] = {
     "device": _device,
     "precision": _simple(Param.of(Schedule, "precision"), "precision"),
     "compile": _simple(Param.of(Schedule, "compile"), "compile"),
+    "parallel": _simple(Param.of(Schedule, "parallel"), "parallel"),
+    "probes": _simple(Param.of(Schedule, "probes"), "probes"),
     "data": _data,
     "batch": _batch,
     "optimizer": _optimizer,

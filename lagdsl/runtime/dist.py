@@ -1,0 +1,193 @@
+"""Several processes: the ranks `torchrun` starts, and what they must agree on.
+
+`lagdsl run` under `torchrun --nproc_per_node N -m lagdsl run x.grow` finds `RANK`, `WORLD_SIZE`
+and `LOCAL_RANK` in its environment, joins the process group (Gloo for CPU tensors, NCCL for CUDA
+ones: one group serves both) and leaves it on every way out (`session`). Without those variables,
+or with a world of one, nothing here does anything: a `World` of one rank, no collectives.
+
+What ranks share, and how:
+
+- the data: `batch B` is the global batch; rank r reads rows [r B/N, (r+1) B/N) of the very batch
+  one process would read (`Batches` draws the global batch's windows and keeps its share);
+- the gradients: DDP averages them, which is the gradient of the global mean loss since every
+  rank's share is the same size;
+- the numbers every rank reports or decides on (the loss, a validation loss, a probe's score, a
+  stop request): all-reduced, so every rank takes the same branch;
+- what only rank 0 does (the run directory, `metrics.jsonl`, the progress display, the summary):
+  rank 0 does it and tells the others the outcome (`on_main`), errors included, so that no rank is
+  left waiting in a collective for a rank that gave up.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar, cast
+
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+#: How long a collective waits for a rank that does not arrive (a dead or hung rank) before every
+#: other rank fails with an error; torchrun's agent then stops the rest.
+COLLECTIVE_TIMEOUT = timedelta(seconds=int(os.environ.get("LAGDSL_COLLECTIVE_TIMEOUT", "600")))
+
+
+class DistError(Exception):
+    """Ranks that cannot work together (a bad environment, ranks that diverged); one line."""
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the ranks (rank 0 of 1 when not under torchrun)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @staticmethod
+    def from_env(env: Mapping[str, str] | None = None) -> World:
+        """The world torchrun describes in the environment (one rank when it does not)."""
+        env = os.environ if env is None else env
+        if "WORLD_SIZE" not in env:
+            return World()
+        try:
+            size, rank = int(env["WORLD_SIZE"]), int(env.get("RANK", "0"))
+            local = int(env.get("LOCAL_RANK", str(rank)))
+        except ValueError:
+            raise DistError(
+                "RANK, WORLD_SIZE and LOCAL_RANK must be integers: start several ranks with "
+                "`torchrun --nproc_per_node N -m lagdsl run FILE`"
+            ) from None
+        if not (size >= 1 and 0 <= rank < size and local >= 0):
+            raise DistError(f"RANK={rank} is not a rank of WORLD_SIZE={size}: start the ranks with `torchrun`")
+        return World(rank, size, local)
+
+
+#: One process, no torchrun.
+ONE = World()
+
+
+def backend() -> str:
+    """Gloo for CPU tensors, and NCCL for CUDA ones where CUDA is present."""
+    return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+
+
+@contextmanager
+def session(world: World) -> Iterator[World]:
+    """The process group of `world` (none for one rank), destroyed on every way out."""
+    if not world.distributed:
+        yield world
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(world.local_rank)
+    dist.init_process_group(backend(), rank=world.rank, world_size=world.size, timeout=COLLECTIVE_TIMEOUT)
+    try:
+        yield world
+    finally:
+        dist.destroy_process_group()
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_sum(values: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
+    """`values` summed over the ranks of `group` (the world by default), in place, and returned."""
+    if active():
+        dist.all_reduce(values, op=dist.ReduceOp.SUM, group=group)
+    return values
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when it is true on any."""
+    if not active():
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    return bool(all_sum(value).item() > 0)
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def broadcast(value: T, src: int = 0) -> T:
+    """Rank `src`'s `value` on every rank (any picklable object)."""
+    if not active():
+        return value
+    box: list[Any] = [value]
+    dist.broadcast_object_list(box, src=src)
+    return cast(T, box[0])
+
+
+def gather(value: T) -> list[T]:
+    """Every rank's `value`, in rank order, on every rank."""
+    if not active():
+        return [value]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def on_main(world: World, action: Callable[[], T], errors: tuple[type[BaseException], ...]) -> T:
+    """`action()` run on rank 0 alone, its result given to every rank. One of `errors` raised on
+    rank 0 is raised on every rank, so that all of them stop together with rank 0's message."""
+    if not world.distributed:
+        return action()
+    outcome: tuple[bool, Any] = (True, None)
+    if world.main:
+        try:
+            outcome = (True, action())
+        except errors as error:
+            outcome = (False, error)
+    ok, value = broadcast(outcome)
+    if not ok:
+        raise value
+    return cast(T, value)
+
+
+def fingerprint(model: torch.nn.Module) -> torch.Tensor:
+    """A few numbers that differ when two models differ in shape or (almost surely) in values:
+    per parameter its element count, its sum and its first element, in float64."""
+    rows = []
+    for _, param in sorted(model.state_dict().items()):
+        flat = param.detach().reshape(-1).double()
+        first = flat[0] if flat.numel() else flat.new_zeros(())
+        rows.append(torch.stack([flat.new_tensor(float(flat.numel())), flat.sum(), first]))
+    return torch.stack(rows).reshape(-1)
+
+
+def check_same(model: torch.nn.Module, what: str) -> None:
+    """Fail loudly unless every rank holds the same model (after a growth: the same operator drew the
+    same new weights everywhere). Two all-reduces of a few numbers per parameter."""
+    if not active():
+        return
+    mine = fingerprint(model)
+    sizes = torch.tensor([float(mine.numel())], dtype=torch.float64, device=mine.device)
+    low, high = sizes.clone(), sizes.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    same = bool(low.item() == high.item())
+    if same:
+        low, high = mine.clone(), mine.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        same = bool(torch.allclose(low, high, rtol=1e-9, atol=0.0))
+    if not same:
+        raise DistError(
+            f"the ranks hold different models after {what}: they diverged (a different lagdsl, "
+            "PyTorch or schedule on some rank?); the run stops"
+        )
