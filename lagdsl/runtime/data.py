@@ -162,6 +162,6 @@ class Batches:
         # the 0 stands where a rank once was: it keeps every single-process run's batches as they were
         return self._windows(self.corpus.train, np.random.default_rng([self.seed, step, 0, micro]), shard)
 
-    def val(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validation batch `index` (this rank's share): the same text at every evaluation."""
-        return self._windows(self.corpus.val, np.random.default_rng([self.seed, VAL_SALT, index]), None)
+    def val(self, index: int, shard: Shard | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validation batch `index` (this rank's share, or `shard`'s): the same text at every evaluation."""
+        return self._windows(self.corpus.val, np.random.default_rng([self.seed, VAL_SALT, index]), shard)

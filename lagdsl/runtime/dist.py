@@ -29,6 +29,9 @@ from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+from lagdsl.runtime.data import Shard
 
 T = TypeVar("T")
 
@@ -170,24 +173,53 @@ def fingerprint(model: torch.nn.Module) -> torch.Tensor:
     return torch.stack(rows).reshape(-1)
 
 
-def check_same(model: torch.nn.Module, what: str) -> None:
-    """Fail loudly unless every rank holds the same model (after a growth: the same operator drew the
-    same new weights everywhere). Two all-reduces of a few numbers per parameter."""
-    if not active():
+def check_same(model: torch.nn.Module, what: str, team: Team | None = None) -> None:
+    """Fail loudly unless every rank (of `team`, when given) holds the same model (after a growth:
+    the same operator drew the same new weights everywhere). Four all-reduces of a few numbers."""
+    if not active() or (team is not None and team.group is None):
         return
+    group = team.group if team is not None else None
     mine = fingerprint(model)
     sizes = torch.tensor([float(mine.numel())], dtype=torch.float64, device=mine.device)
     low, high = sizes.clone(), sizes.clone()
-    dist.all_reduce(low, op=dist.ReduceOp.MIN)
-    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN, group=group)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX, group=group)
     same = bool(low.item() == high.item())
     if same:
         low, high = mine.clone(), mine.clone()
-        dist.all_reduce(low, op=dist.ReduceOp.MIN)
-        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        dist.all_reduce(low, op=dist.ReduceOp.MIN, group=group)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX, group=group)
         same = bool(torch.allclose(low, high, rtol=1e-9, atol=0.0))
     if not same:
         raise DistError(
             f"the ranks hold different models after {what}: they diverged (a different lagdsl, "
             "PyTorch or schedule on some rank?); the run stops"
         )
+
+
+@dataclass(frozen=True)
+class Team:
+    """Ranks that train one model by themselves (a parallel probe's group), on the whole global
+    batch: this rank reads `shards` of it, each weighted `weight` in the mean (1 / the number of
+    shares), and the team sums gradients and losses over its ranks (`group`; None: a team of one)."""
+
+    group: dist.ProcessGroup | None
+    shards: tuple[Shard, ...]
+    weight: float
+
+    def loss(self, local: torch.Tensor) -> float:
+        """The team's mean from this rank's weighted part."""
+        if self.group is not None:
+            dist.all_reduce(local, op=dist.ReduceOp.SUM, group=self.group)
+        return float(local.item())
+
+    def sum_gradients(self, model: torch.nn.Module) -> None:
+        """Every rank's weighted gradients summed over the team (one all-reduce): the gradient of the
+        mean loss over the global batch, as DDP's average is on the mainline."""
+        if self.group is None:
+            return
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        flat = _flatten_dense_tensors(grads)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
+        for grad, summed in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
+            grad.copy_(summed)

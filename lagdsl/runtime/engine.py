@@ -24,20 +24,21 @@ from dataclasses import dataclass
 from typing import cast
 
 import torch
+from torch.distributed import ProcessGroup
 from torch.nn.parallel import DistributedDataParallel
 
-from lagdsl.artifacts import Dims, EndEvent, EvalEvent, GrowEvent, ProbeEvent, SelectEvent, StageEvent, StepEvent
+from lagdsl.artifacts import Dims, EndEvent, EvalEvent, GrowEvent, StageEvent, StepEvent
 from lagdsl.lang.lr import lr_at, rewarm_factor
 from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, SelectRule, Shape, Stage
 from lagdsl.model.gpt import GPT, GPTConfig
 from lagdsl.ops import GrowthSpec, grow
 from lagdsl.plan.cost import CostModel
-from lagdsl.runtime import dist
+from lagdsl.runtime import dist, probes
 from lagdsl.runtime import program as P
 from lagdsl.runtime.data import Batches
 from lagdsl.runtime.metrics import Metrics
 from lagdsl.runtime.seeds import generator, seed_for
-from lagdsl.runtime.state import Device, Recipe, StateDict, TrainState, make_optimizer, restore, snapshot
+from lagdsl.runtime.state import Device, Recipe, StateDict, TrainState, make_optimizer, snapshot
 
 __all__ = ["Device", "Engine", "NonFiniteLoss", "generator", "make_optimizer", "seed_for"]
 
@@ -56,14 +57,6 @@ class NonFiniteLoss(Exception):
     def __init__(self, stage: str, step: int, loss: float, what: str | None = None) -> None:
         super().__init__(f"{what or f'the loss became {loss}'} at step {step} in stage `{stage}`")
         self.stage, self.step, self.loss = stage, step, loss
-
-
-@dataclass
-class Candidate:
-    label: str
-    state: TrainState
-    losses: list[float]
-    score: float
 
 
 @dataclass(frozen=True)
@@ -107,6 +100,8 @@ class Engine:
         self.interrupted = False  # set by a signal handler; honoured between steps
         self._stop_agreed = False  # under several ranks: some rank was interrupted (all-reduced)
         self._wrapped: tuple[GPT, Forward, DistributedDataParallel | None] | None = None
+        #: process groups of parallel probes' teams, by layout (made once, by every rank)
+        self.team_groups: dict[tuple[tuple[int, ...], ...], list[ProcessGroup | None]] = {}
         self.step_seconds = 0.0  # wall time inside training steps (mainline and probe), this process
 
     # -- state
@@ -253,8 +248,12 @@ class Engine:
         s = self.schedule
         return lr_at(step, s.lr, s.optimizer.lr, s.total_steps) * rewarm_factor(step, stage.start_step, stage.rewarm)
 
-    def train_step(self, state: TrainState, stage: Stage, step: int) -> tuple[float, float]:
-        """One optimizer step of `state` on mainline step `step`'s batches; the mean loss and the LR."""
+    def train_step(
+        self, state: TrainState, stage: Stage, step: int, team: dist.Team | None = None
+    ) -> tuple[float, float]:
+        """One optimizer step of `state` on mainline step `step`'s batches; the mean loss and the LR.
+        With a `team` (the ranks of a parallel probe's group), the team's ranks alone train `state`,
+        on the same global batch."""
         if self.stopping:
             raise KeyboardInterrupt
         started = time.perf_counter()
@@ -266,18 +265,22 @@ class Engine:
         torch.manual_seed(seed_for(schedule.seed, "dropout", step))
         total = torch.zeros((), device=self.dev.device)
         model.train()
-        forward, ddp = self.forward(model)
+        forward, ddp = self.forward(model, replicated=team is None)
+        shares, weight = (team.shards, team.weight) if team is not None else ((None,), 1.0)
         for micro in range(schedule.accumulate):
-            inputs, targets = self.batches.train(step, micro)
             last = micro == schedule.accumulate - 1
             # DDP averages the gradients once, after the last micro-step's backward
             with ddp.no_sync() if ddp is not None and not last else nullcontext():
-                with self.dev.autocast():
-                    _, loss = forward(inputs, targets)
-                assert loss is not None  # given targets, the model returns the loss
-                scaled = loss / schedule.accumulate
-                (scaler.scale(scaled) if scaler else scaled).backward()
-            total += loss.detach().float()
+                for shard in shares:
+                    inputs, targets = self.batches.train(step, micro, shard)
+                    with self.dev.autocast():
+                        _, loss = forward(inputs, targets)
+                    assert loss is not None  # given targets, the model returns the loss
+                    scaled = loss / schedule.accumulate if team is None else loss * (weight / schedule.accumulate)
+                    (scaler.scale(scaled) if scaler else scaled).backward()
+                    total += loss.detach().float() * weight
+        if team is not None:
+            team.sum_gradients(model)
         clip = schedule.optimizer.clip
         if scaler:
             scaler.unscale_(optimizer)
@@ -289,7 +292,8 @@ class Engine:
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        value = self._reduce_step(total / schedule.accumulate)
+        mean = total / schedule.accumulate
+        value = team.loss(mean) if team is not None else self._reduce_step(mean)
         self.step_seconds += time.perf_counter() - started
         if not math.isfinite(value):
             raise NonFiniteLoss(stage.name, step, value)
@@ -305,15 +309,16 @@ class Engine:
         self._stop_agreed = self._stop_agreed or bool(both[1].item() > 0)
         return float(both[0].item()) / self.world.size
 
-    def forward(self, model: GPT) -> tuple[Forward, DistributedDataParallel | None]:
+    def forward(self, model: GPT, replicated: bool = True) -> tuple[Forward, DistributedDataParallel | None]:
         """What a training step calls, built once per model object (a grown model, a new object,
-        is wrapped anew): under several ranks the model in `DistributedDataParallel` (returned too,
-        for `no_sync`), under `compile on` that compiled. Checkpoints and growth use the plain
-        module."""
+        is wrapped anew): under several ranks (unless not `replicated` over all of them: a
+        parallel probe's team sums its gradients itself) the model in `DistributedDataParallel`
+        (returned too, for `no_sync`), under `compile on` that compiled. Checkpoints and growth use
+        the plain module."""
         if self._wrapped is None or self._wrapped[0] is not model:
             forward: Forward = model
             ddp = None
-            if self.world.distributed:
+            if self.world.distributed and replicated:
                 devices = [self.dev.device.index] if self.dev.device.type == "cuda" else None
                 ddp = DistributedDataParallel(model, device_ids=devices)
                 forward = cast(Forward, ddp)  # DDP calls the module with the same arguments
@@ -327,20 +332,24 @@ class Engine:
         return self.forward(model)[0]
 
     @torch.no_grad()
-    def evaluate(self, model: GPT, batches: int | None = None) -> float:
+    def evaluate(self, model: GPT, batches: int | None = None, team: dist.Team | None = None) -> float:
         """The mean validation loss over the first `batches` validation batches (default: the
-        schedule's `eval` batches)."""
+        schedule's `eval` batches); under several ranks each reads its share (`team`'s ranks alone:
+        theirs)."""
         batches = self.eval_batches if batches is None else batches
+        shares, weight = (team.shards, team.weight) if team is not None else ((None,), 1.0)
         model.eval()
         total = torch.zeros((), device=self.dev.device)
         for index in range(batches):
-            inputs, targets = self.batches.val(index)  # under several ranks: this rank's share
-            with self.dev.autocast():
-                _, loss = model(inputs, targets)
-            assert loss is not None
-            total += loss.float()
+            for shard in shares:
+                inputs, targets = self.batches.val(index, shard)
+                with self.dev.autocast():
+                    _, loss = model(inputs, targets)
+                assert loss is not None
+                total += loss.float() * weight
         model.train()
-        return float(dist.all_sum(total).item()) / batches / self.world.size
+        mean = total / batches
+        return team.loss(mean) if team is not None else float(dist.all_sum(mean).item()) / self.world.size
 
     def _eval(self, ins: P.Eval) -> None:
         val_loss = self.evaluate(self.state.model)
@@ -357,15 +366,24 @@ class Engine:
 
     # -- growth
 
-    def grown(self, state: TrainState, stage: Stage, growth: Growth, op: OperatorSpec, index: int) -> TrainState:
+    def grown(
+        self,
+        state: TrainState,
+        stage: Stage,
+        growth: Growth,
+        op: OperatorSpec,
+        index: int,
+        team: dist.Team | None = None,
+    ) -> TrainState:
         """`state` grown by `op` (the `index`-th growth of `stage`); `state`'s model and optimizer
-        are spent. New weights draw from a generator of (seed, stage, growth, operator)."""
+        are spent. New weights draw from a generator of (seed, stage, growth, operator). Checked to
+        be the same on every rank (of `team`: a parallel probe's)."""
         gen = generator(self.schedule.seed, "grow", stage.name, index, op.label)
         spec = GrowthSpec(op.name, growth.dim, getattr(growth.after, growth.dim), op.args)
         result = grow(state.model, state.optimizer, spec, gen, reset_optimizer=stage.reset_optimizer)
         assert result.optimizer is not None
         state.model, state.optimizer = result.model, result.optimizer
-        dist.check_same(state.model, f"growth `{op.label}` in stage `{stage.name}`")
+        dist.check_same(state.model, f"growth `{op.label}` in stage `{stage.name}`", team)
         return state
 
     def _grow(self, ins: P.Grow) -> None:
@@ -379,59 +397,29 @@ class Engine:
         )  # fmt: skip
 
     def _run_probe(self, ins: P.Probe) -> None:
-        """Every candidate from one snapshot, k steps each on the mainline's batches and LRs; the
-        best continues (`keep winner`) or is grown again from the snapshot (`keep rewind`)."""
-        stage, growth = P.stage_of(self.schedule, ins)
-        probe = growth.probe
-        assert probe is not None
-        k, start, rule = probe.steps, ins.start, probe.select
+        probes.run(self, ins)
+
+    def begin_probe(self) -> StateDict:
+        """The snapshot a probe starts from; until `end_probe` the engine holds no live mainline
+        state (memory: the snapshot, the current candidate, the best), and a checkpoint saves this."""
         saved = snapshot(self.state)
         self._probe = _ProbeStart(saved, self.metrics.lines, time.perf_counter())
-        self._state = None  # memory: the snapshot, the current candidate, the best
-        best: Candidate | None = None
-        scores: dict[str, float] = {}
-        self.probe_steps = k
-        for op in probe.candidates:
-            self.probing = op.label
-            state = self.grown(restore(self.recipe, saved), stage, growth, op, ins.growth)
-            losses, lrs = [], []
-            for step in range(start, start + k):
-                loss, lr = self.train_step(state, stage, step)
-                losses.append(loss)
-                lrs.append(lr)
-                if self.on_step is not None:
-                    self.on_step(self, stage.name, step, loss)
-            score = self._score(state.model, rule, losses, start)
-            scores[op.label] = score
-            self.metrics.write(
-                ProbeEvent(stage=stage.name, growth=ins.growth, candidate=op.label, operator=op.name,
-                           args=dict(op.args), steps=list(range(start, start + k)), losses=losses, lrs=lrs,
-                           score=score)
-            )  # fmt: skip
-            if best is None or score < best.score:  # ties go to the candidate listed first
-                best = Candidate(op.label, state, losses, score)
-            del state
-        self.probing = None
-        assert best is not None
-        name = stage.growth_key(ins.growth)
-        self.metrics.write(
-            SelectEvent(stage=stage.name, growth=ins.growth, step=start, rule=rule.text,
-                        keep=probe.keep, scores=scores, winner=best.label, dim=growth.dim,
-                        before=_dims(growth.before), after=_dims(growth.after),
-                        params=best.state.model.num_params())
-        )  # fmt: skip
-        label, losses = best.label, best.losses
-        if probe.keep == "winner":
-            winner = best.state  # its counters are still the snapshot's
-        else:
-            index = next(i for i, op in enumerate(probe.candidates) if op.label == label)
-            del best
-            winner = self.grown(restore(self.recipe, saved), stage, growth, probe.candidates[index], ins.growth)
-        winner.winners[name] = label
+        self._state = None
+        return saved
+
+    def end_probe(
+        self, ins: P.Probe, stage: Stage, growth: Growth, winner: TrainState, label: str, losses: list[float] | None
+    ) -> None:
+        """The winner becomes the mainline; with its probe `losses` (`keep winner`) its probe steps
+        are the stage's first mainline steps, and are logged as such."""
+        probe = growth.probe
+        assert probe is not None
+        k, start = probe.steps, ins.start
+        winner.winners[stage.growth_key(ins.growth)] = label
         winner.probe_flops += self.cost.step_flops(growth.after, k) * len(probe.candidates)
         winner.resume_clock(self._probe_elapsed())
         self._state, self._probe = winner, None
-        if probe.keep == "winner":
+        if losses is not None:
             step_flops = self.cost.step_flops(growth.after, 1)
             for offset, loss in enumerate(losses):  # the winner's probe steps are mainline steps
                 winner.probe_flops -= step_flops
@@ -439,17 +427,24 @@ class Engine:
                 self._log_step(stage, start + offset, loss, self.lr(stage, start + offset), probe=True)
             winner.step = start + k
 
-    def _score(self, model: GPT, rule: SelectRule, losses: list[float], start: int) -> float:
+    def score(
+        self, model: GPT, rule: SelectRule, losses: list[float], start: int, team: dist.Team | None = None
+    ) -> float:
+        """A candidate's score by the selection rule (lower is better)."""
         if rule.metric == "val_loss":
-            return self.evaluate(model)
+            return self.evaluate(model, team=team)
         if not losses:  # probe 0 steps: the loss right after growth, on the stage's first batch
+            shares, weight = (team.shards, team.weight) if team is not None else ((None,), 1.0)
+            total = torch.zeros((), device=self.dev.device)
+            model.eval()
             with torch.no_grad(), self.dev.autocast():
-                inputs, targets = self.batches.train(start, 0)
-                model.eval()
-                loss = model(inputs, targets)[1]
-                assert loss is not None
-                model.train()
-            return float(dist.all_sum(loss.float()).item()) / self.world.size
+                for shard in shares:
+                    inputs, targets = self.batches.train(start, 0, shard)
+                    loss = model(inputs, targets)[1]
+                    assert loss is not None
+                    total += loss.float() * weight
+            model.train()
+            return team.loss(total) if team is not None else float(dist.all_sum(total).item()) / self.world.size
         assert rule.window is not None
         return sum(losses[-rule.window :]) / rule.window
 

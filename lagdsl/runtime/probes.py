@@ -1,0 +1,201 @@
+"""Probes: every candidate of a growth grown from one snapshot, trained k steps on the mainline's
+batches with the mainline's LRs, scored by the selection rule; the best continues (`keep winner`)
+or is grown again from the snapshot (`keep rewind`).
+
+Sequential (one process, or `probes sequential`): the candidates one after the other, each on all
+ranks. Memory holds the snapshot, the current candidate and the best so far.
+
+Parallel (`probes parallel` under several ranks): the ranks split into teams, one per candidate
+(`min(ranks, candidates)` teams of contiguous ranks, as even as they can be; candidates beyond the
+teams wait for the next round). A team trains its candidate on exactly the global batches the
+sequential probe uses: its ranks read all N shares of each batch between them and sum their
+weighted gradients, so a team of one rank does N shares' work (as gradient accumulation would).
+Scores therefore equal the sequential probe's up to reduction order, and so does the choice. After
+the last round the scores are gathered; under `keep winner` the winner's whole training state is
+broadcast from its team's first rank to every rank. Wall time: ceil(m / teams) rounds of k steps
+instead of m. A stop signal that comes during a parallel probe is honoured at the first mainline
+step after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch.distributed as torch_dist
+
+from lagdsl.artifacts import Dims, ProbeEvent, SelectEvent
+from lagdsl.lang.schedule import Growth, OperatorSpec, Shape, Stage
+from lagdsl.runtime import dist
+from lagdsl.runtime import program as P
+from lagdsl.runtime.data import Shard
+from lagdsl.runtime.state import StateDict, TrainState, restore, snapshot
+
+if TYPE_CHECKING:
+    from lagdsl.runtime.engine import Engine
+
+
+@dataclass
+class Result:
+    """A candidate's probe: what the events record, and (where this rank trained it) its state."""
+
+    label: str
+    losses: list[float]
+    lrs: list[float]
+    score: float
+    params: int
+
+
+def run(engine: Engine, ins: P.Probe) -> None:
+    """The probe at `ins`, in parallel where the schedule asks and there are ranks to share."""
+    stage, growth = P.stage_of(engine.schedule, ins)
+    assert growth.probe is not None
+    candidates = growth.probe.candidates
+    saved = engine.begin_probe()
+    if engine.schedule.probes == "parallel" and engine.world.distributed and len(candidates) > 1:
+        results, best = _parallel(engine, ins, stage, growth, saved)
+    else:
+        results, best = _sequential(engine, ins, stage, growth, saved)
+    _select(engine, ins, stage, growth, saved, results, best)
+
+
+def _train(
+    engine: Engine, ins: P.Probe, stage: Stage, growth: Growth, op: OperatorSpec, saved: StateDict,
+    team: dist.Team | None, show: bool,
+) -> tuple[Result, TrainState]:  # fmt: skip
+    """One candidate grown from the snapshot and trained k steps (by `team`, or by every rank)."""
+    probe = growth.probe
+    assert probe is not None
+    start = ins.start
+    engine.probing = op.label
+    state = engine.grown(restore(engine.recipe, saved), stage, growth, op, ins.growth, team)
+    losses, lrs = [], []
+    for step in range(start, start + probe.steps):
+        loss, lr = engine.train_step(state, stage, step, team)
+        losses.append(loss)
+        lrs.append(lr)
+        if show and engine.on_step is not None:
+            engine.on_step(engine, stage.name, step, loss)
+    score = engine.score(state.model, probe.select, losses, start, team)
+    return Result(op.label, losses, lrs, score, state.model.num_params()), state
+
+
+def _sequential(
+    engine: Engine, ins: P.Probe, stage: Stage, growth: Growth, saved: StateDict
+) -> tuple[list[Result], tuple[Result, TrainState]]:
+    assert growth.probe is not None
+    results: list[Result] = []
+    best: tuple[Result, TrainState] | None = None
+    for op in growth.probe.candidates:
+        result, state = _train(engine, ins, stage, growth, op, saved, None, True)
+        results.append(result)
+        _write_probe(engine, ins, stage, op, result)
+        if best is None or result.score < best[0].score:  # ties go to the candidate listed first
+            best = (result, state)
+        del state
+    assert best is not None
+    return results, best
+
+
+def teams(ranks: int, candidates: int) -> list[list[int]]:
+    """The ranks of each team: `min(ranks, candidates)` contiguous blocks, as even as they can be."""
+    count = min(ranks, candidates)
+    return [[r for r in range(ranks) if r * count // ranks == team] for team in range(count)]
+
+
+def _team(engine: Engine, members: list[list[int]]) -> tuple[int, dist.Team]:
+    """This rank's team index and its `Team`. Process groups are made by every rank, for every team
+    of more than one rank, in the same order (as `new_group` requires), once per layout."""
+    world = engine.world
+    layout = tuple(tuple(m) for m in members)
+    if layout not in engine.team_groups:
+        engine.team_groups[layout] = [torch_dist.new_group(list(m)) if len(m) > 1 else None for m in layout]
+    groups = engine.team_groups[layout]
+    index = next(i for i, m in enumerate(layout) if world.rank in m)
+    mine = layout[index]
+    position = mine.index(world.rank)
+    shards = tuple(Shard(s, world.size) for s in range(world.size) if s % len(mine) == position)
+    return index, dist.Team(groups[index], shards, 1.0 / world.size)
+
+
+def _parallel(
+    engine: Engine, ins: P.Probe, stage: Stage, growth: Growth, saved: StateDict
+) -> tuple[list[Result], tuple[Result, TrainState] | None]:
+    """Each round, each team trains its candidate; every rank then learns every score. Returns the
+    results in candidate order and this rank's own best candidate (None if it trained none)."""
+    assert growth.probe is not None
+    candidates = growth.probe.candidates
+    members = teams(engine.world.size, len(candidates))
+    index, team = _team(engine, members)
+    leader = engine.world.rank == members[index][0]
+    results: list[Result | None] = [None] * len(candidates)
+    best: tuple[Result, TrainState] | None = None
+    for first in range(0, len(candidates), len(members)):
+        mine = first + index
+        own: Result | None = None
+        if mine < len(candidates):
+            op = candidates[mine]
+            own, state = _train(engine, ins, stage, growth, op, saved, team, engine.world.main)
+            if best is None or own.score < best[0].score:
+                best = (own, state)
+            del state
+        for rank, result in enumerate(dist.gather(own if leader else None)):
+            if result is not None:  # from the first rank of a team: that team's candidate
+                results[first + next(i for i, m in enumerate(members) if m[0] == rank)] = result
+    done = [r for r in results if r is not None]
+    assert len(done) == len(candidates)
+    for op, result in zip(candidates, done, strict=True):
+        _write_probe(engine, ins, stage, op, result)
+    return done, best
+
+
+def _write_probe(engine: Engine, ins: P.Probe, stage: Stage, op: OperatorSpec, result: Result) -> None:
+    steps = list(range(ins.start, ins.start + len(result.losses)))
+    engine.metrics.write(
+        ProbeEvent(stage=stage.name, growth=ins.growth, candidate=op.label, operator=op.name, args=dict(op.args),
+                   steps=steps, losses=result.losses, lrs=result.lrs, score=result.score)
+    )  # fmt: skip
+
+
+def _select(
+    engine: Engine, ins: P.Probe, stage: Stage, growth: Growth, saved: StateDict, results: list[Result],
+    best: tuple[Result, TrainState] | None,
+) -> None:  # fmt: skip
+    """The winner (the lowest score, the first listed on a tie) continues or is grown again."""
+    probe = growth.probe
+    assert probe is not None
+    engine.probing = None
+    winner_result = results[0]
+    for result in results[1:]:
+        if result.score < winner_result.score:
+            winner_result = result
+    label = winner_result.label
+    engine.metrics.write(
+        SelectEvent(stage=stage.name, growth=ins.growth, step=ins.start, rule=probe.select.text,
+                    keep=probe.keep, scores={r.label: r.score for r in results}, winner=label, dim=growth.dim,
+                    before=_dims(growth.before), after=_dims(growth.after), params=winner_result.params)
+    )  # fmt: skip
+    if probe.keep == "winner":
+        if best is not None and best[0].label == label:
+            winner_state: TrainState | None = best[1]
+        else:
+            winner_state = None
+        del best
+        if engine.schedule.probes == "parallel" and engine.world.distributed and len(results) > 1:
+            index = next(i for i, r in enumerate(results) if r.label == label)
+            members = teams(engine.world.size, len(results))
+            source = members[index % len(members)][0]
+            payload = dist.broadcast(snapshot(winner_state) if winner_state is not None else None, src=source)
+            assert payload is not None
+            winner_state = restore(engine.recipe, payload)  # the same state on every rank, bit for bit
+        assert winner_state is not None
+        winner = winner_state  # its counters are still the snapshot's
+    else:
+        del best
+        op = next(op for op in probe.candidates if op.label == label)
+        winner = engine.grown(restore(engine.recipe, saved), stage, growth, op, ins.growth)
+    engine.end_probe(ins, stage, growth, winner, label, winner_result.losses if probe.keep == "winner" else None)
+
+
+def _dims(shape: Shape) -> Dims:
+    return Dims(depth=shape.depth, width=shape.width)
