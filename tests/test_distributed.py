@@ -1,0 +1,355 @@
+"""Several ranks: real processes under torchrun (Gloo on the CPU, one thread a rank).
+
+An N-rank run reads exactly the tokens a 1-rank run reads, so their losses agree up to the order
+of floating-point reductions; parallel probes score as sequential ones do; a run of any number of
+ranks resumes on any other; SIGTERM and a killed rank leave a run that resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lagdsl.cli import main
+from lagdsl.lang import check_text
+from lagdsl.runtime import checkpoint as ckpt
+from lagdsl.runtime.data import Batches, Shard, load_corpus
+from lagdsl.runtime.dist import DistError, World
+from lagdsl.runtime.metrics import read, without_timing
+from lagdsl.runtime.probes import teams
+from lagdsl.runtime.run import RunError, open_data
+from lagdsl.runtime.state import Device
+
+SCHEDULE = """
+schedule tiny
+seed 3
+{probes}
+model gpt(context=16, width=16, heads=2, depth=1)
+data text("corpus/*.txt", val=0.1)
+batch 4
+optimizer adamw(lr=3e-3)
+lr cosine(warmup=4 steps, min=3e-4)
+eval every 10 steps (batches=2)
+checkpoint every 12 steps (keep=3)
+stage base {{ train {base} steps }}
+stage two {{ grow depth to 2 with copy_top  train 10 steps }}
+stage wide {{ grow width to 24 with net2net  train 4 steps }}
+stage four {{
+  grow depth to 4 {{ candidates [copy_top, interleave, identity] probe 5 steps {keep} }}
+  train 10 steps
+}}
+"""
+
+TOLERANCE = 1e-5  # relative: the same sums, added in another order
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("dist")
+    (root / "corpus").mkdir()
+    source = Path(torch.__file__).read_text()[:40_000] + Path(json.__file__).read_text()
+    (root / "corpus" / "a.txt").write_text(source)
+    for name, probes, keep, base in (
+        ("seq.grow", "", "", 10),
+        ("par.grow", "probes parallel", "", 10),
+        ("rewind.grow", "probes parallel", "keep rewind", 10),
+        ("rewind1.grow", "", "keep rewind", 10),
+        ("long.grow", "", "", 400),
+    ):
+        (root / name).write_text(SCHEDULE.format(probes=probes, keep=keep, base=base))
+    return root
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def torchrun(project: Path, *args: str, ranks: int = 2) -> list[str]:
+    """The command line that starts `lagdsl run ARGS` on `ranks` ranks under torchrun."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+    return [*launcher, "-m", "lagdsl", "run", "--quiet", *args]
+
+
+def launch(project: Path, *args: str, ranks: int = 2, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        torchrun(project, *args, ranks=ranks), cwd=project, env=env(), capture_output=True, text=True, timeout=timeout
+    )
+    return result
+
+
+def single(project: Path, *args: str) -> None:
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        result = CliRunner().invoke(main, ["run", "--quiet", *args])
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 0, result.output
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [r for r in without_timing(read(run_dir / "metrics.jsonl")) if r["event"] != "checkpoint"]
+
+
+def assert_close(left: Sequence[dict], right: Sequence[dict], tolerance: float = TOLERANCE) -> None:
+    """The same events, with every number equal within `tolerance` (relative)."""
+    assert [r["event"] for r in left] == [r["event"] for r in right]
+    for a, b in zip(left, right, strict=True):
+        assert a.keys() == b.keys(), (a, b)
+        for key in a:
+            _close(a[key], b[key], tolerance, f"{a['event']} {key}")
+
+
+def _close(a: object, b: object, tolerance: float, where: str) -> None:
+    if isinstance(a, float) or isinstance(b, float):
+        assert isinstance(a, int | float) and isinstance(b, int | float), where
+        assert abs(a - b) <= tolerance * max(abs(a), abs(b), 1e-12), f"{where}: {a} vs {b}"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            _close(a[key], b[key], tolerance, f"{where}.{key}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for x, y in zip(a, b, strict=True):
+            _close(x, y, tolerance, where)
+    else:
+        assert a == b, f"{where}: {a!r} vs {b!r}"
+
+
+@pytest.fixture(scope="module")
+def one_rank(project: Path) -> Path:
+    single(project, "seq.grow", "--out", "one")
+    return project / "one"
+
+
+@pytest.fixture(scope="module")
+def two_ranks(project: Path) -> Path:
+    result = launch(project, "seq.grow", "--out", "two")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return project / "two"
+
+
+# -- the world, the teams, the shares (no processes)
+
+
+def test_the_world_comes_from_torchruns_environment() -> None:
+    assert World.from_env({}) == World()
+    assert World.from_env({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == World(1, 4, 1)
+    assert not World().distributed and World(1, 4, 1).distributed and not World(1, 4, 1).main
+    with pytest.raises(DistError, match="torchrun"):
+        World.from_env({"RANK": "x", "WORLD_SIZE": "2"})
+    with pytest.raises(DistError, match="not a rank"):
+        World.from_env({"RANK": "2", "WORLD_SIZE": "2"})
+
+
+@given(st.integers(1, 64), st.integers(1, 20))
+def test_teams_cover_every_rank_once_and_are_even(ranks: int, candidates: int) -> None:
+    layout = teams(ranks, candidates)
+    assert len(layout) == min(ranks, candidates)
+    assert sorted(r for team in layout for r in team) == list(range(ranks))
+    sizes = [len(team) for team in layout]
+    assert max(sizes) - min(sizes) <= 1 and all(team == list(range(team[0], team[-1] + 1)) for team in layout)
+
+
+def test_ranks_read_exactly_the_global_batch(project: Path) -> None:
+    schedule = check_text((project / "seq.grow").read_text(), str(project / "seq.grow")).schedule
+    assert schedule is not None
+    corpus = load_corpus(schedule.data, project)
+    whole = Batches(corpus, 4, 16, 3, torch.device("cpu"))
+    parts = [Batches(corpus, 4, 16, 3, torch.device("cpu"), Shard(r, 2)) for r in range(2)]
+    for step in (0, 7):
+        inputs, targets = whole.train(step, 0)
+        assert torch.equal(torch.cat([p.train(step, 0)[0] for p in parts]), inputs)
+        assert torch.equal(torch.cat([p.train(step, 0)[1] for p in parts]), targets)
+    assert torch.equal(torch.cat([p.val(1)[0] for p in parts]), whole.val(1)[0])
+
+
+def test_a_batch_that_does_not_split_among_the_ranks_stops_before_training(project: Path) -> None:
+    schedule = check_text((project / "seq.grow").read_text(), "seq.grow").schedule
+    assert schedule is not None
+    device = Device(torch.device("cpu"), None)
+    with pytest.raises(RunError, match="`batch 4` is the global batch, and 3 ranks cannot share it") as error:
+        open_data(schedule, project, device, World(0, 3, 0))
+    assert error.value.code == 2 and "multiple of 3" in str(error.value)
+    open_data(schedule, project, device, World(1, 2, 1))  # 4 rows: 2 each
+
+
+# -- real ranks
+
+
+@pytest.mark.slow
+def test_two_ranks_train_as_one_through_growths_and_a_probe(one_rank: Path, two_ranks: Path) -> None:
+    one, two = records(one_rank), records(two_ranks)
+    assert_close(one, two)
+    assert [r["winner"] for r in one if r["event"] == "select"] == [r["winner"] for r in two if r["event"] == "select"]
+    # rank 0 alone writes: one line per event, one summary, one final model
+    assert len(read(two_ranks / "metrics.jsonl")) == len(read(one_rank / "metrics.jsonl"))
+    assert json.loads((two_ranks / "run.json").read_text())["ranks"] == 2
+    summary = json.loads((two_ranks / "summary.json").read_text())
+    assert summary["finished"] and summary["final_shape"] == {"depth": 4, "width": 24, "heads": 3}
+    final_one = torch.load(one_rank / "final" / "model.pt", weights_only=True)["model"]
+    final_two = torch.load(two_ranks / "final" / "model.pt", weights_only=True)["model"]
+    for name, tensor in final_one.items():
+        torch.testing.assert_close(final_two[name], tensor, rtol=1e-4, atol=1e-5)
+    # the checkpoints of several ranks are DCP folders, complete with a manifest
+    folders = ckpt.list_checkpoints(two_ranks / "checkpoints")
+    assert folders and all(p.suffix == ".dcp" and (p / "manifest.json").is_file() for p in folders)
+    assert not list((two_ranks / "checkpoints").glob(".*"))  # no temporary folder left behind
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("parallel", "sequential"), [("par.grow", "seq.grow"), ("rewind.grow", "rewind1.grow")])
+def test_parallel_probes_score_as_sequential_ones(project: Path, parallel: str, sequential: str) -> None:
+    name = parallel.removesuffix(".grow")
+    result = launch(project, parallel, "--out", f"par-{name}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    if not (project / f"seq-{name}").exists():
+        single(project, sequential, "--out", f"seq-{name}")
+    par, seq = records(project / f"par-{name}"), records(project / f"seq-{name}")
+    probes = [(p["candidate"], p["score"]) for p in par if p["event"] == "probe"]
+    expected = [(p["candidate"], p["score"]) for p in seq if p["event"] == "probe"]
+    assert [c for c, _ in probes] == [c for c, _ in expected] == ["copy_top", "interleave", "identity"]
+    for (_, a), (_, b) in zip(probes, expected, strict=True):
+        assert abs(a - b) <= 1e-6 * abs(b)
+    assert_close(par, seq)  # the same winner, and the same losses after it
+
+
+@pytest.mark.slow
+def test_a_run_resumes_on_another_number_of_ranks(project: Path, one_rank: Path, two_ranks: Path) -> None:
+    # 2 ranks to step 15 (a DCP checkpoint), then 1 rank to the end
+    result = launch(project, "seq.grow", "--out", "two-to-one", "--max-steps", "15")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ckpt.list_checkpoints(project / "two-to-one" / "checkpoints")[-1].suffix == ".dcp"
+    single(project, "--resume", "two-to-one")
+    assert_close(records(project / "two-to-one"), records(one_rank))
+    # 1 rank to step 22 (a .pt file), then 2 ranks to the end
+    single(project, "seq.grow", "--out", "one-to-two", "--max-steps", "22")
+    result = launch(project, "--resume", "one-to-two")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_close(records(project / "one-to-two"), records(two_ranks))
+
+
+@pytest.mark.slow
+def test_a_damaged_sharded_checkpoint_is_passed_over(project: Path, one_rank: Path) -> None:
+    result = launch(project, "seq.grow", "--out", "damaged", "--max-steps", "26")
+    assert result.returncode == 0, result.stderr[-3000:]
+    newest = ckpt.list_checkpoints(project / "damaged" / "checkpoints")[-1]
+    shard = next(newest.glob("*.distcp"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ckpt.CheckpointError, match="checksum"):
+        ckpt.verify(newest)
+    result = launch(project, "--resume", "damaged")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"checkpoint `{newest.relative_to(project)}` is damaged" in result.stderr
+    assert_close(records(project / "damaged"), records(one_rank))
+
+
+def _wait_for(path: Path, ready: str, process: subprocess.Popen[str], seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count(ready) >= 1:
+            return
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.05)
+    raise AssertionError(f"`{ready}` never appeared in {path}")
+
+
+def _children(pid: int) -> dict[int, dict[str, str]]:
+    """The processes whose parent is `pid`, with their environments."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent != pid:
+                continue
+            pairs = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        found[int(entry.name)] = dict(p.decode(errors="replace").split("=", 1) for p in pairs if b"=" in p)
+    return found
+
+
+@pytest.fixture(scope="module")
+def long_two_ranks(project: Path) -> Path:
+    """The long schedule on 2 ranks, uninterrupted, to step 120."""
+    result = launch(project, "long.grow", "--out", "long", "--max-steps", "120")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return project / "long"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks through /proc")
+@pytest.mark.parametrize("target", ["ranks", "launcher"])
+def test_sigterm_writes_one_checkpoint_and_the_run_resumes(project: Path, long_two_ranks: Path, target: str) -> None:
+    """SIGTERM to every rank (what SLURM does) or to torchrun (which passes it on to the ranks):
+    the ranks agree on a step, write one checkpoint together and exit 143; the run resumes to the
+    very losses of the run never interrupted. (torchrun itself, signalled, exits 1.)"""
+    name = f"term-{target}"
+    out = project / name
+    process = subprocess.Popen(
+        torchrun(project, "long.grow", "--out", name, "--max-steps", "120"),
+        cwd=project, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for(out / "metrics.jsonl", '"step":20,', process)
+        ranks = _children(process.pid)
+        assert len(ranks) == 2
+        for pid in ranks if target == "ranks" else [process.pid]:
+            os.kill(pid, signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode != 0
+    if target == "ranks":
+        assert "exitcode  : 143" in err  # torchrun reports each rank's exit code
+    assert "interrupted (SIGTERM): checkpoint written to" in err
+    newest = ckpt.list_checkpoints(out / "checkpoints")[-1]
+    assert newest.suffix == ".dcp" and ckpt.load(newest)["step"] > 20
+    result = launch(project, "--resume", name, "--max-steps", "120")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert records(out) == records(long_two_ranks)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks through /proc")
+def test_a_killed_rank_stops_the_others_and_the_run_resumes_on_two_or_one(project: Path, long_two_ranks: Path) -> None:
+    out = project / "killed"
+    process = subprocess.Popen(
+        torchrun(project, "long.grow", "--out", "killed", "--max-steps", "120"),
+        cwd=project, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for(out / "metrics.jsonl", '"event":"checkpoint","step":36', process)
+        victim = next(pid for pid, environ in _children(process.pid).items() if environ.get("RANK") == "1")
+        os.kill(victim, signal.SIGKILL)
+        started = time.monotonic()
+        process.communicate(timeout=60)
+        assert time.monotonic() - started < 60
+    finally:
+        process.kill()
+    assert process.returncode != 0
+    assert ckpt.newest_intact(out / "checkpoints") is not None
+    shutil.copytree(out, project / "killed-one")
+    result = launch(project, "--resume", "killed", "--max-steps", "120")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert records(out) == records(long_two_ranks)  # the same ranks: the very same numbers
+    single(project, "--resume", "killed-one", "--max-steps", "120")
+    # 1 rank sums in another order than 2, over 84 steps: the difference grows past 1e-5, not 1e-4
+    assert_close(records(project / "killed-one"), records(long_two_ranks), tolerance=1e-4)
