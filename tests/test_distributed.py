@@ -68,6 +68,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("rewind.grow", "probes parallel", "keep rewind", 10),
         ("rewind1.grow", "", "keep rewind", 10),
         ("long.grow", "", "", 400),
+        ("fsdp.grow", "parallel fsdp", "", 10),
     ):
         (root / name).write_text(SCHEDULE.format(probes=probes, keep=keep, base=base))
     return root
@@ -208,6 +209,22 @@ def test_two_ranks_train_as_one_through_growths_and_a_probe(one_rank: Path, two_
     folders = ckpt.list_checkpoints(two_ranks / "checkpoints")
     assert folders and all(p.suffix == ".dcp" and (p / "manifest.json").is_file() for p in folders)
     assert not list((two_ranks / "checkpoints").glob(".*"))  # no temporary folder left behind
+
+
+@pytest.mark.slow
+def test_fsdp_trains_as_ddp_through_growths_and_resumes(project: Path, two_ranks: Path) -> None:
+    """FSDP2 shards each block and the root; a growth gathers, grows as one process would and
+    shards again. Stopped inside the width stage and resumed (sharded again from DCP), it reaches
+    DDP's losses."""
+    result = launch(project, "fsdp.grow", "--out", "fsdp", "--max-steps", "22")
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = launch(project, "--resume", "fsdp")
+    assert result.returncode == 0, result.stderr[-3000:]
+    fsdp, ddp = records(project / "fsdp"), records(two_ranks)
+    assert {r["dim"] for r in fsdp if r["event"] == "grow"} == {"depth", "width"}
+    assert_close(fsdp, ddp)
+    final = torch.load(project / "fsdp" / "final" / "model.pt", weights_only=True)["model"]
+    assert final["embed.weight"].shape == (256, 24) and not any(".shard" in name for name in final)
 
 
 @pytest.mark.slow

@@ -354,3 +354,39 @@ print("torch" in sys.modules)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def _ranked(parallel: str, ranks: int):
+    from lagdsl.lang import check_text
+
+    text = (
+        HEADER.replace("batch 4", "batch 8")
+        + f"parallel {parallel}\n"
+        + ("stage a { train 10 steps }\nstage b { grow depth to 2 with copy_top  train 10 steps }\n")
+    )
+    schedule = check_text(text, "ranked.grow").schedule
+    assert schedule is not None
+    return build_plan(schedule, ranks)
+
+
+def test_memory_per_rank_shares_the_batch_and_under_fsdp_the_model() -> None:
+    one = _ranked("ddp", 1)
+    assert _ranked("fsdp", 1).totals.peak_memory == one.totals.peak_memory  # one rank: nothing to shard
+    ddp, fsdp = _ranked("ddp", 8), _ranked("fsdp", 8)
+    for single, replicated, sharded in zip(one.stages, ddp.stages, fsdp.stages, strict=True):
+        assert replicated.memory.activations * 8 == single.memory.activations  # a share of the batch
+        assert replicated.memory.optimizer == single.memory.optimizer  # DDP: the whole state
+        assert sharded.memory.optimizer * 8 == single.memory.optimizer  # FSDP: an eighth
+        assert sharded.memory.total < replicated.memory.total
+    # a growth under FSDP gathers the whole model and optimizer state on every rank for a moment
+    grown = fsdp.stages[1]
+    assert grown.peak_memory == grown.memory.total + one.stages[1].memory.weights + one.stages[1].memory.optimizer
+    assert json.loads(to_json(fsdp))["totals"]["ranks"] == 8
+
+
+def test_plan_shows_memory_per_rank(tmp_path: Path) -> None:
+    path = tmp_path / "p.grow"
+    path.write_text(HEADER + "parallel fsdp\nstage a { train 10 steps }\n")
+    result = CliRunner().invoke(main, ["plan", str(path), "--ranks", "4"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "mem/rank" in result.stdout and "per rank (4 ranks, parallel fsdp)" in result.stdout

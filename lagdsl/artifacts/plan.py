@@ -85,6 +85,7 @@ class PlanTotals(Artifact):
     saving: float  # 1 - training / scratch
     final: PlanShape
     peak_memory: int
+    ranks: int = 1  # the memory figures are per rank, for this many ranks
 
 
 class PlanSchedule(Artifact):

@@ -87,6 +87,7 @@ Examples:
   lagdsl plan schedules/stack_lag.grow
   lagdsl plan my.grow --format json | jq .totals
   lagdsl plan my.grow --format png -o plan.png
+  lagdsl plan my.grow --ranks 8                 (memory per rank on 8 ranks)
 
 Exit codes: 0 ok, 1 schedule errors, 2 usage or I/O problems."""
 )
@@ -98,13 +99,20 @@ Exit codes: 0 ok, 1 schedule errors, 2 usage or I/O problems."""
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write here instead of stdout (svg and png default to NAME-plan.svg or .png).",
 )
+@click.option(
+    "--ranks",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Show memory per rank for a run on this many ranks (torchrun; see the `parallel` setting).",
+)
 @click.pass_context
-def plan(ctx: click.Context, file: Path, fmt: str, output: Path | None) -> None:
+def plan(ctx: click.Context, file: Path, fmt: str, output: Path | None, ranks: int) -> None:
     """Show the plan: the model at each stage, where the FLOPs go, what probes cost, what growth saves."""
     from lagdsl.plan import build_plan
     from lagdsl.plan import render as r
 
-    the_plan = build_plan(_load_valid(file, ctx)[0])
+    the_plan = build_plan(_load_valid(file, ctx)[0], ranks)
     if fmt in ("svg", "png"):
         from lagdsl.plan.draw import draw
 

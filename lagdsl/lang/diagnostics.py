@@ -57,6 +57,7 @@ CODES: dict[str, Code] = {
     "E0106": _error("duplicate statement in a stage or probe block"),
     "E0107": _error("missing statement in a stage or probe block"),
     "E0108": _error("`grow` after `train` in a stage"),
+    "E0109": _error("settings that cannot be used together"),
     # names
     "E0201": _error("unknown operator"),
     "E0202": _error("unknown pool"),

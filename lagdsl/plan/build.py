@@ -84,6 +84,7 @@ class Totals:
     saving: float  # 1 - training / scratch
     final: ShapeCost
     peak_memory: int
+    ranks: int = 1  # memory is per rank, for this many ranks
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,9 @@ def _events(every: int | None, total: int) -> list[int]:
 
 
 class _Builder:
-    def __init__(self, schedule: Schedule) -> None:
+    def __init__(self, schedule: Schedule, ranks: int = 1) -> None:
         self.schedule = schedule
-        self.cost = CostModel(schedule)
+        self.cost = CostModel(schedule, ranks)
         self.graph: nx.DiGraph[str] = nx.DiGraph()
         self.tail = "init"
         total = schedule.total_steps
@@ -282,6 +283,8 @@ def _stage_costs(schedule: Schedule, graph: nx.DiGraph[str], cost: CostModel) ->
         stage_peak = memory.total
         if any(g.probe is not None for g in stage.growths):
             stage_peak = memory.total + cost.memory(stage.before).state + memory.state
+        if stage.growths:
+            stage_peak = max(stage_peak, memory.total + cost.growth_state(stage.after))
         peak = max(peak, stage_peak)
         rows.append(
             StageCost(
@@ -302,14 +305,16 @@ def _stage_costs(schedule: Schedule, graph: nx.DiGraph[str], cost: CostModel) ->
         saving=1.0 - training / scratch if scratch else 0.0,
         final=cost.shape_cost(schedule.final_shape),
         peak_memory=peak,
+        ranks=cost.ranks,
     )
     return rows, totals
 
 
-def build_plan(schedule: Schedule) -> Plan:
-    """The plan graph of a valid schedule, with per-stage costs and totals."""
+def build_plan(schedule: Schedule, ranks: int = 1) -> Plan:
+    """The plan graph of a valid schedule, with per-stage costs and totals (memory per rank, for
+    `ranks` ranks)."""
     with collector_paused():
-        builder = _Builder(schedule)
+        builder = _Builder(schedule, ranks)
         graph = builder.build()
         rows, totals = _stage_costs(schedule, graph, builder.cost)
     return Plan(schedule, graph, tuple(rows), totals)

@@ -12,6 +12,12 @@ the backward pass at the schedule's precision (2 bytes for bf16/fp16/auto, 4 for
 and token `10 w + 4 h` elements for SwiGLU (`10 w + 2 h` for GELU, `h` the MLP width) with fused
 attention (no T x T scores kept), plus the fp32 logits and their gradient (`2 x 4 V` bytes per
 token). `auto` precision is taken as bf16, as on a GPU.
+
+Per rank (`ranks` > 1, under torchrun): each rank keeps the activations of its share of the batch.
+Under `parallel ddp` it holds the whole weights, gradients and optimizer state; under `parallel
+fsdp` a 1/N share of each, plus the parameters FSDP gathers while it computes (the root's and two
+blocks' at a time, at the training precision), and for a moment at each growth the whole model's
+weights and optimizer state (`growth_state`), which a growth gathers.
 """
 
 from __future__ import annotations
@@ -54,8 +60,9 @@ class Memory:
 class CostModel:
     """Per-shape costs for one schedule, computed once per shape."""
 
-    def __init__(self, schedule: Schedule) -> None:
-        self.schedule = schedule
+    def __init__(self, schedule: Schedule, ranks: int = 1) -> None:
+        self.schedule, self.ranks = schedule, ranks
+        self.sharded = ranks > 1 and schedule.parallel == "fsdp"
         model = schedule.model
         self.vocab, self.context, self.mlp = model.vocab, model.context, model.mlp
         self.tokens_per_step = schedule.tokens_per_step
@@ -89,6 +96,25 @@ class CostModel:
         element = 4 if schedule.precision == "fp32" else 2
         hidden = mlp_hidden(shape.width, self.mlp)
         per_token_layer = 10 * shape.width + (4 if self.mlp == "swiglu" else 2) * hidden
-        tokens = schedule.batch * self.context
+        tokens = -(-schedule.batch // self.ranks) * self.context  # this rank's share of the batch
         activations = tokens * (shape.depth * per_token_layer * element + 2 * shape.width * element + 8 * self.vocab)
-        return Memory(weights=4 * params, gradients=4 * params, optimizer=moments, activations=activations)
+        if not self.sharded:
+            return Memory(weights=4 * params, gradients=4 * params, optimizer=moments, activations=activations)
+        cost = self.shape_cost(shape)
+        gathered = (params - cost.non_embedding + 2 * cost.non_embedding // shape.depth) * element
+        share = self._share
+        return Memory(
+            weights=share(4 * params) + gathered, gradients=share(4 * params), optimizer=share(moments),
+            activations=activations,
+        )  # fmt: skip
+
+    def _share(self, nbytes: int) -> int:
+        return -(-nbytes // self.ranks)
+
+    def growth_state(self, shape: Shape) -> int:
+        """What a growth to `shape` holds besides the training memory: under `fsdp` with several
+        ranks, the whole model's weights and optimizer state, gathered on every rank (0 otherwise)."""
+        if not self.sharded:
+            return 0
+        whole = CostModel(self.schedule).memory(shape)
+        return whole.weights + whole.optimizer

@@ -210,7 +210,9 @@ def print_table(plan: Plan, file: TextIO) -> None:
         show_edge=False, collapse_padding=True,
     )  # fmt: skip
     table.add_column("stage", justify="left", no_wrap=True)
-    for column in ("depth", "width", "params", "steps", "tokens", "FLOPs", "cum.", "probes", "memory"):
+    per_rank = totals.ranks > 1
+    memory = "mem/rank" if per_rank else "memory"
+    for column in ("depth", "width", "params", "steps", "tokens", "FLOPs", "cum.", "probes", memory):
         table.add_column(column, justify="right", no_wrap=True)
     for row in plan.stages:
         table.add_row(
@@ -235,7 +237,11 @@ def print_table(plan: Plan, file: TextIO) -> None:
     verb = "saves" if totals.saving >= 0 else "costs"
     summary.add_row("growth", f"{verb} {abs(totals.saving):.1%}", "of the from-scratch FLOPs")
     summary.add_row("evaluation", f"{si(totals.eval_flops)}FLOPs", "not counted above")
-    summary.add_row("peak memory", binary(totals.peak_memory), "estimate: weights, grads, optimizer, activations")
+    if per_rank:
+        how = f"{totals.ranks} ranks, parallel {plan.schedule.parallel}"
+        summary.add_row("peak memory", binary(totals.peak_memory), f"per rank ({how}): an estimate")
+    else:
+        summary.add_row("peak memory", binary(totals.peak_memory), "estimate: weights, grads, optimizer, activations")
     console = Console(file=file)  # the terminal's width (80 columns when piped; COLUMNS overrides)
     console.print(table)
     console.print()

@@ -19,12 +19,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import cast
 
 import torch
 from torch.distributed import ProcessGroup
+from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
 
 from lagdsl.artifacts import Dims, EndEvent, EvalEvent, GrowEvent, StageEvent, StepEvent
@@ -90,7 +91,7 @@ class Engine:
         self.schedule, self.program, self.batches, self.dev = schedule, program, batches, device
         self.metrics, self.on_checkpoint, self.on_step = metrics, on_checkpoint, on_step
         self.max_steps, self.world = max_steps, world
-        self.recipe = Recipe(schedule, device)
+        self.recipe = Recipe(schedule, device, world)
         self.cost = CostModel(schedule)
         self.eval_batches = schedule.eval_batches
         self._state: TrainState | None = None
@@ -237,6 +238,10 @@ class Engine:
         if self.on_step is not None:
             self.on_step(self, stage.name, step, loss)
 
+    def autocast(self) -> AbstractContextManager[object]:
+        """Autocast to the run's precision (sharded models have FSDP's mixed precision instead)."""
+        return self.dev.autocast() if self.recipe.autocast_dtype is not None else nullcontext()
+
     @property
     def stopping(self) -> bool:
         """Whether to stop at this step boundary. One process: as soon as a signal came. Several
@@ -269,11 +274,13 @@ class Engine:
         shares, weight = (team.shards, team.weight) if team is not None else ((None,), 1.0)
         for micro in range(schedule.accumulate):
             last = micro == schedule.accumulate - 1
-            # DDP averages the gradients once, after the last micro-step's backward
+            # DDP averages the gradients once, after the last micro-step's backward; FSDP likewise
+            if self.recipe.sharded:
+                cast(FSDPModule, model).set_requires_gradient_sync(last)
             with ddp.no_sync() if ddp is not None and not last else nullcontext():
                 for shard in shares:
                     inputs, targets = self.batches.train(step, micro, shard)
-                    with self.dev.autocast():
+                    with self.autocast():
                         _, loss = forward(inputs, targets)
                     assert loss is not None  # given targets, the model returns the loss
                     scaled = loss / schedule.accumulate if team is None else loss * (weight / schedule.accumulate)
@@ -318,7 +325,7 @@ class Engine:
         if self._wrapped is None or self._wrapped[0] is not model:
             forward: Forward = model
             ddp = None
-            if self.world.distributed and replicated:
+            if self.world.distributed and replicated and not self.recipe.sharded:
                 devices = [self.dev.device.index] if self.dev.device.type == "cuda" else None
                 ddp = DistributedDataParallel(model, device_ids=devices)
                 forward = cast(Forward, ddp)  # DDP calls the module with the same arguments
@@ -343,7 +350,7 @@ class Engine:
         for index in range(batches):
             for shard in shares:
                 inputs, targets = self.batches.val(index, shard)
-                with self.dev.autocast():
+                with self.autocast():
                     _, loss = model(inputs, targets)
                 assert loss is not None
                 total += loss.float() * weight
@@ -378,19 +385,23 @@ class Engine:
         """`state` grown by `op` (the `index`-th growth of `stage`); `state`'s model and optimizer
         are spent. New weights draw from a generator of (seed, stage, growth, operator). Checked to
         be the same on every rank (of `team`: a parallel probe's)."""
+        sharded = self.recipe.sharded
+        if sharded:  # gathered: grown exactly as one process grows it, then sharded again
+            state = TrainState.from_state_dict(self.recipe.whole(), state.state_dict())
         gen = generator(self.schedule.seed, "grow", stage.name, index, op.label)
         spec = GrowthSpec(op.name, growth.dim, getattr(growth.after, growth.dim), op.args)
         result = grow(state.model, state.optimizer, spec, gen, reset_optimizer=stage.reset_optimizer)
         assert result.optimizer is not None
         state.model, state.optimizer = result.model, result.optimizer
         dist.check_same(state.model, f"growth `{op.label}` in stage `{stage.name}`", team)
-        return state
+        return TrainState.from_state_dict(self.recipe, state.state_dict()) if sharded else state
 
     def _grow(self, ins: P.Grow) -> None:
         stage, growth = P.stage_of(self.schedule, ins)
         assert growth.op is not None
         before = self.state.model.config
-        model = self.grown(self.state, stage, growth, growth.op, ins.growth).model
+        self.state = self.grown(self.state, stage, growth, growth.op, ins.growth)
+        model = self.state.model
         self.metrics.write(
             GrowEvent(stage=stage.name, step=self.state.step, operator=growth.op.label, dim=growth.dim,
                       before=_dims(before), after=_dims(model.config), params=model.num_params())
@@ -437,7 +448,7 @@ class Engine:
             shares, weight = (team.shards, team.weight) if team is not None else ((None,), 1.0)
             total = torch.zeros((), device=self.dev.device)
             model.eval()
-            with torch.no_grad(), self.dev.autocast():
+            with torch.no_grad(), self.autocast():
                 for shard in shares:
                     inputs, targets = self.batches.train(start, 0, shard)
                     loss = model(inputs, targets)[1]

@@ -447,12 +447,14 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
         winners=dict(state.winners),
     )
 
+    weights = state.whole_state()[0] if finished else {}  # gathered on every rank when sharded
+
     def write() -> None:
         if finished:
             final = run_dir / "final"
             try:
                 final.mkdir(exist_ok=True)
-                ckpt.write_atomic({"model": state.model.state_dict()}, final / "model.pt")
+                ckpt.write_atomic({"model": weights}, final / "model.pt")
             except OSError as error:
                 raise RunError(
                     f"cannot write `{final / 'model.pt'}`: {_reason(error)}; {last_checkpoint(run_dir)}"

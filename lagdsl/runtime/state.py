@@ -13,6 +13,11 @@ to it first). Three functions move states around, all through `state_dict()`:
 - `snapshot(state)`: a copy of the state dict on the CPU, sharing no tensor with the live state;
 - `restore(recipe, snapshot)`: a new live state in the snapshot's state;
 - `fork(state)`: `restore(snapshot(state))`, an independent copy to train on.
+
+Under `parallel fsdp` with several ranks the recipe shards the model (`fully_shard` on each block
+and on the root, FSDP2) before it builds the optimizer; the state dict is still the whole model's
+and the whole optimizer's, in the same format (gathered from the shards on every rank), so that
+snapshots, growth, checkpoints and resumes on another number of ranks work as for one process.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import torch
 
 from lagdsl.lang.schedule import Schedule
 from lagdsl.model.gpt import GPT, GPTConfig
+from lagdsl.runtime.dist import ONE, World
 from lagdsl.runtime.seeds import generator
 
 #: A state dict: what `TrainState.state_dict()` returns and checkpoints hold (tensors and plain data).
@@ -68,13 +74,40 @@ def make_optimizer(schedule: Schedule, model: GPT, device: torch.device) -> torc
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a schedule's model, optimizer and loss scaler are built on a device."""
+    """How a schedule's model, optimizer and loss scaler are built on a device (and, under
+    `parallel fsdp` with several ranks, sharded across them)."""
 
     schedule: Schedule
     device: Device
+    world: World = ONE
+
+    @property
+    def sharded(self) -> bool:
+        return self.world.distributed and self.schedule.parallel == "fsdp"
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """What autocast runs in: none for sharded models, whose mixed precision is FSDP's."""
+        return None if self.sharded else self.device.dtype
+
+    def whole(self) -> Recipe:
+        """The recipe of the whole, unsharded model (what a growth works on)."""
+        return Recipe(self.schedule, self.device)
+
+    def place(self, model: GPT) -> GPT:
+        """`model` on the device, sharded where the recipe shards."""
+        model = model.to(self.device.device)
+        if self.sharded:
+            from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+            policy = MixedPrecisionPolicy(param_dtype=self.device.dtype, reduce_dtype=torch.float32)
+            for block in model.blocks.values():
+                fully_shard(block, mp_policy=policy)
+            fully_shard(model, mp_policy=policy)
+        return model
 
     def model(self, config: GPTConfig) -> GPT:
-        return GPT(config).to(self.device.device)
+        return self.place(GPT(config))
 
     def optimizer(self, model: GPT) -> torch.optim.Optimizer:
         return make_optimizer(self.schedule, model, self.device.device)
@@ -93,7 +126,7 @@ class Recipe:
         """The state at the start of the program: the schedule's first shape, freshly initialized."""
         model = GPT(GPTConfig.from_schedule(self.schedule))
         model.init_weights(generator(self.schedule.seed, "init"))
-        model = model.to(self.device.device)
+        model = self.place(model)
         return TrainState(self, model, self.optimizer(model), self.scaler())
 
 
@@ -128,10 +161,11 @@ class TrainState:
     def state_dict(self) -> StateDict:
         """The state as tensors and plain data; the model's shape first, so a loader rebuilds it."""
         config = self.model.config
+        model, optimizer = self.whole_state()
         return {
             "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model,
+            "optimizer": optimizer,
             "scaler": dict(self.scaler.state_dict()) if self.scaler is not None else None,
             "pc": self.pc,
             "step": self.step,
@@ -143,6 +177,21 @@ class TrainState:
             "last_eval": list(self.last_eval) if self.last_eval else None,
             "last_loss": self.last_loss,
         }
+
+    def whole_state(self) -> tuple[StateDict, StateDict]:
+        """The whole model's and optimizer's state dicts (gathered from the shards: a collective)."""
+        if not self.recipe.sharded:
+            return self.model.state_dict(), self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        whole = StateDictOptions(full_state_dict=True)
+        model = get_model_state_dict(self.model, options=whole)
+        by_name = get_optimizer_state_dict(self.model, self.optimizer, options=whole)
+        return model, _by_index(by_name, _names(self.model, self.optimizer))
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Take over `state`: the model is rebuilt to its shape, the optimizer around it."""
@@ -176,10 +225,46 @@ def _build(recipe: Recipe, state: Mapping[str, Any]) -> tuple[GPT, torch.optim.O
     """The model (rebuilt to the state's shape), optimizer and scaler of a state dict."""
     model = GPT(GPTConfig(**state["config"]))
     model.load_state_dict(state["model"])
-    model = model.to(recipe.device.device)
+    model = recipe.place(model)
     optimizer = recipe.optimizer(model)
-    optimizer.load_state_dict(state["optimizer"])
+    if recipe.sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        names = _names(model, optimizer)
+        by_name = _by_name(state["optimizer"], names)
+        options = StateDictOptions(full_state_dict=True, strict=False)
+        set_optimizer_state_dict(model, optimizer, by_name, options=options)
+        # the helper gives every parameter a state; one without (new from a growth) gets its first
+        # state from its first step, as `torch.optim` does, or Adam's step count would differ
+        params = [param for group in optimizer.param_groups for param in group["params"]]
+        for name, param in zip(names, params, strict=True):
+            if name not in by_name["state"]:
+                optimizer.state.pop(param, None)
+    else:
+        optimizer.load_state_dict(state["optimizer"])
     return model, optimizer, recipe.scaler(state.get("scaler"))
+
+
+def _names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The name of each of the optimizer's parameters, in the optimizer's order."""
+    name_of = {id(param): name for name, param in model.named_parameters()}
+    return [name_of[id(param)] for group in optimizer.param_groups for param in group["params"]]
+
+
+def _by_index(by_name: Mapping[str, Any], names: list[str]) -> StateDict:
+    """An optimizer state dict keyed by parameter names (the distributed helpers' form) in
+    `torch.optim`'s own form, keyed by position."""
+    index = {name: i for i, name in enumerate(names)}
+    state = {index[name]: value for name, value in by_name["state"].items()}
+    groups = [{**group, "params": [index[name] for name in group["params"]]} for group in by_name["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def _by_name(by_index: Mapping[str, Any], names: list[str]) -> StateDict:
+    """The reverse of `_by_index`."""
+    state = {names[int(i)]: value for i, value in by_index["state"].items()}
+    groups = [{**group, "params": [names[int(i)] for i in group["params"]]} for group in by_index["param_groups"]]
+    return {"state": state, "param_groups": groups}
 
 
 def snapshot(state: TrainState) -> StateDict:

@@ -36,7 +36,32 @@ def check_settings(draft: Draft) -> Draft:
             _HANDLERS[key](draft, setting)
     if "model" in draft.setting_nodes:
         _model(draft, draft.setting_nodes["model"])
+    _conflicts(draft)
     return draft
+
+
+def _conflicts(draft: Draft) -> None:
+    """Settings each valid alone that cannot run together."""
+    s, nodes = draft.settings, draft.setting_nodes
+    if s.parallel != "fsdp":
+        return
+    if s.probes == "parallel":
+        draft.report(
+            "E0109",
+            "`probes parallel` cannot be used with `parallel fsdp`",
+            nodes["probes"].span,
+            "needs whole models",
+            "parallel probes give each team of ranks a whole copy of its candidate, which sharding "
+            "exists to avoid: use `parallel ddp`, or `probes sequential`",
+        )
+    if s.precision == "fp16":
+        draft.report(
+            "E0109",
+            "`precision fp16` cannot be used with `parallel fsdp`",
+            nodes["precision"].span,
+            "no loss scaling for sharded models",
+            "sharded models train in `bf16` (FSDP's mixed precision) or `fp32`: use one of them, or `parallel ddp`",
+        )
 
 
 def _value(draft: Draft, param: Param, setting: ast.Setting) -> object | None:
