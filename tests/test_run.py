@@ -94,6 +94,9 @@ def test_tiny_schedule_runs_through_every_instruction(project: Path) -> None:
     assert summary["finished"] and summary["steps"] == 30
     assert summary["final_shape"]["depth"] == 4 and summary["winners"]["four"] in ("copy_top", "interleave", "identity")
     assert summary["probe_flops"] > 0 and summary["flops"] < summary["scratch_flops"]
+    phases = summary["phase_seconds"]  # where the wall time went: every phase this run has took some
+    assert set(phases) == {"train", "probes", "growth", "wrap", "checkpoints", "evaluation"}
+    assert all(seconds > 0 for seconds in phases.values()) and phases["train"] < summary["wall_seconds"]
     meta = json.loads((out / "run.json").read_text())
     assert len(meta["data_fingerprint"]) == 64
     # every file the run wrote is what its model says (the models users' tools get from `lagdsl schema`)

@@ -14,7 +14,7 @@ SUMMARY_SCHEMA: Final = "lagdsl.summary/1"
 STUDY_SCHEMA: Final = "lagdsl.study/1"
 
 #: Fields that measure time: they differ between two runs of one schedule; nothing else does.
-TIMING_FIELDS = frozenset({"elapsed", "tokens_per_s", "wall_seconds", "created"})
+TIMING_FIELDS = frozenset({"elapsed", "tokens_per_s", "wall_seconds", "created", "phase_seconds"})
 
 
 class ArtifactError(Exception):

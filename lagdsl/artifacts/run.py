@@ -49,5 +49,8 @@ class Summary(Artifact):
     wall_seconds: float
     tokens_per_s: float | None
     winners: dict[str, str]
+    #: wall seconds of the last process by phase: train, probes, growth (inside probes too), wrap,
+    #: checkpoints, evaluation
+    phase_seconds: dict[str, float] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)

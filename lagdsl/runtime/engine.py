@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import cast
 
@@ -47,6 +47,9 @@ __all__ = ["Device", "Engine", "NonFiniteLoss", "generator", "make_optimizer", "
 #: What a training step calls: the model, or its compiled wrapper.
 Forward = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]
 
+
+#: The phases whose wall time `Engine.phase_seconds` adds up.
+PHASES = ("train", "probes", "growth", "wrap", "checkpoints", "evaluation")
 
 #: Called after every training step, probes' included: (engine, stage name, step, loss).
 OnStep = Callable[["Engine", str, int, float], None]
@@ -104,6 +107,11 @@ class Engine:
         #: process groups of parallel probes' teams, by layout (made once, by every rank)
         self.team_groups: dict[tuple[tuple[int, ...], ...], list[ProcessGroup | None]] = {}
         self.step_seconds = 0.0  # wall time inside training steps (mainline and probe), this process
+        #: wall seconds of this process by phase: train (mainline steps), probes (their steps,
+        #: growths and scoring), growth (every growth, a probe's candidates' too: the operator,
+        #: and under fsdp the gathering and sharding), wrap (building the DDP or compile wrapper
+        #: of a new model), checkpoints, evaluation
+        self.phase_seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
 
     # -- state
 
@@ -188,21 +196,33 @@ class Engine:
                     case P.StageStart() as ins:
                         self._stage_start(ins)
                     case P.Train() as ins:
-                        self.train(ins.stage, ins.start, ins.steps)
+                        with self._timed("train"):
+                            self.train(ins.stage, ins.start, ins.steps)
                     case P.Grow() as ins:
                         self._grow(ins)
                     case P.Probe() as ins:
-                        self._run_probe(ins)
+                        with self._timed("probes"):
+                            self._run_probe(ins)
                     case P.Eval() as ins:
-                        self._eval(ins)
+                        with self._timed("evaluation"):
+                            self._eval(ins)
                     case P.Checkpoint() as ins:
-                        self._checkpoint(ins)
+                        with self._timed("checkpoints"):
+                            self._checkpoint(ins)
                     case P.End() as ins:
                         self.metrics.write(EndEvent(step=ins.step, flops=self.state.flops))
                 self.state.pc += 1
         except _Stop:
             return False
         return True
+
+    @contextmanager
+    def _timed(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phase_seconds[phase] += time.perf_counter() - started
 
     def _stage_start(self, ins: P.StageStart) -> None:
         shape, after = self.state.model.config, self.schedule.stages[ins.stage].after
@@ -323,6 +343,7 @@ class Engine:
         (returned too, for `no_sync`), under `compile on` that compiled. Checkpoints and growth use
         the plain module."""
         if self._wrapped is None or self._wrapped[0] is not model:
+            started = time.perf_counter()
             forward: Forward = model
             ddp = None
             if self.world.distributed and replicated and not self.recipe.sharded:
@@ -332,6 +353,7 @@ class Engine:
             if self.schedule.compile:
                 forward = cast(Forward, torch.compile(forward))  # compile keeps the call's signature
             self._wrapped = (model, forward, ddp)
+            self.phase_seconds["wrap"] += time.perf_counter() - started
         return self._wrapped[1], self._wrapped[2]
 
     def compiled(self, model: GPT) -> Forward:
@@ -385,6 +407,12 @@ class Engine:
         """`state` grown by `op` (the `index`-th growth of `stage`); `state`'s model and optimizer
         are spent. New weights draw from a generator of (seed, stage, growth, operator). Checked to
         be the same on every rank (of `team`: a parallel probe's)."""
+        with self._timed("growth"):
+            return self._grown(state, stage, growth, op, index, team)
+
+    def _grown(
+        self, state: TrainState, stage: Stage, growth: Growth, op: OperatorSpec, index: int, team: dist.Team | None
+    ) -> TrainState:
         sharded = self.recipe.sharded
         if sharded:  # gathered: grown exactly as one process grows it, then sharded again
             state = TrainState.from_state_dict(self.recipe.whole(), state.state_dict())

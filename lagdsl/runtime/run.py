@@ -445,6 +445,7 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
         wall_seconds=round(elapsed, 3),
         tokens_per_s=round(tokens / elapsed, 1) if elapsed > 0 else None,
         winners=dict(state.winners),
+        phase_seconds={k: round(v, 4) for k, v in engine.phase_seconds.items()},
     )
 
     weights = state.whole_state()[0] if finished else {}  # gathered on every rank when sharded
