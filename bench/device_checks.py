@@ -1,5 +1,7 @@
 """The CUDA checks, as one script for a machine with a GPU: bf16 autocast, fused AdamW, growth on
-the device, torch.compile after growth, and throughput. Writes `bench/device_checks.json` and prints markdown.
+the device, torch.compile after growth, throughput, and the same schedule under torchrun with DDP
+and with FSDP2 (NCCL; on every GPU there is, at least one). Writes `bench/device_checks.json` and
+prints markdown.
 
     python bench/device_checks.py                 # on a CUDA machine (a few minutes)
     python bench/device_checks.py --device cpu --small   # checks the script itself on a CPU (seconds)
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,12 +49,20 @@ stage grown {{
 """
 
 
-def run_schedule(device: str, precision: str, compile_on: bool, small: bool, folder: Path) -> dict[str, object]:
+def schedule_text(device: str, precision: str, compile_on: bool, small: bool) -> str:
     width, heads, context, batch, half = (64, 2, 64, 4, 20) if small else (768, 12, 512, 16, 60)
-    text = SCHEDULE.format(
+    return SCHEDULE.format(
         device=device, precision=precision, compile="on" if compile_on else "off", context=context,
         width=width, heads=heads, batch=batch, half=half,
     )  # fmt: skip
+
+
+def step_losses(run_dir: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").open() if '"event":"step"' in line]
+
+
+def run_schedule(device: str, precision: str, compile_on: bool, small: bool, folder: Path) -> dict[str, object]:
+    text = schedule_text(device, precision, compile_on, small)
     schedule = check_text(text, str(ROOT / "schedules" / "cuda_check.grow")).schedule
     assert schedule is not None
     out = folder / f"{precision}-{'compiled' if compile_on else 'eager'}"
@@ -59,7 +71,7 @@ def run_schedule(device: str, precision: str, compile_on: bool, small: bool, fol
     start = time.perf_counter()
     result = execute(engine, run_dir)
     seconds = time.perf_counter() - start
-    losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").open() if '"event":"step"' in line]
+    losses = step_losses(run_dir)
     return {
         "precision": precision,
         "compile": compile_on,
@@ -71,6 +83,22 @@ def run_schedule(device: str, precision: str, compile_on: bool, small: bool, fol
         "tokens_per_s": result.summary.tokens_per_s,
         "finished": result.summary.finished,
     }
+
+
+def run_ranks(device: str, precision: str, parallel: str, ranks: int, small: bool, folder: Path) -> dict[str, object]:
+    """The eager schedule under torchrun on `ranks` ranks with `parallel`; its losses and speed."""
+    text = schedule_text(device, precision, False, small).replace("compile off", f"compile off\nparallel {parallel}")
+    path = folder / f"{parallel}-{ranks}.grow"
+    path.write_text(text)
+    out = folder / f"{parallel}-{ranks}"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [*launcher, "-m", "lagdsl", "run", "--quiet", str(path), "--out", str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"error": done.stderr[-2000:]}
+    summary = json.loads((out / "summary.json").read_text())
+    return {"losses": step_losses(out), "tokens_per_s": summary["tokens_per_s"], "finished": summary["finished"]}
 
 
 def growth_on_device(device: str) -> dict[str, object]:
@@ -151,6 +179,25 @@ def main() -> int:
         if args.device.startswith("cuda"):
             report("fused AdamW on CUDA", bool(runs["eager"]["fused_adamw"]), "")
         results["runs"] = runs
+        # several ranks: on every GPU there is (at least 1: DDP and FSDP2 wrap a model of one rank
+        # too), on 2 processes on a CPU; the losses of the process alone are the reference
+        ranks = max(1, torch.cuda.device_count()) if args.device.startswith("cuda") else 2
+        reference = step_losses(Path(tmp) / f"{precision}-eager")
+        tolerance = 2e-2 if precision == "bf16" else 1e-4
+        for parallel in ("ddp", "fsdp"):
+            r = run_ranks(args.device, precision, parallel, ranks, args.small, Path(tmp))
+            results[f"{parallel}_{ranks}"] = r
+            if "error" in r:
+                report(f"{parallel} on {ranks} rank(s) under torchrun", False, str(r["error"]).splitlines()[-1])
+                continue
+            losses = r["losses"]
+            assert isinstance(losses, list)
+            gap = max(abs(a - b) / abs(b) for a, b in zip(losses, reference, strict=True))
+            report(
+                f"{parallel} on {ranks} rank(s) under torchrun trains as one process",
+                bool(r["finished"]) and gap <= tolerance,
+                f"largest relative loss gap {gap:.1e} (<= {tolerance:g}), {r['tokens_per_s']:,.0f} tokens/s",
+            )
     (args.json or ROOT / "bench" / ("device_checks.json" if not args.small else "device_checks-small.json")).write_text(
         json.dumps(results, indent=2) + "\n"
     )

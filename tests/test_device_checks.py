@@ -22,6 +22,6 @@ def test_device_check_script_runs_on_a_cpu(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("PASS") == 4 and "FAIL" not in result.stdout
+    assert result.stdout.count("PASS") == 6 and "FAIL" not in result.stdout
     checks = json.loads(out.read_text())
     assert checks, "the script wrote no results"

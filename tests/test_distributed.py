@@ -148,8 +148,9 @@ def two_ranks(project: Path) -> Path:
 
 def test_the_world_comes_from_torchruns_environment() -> None:
     assert World.from_env({}) == World()
-    assert World.from_env({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == World(1, 4, 1)
+    assert World.from_env({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == World(1, 4, 1, launched=True)
     assert not World().distributed and World(1, 4, 1).distributed and not World(1, 4, 1).main
+    assert World.from_env({"RANK": "0", "WORLD_SIZE": "1"}).distributed  # torchrun's one rank: DDP all the same
     with pytest.raises(DistError, match="torchrun"):
         World.from_env({"RANK": "x", "WORLD_SIZE": "2"})
     with pytest.raises(DistError, match="not a rank"):
@@ -209,6 +210,16 @@ def test_two_ranks_train_as_one_through_growths_and_a_probe(one_rank: Path, two_
     folders = ckpt.list_checkpoints(two_ranks / "checkpoints")
     assert folders and all(p.suffix == ".dcp" and (p / "manifest.json").is_file() for p in folders)
     assert not list((two_ranks / "checkpoints").glob(".*"))  # no temporary folder left behind
+
+
+@pytest.mark.slow
+def test_one_rank_under_torchrun_takes_the_distributed_path_and_trains_as_one_process(
+    project: Path, one_rank: Path
+) -> None:
+    result = launch(project, "seq.grow", "--out", "solo", ranks=1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_close(records(project / "solo"), records(one_rank), tolerance=1e-6)
+    assert {p.suffix for p in ckpt.list_checkpoints(project / "solo" / "checkpoints")} == {".dcp"}
 
 
 @pytest.mark.slow

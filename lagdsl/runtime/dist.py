@@ -2,8 +2,10 @@
 
 `lagdsl run` under `torchrun --nproc_per_node N -m lagdsl run x.grow` finds `RANK`, `WORLD_SIZE`
 and `LOCAL_RANK` in its environment, joins the process group (Gloo for CPU tensors, NCCL for CUDA
-ones: one group serves both) and leaves it on every way out (`session`). Without those variables,
-or with a world of one, nothing here does anything: a `World` of one rank, no collectives.
+ones: one group serves both) and leaves it on every way out (`session`). Without those variables
+nothing here does anything: a `World` of one rank, no collectives. Under torchrun with one rank the
+run takes the distributed path all the same (DDP or FSDP around the model, DCP checkpoints), so
+that one GPU checks what N use.
 
 What ranks share, and how:
 
@@ -51,10 +53,12 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun: one rank of it too runs with DDP or FSDP
 
     @property
     def distributed(self) -> bool:
-        return self.size > 1
+        """Under torchrun (even as its one rank: the same code path as N ranks), or N > 1."""
+        return self.launched or self.size > 1
 
     @property
     def main(self) -> bool:
@@ -76,7 +80,7 @@ class World:
             ) from None
         if not (size >= 1 and 0 <= rank < size and local >= 0):
             raise DistError(f"RANK={rank} is not a rank of WORLD_SIZE={size}: start the ranks with `torchrun`")
-        return World(rank, size, local)
+        return World(rank, size, local, launched=True)
 
 
 #: One process, no torchrun.

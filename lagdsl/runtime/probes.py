@@ -5,15 +5,20 @@ or is grown again from the snapshot (`keep rewind`).
 Sequential (one process, or `probes sequential`): the candidates one after the other, each on all
 ranks. Memory holds the snapshot, the current candidate and the best so far.
 
-Parallel (`probes parallel` under several ranks): the ranks split into teams, one per candidate
-(`min(ranks, candidates)` teams of contiguous ranks, as even as they can be; candidates beyond the
-teams wait for the next round). A team trains its candidate on exactly the global batches the
-sequential probe uses: its ranks read all N shares of each batch between them and sum their
-weighted gradients, so a team of one rank does N shares' work (as gradient accumulation would).
-Scores therefore equal the sequential probe's up to reduction order, and so does the choice. After
-the last round the scores are gathered; under `keep winner` the winner's whole training state is
-broadcast from its team's first rank to every rank. Wall time: ceil(m / teams) rounds of k steps
-instead of m. A stop signal that comes during a parallel probe is honoured at the first mainline
+Parallel (`probes parallel` under torchrun): in rounds, the ranks split into teams, one per
+candidate (`min(ranks, candidates left)` teams of contiguous ranks, as even as they can be), so
+that no rank idles: 3 candidates on 2 ranks are two teams of one rank, then one team of both. A
+team trains its candidate on exactly the global batches the sequential probe uses: its ranks read
+all N shares of each batch between them (a rank of a smaller team reads several, one after the
+other, as gradient accumulation does, so its memory is the mainline's) and sum their weighted
+gradients. Scores therefore equal the sequential probe's up to reduction order, and so does the
+choice. After each round the scores are gathered; under `keep winner` the winner's whole training
+state is broadcast from its team's first rank to every rank.
+
+What it saves: the compute of a probe is the same either way (m candidates x k steps x the global
+batch); a team of fewer ranks exchanges gradients among fewer ranks, or none, so the probe saves
+the all-reduce of every step and what a rank loses to data parallelism (small per-rank batches on a
+GPU, latency). A stop signal that comes during a parallel probe is honoured at the first mainline
 step after it.
 """
 
@@ -44,6 +49,7 @@ class Result:
     lrs: list[float]
     score: float
     params: int
+    rank: int = 0  # the first rank of the team that trained it (where a winner's state is sent from)
 
 
 def run(engine: Engine, ins: P.Probe) -> None:
@@ -77,7 +83,7 @@ def _train(
         if show and engine.on_step is not None:
             engine.on_step(engine, stage.name, step, loss)
     score = engine.score(state.model, probe.select, losses, start, team)
-    return Result(op.label, losses, lrs, score, state.model.num_params()), state
+    return Result(op.label, losses, lrs, score, state.model.num_params(), engine.world.rank), state
 
 
 def _sequential(
@@ -121,27 +127,26 @@ def _team(engine: Engine, members: list[list[int]]) -> tuple[int, dist.Team]:
 def _parallel(
     engine: Engine, ins: P.Probe, stage: Stage, growth: Growth, saved: StateDict
 ) -> tuple[list[Result], tuple[Result, TrainState] | None]:
-    """Each round, each team trains its candidate; every rank then learns every score. Returns the
-    results in candidate order and this rank's own best candidate (None if it trained none)."""
+    """Round by round, each team trains its candidate; every rank then learns every score. Returns
+    the results in candidate order and this rank's own best candidate (None if it trained none)."""
     assert growth.probe is not None
     candidates = growth.probe.candidates
-    members = teams(engine.world.size, len(candidates))
-    index, team = _team(engine, members)
-    leader = engine.world.rank == members[index][0]
+    ranks = engine.world.size
     results: list[Result | None] = [None] * len(candidates)
     best: tuple[Result, TrainState] | None = None
-    for first in range(0, len(candidates), len(members)):
-        mine = first + index
-        own: Result | None = None
-        if mine < len(candidates):
-            op = candidates[mine]
-            own, state = _train(engine, ins, stage, growth, op, saved, team, engine.world.main)
-            if best is None or own.score < best[0].score:
-                best = (own, state)
-            del state
+    first = 0
+    while first < len(candidates):
+        members = teams(ranks, len(candidates) - first)
+        index, team = _team(engine, members)
+        leader = engine.world.rank == members[index][0]
+        own, state = _train(engine, ins, stage, growth, candidates[first + index], saved, team, engine.world.main)
+        if best is None or own.score < best[0].score:
+            best = (own, state)
+        del state
         for rank, result in enumerate(dist.gather(own if leader else None)):
             if result is not None:  # from the first rank of a team: that team's candidate
                 results[first + next(i for i, m in enumerate(members) if m[0] == rank)] = result
+        first += len(members)
     done = [r for r in results if r is not None]
     assert len(done) == len(candidates)
     for op, result in zip(candidates, done, strict=True):
@@ -182,9 +187,7 @@ def _select(
             winner_state = None
         del best
         if engine.schedule.probes == "parallel" and engine.world.distributed and len(results) > 1:
-            index = next(i for i, r in enumerate(results) if r.label == label)
-            members = teams(engine.world.size, len(results))
-            source = members[index % len(members)][0]
+            source = winner_result.rank
             payload = dist.broadcast(snapshot(winner_state) if winner_state is not None else None, src=source)
             assert payload is not None
             winner_state = restore(engine.recipe, payload)  # the same state on every rank, bit for bit
