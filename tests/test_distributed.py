@@ -193,6 +193,19 @@ def test_a_batch_that_does_not_split_among_the_ranks_stops_before_training(proje
 
 
 @pytest.mark.slow
+def test_under_torchrun_rank_0_speaks_and_every_rank_exits_with_the_code(project: Path) -> None:
+    odd = project / "odd.grow"
+    odd.write_text((project / "seq.grow").read_text().replace("batch 4", "batch 3"))
+    result = launch(project, "odd.grow", "--out", "odd")
+    assert result.stderr.count("`batch 3` is the global batch, and 2 ranks cannot share it") == 1
+    assert "exitcode  : 2" in result.stderr and not (project / "odd").exists()  # (torchrun may stop the other)
+    bad = project / "bad.grow"
+    bad.write_text((project / "seq.grow").read_text().replace("optimizer adamw", "optimiser adamw"))
+    result = launch(project, "bad.grow")
+    assert result.stderr.count("error[E0101]") == 1 and "exitcode  : 1" in result.stderr
+
+
+@pytest.mark.slow
 def test_two_ranks_train_as_one_through_growths_and_a_probe(one_rank: Path, two_ranks: Path) -> None:
     one, two = records(one_rank), records(two_ranks)
     assert_close(one, two)

@@ -58,9 +58,9 @@ def _device(ctx: click.Context, param: click.Parameter, value: str | None) -> st
     raise click.BadParameter(f"`{value}` is not a device: use auto, cpu, cuda or cuda:N (such as cuda:1)")
 
 
-def _load_valid(path: Path, ctx: click.Context) -> tuple[Schedule, str]:
+def _load_valid(path: Path, ctx: click.Context, quiet: bool = False) -> tuple[Schedule, str]:
     """The file's schedule and text, or its diagnostics on stderr and exit 1 (2 when it cannot be
-    read); warnings go to stderr either way."""
+    read); warnings go to stderr either way. `quiet` (ranks other than 0): the exit alone."""
     from lagdsl.lang import load
     from lagdsl.lang.diagnostics import render_text
 
@@ -68,12 +68,14 @@ def _load_valid(path: Path, ctx: click.Context) -> tuple[Schedule, str]:
         result = load(path)
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        click.echo(f"error: cannot read `{path}`: {reason}", err=True)
+        if not quiet:
+            click.echo(f"error: cannot read `{path}`: {reason}", err=True)
         ctx.exit(EXIT_USAGE)
-    for diagnostic in result.diagnostics:
+    for diagnostic in [] if quiet else result.diagnostics:
         click.echo(render_text(diagnostic, result.source, color=_color(sys.stderr)), err=True)
     if result.schedule is None:
-        click.echo(f"{path}: {_counts(len(result.errors), len(result.warnings))}", err=True)
+        if not quiet:
+            click.echo(f"{path}: {_counts(len(result.errors), len(result.warnings))}", err=True)
         ctx.exit(EXIT_INVALID)
     assert result.schedule is not None
     return result.schedule, result.source.text

@@ -99,7 +99,7 @@ def _run(
     quiet = quiet or not world.main
     try:
         if file is not None:
-            schedule, source = _load_valid(file, ctx)
+            schedule, source = _load_valid(file, ctx, quiet=not world.main)
         else:
             assert resume is not None
             schedule, source = load_for_resume(resume)
