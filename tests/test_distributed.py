@@ -252,6 +252,26 @@ def test_fsdp_trains_as_ddp_through_growths_and_resumes(project: Path, two_ranks
 
 
 @pytest.mark.slow
+def test_fsdp_in_bf16_trains_through_its_mixed_precision_policy(project: Path, two_ranks: Path) -> None:
+    """`precision bf16` under `parallel fsdp`: FSDP2 computes with bf16 copies of fp32 weights and
+    reduces gradients in fp32, where one process autocasts; the two agree to bf16's precision."""
+    for name, extra in (("bf16-fsdp", "parallel fsdp\n"), ("bf16-one", "")):
+        text = (project / "seq.grow").read_text().replace("seed 3\n", f"seed 3\nprecision bf16\n{extra}")
+        (project / f"{name}.grow").write_text(text)
+    result = launch(project, "bf16-fsdp.grow", "--out", "bf16-fsdp")
+    assert result.returncode == 0, result.stderr[-3000:]
+    single(project, "bf16-one.grow", "--out", "bf16-one")
+    sharded, one = records(project / "bf16-fsdp"), records(project / "bf16-one")
+    losses = [r["loss"] for r in sharded if r["event"] == "step"]
+    reference = [r["loss"] for r in one if r["event"] == "step"]
+    assert len(losses) == len(reference) == 34
+    assert max(abs(a - b) / b for a, b in zip(losses, reference, strict=True)) < 2e-2
+    fp32 = [r["loss"] for r in records(two_ranks) if r["event"] == "step"]
+    assert max(abs(a - b) / b for a, b in zip(losses, fp32, strict=True)) > 1e-4  # it did compute in bf16
+    assert json.loads((project / "bf16-fsdp" / "run.json").read_text())["precision"] == "bfloat16"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("parallel", "sequential"), [("par.grow", "seq.grow"), ("rewind.grow", "rewind1.grow")])
 def test_parallel_probes_score_as_sequential_ones(project: Path, parallel: str, sequential: str) -> None:
     name = parallel.removesuffix(".grow")
