@@ -6,6 +6,7 @@ repaired where a mistake is common, so that one mistake gives one error. `parser
 from __future__ import annotations
 
 import contextlib
+import re
 
 from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
@@ -75,6 +76,38 @@ def _terminal_word(name: str, parser: Lark) -> str:
     return name.lower()
 
 
+def _glued_keyword(previous: object, token: Token, source: Source, parser: Lark) -> Diagnostic | None:
+    """A keyword with letters glued on (`5 stepz`, `grow depth tox 4`): where only keywords may
+    stand, the lexer reads the keyword and trips on the rest. Report the whole word instead."""
+    if not isinstance(previous, Token) or token.type == "$END" or previous.start_pos is None:
+        return None
+    keyword = str(previous.value)
+    if not (keyword.isidentifier() and previous.end_pos == token.start_pos and str(token.value)[:1].isalnum()):
+        return None
+    if previous.type not in parser._terminals_dict or not isinstance(
+        parser.get_terminal(previous.type).pattern, PatternStr
+    ):
+        return None  # a name or a number, not a keyword
+    word = re.compile(r"[A-Za-z0-9_]+").match(source.text, previous.start_pos)
+    assert word is not None
+    assert previous.line is not None and previous.column is not None
+    span = Span(previous.line, previous.column, previous.line, previous.column + len(word.group()))
+    units = previous.type in _UNITS
+    choices = ["steps", "tokens"] if units else _all_keywords(parser)
+    return Diagnostic(
+        "E0001",
+        f"expected {'a unit after the number: `steps`, `tokens` or `%`' if units else 'a keyword'}, "
+        f"found `{word.group()}`",
+        span,
+        "unexpected here",
+        did_you_mean(word.group(), choices) or (f"a space after `{keyword}`?" if not units else None),
+    )
+
+
+def _all_keywords(parser: Lark) -> list[str]:
+    return _keywords(set(parser._terminals_dict), parser)
+
+
 def _keywords(names: set[str], parser: Lark) -> list[str]:
     """The keyword spellings among the expected terminal names."""
     words = []
@@ -140,6 +173,9 @@ def translate(error: UnexpectedInput, source: Source, parser: Lark) -> Diagnosti
     stack = interactive.parser_state.value_stack if interactive is not None else []
     previous = stack[-1].type if stack and isinstance(stack[-1], Token) else None
     span = _token_span(token, source)
+    glued = _glued_keyword(stack[-1] if stack else None, token, source, parser)
+    if glued is not None:
+        return glued
     found = "end of file" if token.type == "$END" else f"`{token.value}`"
     keywords = _keywords(expected, parser)
     is_word = token.type != "$END" and str(token.value).isidentifier()
