@@ -51,7 +51,35 @@ def check_source(source: Source) -> Checked:
         if module is None:
             return Checked(source, None, sort_diagnostics(diagnostics))
         schedule, more = check(module, source)
+    if diagnostics:  # a repaired parse: only the checks the repair cannot mislead
+        schedule, more = None, after_repair(more, diagnostics, source)
     return Checked(source, schedule, sort_diagnostics([*diagnostics, *more]))
+
+
+#: Errors that concern one statement alone: a repair elsewhere (a statement skipped, a placeholder)
+#: cannot cause them. Not kept: a missing setting or statement, an unknown name (its definition may
+#: be the broken statement), shapes and budgets (they add up every stage), warnings.
+LOCAL_CODES = frozenset(
+    {"E0102", "E0104", "E0106", "E0108", "E0204", "E0205", "E0207", "E0208", "E0209", "E0211",
+     "E0301", "E0302", "E0303", "E0305", "E0307"}
+)  # fmt: skip
+
+
+def after_repair(checked: list[Diagnostic], syntax: list[Diagnostic], source: Source) -> list[Diagnostic]:
+    """The checker's findings on a repaired parse that stand on their own: statement-local errors
+    on lines that no syntax error touches (nor the next line, where a repair's placeholder sits)."""
+    lines = source.text.splitlines()
+    touched: set[int] = set()
+    for error in syntax:
+        touched.update(range(error.span.line, error.span.end_line + 1))
+        following = error.span.end_line + 1  # the next line with a token
+        while following <= len(lines) and not lines[following - 1].split("#", 1)[0].strip():
+            following += 1
+        touched.add(following)
+    return [
+        d for d in checked
+        if d.code in LOCAL_CODES and not touched.intersection(range(d.span.line, d.span.end_line + 1))
+    ]  # fmt: skip
 
 
 def check_text(text: str, name: str = "<text>") -> Checked:

@@ -95,7 +95,9 @@ _WORD = re.compile(r"[A-Za-z0-9_.]+")
 
 
 def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
-    """The syntax tree and the syntax diagnostics; the tree is None when there is any error.
+    """The syntax tree and the syntax diagnostics. With diagnostics, the tree is what the repaired
+    parse built (None where the parse gave up): good for the checks that cannot be misled by the
+    repair (`lang.check_source` keeps only those).
 
     After a syntax error the parser skips tokens until it can go on, so one run reports several
     independent mistakes; an error right after another (no token accepted between them) is taken
@@ -153,10 +155,8 @@ def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
         return None, diagnostics
     finally:
         _LEXICAL.reset(token)
-    if diagnostics or built:
-        return None, diagnostics or built
     assert isinstance(module, ast.Module)
-    return module, []
+    return module, diagnostics or built
 
 
 # ------------------------------------------------------------------------------ tree building

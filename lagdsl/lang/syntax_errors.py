@@ -40,6 +40,13 @@ def recover(error: UnexpectedToken, source: Source, end: int) -> int:
         line_end = len(source.text) if line_end < 0 else line_end
         lexer.line_ctr.feed(source.text[end:line_end])
         return line_end
+    if token.type in ("RPAR", "RSQB") and "NAME" in expected and expected & {"NUMBER", "STRING"}:
+        # a value left out before a closing bracket (`copy_top(noise=)`): stand in a placeholder,
+        # then close the bracket, so that what follows is read as it is
+        with contextlib.suppress(UnexpectedInput):
+            interactive.feed_token(Token.new_borrow_pos("NAME", "x", token))
+            interactive.feed_token(token)
+        return end
     stack = interactive.parser_state.value_stack
     after = _end_of(stack[-1]) if stack else None
     unfinished = after is not None and token.line is not None and after[0] < token.line
