@@ -123,6 +123,19 @@ def test_each_hostile_piece_alone_and_in_a_schedule_gives_diagnostics() -> None:
         assert_only_diagnostics(base + "\n" + piece + "\n")
 
 
+def test_each_hostile_piece_as_a_value_with_and_without_a_syntax_error_elsewhere() -> None:
+    """A repaired parse is checked too: a hostile value on a line no syntax error touches reaches the
+    checker (deep nesting must stop at the parser, not recurse in the checker)."""
+    base = EXAMPLES[0]
+    assert re.search(r"depth=\d+", base)
+    for piece in [*HOSTILE, "(" * 5000 + "1" + ")" * 5000]:
+        found = re.search(r"depth=\d+", base)
+        assert found is not None
+        valued = base[: found.start()] + f"depth={piece}" + base[found.end() :]
+        assert_only_diagnostics(valued)
+        assert_only_diagnostics(valued + "\nstage oops { train 5 epochs }\n")
+
+
 def test_a_byte_order_mark_is_ignored() -> None:
     plain = check_source(Source("a.grow", EXAMPLES[0]))
     marked = check_source(Source("a.grow", "\ufeff" + EXAMPLES[0]))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lagdsl._gc import collector_paused
-from lagdsl.lang.check import check
+from lagdsl.lang.check import LOCAL_PASSES, check
 from lagdsl.lang.diagnostics import Diagnostic, sort_diagnostics
 from lagdsl.lang.parser import parse
 from lagdsl.lang.schedule import Schedule
@@ -50,15 +50,17 @@ def check_source(source: Source) -> Checked:
         module, diagnostics = parse(source)
         if module is None:
             return Checked(source, None, sort_diagnostics(diagnostics))
+        if diagnostics:  # a repaired parse: only the checks the repair cannot mislead
+            _, local = check(module, source, passes=LOCAL_PASSES)
+            return Checked(source, None, sort_diagnostics([*diagnostics, *after_repair(local, diagnostics, source)]))
         schedule, more = check(module, source)
-    if diagnostics:  # a repaired parse: only the checks the repair cannot mislead
-        schedule, more = None, after_repair(more, diagnostics, source)
     return Checked(source, schedule, sort_diagnostics([*diagnostics, *more]))
 
 
 #: Errors that concern one statement alone: a repair elsewhere (a statement skipped, a placeholder)
 #: cannot cause them. Not kept: a missing setting or statement, an unknown name (its definition may
-#: be the broken statement), shapes and budgets (they add up every stage), warnings.
+#: be the broken statement), shapes and budgets (they relate stages: their passes do not even run),
+#: warnings.
 LOCAL_CODES = frozenset(
     {"E0102", "E0104", "E0106", "E0108", "E0204", "E0205", "E0207", "E0208", "E0209", "E0211",
      "E0301", "E0302", "E0303", "E0305", "E0307"}

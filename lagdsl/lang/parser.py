@@ -155,8 +155,10 @@ def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
         return None, diagnostics
     finally:
         _LEXICAL.reset(token)
+    if built:  # lexical trouble (values nested too deeply, a bad number): no tree to check
+        return None, diagnostics or built
     assert isinstance(module, ast.Module)
-    return module, diagnostics or built
+    return module, diagnostics
 
 
 # ------------------------------------------------------------------------------ tree building

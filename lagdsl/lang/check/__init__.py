@@ -24,21 +24,26 @@ from lagdsl.lang.diagnostics import Diagnostic, sort_diagnostics
 from lagdsl.lang.schedule import Schedule
 from lagdsl.lang.source import Source
 
-__all__ = ["PASSES", "Draft", "check"]
+__all__ = ["LOCAL_PASSES", "PASSES", "Draft", "check"]
 
 Pass = Callable[[Draft], Draft]
 
 PASSES: tuple[Pass, ...] = (collect, check_settings, resolve_names, check_shapes, check_budgets)
 
+#: The passes that look at one statement at a time: what runs on a tree a syntax error repaired
+#: (the later passes relate statements to each other, which a skipped statement would mislead).
+LOCAL_PASSES: tuple[Pass, ...] = (collect, check_settings)
+
 
 def check(
-    module: ast.Module, source: Source, catalogue: Catalogue | None = None
+    module: ast.Module, source: Source, catalogue: Catalogue | None = None, passes: tuple[Pass, ...] = PASSES
 ) -> tuple[Schedule | None, list[Diagnostic]]:
-    """Run every pass; the `Schedule` when there is no error, and all diagnostics sorted."""
+    """Run the passes (every one by default); the `Schedule` when all ran without an error, and all
+    diagnostics sorted."""
     draft = Draft(source, module, catalogue or default_catalogue())
-    for check_pass in PASSES:
+    for check_pass in passes:
         draft = check_pass(draft)
     diagnostics = sort_diagnostics(draft.diagnostics)
-    if draft.failed:
+    if draft.failed or passes != PASSES:
         return None, diagnostics
     return assemble(draft), diagnostics
