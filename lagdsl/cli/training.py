@@ -21,6 +21,7 @@ Examples:
   lagdsl run schedules/quickstart.grow
   lagdsl run my.grow --out runs/try1 --max-steps 500
   lagdsl run --resume runs/try1          (FILE is optional with --resume)
+  torchrun --nproc_per_node 4 -m lagdsl run my.grow --out runs/big   (4 ranks: DDP or FSDP)
 
 Exit codes: 0 ok (also: nothing left to resume), 1 schedule errors or a diverged run,
 2 usage, data, device or disk problems, 130 after Ctrl-C, 143 after SIGTERM (a checkpoint is
