@@ -26,6 +26,18 @@ settings.register_profile("dev", database=DirectoryBasedExampleDatabase(str(_CAC
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
+def write_corpus(root: Path) -> Path:
+    """A small text corpus at `root/corpus/a.txt` (Python source: about 60 KB), for `text("corpus/*.txt")`."""
+    import json
+
+    import torch
+
+    corpus = root / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(Path(torch.__file__).read_text()[:40_000] + Path(json.__file__).read_text())
+    return corpus
+
+
 def assert_png(path: Path, *, min_width: int = 200, min_height: int = 150) -> tuple[int, int]:
     """`path` is a PNG picture of at least that size (read from its header); its size."""
     data = path.read_bytes()

@@ -32,6 +32,7 @@ from lagdsl.runtime.metrics import read, without_timing
 from lagdsl.runtime.probes import teams
 from lagdsl.runtime.run import RunError, open_data
 from lagdsl.runtime.state import Device
+from tests.conftest import write_corpus
 
 SCHEDULE = """
 schedule tiny
@@ -59,9 +60,7 @@ TOLERANCE = 1e-5  # relative: the same sums, added in another order
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("dist")
-    (root / "corpus").mkdir()
-    source = Path(torch.__file__).read_text()[:40_000] + Path(json.__file__).read_text()
-    (root / "corpus" / "a.txt").write_text(source)
+    write_corpus(root)
     for name, probes, keep, base in (
         ("seq.grow", "", "", 10),
         ("par.grow", "probes parallel", "", 10),

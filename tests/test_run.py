@@ -18,6 +18,7 @@ from lagdsl.artifacts import PlanFile, RunInfo, Summary, event_line, read_events
 from lagdsl.cli import main
 from lagdsl.runtime import checkpoint as ckpt
 from lagdsl.runtime.metrics import read, without_timing
+from tests.conftest import write_corpus
 
 TINY = """
 schedule tiny
@@ -40,10 +41,7 @@ stage four {{
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    source = Path(torch.__file__).read_text()[:40_000] + Path(json.__file__).read_text()
-    (corpus / "a.txt").write_text(source)
+    write_corpus(tmp_path)
     return tmp_path
 
 
