@@ -10,7 +10,6 @@ import click
 
 if TYPE_CHECKING:
     from lagdsl.artifacts import SpreadInfo, Study, Summary
-    from lagdsl.runtime.dist import World
 
 from lagdsl.cli import EXIT_OK, EXIT_USAGE, _device, _load_valid, main
 
@@ -61,90 +60,74 @@ def run(
     except DistError as error:
         click.echo(f"error: {error}", err=True)
         ctx.exit(EXIT_USAGE)
-    with session(world):
-        _run(ctx, world, file, out, device, seed, max_steps, dry_run, resume, quiet)
+    with session(world):  # rank 0 speaks for all (the others exit with the same code, silently)
+        from lagdsl.runtime.progress import Progress
+        from lagdsl.runtime.run import (
+            Interrupted,
+            NothingToDo,
+            RunError,
+            RunOptions,
+            execute,
+            load_for_resume,
+            prepare,
+        )
 
-
-def _run(
-    ctx: click.Context,
-    world: World,
-    file: Path | None,
-    out: Path | None,
-    device: str | None,
-    seed: int | None,
-    max_steps: int | None,
-    dry_run: bool,
-    resume: Path | None,
-    quiet: bool,
-) -> None:
-    """`run` on this rank: rank 0 speaks for all (the others exit with the same code, silently)."""
-    from lagdsl.runtime.dist import DistError
-    from lagdsl.runtime.progress import Progress
-    from lagdsl.runtime.run import (
-        Interrupted,
-        NothingToDo,
-        RunError,
-        RunOptions,
-        execute,
-        load_for_resume,
-        prepare,
-    )
-
-    def echo(message: str) -> None:
-        if world.main:
-            click.echo(message, err=True)
-
-    def say(message: str) -> None:
-        echo(f"note: {message}")
-
-    quiet = quiet or not world.main
-    try:
-        if file is not None:
-            schedule, source = _load_valid(file, ctx, quiet=not world.main)
-        else:
-            assert resume is not None
-            schedule, source = load_for_resume(resume)
-        if dry_run:
-            from lagdsl.plan import build_plan
-            from lagdsl.runtime.program import describe, lower
-
+        def echo(message: str) -> None:
             if world.main:
-                click.echo(describe(lower(build_plan(schedule)), schedule), nl=False)
-            return
-        progress = Progress(schedule.total_steps, quiet=quiet)
-        options = RunOptions(
-            out=out, device=device, seed=seed, max_steps=max_steps, quiet=quiet, resume=resume, say=say, world=world
-        )
-        engine, run_dir = prepare(schedule, source, options, progress)
-        engine.metrics.listeners.append(progress.event)
-        if resume is not None:
-            progress.note(
-                f"resuming `{run_dir}` at step {engine.step}" + (f" on {world.size} ranks" if world.distributed else "")
-            )
+                click.echo(message, err=True)
+
+        def say(message: str) -> None:
+            echo(f"note: {message}")
+
+        quiet = quiet or not world.main
         try:
-            result = execute(engine, run_dir)
-        finally:
-            progress.close()
-    except RunError as error:
-        echo(f"error: {error}")
-        ctx.exit(error.code)
-    except DistError as error:  # ranks that diverged: every rank says so
-        click.echo(f"error: {f'rank {world.rank}: ' if world.distributed else ''}{error}", err=True)
-        ctx.exit(1)
-    except NothingToDo as done:
-        echo(str(done))
-        ctx.exit(EXIT_OK)
-    except Interrupted as stop:
-        name = signal.Signals(stop.signum).name
-        echo(
-            f"interrupted ({name}): checkpoint written to `{stop.checkpoint}`; resume with "
-            f"`lagdsl run --resume {stop.run_dir}`"
-        )
-        ctx.exit(stop.exit_code)
-    if world.main:
-        if not quiet:
-            _print_summary(result.summary, result.run_dir)
-        click.echo(str(result.run_dir))
+            if file is not None:
+                schedule, source = _load_valid(file, ctx, quiet=not world.main)
+            else:
+                assert resume is not None
+                schedule, source = load_for_resume(resume)
+            if dry_run:
+                from lagdsl.plan import build_plan
+                from lagdsl.runtime.program import describe, lower
+
+                if world.main:
+                    click.echo(describe(lower(build_plan(schedule)), schedule), nl=False)
+                return
+            progress = Progress(schedule.total_steps, quiet=quiet)
+            options = RunOptions(
+                out=out, device=device, seed=seed, max_steps=max_steps, quiet=quiet, resume=resume, say=say, world=world
+            )
+            engine, run_dir = prepare(schedule, source, options, progress)
+            engine.metrics.listeners.append(progress.event)
+            if resume is not None:
+                progress.note(
+                    f"resuming `{run_dir}` at step {engine.step}"
+                    + (f" on {world.size} ranks" if world.distributed else "")
+                )
+            try:
+                result = execute(engine, run_dir)
+            finally:
+                progress.close()
+        except RunError as error:
+            echo(f"error: {error}")
+            ctx.exit(error.code)
+        except DistError as error:  # ranks that diverged: every rank says so
+            click.echo(f"error: {f'rank {world.rank}: ' if world.distributed else ''}{error}", err=True)
+            ctx.exit(1)
+        except NothingToDo as done:
+            echo(str(done))
+            ctx.exit(EXIT_OK)
+        except Interrupted as stop:
+            name = signal.Signals(stop.signum).name
+            echo(
+                f"interrupted ({name}): checkpoint written to `{stop.checkpoint}`; resume with "
+                f"`lagdsl run --resume {stop.run_dir}`"
+            )
+            ctx.exit(stop.exit_code)
+        if world.main:
+            if not quiet:
+                _print_summary(result.summary, result.run_dir)
+            click.echo(str(result.run_dir))
 
 
 def _print_summary(summary: Summary, run_dir: Path) -> None:
