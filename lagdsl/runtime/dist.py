@@ -227,3 +227,9 @@ class Team:
         dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
         for grad, summed in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
             grad.copy_(summed)
+
+
+def shares(team: Team | None) -> tuple[tuple[Shard | None, ...], float]:
+    """The shares of each global batch this rank reads (None: its own), and each one's weight in the
+    mean: a parallel probe's `team`'s, or the rank's own share at weight 1."""
+    return (team.shards, team.weight) if team is not None else ((None,), 1.0)

@@ -291,7 +291,7 @@ class Engine:
         total = torch.zeros((), device=self.dev.device)
         model.train()
         forward, ddp = self.forward(model, replicated=team is None)
-        shares, weight = (team.shards, team.weight) if team is not None else ((None,), 1.0)
+        shares, weight = dist.shares(team)
         for micro in range(schedule.accumulate):
             last = micro == schedule.accumulate - 1
             # DDP averages the gradients once, after the last micro-step's backward; FSDP likewise
@@ -326,6 +326,10 @@ class Engine:
             raise NonFiniteLoss(stage.name, step, value)
         return value, lr
 
+    def _mean(self, local: torch.Tensor, team: dist.Team | None) -> float:
+        """The mean over the ranks (of `team`: theirs) of what this rank computed on its shares."""
+        return team.loss(local) if team is not None else float(dist.all_sum(local).item()) / self.world.size
+
     def _reduce_step(self, loss: torch.Tensor) -> float:
         """This step's loss as every rank reports it (the mean over the ranks' equal shares), with
         the ranks' stop requests agreed on in the same all-reduce."""
@@ -356,17 +360,13 @@ class Engine:
             self.phase_seconds["wrap"] += time.perf_counter() - started
         return self._wrapped[1], self._wrapped[2]
 
-    def compiled(self, model: GPT) -> Forward:
-        """The model to call for training (see `forward`)."""
-        return self.forward(model)[0]
-
     @torch.no_grad()
     def evaluate(self, model: GPT, batches: int | None = None, team: dist.Team | None = None) -> float:
         """The mean validation loss over the first `batches` validation batches (default: the
         schedule's `eval` batches); under several ranks each reads its share (`team`'s ranks alone:
         theirs)."""
         batches = self.eval_batches if batches is None else batches
-        shares, weight = (team.shards, team.weight) if team is not None else ((None,), 1.0)
+        shares, weight = dist.shares(team)
         model.eval()
         total = torch.zeros((), device=self.dev.device)
         for index in range(batches):
@@ -378,7 +378,7 @@ class Engine:
                 total += loss.float() * weight
         model.train()
         mean = total / batches
-        return team.loss(mean) if team is not None else float(dist.all_sum(mean).item()) / self.world.size
+        return self._mean(mean, team)
 
     def _eval(self, ins: P.Eval) -> None:
         val_loss = self.evaluate(self.state.model)
@@ -473,7 +473,7 @@ class Engine:
         if rule.metric == "val_loss":
             return self.evaluate(model, team=team)
         if not losses:  # probe 0 steps: the loss right after growth, on the stage's first batch
-            shares, weight = (team.shards, team.weight) if team is not None else ((None,), 1.0)
+            shares, weight = dist.shares(team)
             total = torch.zeros((), device=self.dev.device)
             model.eval()
             with torch.no_grad(), self.autocast():
@@ -483,7 +483,7 @@ class Engine:
                     assert loss is not None
                     total += loss.float() * weight
             model.train()
-            return team.loss(total) if team is not None else float(dist.all_sum(total).item()) / self.world.size
+            return self._mean(total, team)
         assert rule.window is not None
         return sum(losses[-rule.window :]) / rule.window
 
