@@ -91,4 +91,4 @@ def _counts(errors: int, warnings: int) -> str:
 
 
 # the commands register themselves on `main` as they are imported
-from lagdsl.cli import front, training  # noqa: E402, F401
+from lagdsl.cli import front, model, training  # noqa: E402, F401

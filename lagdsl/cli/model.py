@@ -1,0 +1,210 @@
+"""The commands that take a trained model out of lagdsl: export, sample; and tokenize, which
+prepares a corpus's tokens ahead of a run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from lagdsl.cli import EXIT_USAGE, _device, main
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from lagdsl.runtime.trained import Trained
+
+
+def _open(ctx: click.Context, run_dir: Path, checkpoint: Path | None, tokenizer: Path | None) -> Trained:
+    from lagdsl.runtime.trained import TrainedError, open_trained
+
+    try:
+        return open_trained(run_dir, checkpoint, tokenizer, say=lambda m: click.echo(f"note: {m}", err=True))
+    except TrainedError as error:
+        click.echo(f"error: {error}", err=True)
+        ctx.exit(EXIT_USAGE)
+
+
+_RUN_DIR = click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+_CHECKPOINT = click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, path_type=Path),
+    help="A checkpoint of the run (checkpoints/step-...) instead of its final model.",
+)
+_TOKENIZER = click.option(
+    "--tokenizer",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A tokenizer.json to use instead of the run's (needed for `tokens` data trained without one).",
+)
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  lagdsl export runs/quickstart-20261129-120000 -o hf/quickstart
+  lagdsl export runs/big --checkpoint runs/big/checkpoints/step-000004000-000012.pt --dtype bf16
+
+Then, in Python: transformers.AutoModelForCausalLM.from_pretrained("hf/quickstart")
+(and AutoTokenizer). Exit codes: 0 ok, 2 not a run, a damaged model, or a model LLaMA cannot hold."""
+)
+@_RUN_DIR
+@_CHECKPOINT
+@_TOKENIZER
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Folder [RUN_DIR/hf].")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.pass_context
+def export(
+    ctx: click.Context,
+    run_dir: Path,
+    checkpoint: Path | None,
+    tokenizer: Path | None,
+    output: Path | None,
+    dtype: str,
+) -> None:
+    """Write a run's model as a Hugging Face LlamaForCausalLM folder (safetensors, config, tokenizer)."""
+    from lagdsl.model.export import ExportError, export_model
+    from lagdsl.text import tokenizer as tok
+
+    trained = _open(ctx, run_dir, checkpoint, tokenizer)
+    if trained.tokenizer_json is None:
+        click.echo(
+            f"error: `{run_dir}` trained on token ids with no tokenizer: give the one that made them, "
+            "`--tokenizer tokenizer.json`",
+            err=True,
+        )
+        ctx.exit(EXIT_USAGE)
+    out = output or run_dir / "hf"
+    special = tok.special_ids(tok.byte_level() if trained.byte_data else _from_json(trained.tokenizer_json))
+    try:
+        files = export_model(trained.state, trained.config, trained.tokenizer_json, out, dtype, special)
+    except ExportError as error:
+        click.echo(f"error: {error}", err=True)
+        ctx.exit(EXIT_USAGE)
+    except OSError as error:
+        click.echo(f"error: cannot write `{out}`: {error.strerror or error}", err=True)
+        ctx.exit(EXIT_USAGE)
+    config = trained.config
+    click.echo(
+        f"exported {trained.source} ({config.depth} layers, width {config.width}, {dtype}): "
+        f"{len(files)} files in {out}",
+        err=True,
+    )
+    click.echo(str(out))
+
+
+def _from_json(text: str) -> Tokenizer:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(text)
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  lagdsl sample runs/quickstart-20261129-120000 --prompt "def main(" --max-new-tokens 200
+  lagdsl sample runs/q --prompt-file prompt.txt --temperature 0.8 --top-k 50 --num-samples 3 --seed 1
+  lagdsl sample runs/q --prompt "import os" --temperature 0     (greedy)
+
+Generated text streams to stdout as it comes (after the prompt); notes go to stderr.
+Exit codes: 0 ok, 2 not a run, a damaged model or bad options."""
+)
+@_RUN_DIR
+@_CHECKPOINT
+@_TOKENIZER
+@click.option("--prompt", help="The text to continue [a newline].")
+@click.option("--prompt-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Read it here.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option(
+    "--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True, help="0: always the likeliest."
+)
+@click.option("--top-k", type=click.IntRange(min=1), help="Draw among the K likeliest tokens.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), help="Draw from the smallest set of mass P.")
+@click.option("--seed", type=int, default=0, show_default=True, help="The same seed gives the same text.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--device", callback=_device, help="auto, cpu, cuda or cuda:N [the run's device].")
+@click.option("--no-prompt", "hide_prompt", is_flag=True, help="Print only the generated text.")
+@click.pass_context
+def sample(
+    ctx: click.Context,
+    run_dir: Path,
+    checkpoint: Path | None,
+    tokenizer: Path | None,
+    prompt: str | None,
+    prompt_file: Path | None,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    seed: int,
+    num_samples: int,
+    device: str | None,
+    hide_prompt: bool,
+) -> None:
+    """Generate text from a run's model, streaming it (a key/value cache keeps each token cheap)."""
+    if prompt is not None and prompt_file is not None:
+        raise click.UsageError("give --prompt or --prompt-file, not both")
+    if prompt_file is not None:
+        try:
+            prompt = prompt_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            click.echo(f"error: cannot read `{prompt_file}`: {error}", err=True)
+            ctx.exit(EXIT_USAGE)
+    text = prompt or "\n"
+    import torch
+
+    from lagdsl.model.generate import Generator, Sampling
+    from lagdsl.text import tokenizer as tok
+
+    trained = _open(ctx, run_dir, checkpoint, tokenizer)
+    if trained.tokenizer_json is None:
+        click.echo(
+            f"error: `{run_dir}` trained on token ids with no tokenizer, so text cannot be encoded: "
+            "give the one that made them, `--tokenizer tokenizer.json`",
+            err=True,
+        )
+        ctx.exit(EXIT_USAGE)
+    the_device = _sample_device(run_dir, device)
+    encoder = _from_json(trained.tokenizer_json)
+    ids = encoder.encode(text, add_special_tokens=False).ids
+    if not ids:
+        raise click.UsageError("the prompt encodes to no tokens: give some text")
+    if len(ids) > trained.config.context:
+        click.echo(
+            f"note: the prompt is {len(ids)} tokens, longer than the context of {trained.config.context}: "
+            f"its first {len(ids) - trained.config.context} are left out",
+            err=True,
+        )
+    stop = tok.special_ids(encoder)["eos_token_id"]
+    generator = Generator(trained.model(the_device))
+    draws = torch.Generator(device=the_device).manual_seed(seed)
+    sampling = Sampling(temperature, top_k, top_p)
+    for index in range(num_samples):
+        if index:
+            click.echo("\n" + "-" * 40)
+        if not hide_prompt:
+            click.echo(text, nl=False)
+        tokens = generator.stream(ids, max_new_tokens, sampling, draws, stop)
+        for piece in tok.stream(encoder, tokens):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        click.echo()
+
+
+def _sample_device(run_dir: Path, device: str | None) -> str:
+    """The device asked for, else the run's own (the CPU when the run's GPU is not here)."""
+    import torch
+
+    if device is None:
+        try:
+            device = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("resolved_device", "cpu")
+        except (OSError, ValueError):
+            device = "cpu"
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            click.echo(f"note: the run trained on {device}, and there is no GPU here: sampling on the CPU", err=True)
+            device = "cpu"
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)

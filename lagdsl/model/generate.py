@@ -1,0 +1,137 @@
+"""Generation with a key/value cache: the model's inference path.
+
+Training never goes through here: `forward` stays the one path that training, probes and growth
+use. `Generator` runs the same modules (the same weights, norms, MLPs and rotary tables) one new
+token at a time, keeping each block's keys and values, so a token costs one position's work instead
+of the whole window's. Past the context the window slides: the cache is rebuilt from the newest half
+context of tokens (positions must stay within the rotary tables the model trained with).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lagdsl.model.gpt import GPT
+from lagdsl.model.kernels import rotary_qkv_reference
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen: `temperature` 0 is greedy (the most likely token); otherwise
+    the logits are divided by `temperature` and cut to the `top_k` most likely tokens and to the
+    smallest set whose probability reaches `top_p`, before a draw."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError("temperature must be 0 (greedy) or more")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError("top_k must be at least 1")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+
+    def choose(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The next token of each row of `logits` (B, vocab): (B, 1)."""
+        if self.temperature == 0:
+            return logits.argmax(-1, keepdim=True)
+        logits = logits.float() / self.temperature
+        if self.top_k is not None and self.top_k < logits.size(-1):
+            kth = torch.topk(logits, self.top_k).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p is not None and self.top_p < 1:
+            ordered, order = logits.sort(-1, descending=True)
+            mass = ordered.softmax(-1).cumsum(-1)
+            drop = mass - ordered.softmax(-1) >= self.top_p  # tokens wholly past the nucleus
+            logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
+        return torch.multinomial(logits.softmax(-1), 1, generator=generator)
+
+
+GREEDY = Sampling(temperature=0.0)
+
+
+class Generator:
+    """Continues token sequences with `model` (put in eval mode), keeping a key/value cache."""
+
+    def __init__(self, model: GPT) -> None:
+        self.model = model.eval()
+        config = model.config
+        self.context = config.context
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.length = 0
+
+    def _reset(self, batch: int) -> None:
+        config, weight = self.model.config, self.model.embed.weight
+        shape = (batch, config.heads, config.context, config.head_size)
+        self.keys = [weight.new_empty(shape) for _ in range(config.depth)]
+        self.values = [weight.new_empty(shape) for _ in range(config.depth)]
+        self.length = 0
+
+    @torch.no_grad()
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits (B, vocab) after `idx` (B, T), the tokens that follow those already cached."""
+        model = self.model
+        batch, time = idx.shape
+        start, end = self.length, self.length + time
+        if end > self.context:
+            raise ValueError(f"{end} positions do not fit the context of {self.context}")
+        cos, sin = model.get_buffer("rotary_cos")[start:end], model.get_buffer("rotary_sin")[start:end]
+        x = model.embed(idx)
+        for i in range(len(model.blocks)):
+            block = model.block(i)
+            attn = block.attn
+            qkv = attn.qkv(block.norm1(x)).view(batch, time, 3, attn.heads, attn.head_size)
+            q, k, v = rotary_qkv_reference(qkv, cos, sin)
+            self.keys[i][:, :, start:end] = k
+            self.values[i][:, :, start:end] = v
+            keys, values = self.keys[i][:, :, :end], self.values[i][:, :, :end]
+            if time == 1:  # the newest token sees every cached one
+                y = F.scaled_dot_product_attention(q, keys, values)
+            elif start == 0:
+                y = F.scaled_dot_product_attention(q, keys, values, is_causal=True)
+            else:  # several new tokens after cached ones: each sees the cache and its predecessors
+                mask = torch.ones(time, end, dtype=torch.bool, device=idx.device).tril(start)
+                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+            x = x + attn.o(y.transpose(1, 2).reshape(batch, time, -1))
+            x = x + block.mlp(block.norm2(x))
+        self.length = end
+        return model.lm_head(model.norm(x[:, -1]))
+
+    def prefill(self, idx: torch.Tensor) -> torch.Tensor:
+        """A new cache holding `idx` (B, T <= context); the logits after it."""
+        self._reset(idx.size(0))
+        return self.forward(idx)
+
+    def stream(
+        self,
+        prompt: list[int],
+        max_new_tokens: int,
+        sampling: Sampling = GREEDY,
+        generator: torch.Generator | None = None,
+        stop: int | None = None,
+    ) -> Iterator[int]:
+        """The tokens that follow `prompt` (at most its last `context`), one at a time, until
+        `max_new_tokens` or the `stop` token (which is given too)."""
+        if not prompt:
+            raise ValueError("the prompt needs at least one token")
+        device = self.model.embed.weight.device
+        window = list(prompt[-self.context :])
+        logits = self.prefill(torch.tensor([window], device=device))
+        for _ in range(max_new_tokens):
+            token = int(sampling.choose(logits, generator)[0, 0])
+            yield token
+            if token == stop:
+                return
+            window.append(token)
+            if self.length == self.context:  # full: slide the window by half a context
+                window = window[-max(1, self.context // 2) :]
+                logits = self.prefill(torch.tensor([window], device=device))
+            else:
+                logits = self.forward(torch.tensor([[token]], device=device))

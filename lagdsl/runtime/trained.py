@@ -1,0 +1,110 @@
+"""A run's trained model, as `lagdsl export` and `lagdsl sample` read it: the weights (the run's
+`final/`, or a checkpoint), the model's config and the run's tokenizer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lagdsl.model.gpt import GPT, GPTConfig
+from lagdsl.runtime import checkpoint as ckpt
+from lagdsl.text import tokenizer as tok
+
+#: The run directory's copy of the tokenizer its data was tokenized with (none for byte data).
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class TrainedError(Exception):
+    """A run whose model cannot be read; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained model's weights (whole, on the CPU), config and tokenizer."""
+
+    config: GPTConfig
+    state: dict[str, torch.Tensor]
+    tokenizer_json: str | None  # None: token ids with no tokenizer known
+    source: Path  # where the weights came from
+
+    def model(self, device: torch.device | str = "cpu") -> GPT:
+        model = GPT(self.config)
+        model.load_state_dict(self.state)
+        return model.to(device).eval()
+
+    @property
+    def byte_data(self) -> bool:
+        return self.tokenizer_json == tok.byte_level_json()
+
+
+def open_trained(
+    run_dir: Path,
+    checkpoint: Path | None = None,
+    tokenizer: Path | None = None,
+    say: Callable[[str], None] = lambda message: None,
+) -> Trained:
+    """The model of `run_dir`: from `checkpoint` if given, else `final/`, else (an unfinished run)
+    the newest intact checkpoint, with a note through `say`. The tokenizer: `tokenizer` if given,
+    else the run's copy, else bytes for byte data (a run of `tokens` without a tokenizer has none)."""
+    if not (run_dir / "run.json").is_file():
+        raise TrainedError(f"`{run_dir}` is not a run directory (it has no `run.json`)")
+    if checkpoint is not None:
+        config, state = _from_checkpoint(checkpoint)
+        source = checkpoint
+    elif (run_dir / "final" / "model.pt").exists():
+        source = run_dir / "final" / "model.pt"
+        config, state = _from_final(run_dir / "final")
+    else:
+        newest = ckpt.newest_intact(run_dir / "checkpoints")
+        if newest is None:
+            raise TrainedError(f"`{run_dir}` has no final model and no intact checkpoint: train it first")
+        say(f"`{run_dir}` did not finish: using its newest checkpoint, `{newest.name}`")
+        config, state = _from_checkpoint(newest)
+        source = newest
+    return Trained(config, state, _tokenizer_json(run_dir, tokenizer), source)
+
+
+def _from_final(final: Path) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    try:
+        payload = ckpt.load(final / "model.pt")
+        config = _config(json.loads((final / "config.json").read_text(encoding="utf-8")))
+    except ckpt.CheckpointError as error:
+        raise TrainedError(f"`{final / 'model.pt'}` {error}") from None
+    except (OSError, ValueError) as error:
+        raise TrainedError(f"`{final / 'config.json'}` cannot be read: {error}") from None
+    return config, payload["model"]
+
+
+def _from_checkpoint(path: Path) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    if not path.exists():
+        raise TrainedError(f"checkpoint `{path}` does not exist")
+    try:
+        payload = ckpt.load(path)
+    except ckpt.CheckpointError as error:
+        raise TrainedError(f"checkpoint `{path}` {error}") from None
+    if "config" not in payload or "model" not in payload:
+        raise TrainedError(f"`{path}` is not a lagdsl checkpoint (it holds no model and config)")
+    return _config(payload["config"]), payload["model"]
+
+
+def _config(fields: Any) -> GPTConfig:
+    try:
+        return GPTConfig(**fields)
+    except (TypeError, ValueError) as error:
+        raise TrainedError(f"the saved model config is not one this version reads: {error}") from None
+
+
+def _tokenizer_json(run_dir: Path, tokenizer: Path | None) -> str | None:
+    path = tokenizer or run_dir / TOKENIZER_FILE
+    if tokenizer is not None or path.exists():
+        try:
+            return tok.load(path).to_str()
+        except tok.TokenizerError as error:
+            raise TrainedError(str(error)) from None
+    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    return None if str(info.get("data", "")).startswith("tokens") else tok.byte_level_json()

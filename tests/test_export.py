@@ -1,0 +1,218 @@
+"""The trained model out of lagdsl: `lagdsl export` (Hugging Face), `lagdsl sample` (a KV cache)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from lagdsl.cli import main
+from lagdsl.model.generate import GREEDY, Generator, Sampling
+from lagdsl.model.gpt import GPT, GPTConfig
+from lagdsl.runtime.trained import open_trained
+from tests.conftest import write_corpus
+
+transformers = pytest.importorskip("transformers")
+
+GROWN = """
+schedule grown
+seed 1
+model gpt(context=32, width=32, heads=4, depth=1{mlp})
+data text("corpus/*.txt")
+batch 8
+optimizer adamw(lr=3e-3)
+stage base {{ train 12 steps }}
+stage bigger {{
+  grow depth by 1 with copy_top
+  grow width to 48 with net2net
+  train 12 steps
+}}
+"""
+
+
+def train(root: Path, mlp: str = "") -> Path:
+    (root / "grown.grow").write_text(GROWN.format(mlp=mlp))
+    result = CliRunner().invoke(main, ["run", "--quiet", str(root / "grown.grow"), "--out", str(root / "run")])
+    assert result.exit_code == 0, result.output
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run whose model grew in depth (1 -> 2) and width (32 -> 48), on a text corpus."""
+    root = tmp_path_factory.mktemp("grown")
+    write_corpus(root)
+    return train(root)
+
+
+def export(run_dir: Path, out: Path, *args: str):
+    return CliRunner().invoke(main, ["export", str(run_dir), "-o", str(out), *args])
+
+
+def real_text(run_dir: Path, length: int) -> list[int]:
+    text = (run_dir.parent / "corpus" / "a.txt").read_bytes()
+    return list(text[5000 : 5000 + length])
+
+
+def test_the_export_loads_in_transformers_with_equal_logits(grown: Path, tmp_path: Path) -> None:
+    result = export(grown, tmp_path / "hf")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == [
+        "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"
+    ]  # fmt: skip
+    hf, info = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert type(hf).__name__ == "LlamaForCausalLM"
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    config = hf.config
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == (2, 48, 6)
+    assert config.tie_word_embeddings and config.vocab_size == 256
+    ours = open_trained(grown).model()
+    # the grown width scaled RMSNorm's epsilon: the export must carry the model's own
+    assert config.rms_norm_eps == pytest.approx(ours.config.norm_eps) and ours.config.norm_eps != 1e-6
+    random = torch.randint(0, 256, (3, 32), generator=torch.Generator().manual_seed(0))
+    real = torch.tensor([real_text(grown, 32)])
+    with torch.no_grad():
+        for idx in (random, real):
+            assert torch.allclose(ours(idx)[0], hf(idx).logits, atol=1e-5, rtol=0)
+
+
+def test_greedy_generate_equals_lagdsl_sample(grown: Path, tmp_path: Path) -> None:
+    assert export(grown, tmp_path / "hf").exit_code == 0
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    prompt = "def main(args):\n    "
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    assert ids[0].tolist() == list(prompt.encode())  # byte data: token i is byte i
+    out = hf.generate(ids, max_new_tokens=20, do_sample=False)[0, ids.size(1) :]
+    result = CliRunner().invoke(
+        main,
+        ["sample", str(grown), "--prompt", prompt, "--max-new-tokens", "20", "--temperature", "0", "--no-prompt"],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == tokenizer.decode(out) + "\n"
+
+
+def test_a_bf16_export_agrees_within_bf16_tolerance(grown: Path, tmp_path: Path) -> None:
+    assert export(grown, tmp_path / "hf", "--dtype", "bf16").exit_code == 0
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.bfloat16)
+    assert hf.model.embed_tokens.weight.dtype == torch.bfloat16
+    idx = torch.tensor([real_text(grown, 32)])
+    with torch.no_grad():
+        ours, theirs = open_trained(grown).model()(idx)[0], hf(idx).logits.float()
+    assert (ours - theirs).abs().max() < 0.1 * ours.abs().max()
+    assert (ours.argmax(-1) == theirs.argmax(-1)).float().mean() > 0.9
+
+
+def test_the_exported_tokenizer_round_trips_text(grown: Path, tmp_path: Path) -> None:
+    assert export(grown, tmp_path / "hf").exit_code == 0
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    for text in ["plain ascii", "naïve café ✓ 日本語\n\ttabs", "\x00\x7f"]:
+        assert tokenizer.decode(tokenizer(text).input_ids) == text
+
+
+def test_a_gelu_model_is_refused_in_one_line(tmp_path: Path) -> None:
+    write_corpus(tmp_path)
+    run_dir = train(tmp_path, ", mlp=gelu")
+    result = export(run_dir, tmp_path / "hf")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: a model with `mlp=gelu` has no LLaMA equivalent (LLaMA's MLP is SwiGLU): "
+        "only `mlp=swiglu` models export to Hugging Face"
+    ]
+    assert not (tmp_path / "hf").exists()
+
+
+def test_export_and_sample_refuse_what_is_not_a_run(tmp_path: Path) -> None:
+    for command in (["export", str(tmp_path)], ["sample", str(tmp_path)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2
+        assert "is not a run directory" in result.stderr and "Traceback" not in result.output
+
+
+def test_export_of_a_checkpoint(grown: Path, tmp_path: Path) -> None:
+    """`--checkpoint`: the model at that point (here the run's last checkpoint, the final model)."""
+    newest = sorted((grown / "checkpoints").glob("step-*"))[-1]
+    assert export(grown, tmp_path / "hf", "--checkpoint", str(newest)).exit_code == 0
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    idx = torch.tensor([real_text(grown, 16)])
+    with torch.no_grad():
+        assert torch.allclose(open_trained(grown).model()(idx)[0], hf(idx).logits, atol=1e-5, rtol=0)
+
+
+# -- the KV cache
+
+
+def no_cache_greedy(model: GPT, prompt: list[int], n: int) -> list[int]:
+    """The plain loop: the whole window through `forward` for every token."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            window = torch.tensor([ids[-model.config.context :]])
+            ids.append(int(model(window)[0][0, -1].argmax()))
+    return ids[len(prompt) :]
+
+
+def random_model(seed: int = 0, context: int = 48) -> GPT:
+    model = GPT(GPTConfig(vocab=64, context=context, width=32, heads=4, depth=3))
+    model.init_weights(torch.Generator().manual_seed(seed))
+    with torch.no_grad():  # larger weights than at init: outputs that depend strongly on the input
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(8)
+    return model.eval()
+
+
+def test_greedy_with_the_cache_equals_the_loop_without_it() -> None:
+    model = random_model()
+    prompt = [3, 14, 15, 9, 26, 5]
+    cached = list(Generator(model).stream(prompt, 40, GREEDY))
+    assert cached == no_cache_greedy(model, prompt, 40)
+    assert len(set(cached)) > 3  # not one token over and over: the comparison says something
+
+
+def test_cached_logits_equal_the_full_forward_in_chunks() -> None:
+    """Prefill, then one token, then several at once (the masked path): each step's logits are the
+    full forward's at that position."""
+    model = random_model(1)
+    idx = torch.randint(0, 64, (2, 40), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = model(idx)[0]
+    generator = Generator(model)
+    for start, end in ((0, 10), (10, 11), (11, 25), (25, 40)):
+        logits = generator.prefill(idx[:, :end]) if start == 0 else generator.forward(idx[:, start:end])
+        assert torch.allclose(logits, full[:, end - 1], atol=1e-5), (start, end)
+
+
+def test_generation_past_the_context_slides_the_window() -> None:
+    model = random_model(context=16)
+    tokens = list(Generator(model).stream([1, 2, 3], 50, GREEDY))
+    assert len(tokens) == 50 and all(0 <= t < 64 for t in tokens)
+
+
+def test_sampling_is_deterministic_under_a_seed_and_follows_top_k() -> None:
+    model = random_model()
+    prompt = [1, 2, 3]
+
+    def draw(seed: int, sampling: Sampling) -> list[int]:
+        return list(Generator(model).stream(prompt, 30, sampling, torch.Generator().manual_seed(seed)))
+
+    warm = Sampling(temperature=1.0)
+    assert draw(0, warm) == draw(0, warm)
+    assert draw(0, warm) != draw(1, warm)
+    assert draw(5, Sampling(temperature=1.0, top_k=1)) == list(Generator(model).stream(prompt, 30, GREEDY))
+    assert draw(5, Sampling(temperature=1.0, top_p=1e-6)) == list(Generator(model).stream(prompt, 30, GREEDY))
+
+
+def test_sample_streams_several_samples_and_cuts_a_long_prompt(grown: Path) -> None:
+    args = ["sample", str(grown), "--max-new-tokens", "10", "--seed", "3", "--num-samples", "2", "--no-prompt"]
+    long_prompt = "x = 1\n" * 20  # 120 tokens, context 32
+    first = CliRunner().invoke(main, [*args, "--prompt", long_prompt])
+    assert first.exit_code == 0, first.output
+    assert "note: the prompt is 120 tokens, longer than the context of 32: its first 88 are left out" in first.stderr
+    assert first.stdout.count("-" * 40) == 1
+    again = CliRunner().invoke(main, [*args, "--prompt", long_prompt])
+    assert again.stdout == first.stdout
