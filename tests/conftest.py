@@ -52,3 +52,29 @@ def in_golden_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run from tests/golden, so file names in rendered output are short and stable."""
     monkeypatch.chdir(GOLDEN)
     return GOLDEN
+
+
+@pytest.fixture(autouse=True)
+def token_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Tokenized corpora cache into a folder of the test session's, not the user's cache."""
+    folder = tmp_path_factory.getbasetemp() / "token-cache"
+    monkeypatch.setenv("LAGDSL_CACHE", str(folder))
+    return folder
+
+
+def train_tokenizer(path: Path, files: list[Path], vocab: int = 320) -> Path:
+    """A small byte-level BPE tokenizer trained on `files`, with an end-of-text token, saved to `path`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train([str(f) for f in files], trainer)
+    tokenizer.save(str(path))
+    return path

@@ -26,6 +26,9 @@ class RunInfo(Artifact):
     data_fingerprint: str
     created: str
     ranks: int = 1  # how many ranks started it (a resume may use another number)
+    #: how text becomes tokens: `bytes`, `tokenizer.json` (the run directory's copy) or `ids` (token
+    #: ids whose tokenizer the schedule does not name); None in files written before it was recorded
+    tokenizer: str | None = None
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
 

@@ -208,3 +208,58 @@ def _sample_device(run_dir: Path, device: str | None) -> str:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return str(device)
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  lagdsl tokenize data/*.txt --tokenizer tokenizer.json -o data/tok
+  lagdsl tokenize shards/*.jsonl --field text --tokenizer tokenizer.json -o data/tok --val 0.01
+
+then, in the schedule: data tokens("data/tok/train.bin", val="data/tok/val.bin",
+dtype=uint16, tokenizer="data/tok/tokenizer.json")   (the line is printed)
+Exit codes: 0 ok, 2 unreadable input, a bad tokenizer or a line without the field."""
+)
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--tokenizer", "tokenizer_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder.")
+@click.option("--field", help="JSON Lines: the field that holds each line's text [text for .jsonl files].")
+@click.option("--val", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def tokenize(
+    ctx: click.Context,
+    inputs: tuple[Path, ...],
+    tokenizer_file: Path,
+    output: Path,
+    field: str | None,
+    val: float,
+    quiet: bool,
+) -> None:
+    """Tokenize text or JSON Lines files ahead of a run, into the files `tokens(...)` reads."""
+    from lagdsl.text import encode
+    from lagdsl.text import tokenizer as tok
+
+    files = list(inputs)
+    jsonl = [p.suffix == ".jsonl" for p in files]
+    if any(jsonl) and not all(jsonl):
+        raise click.UsageError("give text files or .jsonl files, not both in one corpus")
+    if all(jsonl) and field is None:
+        field = "text"
+    if not all(jsonl) and field is not None:
+        raise click.UsageError("--field is for .jsonl files")
+    try:
+        tokenizer = tok.load(tokenizer_file)
+        meta = encode.tokenize_to(files, tokenizer, field, output, val, progress=not quiet)
+    except (tok.TokenizerError, encode.EncodeError) as error:
+        click.echo(f"error: {error}", err=True)
+        ctx.exit(EXIT_USAGE)
+    click.echo(
+        f"{meta['documents']:,} documents, {meta['tokens']:,} tokens ({meta['train']:,} train, {meta['val']:,} "
+        f"validation) in {output}",
+        err=True,
+    )
+    click.echo(
+        f'data tokens("{output / "train.bin"}", val="{output / "val.bin"}", dtype={meta["dtype"]}, '
+        f'tokenizer="{output / "tokenizer.json"}")'
+    )

@@ -41,9 +41,10 @@ class Checked:
         return self.schedule is not None
 
 
-def check_source(source: Source) -> Checked:
+def check_source(source: Source, base: Path | None = None) -> Checked:
     """Parse and check; never raises for a mistake in the text. A leading byte-order mark (some
-    editors write one) is not part of the text."""
+    editors write one) is not part of the text. `base`: where the schedule's relative data paths
+    start (default: the folder of the file that `source` names)."""
     if source.text.startswith("\ufeff"):
         source = Source(source.name, source.text[1:])
     with collector_paused():
@@ -51,9 +52,9 @@ def check_source(source: Source) -> Checked:
         if module is None:
             return Checked(source, None, sort_diagnostics(diagnostics))
         if diagnostics:  # a repaired parse: only the checks the repair cannot mislead
-            _, local = check(module, source, passes=LOCAL_PASSES)
+            _, local = check(module, source, passes=LOCAL_PASSES, base=base)
             return Checked(source, None, sort_diagnostics([*diagnostics, *after_repair(local, diagnostics, source)]))
-        schedule, more = check(module, source)
+        schedule, more = check(module, source, base=base)
     return Checked(source, schedule, sort_diagnostics([*diagnostics, *more]))
 
 
@@ -63,7 +64,7 @@ def check_source(source: Source) -> Checked:
 #: warnings.
 LOCAL_CODES = frozenset(
     {"E0102", "E0104", "E0106", "E0108", "E0204", "E0205", "E0207", "E0208", "E0209", "E0211",
-     "E0301", "E0302", "E0303", "E0305", "E0307"}
+     "E0301", "E0302", "E0303", "E0305", "E0307", "E0308"}
 )  # fmt: skip
 
 
@@ -84,8 +85,8 @@ def after_repair(checked: list[Diagnostic], syntax: list[Diagnostic], source: So
     ]  # fmt: skip
 
 
-def check_text(text: str, name: str = "<text>") -> Checked:
-    return check_source(Source(name, text))
+def check_text(text: str, name: str = "<text>", base: Path | None = None) -> Checked:
+    return check_source(Source(name, text), base)
 
 
 def load(path: str | Path) -> Checked:

@@ -23,6 +23,7 @@ from lagdsl.lang.schedule import (
     CheckpointSpec,
     Dim,
     EvalSpec,
+    JsonlData,
     LRSpec,
     ModelSpec,
     ProbeSpec,
@@ -291,6 +292,7 @@ MODELS: dict[str, Signature] = {
 DATA: dict[str, Signature] = {
     "stdlib": Signature.of("stdlib", StdlibData),
     "text": Signature.of("text", TextData, positional=("glob",)),
+    "jsonl": Signature.of("jsonl", JsonlData, positional=("glob",)),
     "tokens": Signature.of("tokens", TokensData, positional=("train",)),
 }
 

@@ -78,6 +78,7 @@ CODES: dict[str, Code] = {
     "E0305": _error("`over last` used with a metric other than `loss`, or with `probe 0 steps`"),
     "E0306": _error("`vocab=auto` with data that does not fix the vocabulary"),
     "E0307": _error("an odd head size (rotary positions need an even one)"),
+    "E0308": _error("a tokenizer file that cannot be read"),
     # shapes
     "E0401": _error("a growth that does not grow"),
     "E0402": _error("an operator used on a dimension it does not grow"),

@@ -83,12 +83,30 @@ class StdlibData(_Frozen):
     val: Annotated[float, Field(gt=0.0, lt=1.0, description="`val` is the held-out share, such as `0.05`")] = 0.05
 
 
+_TOKENIZER = Annotated[
+    str | None,
+    Field(description='a Hugging Face `tokenizer.json`, such as `"tokenizer.json"` (default: bytes)'),
+]
+_VAL = Annotated[float, Field(gt=0.0, lt=1.0, description="`val` is the held-out share, such as `0.05`")]
+
+
 class TextData(_Frozen):
-    """UTF-8 text files, as bytes."""
+    """UTF-8 text files: as bytes, or as a tokenizer's tokens."""
 
     kind: Literal["text"] = "text"
     glob: Annotated[str, Field(description='the files, as a glob such as `"data/*.txt"`')]
-    val: Annotated[float, Field(gt=0.0, lt=1.0, description="`val` is the held-out share, such as `0.05`")] = 0.05
+    val: _VAL = 0.05
+    tokenizer: _TOKENIZER = None
+
+
+class JsonlData(_Frozen):
+    """JSON Lines files, one document per line in a text field: as bytes, or as a tokenizer's tokens."""
+
+    kind: Literal["jsonl"] = "jsonl"
+    glob: Annotated[str, Field(description='the files, as a glob such as `"data/*.jsonl"`')]
+    field: Annotated[str, Field(description='the field that holds each line\'s text, such as `"text"`')] = "text"
+    val: _VAL = 0.05
+    tokenizer: _TOKENIZER = None
 
 
 class TokensData(_Frozen):
@@ -98,9 +116,11 @@ class TokensData(_Frozen):
     train: Annotated[str, Field(description='the training tokens, such as `"train.bin"`')]
     val: str | None = None
     dtype: Literal["uint16", "uint32"] = "uint16"
+    #: the tokenizer that made the tokens: it fixes `vocab=auto`, and exports and samples use it
+    tokenizer: _TOKENIZER = None
 
 
-DataSpec = Annotated[StdlibData | TextData | TokensData, Field(discriminator="kind")]
+DataSpec = Annotated[StdlibData | TextData | JsonlData | TokensData, Field(discriminator="kind")]
 
 _LR = Annotated[float, Field(gt=0.0, description="a learning rate such as `3e-4`")]
 _CLIP = Annotated[float, Field(ge=0.0, description="the gradient-norm clip; `0` turns clipping off")]

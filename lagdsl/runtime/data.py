@@ -3,7 +3,10 @@
 - `stdlib()`: the running Python's standard-library `.py` files (site-packages excluded), sorted
   by path, read as bytes and joined with a newline: vocabulary 256, no download.
 - `text("glob")`: UTF-8 text files matching the glob (relative to the schedule's folder), sorted,
-  as bytes.
+  as bytes; with `tokenizer=`, as that tokenizer's tokens (`lagdsl.text.encode`: tokenized once,
+  in parallel, and cached).
+- `jsonl("glob", field="text")`: the `field` of each line of JSON Lines files, as bytes (documents
+  joined with a newline) or, with `tokenizer=`, as tokens.
 - `tokens("train.bin", val="val.bin", dtype=uint16)`: memory-mapped token arrays in nanoGPT's
   format; without `val`, the last 5% of train is held out.
 
@@ -21,11 +24,17 @@ import hashlib
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from lagdsl.lang.schedule import DataSpec, StdlibData, TextData, TokensData
+from lagdsl.lang.schedule import DataSpec, JsonlData, StdlibData, TextData, TokensData
+from lagdsl.text import encode
+from lagdsl.text import tokenizer as tok
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 VAL_SALT = 0x5EED_0FA1  # separates the validation stream from the training one
 
@@ -76,16 +85,67 @@ def _bytes_corpus(files: list[Path], val: float, what: str) -> Corpus:
     return Corpus(data[:split], data[split:], 256, digest.hexdigest(), description)
 
 
-def load_corpus(spec: DataSpec, base: Path) -> Corpus:
-    """Read the schedule's data; relative paths are taken from `base` (the schedule's folder)."""
+def _split(tokens: np.ndarray, val: float, vocab: int, fingerprint: str, description: str) -> Corpus:
+    if len(tokens) == 0:
+        raise DataError(f"{description.split(':')[0]} is empty")
+    split = int(len(tokens) * (1 - val))
+    return Corpus(tokens[:split], tokens[split:], vocab, fingerprint, description)
+
+
+def _path(name: str, base: Path) -> Path:
+    return Path(name) if Path(name).is_absolute() else base / name
+
+
+def _tokenizer(name: str, base: Path) -> Tokenizer:
+    try:
+        return tok.load(_path(name, base))
+    except tok.TokenizerError as error:
+        raise DataError(str(error)) from None
+
+
+def _encoded(files: list[Path], spec: TextData | JsonlData, what: str, base: Path, progress: bool) -> Corpus:
+    """The files as tokens of the spec's tokenizer (from the cache when it holds them)."""
+    assert spec.tokenizer is not None
+    try:
+        encoded = encode.encode_corpus(
+            files, _tokenizer(spec.tokenizer, base), spec.field if isinstance(spec, JsonlData) else None, progress
+        )
+    except encode.EncodeError as error:
+        raise DataError(str(error)) from None
+    description = (
+        f"{what}, tokenizer {spec.tokenizer}: {len(files):,} files, {encoded.documents:,} documents, "
+        f"{len(encoded.tokens):,} tokens"
+    )
+    return _split(encoded.tokens, spec.val, encoded.vocab, encoded.fingerprint, description)
+
+
+def _files(spec: TextData | JsonlData, base: Path) -> tuple[list[Path], str]:
+    what = f'{spec.kind}("{spec.glob}")'
+    pattern = spec.glob if Path(spec.glob).is_absolute() else str(base / spec.glob)
+    files = sorted(Path(p) for p in globbing.glob(pattern, recursive=True) if Path(p).is_file())
+    if not files:
+        raise DataError(f"no files match `{what}` (looked in {base})")
+    return files, what
+
+
+def load_corpus(spec: DataSpec, base: Path, progress: bool = True) -> Corpus:
+    """Read the schedule's data; relative paths are taken from `base` (the schedule's folder).
+    `progress`: show a progress bar on stderr while tokenizing."""
     if isinstance(spec, StdlibData):
         return _bytes_corpus(stdlib_files(), spec.val, "the standard library's source")
-    if isinstance(spec, TextData):
-        pattern = spec.glob if Path(spec.glob).is_absolute() else str(base / spec.glob)
-        files = sorted(Path(p) for p in globbing.glob(pattern, recursive=True) if Path(p).is_file())
-        if not files:
-            raise DataError(f'no files match `text("{spec.glob}")` (looked in {base})')
-        return _bytes_corpus(files, spec.val, f'text("{spec.glob}")')
+    if isinstance(spec, (TextData, JsonlData)):
+        files, what = _files(spec, base)
+        if spec.tokenizer is not None:
+            return _encoded(files, spec, what, base, progress)
+        if isinstance(spec, TextData):
+            return _bytes_corpus(files, spec.val, what)
+        digest = hashlib.sha256(f"jsonl\0{spec.field}\0".encode())
+        try:
+            text = "\n".join(encode.documents(files, spec.field, digest)).encode()
+        except encode.EncodeError as error:
+            raise DataError(str(error)) from None
+        data = np.frombuffer(text, dtype=np.uint8)
+        return _split(data, spec.val, 256, digest.hexdigest(), f"{what}: {len(files):,} files, {len(data):,} bytes")
     assert isinstance(spec, TokensData)
     dtype = np.dtype(spec.dtype)
 
@@ -117,6 +177,11 @@ def load_corpus(spec: DataSpec, base: Path) -> Corpus:
         digest.update(np.ascontiguousarray(part[: 1 << 20]).tobytes())
         digest.update(str(len(part)).encode())
     vocab = int(max(train.max(initial=0), val.max(initial=0))) + 1
+    if spec.tokenizer is not None:
+        size = tok.vocab_size(_tokenizer(spec.tokenizer, base))
+        if vocab > size:
+            raise DataError(f"the tokens go up to id {vocab - 1}, beyond the tokenizer's {size}: is it the one?")
+        vocab = size
     return Corpus(train, val, vocab, digest.hexdigest(), f"tokens: {len(train):,} train, {len(val):,} validation")
 
 

@@ -9,6 +9,7 @@ runs/<schedule>-<timestamp>/
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -35,25 +36,18 @@ from lagdsl.artifacts import (
     read_json,
 )
 from lagdsl.lang import check_text
-from lagdsl.lang.schedule import Schedule, Shape
+from lagdsl.lang.schedule import Schedule, Shape, TokensData
 from lagdsl.plan import build_plan
 from lagdsl.plan.render import to_json
 from lagdsl.runtime import checkpoint as ckpt
 from lagdsl.runtime import dist, sharded
-from lagdsl.runtime.data import Batches, Corpus, DataError, Shard, load_corpus
+from lagdsl.runtime.data import Batches
 from lagdsl.runtime.engine import Device, Engine, NonFiniteLoss, OnStep
+from lagdsl.runtime.inputs import RunError, apply_overrides, open_data, open_device
 from lagdsl.runtime.metrics import Metrics
 from lagdsl.runtime.program import End, Instruction, lower
 from lagdsl.runtime.state import StateDict
-
-
-class RunError(Exception):
-    """A run that cannot start or go on; `code` is the exit code (1: the schedule or the
-    numbers, 2: input, data, device); the message is one line for the user."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
+from lagdsl.runtime.trained import TOKENIZER_FILE
 
 
 class Interrupted(Exception):
@@ -97,56 +91,6 @@ def schedule_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def apply_overrides(schedule: Schedule, seed: int | None, device: str | None) -> Schedule:
-    update: dict[str, object] = {}
-    if seed is not None:
-        update["seed"] = seed
-    if device is not None:
-        update["device"] = device
-    return schedule.model_copy(update=update) if update else schedule
-
-
-def open_device(schedule: Schedule, world: dist.World = dist.ONE) -> Device:
-    """The schedule's device, checked to exist here (under several ranks, a CUDA device is the
-    rank's local one); TF32 matrix products on CUDA."""
-    try:
-        device = Device.resolve(schedule.device, schedule.precision)
-    except (RuntimeError, KeyError) as error:
-        raise RunError(f"device `{schedule.device}` is not available here: {error}") from None
-    if device.device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RunError(f"device `{schedule.device}` is not available here: no CUDA device")
-        if world.distributed:
-            if world.local_rank >= torch.cuda.device_count():
-                raise RunError(
-                    f"local rank {world.local_rank} has no GPU of its own ({torch.cuda.device_count()} here): "
-                    "start at most one rank per GPU (`torchrun --nproc_per_node`)"
-                )
-            device = Device(torch.device("cuda", world.local_rank), device.dtype)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return device
-
-
-def open_data(schedule: Schedule, base: Path, device: Device, world: dist.World = dist.ONE) -> tuple[Corpus, Batches]:
-    """The schedule's corpus (relative paths from `base`) and its batches (this rank's share of
-    each global batch), checked against the model."""
-    if schedule.batch % world.size:
-        raise RunError(
-            f"`batch {schedule.batch}` is the global batch, and {world.size} ranks cannot share it equally: "
-            f"make `batch` a multiple of {world.size}, or start a number of ranks that divides {schedule.batch}"
-        )
-    try:
-        corpus = load_corpus(schedule.data, base)
-        shard = Shard(world.rank, world.size)
-        batches = Batches(corpus, schedule.batch, schedule.model.context, schedule.seed, device.device, shard)
-    except DataError as error:
-        raise RunError(f"data: {error}") from None
-    if corpus.vocab > schedule.model.vocab:
-        raise RunError(f"data: the data has token ids up to {corpus.vocab - 1}, beyond `vocab={schedule.model.vocab}`")
-    return corpus, batches
-
-
 def prepare(
     schedule: Schedule, source_text: str, options: RunOptions, progress: OnStep | None = None
 ) -> tuple[Engine, Path]:
@@ -165,8 +109,11 @@ def new_run(
     world = options.world
     with _together(world):  # every rank's own checks, agreed on before any rank writes
         device = open_device(schedule, world)
-        corpus, batches = open_data(schedule, base, device, world)
+        corpus, batches = open_data(schedule, base, device, world, not options.quiet)
         plan = build_plan(schedule)
+
+    name = getattr(schedule.data, "tokenizer", None)
+    tokenizer = (Path(name) if Path(name).is_absolute() else base / name) if name else None
 
     def create() -> Path:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -179,6 +126,8 @@ def new_run(
             raise RunError(f"cannot create the run directory `{run_dir}`: {_reason(error)}") from None
         _write_text(run_dir / "schedule.grow", source_text)
         _write_text(run_dir / "plan.json", to_json(plan))
+        if tokenizer is not None:  # the run's own copy: exports and samples need no other file
+            _write_text(run_dir / TOKENIZER_FILE, tokenizer.read_text(encoding="utf-8"))
         info = RunInfo(
             lagdsl=__version__,
             schedule=schedule.name,
@@ -190,6 +139,7 @@ def new_run(
             base=str(base),
             data=corpus.description,
             data_fingerprint=corpus.fingerprint,
+            tokenizer=TOKENIZER_FILE if tokenizer else "ids" if isinstance(schedule.data, TokensData) else "bytes",
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             ranks=world.size,
         )
@@ -219,7 +169,7 @@ def resume_run(
             )
         schedule = apply_overrides(schedule, meta.seed, meta.device)
         device = open_device(schedule, world)
-        corpus, batches = open_data(schedule, Path(meta.base), device, world)
+        corpus, batches = open_data(schedule, Path(meta.base), device, world, not options.quiet)
         if meta.data_fingerprint != corpus.fingerprint:
             raise RunError(f"data: the data differs from what `{run_dir}` was trained on (its fingerprint changed)")
         if not (run_dir / "metrics.jsonl").exists():
@@ -485,7 +435,12 @@ def load_for_resume(run_dir: Path) -> tuple[Schedule, str]:
         text = path.read_text(encoding="utf-8")
     except OSError:
         raise RunError(f"`{run_dir}` is not a run directory (it has no `schedule.grow`)") from None
-    result = check_text(text, str(path))
+    base = None
+    # relative data paths (a tokenizer's) start where the schedule first was; a damaged run.json is
+    # the resume's own checks' to report
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        base = Path(json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["base"])
+    result = check_text(text, str(path), base)
     if result.schedule is None:
         raise RunError(f"the schedule in `{run_dir}` no longer validates", code=1)
     return result.schedule, text

@@ -100,11 +100,16 @@ def _config(fields: Any) -> GPTConfig:
 
 
 def _tokenizer_json(run_dir: Path, tokenizer: Path | None) -> str | None:
-    path = tokenizer or run_dir / TOKENIZER_FILE
-    if tokenizer is not None or path.exists():
-        try:
-            return tok.load(path).to_str()
-        except tok.TokenizerError as error:
-            raise TrainedError(str(error)) from None
-    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    return None if str(info.get("data", "")).startswith("tokens") else tok.byte_level_json()
+    """The text of the tokenizer: `tokenizer`, else the one `run.json` names (`bytes`, the run's
+    `tokenizer.json`, or `ids`: none)."""
+    try:
+        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        kind = info.get("tokenizer") or ("ids" if str(info.get("data", "")).startswith("tokens") else "bytes")
+    except (OSError, ValueError, AttributeError):
+        raise TrainedError(f"`{run_dir / 'run.json'}` cannot be read: is this a run directory?") from None
+    if tokenizer is None and kind != TOKENIZER_FILE:
+        return None if kind == "ids" else tok.byte_level_json()
+    try:
+        return tok.load(tokenizer or run_dir / TOKENIZER_FILE).to_str()
+    except tok.TokenizerError as error:
+        raise TrainedError(str(error)) from None

@@ -10,6 +10,7 @@ what depends on it, so one mistake gives one diagnostic. Once every pass ran wit
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from lagdsl.lang import syntax as ast
 from lagdsl.lang.catalogue import Catalogue, default_catalogue
@@ -36,11 +37,15 @@ LOCAL_PASSES: tuple[Pass, ...] = (collect, check_settings)
 
 
 def check(
-    module: ast.Module, source: Source, catalogue: Catalogue | None = None, passes: tuple[Pass, ...] = PASSES
+    module: ast.Module,
+    source: Source,
+    catalogue: Catalogue | None = None,
+    passes: tuple[Pass, ...] = PASSES,
+    base: Path | None = None,
 ) -> tuple[Schedule | None, list[Diagnostic]]:
     """Run the passes (every one by default); the `Schedule` when all ran without an error, and all
-    diagnostics sorted."""
-    draft = Draft(source, module, catalogue or default_catalogue())
+    diagnostics sorted. `base`: where relative data paths start (default: the source's folder)."""
+    draft = Draft(source, module, catalogue or default_catalogue(), base)
     for check_pass in passes:
         draft = check_pass(draft)
     diagnostics = sort_diagnostics(draft.diagnostics)

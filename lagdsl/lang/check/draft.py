@@ -7,6 +7,7 @@ later passes skip what depends on it, so one mistake gives one diagnostic.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lagdsl.lang import syntax as ast
 from lagdsl.lang.catalogue import Catalogue, OperatorInfo
@@ -17,6 +18,7 @@ from lagdsl.lang.schedule import (
     CheckpointSpec,
     Dim,
     EvalSpec,
+    JsonlData,
     LRSpec,
     ModelSpec,
     SelectRule,
@@ -28,7 +30,7 @@ from lagdsl.lang.schedule import (
 from lagdsl.lang.source import Source, Span
 
 Args = dict[str, object]
-Data = StdlibData | TextData | TokensData
+Data = StdlibData | TextData | JsonlData | TokensData
 
 
 @dataclass
@@ -121,6 +123,7 @@ class Settings:
     probes: str | None = None
     model: ModelSpec | None = None
     data: Data | None = None
+    tokenizer_vocab: int | None = None  # the size of the data's tokenizer, when it names one
     batch: int | None = None
     accumulate: int | None = None
     optimizer: AdamW | SGD | None = None
@@ -137,6 +140,8 @@ class Draft:
     source: Source
     module: ast.Module
     catalogue: Catalogue
+    #: where the schedule's relative data paths start (default: the source file's folder)
+    base: Path | None = None
     diagnostics: list[Diagnostic] = field(default_factory=list)
     # collect
     setting_nodes: dict[str, ast.Setting] = field(default_factory=dict)
@@ -160,6 +165,13 @@ class Draft:
     def report(self, code: str, message: str, span: Span, label: str = "", help: str | None = None) -> None:
         """Add a diagnostic; its severity is the code's."""
         self.diagnostics.append(Diagnostic(code, message, span, label, help))
+
+    @property
+    def data_base(self) -> Path:
+        """The folder that relative data paths (the tokenizer's) are read from."""
+        if self.base is not None:
+            return self.base
+        return Path(self.source.name).parent if not self.source.name.startswith("<") else Path.cwd()
 
     @property
     def failed(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from lagdsl.lang import syntax as ast
 from lagdsl.lang.catalogue import (
@@ -18,12 +19,23 @@ from lagdsl.lang.catalogue import (
 from lagdsl.lang.check.draft import Args, Draft, Every, LRCall
 from lagdsl.lang.diagnostics import did_you_mean, one_of
 from lagdsl.lang.params import Param, Signature, bind, coerce, show
-from lagdsl.lang.schedule import SGD, AdamW, ModelSpec, Schedule, Shape, StdlibData, TextData, TokensData
+from lagdsl.lang.schedule import (
+    SGD,
+    AdamW,
+    JsonlData,
+    ModelSpec,
+    Schedule,
+    Shape,
+    StdlibData,
+    TextData,
+    TokensData,
+)
 
 BYTE_VOCAB = 256
-_DATA_MODELS: dict[str, type[StdlibData | TextData | TokensData]] = {
+_DATA_MODELS: dict[str, type[StdlibData | TextData | JsonlData | TokensData]] = {
     "stdlib": StdlibData,
     "text": TextData,
+    "jsonl": JsonlData,
     "tokens": TokensData,
 }
 _OPTIMIZER_MODELS: dict[str, type[AdamW | SGD]] = {"adamw": AdamW, "sgd": SGD}
@@ -130,17 +142,30 @@ def _model(draft: Draft, setting: ast.Setting) -> None:
             f"{hint}: every head needs an even size",
         )
         return
+    data, tokenizer_vocab = draft.settings.data, draft.settings.tokenizer_vocab
+    if data is not None and getattr(data, "tokenizer", None) is not None and tokenizer_vocab is None:
+        return  # the tokenizer could not be read (reported): its size is unknown
     if args["vocab"] == "auto":
-        if isinstance(draft.settings.data, TokensData):
+        if isinstance(data, TokensData) and tokenizer_vocab is None:
             draft.report(
                 "E0306",
-                "`vocab=auto` needs byte data, and this schedule reads `tokens`",
+                "`vocab=auto` needs byte data or a tokenizer, and this schedule reads `tokens` without one",
                 setting.value.span,
                 "vocabulary unknown",
-                "give the tokenizer's size, such as `vocab=50304`",
+                'name the tokenizer that made them, `tokens(..., tokenizer="tokenizer.json")`, '
+                "or give its size, such as `vocab=50304`",
             )
             return
-        args["vocab"] = BYTE_VOCAB
+        args["vocab"] = tokenizer_vocab or BYTE_VOCAB
+    elif isinstance(args["vocab"], int) and args["vocab"] < (tokenizer_vocab or 0):
+        draft.report(
+            "E0302",
+            f"`vocab={args['vocab']}` is smaller than the tokenizer's {tokenizer_vocab} tokens",
+            setting.value.span,
+            "too small for the data",
+            f"use `vocab=auto` (or any size from {tokenizer_vocab})",
+        )
+        return
     shape = {dim: args.pop(dim) for dim in Shape.model_fields}
     draft.settings.model = ModelSpec.model_validate({**args, "shape": shape})
 
@@ -151,8 +176,33 @@ def _nearest_divisor(n: int, near: int) -> int:
 
 def _data(draft: Draft, setting: ast.Setting) -> None:
     call = _call(draft, "data source", DATA, setting)
-    if call is not None:
-        draft.settings.data = _DATA_MODELS[call[0]].model_validate(call[1])
+    if call is None:
+        return
+    data = _DATA_MODELS[call[0]].model_validate(call[1])
+    draft.settings.data = data
+    name = getattr(data, "tokenizer", None)
+    if name is None:
+        return
+    from lagdsl.text.tokenizer import TokenizerError, load, vocab_size
+
+    path = Path(name) if Path(name).is_absolute() else draft.data_base / name
+    try:
+        draft.settings.tokenizer_vocab = vocab_size(load(path))
+    except TokenizerError as error:
+        node = setting.value
+        arg = (
+            next((a for a in node.args if a.name and a.name.value == "tokenizer"), None)
+            if isinstance(node, ast.Call)
+            else None
+        )
+        draft.report(
+            "E0308",
+            str(error),
+            arg.value.span if arg is not None else node.span,
+            "cannot read this tokenizer",
+            "give the path of a `tokenizer.json` (relative to the schedule's folder) written by Hugging Face "
+            "`tokenizers`",
+        )
 
 
 def _optimizer(draft: Draft, setting: ast.Setting) -> None:

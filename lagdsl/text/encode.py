@@ -1,0 +1,307 @@
+"""Corpora of text to tokens: read once, tokenized in parallel, cached as a memory-mapped file.
+
+A corpus is a list of files: text files (each a document; one over `PIECE` bytes is cut into pieces
+at line ends, so that every core has work) or JSON Lines files (each line an object whose `field`
+is a document). Documents are tokenized in batches by `tokenizers` (`encode_batch_fast`, which runs
+across all cores) and joined with the tokenizer's end-of-text token (its encoding of a newline
+when it has none), as byte corpora join files with a newline.
+
+The cache (`cache_root()/tokens/<key>/`: `tokens.bin` and `meta.json`) is keyed by the tokenizer's
+contents, the field, and each file's path, size and modification time, so a second run or a resume
+opens the tokens at once, and a file edited since is tokenized again. `meta.json` holds the
+fingerprint of what was read (the files' names and bytes, and the tokenizer), which runs record.
+An entry is written into a temporary folder and renamed: it is complete or absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import numpy as np
+
+from lagdsl.text.tokenizer import special_ids, vocab_size
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+PIECE = 1 << 20  # a text file's piece: large enough to be cheap to hand out, small enough to spread
+BATCH_BYTES = 16 << 20  # text per `encode_batch` call
+CACHE_VERSION = 1
+
+
+class EncodeError(Exception):
+    """Input that cannot be tokenized; the message is one line naming the file (and line)."""
+
+
+def cache_root() -> Path:
+    """`$LAGDSL_CACHE`, else `$XDG_CACHE_HOME/lagdsl`, else `~/.cache/lagdsl`."""
+    if os.environ.get("LAGDSL_CACHE"):
+        return Path(os.environ["LAGDSL_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lagdsl"
+
+
+def token_dtype(vocab: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab <= 1 << 16 else np.dtype(np.uint32)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A tokenized corpus: `tokens` (memory-mapped), what it was read from, and whether it came
+    from the cache (`cached`) or was tokenized just now."""
+
+    tokens: np.ndarray
+    vocab: int
+    fingerprint: str
+    documents: int
+    cached: bool
+
+
+# -- reading documents
+
+
+def documents(files: list[Path], field: str | None, digest: hashlib._Hash | None = None) -> Iterator[str]:
+    """Each document of `files` in order: text files (cut into pieces at line ends past `PIECE`
+    bytes), or with `field` the field of each line of JSON Lines files. `digest` is updated with
+    each file's name and bytes."""
+    for path in files:
+        try:
+            content = path.read_bytes()
+        except OSError as error:
+            raise EncodeError(f"cannot read `{path}`: {error.strerror or error}") from None
+        if digest is not None:
+            digest.update(path.name.encode() + b"\0" + content)
+        if field is None:
+            yield from _pieces(_decode(content, path))
+        else:
+            yield from _jsonl_field(content, path, field)
+
+
+def _decode(content: bytes, path: Path, line: int | None = None) -> str:
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        where = f"{path}:{line}" if line else f"{path}"
+        raise EncodeError(f"`{where}` is not UTF-8 text (byte {error.start}): convert it to UTF-8") from None
+
+
+def _pieces(text: str) -> Iterator[str]:
+    start = 0
+    while len(text) - start > PIECE:
+        cut = text.find("\n", start + PIECE) + 1 or len(text)
+        yield text[start:cut]
+        start = cut
+    if start < len(text) or not text:
+        yield text[start:]
+
+
+def _jsonl_field(content: bytes, path: Path, field: str) -> Iterator[str]:
+    for number, raw in enumerate(content.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except ValueError as error:
+            raise EncodeError(f"{path}:{number}: not a JSON object ({error}): each line must be one") from None
+        if not isinstance(record, dict):
+            raise EncodeError(f"{path}:{number}: a JSON {type(record).__name__}, not an object with `{field}`")
+        if field not in record:
+            fields = ", ".join(f"`{k}`" for k in list(record)[:6]) or "none"
+            raise EncodeError(f"{path}:{number}: no field `{field}` (its fields: {fields}): set `field=` to the text's")
+        value = record[field]
+        if not isinstance(value, str):
+            raise EncodeError(f"{path}:{number}: field `{field}` holds a {type(value).__name__}, not text")
+        yield value
+
+
+# -- tokenizing
+
+
+def write_tokens(
+    files: list[Path],
+    tokenizer: Tokenizer,
+    field: str | None,
+    stream: BinaryIO,
+    on_bytes: Callable[[int], None] = lambda n: None,
+) -> tuple[int, int, str]:
+    """Tokenize `files` into `stream` (the vocabulary's dtype); (tokens, documents, fingerprint).
+    `on_bytes(n)` after each batch of n bytes of text."""
+    from tokenizers import Tokenizer as _Tokenizer
+
+    vocab = vocab_size(tokenizer)
+    dtype = token_dtype(vocab)
+    eos = special_ids(tokenizer)["eos_token_id"]
+    separator = [eos] if eos is not None else tokenizer.encode("\n", add_special_tokens=False).ids
+    digest = hashlib.sha256(tokenizer.to_str().encode())
+    encode = getattr(_Tokenizer, "encode_batch_fast", _Tokenizer.encode_batch)
+    count = docs = 0
+    batch: list[str] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal count, docs, batch, size
+        if not batch:
+            return
+        encodings = encode(tokenizer, batch, add_special_tokens=False)
+        ids: list[int] = []
+        for encoding in encodings:
+            ids += encoding.ids
+            ids += separator
+        array = np.array(ids, dtype=dtype)
+        stream.write(array.tobytes())
+        count, docs = count + len(array), docs + len(batch)
+        on_bytes(size)
+        batch, size = [], 0
+
+    for document in documents(files, field, digest):
+        batch.append(document)
+        size += len(document)
+        if size >= BATCH_BYTES:
+            flush()
+    flush()
+    return count, docs, digest.hexdigest()
+
+
+def _key(files: list[Path], tokenizer: Tokenizer, field: str | None) -> str:
+    digest = hashlib.sha256(f"lagdsl-tokens/{CACHE_VERSION}\0{field}\0".encode())
+    digest.update(tokenizer.to_str().encode())
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError as error:
+            raise EncodeError(f"cannot read `{path}`: {error.strerror or error}") from None
+        digest.update(f"\0{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:32]
+
+
+def encode_corpus(files: list[Path], tokenizer: Tokenizer, field: str | None = None, progress: bool = True) -> Encoded:
+    """`files` tokenized: from the cache when it holds them, else now (with a progress bar on
+    stderr when `progress`), then cached."""
+    folder = cache_root() / "tokens" / _key(files, tokenizer, field)
+    vocab = vocab_size(tokenizer)
+    cached = _open_cached(folder, vocab)
+    if cached is not None:
+        return cached
+    with _locked(folder):  # one process tokenizes; the others (ranks of a run) wait, then read its tokens
+        return _open_cached(folder, vocab) or _encode_into(folder, files, tokenizer, field, progress)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on `folder`'s entry among processes of this machine (none where the
+    system has no `fcntl`: then several processes may tokenize, and the first rename wins)."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        yield
+        return
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(folder.with_name(f".{folder.name}.lock"), "w")  # noqa: SIM115 (held until the end)
+    except OSError as error:
+        raise EncodeError(f"cannot write the token cache in `{folder.parent}`: {error.strerror or error}") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _encode_into(folder: Path, files: list[Path], tokenizer: Tokenizer, field: str | None, progress: bool) -> Encoded:
+    vocab = vocab_size(tokenizer)
+    temporary = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        temporary.mkdir(parents=True)
+        total = sum(p.stat().st_size for p in files)
+        with open(temporary / "tokens.bin", "wb") as stream, _progress(total, progress) as advance:
+            count, docs, fingerprint = write_tokens(files, tokenizer, field, stream, advance)
+        meta = {"version": CACHE_VERSION, "tokens": count, "documents": docs, "vocab": vocab,
+                "dtype": token_dtype(vocab).name, "fingerprint": fingerprint,
+                "files": [str(p) for p in files]}  # fmt: skip
+        (temporary / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        with contextlib.suppress(OSError):  # another process cached the same corpus first: as good
+            temporary.rename(folder)
+    except OSError as error:
+        raise EncodeError(f"cannot write the token cache in `{folder.parent}`: {error.strerror or error}") from None
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    opened = _open_cached(folder, vocab)
+    if opened is None:
+        raise EncodeError(f"the token cache `{folder}` cannot be read back: remove it and run again")
+    return Encoded(opened.tokens, vocab, opened.fingerprint, opened.documents, cached=False)
+
+
+def _open_cached(folder: Path, vocab: int) -> Encoded | None:
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("version") != CACHE_VERSION or meta["vocab"] != vocab:
+            return None
+        dtype = np.dtype(meta["dtype"])
+        if (folder / "tokens.bin").stat().st_size != meta["tokens"] * dtype.itemsize:
+            return None  # damaged: tokenize again
+        tokens = np.memmap(folder / "tokens.bin", dtype=dtype, mode="r") if meta["tokens"] else np.zeros(0, dtype)
+        return Encoded(tokens, vocab, meta["fingerprint"], meta["documents"], cached=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class _progress:
+    """A rich progress bar over bytes of text on stderr (none when `show` is false)."""
+
+    def __init__(self, total: int, show: bool) -> None:
+        self.total, self.show = total, show and total > 0
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.show:
+            return lambda n: None
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        self.bar = Progress(
+            TextColumn("tokenizing"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            console=Console(file=sys.stderr), transient=True,
+        )  # fmt: skip
+        self.bar.start()
+        task = self.bar.add_task("tokenizing", total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.show:
+            self.bar.stop()
+
+
+def tokenize_to(
+    files: list[Path], tokenizer: Tokenizer, field: str | None, out: Path, val: float, progress: bool = True
+) -> dict[str, object]:
+    """`lagdsl tokenize`: `out/train.bin` and `out/val.bin` (the last `val` share), a copy of the
+    tokenizer and `meta.json`, for a schedule's `tokens(...)`; the meta data."""
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = vocab_size(tokenizer)
+    dtype = token_dtype(vocab)
+    whole = out / "train.bin"
+    try:
+        total = sum(p.stat().st_size for p in files)
+        with open(whole, "wb") as stream, _progress(total, progress) as advance:
+            count, docs, fingerprint = write_tokens(files, tokenizer, field, stream, advance)
+        split = int(count * (1 - val))
+        tokens = np.memmap(whole, dtype=dtype, mode="r") if count else np.zeros(0, dtype)
+        np.asarray(tokens[split:]).tofile(out / "val.bin")
+        del tokens
+        os.truncate(whole, split * dtype.itemsize)
+        tokenizer.save(str(out / "tokenizer.json"))
+    except OSError as error:
+        raise EncodeError(f"cannot write into `{out}`: {error.strerror or error}") from None
+    meta: dict[str, object] = {"tokens": count, "train": split, "val": count - split, "documents": docs,
+                               "vocab": vocab, "dtype": dtype.name, "fingerprint": fingerprint}  # fmt: skip
+    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return meta

@@ -1,0 +1,197 @@
+"""Real tokenizers: `text(..., tokenizer=)`, `jsonl(...)`, the token cache, `lagdsl tokenize`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from tokenizers import Tokenizer
+
+from lagdsl.cli import main
+from lagdsl.lang import load
+from lagdsl.text import encode
+from tests.conftest import train_tokenizer, write_corpus
+
+SCHEDULE = """
+schedule tok
+seed 0
+model gpt(context=32, width=32, heads=4, depth=1{vocab})
+data {data}
+batch 8
+optimizer adamw(lr=3e-3)
+stage base {{ train 8 steps }}
+stage deeper {{ grow depth by 1 with copy_top  train 8 steps }}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    corpus = write_corpus(tmp_path)
+    (corpus / "b.txt").write_text("def hello(name):\n    return f'hello {name}'\n" * 200)
+    train_tokenizer(tmp_path / "tokenizer.json", sorted(corpus.glob("*.txt")))
+    lines = [json.dumps({"id": i, "body": f"document {i}: " + "lorem ipsum dolor " * (i % 7 + 1)}) for i in range(400)]
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "part1.jsonl").write_text("\n".join(lines[:200]) + "\n")
+    (tmp_path / "docs" / "part2.jsonl").write_text("\n".join(lines[200:]) + "\n")
+    return tmp_path
+
+
+def write(project: Path, data: str, vocab: str = ", vocab=auto", name: str = "tok.grow") -> Path:
+    path = project / name
+    path.write_text(SCHEDULE.format(data=data, vocab=vocab))
+    return path
+
+
+def run(path: Path, out: Path):
+    return CliRunner().invoke(main, ["run", "--quiet", str(path), "--out", str(out)])
+
+
+def test_a_text_corpus_trains_with_the_tokenizer_and_its_vocabulary(project: Path) -> None:
+    path = write(project, 'text("corpus/*.txt", tokenizer="tokenizer.json")')
+    checked = load(path)
+    assert checked.ok, checked.diagnostics
+    assert checked.schedule is not None and checked.schedule.model.vocab == 320  # vocab=auto: the tokenizer's
+    result = run(path, project / "run")
+    assert result.exit_code == 0, result.output
+    info = json.loads((project / "run" / "run.json").read_text())
+    assert info["tokenizer"] == "tokenizer.json" and "tokenizer tokenizer.json" in info["data"]
+    assert (project / "run" / "tokenizer.json").read_text() == (project / "tokenizer.json").read_text()
+    summary = json.loads((project / "run" / "summary.json").read_text())
+    assert summary["final_val_loss"] < np.log(320)  # it learned something about these tokens
+
+
+def test_the_tokens_are_the_tokenizers_with_documents_ended(project: Path) -> None:
+    tokenizer = Tokenizer.from_file(str(project / "tokenizer.json"))
+    files = sorted((project / "corpus").glob("*.txt"))
+    encoded = encode.encode_corpus(files, tokenizer, progress=False)
+    eos = tokenizer.token_to_id("<|endoftext|>")
+    expected = []
+    for path in files:
+        expected += [*tokenizer.encode(path.read_text(), add_special_tokens=False).ids, eos]
+    assert encoded.tokens.tolist() == expected
+    assert encoded.documents == 2 and not encoded.cached
+
+
+def test_the_cache_is_used_the_second_time_and_refreshed_after_an_edit(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(project, 'text("corpus/*.txt", tokenizer="tokenizer.json")')
+    assert run(path, project / "first").exit_code == 0
+    calls = []
+    original = encode.write_tokens
+    monkeypatch.setattr(encode, "write_tokens", lambda *a, **k: calls.append(a) or original(*a, **k))
+    assert run(path, project / "second").exit_code == 0
+    assert calls == []  # nothing tokenized: the cache held it
+    first, second = (json.loads((project / r / "run.json").read_text()) for r in ("first", "second"))
+    assert first["data_fingerprint"] == second["data_fingerprint"]
+    # the resume of a run reads the cache too (and finds the same data)
+    result = CliRunner().invoke(main, ["run", "--quiet", "--resume", str(project / "second")])
+    assert result.exit_code == 0, result.output
+    assert calls == []
+    # an edited file is tokenized again, and the run records other data
+    with (project / "corpus" / "b.txt").open("a") as stream:
+        stream.write("one more line\n")
+    assert run(path, project / "third").exit_code == 0
+    assert len(calls) == 1
+    third = json.loads((project / "third" / "run.json").read_text())
+    assert third["data_fingerprint"] != first["data_fingerprint"]
+
+
+def test_jsonl_documents_train_with_and_without_a_tokenizer(project: Path) -> None:
+    tokenized = write(project, 'jsonl("docs/*.jsonl", field="body", tokenizer="tokenizer.json")', name="a.grow")
+    result = run(tokenized, project / "a")
+    assert result.exit_code == 0, result.output
+    assert "800 documents" not in result.output
+    info = json.loads((project / "a" / "run.json").read_text())
+    assert "400 documents" in info["data"]
+    as_bytes = write(project, 'jsonl("docs/*.jsonl", field="body")', name="b.grow")
+    assert load(as_bytes).schedule.model.vocab == 256  # type: ignore[union-attr]
+    assert run(as_bytes, project / "b").exit_code == 0
+
+
+def test_a_jsonl_line_without_the_field_is_one_line_and_exit_2(project: Path) -> None:
+    with (project / "docs" / "part2.jsonl").open("a") as stream:
+        stream.write('{"id": 400, "text": "no body here"}\n')
+    result = run(write(project, 'jsonl("docs/*.jsonl", field="body", tokenizer="tokenizer.json")'), project / "r")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: data: {project / 'docs' / 'part2.jsonl'}:201: no field `body` (its fields: `id`, `text`): "
+        "set `field=` to the text's"
+    )
+    assert not (project / "r").exists()
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt"])
+def test_a_tokenizer_that_cannot_be_read_is_a_diagnostic(project: Path, problem: str) -> None:
+    if problem == "corrupt":
+        (project / "tokenizer.json").write_text('{"model": "not really"')
+    else:
+        (project / "tokenizer.json").unlink()
+    path = write(project, 'text("corpus/*.txt", tokenizer="tokenizer.json")')
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert "E0308" in result.output and f"{path}:5:" in result.output and "Traceback" not in result.output
+    reason = "does not exist" if problem == "missing" else "is not a tokenizer file"
+    assert reason in result.output
+
+
+def test_a_vocab_smaller_than_the_tokenizer_is_an_error(project: Path) -> None:
+    path = write(project, 'text("corpus/*.txt", tokenizer="tokenizer.json")', vocab=", vocab=300")
+    checked = load(path)
+    assert [d.code for d in checked.errors] == ["E0302"]
+    assert "smaller than the tokenizer's 320 tokens" in checked.errors[0].message
+
+
+def test_lagdsl_tokenize_writes_the_files_tokens_reads(project: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["tokenize", *map(str, sorted((project / "corpus").glob("*.txt"))), "--tokenizer",
+         str(project / "tokenizer.json"), "-o", str(project / "tok"), "--val", "0.1", "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith('data tokens("')
+    meta = json.loads((project / "tok" / "meta.json").read_text())
+    train = np.fromfile(project / "tok" / "train.bin", dtype=np.uint16)
+    val = np.fromfile(project / "tok" / "val.bin", dtype=np.uint16)
+    assert len(train) == meta["train"] and len(val) == meta["val"] and meta["val"] > 0
+    cached = encode.encode_corpus(
+        sorted((project / "corpus").glob("*.txt")), Tokenizer.from_file(str(project / "tokenizer.json")), progress=False
+    )
+    assert np.concatenate([train, val]).tolist() == cached.tokens.tolist()
+    data = 'tokens("tok/train.bin", val="tok/val.bin", tokenizer="tok/tokenizer.json")'
+    path = write(project, data)
+    assert load(path).schedule.model.vocab == 320  # type: ignore[union-attr]
+    run_result = run(path, project / "run")
+    assert run_result.exit_code == 0, run_result.output
+    assert json.loads((project / "run" / "run.json").read_text())["tokenizer"] == "tokenizer.json"
+
+
+def test_lagdsl_tokenize_reports_a_bad_line(project: Path) -> None:
+    (project / "docs" / "part1.jsonl").write_text('{"text": "fine"}\nnot json\n')
+    result = CliRunner().invoke(
+        main,
+        ["tokenize", str(project / "docs" / "part1.jsonl"), "--tokenizer", str(project / "tokenizer.json"),
+         "-o", str(project / "tok"), "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {project / 'docs' / 'part1.jsonl'}:2: not a JSON object")
+
+
+def test_a_tokenizer_run_exports_and_samples_with_its_tokenizer(project: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    assert run(write(project, 'text("corpus/*.txt", tokenizer="tokenizer.json")'), project / "run").exit_code == 0
+    assert CliRunner().invoke(main, ["export", str(project / "run"), "-o", str(project / "hf")]).exit_code == 0
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(project / "hf")
+    text = "def hello(name):\n    return name"
+    assert hf_tokenizer.decode(hf_tokenizer(text).input_ids) == text
+    assert hf_tokenizer.eos_token == "<|endoftext|>"
+    config = json.loads((project / "hf" / "config.json").read_text())
+    assert config["vocab_size"] == 320 and config["eos_token_id"] == hf_tokenizer.eos_token_id
+    result = CliRunner().invoke(
+        main, ["sample", str(project / "run"), "--prompt", "def ", "--max-new-tokens", "12", "--temperature", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("def ") and len(result.stdout) > len("def \n")
