@@ -21,6 +21,8 @@ Examples:
   lagdsl run my.grow --out runs/try1 --max-steps 500
   lagdsl run --resume runs/try1          (FILE is optional with --resume)
   torchrun --nproc_per_node 4 -m lagdsl run my.grow --out runs/big   (4 ranks: DDP or FSDP)
+  lagdsl run my.grow --tensorboard tb/    (then: tensorboard --logdir tb/)
+  WANDB_MODE=offline lagdsl run my.grow --wandb my-project
 
 Exit codes: 0 ok (also: nothing left to resume), 1 schedule errors or a diverged run,
 2 usage, data, device or disk problems, 130 after Ctrl-C, 143 after SIGTERM (a checkpoint is
@@ -36,6 +38,12 @@ written first; --resume goes on from it)."""
 @click.option("--dry-run", is_flag=True, help="Print the lowered program and exit.")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Continue a run.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option(
+    "--tensorboard",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also log to TensorBoard, in this folder (needs lagdsl[tensorboard]).",
+)
+@click.option("--wandb", "wandb_project", metavar="PROJECT", help="Also log to this W&B project (needs lagdsl[wandb]).")
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -47,13 +55,22 @@ def run(
     dry_run: bool,
     resume: Path | None,
     quiet: bool,
+    tensorboard: Path | None,
+    wandb_project: str | None,
 ) -> None:
     """Train: grow the model as the schedule says, probing where it asks; write a run directory.
 
     Under `torchrun --nproc_per_node N -m lagdsl run FILE` it trains on N ranks (see `parallel`)."""
     if file is None and resume is None:
         raise click.UsageError("give a schedule FILE, or --resume RUN_DIR")
-    from lagdsl.runtime.dist import DistError, World, session
+    from lagdsl.runtime import trackers
+    from lagdsl.runtime.dist import DistError, World, any_rank, session
+
+    try:
+        trackers.require(tensorboard is not None, wandb_project is not None)
+    except trackers.TrackerError as error:
+        click.echo(f"error: {error}", err=True)
+        ctx.exit(EXIT_USAGE)
 
     try:
         world = World.from_env()
@@ -99,6 +116,17 @@ def run(
             )
             engine, run_dir = prepare(schedule, source, options, progress)
             engine.metrics.listeners.append(progress.event)
+            tracker, failure = None, ""
+            if world.main:  # rank 0 logs, as it writes metrics.jsonl
+                resumed_at = engine.step if resume is not None else None
+                try:
+                    tracker = trackers.open_trackers(run_dir, tensorboard, wandb_project, resumed_at, engine)
+                except trackers.TrackerError as error:
+                    failure = str(error)
+            if any_rank(bool(failure), engine.dev.device):  # every rank stops with rank 0
+                raise RunError(f"{failure}; then `lagdsl run --resume {run_dir}`")
+            if tracker is not None:
+                engine.metrics.listeners.append(tracker)
             if resume is not None:
                 progress.note(
                     f"resuming `{run_dir}` at step {engine.step}"
@@ -108,6 +136,8 @@ def run(
                 result = execute(engine, run_dir)
             finally:
                 progress.close()
+                if tracker is not None:
+                    tracker.close()
         except RunError as error:
             echo(f"error: {error}")
             ctx.exit(error.code)
