@@ -23,6 +23,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -32,7 +33,7 @@ import numpy as np
 from lagdsl.text.tokenizer import special_ids, vocab_size
 
 if TYPE_CHECKING:
-    from tokenizers import Tokenizer
+    from tokenizers import Encoding, Tokenizer
 
 PIECE = 1 << 20  # a text file's piece: large enough to be cheap to hand out, small enough to spread
 BATCH_BYTES = 16 << 20  # text per `encode_batch` call
@@ -144,30 +145,41 @@ def write_tokens(
     digest = hashlib.sha256(tokenizer.to_str().encode())
     encode = getattr(_Tokenizer, "encode_batch_fast", _Tokenizer.encode_batch)
     count = docs = 0
-    batch: list[str] = []
-    size = 0
 
-    def flush() -> None:
-        nonlocal count, docs, batch, size
-        if not batch:
-            return
-        encodings = encode(tokenizer, batch, add_special_tokens=False)
+    def batches() -> Iterator[tuple[list[str], int]]:
+        batch: list[str] = []
+        size = 0
+        for document in documents(files, field, digest):
+            batch.append(document)
+            size += len(document)
+            if size >= BATCH_BYTES:
+                yield batch, size
+                batch, size = [], 0
+        if batch:
+            yield batch, size
+
+    def write(encodings: list[Encoding], size: int) -> None:
+        nonlocal count, docs
         ids: list[int] = []
         for encoding in encodings:
             ids += encoding.ids
             ids += separator
         array = np.array(ids, dtype=dtype)
         stream.write(array.tobytes())
-        count, docs = count + len(array), docs + len(batch)
+        count, docs = count + len(array), docs + len(encodings)
         on_bytes(size)
-        batch, size = [], 0
 
-    for document in documents(files, field, digest):
-        batch.append(document)
-        size += len(document)
-        if size >= BATCH_BYTES:
-            flush()
-    flush()
+    # a pipeline: `tokenizers` encodes a batch on every core (it lets go of the GIL) while this
+    # thread reads the next one and writes the last one's ids
+    with ThreadPoolExecutor(1) as pool:
+        pending: tuple[Future[list[Encoding]], int] | None = None
+        for batch, size in batches():
+            submitted = pool.submit(encode, tokenizer, batch, add_special_tokens=False)
+            if pending is not None:
+                write(pending[0].result(), pending[1])
+            pending = (submitted, size)
+        if pending is not None:
+            write(pending[0].result(), pending[1])
     return count, docs, digest.hexdigest()
 
 
