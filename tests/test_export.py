@@ -13,7 +13,7 @@ from lagdsl.cli import main
 from lagdsl.model.generate import GREEDY, Generator, Sampling
 from lagdsl.model.gpt import GPT, GPTConfig
 from lagdsl.runtime.trained import open_trained
-from tests.conftest import write_corpus
+from tests.conftest import train_tokenizer, write_corpus
 
 transformers = pytest.importorskip("transformers")
 
@@ -216,3 +216,35 @@ def test_sample_streams_several_samples_and_cuts_a_long_prompt(grown: Path) -> N
     assert first.stdout.count("-" * 40) == 1
     again = CliRunner().invoke(main, [*args, "--prompt", long_prompt])
     assert again.stdout == first.stdout
+
+
+def test_sample_on_a_missing_gpu_is_one_line(grown: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = CliRunner().invoke(main, ["sample", str(grown), "--device", "cuda", "--prompt", "x"])
+    assert result.exit_code == 2
+    assert result.stderr == "error: device `cuda` is not available here: no CUDA device (use --device cpu)\n"
+
+
+def test_a_run_of_token_ids_without_a_tokenizer_needs_one_to_export(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rng.integers(0, 100, 4000, dtype=np.uint16).tofile(tmp_path / "train.bin")
+    schedule = GROWN.format(mlp=", vocab=256").replace('text("corpus/*.txt")', 'tokens("train.bin")')
+    (tmp_path / "ids.grow").write_text(schedule)
+    result = CliRunner().invoke(main, ["run", "--quiet", str(tmp_path / "ids.grow"), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["tokenizer"] == "ids"
+    refused = export(tmp_path / "run", tmp_path / "hf")
+    assert refused.exit_code == 2 and "`--tokenizer tokenizer.json`" in refused.stderr
+    from lagdsl.text.tokenizer import byte_level
+
+    byte_level().save(str(tmp_path / "bytes.json"))  # 256 tokens: as many as the model's vocabulary
+    assert export(tmp_path / "run", tmp_path / "hf", "--tokenizer", str(tmp_path / "bytes.json")).exit_code == 0
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["vocab_size"] == 256
+    write_corpus(tmp_path)
+    bigger = train_tokenizer(tmp_path / "bigger.json", [tmp_path / "corpus" / "a.txt"], vocab=320)
+    too_big = export(tmp_path / "run", tmp_path / "hf2", "--tokenizer", str(bigger))
+    assert too_big.exit_code == 2
+    assert too_big.stderr.startswith("error: the tokenizer has 320 tokens, more than the model's vocabulary of 256")

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from tokenizers import Tokenizer
 
 from lagdsl.cli import main
 from lagdsl.lang import load
+from lagdsl.runtime.trained import open_trained
 from lagdsl.text import encode
 from tests.conftest import train_tokenizer, write_corpus
 
@@ -187,6 +189,11 @@ def test_a_tokenizer_run_exports_and_samples_with_its_tokenizer(project: Path) -
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(project / "hf")
     text = "def hello(name):\n    return name"
     assert hf_tokenizer.decode(hf_tokenizer(text).input_ids) == text
+    ids = hf_tokenizer(text, return_tensors="pt").input_ids
+    assert ids[0].tolist() == Tokenizer.from_file(str(project / "tokenizer.json")).encode(text).ids
+    hf = transformers.AutoModelForCausalLM.from_pretrained(project / "hf")
+    with torch.no_grad():
+        assert torch.allclose(open_trained(project / "run").model()(ids)[0], hf(ids).logits, atol=1e-5, rtol=0)
     assert hf_tokenizer.eos_token == "<|endoftext|>"
     config = json.loads((project / "hf" / "config.json").read_text())
     assert config["vocab_size"] == 320 and config["eos_token_id"] == hf_tokenizer.eos_token_id

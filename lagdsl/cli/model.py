@@ -77,7 +77,15 @@ def export(
         )
         ctx.exit(EXIT_USAGE)
     out = output or run_dir / "hf"
-    special = tok.special_ids(tok.byte_level() if trained.byte_data else _from_json(trained.tokenizer_json))
+    encoder = _from_json(trained.tokenizer_json)
+    if tok.vocab_size(encoder) > trained.config.vocab:
+        click.echo(
+            f"error: the tokenizer has {tok.vocab_size(encoder):,} tokens, more than the model's vocabulary of "
+            f"{trained.config.vocab:,}: give the tokenizer the run trained with",
+            err=True,
+        )
+        ctx.exit(EXIT_USAGE)
+    special = tok.special_ids(encoder)
     try:
         files = export_model(trained.state, trained.config, trained.tokenizer_json, out, dtype, special)
     except ExportError as error:
@@ -167,6 +175,9 @@ def sample(
         )
         ctx.exit(EXIT_USAGE)
     the_device = _sample_device(run_dir, device)
+    if the_device.startswith("cuda") and not torch.cuda.is_available():
+        click.echo(f"error: device `{the_device}` is not available here: no CUDA device (use --device cpu)", err=True)
+        ctx.exit(EXIT_USAGE)
     encoder = _from_json(trained.tokenizer_json)
     ids = encoder.encode(text, add_special_tokens=False).ids
     if not ids:

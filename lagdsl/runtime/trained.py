@@ -37,10 +37,6 @@ class Trained:
         model.load_state_dict(self.state)
         return model.to(device).eval()
 
-    @property
-    def byte_data(self) -> bool:
-        return self.tokenizer_json == tok.byte_level_json()
-
 
 def open_trained(
     run_dir: Path,
