@@ -202,3 +202,24 @@ def test_a_tokenizer_run_exports_and_samples_with_its_tokenizer(project: Path) -
     )
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("def ") and len(result.stdout) > len("def \n")
+
+
+def test_validate_with_a_tokenizer_and_tokenize_never_import_torch(project: Path) -> None:
+    import subprocess
+    import sys
+
+    path = write(project, 'text("corpus/*.txt", tokenizer="tokenizer.json")')
+    code = f"""
+import sys
+from click.testing import CliRunner
+from lagdsl.cli import main
+for args in (["validate", {str(path)!r}],
+             ["tokenize", {str(project / "corpus" / "a.txt")!r}, "--tokenizer", {str(project / "tokenizer.json")!r},
+              "-o", {str(project / "tok")!r}, "--quiet"]):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+print("torch" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
