@@ -77,6 +77,20 @@ def test_the_tokens_are_the_tokenizers_with_documents_ended(project: Path) -> No
     assert encoded.documents == 2 and not encoded.cached
 
 
+def test_a_large_file_is_tokenized_in_pieces_and_ended_once(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(encode, "PIECE", 1000)  # pieces of about 1 KB: a.txt is about 60 of them
+    tokenizer = Tokenizer.from_file(str(project / "tokenizer.json"))
+    files = sorted((project / "corpus").glob("*.txt"))
+    encoded = encode.encode_corpus(files, tokenizer, progress=False)
+    eos = tokenizer.token_to_id("<|endoftext|>")
+    tokens = encoded.tokens.tolist()
+    assert encoded.documents == 2 and tokens.count(eos) == 2 and tokens[-1] == eos
+    # cut at line ends, the pieces' tokens differ from the whole file's only around the cuts
+    whole = tokenizer.encode(files[0].read_text(), add_special_tokens=False).ids
+    assert abs(tokens.index(eos) - len(whole)) < len(whole) * 0.02
+    assert tokenizer.decode(tokens[: tokens.index(eos)]) == files[0].read_text()
+
+
 def test_the_cache_is_used_the_second_time_and_refreshed_after_an_edit(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -71,9 +71,19 @@ class Encoded:
 
 
 def documents(files: list[Path], field: str | None, digest: hashlib._Hash | None = None) -> Iterator[str]:
-    """Each document of `files` in order: text files (cut into pieces at line ends past `PIECE`
-    bytes), or with `field` the field of each line of JSON Lines files. `digest` is updated with
-    each file's name and bytes."""
+    """Each document of `files` in order: each text file, or with `field` the field of each line
+    of JSON Lines files. `digest` is updated with each file's name and bytes."""
+    parts: list[str] = []
+    for text, last in pieces(files, field, digest):
+        parts.append(text)
+        if last:
+            yield "".join(parts)
+            parts = []
+
+
+def pieces(files: list[Path], field: str | None, digest: hashlib._Hash | None = None) -> Iterator[tuple[str, bool]]:
+    """The documents of `files` as `documents` gives them, a text file over `PIECE` bytes cut into
+    pieces at line ends (so that every core has work); each with True when it ends its document."""
     for path in files:
         try:
             content = path.read_bytes()
@@ -82,9 +92,10 @@ def documents(files: list[Path], field: str | None, digest: hashlib._Hash | None
         if digest is not None:
             digest.update(path.name.encode() + b"\0" + content)
         if field is None:
-            yield from _pieces(_decode(content, path))
+            cut = list(_pieces(_decode(content, path)))
+            yield from ((piece, i == len(cut) - 1) for i, piece in enumerate(cut))
         else:
-            yield from _jsonl_field(content, path, field)
+            yield from ((document, True) for document in _jsonl_field(content, path, field))
 
 
 def _decode(content: bytes, path: Path, line: int | None = None) -> str:
@@ -146,40 +157,45 @@ def write_tokens(
     encode = getattr(_Tokenizer, "encode_batch_fast", _Tokenizer.encode_batch)
     count = docs = 0
 
-    def batches() -> Iterator[tuple[list[str], int]]:
-        batch: list[str] = []
-        size = 0
-        for document in documents(files, field, digest):
-            batch.append(document)
-            size += len(document)
-            if size >= BATCH_BYTES:
-                yield batch, size
-                batch, size = [], 0
-        if batch:
-            yield batch, size
+    Batch = tuple[list[str], list[bool], int]  # pieces, whether each ends its document, bytes
 
-    def write(encodings: list[Encoding], size: int) -> None:
+    def batches() -> Iterator[Batch]:
+        batch: list[str] = []
+        ends: list[bool] = []
+        size = 0
+        for piece, last in pieces(files, field, digest):
+            batch.append(piece)
+            ends.append(last)
+            size += len(piece)
+            if size >= BATCH_BYTES:
+                yield batch, ends, size
+                batch, ends, size = [], [], 0
+        if batch:
+            yield batch, ends, size
+
+    def write(encodings: list[Encoding], ends: list[bool], size: int) -> None:
         nonlocal count, docs
         ids: list[int] = []
-        for encoding in encodings:
+        for encoding, last in zip(encodings, ends, strict=True):
             ids += encoding.ids
-            ids += separator
+            if last:
+                ids += separator
         array = np.array(ids, dtype=dtype)
         stream.write(array.tobytes())
-        count, docs = count + len(array), docs + len(encodings)
+        count, docs = count + len(array), docs + sum(ends)
         on_bytes(size)
 
     # a pipeline: `tokenizers` encodes a batch on every core (it lets go of the GIL) while this
     # thread reads the next one and writes the last one's ids
     with ThreadPoolExecutor(1) as pool:
-        pending: tuple[Future[list[Encoding]], int] | None = None
-        for batch, size in batches():
+        pending: tuple[Future[list[Encoding]], list[bool], int] | None = None
+        for batch, ends, size in batches():
             submitted = pool.submit(encode, tokenizer, batch, add_special_tokens=False)
             if pending is not None:
-                write(pending[0].result(), pending[1])
-            pending = (submitted, size)
+                write(pending[0].result(), pending[1], pending[2])
+            pending = (submitted, ends, size)
         if pending is not None:
-            write(pending[0].result(), pending[1])
+            write(pending[0].result(), pending[1], pending[2])
     return count, docs, digest.hexdigest()
 
 
