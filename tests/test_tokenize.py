@@ -237,3 +237,25 @@ print("torch" in sys.modules)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_text_that_is_not_utf8_is_one_line(project: Path) -> None:
+    (project / "corpus" / "c.txt").write_bytes(b"caf\xe9, in Latin-1\n")
+    result = run(write(project, 'text("corpus/*.txt", tokenizer="tokenizer.json")'), project / "r")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: data: `{project / 'corpus' / 'c.txt'}` is not UTF-8 text (byte 3): convert it to UTF-8\n"
+    )
+
+
+def test_a_damaged_cache_entry_is_tokenized_again(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAGDSL_CACHE", str(project / "cache"))
+    tokenizer = Tokenizer.from_file(str(project / "tokenizer.json"))
+    files = sorted((project / "corpus").glob("*.txt"))
+    expected = encode.encode_corpus(files, tokenizer, progress=False).tokens.tolist()
+    (entry,) = (project / "cache" / "tokens").glob("*/tokens.bin")
+    with entry.open("r+b") as stream:  # cut short, as a full disk or a crash of another tool would
+        stream.truncate(entry.stat().st_size // 2)
+    again = encode.encode_corpus(files, tokenizer, progress=False)
+    assert not again.cached and again.tokens.tolist() == expected
+    assert encode.encode_corpus(files, tokenizer, progress=False).cached

@@ -246,7 +246,10 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def _encode_into(folder: Path, files: list[Path], tokenizer: Tokenizer, field: str | None, progress: bool) -> Encoded:
+    """Tokenize into a new entry `folder` (under the entry's lock: an entry there is damaged)."""
     vocab = vocab_size(tokenizer)
+    if folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
     temporary = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         temporary.mkdir(parents=True)
