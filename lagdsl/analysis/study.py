@@ -38,6 +38,8 @@ from lagdsl.artifacts import (
 from lagdsl.lang.schedule import Growth, Schedule, SelectRule, Stage
 
 if TYPE_CHECKING:
+    import torch
+
     from lagdsl.runtime.engine import Engine
 
 #: the losses compared with the final val loss at each lag: val loss, the probe score (what the
@@ -408,9 +410,10 @@ class _Recorder:
     def __init__(self, result: CandidateResult, lags: tuple[int, ...], start: int, eval_batches: int) -> None:
         self.result, self.lags, self.start, self.eval_batches = result, lags, start, eval_batches
 
-    def __call__(self, engine: Engine, stage: str, step: int, loss: float) -> None:
+    def __call__(self, engine: Engine, stage: str, step: int, value: torch.Tensor) -> None:
         if engine.probing is not None:  # a later probe's candidates
             return
+        loss = float(value)  # every step's loss is needed: read it now
         after = step - self.start  # updates before this step's loss
         self.result.curve.append(loss)
         if after in self.lags:

@@ -16,7 +16,6 @@ weights) and the stage trains from its first step.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -30,13 +29,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from lagdsl.artifacts import Dims, EndEvent, EvalEvent, GrowEvent, StageEvent, StepEvent
 from lagdsl.lang.lr import lr_at, rewarm_factor
-from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, SelectRule, Shape, Stage
+from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, Shape, Stage
 from lagdsl.model.gpt import GPT, GPTConfig
 from lagdsl.ops import GrowthSpec, grow
 from lagdsl.plan.cost import CostModel
 from lagdsl.runtime import dist, probes
 from lagdsl.runtime import program as P
 from lagdsl.runtime.data import Batches
+from lagdsl.runtime.losses import NonFiniteLoss, Pending
 from lagdsl.runtime.metrics import Metrics
 from lagdsl.runtime.seeds import generator, seed_for
 from lagdsl.runtime.state import Device, Recipe, StateDict, TrainState, make_optimizer, snapshot
@@ -51,16 +51,10 @@ Forward = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torc
 #: The phases whose wall time `Engine.phase_seconds` adds up.
 PHASES = ("train", "probes", "growth", "wrap", "checkpoints", "evaluation")
 
-#: Called after every training step, probes' included: (engine, stage name, step, loss).
-OnStep = Callable[["Engine", str, int, float], None]
-
-
-class NonFiniteLoss(Exception):
-    """Training diverged: the loss (or, found before a checkpoint, the weights) is not finite."""
-
-    def __init__(self, stage: str, step: int, loss: float, what: str | None = None) -> None:
-        super().__init__(f"{what or f'the loss became {loss}'} at step {step} in stage `{stage}`")
-        self.stage, self.step, self.loss = stage, step, loss
+#: Called after every training step, probes' included: (engine, stage name, step, loss). The loss
+#: is still on the device: reading it (`float(loss)`) waits for the device, so a hook reads it only
+#: when it needs the value (`lagdsl.runtime.losses`).
+OnStep = Callable[["Engine", str, int, torch.Tensor], None]
 
 
 @dataclass(frozen=True)
@@ -104,6 +98,7 @@ class Engine:
         self.interrupted = False  # set by a signal handler; honoured between steps
         self._stop_agreed = False  # under several ranks: some rank was interrupted (all-reduced)
         self._wrapped: tuple[GPT, Forward, DistributedDataParallel | None] | None = None
+        self.pending = Pending()  # mainline losses not read yet
         #: process groups of parallel probes' teams, by layout (made once, by every rank)
         self.team_groups: dict[tuple[tuple[int, ...], ...], list[ProcessGroup | None]] = {}
         self.step_seconds = 0.0  # wall time inside training steps (mainline and probe), this process
@@ -166,6 +161,7 @@ class Engine:
             saved["elapsed"] = self._probe_elapsed()
             saved["metrics_lines"] = self._probe.metrics_lines
             return saved
+        self._read_losses()  # the steps trained so far logged, so that the log and the state agree
         self.state.metrics_lines = self.metrics.lines
         return self.state.state_dict()
 
@@ -236,27 +232,39 @@ class Engine:
         `stage_index`, logging each step; a resumed state may start inside the range."""
         state = self.state
         stage = self.schedule.stages[stage_index]
-        for step in range(max(start, state.step), start + steps):
-            if self.max_steps is not None and step >= self.max_steps:
-                raise _Stop
-            loss, lr = self.train_step(state, stage, step)
-            state.step = step + 1
-            state.mainline_flops += self.cost.step_flops(stage.after, 1)
+        try:
+            for step in range(max(start, state.step), start + steps):
+                if self.max_steps is not None and step >= self.max_steps:
+                    raise _Stop
+                loss, lr = self.train_step(state, stage, step)
+                state.step = step + 1
+                state.mainline_flops += self.cost.step_flops(stage.after, 1)
+                self.pending.add(stage, step, loss, lr)
+                if self.on_step is not None:
+                    self.on_step(self, stage.name, step, loss)
+                if self._logs(step):
+                    self._read_losses()
+        finally:  # whatever comes next (a growth, a checkpoint, an interruption) sees them read
+            self._read_losses()
+
+    def _logs(self, step: int) -> bool:
+        return step % self.schedule.log_every == 0 or step == self.schedule.total_steps - 1
+
+    def _read_losses(self) -> None:
+        """Read the pending steps' losses (one transfer), check them, and log them."""
+        for stage, step, loss, lr in self.pending.take():
             self._log_step(stage, step, loss, lr)
 
     def _log_step(self, stage: Stage, step: int, loss: float, lr: float, probe: bool = False) -> None:
         state = self.state
         state.last_loss = loss
-        every = self.schedule.log_every
-        if step % every == 0 or step == self.schedule.total_steps - 1:
+        if self._logs(step):
             tokens = (step + 1) * self.schedule.tokens_per_step
             event = StepEvent(
                 step=step, stage=stage.name, loss=loss, lr=lr, tokens=tokens, flops=state.flops,
                 elapsed=round(state.elapsed(), 3), **({"from_probe": True} if probe else {}),
             )  # fmt: skip
             self.metrics.write(event)
-        if self.on_step is not None:
-            self.on_step(self, stage.name, step, loss)
 
     def autocast(self) -> AbstractContextManager[object]:
         """Autocast to the run's precision (sharded models have FSDP's mixed precision instead)."""
@@ -275,10 +283,10 @@ class Engine:
 
     def train_step(
         self, state: TrainState, stage: Stage, step: int, team: dist.Team | None = None
-    ) -> tuple[float, float]:
-        """One optimizer step of `state` on mainline step `step`'s batches; the mean loss and the LR.
-        With a `team` (the ranks of a parallel probe's group), the team's ranks alone train `state`,
-        on the same global batch."""
+    ) -> tuple[torch.Tensor, float]:
+        """One optimizer step of `state` on mainline step `step`'s batches; the mean loss (on the
+        device, not read: see `lagdsl.runtime.losses`) and the LR. With a `team` (the ranks of a
+        parallel probe's group), the team's ranks alone train `state`, on the same global batch."""
         if self.stopping:
             raise KeyboardInterrupt
         started = time.perf_counter()
@@ -320,25 +328,24 @@ class Engine:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         mean = total / schedule.accumulate
-        value = team.loss(mean) if team is not None else self._reduce_step(mean)
+        value = torch.tensor(team.loss(mean)) if team is not None else self._reduce_step(mean)
         self.step_seconds += time.perf_counter() - started
-        if not math.isfinite(value):
-            raise NonFiniteLoss(stage.name, step, value)
         return value, lr
 
-    def _mean(self, local: torch.Tensor, team: dist.Team | None) -> float:
+    def mean_over_ranks(self, local: torch.Tensor, team: dist.Team | None) -> float:
         """The mean over the ranks (of `team`: theirs) of what this rank computed on its shares."""
         return team.loss(local) if team is not None else float(dist.all_sum(local).item()) / self.world.size
 
-    def _reduce_step(self, loss: torch.Tensor) -> float:
+    def _reduce_step(self, loss: torch.Tensor) -> torch.Tensor:
         """This step's loss as every rank reports it (the mean over the ranks' equal shares), with
-        the ranks' stop requests agreed on in the same all-reduce."""
+        the ranks' stop requests agreed on in the same all-reduce (whose flag is read each step: the
+        one transfer per step that several ranks make)."""
         if not self.world.distributed:
-            return float(loss.item())
+            return loss
         both = torch.stack([loss.reshape(()), loss.new_tensor(1.0 if self.interrupted else 0.0)])
         dist.all_sum(both)
         self._stop_agreed = self._stop_agreed or bool(both[1].item() > 0)
-        return float(both[0].item()) / self.world.size
+        return both[0] / self.world.size
 
     def forward(self, model: GPT, replicated: bool = True) -> tuple[Forward, DistributedDataParallel | None]:
         """What a training step calls, built once per model object (a grown model, a new object,
@@ -378,7 +385,7 @@ class Engine:
                 total += loss.float() * weight
         model.train()
         mean = total / batches
-        return self._mean(mean, team)
+        return self.mean_over_ranks(mean, team)
 
     def _eval(self, ins: P.Eval) -> None:
         val_loss = self.evaluate(self.state.model)
@@ -428,6 +435,7 @@ class Engine:
         stage, growth = P.stage_of(self.schedule, ins)
         assert growth.op is not None
         before = self.state.model.config
+        self._wrapped = None  # the old model's wrapper would keep it (and its memory) alive
         self.state = self.grown(self.state, stage, growth, growth.op, ins.growth)
         model = self.state.model
         self.metrics.write(
@@ -443,7 +451,7 @@ class Engine:
         state (memory: the snapshot, the current candidate, the best), and a checkpoint saves this."""
         saved = snapshot(self.state)
         self._probe = _ProbeStart(saved, self.metrics.lines, time.perf_counter())
-        self._state = None
+        self._state, self._wrapped = None, None  # the mainline model lives on in the snapshot alone
         return saved
 
     def end_probe(
@@ -465,27 +473,6 @@ class Engine:
                 winner.mainline_flops += step_flops
                 self._log_step(stage, start + offset, loss, self.lr(stage, start + offset), probe=True)
             winner.step = start + k
-
-    def score(
-        self, model: GPT, rule: SelectRule, losses: list[float], start: int, team: dist.Team | None = None
-    ) -> float:
-        """A candidate's score by the selection rule (lower is better)."""
-        if rule.metric == "val_loss":
-            return self.evaluate(model, team=team)
-        if not losses:  # probe 0 steps: the loss right after growth, on the stage's first batch
-            shares, weight = dist.shares(team)
-            total = torch.zeros((), device=self.dev.device)
-            model.eval()
-            with torch.no_grad(), self.autocast():
-                for shard in shares:
-                    inputs, targets = self.batches.train(start, 0, shard)
-                    loss = model(inputs, targets)[1]
-                    assert loss is not None
-                    total += loss.float() * weight
-            model.train()
-            return self._mean(total, team)
-        assert rule.window is not None
-        return sum(losses[-rule.window :]) / rule.window
 
 
 class _Stop(Exception):

@@ -27,16 +27,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import torch
 import torch.distributed as torch_dist
 
 from lagdsl.artifacts import Dims, ProbeEvent, SelectEvent
-from lagdsl.lang.schedule import Growth, OperatorSpec, Shape, Stage
+from lagdsl.lang.schedule import Growth, OperatorSpec, SelectRule, Shape, Stage
 from lagdsl.runtime import dist
 from lagdsl.runtime import program as P
 from lagdsl.runtime.data import Shard
+from lagdsl.runtime.losses import read
 from lagdsl.runtime.state import StateDict, TrainState, restore, snapshot
 
 if TYPE_CHECKING:
+    from lagdsl.model.gpt import GPT
     from lagdsl.runtime.engine import Engine
 
 
@@ -75,14 +78,16 @@ def _train(
     start = ins.start
     engine.probing = op.label
     state = engine.grown(restore(engine.recipe, saved), stage, growth, op, ins.growth, team)
-    losses, lrs = [], []
+    pending: list[torch.Tensor] = []
+    lrs = []
     for step in range(start, start + probe.steps):
         loss, lr = engine.train_step(state, stage, step, team)
-        losses.append(loss)
+        pending.append(loss)
         lrs.append(lr)
         if show and engine.on_step is not None:
             engine.on_step(engine, stage.name, step, loss)
-    score = engine.score(state.model, probe.select, losses, start, team)
+    losses = read(pending, stage.name, start)  # one transfer for the candidate's k steps
+    score = _score(engine, state.model, probe.select, losses, start, team)
     return Result(op.label, losses, lrs, score, state.model.num_params(), engine.world.rank), state
 
 
@@ -202,3 +207,25 @@ def _select(
 
 def _dims(shape: Shape) -> Dims:
     return Dims(depth=shape.depth, width=shape.width)
+
+
+def _score(
+    engine: Engine, model: GPT, rule: SelectRule, losses: list[float], start: int, team: dist.Team | None
+) -> float:
+    """A candidate's score by the selection rule (lower is better)."""
+    if rule.metric == "val_loss":
+        return engine.evaluate(model, team=team)
+    if not losses:  # probe 0 steps: the loss right after growth, on the stage's first batch
+        shares, weight = dist.shares(team)
+        total = torch.zeros((), device=engine.dev.device)
+        model.eval()
+        with torch.no_grad(), engine.autocast():
+            for shard in shares:
+                inputs, targets = engine.batches.train(start, 0, shard)
+                loss = model(inputs, targets)[1]
+                assert loss is not None
+                total += loss.float() * weight
+        model.train()
+        return engine.mean_over_ranks(total, team)
+    assert rule.window is not None
+    return sum(losses[-rule.window :]) / rule.window

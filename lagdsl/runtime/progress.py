@@ -6,8 +6,12 @@ import sys
 import time
 from typing import TextIO
 
+import torch
+
 from lagdsl.artifacts import Artifact, EvalEvent, GrowEvent, SelectEvent
 from lagdsl.runtime.engine import Engine
+
+READ_EVERY = 0.5  # seconds between reads of the loss for the bar
 
 
 def _duration(seconds: float) -> str:
@@ -26,6 +30,8 @@ class Progress:
         self.every = max(1, self.total // 20)
         self.started = time.perf_counter()
         self.first_step: int | None = None
+        self.loss: float | None = None  # the newest loss read, and when
+        self.read_at = 0.0
         self.bar = None
         self.task = None
         if self.tty and not quiet:
@@ -40,21 +46,27 @@ class Progress:
             self.task = self.bar.add_task("starting", total=self.total, info="")
             self.bar.start()
 
-    def __call__(self, engine: Engine, stage: str, step: int, loss: float) -> None:
+    def __call__(self, engine: Engine, stage: str, step: int, loss: torch.Tensor) -> None:
         if self.quiet:
             return
         if self.first_step is None:
             self.first_step, self.started = step, time.perf_counter()
         done = engine.step if engine.probing else max(engine.step, step + 1)  # probe steps are not progress
-        elapsed = time.perf_counter() - self.started
+        now = time.perf_counter()
+        elapsed = now - self.started
+        printing = self.bar is None and engine.probing is None and (done % self.every == 0 or done == self.total)
+        if printing or (self.bar is not None and now - self.read_at >= READ_EVERY):
+            self.loss, self.read_at = float(loss), now  # reading waits for the device: not every step
         rate = (done - self.first_step) * engine.schedule.tokens_per_step / elapsed if elapsed > 0 else 0.0
         probe = f" probing {engine.probing} ({step - engine.step + 1}/{engine.probe_steps})" if engine.probing else ""
         what = f"{stage}{probe}"
-        info = f"loss {loss:.3f}" + (f"  {rate / 1000:.1f}k tok/s" if done > self.first_step + 1 else "")
+        info = (f"loss {self.loss:.3f}" if self.loss is not None else "") + (
+            f"  {rate / 1000:.1f}k tok/s" if done > self.first_step + 1 else ""
+        )
         if self.bar is not None and self.task is not None:
             self.bar.update(self.task, completed=done, description=what, info=info)
             return
-        if engine.probing is None and (done % self.every == 0 or done == self.total):
+        if printing:
             left = (self.total - done) / max(done - self.first_step, 1) * elapsed
             print(f"step {done}/{self.total} {what}: {info}, eta {_duration(left)}", file=self.stream, flush=True)
 

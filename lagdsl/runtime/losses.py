@@ -1,0 +1,61 @@
+"""Training losses kept on the device until they are needed.
+
+Reading a loss (`.item()`) makes the host wait for the device: on a GPU, once per step, that idles
+the device between steps. So a step's loss stays a tensor: the engine reads the pending ones
+together, with one transfer, at `log every` steps, at the end of each stretch of training (before
+a growth, a probe, an evaluation or a checkpoint), and a probe reads its candidate's at the end of
+its k steps. The check for a non-finite loss happens on that read and still names the step where
+the loss first became non-finite; a checkpoint is never written of non-finite weights (the run
+checks the weights themselves first).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from lagdsl.lang.schedule import Stage
+
+
+class NonFiniteLoss(Exception):
+    """Training diverged: the loss (or, found before a checkpoint, the weights) is not finite."""
+
+    def __init__(self, stage: str, step: int, loss: float, what: str | None = None) -> None:
+        super().__init__(f"{what or f'the loss became {loss}'} at step {step} in stage `{stage}`")
+        self.stage, self.step, self.loss = stage, step, loss
+
+
+def read(losses: list[torch.Tensor], stage: str, first_step: int) -> list[float]:
+    """The values of consecutive steps' `losses` (from `first_step`), with one transfer; a
+    non-finite one raises `NonFiniteLoss` naming its step."""
+    if not losses:
+        return []
+    values = torch.stack([loss.reshape(()).float() for loss in losses]).tolist()
+    for offset, value in enumerate(values):
+        if not math.isfinite(value):
+            raise NonFiniteLoss(stage, first_step + offset, value)
+    return values
+
+
+@dataclass
+class Pending:
+    """The mainline steps trained since the last read: (stage, step, loss on the device, LR)."""
+
+    steps: list[tuple[Stage, int, torch.Tensor, float]] = field(default_factory=list)
+
+    def add(self, stage: Stage, step: int, loss: torch.Tensor, lr: float) -> None:
+        self.steps.append((stage, step, loss, lr))
+
+    def take(self) -> list[tuple[Stage, int, float, float]]:
+        """The pending steps with their losses read (one transfer), emptied; `NonFiniteLoss` at the
+        first step whose loss is not finite."""
+        steps, self.steps = self.steps, []
+        if not steps:
+            return []
+        values = torch.stack([loss.reshape(()).float() for _, _, loss, _ in steps]).tolist()
+        for (stage, step, _, _), value in zip(steps, values, strict=True):
+            if not math.isfinite(value):
+                raise NonFiniteLoss(stage.name, step, value)
+        return [(stage, step, value, lr) for (stage, step, _, lr), value in zip(steps, values, strict=True)]
