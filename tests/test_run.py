@@ -94,7 +94,9 @@ def test_tiny_schedule_runs_through_every_instruction(project: Path) -> None:
     assert summary["probe_flops"] > 0 and summary["flops"] < summary["scratch_flops"]
     phases = summary["phase_seconds"]  # where the wall time went: every phase this run has took some
     assert set(phases) == {"train", "probes", "growth", "wrap", "checkpoints", "evaluation"}
-    assert all(seconds > 0 for seconds in phases.values()) and phases["train"] < summary["wall_seconds"]
+    # (`wrap` builds DDP or compile wrappers: a plain model has none, and microseconds round to 0)
+    assert all(seconds > 0 for phase, seconds in phases.items() if phase != "wrap") and phases["wrap"] >= 0
+    assert phases["train"] < summary["wall_seconds"]
     meta = json.loads((out / "run.json").read_text())
     assert len(meta["data_fingerprint"]) == 64
     # every file the run wrote is what its model says (the models users' tools get from `lagdsl schema`)

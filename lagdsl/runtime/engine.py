@@ -472,6 +472,8 @@ class Engine:
                 winner.probe_flops -= step_flops
                 winner.mainline_flops += step_flops
                 self._log_step(stage, start + offset, loss, self.lr(stage, start + offset), probe=True)
+                if self.on_step is not None:
+                    self.on_step(self, stage.name, start + offset, torch.tensor(loss))
             winner.step = start + k
 
 
