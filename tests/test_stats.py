@@ -116,3 +116,49 @@ def test_interpolate_equals_numpys_interp(points: list[float], x: float) -> None
     xs = sorted(points)
     ys = [math.sin(v) for v in xs]
     assert interpolate(xs, ys, x) == pytest.approx(float(numpy.interp(x, xs, ys)), abs=1e-12)
+
+
+# -- the study's evidence: bootstrap intervals and the paired test
+
+
+def test_a_perfect_ranking_has_a_degenerate_interval_and_no_regret() -> None:
+    from lagdsl.analysis.stats import bootstrap_interval, regret
+
+    seeds = [([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])] * 5
+    rho = bootstrap_interval(seeds, spearman, resamples=300)
+    assert rho.low == pytest.approx(1.0) and rho.high == pytest.approx(1.0)
+    loss = bootstrap_interval(seeds, regret, resamples=300)
+    assert loss.low == 0.0 and loss.high == 0.0
+
+
+def test_the_interval_widens_with_disagreeing_seeds_and_holds_the_mean() -> None:
+    from lagdsl.analysis.stats import bootstrap_interval
+
+    final = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    seeds = [(list(range(7)), final), (list(range(7))[::-1], final), ([0, 2, 1, 3, 5, 4, 6], final)]
+    mean = sum(spearman(a, f) for a, f in seeds) / 3
+    interval = bootstrap_interval(seeds, spearman, resamples=500)
+    assert interval.low is not None and interval.high is not None
+    assert interval.low < mean < interval.high and interval.high - interval.low > 0.5
+    assert bootstrap_interval(seeds, spearman, resamples=500) == interval  # seeded: the same every time
+
+
+def test_the_paired_test_is_the_exact_sign_flip_test() -> None:
+    import itertools
+
+    from lagdsl.analysis.stats import paired_greater
+
+    first, second = [0.9, 0.7, 0.8, 0.4, 0.95], [0.5, 0.6, 0.9, 0.1, 0.3]
+    test = paired_greater(first, second, resamples=300)
+    diffs = [a - b for a, b in zip(first, second, strict=True)]
+    observed = sum(diffs) / 5
+    flips = [
+        sum(s * d for s, d in zip(signs, diffs, strict=True)) / 5 for signs in itertools.product((1, -1), repeat=5)
+    ]
+    assert test.p_value == pytest.approx(sum(f >= observed - 1e-12 for f in flips) / 32)
+    assert test.mean == pytest.approx(observed) and test.n == 5
+    assert test.low is not None and test.high is not None and test.low <= observed <= test.high
+    always = paired_greater([1.0] * 5, [0.0] * 5)
+    assert always.p_value == pytest.approx(1 / 32)  # every seed agrees: the smallest p five seeds allow
+    none = paired_greater([0.5, None, 0.2], [0.5, 0.3, None])
+    assert none.n == 1 and none.p_value == 1.0

@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lagdsl.analysis import file_name
-from lagdsl.analysis.stats import Spread, argmin, kendall, spearman
+from lagdsl.analysis.stats import Spread, argmin, bootstrap_interval, kendall, paired_greater, regret, spearman
 from lagdsl.artifacts import (
+    IntervalInfo,
     LagStats,
     LagSummary,
+    PairedInfo,
     RulePick,
     RuleSummary,
     SpreadInfo,
@@ -208,6 +210,7 @@ def summarize(runs: list[StudyRun], lags: tuple[int, ...]) -> StudySummary:
                     regret=spread([s.regret for s in per_seed]),
                     relative_regret=spread([s.relative_regret for s in per_seed]),
                     picks_within_1pct=within([s.relative_regret for s in per_seed]),
+                    **(_evidence(runs, lags, i) if metric == "val" else {}),
                 )
             )
         tables[metric] = rows
@@ -218,6 +221,30 @@ def summarize(runs: list[StudyRun], lags: tuple[int, ...]) -> StudySummary:
         picks_within_1pct=within([r.relative_regret for r in rules]),
     )
     return StudySummary(val=tables["val"], score=tables["score"], train=tables["train"], rule=rule)
+
+
+def _evidence(runs: list[StudyRun], lags: tuple[int, ...], i: int) -> dict[str, object]:
+    """For the val loss at lag `lags[i]`: bootstrap intervals of rho and regret (over seeds and
+    candidates), and the paired test of rho here against rho at lag 0 (when lag 0 is studied)."""
+    pairs = []
+    for run in runs:
+        at_lag = [c.val[i] for c in run.candidates]
+        if all(v is not None for v in at_lag):
+            pairs.append(([_known(v) for v in at_lag], [c.final_val for c in run.candidates]))
+    rho, regret_ = bootstrap_interval(pairs, spearman), bootstrap_interval(pairs, regret)
+    evidence: dict[str, object] = {
+        "spearman_ci": IntervalInfo(low=rho.low, high=rho.high),
+        "regret_ci": IntervalInfo(low=regret_.low, high=regret_.high),
+    }
+    if 0 in lags and lags[i] != 0:
+        zero = lags.index(0)
+        test = paired_greater(
+            [run.stats["val"][i].spearman for run in runs], [run.stats["val"][zero].spearman for run in runs]
+        )
+        evidence["above_lag0"] = PairedInfo(
+            mean=test.mean, low=test.low, high=test.high, p_value=test.p_value, n=test.n
+        )
+    return evidence
 
 
 def _known(value: float | None) -> float:

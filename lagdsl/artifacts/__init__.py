@@ -62,8 +62,10 @@ from lagdsl.artifacts.plan import (
 from lagdsl.artifacts.run import RunInfo, Summary
 from lagdsl.artifacts.study import (
     Change,
+    IntervalInfo,
     LagStats,
     LagSummary,
+    PairedInfo,
     RulePick,
     RuleSummary,
     SpreadInfo,
@@ -90,9 +92,11 @@ __all__ = [
     "EvalEvent",
     "Event",
     "GrowEvent",
+    "IntervalInfo",
     "LagStats",
     "LagSummary",
     "OtherEvent",
+    "PairedInfo",
     "PlanEdge",
     "PlanFile",
     "PlanMemory",

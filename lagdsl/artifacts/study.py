@@ -55,6 +55,24 @@ class StudyRun(Artifact):
     best: str
 
 
+class IntervalInfo(Artifact):
+    """A 95% bootstrap interval of a mean over seeds (seeds and candidates resampled)."""
+
+    low: float | None
+    high: float | None
+
+
+class PairedInfo(Artifact):
+    """Rho at this lag minus rho at lag 0, seed by seed: the mean, its 95% bootstrap interval, and
+    the one-sided p-value of an exact sign-flip test (small: rho is larger at this lag)."""
+
+    mean: float | None
+    low: float | None
+    high: float | None
+    p_value: float | None
+    n: int
+
+
 class LagSummary(Artifact):
     lag: int
     spearman: SpreadInfo
@@ -62,6 +80,10 @@ class LagSummary(Artifact):
     regret: SpreadInfo
     relative_regret: SpreadInfo
     picks_within_1pct: str
+    #: the val metric's evidence (absent in studies written before it, and for the other metrics)
+    spearman_ci: IntervalInfo | None = None
+    regret_ci: IntervalInfo | None = None
+    above_lag0: PairedInfo | None = None
 
 
 class RuleSummary(Artifact):

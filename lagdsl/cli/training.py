@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from lagdsl.artifacts import SpreadInfo, Study, Summary
+    from lagdsl.artifacts import IntervalInfo, SpreadInfo, Study, Summary
 
 from lagdsl.cli import EXIT_OK, EXIT_USAGE, _device, _load_valid, main
 
@@ -319,6 +319,12 @@ def study(
         ctx.exit(130)
 
 
+def _interval(interval: IntervalInfo | None) -> str:
+    if interval is None or interval.low is None or interval.high is None:
+        return ""
+    return f"[{interval.low:.2f}, {interval.high:.2f}]"
+
+
 def _print_study(result: Study) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -342,6 +348,8 @@ def _print_study(result: Study) -> None:
     for column in (
         "lag",
         "rho (val)",
+        "95% CI",
+        "> lag 0: p",
         "tau (val)",
         "regret (val)",
         "rho (score)",
@@ -356,6 +364,8 @@ def _print_study(result: Study) -> None:
         table.add_row(
             f"{val.lag}{chosen}",
             show(val.spearman),
+            _interval(val.spearman_ci),
+            f"{val.above_lag0.p_value:.3f}" if val.above_lag0 and val.above_lag0.p_value is not None else "",
             show(val.kendall),
             show(val.regret, 4),
             show(score.spearman),
