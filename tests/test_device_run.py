@@ -1,0 +1,36 @@
+"""The prepared GPU evidence script (`bench/device_run.py`) must run when a GPU comes: checked here
+on a CPU at toy size."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.slow
+def test_device_run_script_runs_every_part_on_a_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "device_run.py"), "--device", "cpu", "--small", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("PASS") == 3 and "FAIL" not in result.stdout
+    data = json.loads(out.read_text())
+    throughput = data["throughput"]
+    assert throughput["lagdsl_tokens_per_s"] > 0 and throughput["hand_written_tokens_per_s"] > 0
+    assert throughput["ratio"] > 0 and throughput["lagdsl_mfu"] is None  # no known peak for a CPU
+    growth = data["growth"]
+    assert growth["grown"]["steps"] == growth["scratch"]["steps"] and growth["flops_ratio"] < 1
+    study = data["study"]
+    assert len(study["candidates"]) == 5 and study["lags"][0] == 0
+    assert len(study["spearman_val"]) == len(study["lags"])
