@@ -27,16 +27,21 @@ class NonFiniteLoss(Exception):
         self.stage, self.step, self.loss = stage, step, loss
 
 
-def read(losses: list[torch.Tensor], stage: str, first_step: int) -> list[float]:
-    """The values of consecutive steps' `losses` (from `first_step`), with one transfer; a
-    non-finite one raises `NonFiniteLoss` naming its step."""
+def _read(losses: list[torch.Tensor], where: list[tuple[str, int]]) -> list[float]:
+    """The values of `losses` with one transfer; `NonFiniteLoss` at the first non-finite one, named
+    by its (stage, step) in `where`."""
     if not losses:
         return []
     values = torch.stack([loss.reshape(()).float() for loss in losses]).tolist()
-    for offset, value in enumerate(values):
+    for (stage, step), value in zip(where, values, strict=True):
         if not math.isfinite(value):
-            raise NonFiniteLoss(stage, first_step + offset, value)
+            raise NonFiniteLoss(stage, step, value)
     return values
+
+
+def read(losses: list[torch.Tensor], stage: str, first_step: int) -> list[float]:
+    """The values of consecutive steps' `losses` (from `first_step`, in `stage`)."""
+    return _read(losses, [(stage, first_step + offset) for offset in range(len(losses))])
 
 
 @dataclass
@@ -49,13 +54,7 @@ class Pending:
         self.steps.append((stage, step, loss, lr))
 
     def take(self) -> list[tuple[Stage, int, float, float]]:
-        """The pending steps with their losses read (one transfer), emptied; `NonFiniteLoss` at the
-        first step whose loss is not finite."""
+        """The pending steps with their losses read, emptied."""
         steps, self.steps = self.steps, []
-        if not steps:
-            return []
-        values = torch.stack([loss.reshape(()).float() for _, _, loss, _ in steps]).tolist()
-        for (stage, step, _, _), value in zip(steps, values, strict=True):
-            if not math.isfinite(value):
-                raise NonFiniteLoss(stage.name, step, value)
+        values = _read([loss for _, _, loss, _ in steps], [(stage.name, step) for stage, step, _, _ in steps])
         return [(stage, step, value, lr) for (stage, step, _, lr), value in zip(steps, values, strict=True)]
