@@ -377,8 +377,13 @@ def test_compile_on_trains_and_recompiles_after_growth(project: Path) -> None:
     path = project / "compiled.grow"
     path.write_text(text)
     out = project / "compiled"
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     result = run(str(path), "--out", str(out))
     assert result.exit_code == 0, result.output
+    # one graph per model shape: nothing recompiles per step (LR, step count) or per micro-batch
+    assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])
     losses = [r["loss"] for r in events(out, "step")]
     assert len(losses) == 20 and losses[-1] < losses[0]
     saved = torch.load(out / "final" / "model.pt", weights_only=True)["model"]
