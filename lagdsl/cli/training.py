@@ -375,7 +375,7 @@ def _print_study(result: Study) -> None:
             val.picks_within_1pct,
         )
     rule = summary.rule
-    console = Console(stderr=True, width=140)
+    console = Console(stderr=True, width=180)
     console.print(table)
     console.print(
         f"the schedule's rule ({result.rule} after {result.chosen_lag} steps): regret {show(rule.regret, 4)} "
