@@ -69,15 +69,8 @@ def export(
     from lagdsl.text import tokenizer as tok
 
     trained = _open(ctx, run_dir, checkpoint, tokenizer)
-    if trained.tokenizer_json is None:
-        click.echo(
-            f"error: `{run_dir}` trained on token ids with no tokenizer: give the one that made them, "
-            "`--tokenizer tokenizer.json`",
-            err=True,
-        )
-        ctx.exit(EXIT_USAGE)
+    encoder = _tokenizer_of(ctx, trained, run_dir)
     out = output or run_dir / "hf"
-    encoder = _from_json(trained.tokenizer_json)
     if tok.vocab_size(encoder) > trained.config.vocab:
         click.echo(
             f"error: the tokenizer has {tok.vocab_size(encoder):,} tokens, more than the model's vocabulary of "
@@ -87,7 +80,7 @@ def export(
         ctx.exit(EXIT_USAGE)
     special = tok.special_ids(encoder)
     try:
-        files = export_model(trained.state, trained.config, trained.tokenizer_json, out, dtype, special)
+        files = export_model(trained.state, trained.config, encoder.to_str(), out, dtype, special)
     except ExportError as error:
         click.echo(f"error: {error}", err=True)
         ctx.exit(EXIT_USAGE)
@@ -103,10 +96,18 @@ def export(
     click.echo(str(out))
 
 
-def _from_json(text: str) -> Tokenizer:
+def _tokenizer_of(ctx: click.Context, trained: Trained, run_dir: Path) -> Tokenizer:
+    """The run's tokenizer, or one line and exit 2 for a run of token ids that names none."""
+    if trained.tokenizer_json is None:
+        click.echo(
+            f"error: `{run_dir}` trained on token ids with no tokenizer: give the one that made them, "
+            "`--tokenizer tokenizer.json`",
+            err=True,
+        )
+        ctx.exit(EXIT_USAGE)
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_str(text)
+    return Tokenizer.from_str(trained.tokenizer_json)
 
 
 @main.command(
@@ -167,18 +168,11 @@ def sample(
     from lagdsl.text import tokenizer as tok
 
     trained = _open(ctx, run_dir, checkpoint, tokenizer)
-    if trained.tokenizer_json is None:
-        click.echo(
-            f"error: `{run_dir}` trained on token ids with no tokenizer, so text cannot be encoded: "
-            "give the one that made them, `--tokenizer tokenizer.json`",
-            err=True,
-        )
-        ctx.exit(EXIT_USAGE)
+    encoder = _tokenizer_of(ctx, trained, run_dir)
     the_device = _sample_device(run_dir, device)
     if the_device.startswith("cuda") and not torch.cuda.is_available():
         click.echo(f"error: device `{the_device}` is not available here: no CUDA device (use --device cpu)", err=True)
         ctx.exit(EXIT_USAGE)
-    encoder = _from_json(trained.tokenizer_json)
     ids = encoder.encode(text, add_special_tokens=False).ids
     if not ids:
         raise click.UsageError("the prompt encodes to no tokens: give some text")
