@@ -86,50 +86,31 @@ log every 10 steps
 stage only {{ train {steps} steps }}
 """
 
-SCRATCH = """
-schedule scratch
+#: what growth, scratch and the study share: their run's model at `model_depth` layers
+HEAD = """
+schedule {name}
 seed {seed}
 device "{device}"
 precision {precision}
 compile {compile}
-model gpt(context={context}, width={width}, heads={heads}, depth={depth})
+model gpt(context={context}, width={width}, heads={heads}, depth={model_depth})
 batch {batch}
 optimizer adamw(lr={lr})
 lr cosine(warmup={warmup} steps, min={lr_min})
 eval every {eval} steps (batches=8)
 log every 10 steps
-stage only {{ train {steps} steps }}
 """
-
-GROWN = """
-schedule grown
-seed {seed}
-device "{device}"
-precision {precision}
-compile {compile}
-model gpt(context={context}, width={width}, heads={heads}, depth={start_depth})
-batch {batch}
-optimizer adamw(lr={lr})
-lr cosine(warmup={warmup} steps, min={lr_min})
-eval every {eval} steps (batches=8)
-log every 10 steps
-stage small {{ train {first} steps }}
+SCRATCH = HEAD + "stage only {{ train {steps} steps }}\n"
+GROWN = (
+    HEAD
+    + """stage small {{ train {first} steps }}
 stage middle {{ grow depth to {middle_depth} with copy_top  rewarm {warmup} steps  train {second} steps }}
 stage full {{ grow depth to {depth} with copy_top  rewarm {warmup} steps  train {rest} steps }}
 """
-
-STUDY = """
-schedule lag_study
-seed {seed}
-device "{device}"
-precision {precision}
-compile {compile}
-model gpt(context={context}, width={width}, heads={heads}, depth={start_depth})
-batch {batch}
-optimizer adamw(lr={lr})
-lr cosine(warmup={warmup} steps, min={lr_min})
-eval every {eval} steps (batches=8)
-stage base {{ train {first} steps }}
+)
+STUDY = (
+    HEAD
+    + """stage base {{ train {first} steps }}
 stage grown {{
   grow depth to {depth} {{
     candidates [copy_top, interleave, random, identity, copy_top(noise=0.01)]
@@ -138,6 +119,7 @@ stage grown {{
   train {rest} steps
 }}
 """
+)
 
 
 def checked(text: str, name: str) -> Schedule:
@@ -254,9 +236,9 @@ def growth_vs_scratch(device: str, precision: str, compile_on: bool, size: dict[
     first, second = steps // 10, steps // 4 - steps // 10  # growths at 10% and 25% of training
     rows = {}
     for name, text in (
-        ("scratch", SCRATCH.format(steps=steps, **common)),
-        ("grown", GROWN.format(start_depth=max(1, depth // 3), middle_depth=max(2, 2 * depth // 3), first=first,
-                               second=second, rest=steps - first - second, **common)),
+        ("scratch", SCRATCH.format(name="scratch", model_depth=depth, steps=steps, **common)),
+        ("grown", GROWN.format(name="grown", model_depth=max(1, depth // 3), middle_depth=max(2, 2 * depth // 3),
+                               first=first, second=second, rest=steps - first - second, **common)),
     ):  # fmt: skip
         started = time.perf_counter()
         run_dir = run(text, name, folder)
@@ -286,7 +268,8 @@ def lag_study(device: str, precision: str, compile_on: bool, size: dict[str, int
     text = STUDY.format(
         seed=0, device=device, precision=precision, compile="on" if compile_on else "off",
         context=size["grow_context"], width=size["grow_width"], heads=size["grow_heads"], batch=size["grow_batch"],
-        lr="1e-3", lr_min="1e-4", warmup=max(2, steps // 50), eval=steps, start_depth=depth // 2, depth=depth,
+        lr="1e-3", lr_min="1e-4", warmup=max(2, steps // 50), eval=steps, name="lag_study",
+        model_depth=depth // 2, depth=depth,
         first=first, rest=rest, probe=probe,
     )  # fmt: skip
     schedule = checked(text, "lag_study")
