@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, cast
@@ -94,7 +94,10 @@ def backend() -> str:
 
 @contextmanager
 def session(world: World) -> Iterator[World]:
-    """The process group of `world` (none for one rank), destroyed on every way out."""
+    """The process group of `world` (none for one rank), destroyed on every way out. After a normal
+    end the ranks meet first, so that none tears down its connections while a peer's last
+    collective is still in flight (a rank aborted at exit); after an exception a rank leaves at once,
+    as its peers may never arrive."""
     if not world.distributed:
         yield world
         return
@@ -103,6 +106,8 @@ def session(world: World) -> Iterator[World]:
     dist.init_process_group(backend(), rank=world.rank, world_size=world.size, timeout=COLLECTIVE_TIMEOUT)
     try:
         yield world
+        with suppress(Exception):
+            dist.barrier()
     finally:
         dist.destroy_process_group()
 
