@@ -3,7 +3,8 @@
 Exit codes: 0 ok, 1 the schedule has errors, 2 usage, I/O or internal problems, 130 and 143 after
 SIGINT and SIGTERM. People read stderr; stdout carries the payload (JSON, tables meant for pipes).
 The group and what every command shares live here; the commands in `front` (validate, plan,
-schema, ops: no torch) and `training` (run, report, study).
+schema, ops: no torch), `tools` (fmt, explain, init, lsp: no torch), `model` (export, sample,
+tokenize) and `training` (run, report, study).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class _Group(click.Group):
             ctx.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
+        except BrokenPipeError:  # `lagdsl ... | head`: the reader has all it wants
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            ctx.exit(EXIT_OK)
         except Exception as error:  # a bug of ours: say so plainly
             if os.environ.get("LAGDSL_DEBUG"):
                 raise
@@ -91,4 +95,4 @@ def _counts(errors: int, warnings: int) -> str:
 
 
 # the commands register themselves on `main` as they are imported
-from lagdsl.cli import front, model, training  # noqa: E402, F401
+from lagdsl.cli import front, model, tools, training  # noqa: E402, F401

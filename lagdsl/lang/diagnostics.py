@@ -166,10 +166,15 @@ def render_text(diagnostic: Diagnostic, source: Source, *, color: bool = False) 
     carets = " " * (start - 1) + "^" * (end - start)
     label = f" {diagnostic.label}" if diagnostic.label else ""
     out.append(f"{gutter} {bar} " + paint(carets + label, severity))
-    if diagnostic.help:
-        out.append(f"{gutter} {bar}")
-        out.append(f"{gutter} {paint('=', 'blue')} {paint('help', 'bold')}: {diagnostic.help}")
+    out.append(f"{gutter} {bar}")
+    out.append(f"{gutter} {paint('=', 'blue')} {paint('help', 'bold')}: {help_text(diagnostic)}")
     return "\n".join(out) + "\n"
+
+
+def help_text(diagnostic: Diagnostic) -> str:
+    """The help a person reads: the diagnostic's own, then where its code is explained."""
+    explain = f"`lagdsl explain {diagnostic.code}`"
+    return f"{diagnostic.help} (more: {explain})" if diagnostic.help else f"{explain} says more"
 
 
 def to_json_object(diagnostic: Diagnostic, source: Source) -> dict[str, object]:

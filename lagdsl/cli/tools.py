@@ -1,0 +1,118 @@
+"""The language's own tools, none of which imports torch: fmt, explain, init, lsp."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from lagdsl.cli import EXIT_INVALID, EXIT_OK, EXIT_USAGE, _color, main
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  lagdsl fmt schedules/*.grow            (rewrite the files in place)
+  lagdsl fmt --check schedules/*.grow    (CI, pre-commit: exit 1 when a file would change)
+  lagdsl fmt --diff my.grow              (show what would change, write nothing)
+
+Exit codes: 0 formatted (or already so), 1 a file has syntax errors or, with --check, would
+change, 2 a file cannot be read or written."""
+)
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 when a file is not formatted.")
+@click.option("--diff", "show_diff", is_flag=True, help="Write nothing; print a unified diff of the changes.")
+def fmt(files: tuple[Path, ...], check: bool, show_diff: bool) -> None:
+    """Rewrite .grow files in the one canonical layout (comments kept, meaning unchanged)."""
+    from lagdsl.lang.diagnostics import render_text
+    from lagdsl.lang.fmt import FormatError, format_source
+    from lagdsl.lang.source import Source
+
+    status = EXIT_OK
+    changed = 0
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            click.echo(f"error: cannot read `{path}`: {reason}", err=True)
+            status = EXIT_USAGE
+            continue
+        source = Source(str(path), text)
+        try:
+            formatted = format_source(source)
+        except FormatError as error:
+            for diagnostic in error.diagnostics:
+                click.echo(render_text(diagnostic, source, color=_color(sys.stderr)), err=True)
+            click.echo(f"{path}: not formatted: fix the syntax errors first", err=True)
+            status = max(status, EXIT_INVALID)
+            continue
+        if formatted == text:
+            continue
+        changed += 1
+        if show_diff:
+            lines = difflib.unified_diff(
+                text.splitlines(keepends=True), formatted.splitlines(keepends=True), f"{path}", f"{path} (formatted)"
+            )
+            click.echo("".join(lines), nl=False)
+        if check or show_diff:
+            if check:
+                click.echo(f"{path}: would be reformatted", err=True)
+                status = max(status, EXIT_INVALID)
+            continue
+        try:
+            _replace(path, formatted)
+        except OSError as error:
+            click.echo(f"error: cannot write `{path}`: {error.strerror or error}", err=True)
+            status = EXIT_USAGE
+            continue
+        click.echo(f"formatted {path}", err=True)
+    unchanged = len(files) - changed
+    if check and changed:
+        click.echo(f"{changed} file(s) would be reformatted, {unchanged} already formatted", err=True)
+    sys.exit(status)
+
+
+def _replace(path: Path, text: str) -> None:
+    """`path` holds `text` afterwards, or its old text if writing fails (never half of either)."""
+    temporary = path.with_name(f".{path.name}.fmt-tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        shutil.copymode(path, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  lagdsl explain E0201
+  lagdsl explain w301          (case and leading zeros do not matter)
+  lagdsl explain --list
+
+Exit codes: 0 ok, 2 not a diagnostic code."""
+)
+@click.argument("code", required=False)
+@click.option("--list", "list_codes", is_flag=True, help="List every code with its one-line meaning.")
+@click.pass_context
+def explain(ctx: click.Context, code: str | None, list_codes: bool) -> None:
+    """Explain a diagnostic code: what it means, an example that gets it, and the fix."""
+    from lagdsl.lang.diagnostics import CODES
+    from lagdsl.lang.explain import UnknownCode, page
+
+    if code is None and not list_codes:
+        raise click.UsageError("give a CODE (such as E0201), or --list")
+    if code is None:
+        for name, entry in CODES.items():
+            click.echo(f"{name}  {entry.severity:<7}  {entry.meaning}")
+        return
+    try:
+        click.echo(page(code), nl=False)
+    except UnknownCode:
+        click.echo(f"error: `{code}` is not a diagnostic code: `lagdsl explain --list` lists them", err=True)
+        ctx.exit(EXIT_USAGE)

@@ -1,0 +1,224 @@
+"""`lagdsl fmt`: one layout whatever the spacing, comments kept, meaning kept, idempotent."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lagdsl.cli import main
+from lagdsl.lang import Schedule, check_text
+from lagdsl.lang.fmt import FormatError, format_text
+from lagdsl.lang.parser import parse
+from lagdsl.lang.source import Source
+from tests.conftest import GOLDEN, ROOT, SCHEDULES
+
+PARSEABLE = [p for p in sorted(GOLDEN.glob("*.grow")) if not parse(Source(p.name, p.read_text()))[1]]
+OURS = [*SCHEDULES, *sorted((ROOT / "bench").glob("*.grow"))]
+
+
+def test_a_messy_file_gets_the_one_layout() -> None:
+    messy = """\
+# header comment
+schedule   demo
+model gpt( context = 64,width=64 ,heads=4, depth=2 )     # the model
+batch 16 accumulate   2   # two micro-batches
+optimizer adamw(lr=3e-3,betas=( 0.9,0.95 ), )
+device "cuda:0#not a comment"
+
+
+lr cosine(warmup=5%,min=2e-4) total 1_000 steps
+eval every 100 steps ( batches = 8 )
+pool ops=[copy_top,midas ,
+   identity]
+stage base { train 20k tokens
+}
+stage g{grow depth by 2{candidates ops probe 10 step select lowest loss over last 3 steps}
+  # before train
+  train 96%   # the rest
+}
+"""
+    assert (
+        format_text(messy)
+        == """\
+# header comment
+schedule demo
+model gpt(context=64, width=64, heads=4, depth=2)  # the model
+batch 16 accumulate 2                              # two micro-batches
+optimizer adamw(lr=3e-3, betas=(0.9, 0.95))
+device "cuda:0#not a comment"
+
+lr cosine(warmup=5%, min=2e-4)
+total 1_000 steps
+eval every 100 steps (batches=8)
+pool ops = [copy_top, midas, identity]
+stage base {
+  train 20k tokens
+}
+stage g {
+  grow depth by 2 {
+    candidates ops
+    probe 10 step
+    select lowest loss over last 3 steps
+  }
+  # before train
+  train 96%  # the rest
+}
+"""
+    )
+
+
+def test_comments_inside_a_statement_go_above_it_and_long_lists_take_one_item_a_line() -> None:
+    text = """\
+schedule demo
+stage s {
+  grow depth to 6 {
+    candidates [copy_top, copy_bottom, midas, interleave, # the plain ones
+                copy_top(noise=0.01), copy_bottom(noise=0.01), midas(noise=0.01)]  # and noisy
+    probe 10 steps
+  }
+  train 10 steps
+
+  # the end
+}
+# trailing words
+"""
+    assert (
+        format_text(text)
+        == """\
+schedule demo
+stage s {
+  grow depth to 6 {
+    # the plain ones
+    candidates [
+      copy_top,
+      copy_bottom,
+      midas,
+      interleave,
+      copy_top(noise=0.01),
+      copy_bottom(noise=0.01),
+      midas(noise=0.01),
+    ]  # and noisy
+    probe 10 steps
+  }
+  train 10 steps
+
+  # the end
+}
+# trailing words
+"""
+    )
+
+
+@pytest.mark.parametrize("path", [*OURS, *PARSEABLE], ids=lambda p: p.name)
+def test_formatting_is_idempotent_and_keeps_the_meaning_and_the_comments(path: Path) -> None:
+    text = path.read_text()
+    once = format_text(text, path.name)
+    assert format_text(once, path.name) == once
+    assert parse(Source("a", once))[0] == parse(Source("b", text))[0]  # the tree, spans aside
+    before, after = check_text(text, str(path), base=path.parent), check_text(once, str(path), base=path.parent)
+    assert _meaning(after.schedule) == _meaning(before.schedule)
+    assert [(d.code, d.message) for d in after.diagnostics] == [(d.code, d.message) for d in before.diagnostics]
+    assert sorted(re.findall(r"#[^\n]*", once)) == sorted(c.rstrip() for c in re.findall(r"#[^\n]*", text))
+
+
+@pytest.mark.parametrize("path", OURS, ids=lambda p: p.name)
+def test_the_shipped_schedules_are_formatted(path: Path) -> None:
+    assert format_text(path.read_text()) == path.read_text(), f"run `lagdsl fmt {path.relative_to(ROOT)}`"
+
+
+def _meaning(schedule: Schedule | None) -> object:
+    """The schedule without the source lines it records (a stage's line moves when text is laid out)."""
+
+    def strip(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "line"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return None if schedule is None else strip(schedule.model_dump(mode="json"))
+
+
+def _without_comments(text: str) -> str:
+    return re.sub(r'("(?:[^"\\\n]|\\.)*")|[ \t]*#[^\n]*', lambda m: m.group(1) or "", text)
+
+
+SPACES = st.sampled_from([" ", "  ", "\t", " \n ", "\n", "\n  "])
+GAPS = st.sampled_from(["", " ", "\t "])  # no newline: it could make a blank line
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(SCHEDULES), st.data())
+def test_the_layout_does_not_depend_on_how_the_text_was_spaced(path: Path, data: st.DataObject) -> None:
+    plain = _without_comments(path.read_text())
+    # every run of spaces becomes other spaces (a blank line stays a blank line), and spaces
+    # appear or vanish around brackets, commas and `=`
+    pieces = re.split(r"(\s+|[(){}\[\],=])", plain)
+    out = []
+    for piece in pieces:
+        if not piece:
+            continue
+        if piece.isspace():
+            out.append("\n\n" if "\n\n" in piece.replace(" ", "") else data.draw(SPACES))
+        elif piece in "(){}[],=":
+            out.append(data.draw(GAPS) + piece + data.draw(GAPS))
+        else:
+            out.append(piece)
+    respaced = "".join(out)
+    assert format_text(respaced) == format_text(plain)
+
+
+def test_a_syntax_error_is_refused_and_the_file_left_alone(tmp_path: Path) -> None:
+    with pytest.raises(FormatError) as error:
+        format_text("schedule x\nstage s { train 10 }\n")
+    assert [d.code for d in error.value.diagnostics] == ["E0001"]
+    broken = tmp_path / "broken.grow"
+    broken.write_text("schedule   x\nstage s { train 10 }\n")
+    result = CliRunner().invoke(main, ["fmt", str(broken)])
+    assert result.exit_code == 1
+    assert "error[E0001]" in result.stderr and f"{broken}: not formatted: fix the syntax errors first" in result.stderr
+    assert broken.read_text() == "schedule   x\nstage s { train 10 }\n"
+
+
+def test_fmt_rewrites_in_place_and_check_and_diff_write_nothing(tmp_path: Path) -> None:
+    messy, tidy = tmp_path / "messy.grow", tmp_path / "tidy.grow"
+    messy.write_text("schedule  m\nstage s {train 10 steps}\n")
+    tidy.write_text("schedule t\nstage s {\n  train 10 steps\n}\n")
+    runner = CliRunner()
+
+    checked = runner.invoke(main, ["fmt", "--check", str(messy), str(tidy)])
+    assert checked.exit_code == 1 and f"{messy}: would be reformatted" in checked.stderr
+    assert str(tidy) not in checked.stderr.replace(f"{messy}", "")
+    assert "1 file(s) would be reformatted, 1 already formatted" in checked.stderr
+
+    diff = runner.invoke(main, ["fmt", "--diff", str(messy)])
+    assert diff.exit_code == 0 and "-schedule  m" in diff.stdout and "+schedule m" in diff.stdout
+    assert messy.read_text() == "schedule  m\nstage s {train 10 steps}\n"
+
+    done = runner.invoke(main, ["fmt", str(messy), str(tidy)])
+    assert done.exit_code == 0 and done.stderr.strip() == f"formatted {messy}"
+    assert messy.read_text() == "schedule m\nstage s {\n  train 10 steps\n}\n"
+    assert runner.invoke(main, ["fmt", "--check", str(messy), str(tidy)]).exit_code == 0
+
+
+def test_a_file_with_errors_other_than_syntax_is_formatted(tmp_path: Path) -> None:
+    path = tmp_path / "unknown.grow"
+    path.write_text("schedule u\npool ops = [copy_tpo,midas]\n")
+    assert CliRunner().invoke(main, ["fmt", str(path)]).exit_code == 0
+    assert path.read_text() == "schedule u\npool ops = [copy_tpo, midas]\n"
+
+
+def test_an_unreadable_file_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["fmt", str(tmp_path / "absent.grow")])
+    assert result.exit_code == 2 and "cannot read" in result.stderr
+
+
+def test_the_pre_commit_hooks_run_validate_and_fmt_check() -> None:
+    hooks = (ROOT / ".pre-commit-hooks.yaml").read_text()
+    assert "entry: lagdsl validate" in hooks and "entry: lagdsl fmt --check" in hooks
+    assert hooks.count("files: \\.grow$") == 2
