@@ -116,15 +116,17 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
 
 
-def test_validate_and_ops_never_import_torch() -> None:
+def test_validate_ops_and_the_language_tools_never_import_torch() -> None:
     code = f"""
 import sys
 from click.testing import CliRunner
 from lagdsl.cli import main
 for args in (["validate", *{[str(p) for p in SCHEDULES]!r}], ["validate", {str(GOLDEN / "e0001_unit_typo.grow")!r}],
-             ["ops"], ["ops", "--format", "json"]):
+             ["ops"], ["ops", "--format", "json"], ["fmt", "--check", *{[str(p) for p in SCHEDULES]!r}],
+             ["explain", "E0201"]):
     result = CliRunner().invoke(main, args)
     assert result.exit_code in (0, 1), result.output
+import lagdsl.lsp  # the language server's module (it runs the checker on every edit)
 print("torch" in sys.modules)
 """
     result = _python(code)

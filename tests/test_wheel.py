@@ -32,6 +32,7 @@ def test_installed_wheel_validates_with_its_packaged_grammar(tmp_path: Path) -> 
     assert install.returncode == 0, install.stdout + install.stderr
     assert (target / "lagdsl" / "grammars" / "grow.lark").is_file()
     assert (target / "lagdsl" / "lang" / "explain" / "E0201.md").is_file()  # `lagdsl explain` pages
+    assert (target / "lagdsl" / "templates" / "stack.grow").is_file()  # `lagdsl init` templates
 
     schedule = tmp_path / "copy.grow"
     schedule.write_text((ROOT / "schedules" / "stack_lag.grow").read_text())

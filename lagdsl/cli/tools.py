@@ -116,3 +116,69 @@ def explain(ctx: click.Context, code: str | None, list_codes: bool) -> None:
     except UnknownCode:
         click.echo(f"error: `{code}` is not a diagnostic code: `lagdsl explain --list` lists them", err=True)
         ctx.exit(EXIT_USAGE)
+
+
+TEMPLATES = ("quickstart", "stack", "width", "lag-study")
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  lagdsl init                              (writes quickstart.grow)
+  lagdsl init my_run --template stack      (writes my_run.grow)
+  lagdsl init studies/ops.grow --template lag-study
+
+Exit codes: 0 written, 2 the file exists (init never overwrites) or cannot be written."""
+)
+@click.argument("name", required=False)
+@click.option(
+    "--template",
+    type=click.Choice(TEMPLATES),
+    default="quickstart",
+    show_default=True,
+    help="quickstart: depth 1 -> 4 in minutes on a CPU; stack: gradual stacking with probes; "
+    "width: width growth over a total; lag-study: many candidates, for `lagdsl study`.",
+)
+@click.pass_context
+def init(ctx: click.Context, name: str | None, template: str) -> None:
+    """Write a commented starting schedule that validates."""
+    import re
+    from importlib import resources
+
+    path = Path(name or template.replace("-", "_"))
+    if path.suffix != ".grow":
+        path = path.with_name(path.name + ".grow")
+    schedule_name = re.sub(r"\W", "_", path.stem)
+    if not re.match(r"[A-Za-z_]", schedule_name):
+        schedule_name = f"s_{schedule_name}"
+    text = (resources.files("lagdsl") / "templates" / f"{template}.grow").read_text(encoding="utf-8")
+    text = text.replace("schedule NAME\n", f"schedule {schedule_name}\n").replace("NAME.grow", str(path))
+    try:
+        with path.open("x", encoding="utf-8") as stream:
+            stream.write(text)
+    except FileExistsError:
+        click.echo(f"error: `{path}` exists: `lagdsl init` never overwrites a file; give another NAME", err=True)
+        ctx.exit(EXIT_USAGE)
+    except OSError as error:
+        click.echo(f"error: cannot write `{path}`: {error.strerror or error}", err=True)
+        ctx.exit(EXIT_USAGE)
+    click.echo(f"wrote {path}: next, `lagdsl plan {path}` and `lagdsl run {path}`", err=True)
+
+
+@main.command(
+    epilog="""\b
+Editors start it themselves: see docs/editors.md (VS Code, Neovim, Helix, Emacs).
+
+Exit codes: 0 after the editor's shutdown, 2 pygls is not installed."""
+)
+@click.pass_context
+def lsp(ctx: click.Context) -> None:
+    """Serve the Language Server Protocol on stdio: diagnostics, hover, completion, definitions, formatting."""
+    try:
+        from lagdsl.lsp import main as serve
+    except ImportError as error:
+        if error.name is None or not error.name.startswith(("pygls", "lsprotocol")):
+            raise
+        click.echo("error: the language server needs pygls: pip install 'lagdsl[lsp]'", err=True)
+        ctx.exit(EXIT_USAGE)
+    serve()

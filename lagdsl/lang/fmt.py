@@ -35,7 +35,7 @@ MAX_WIDTH = 100
 COMMENT_GAP = 2
 
 #: Strings first, so that a `#` inside a string is not taken for a comment.
-_COMMENT_OR_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*')
+COMMENT_OR_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*')
 
 
 class FormatError(Exception):
@@ -257,7 +257,7 @@ def _brace_line(before: Span, source: Source) -> int:
         text = source.line_text(line)
         if line == before.end_line:
             text = text[before.end_column - 1 :]
-        code = _COMMENT_OR_STRING.sub(lambda m: "" if m.group(0).startswith("#") else m.group(0), text)
+        code = COMMENT_OR_STRING.sub(lambda m: "" if m.group(0).startswith("#") else m.group(0), text)
         if "{" in code:
             return line
     return before.end_line
@@ -266,7 +266,7 @@ def _brace_line(before: Span, source: Source) -> int:
 def _comments(source: Source) -> Iterator[_Comment]:
     for number in range(1, len(source.lines) + 1):
         text = source.line_text(number)
-        for match in _COMMENT_OR_STRING.finditer(text):
+        for match in COMMENT_OR_STRING.finditer(text):
             if match.group(0).startswith("#"):
                 yield _Comment(number, match.group(0).rstrip(), bool(text[: match.start()].strip()))
 

@@ -1,0 +1,182 @@
+"""`lagdsl lsp`, driven as an editor drives it: pygls' client talks to `python -m lagdsl lsp`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("pygls")
+from lsprotocol import types as lsp
+from pygls.lsp.client import LanguageClient
+from pygls.uris import from_fs_path
+
+from lagdsl.lang import check_text
+from lagdsl.lang import navigate as nav
+from lagdsl.lang.fmt import format_text
+
+TEXT = """\
+schedule demo
+model gpt(context=64, width=64, heads=4, depth=2)
+batch 16
+optimizer adamw(lr=3e-3)
+
+operator top = copy_top(noise=0.01)
+pool ops = [top, midas]
+
+stage base {
+  train 100 steps
+}
+
+stage deeper {
+  grow depth by 2 {
+    candidates ops
+    probe 10 steps
+  }
+  train 100 steps
+}
+"""
+
+
+class Session:
+    """A client with the diagnostics the server published, per document."""
+
+    def __init__(self, client: LanguageClient) -> None:
+        self.client = client
+        self.published: dict[str, list[lsp.Diagnostic]] = {}
+        self.arrived = asyncio.Event()
+
+    async def diagnostics(self, uri: str, send: Callable[[], None]) -> list[lsp.Diagnostic]:
+        self.arrived.clear()
+        send()
+        await asyncio.wait_for(self.arrived.wait(), 30)
+        return self.published[uri]
+
+
+def with_server(body: Callable[[Session], Awaitable[None]]) -> None:
+    async def main() -> None:
+        client = LanguageClient("lagdsl-test", "v1")
+        session = Session(client)
+
+        @client.feature(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+        def on_diagnostics(params: lsp.PublishDiagnosticsParams) -> None:
+            session.published[params.uri] = params.diagnostics
+            session.arrived.set()
+
+        await client.start_io(sys.executable, "-m", "lagdsl", "lsp")
+        try:
+            result = await asyncio.wait_for(
+                client.initialize_async(lsp.InitializeParams(capabilities=lsp.ClientCapabilities())), 60
+            )
+            assert result.capabilities.hover_provider and result.capabilities.definition_provider
+            assert result.capabilities.document_formatting_provider
+            client.initialized(lsp.InitializedParams())
+            await body(session)
+        finally:  # shut down politely even after a failed assertion, or the server would outlive the test
+            with suppress(Exception):
+                await asyncio.wait_for(client.shutdown_async(None), 10)
+                client.exit(None)
+            await asyncio.wait_for(client.stop(), 30)
+
+    asyncio.run(main())
+
+
+def opened(uri: str, text: str) -> lsp.DidOpenTextDocumentParams:
+    return lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri=uri, language_id="grow", version=1, text=text))
+
+
+def changed(uri: str, text: str, version: int) -> lsp.DidChangeTextDocumentParams:
+    return lsp.DidChangeTextDocumentParams(
+        text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[lsp.TextDocumentContentChangeWholeDocument(text=text)],
+    )
+
+
+def at(uri: str, line: int, character: int) -> dict[str, Any]:
+    return {"text_document": lsp.TextDocumentIdentifier(uri=uri), "position": lsp.Position(line, character)}
+
+
+def test_an_editor_session_diagnoses_hovers_completes_finds_and_formats(tmp_path: Path) -> None:
+    path = tmp_path / "demo.grow"
+    uri = from_fs_path(str(path))
+    assert uri is not None
+    broken = TEXT.replace("midas]", "midsa]")
+
+    async def body(s: Session) -> None:
+        client = s.client
+        clean = await s.diagnostics(uri, lambda: client.text_document_did_open(opened(uri, TEXT)))
+        assert list(clean) == []
+
+        # a one-character edit: the same code and span as `lagdsl validate`
+        found = await s.diagnostics(uri, lambda: client.text_document_did_change(changed(uri, broken, 2)))
+        expected = check_text(broken, str(path)).diagnostics
+        assert [(d.code, d.range.start.line + 1, d.range.start.character + 1) for d in found] == [
+            (e.code, e.span.line, e.span.column) for e in expected
+        ]
+        assert found[0].code == "E0201" and found[0].severity == lsp.DiagnosticSeverity.Error
+        assert "did you mean `midas`?" in found[0].message and "lagdsl explain E0201" in found[0].message
+        assert (found[0].range.end.character - found[0].range.start.character) == len("midsa")
+
+        # hover: an operator's catalogue entry, a named operator's definition, a setting
+        hover = await client.text_document_hover_async(lsp.HoverParams(**at(uri, 5, 18)))
+        assert hover is not None and "**copy_top**: grows depth" in hover.contents.value
+        assert "noise" in hover.contents.value and "Preserves the function" in hover.contents.value
+        named = await client.text_document_hover_async(lsp.HoverParams(**at(uri, 14, 17)))
+        assert named is not None and "pool ops = [top, midsa]" in named.contents.value
+        setting = await client.text_document_hover_async(lsp.HoverParams(**at(uri, 2, 2)))
+        assert setting is not None and "sequences per step" in setting.contents.value
+
+        # completion: statements of a probe block, operators in a candidate list
+        in_probe = await client.text_document_completion_async(lsp.CompletionParams(**at(uri, 15, 4)))
+        labels = {i.label for i in in_probe.items} if isinstance(in_probe, lsp.CompletionList) else set()
+        assert {"candidates", "probe", "select", "keep"} <= labels and "train" not in labels
+        in_list = await client.text_document_completion_async(lsp.CompletionParams(**at(uri, 6, 12)))
+        labels = {i.label for i in in_list.items} if isinstance(in_list, lsp.CompletionList) else set()
+        assert {"copy_top", "midas", "net2net", "top"} <= labels
+
+        # go to definition: the pool named in `candidates ops`
+        location = await client.text_document_definition_async(lsp.DefinitionParams(**at(uri, 14, 16)))
+        assert isinstance(location, lsp.Location) and location.range.start.line == 6
+        assert location.range.start.character == 5
+
+        # formatting: fmt's layout, as one edit
+        messy = TEXT.replace("batch 16", "batch   16")
+        await s.diagnostics(uri, lambda: client.text_document_did_change(changed(uri, messy, 3)))
+        edits = await client.text_document_formatting_async(
+            lsp.DocumentFormattingParams(lsp.TextDocumentIdentifier(uri=uri), lsp.FormattingOptions(2, True))
+        )
+        assert edits is not None and len(edits) == 1 and edits[0].new_text == format_text(messy) == TEXT
+
+    with_server(body)
+
+
+def test_completion_follows_the_block_and_the_word_before() -> None:
+    def labels(text: str) -> set[str]:
+        lines = text.split("\n")
+        return {c.label for c in nav.completions(text, len(lines) - 1, len(lines[-1]))}
+
+    assert {"schedule", "model", "stage", "repeat", "operator"} <= labels("")
+    assert labels("stage a {\n  ") == {"grow", "rewarm", "reset", "train"}
+    assert labels("stage a {\n  grow depth by 2 {\n    ") == {"candidates", "probe", "select", "keep"}
+    assert labels("stage a {\n  grow depth by 2 {\n    probe 10 steps\n  }\n  ") == {"grow", "rewarm", "reset", "train"}
+    assert labels("precision ") == {"auto", "fp32", "bf16", "fp16"}
+    assert labels("optimizer ad") == {"adamw"}
+    assert labels("select lowest ") == {"loss", "val_loss"}
+    assert "copy_top" in labels("stage a {\n  grow depth by 1 with co")
+    assert labels("pool p = [a]\nstage a {\n  grow depth by 1 {\n    candidates ") == {"p", "["}
+    assert "base" in labels("stage base {\n  train 1 steps\n}\n")  # stage names among the top-level words
+    assert labels("stage a {\n  train 10 ") == {"steps", "tokens", "%"}
+
+
+def test_definitions_ignore_comments_and_hover_knows_functions() -> None:
+    text = "# operator fake = x\noperator real = copy_top\nmodel gpt(context=8, width=8, heads=2, depth=1)\n"
+    assert set(nav.definitions(text)) == {"real"}
+    found = nav.hover(text, 2, 7)
+    assert found is not None and "**gpt** (`model`)" in found[0] and "context" in found[0]
+    assert nav.hover(text, 1, 2) is not None  # `operator`: a keyword
+    assert nav.definition(text, 1, 11) == nav.Place(1, 9, 1, 13)
