@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from lagdsl.lang.source import Source
 
 from lagdsl.cli import EXIT_INVALID, EXIT_OK, EXIT_USAGE, _color, _counts, _load_valid, main
+from lagdsl.cli.complete import grow_files
 
 
 @main.command(
@@ -27,7 +28,9 @@ Examples:
 
 Exit codes: 0 every file valid, 1 a file has errors (or warnings, with --strict), 2 a file cannot be read."""
 )
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path), shell_complete=grow_files
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 def validate(files: tuple[Path, ...], fmt: str, strict: bool) -> None:
@@ -91,7 +94,7 @@ Examples:
 
 Exit codes: 0 ok, 1 schedule errors, 2 usage or I/O problems."""
 )
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path), shell_complete=grow_files)
 @click.option("--format", "fmt", type=click.Choice(PLAN_FORMATS), default="table", show_default=True)
 @click.option(
     "-o",

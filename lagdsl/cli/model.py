@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from lagdsl.cli import EXIT_USAGE, _device, main
+from lagdsl.cli.complete import run_dirs
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -28,7 +29,9 @@ def _open(ctx: click.Context, run_dir: Path, checkpoint: Path | None, tokenizer:
         ctx.exit(EXIT_USAGE)
 
 
-_RUN_DIR = click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+_RUN_DIR = click.argument(
+    "run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), shell_complete=run_dirs
+)
 _CHECKPOINT = click.option(
     "--checkpoint",
     type=click.Path(exists=True, path_type=Path),

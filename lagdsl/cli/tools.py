@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from lagdsl.cli import EXIT_INVALID, EXIT_OK, EXIT_USAGE, _color, main
+from lagdsl.cli.complete import grow_files
 
 
 @main.command(
@@ -23,7 +24,9 @@ Examples:
 Exit codes: 0 formatted (or already so), 1 a file has syntax errors or, with --check, would
 change, 2 a file cannot be read or written."""
 )
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path), shell_complete=grow_files
+)
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 when a file is not formatted.")
 @click.option("--diff", "show_diff", is_flag=True, help="Write nothing; print a unified diff of the changes.")
 def fmt(files: tuple[Path, ...], check: bool, show_diff: bool) -> None:

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from lagdsl.artifacts import IntervalInfo, SpreadInfo, Study, Summary
 
 from lagdsl.cli import EXIT_OK, EXIT_USAGE, _device, _load_valid, main
+from lagdsl.cli.complete import grow_files, run_dirs, stage_names
 
 
 @main.command(
@@ -28,7 +29,7 @@ Exit codes: 0 ok (also: nothing left to resume), 1 schedule errors or a diverged
 2 usage, data, device or disk problems, 130 after Ctrl-C, 143 after SIGTERM (a checkpoint is
 written first; --resume goes on from it)."""
 )
-@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path), shell_complete=grow_files)
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="The run directory (default runs/NAME-TIME)."
 )
@@ -36,7 +37,12 @@ written first; --resume goes on from it)."""
 @click.option("--seed", type=int, help="Override the schedule's seed.")
 @click.option("--max-steps", type=click.IntRange(min=0), help="Stop after this many mainline steps.")
 @click.option("--dry-run", is_flag=True, help="Print the lowered program and exit.")
-@click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Continue a run.")
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    shell_complete=run_dirs,
+    help="Continue a run.",
+)
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option(
     "--tensorboard",
@@ -185,12 +191,13 @@ Examples:
 
 Exit codes: 0 ok, 2 not a run directory or a damaged one."""
 )
-@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("run_dir", type=click.Path(path_type=Path), shell_complete=run_dirs)
 @click.option(
     "--compare",
     "compare",
     multiple=True,
     type=click.Path(path_type=Path),
+    shell_complete=run_dirs,
     help="Another run directory to overlay on a FLOPs axis (repeatable).",
 )
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Folder [RUN_DIR/report].")
@@ -232,8 +239,8 @@ Example:
 Exit codes: 0 ok, 1 schedule errors or a diverged run, 2 usage or data problems, 130 after Ctrl-C
 (the seeds finished so far are kept)."""
 )
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--stage", required=True, help="The stage whose probed growth to study.")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path), shell_complete=grow_files)
+@click.option("--stage", required=True, shell_complete=stage_names, help="The stage whose probed growth to study.")
 @click.option(
     "--lags",
     default="0,5,10,25,50",
