@@ -222,3 +222,11 @@ def test_the_pre_commit_hooks_run_validate_and_fmt_check() -> None:
     hooks = (ROOT / ".pre-commit-hooks.yaml").read_text()
     assert "entry: lagdsl validate" in hooks and "entry: lagdsl fmt --check" in hooks
     assert hooks.count("files: \\.grow$") == 2
+
+
+def test_a_layout_that_would_change_the_meaning_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lagdsl.lang import fmt
+
+    monkeypatch.setattr(fmt, "args", lambda items, source: "")  # a printer that loses arguments
+    with pytest.raises(AssertionError, match="would change the meaning"):
+        format_text("model gpt(context=64, width=64, heads=4, depth=2)\n")
