@@ -11,7 +11,8 @@
 - formatting: `lagdsl fmt`'s layout (a file with syntax errors is left as it is).
 
 The documents are synchronised whole (each change sends the full text): a schedule is small, and
-checking one of 500 lines takes a few milliseconds, so nothing is debounced.
+checking one of 500 lines takes a few tens of milliseconds, so nothing is debounced. Columns go out
+and come in as the client counts them (UTF-16 units by default), converted from lagdsl's code points.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 from lsprotocol import types as lsp
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
+from pygls.workspace import TextDocument
+from pygls.workspace.position_codec import ServerTextPosition
 
 from lagdsl.lang import check_source
 from lagdsl.lang import navigate as nav
@@ -54,21 +57,38 @@ def _source(uri: str, text: str) -> tuple[Source, Path | None]:
     return Source(path or uri, text), (Path(path).parent if path else None)
 
 
-def diagnostics_of(uri: str, text: str) -> list[lsp.Diagnostic]:
-    """`lagdsl validate`'s diagnostics of the text, as the protocol has them (0-based)."""
-    source, base = _source(uri, text)
+def diagnostics_of(document: TextDocument) -> list[lsp.Diagnostic]:
+    """`lagdsl validate`'s diagnostics of the document, as the protocol has them."""
+    source, base = _source(document.uri, document.source)
     checked = check_source(source, base=base)
-    return [_diagnostic(d, source) for d in checked.diagnostics]
+    return [_diagnostic(d, source, document) for d in checked.diagnostics]
 
 
-def _diagnostic(diagnostic: Diagnostic, source: Source) -> lsp.Diagnostic:
+def _client(document: TextDocument, line: int, column: int) -> lsp.Position:
+    """A 0-based position in code points as the client counts (UTF-16 units unless it chose otherwise)."""
+    try:
+        return document.position_to_client_units(ServerTextPosition(line, column))
+    except (IndexError, ValueError):  # past the end of the text: as it is
+        return lsp.Position(line=line, character=column)
+
+
+def _server(document: TextDocument, position: lsp.Position) -> tuple[int, int]:
+    try:
+        found = document.position_from_client_units(position)
+    except (IndexError, ValueError):
+        return position.line, position.character
+    return found.line, found.character
+
+
+def _diagnostic(diagnostic: Diagnostic, source: Source, document: TextDocument) -> lsp.Diagnostic:
     span = source.clamp(diagnostic.span)
     severity = lsp.DiagnosticSeverity.Error if diagnostic.is_error else lsp.DiagnosticSeverity.Warning
     message = diagnostic.message + (f" ({diagnostic.label})" if diagnostic.label else "")
+    end_column = max(span.end_column, span.column + 1) if span.end_line == span.line else span.end_column
     return lsp.Diagnostic(
         range=lsp.Range(
-            start=lsp.Position(line=span.line - 1, character=span.column - 1),
-            end=lsp.Position(line=span.end_line - 1, character=max(span.end_column - 1, span.column)),
+            start=_client(document, span.line - 1, span.column - 1),
+            end=_client(document, span.end_line - 1, end_column - 1),
         ),
         message=f"{message}\nhelp: {help_text(diagnostic)}",
         severity=severity,
@@ -79,7 +99,7 @@ def _diagnostic(diagnostic: Diagnostic, source: Source) -> lsp.Diagnostic:
 
 def _publish(ls: LanguageServer, uri: str) -> None:
     document = ls.workspace.get_text_document(uri)
-    params = lsp.PublishDiagnosticsParams(uri, diagnostics_of(uri, document.source), document.version)
+    params = lsp.PublishDiagnosticsParams(uri, diagnostics_of(document), document.version)
     ls.text_document_publish_diagnostics(params)
 
 
@@ -103,27 +123,27 @@ def did_close(ls: LanguageServer, params: lsp.DidCloseTextDocumentParams) -> Non
     ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=params.text_document.uri, diagnostics=[]))
 
 
-def _range(place: nav.Place) -> lsp.Range:
+def _range(document: TextDocument, place: nav.Place) -> lsp.Range:
     return lsp.Range(
-        start=lsp.Position(line=place.line, character=place.column),
-        end=lsp.Position(line=place.end_line, character=place.end_column),
+        start=_client(document, place.line, place.column), end=_client(document, place.end_line, place.end_column)
     )
 
 
 @server.feature(lsp.TEXT_DOCUMENT_HOVER)
 def hover(ls: LanguageServer, params: lsp.HoverParams) -> lsp.Hover | None:
-    text = ls.workspace.get_text_document(params.text_document.uri).source
-    found = nav.hover(text, params.position.line, params.position.character)
+    document = ls.workspace.get_text_document(params.text_document.uri)
+    found = nav.hover(document.source, *_server(document, params.position))
     if found is None:
         return None
     markdown, place = found
-    return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=markdown), range=_range(place))
+    contents = lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=markdown)
+    return lsp.Hover(contents=contents, range=_range(document, place))
 
 
 @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions(trigger_characters=[" ", "[", ","]))
 def completion(ls: LanguageServer, params: lsp.CompletionParams) -> lsp.CompletionList:
-    text = ls.workspace.get_text_document(params.text_document.uri).source
-    found = nav.completions(text, params.position.line, params.position.character)
+    document = ls.workspace.get_text_document(params.text_document.uri)
+    found = nav.completions(document.source, *_server(document, params.position))
     items = [lsp.CompletionItem(label=c.label, kind=_KINDS[c.kind], detail=c.detail or None) for c in found]
     return lsp.CompletionList(is_incomplete=False, items=items)
 
@@ -131,8 +151,9 @@ def completion(ls: LanguageServer, params: lsp.CompletionParams) -> lsp.Completi
 @server.feature(lsp.TEXT_DOCUMENT_DEFINITION)
 def definition(ls: LanguageServer, params: lsp.DefinitionParams) -> lsp.Location | None:
     uri = params.text_document.uri
-    place = nav.definition(ls.workspace.get_text_document(uri).source, params.position.line, params.position.character)
-    return lsp.Location(uri=uri, range=_range(place)) if place is not None else None
+    document = ls.workspace.get_text_document(uri)
+    place = nav.definition(document.source, *_server(document, params.position))
+    return lsp.Location(uri=uri, range=_range(document, place)) if place is not None else None
 
 
 @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)

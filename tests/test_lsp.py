@@ -144,9 +144,17 @@ def test_an_editor_session_diagnoses_hovers_completes_finds_and_formats(tmp_path
         assert isinstance(location, lsp.Location) and location.range.start.line == 6
         assert location.range.start.character == 5
 
+        # columns as the client counts them: UTF-16 units, an emoji being two
+        wide = TEXT.replace("batch 16", 'batch 16 device "\N{GRINNING FACE}" precision fp33')
+        found = await s.diagnostics(uri, lambda: client.text_document_did_change(changed(uri, wide, 3)))
+        (precision,) = [d for d in found if "precision" in d.message]
+        code_points = wide.split("\n")[2].index("fp33")
+        assert (precision.range.start.line, precision.range.start.character) == (2, code_points + 1)
+        assert precision.range.end.character == code_points + 1 + len("fp33")
+
         # formatting: fmt's layout, as one edit
         messy = TEXT.replace("batch 16", "batch   16")
-        await s.diagnostics(uri, lambda: client.text_document_did_change(changed(uri, messy, 3)))
+        await s.diagnostics(uri, lambda: client.text_document_did_change(changed(uri, messy, 4)))
         edits = await client.text_document_formatting_async(
             lsp.DocumentFormattingParams(lsp.TextDocumentIdentifier(uri=uri), lsp.FormattingOptions(2, True))
         )
