@@ -230,3 +230,12 @@ def test_a_layout_that_would_change_the_meaning_is_refused(monkeypatch: pytest.M
     monkeypatch.setattr(fmt, "args", lambda items, source: "")  # a printer that loses arguments
     with pytest.raises(AssertionError, match="would change the meaning"):
         format_text("model gpt(context=64, width=64, heads=4, depth=2)\n")
+
+
+def test_a_dash_formats_stdin_to_stdout() -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["fmt", "-"], input="schedule  s\nstage a {train 1 steps}\n")
+    assert result.exit_code == 0 and result.stdout == "schedule s\nstage a {\n  train 1 steps\n}\n"
+    assert runner.invoke(main, ["fmt", "--check", "-"], input="schedule  s\n").exit_code == 1
+    broken = runner.invoke(main, ["fmt", "-"], input="stage a { train 1 }\n")
+    assert broken.exit_code == 1 and "<stdin>:1:" in broken.stderr and broken.stdout == ""

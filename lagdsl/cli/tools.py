@@ -20,6 +20,7 @@ Examples:
   lagdsl fmt schedules/*.grow            (rewrite the files in place)
   lagdsl fmt --check schedules/*.grow    (CI, pre-commit: exit 1 when a file would change)
   lagdsl fmt --diff my.grow              (show what would change, write nothing)
+  lagdsl fmt - < my.grow                 (stdin to stdout: for editors' format commands)
 
 Exit codes: 0 formatted (or already so), 1 a file has syntax errors or, with --check, would
 change, 2 a file cannot be read or written."""
@@ -38,6 +39,9 @@ def fmt(files: tuple[Path, ...], check: bool, show_diff: bool) -> None:
     status = EXIT_OK
     changed = 0
     for path in files:
+        if str(path) == "-":
+            status = max(status, _fmt_stdin(check))
+            continue
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
@@ -78,6 +82,25 @@ def fmt(files: tuple[Path, ...], check: bool, show_diff: bool) -> None:
     if check and changed:
         click.echo(f"{changed} file(s) would be reformatted, {unchanged} already formatted", err=True)
     sys.exit(status)
+
+
+def _fmt_stdin(check: bool) -> int:
+    """`-`: the text on stdin, formatted to stdout (with --check, nothing printed: the exit says)."""
+    from lagdsl.lang.diagnostics import render_text
+    from lagdsl.lang.fmt import FormatError, format_source
+    from lagdsl.lang.source import Source
+
+    source = Source("<stdin>", sys.stdin.read())
+    try:
+        formatted = format_source(source)
+    except FormatError as error:
+        for diagnostic in error.diagnostics:
+            click.echo(render_text(diagnostic, source, color=_color(sys.stderr)), err=True)
+        return EXIT_INVALID
+    if check:
+        return EXIT_INVALID if formatted != source.text else EXIT_OK
+    click.echo(formatted, nl=False)
+    return EXIT_OK
 
 
 def _replace(path: Path, text: str) -> None:
