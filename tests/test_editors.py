@@ -4,7 +4,10 @@ and the VS Code extension folder holds together."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -110,8 +113,6 @@ def test_the_vs_code_extension_uses_the_grammar_and_starts_the_server() -> None:
     assert json.loads((folder / grammar["path"]).read_text()) == GRAMMAR  # the same grammar, not a copy
     assert (folder / language["configuration"]).is_file()
     assert json.loads((folder / language["configuration"]).read_text())["comments"]["lineComment"] == "#"
-    main = (folder / manifest["main"]).read_text()
-    assert '"lsp"' in main and "lagdsl.path" in main
     assert "vscode-languageclient" in manifest["dependencies"]
     assert manifest["activationEvents"] == ["onLanguage:grow"]
 
@@ -119,3 +120,16 @@ def test_the_vs_code_extension_uses_the_grammar_and_starts_the_server() -> None:
 def test_the_grammar_file_is_the_one_the_extension_links(tmp_path: Path) -> None:
     link = ROOT / "editors" / "vscode" / "syntaxes" / "grow.tmLanguage.json"
     assert link.is_symlink() and link.resolve() == GRAMMAR_FILE.resolve()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+@pytest.mark.parametrize("setting", [None, "project/.venv/bin/lagdsl"])
+def test_the_extension_starts_lagdsl_lsp_for_grow_documents(setting: str | None) -> None:
+    env = {**os.environ, **({"LAGDSL_PATH": setting} if setting else {})}
+    script = ROOT / "editors" / "vscode" / "test" / "activate.js"
+    result = subprocess.run(["node", str(script)], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["server"]["run"] == {"command": setting or "lagdsl", "args": ["lsp"]}
+    assert {"scheme": "file", "language": "grow"} in seen["options"]["documentSelector"]
+    assert seen["started"] and seen["stopped"] and seen["subscriptions"] == 1 and "error" not in seen

@@ -6,8 +6,7 @@ const { LanguageClient } = require("vscode-languageclient/node");
 let client;
 
 function activate(context) {
-  const command = vscode.workspace.getConfiguration("lagdsl").get("lagdsl.path") ||
-    vscode.workspace.getConfiguration().get("lagdsl.path", "lagdsl");
+  const command = vscode.workspace.getConfiguration("lagdsl").get("path", "lagdsl");  // the `lagdsl.path` setting
   const server = { command, args: ["lsp"] };
   client = new LanguageClient(
     "lagdsl",
