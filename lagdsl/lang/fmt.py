@@ -21,6 +21,7 @@ else. The suite checks the trees themselves.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -133,7 +134,7 @@ class _Line:
 class _Printer:
     def __init__(self, source: Source) -> None:
         self.source = source
-        self.comments = list(_comments(source))
+        self.comments = deque(_comments(source))  # in source order
         self.lines: list[_Line] = []
         self.last_line = 0  # the last source line that output has reached
 
@@ -148,7 +149,7 @@ class _Printer:
     def comments_before(self, line: int, depth: int) -> None:
         """The own-line comments above source `line`, at this depth."""
         while self.comments and self.comments[0].line < line:
-            comment = self.comments.pop(0)
+            comment = self.comments.popleft()
             self.emit(comment.text, comment.line, comment.line, depth, is_comment=True)
 
     def emit(self, code: str, first: int, last: int, depth: int, *, is_comment: bool = False) -> None:
@@ -159,8 +160,9 @@ class _Printer:
         among them go above, but one after the code of the last line, which stays after it."""
         trailing: list[_Comment] = []
         if not is_comment:
-            inside = [c for c in self.comments if c.line <= last]
-            self.comments = [c for c in self.comments if c.line > last]
+            inside = []
+            while self.comments and self.comments[0].line <= last:
+                inside.append(self.comments.popleft())
             trailing = [c for c in inside if c.trailing and c.line == last]
             for hoisted in (c for c in inside if c not in trailing):  # written inside a multi-line statement
                 self.emit(hoisted.text, hoisted.line, hoisted.line, codes[0][1], is_comment=True)
