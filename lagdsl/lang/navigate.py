@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
-from typing import Literal
+from typing import Literal, get_args
 
 from lagdsl.lang.catalogue import (
     DATA,
     DEVICES,
+    DIMS,
     KEEP_MODES,
     LR_SCHEDULES,
     MODELS,
@@ -27,6 +28,7 @@ from lagdsl.lang.catalogue import (
 )
 from lagdsl.lang.fmt import COMMENT_OR_STRING
 from lagdsl.lang.params import Signature
+from lagdsl.lang.schedule import Schedule
 
 Kind = Literal["keyword", "setting", "operator", "pool", "stage", "function", "value"]
 
@@ -240,12 +242,10 @@ def completions(text: str, line: int, column: int) -> list[Completion]:
         found = choices([*DEVICES, '"cuda:1"'])
     elif last in ("compile",):
         found = choices(["on", "off"])
-    elif last == "parallel":
-        found = choices(["ddp", "fsdp"])
-    elif last == "probes":
-        found = choices(["sequential", "parallel"])
+    elif last in ("parallel", "probes"):
+        found = choices(get_args(Schedule.model_fields[last].annotation))
     elif last == "grow":
-        found = choices(["depth", "width"])
+        found = choices(DIMS)
     elif last == "select":
         found = choices(["lowest"])
     elif last == "lowest":
