@@ -188,3 +188,12 @@ def test_definitions_ignore_comments_and_hover_knows_functions() -> None:
     assert found is not None and "**gpt** (`model`)" in found[0] and "context" in found[0]
     assert nav.hover(text, 1, 2) is not None  # `operator`: a keyword
     assert nav.definition(text, 1, 11) == nav.Place(1, 9, 1, 13)
+
+
+def test_hover_explains_every_setting_and_statement_keyword() -> None:
+    from lagdsl.lang.check.settings import _HANDLERS as SETTING_HANDLERS
+
+    assert set(nav.SETTINGS) == {*SETTING_HANDLERS, "model"}  # the model is checked last, apart
+    for word in ("operator", "pool", "stage", "repeat", *nav.STAGE_WORDS, *nav.PROBE_WORDS):
+        found = nav.hover(f"{word} ", 0, 1)
+        assert found is not None and found[0].startswith(f"`{word}"), word
