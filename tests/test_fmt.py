@@ -16,6 +16,7 @@ from lagdsl.lang.fmt import FormatError, format_text
 from lagdsl.lang.parser import parse
 from lagdsl.lang.source import Source
 from tests.conftest import GOLDEN, ROOT, SCHEDULES
+from tests.test_fuzz import mutated  # the fuzz suite's mutations of the shipped schedules
 
 PARSEABLE = [p for p in sorted(GOLDEN.glob("*.grow")) if not parse(Source(p.name, p.read_text()))[1]]
 OURS = [*SCHEDULES, *sorted((ROOT / "bench").glob("*.grow"))]
@@ -239,3 +240,16 @@ def test_a_dash_formats_stdin_to_stdout() -> None:
     assert runner.invoke(main, ["fmt", "--check", "-"], input="schedule  s\n").exit_code == 1
     broken = runner.invoke(main, ["fmt", "-"], input="stage a { train 1 }\n")
     assert broken.exit_code == 1 and "<stdin>:1:" in broken.stderr and broken.stdout == ""
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(mutated())
+def test_whatever_parses_formats_idempotently_to_the_same_tree(text: str) -> None:
+    tree, problems = parse(Source("m.grow", text))
+    if problems or tree is None:
+        with pytest.raises(FormatError):
+            format_text(text)
+        return
+    once = format_text(text)
+    assert format_text(once) == once
+    assert parse(Source("f.grow", once))[0] == tree

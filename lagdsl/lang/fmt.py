@@ -37,7 +37,9 @@ MAX_WIDTH = 100
 COMMENT_GAP = 2
 
 #: Strings first, so that a `#` inside a string is not taken for a comment.
-_LEXEME = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[A-Za-z0-9_.+-]+|\S')
+_LEXEME = re.compile(
+    r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[A-Za-z_][A-Za-z0-9_]*|[+-]?[0-9][0-9_.]*(?:[eE][+-]?[0-9]+)?[A-Za-z0-9_]*|\S'
+)
 COMMENT_OR_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*')
 
 
