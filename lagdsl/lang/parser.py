@@ -82,16 +82,47 @@ def build_parser(*, strict: bool = False) -> Lark:
         keep_all_tokens=True,
         maybe_placeholders=True,
         cache=_cache_file(grammar),
+        lexer_callbacks=dict.fromkeys(_keywords(grammar), _not_glued),
     )
+
+
+def _keywords(grammar: str) -> list[str]:
+    """The terminals that are words (`STAGE: "stage"`)."""
+    return re.findall(r'^([A-Z_]+): "[a-z]+"$', grammar, re.M)
+
+
+def _not_glued(token: Token) -> Token:
+    """A keyword followed at once by a letter, digit or `_` (`seed7`, `stepsselect`): where no name
+    may stand, the lexer takes the keyword and leaves the rest, but a reader sees one word."""
+    text = _TEXT.get()
+    end = token.end_pos
+    if end is not None and end < len(text) and (text[end].isalnum() or text[end] == "_"):
+        word = _GLUED.match(text, token.start_pos or 0)
+        assert word is not None
+        rest = word.group(0)[len(token) :]
+        span = token_span(token)
+        _LEXICAL.get().append(
+            Diagnostic(
+                "E0001",
+                f"`{word.group(0)}` is the keyword `{token}` glued to `{rest}`",
+                Span(span.line, span.column, span.line, span.column + len(word.group(0))),
+                "one word",
+                f"put a space between them: `{token} {rest}`",
+            )
+        )
+    return token
 
 
 #: The lexical diagnostics of the parse in progress (a malformed number, an unknown escape): the
 #: tree builder reports into the list of the parse that called it, so parses share no state.
 _LEXICAL: contextvars.ContextVar[list[Diagnostic]] = contextvars.ContextVar("lagdsl_lexical_diagnostics")
+#: The text of the parse in progress, for the lexer's checks.
+_TEXT: contextvars.ContextVar[str] = contextvars.ContextVar("lagdsl_parse_text")
 
 
 #: A run of characters that may belong to one word or number: skipped as a whole after a lexical error.
 _WORD = re.compile(r"[A-Za-z0-9_.]+")
+_GLUED = re.compile(r"[A-Za-z0-9_]+")
 
 
 def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
@@ -148,13 +179,14 @@ def parse(source: Source) -> tuple[ast.Module | None, list[Diagnostic]]:
         return len(diagnostics) < _MAX_SYNTAX_ERRORS
 
     built: list[Diagnostic] = []
-    token = _LEXICAL.set(built)
+    token, text = _LEXICAL.set(built), _TEXT.set(source.text)
     try:
         module = parser.parse(source.text, on_error=on_error)
     except UnexpectedInput:
         return None, diagnostics
     finally:
         _LEXICAL.reset(token)
+        _TEXT.reset(text)
     if built:  # lexical trouble (values nested too deeply, a bad number): no tree to check
         return None, diagnostics or built
     assert isinstance(module, ast.Module)
