@@ -39,6 +39,7 @@ def test_schedule_arguments_complete_grow_files_and_folders(workspace: Path) -> 
     assert complete(["validate"], "") == ["configs/", "empty/", "runs/", "stack_lag.grow"]
     assert complete(["run"], "configs/") == ["configs/wide.grow"]
     assert complete(["fmt", "--check"], "st") == ["stack_lag.grow"]
+    assert complete(["plan"], f"{workspace}/con") == [f"{workspace}/configs/"]  # an absolute path stays one
 
 
 def test_run_directories_complete_for_resume_and_report(workspace: Path) -> None:

@@ -23,33 +23,28 @@ from click.shell_completion import CompletionItem
 _RUN_DEPTH = 2
 
 
-def _listing(incomplete: str) -> tuple[Path, str, list[os.DirEntry[str]]]:
-    """The folder `incomplete` points into, the start of the name typed, and that folder's entries."""
-    folder, _, start = incomplete.rpartition("/")
-    where = Path(folder or ".") if not incomplete.startswith("/") or folder else Path("/")
+def _listing(incomplete: str) -> tuple[str, str, list[os.DirEntry[str]]]:
+    """What `incomplete` has typed up to its last `/` (the folder, as typed), the start of the name
+    after it, and that folder's entries."""
+    folder, slash, start = incomplete.rpartition("/")
     try:
-        entries = sorted(os.scandir(where), key=lambda e: e.name)
+        entries = sorted(os.scandir(folder or ("/" if slash else ".")), key=lambda e: e.name)
     except OSError:
-        return where, start, []
-    return where, start, entries
-
-
-def _shown(folder: str, name: str) -> str:
-    return f"{folder}/{name}" if folder else name
+        entries = []
+    return folder + slash, start, entries
 
 
 def grow_files(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """`.grow` files, and folders to look in."""
-    folder = incomplete.rpartition("/")[0]
-    _, start, entries = _listing(incomplete)
+    folder, start, entries = _listing(incomplete)
     items = []
     for entry in entries:
         if not entry.name.startswith(start) or (entry.name.startswith(".") and not start.startswith(".")):
             continue
         if entry.is_dir():
-            items.append(CompletionItem(_shown(folder, entry.name) + "/", type="plain"))
+            items.append(CompletionItem(folder + entry.name + "/", type="plain"))
         elif entry.name.endswith(".grow"):
-            items.append(CompletionItem(_shown(folder, entry.name)))
+            items.append(CompletionItem(folder + entry.name))
     return items
 
 
@@ -60,17 +55,16 @@ def _is_run(path: Path) -> bool:
 def run_dirs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Run directories (folders with a `run.json`) under the current folder, a couple deep, and
     folders on the way to one."""
-    folder = incomplete.rpartition("/")[0]
-    _, start, entries = _listing(incomplete)
+    folder, start, entries = _listing(incomplete)
     items = []
     for entry in entries:
         if not entry.is_dir() or not entry.name.startswith(start) or entry.name.startswith("."):
             continue
         path = Path(entry.path)
         if _is_run(path):
-            items.append(CompletionItem(_shown(folder, entry.name), help="run directory"))
+            items.append(CompletionItem(folder + entry.name, help="run directory"))
         elif _holds_runs(path, _RUN_DEPTH):
-            items.append(CompletionItem(_shown(folder, entry.name) + "/", type="plain"))
+            items.append(CompletionItem(folder + entry.name + "/", type="plain"))
     return items
 
 
