@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from lark import Lark, Token
@@ -117,7 +116,7 @@ def test_the_vs_code_extension_uses_the_grammar_and_starts_the_server() -> None:
     assert manifest["activationEvents"] == ["onLanguage:grow"]
 
 
-def test_the_grammar_file_is_the_one_the_extension_links(tmp_path: Path) -> None:
+def test_the_grammar_file_is_the_one_the_extension_links() -> None:
     link = ROOT / "editors" / "vscode" / "syntaxes" / "grow.tmLanguage.json"
     assert link.is_symlink() and link.resolve() == GRAMMAR_FILE.resolve()
 
