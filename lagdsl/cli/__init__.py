@@ -71,9 +71,8 @@ def _load_valid(path: Path, ctx: click.Context, quiet: bool = False) -> tuple[Sc
     try:
         result = load(path)
     except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         if not quiet:
-            click.echo(f"error: cannot read `{path}`: {reason}", err=True)
+            _cannot_read(path, error)
         ctx.exit(EXIT_USAGE)
     for diagnostic in [] if quiet else result.diagnostics:
         click.echo(render_text(diagnostic, result.source, color=_color(sys.stderr)), err=True)
@@ -83,6 +82,12 @@ def _load_valid(path: Path, ctx: click.Context, quiet: bool = False) -> tuple[Sc
         ctx.exit(EXIT_INVALID)
     assert result.schedule is not None
     return result.schedule, result.source.text
+
+
+def _cannot_read(path: Path, error: OSError | UnicodeDecodeError) -> None:
+    """The one line said when a file cannot be read (its exit code is the caller's)."""
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    click.echo(f"error: cannot read `{path}`: {reason}", err=True)
 
 
 def _counts(errors: int, warnings: int) -> str:

@@ -12,7 +12,6 @@ Completion runs on every Tab, so these read names from the disk and never import
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from pathlib import Path
 
@@ -96,5 +95,7 @@ def stage_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> 
     if checked.schedule is not None:
         names = [stage.name for stage in checked.schedule.stages]
     else:  # a schedule with errors: the names as written
-        names = re.findall(r"^\s*stage\s+([A-Za-z_][A-Za-z0-9_]*)", text, re.M)
+        from lagdsl.lang.navigate import definitions
+
+        names = [name for name, (kind, _) in definitions(text).items() if kind == "stage"]
     return [CompletionItem(name) for name in names if name.startswith(incomplete)]

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from lagdsl.lang.diagnostics import Diagnostic
     from lagdsl.lang.source import Source
 
-from lagdsl.cli import EXIT_INVALID, EXIT_OK, EXIT_USAGE, _color, _counts, _load_valid, main
+from lagdsl.cli import EXIT_INVALID, EXIT_OK, EXIT_USAGE, _cannot_read, _color, _counts, _load_valid, main
 from lagdsl.cli.complete import grow_files
 
 
@@ -45,8 +45,7 @@ def validate(files: tuple[Path, ...], fmt: str, strict: bool) -> None:
         try:
             result = load(path)
         except (OSError, UnicodeDecodeError) as error:
-            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-            click.echo(f"error: cannot read `{path}`: {reason}", err=True)
+            _cannot_read(path, error)
             status = EXIT_USAGE
             continue
         collected.extend((d, result.source) for d in result.diagnostics)

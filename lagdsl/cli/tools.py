@@ -7,10 +7,14 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from lagdsl.cli import EXIT_INVALID, EXIT_OK, EXIT_USAGE, _color, main
+if TYPE_CHECKING:
+    from lagdsl.lang.source import Source
+
+from lagdsl.cli import EXIT_INVALID, EXIT_OK, EXIT_USAGE, _cannot_read, _color, main
 from lagdsl.cli.complete import grow_files
 
 
@@ -32,8 +36,6 @@ change, 2 a file cannot be read or written."""
 @click.option("--diff", "show_diff", is_flag=True, help="Write nothing; print a unified diff of the changes.")
 def fmt(files: tuple[Path, ...], check: bool, show_diff: bool) -> None:
     """Rewrite .grow files in the one canonical layout (comments kept, meaning unchanged)."""
-    from lagdsl.lang.diagnostics import render_text
-    from lagdsl.lang.fmt import FormatError, format_source
     from lagdsl.lang.source import Source
 
     status = EXIT_OK
@@ -45,16 +47,11 @@ def fmt(files: tuple[Path, ...], check: bool, show_diff: bool) -> None:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
-            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-            click.echo(f"error: cannot read `{path}`: {reason}", err=True)
+            _cannot_read(path, error)
             status = EXIT_USAGE
             continue
-        source = Source(str(path), text)
-        try:
-            formatted = format_source(source)
-        except FormatError as error:
-            for diagnostic in error.diagnostics:
-                click.echo(render_text(diagnostic, source, color=_color(sys.stderr)), err=True)
+        formatted = _formatted(Source(str(path), text))
+        if formatted is None:
             click.echo(f"{path}: not formatted: fix the syntax errors first", err=True)
             status = max(status, EXIT_INVALID)
             continue
@@ -84,18 +81,26 @@ def fmt(files: tuple[Path, ...], check: bool, show_diff: bool) -> None:
     sys.exit(status)
 
 
-def _fmt_stdin(check: bool) -> int:
-    """`-`: the text on stdin, formatted to stdout (with --check, nothing printed: the exit says)."""
+def _formatted(source: Source) -> str | None:
+    """The formatted text, or None after printing the syntax errors that prevent it."""
     from lagdsl.lang.diagnostics import render_text
     from lagdsl.lang.fmt import FormatError, format_source
-    from lagdsl.lang.source import Source
 
-    source = Source("<stdin>", sys.stdin.read())
     try:
-        formatted = format_source(source)
+        return format_source(source)
     except FormatError as error:
         for diagnostic in error.diagnostics:
             click.echo(render_text(diagnostic, source, color=_color(sys.stderr)), err=True)
+        return None
+
+
+def _fmt_stdin(check: bool) -> int:
+    """`-`: the text on stdin, formatted to stdout (with --check, nothing printed: the exit says)."""
+    from lagdsl.lang.source import Source
+
+    source = Source("<stdin>", sys.stdin.read())
+    formatted = _formatted(source)
+    if formatted is None:
         return EXIT_INVALID
     if check:
         return EXIT_INVALID if formatted != source.text else EXIT_OK
