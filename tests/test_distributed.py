@@ -13,8 +13,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,7 @@ from lagdsl.cli import main
 from lagdsl.lang import check_text
 from lagdsl.runtime import checkpoint as ckpt
 from lagdsl.runtime.data import Batches, Shard, load_corpus
-from lagdsl.runtime.dist import DistError, World
+from lagdsl.runtime.dist import DistError, World, meet
 from lagdsl.runtime.metrics import read, without_timing
 from lagdsl.runtime.probes import teams
 from lagdsl.runtime.run import RunError, open_data
@@ -74,7 +76,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    """One thread a rank; a rank that crashes prints every thread's Python stack."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
 
 
 def torchrun(project: Path, *args: str, ranks: int = 2) -> list[str]:
@@ -139,6 +142,7 @@ def one_rank(project: Path) -> Path:
 def two_ranks(project: Path) -> Path:
     result = launch(project, "seq.grow", "--out", "two")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == "two\n"  # rank 0's payload, flushed before the ranks leave; the others say nothing
     return project / "two"
 
 
@@ -154,6 +158,20 @@ def test_the_world_comes_from_torchruns_environment() -> None:
         World.from_env({"RANK": "x", "WORLD_SIZE": "2"})
     with pytest.raises(DistError, match="not a rank"):
         World.from_env({"RANK": "2", "WORLD_SIZE": "2"})
+
+
+def test_ranks_meet_before_they_leave_and_a_rank_left_alone_gives_up() -> None:
+    """`session`'s exit: no rank destroys its group until all have arrived (or the wait is over)."""
+    store, world = torch.distributed.HashStore(), World(0, 2, 0, launched=True)
+    arrived: list[bool] = []
+    first = threading.Thread(target=lambda: arrived.append(meet(store, world, timedelta(seconds=30))))
+    first.start()
+    first.join(0.5)
+    assert first.is_alive()  # rank 0 waits for rank 1
+    assert meet(store, World(1, 2, 1, launched=True), timedelta(seconds=30))
+    first.join(30)
+    assert arrived == [True]
+    assert not meet(torch.distributed.HashStore(), world, timedelta(seconds=0.2))  # nobody comes: it leaves
 
 
 @given(st.integers(1, 64), st.integers(1, 20))
@@ -197,7 +215,8 @@ def test_under_torchrun_rank_0_speaks_and_every_rank_exits_with_the_code(project
     odd.write_text((project / "seq.grow").read_text().replace("batch 4", "batch 3"))
     result = launch(project, "odd.grow", "--out", "odd")
     assert result.stderr.count("`batch 3` is the global batch, and 2 ranks cannot share it") == 1
-    assert "exitcode  : 2" in result.stderr and not (project / "odd").exists()  # (torchrun may stop the other)
+    assert "exitcode  : 2" in result.stderr and not (project / "odd").exists(), result.stderr[-3000:]
+    assert "SIGABRT" not in result.stderr, result.stderr[-3000:]  # no rank aborted on its way out
     bad = project / "bad.grow"
     bad.write_text((project / "seq.grow").read_text().replace("optimizer adamw", "optimiser adamw"))
     result = launch(project, "bad.grow")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +12,7 @@ import click
 
 if TYPE_CHECKING:
     from lagdsl.artifacts import IntervalInfo, SpreadInfo, Study, Summary
+    from lagdsl.runtime.dist import World
 
 from lagdsl.cli import EXIT_OK, EXIT_USAGE, _device, _load_valid, main
 from lagdsl.cli.complete import grow_files, run_dirs, stage_names
@@ -83,7 +86,9 @@ def run(
     except DistError as error:
         click.echo(f"error: {error}", err=True)
         ctx.exit(EXIT_USAGE)
-    with session(world):  # rank 0 speaks for all (the others exit with the same code, silently)
+    # rank 0 speaks for all (the others exit with the same code, silently); a rank ends through
+    # `leave` once its process group is gone (the exit code as click would give it)
+    with _ends_as_rank(world), session(world):
         from lagdsl.runtime.progress import Progress
         from lagdsl.runtime.run import (
             Interrupted,
@@ -164,6 +169,23 @@ def run(
             if not quiet:
                 _print_summary(result.summary, result.run_dir)
             click.echo(str(result.run_dir))
+
+
+@contextmanager
+def _ends_as_rank(world: World) -> Iterator[None]:
+    """Under torchrun, end the process with `dist.leave(code)` after the block (the code of the
+    block's `ctx.exit`, 0 when it ends normally); an unexpected exception goes on to `main`'s handler."""
+    from lagdsl.runtime.dist import leave
+
+    if not world.distributed:
+        yield
+        return
+    code = EXIT_OK
+    try:
+        yield
+    except click.exceptions.Exit as stop:
+        code = stop.exit_code
+    leave(code)
 
 
 def _print_summary(summary: Summary, run_dir: Path) -> None:

@@ -23,11 +23,12 @@ What ranks share, and how:
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -40,6 +41,9 @@ T = TypeVar("T")
 #: How long a collective waits for a rank that does not arrive (a dead or hung rank) before every
 #: other rank fails with an error; torchrun's agent then stops the rest.
 COLLECTIVE_TIMEOUT = timedelta(seconds=int(os.environ.get("LAGDSL_COLLECTIVE_TIMEOUT", "600")))
+
+#: How long a rank that is done waits for the others before it destroys its process group (`session`).
+EXIT_WAIT = timedelta(seconds=int(os.environ.get("LAGDSL_EXIT_WAIT", "10")))
 
 
 class DistError(Exception):
@@ -94,22 +98,51 @@ def backend() -> str:
 
 @contextmanager
 def session(world: World) -> Iterator[World]:
-    """The process group of `world` (none for one rank), destroyed on every way out. After a normal
-    end the ranks meet first, so that none tears down its connections while a peer's last
-    collective is still in flight (a rank aborted at exit); after an exception a rank leaves at once,
-    as its peers may never arrive."""
+    """The process group of `world` (none for one rank), destroyed on every way out.
+
+    Before a rank destroys its group, the ranks meet in the rendezvous store (not in a collective,
+    which would leave the same race one level down): a rank that tore its connections down while a
+    peer's last collective was still in flight could abort that peer. On a normal end every rank
+    arrives; after an error that every rank shares (the usual case: a bad schedule, a failed check)
+    they arrive at once; a rank that failed alone waits `EXIT_WAIT` for the others, then leaves."""
     if not world.distributed:
         yield world
         return
     if torch.cuda.is_available():
         torch.cuda.set_device(world.local_rank)
-    dist.init_process_group(backend(), rank=world.rank, world_size=world.size, timeout=COLLECTIVE_TIMEOUT)
+    store, _, _ = next(dist.rendezvous("env://", world.rank, world.size, timeout=COLLECTIVE_TIMEOUT))
+    store.set_timeout(COLLECTIVE_TIMEOUT)
+    dist.init_process_group(backend(), store=store, rank=world.rank, world_size=world.size, timeout=COLLECTIVE_TIMEOUT)
     try:
         yield world
-        with suppress(Exception):
-            dist.barrier()
     finally:
+        meet(dist.PrefixStore("lagdsl/exit", store), world)
         dist.destroy_process_group()
+
+
+def meet(store: dist.Store, world: World, timeout: timedelta | None = None) -> bool:
+    """Wait until every rank of `world` has called `meet` on `store` (once per process), or
+    `timeout` (`EXIT_WAIT`) has passed, or the store is gone; True when all arrived."""
+    try:
+        if store.add("arrived", 1) == world.size:  # the last to arrive lets everyone go
+            store.set("all", "1")
+        store.wait(["all"], timeout or EXIT_WAIT)
+    except (RuntimeError, dist.DistError):  # a timeout, or the launcher's store has gone
+        return False
+    return True
+
+
+def leave(code: int) -> NoReturn:
+    """End this rank's process with `code` once its work is done and its process group destroyed,
+    without the interpreter's finalization. Gloo's worker threads may still be releasing the
+    tensors of a finished collective when Python finalizes; a thread that then needs the GIL is
+    stopped by the interpreter, and the C++ runtime aborts the whole process ("terminate called
+    without an active exception", SIGABRT), so that a finished rank reports a crash. Every file of
+    the run is closed by now; only the standard streams need flushing."""
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def active() -> bool:
