@@ -43,4 +43,20 @@ def test_init_names_the_file_and_the_schedule_and_never_overwrites(
     assert again.exit_code == 2 and "`mine.grow` exists" in again.stderr
     assert (tmp_path / "mine.grow").read_text() == "keep me\n"
     missing = runner.invoke(main, ["init", str(tmp_path / "no" / "such" / "dir" / "x")])
-    assert missing.exit_code == 2 and "cannot write" in missing.stderr
+    assert (
+        missing.exit_code == 2 and f"the folder `{tmp_path / 'no' / 'such' / 'dir'}` does not exist" in missing.stderr
+    )
+
+
+def test_init_into_a_folder_writes_the_templates_file_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "studies").mkdir()
+    runner = CliRunner()
+    made = runner.invoke(main, ["init", "studies", "--template", "lag-study"])
+    assert made.exit_code == 0 and "wrote studies/lag_study.grow" in made.stderr
+    written = tmp_path / "studies" / "lag_study.grow"
+    assert load(written).schedule is not None and "schedule lag_study\n" in written.read_text()
+    again = runner.invoke(main, ["init", "studies/", "--template", "lag-study"])  # the same file: kept
+    assert again.exit_code == 2 and "`studies/lag_study.grow` exists" in again.stderr
+    absent = runner.invoke(main, ["init", "new/"])  # a folder that does not exist is not made
+    assert absent.exit_code == 2 and "the folder `new` does not exist" in absent.stderr

@@ -157,6 +157,7 @@ TEMPLATES = ("quickstart", "stack", "width", "lag-study")
 Examples:
   lagdsl init                              (writes quickstart.grow)
   lagdsl init my_run --template stack      (writes my_run.grow)
+  lagdsl init studies/ --template width    (writes studies/width.grow)
   lagdsl init studies/ops.grow --template lag-study
 
 Exit codes: 0 written, 2 the file exists (init never overwrites) or cannot be written."""
@@ -176,7 +177,10 @@ def init(ctx: click.Context, name: str | None, template: str) -> None:
     import re
     from importlib import resources
 
-    path = Path(name or template.replace("-", "_"))
+    default = template.replace("-", "_")
+    path = Path(name or default)
+    if name and (name.endswith(("/", os.sep)) or path.is_dir()):  # a folder: the template's file in it
+        path = path / default
     if path.suffix != ".grow":
         path = path.with_name(path.name + ".grow")
     schedule_name = re.sub(r"\W", "_", path.stem)
@@ -191,7 +195,8 @@ def init(ctx: click.Context, name: str | None, template: str) -> None:
         click.echo(f"error: `{path}` exists: `lagdsl init` never overwrites a file; give another NAME", err=True)
         ctx.exit(EXIT_USAGE)
     except OSError as error:
-        click.echo(f"error: cannot write `{path}`: {error.strerror or error}", err=True)
+        why = f"the folder `{path.parent}` does not exist" if not path.parent.is_dir() else error.strerror or error
+        click.echo(f"error: cannot write `{path}`: {why}", err=True)
         ctx.exit(EXIT_USAGE)
     click.echo(f"wrote {path}: next, `lagdsl plan {path}` and `lagdsl run {path}`", err=True)
 
