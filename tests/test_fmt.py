@@ -207,6 +207,19 @@ def test_fmt_rewrites_in_place_and_check_and_diff_write_nothing(tmp_path: Path) 
     assert runner.invoke(main, ["fmt", "--check", str(messy), str(tidy)]).exit_code == 0
 
 
+def test_fmt_keeps_a_files_line_ends_and_byte_order_mark(tmp_path: Path) -> None:
+    """A Windows file stays CRLF (a formatted one is left alone), and a byte-order mark stays."""
+    crlf, bom = tmp_path / "crlf.grow", tmp_path / "bom.grow"
+    crlf.write_bytes(b"schedule  w\r\nstage s {train 10 steps}\r\n")
+    bom.write_bytes("\ufeffschedule  b\nstage s {train 10 steps}\n".encode())
+    runner = CliRunner()
+    assert runner.invoke(main, ["fmt", str(crlf), str(bom)]).exit_code == 0
+    assert crlf.read_bytes() == b"schedule w\r\nstage s {\r\n  train 10 steps\r\n}\r\n"
+    assert bom.read_bytes() == "\ufeffschedule b\nstage s {\n  train 10 steps\n}\n".encode()
+    checked = runner.invoke(main, ["fmt", "--check", str(crlf), str(bom)])
+    assert checked.exit_code == 0, checked.stderr  # formatted: neither line ends nor the mark count as a change
+
+
 def test_a_file_with_errors_other_than_syntax_is_formatted(tmp_path: Path) -> None:
     path = tmp_path / "unknown.grow"
     path.write_text("schedule u\npool ops = [copy_tpo,midas]\n")

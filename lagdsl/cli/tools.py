@@ -45,17 +45,18 @@ def fmt(files: tuple[Path, ...], check: bool, show_diff: bool) -> None:
             status = max(status, _fmt_stdin(check))
             continue
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = path.read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError) as error:
             _cannot_read(path, error)
             status = EXIT_USAGE
             continue
+        text = raw.replace("\r\n", "\n").replace("\r", "\n")
         formatted = _formatted(Source(str(path), text))
         if formatted is None:
             click.echo(f"{path}: not formatted: fix the syntax errors first", err=True)
             status = max(status, EXIT_INVALID)
             continue
-        if formatted == text:
+        if _as_written(formatted, raw) == raw:
             continue
         changed += 1
         if show_diff:
@@ -69,7 +70,7 @@ def fmt(files: tuple[Path, ...], check: bool, show_diff: bool) -> None:
                 status = max(status, EXIT_INVALID)
             continue
         try:
-            _replace(path, formatted)
+            _replace(path, _as_written(formatted, raw))
         except OSError as error:
             click.echo(f"error: cannot write `{path}`: {error.strerror or error}", err=True)
             status = EXIT_USAGE
@@ -108,11 +109,19 @@ def _fmt_stdin(check: bool) -> int:
     return EXIT_OK
 
 
+def _as_written(formatted: str, original: str) -> str:
+    """`formatted` (LF line ends, no byte-order mark) with the original file's line ends (CRLF
+    when it has any) and its byte-order mark, if it had one: fmt changes the layout, not those."""
+    if "\r\n" in original:
+        formatted = formatted.replace("\n", "\r\n")
+    return "\ufeff" + formatted if original.startswith("\ufeff") else formatted
+
+
 def _replace(path: Path, text: str) -> None:
     """`path` holds `text` afterwards, or its old text if writing fails (never half of either)."""
     temporary = path.with_name(f".{path.name}.fmt-tmp")
     try:
-        temporary.write_text(text, encoding="utf-8")
+        temporary.write_text(text, encoding="utf-8", newline="")
         shutil.copymode(path, temporary)
         os.replace(temporary, path)
     finally:
