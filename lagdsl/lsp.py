@@ -28,7 +28,7 @@ from pygls.workspace.position_codec import ServerTextPosition
 from lagdsl.lang import check_source
 from lagdsl.lang import navigate as nav
 from lagdsl.lang.diagnostics import Diagnostic, help_text
-from lagdsl.lang.fmt import FormatError, format_source
+from lagdsl.lang.fmt import FormatError, as_written, format_source
 from lagdsl.lang.source import Source
 
 NAME = "lagdsl"
@@ -165,6 +165,7 @@ def formatting(ls: LanguageServer, params: lsp.DocumentFormattingParams) -> list
         formatted = format_source(source)
     except FormatError:
         return None  # the diagnostics already show the syntax errors
+    formatted = as_written(formatted, text)  # the document's line ends
     if formatted == text:
         return []
     lines = text.split("\n")

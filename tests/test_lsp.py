@@ -160,6 +160,20 @@ def test_an_editor_session_diagnoses_hovers_completes_finds_and_formats(tmp_path
         )
         assert edits is not None and len(edits) == 1 and edits[0].new_text == format_text(messy) == TEXT
 
+        # a CRLF document keeps its line ends: formatted, it needs no edit; messy, its edit is CRLF
+        windows = TEXT.replace("\n", "\r\n")
+
+        async def format_crlf(text: str, version: int) -> list[lsp.TextEdit]:
+            await s.diagnostics(uri, lambda: client.text_document_did_change(changed(uri, text, version)))
+            edits = await client.text_document_formatting_async(
+                lsp.DocumentFormattingParams(lsp.TextDocumentIdentifier(uri=uri), lsp.FormattingOptions(2, True))
+            )
+            return list(edits or [])
+
+        assert await format_crlf(windows, 5) == []
+        (edit,) = await format_crlf(messy.replace("\n", "\r\n"), 6)
+        assert edit.new_text == windows
+
     with_server(body)
 
 

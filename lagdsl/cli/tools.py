@@ -36,6 +36,7 @@ change, 2 a file cannot be read or written."""
 @click.option("--diff", "show_diff", is_flag=True, help="Write nothing; print a unified diff of the changes.")
 def fmt(files: tuple[Path, ...], check: bool, show_diff: bool) -> None:
     """Rewrite .grow files in the one canonical layout (comments kept, meaning unchanged)."""
+    from lagdsl.lang.fmt import as_written
     from lagdsl.lang.source import Source
 
     status = EXIT_OK
@@ -56,7 +57,7 @@ def fmt(files: tuple[Path, ...], check: bool, show_diff: bool) -> None:
             click.echo(f"{path}: not formatted: fix the syntax errors first", err=True)
             status = max(status, EXIT_INVALID)
             continue
-        if _as_written(formatted, raw) == raw:
+        if as_written(formatted, raw) == raw:
             continue
         changed += 1
         if show_diff:
@@ -70,7 +71,7 @@ def fmt(files: tuple[Path, ...], check: bool, show_diff: bool) -> None:
                 status = max(status, EXIT_INVALID)
             continue
         try:
-            _replace(path, _as_written(formatted, raw))
+            _replace(path, as_written(formatted, raw))
         except OSError as error:
             click.echo(f"error: cannot write `{path}`: {error.strerror or error}", err=True)
             status = EXIT_USAGE
@@ -107,14 +108,6 @@ def _fmt_stdin(check: bool) -> int:
         return EXIT_INVALID if formatted != source.text else EXIT_OK
     click.echo(formatted, nl=False)
     return EXIT_OK
-
-
-def _as_written(formatted: str, original: str) -> str:
-    """`formatted` (LF line ends, no byte-order mark) with the original file's line ends (CRLF
-    when it has any) and its byte-order mark, if it had one: fmt changes the layout, not those."""
-    if "\r\n" in original:
-        formatted = formatted.replace("\n", "\r\n")
-    return "\ufeff" + formatted if original.startswith("\ufeff") else formatted
 
 
 def _replace(path: Path, text: str) -> None:

@@ -70,6 +70,14 @@ def format_source(source: Source) -> str:
     return out
 
 
+def as_written(formatted: str, original: str) -> str:
+    """`formatted` (LF line ends, no byte-order mark) with the original file's line ends (CRLF
+    when it has any) and its byte-order mark, if it had one: fmt changes the layout, not those."""
+    if "\r\n" in original:
+        formatted = formatted.replace("\n", "\r\n")
+    return "\ufeff" + formatted if original.startswith("\ufeff") else formatted
+
+
 def _lexemes(text: str) -> tuple[list[str], list[str]]:
     """The text's words, numbers, strings and punctuation in order (a comma before a closing
     bracket dropped), and its comments sorted. Layout changes only the spaces between lexemes, so
