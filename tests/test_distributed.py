@@ -7,6 +7,7 @@ ranks resumes on any other; SIGTERM and a killed rank leave a run that resumes.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -140,7 +141,8 @@ def one_rank(project: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def two_ranks(project: Path) -> Path:
-    result = launch(project, "seq.grow", "--out", "two")
+    tensorboard = ["--tensorboard", "tb-two"] if importlib.util.find_spec("tensorboard") else []
+    result = launch(project, "seq.grow", "--out", "two", *tensorboard)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout == "two\n"  # rank 0's payload, flushed before the ranks leave; the others say nothing
     return project / "two"
@@ -221,6 +223,22 @@ def test_under_torchrun_rank_0_speaks_and_every_rank_exits_with_the_code(project
     bad.write_text((project / "seq.grow").read_text().replace("optimizer adamw", "optimiser adamw"))
     result = launch(project, "bad.grow")
     assert result.stderr.count("error[E0101]") == 1 and "exitcode  : 1" in result.stderr
+
+
+@pytest.mark.slow
+def test_under_two_ranks_rank_0_alone_logs_to_tensorboard_and_every_event_arrives(
+    project: Path, two_ranks: Path
+) -> None:
+    """One event file (rank 0's), holding every step of `metrics.jsonl`, though a rank ends
+    without the interpreter's clean-up (`dist.leave`)."""
+    pytest.importorskip("tensorboard")
+    from tests.test_trackers import scalars
+
+    assert len(list((project / "tb-two").rglob("events.out.tfevents.*"))) == 1
+    steps = [r for r in read(two_ranks / "metrics.jsonl") if r["event"] == "step"]
+    logged = scalars(project / "tb-two")["train/loss"]
+    assert [s for s, _ in logged] == [r["step"] for r in steps] and len(steps) > 10
+    assert [v for _, v in logged] == pytest.approx([r["loss"] for r in steps], rel=1e-6)
 
 
 @pytest.mark.slow
