@@ -35,7 +35,7 @@ from lagdsl.runtime.metrics import read, without_timing
 from lagdsl.runtime.probes import teams
 from lagdsl.runtime.run import RunError, open_data
 from lagdsl.runtime.state import Device
-from tests.conftest import write_corpus
+from tests.conftest import train_tokenizer, write_corpus
 
 SCHEDULE = """
 schedule tiny
@@ -87,11 +87,12 @@ def torchrun(project: Path, *args: str, ranks: int = 2) -> list[str]:
     return [*launcher, "-m", "lagdsl", "run", "--quiet", *args]
 
 
-def launch(project: Path, *args: str, ranks: int = 2, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        torchrun(project, *args, ranks=ranks), cwd=project, env=env(), capture_output=True, text=True, timeout=timeout
-    )
-    return result
+def launch(
+    project: Path, *args: str, ranks: int = 2, timeout: float = 240, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    command = torchrun(project, *args, ranks=ranks)
+    environment = {**env(), **(extra_env or {})}
+    return subprocess.run(command, cwd=project, env=environment, capture_output=True, text=True, timeout=timeout)
 
 
 def single(project: Path, *args: str) -> None:
@@ -239,6 +240,24 @@ def test_under_two_ranks_rank_0_alone_logs_to_tensorboard_and_every_event_arrive
     logged = scalars(project / "tb-two")["train/loss"]
     assert [s for s, _ in logged] == [r["step"] for r in steps] and len(steps) > 10
     assert [v for _, v in logged] == pytest.approx([r["loss"] for r in steps], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_two_ranks_tokenize_one_corpus_together_and_train_as_one(project: Path, tmp_path: Path) -> None:
+    """Both ranks of a machine need the same tokens at the same moment: one tokenizes under the
+    cache entry's lock while the other waits, then both read one entry and train as one process."""
+    train_tokenizer(project / "tokenizer.json", sorted((project / "corpus").glob("*.txt")))
+    text = (project / "seq.grow").read_text().replace('"corpus/*.txt"', '"corpus/*.txt", tokenizer="tokenizer.json"')
+    (project / "tok.grow").write_text(text.replace("heads=2,", "heads=2, vocab=auto,"))
+    cache = {"LAGDSL_CACHE": str(tmp_path / "cache")}
+    result = launch(project, "tok.grow", "--out", "tok-two", extra_env=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    entries = [p.name for p in (tmp_path / "cache" / "tokens").iterdir() if not p.name.endswith(".lock")]
+    assert len(entries) == 1 and not entries[0].startswith(".")  # one entry, no half-written leftovers
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LAGDSL_CACHE", str(tmp_path / "cache"))
+        single(project, "tok.grow", "--out", "tok-one")
+    assert_close(records(project / "tok-two"), records(project / "tok-one"))
 
 
 @pytest.mark.slow
