@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -246,6 +248,29 @@ def test_text_that_is_not_utf8_is_one_line(project: Path) -> None:
     assert result.stderr == (
         f"error: data: `{project / 'corpus' / 'c.txt'}` is not UTF-8 text (byte 3): convert it to UTF-8\n"
     )
+
+
+def test_processes_that_need_one_corpus_at_once_tokenize_it_once(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ranks of a machine start together: one tokenizes under the entry's lock, the other waits
+    and reads its tokens (a lock per open file, so two threads stand in for two processes)."""
+    monkeypatch.setenv("LAGDSL_CACHE", str(project / "cache"))
+    tokenizer = Tokenizer.from_file(str(project / "tokenizer.json"))
+    files = sorted((project / "corpus").glob("*.txt"))
+    calls = []
+    original = encode.write_tokens
+
+    def slow(*args, **kwargs):  # long enough that the other arrives while it works
+        calls.append(1)
+        time.sleep(0.5)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(encode, "write_tokens", slow)
+    with ThreadPoolExecutor(2) as pool:
+        both = list(pool.map(lambda _: encode.encode_corpus(files, tokenizer, progress=False), range(2)))
+    assert len(calls) == 1 and sorted(e.cached for e in both) == [False, True]
+    assert both[0].tokens.tolist() == both[1].tokens.tolist()
 
 
 def test_a_damaged_cache_entry_is_tokenized_again(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
