@@ -244,8 +244,9 @@ def test_under_two_ranks_rank_0_alone_logs_to_tensorboard_and_every_event_arrive
 
 @pytest.mark.slow
 def test_two_ranks_tokenize_one_corpus_together_and_train_as_one(project: Path, tmp_path: Path) -> None:
-    """Both ranks of a machine need the same tokens at the same moment: one tokenizes under the
-    cache entry's lock while the other waits, then both read one entry and train as one process."""
+    """Both ranks of a machine need the same tokens at the same moment: they end with one cache
+    entry and train as one process. (That only one of them tokenizes, the lock's work, is shown in
+    `test_tokenize.py`: here either way leaves one entry.)"""
     train_tokenizer(project / "tokenizer.json", sorted((project / "corpus").glob("*.txt")))
     text = (project / "seq.grow").read_text().replace('"corpus/*.txt"', '"corpus/*.txt", tokenizer="tokenizer.json"')
     (project / "tok.grow").write_text(text.replace("heads=2,", "heads=2, vocab=auto,"))
