@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,22 @@ def test_a_missing_extra_is_one_line_naming_the_install(project: Path, monkeypat
     assert not (project / "run").exists()
 
 
+def children() -> list[str]:
+    """The names of this process's child processes (Linux's /proc)."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs /proc")
+    names = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # a process that ended meanwhile
+            continue
+        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if int(rest[1]) == os.getpid():
+            names.append(name)
+    return names
+
+
 def test_wandb_offline_records_the_run(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -117,6 +134,9 @@ def test_wandb_offline_records_the_run(project: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("WANDB_DATA_DIR", str(project / "wandb-data"))
     result = run(project, "--out", str(project / "run"), "--wandb", "lagdsl-test")
     assert result.exit_code == 0, result.output
+    # W&B's service process has written everything and ended: its record is whole when the run
+    # returns, also for a torchrun rank, which leaves without the hooks that would wait for it
+    assert "wandb-core" not in children()
     runs = list((project / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     records = list(runs[0].glob("*.wandb"))

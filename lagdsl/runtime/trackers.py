@@ -12,6 +12,7 @@ Both are optional extras; `require` says which `pip install` is missing before a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -94,7 +95,14 @@ class WandB:
         self.run.log({name: value, "step": step})
 
     def close(self) -> None:
+        """Finish the run and wait until W&B's service process has written all of it: `finish()`
+        only asks the service to close the run's record file, and the `atexit` hook that would
+        otherwise wait never runs for a torchrun rank (`dist.leave` ends it with `os._exit`)."""
+        import wandb
+
         self.run.finish()
+        with contextlib.suppress(SystemExit):  # the service's own failure, reported by it; files stay
+            wandb.teardown()
 
 
 class Tracker:
