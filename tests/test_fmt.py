@@ -255,6 +255,18 @@ def test_a_dash_formats_stdin_to_stdout() -> None:
     assert broken.exit_code == 1 and "<stdin>:1:" in broken.stderr and broken.stdout == ""
 
 
+def test_stdin_keeps_a_crlf_documents_line_ends_and_refuses_what_is_not_utf8() -> None:
+    """An editor on Windows pipes its CRLF buffer through `fmt -`: it gets CRLF back (not a
+    whole-buffer change of line ends), and a formatted CRLF buffer passes --check."""
+    runner = CliRunner()
+    result = runner.invoke(main, ["fmt", "-"], input=b"\xef\xbb\xbfschedule  s\r\nstage a {train 1 steps}\r\n")
+    assert result.exit_code == 0
+    assert result.stdout_bytes == b"\xef\xbb\xbfschedule s\r\nstage a {\r\n  train 1 steps\r\n}\r\n"
+    assert runner.invoke(main, ["fmt", "--check", "-"], input=result.stdout_bytes).exit_code == 0
+    latin1 = runner.invoke(main, ["fmt", "-"], input="schedule s # caf\xe9\n".encode("latin-1"))
+    assert latin1.exit_code == 2 and "cannot read stdin" in latin1.stderr and "UTF-8" in latin1.stderr
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(mutated())
 def test_whatever_parses_formats_idempotently_to_the_same_tree(text: str) -> None:

@@ -97,16 +97,26 @@ def _formatted(source: Source) -> str | None:
 
 
 def _fmt_stdin(check: bool) -> int:
-    """`-`: the text on stdin, formatted to stdout (with --check, nothing printed: the exit says)."""
+    """`-`: the text on stdin, formatted to stdout (with --check, nothing printed: the exit says).
+    Bytes in, bytes out, so that a CRLF document comes back with CRLF line ends, as a file does."""
+    from lagdsl.lang.fmt import as_written
     from lagdsl.lang.source import Source
 
-    source = Source("<stdin>", sys.stdin.read())
-    formatted = _formatted(source)
+    try:
+        raw = sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as error:
+        click.echo(f"error: cannot read stdin: {error}; .grow files are UTF-8", err=True)
+        return EXIT_USAGE
+    formatted = _formatted(Source("<stdin>", raw.replace("\r\n", "\n").replace("\r", "\n")))
     if formatted is None:
         return EXIT_INVALID
+    written = as_written(formatted, raw)
     if check:
-        return EXIT_INVALID if formatted != source.text else EXIT_OK
-    click.echo(formatted, nl=False)
+        return EXIT_INVALID if written != raw else EXIT_OK
+    sys.stdout.flush()  # what click wrote before, ahead of the bytes
+    stdout = sys.stdout.buffer
+    stdout.write(written.encode("utf-8"))
+    stdout.flush()
     return EXIT_OK
 
 
