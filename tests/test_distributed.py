@@ -143,7 +143,10 @@ def one_rank(project: Path) -> Path:
 @pytest.fixture(scope="module")
 def two_ranks(project: Path) -> Path:
     tensorboard = ["--tensorboard", "tb-two"] if importlib.util.find_spec("tensorboard") else []
-    result = launch(project, "seq.grow", "--out", "two", *tensorboard)
+    wandb = ["--wandb", "lagdsl-two"] if importlib.util.find_spec("wandb") else []
+    offline = {f"WANDB_{k}": str(project / f"wandb-{k.lower()}") for k in ("CONFIG_DIR", "CACHE_DIR", "DATA_DIR")}
+    offline |= {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    result = launch(project, "seq.grow", "--out", "two", *tensorboard, *wandb, extra_env=offline)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout == "two\n"  # rank 0's payload, flushed before the ranks leave; the others say nothing
     return project / "two"
@@ -240,6 +243,18 @@ def test_under_two_ranks_rank_0_alone_logs_to_tensorboard_and_every_event_arrive
     logged = scalars(project / "tb-two")["train/loss"]
     assert [s for s, _ in logged] == [r["step"] for r in steps] and len(steps) > 10
     assert [v for _, v in logged] == pytest.approx([r["loss"] for r in steps], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_under_two_ranks_rank_0_alone_records_a_whole_wandb_run(two_ranks: Path) -> None:
+    """One offline W&B run (rank 0's) whose record holds every step, though the rank leaves with
+    `os._exit`, past the hook with which W&B would wait for its service to write."""
+    pytest.importorskip("wandb")
+    logs = list((two_ranks / "wandb").glob("offline-run-*/*.wandb"))
+    assert len(logs) == 1
+    data = logs[0].read_bytes()  # protobuf, whose strings are stored as they are
+    steps = [r for r in read(two_ranks / "metrics.jsonl") if r["event"] == "step"]
+    assert data.count(b"train/loss") >= len(steps) > 10 and b"probe chose" in data
 
 
 @pytest.mark.slow
