@@ -78,3 +78,19 @@ def train_tokenizer(path: Path, files: list[Path], vocab: int = 320) -> Path:
     tokenizer.train([str(f) for f in files], trainer)
     tokenizer.save(str(path))
     return path
+
+
+def child_processes(pid: int) -> list[Path]:
+    """The /proc folders of the processes whose parent is `pid` (Linux; the test skips elsewhere)."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs /proc")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(entry)
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+    return found

@@ -35,7 +35,7 @@ from lagdsl.runtime.metrics import read, without_timing
 from lagdsl.runtime.probes import teams
 from lagdsl.runtime.run import RunError, open_data
 from lagdsl.runtime.state import Device
-from tests.conftest import train_tokenizer, write_corpus
+from tests.conftest import child_processes, train_tokenizer, write_corpus
 
 SCHEDULE = """
 schedule tiny
@@ -404,15 +404,10 @@ def _wait_for(path: Path, ready: str, process: subprocess.Popen[str], seconds: f
 def _children(pid: int) -> dict[int, dict[str, str]]:
     """The processes whose parent is `pid`, with their environments."""
     found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for entry in child_processes(pid):
         try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if parent != pid:
-                continue
             pairs = (entry / "environ").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
+        except OSError:  # a process that ended meanwhile
             continue
         found[int(entry.name)] = dict(p.decode(errors="replace").split("=", 1) for p in pairs if b"=" in p)
     return found
