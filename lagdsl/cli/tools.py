@@ -36,7 +36,7 @@ change, 2 a file cannot be read or written."""
 @click.option("--diff", "show_diff", is_flag=True, help="Write nothing; print a unified diff of the changes.")
 def fmt(files: tuple[Path, ...], check: bool, show_diff: bool) -> None:
     """Rewrite .grow files in the one canonical layout (comments kept, meaning unchanged)."""
-    from lagdsl.lang.fmt import as_written
+    from lagdsl.lang.fmt import as_read, as_written
     from lagdsl.lang.source import Source
 
     status = EXIT_OK
@@ -51,7 +51,7 @@ def fmt(files: tuple[Path, ...], check: bool, show_diff: bool) -> None:
             _cannot_read(path, error)
             status = EXIT_USAGE
             continue
-        text = raw.replace("\r\n", "\n").replace("\r", "\n")
+        text = as_read(raw)
         formatted = _formatted(Source(str(path), text))
         if formatted is None:
             click.echo(f"{path}: not formatted: fix the syntax errors first", err=True)
@@ -99,7 +99,7 @@ def _formatted(source: Source) -> str | None:
 def _fmt_stdin(check: bool) -> int:
     """`-`: the text on stdin, formatted to stdout (with --check, nothing printed: the exit says).
     Bytes in, bytes out, so that a CRLF document comes back with CRLF line ends, as a file does."""
-    from lagdsl.lang.fmt import as_written
+    from lagdsl.lang.fmt import as_read, as_written
     from lagdsl.lang.source import Source
 
     try:
@@ -107,7 +107,7 @@ def _fmt_stdin(check: bool) -> int:
     except UnicodeDecodeError as error:
         click.echo(f"error: cannot read stdin: {error}; .grow files are UTF-8", err=True)
         return EXIT_USAGE
-    formatted = _formatted(Source("<stdin>", raw.replace("\r\n", "\n").replace("\r", "\n")))
+    formatted = _formatted(Source("<stdin>", as_read(raw)))
     if formatted is None:
         return EXIT_INVALID
     written = as_written(formatted, raw)

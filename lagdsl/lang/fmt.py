@@ -70,6 +70,12 @@ def format_source(source: Source) -> str:
     return out
 
 
+def as_read(raw: str) -> str:
+    """A file's text with LF line ends (CRLF and lone CR alike): what fmt lays out and diffs;
+    `as_written` puts the file's own line ends back."""
+    return raw.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def as_written(formatted: str, original: str) -> str:
     """`formatted` (LF line ends, no byte-order mark) with the original file's line ends (CRLF
     when it has any) and its byte-order mark, if it had one: fmt changes the layout, not those."""
