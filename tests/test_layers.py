@@ -9,12 +9,14 @@ from lagdsl.lang import layers
 from lagdsl.lang.catalogue import BUILTIN_OPERATORS
 from lagdsl.lang.layers import Layer, describe, normalize, positions
 
-PLANS = {e.name: e.layers for e in BUILTIN_OPERATORS if e.dim == "depth"}
+PLANS = {e.name: e.layers for e in BUILTIN_OPERATORS if e.dim == "depth" and e.layers is not None}
 
 
 def valid(name: str, d: int, b: int) -> bool:
     if name == "stack":
         return b % d == 0
+    if name == "llama_pro":
+        return d % b == 0
     return name in ("random", "identity") or b <= d
 
 

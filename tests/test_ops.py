@@ -52,11 +52,19 @@ def tokens(config: GPTConfig, seed: int = 7) -> torch.Tensor:
 
 
 def valid_depth_growth(op: str, d: int, b: int) -> bool:
-    if op in ("copy_top", "copy_bottom", "midas", "interleave"):
+    if op in ("copy_top", "copy_bottom", "midas", "interleave", "layers"):
         return b <= d
     if op == "stack":
         return b % d == 0
+    if op == "llama_pro":
+        return d % b == 0
     return True
+
+
+def depth_args(op: str, d: int, b: int) -> dict[str, object]:
+    """The arguments an operator needs to add b layers to d: `layers` lists the old layers, then
+    copies of the top b (copy_top's stack, written as ranges)."""
+    return {"ranges": ((0, d), (d - b, d))} if op == "layers" else {}
 
 
 @st.composite
@@ -65,7 +73,7 @@ def depth_cases(draw: st.DrawFn):
     d = draw(st.integers(1, 4))
     b = draw(st.integers(1, 4))
     if not valid_depth_growth(op, d, b):
-        b = d if op == "stack" else min(b, d)
+        b = d if op in ("stack", "llama_pro") else min(b, d)
     heads = draw(st.sampled_from([1, 2, 4]))
     mlp = draw(st.sampled_from(["swiglu", "gelu"]))
     return op, GPTConfig(64, 8, 8 * heads, heads, d, mlp), d + b
@@ -127,7 +135,8 @@ def _check_growth(op: str, dim: str, config: GPTConfig, target: int, optimizer: 
         before = model(idx)[0]
     old_state = {n: {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[p].items()}
                  for n, p in model.named_parameters()}  # fmt: skip
-    grown = grow(model, opt, GrowthSpec(op, dim, target), torch.Generator().manual_seed(3))
+    args = depth_args(op, config.depth, target - config.depth) if dim == "depth" else {}
+    grown = grow(model, opt, GrowthSpec(op, dim, target, args), torch.Generator().manual_seed(3))
     new, new_opt = grown.model, grown.optimizer
     shape = new.config
 
@@ -207,6 +216,10 @@ def expected_sources(op: str, d: int, b: int) -> list[int | None]:
     if op == "interleave":
         chosen = interleave_sources(d, b)
         return [i for i in range(d) for _ in range(1 + (i in chosen))]
+    if op == "layers":  # as `depth_args` lists them
+        return list(range(d)) + list(range(d - b, d))
+    if op == "llama_pro":
+        return [i for i in range(d) for _ in range(1 + ((i + 1) % (d // b) == 0))]
     return list(range(d)) + [None] * b
 
 
@@ -226,7 +239,9 @@ def test_layers_stand_where_the_spec_says(op: str, d: int, b: int) -> None:
     config = GPTConfig(64, 8, 16, 2, d)
     model, opt = trained(config, seed=d * 10 + b)
     layers = [{n: p.detach().clone() for n, p in model.blocks[str(i)].named_parameters()} for i in range(d)]
-    new = grow(model, opt, GrowthSpec(op, "depth", d + b), torch.Generator().manual_seed(0)).model
+    spec = GrowthSpec(op, "depth", d + b, depth_args(op, d, b))
+    new = grow(model, opt, spec, torch.Generator().manual_seed(0)).model
+    seen: set[int] = set()
     for position, source in enumerate(expected_sources(op, d, b)):
         block = dict(new.blocks[str(position)].named_parameters())
         if source is None:
@@ -234,11 +249,17 @@ def test_layers_stand_where_the_spec_says(op: str, d: int, b: int) -> None:
             if op == "identity":
                 assert block["attn.o.weight"].abs().sum() == 0 and block["mlp.down.weight"].abs().sum() == 0
             continue
+        zeroed = op == "llama_pro" and source in seen  # LLaMA Pro's copies write nothing at first
+        seen.add(source)
         for name, value in layers[source].items():
-            assert torch.equal(block[name], value), (op, position, source, name)
+            if zeroed and name in ("attn.o.weight", "mlp.down.weight"):
+                assert block[name].abs().sum() == 0, (position, name)
+            else:
+                assert torch.equal(block[name], value), (op, position, source, name)
 
 
-COPYING = [e for e in BUILTIN_OPERATORS if e.dim == "depth" and e.name not in ("random", "identity")]
+# operators whose layer plan is the whole model (LLaMA Pro's plan is interleave's, its copies zeroed)
+COPYING = [e for e in BUILTIN_OPERATORS if e.dim == "depth" and e.name not in ("random", "identity", "llama_pro")]
 
 
 @pytest.mark.parametrize(("d", "b"), [(2, 2), (3, 3), (4, 2), (3, 1), (4, 4)])
@@ -251,8 +272,10 @@ def test_the_catalogue_plans_the_layers_the_runtime_builds(d: int, b: int) -> No
         if not valid_depth_growth(entry.name, d, b):
             continue
         model, opt = trained(config, seed=3)
-        grown = grow(model, opt, GrowthSpec(entry.name, "depth", d + b), torch.Generator().manual_seed(0)).model
-        plan = entry.layers(d, b)
+        spec = GrowthSpec(entry.name, "depth", d + b, depth_args(entry.name, d, b))
+        grown = grow(model, opt, spec, torch.Generator().manual_seed(0)).model
+        plan = entry.layer_plan(d, b, spec.args)
+        assert plan is not None
         assert [layer.source for layer in positions(plan)] == expected_sources(entry.name, d, b)
         built[entry.name] = (tuple(normalize(plan)), grown.state_dict())
     names = sorted(built)
@@ -284,7 +307,8 @@ def test_the_same_seed_gives_the_same_result(op: str, dim: str, target: int) -> 
     results = []
     for _ in range(2):
         model, opt = trained(GPTConfig(64, 8, 16, 2, 2))
-        spec = GrowthSpec(op, dim, target, {"noise": 0.05} if op in ("copy_top", "midas", "stack", "net2net") else {})
+        args = {"noise": 0.05} if op in ("copy_top", "midas", "stack", "net2net") else depth_args(op, 2, target - 2)
+        spec = GrowthSpec(op, dim, target, args if dim == "depth" or op == "net2net" else {})
         grown = grow(model, opt, spec, torch.Generator().manual_seed(11))
         results.append({k: v.clone() for k, v in grown.model.state_dict().items()})
     assert results[0].keys() == results[1].keys()

@@ -59,7 +59,7 @@ from lagdsl.artifacts.plan import (
     PlanStage,
     PlanTotals,
 )
-from lagdsl.artifacts.run import RunInfo, Summary
+from lagdsl.artifacts.run import PretrainedSource, RunInfo, Summary
 from lagdsl.artifacts.study import (
     Change,
     IntervalInfo,
@@ -105,6 +105,7 @@ __all__ = [
     "PlanShape",
     "PlanStage",
     "PlanTotals",
+    "PretrainedSource",
     "ProbeEvent",
     "RulePick",
     "RuleSummary",

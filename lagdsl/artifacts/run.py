@@ -9,6 +9,16 @@ from pydantic import ConfigDict, Field
 from lagdsl.artifacts.base import EVENTS_SCHEMA, RUN_SCHEMA, SUMMARY_SCHEMA, Artifact, ShapeInfo
 
 
+class PretrainedSource(Artifact):
+    """The checkpoint a run began from: where, which family, and its fingerprint
+    (`lagdsl.families.base.fingerprint`), so that a resume notices a changed source."""
+
+    folder: str
+    family: str
+    architecture: str
+    fingerprint: str
+
+
 class RunInfo(Artifact):
     """`run.json`: what a run was started with."""
 
@@ -29,6 +39,8 @@ class RunInfo(Artifact):
     #: how text becomes tokens: `bytes`, `tokenizer.json` (the run directory's copy) or `ids` (token
     #: ids whose tokenizer the schedule does not name); None in files written before it was recorded
     tokenizer: str | None = None
+    #: the pretrained checkpoint it began from (its config and tokenizer copied to `source/`); None: from scratch
+    pretrained: PretrainedSource | None = None
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
 

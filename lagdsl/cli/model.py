@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,7 +16,11 @@ from lagdsl.cli.complete import run_dirs
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
+    from lagdsl.families import Family
     from lagdsl.runtime.trained import Trained
+
+#: the run directory's copy of a pretrained source's config and tokenizer (`lagdsl.runtime.trained`)
+SOURCE_DIR = "source"
 
 
 def _open(ctx: click.Context, run_dir: Path, checkpoint: Path | None, tokenizer: Path | None) -> Trained:
@@ -67,23 +71,31 @@ def export(
     output: Path | None,
     dtype: str,
 ) -> None:
-    """Write a run's model as a Hugging Face LlamaForCausalLM folder (safetensors, config, tokenizer)."""
-    from lagdsl.model.export import ExportError, export_model
+    """Write a run's model as a Hugging Face folder (safetensors, config, tokenizer): the family of
+    the checkpoint it began from, or LlamaForCausalLM for a model from scratch."""
+    from lagdsl.model.export import ExportError, export_model, export_pretrained
     from lagdsl.text import tokenizer as tok
 
     trained = _open(ctx, run_dir, checkpoint, tokenizer)
-    encoder = _tokenizer_of(ctx, trained, run_dir)
     out = output or run_dir / "hf"
-    if tok.vocab_size(encoder) > trained.config.vocab:
-        click.echo(
-            f"error: the tokenizer has {tok.vocab_size(encoder):,} tokens, more than the model's vocabulary of "
-            f"{trained.config.vocab:,}: give the tokenizer the run trained with",
-            err=True,
-        )
-        ctx.exit(EXIT_USAGE)
-    special = tok.special_ids(encoder)
+    source = _pretrained_source(ctx, run_dir)
     try:
-        files = export_model(trained.state, trained.config, encoder.to_str(), out, dtype, special)
+        if source is not None:
+            family, source_config = source
+            files = export_pretrained(
+                trained.state, trained.config, family, source_config, run_dir / SOURCE_DIR, out, dtype
+            )
+        else:
+            encoder = _tokenizer_of(ctx, trained, run_dir)
+            if tok.vocab_size(encoder) > trained.config.vocab:
+                click.echo(
+                    f"error: the tokenizer has {tok.vocab_size(encoder):,} tokens, more than the model's vocabulary "
+                    f"of {trained.config.vocab:,}: give the tokenizer the run trained with",
+                    err=True,
+                )
+                ctx.exit(EXIT_USAGE)
+            special = tok.special_ids(encoder)
+            files = export_model(trained.state, trained.config, encoder.to_str(), out, dtype, special)
     except ExportError as error:
         click.echo(f"error: {error}", err=True)
         ctx.exit(EXIT_USAGE)
@@ -91,12 +103,34 @@ def export(
         click.echo(f"error: cannot write `{out}`: {error.strerror or error}", err=True)
         ctx.exit(EXIT_USAGE)
     config = trained.config
+    kind = f"{source[0].architecture}, " if source is not None else ""
     click.echo(
-        f"exported {trained.source} ({config.depth} layers, width {config.width}, {dtype}): "
+        f"exported {trained.source} ({kind}{config.depth} layers, width {config.width}, {dtype}): "
         f"{len(files)} files in {out}",
         err=True,
     )
     click.echo(str(out))
+
+
+def _pretrained_source(ctx: click.Context, run_dir: Path) -> tuple[Family, dict[str, Any]] | None:
+    """The family and `config.json` of the checkpoint a run began from (its copy in the run
+    directory), or None for a run from scratch."""
+    from lagdsl.families import FamilyError, family_named
+
+    try:
+        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        pretrained = info.get("pretrained")
+        if not pretrained:
+            return None
+        config = json.loads((run_dir / SOURCE_DIR / "config.json").read_text(encoding="utf-8"))
+        return family_named(pretrained["family"]), config
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, FamilyError) as error:
+        click.echo(
+            f"error: `{run_dir}` began from a pretrained model whose record (`run.json`, "
+            f"`{SOURCE_DIR}/config.json`) cannot be read: {error}",
+            err=True,
+        )
+        ctx.exit(EXIT_USAGE)
 
 
 def _tokenizer_of(ctx: click.Context, trained: Trained, run_dir: Path) -> Tokenizer:

@@ -1,15 +1,18 @@
-"""The `gpt` family's sizes, as the model is built: the one place both the cost model and the
-torch model read them from, so the plan's parameter counts are the model's (a test checks).
+"""The model's sizes, as the model is built: the one place both the cost model and the torch model
+read them from, so the plan's parameter counts are the model's (a test checks).
 
-A `gpt` model of width w, depth d, vocabulary V is:
+A model of width w, depth d, vocabulary V, h query heads and g key/value heads of size s is:
 
-- a token embedding V x w, tied to the output head (counted once);
-- per block: two RMSNorm gains (2w); attention projections q, k, v, o without biases (4 w^2);
-  an MLP without biases: SwiGLU has three w x h matrices, GELU two;
+- a token embedding V x w; the output head is tied to it (counted once) or a V x w matrix of its own;
+- per block: two RMSNorm gains (2w); attention projections q (hs x w), k and v (gs x w each) and
+  o (w x hs), with biases on q, k and v where the family has them (Qwen2) and an RMSNorm gain of
+  size s on each of q and k where it normalizes them per head (Qwen3); an MLP of hidden size m
+  without biases: SwiGLU has three w x m matrices, GELU two;
 - a final RMSNorm gain (w). Rotary position embeddings have no parameters.
 
-The MLP's hidden size h is 4w for GELU and 8w/3 rounded up to a multiple of 8 for SwiGLU (the
-same parameter count as GELU's 4w, as in LLaMA).
+A `gpt` model from scratch has g = h, s = w / h, and m = 4w for GELU or 8w/3 rounded up to a
+multiple of 8 for SwiGLU (the same parameter count as GELU's 4w, as in LLaMA). A pretrained model
+gives each size explicitly, and its MLP grows in proportion to its width (`grown_mlp`).
 """
 
 from __future__ import annotations
@@ -20,15 +23,26 @@ MLP_MULTIPLE = 8
 
 
 def mlp_hidden(width: int, mlp: str) -> int:
-    """The MLP's hidden size for a model of this width."""
+    """The MLP's hidden size of a `gpt` model of this width."""
     if mlp == "gelu":
         return 4 * width
     return -(-8 * width // (3 * MLP_MULTIPLE)) * MLP_MULTIPLE
 
 
+def grown_mlp(hidden: int, width: int, new_width: int) -> int:
+    """An explicit MLP hidden size after the width grows from `width` to `new_width`: in proportion,
+    rounded up to a whole unit (exact for a whole multiple, as HyperCloning needs)."""
+    return -(-hidden * new_width // width)
+
+
+def grown_heads(heads: int, width: int, new_width: int) -> int:
+    """Heads (query or key/value) after the width grows: in proportion, the head size kept."""
+    return heads * new_width // width
+
+
 @dataclass(frozen=True, slots=True)
 class ParamCount:
-    embedding: int
+    embedding: int  # the token embedding, and an untied output head
     per_block: int
     depth: int
     final_norm: int
@@ -42,9 +56,29 @@ class ParamCount:
         return self.embedding + self.non_embedding
 
 
-def param_count(*, vocab: int, width: int, depth: int, mlp: str) -> ParamCount:
-    """Exact trainable parameter counts of a `gpt` model (embeddings tied)."""
-    hidden = mlp_hidden(width, mlp)
+def param_count(
+    *,
+    vocab: int,
+    width: int,
+    depth: int,
+    mlp: str,
+    heads: int | None = None,
+    kv_heads: int | None = None,
+    head_dim: int | None = None,
+    hidden: int | None = None,
+    tie: bool = True,
+    qkv_bias: bool = False,
+    qk_norm: bool = False,
+) -> ParamCount:
+    """Exact trainable parameter counts. Without `heads`, a `gpt` model's attention (4 w^2)."""
+    hidden = hidden if hidden is not None else mlp_hidden(width, mlp)
     matrices = 3 if mlp == "swiglu" else 2
-    per_block = 2 * width + 4 * width * width + matrices * width * hidden
-    return ParamCount(embedding=vocab * width, per_block=per_block, depth=depth, final_norm=width)
+    if heads is None:
+        attention = 4 * width * width
+    else:
+        size = head_dim if head_dim is not None else width // heads
+        q, kv = heads * size, (kv_heads if kv_heads is not None else heads) * size
+        attention = 2 * width * q + 2 * width * kv + (q + 2 * kv if qkv_bias else 0) + (2 * size if qk_norm else 0)
+    per_block = 2 * width + attention + matrices * width * hidden
+    embedding = vocab * width * (1 if tie else 2)
+    return ParamCount(embedding=embedding, per_block=per_block, depth=depth, final_norm=width)

@@ -7,7 +7,7 @@ each entry's `impl` (a "module:function" path) to run it. An entry is keyed by (
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated, Literal, get_args
@@ -26,6 +26,7 @@ from lagdsl.lang.schedule import (
     JsonlData,
     LRSpec,
     ModelSpec,
+    PretrainedCall,
     ProbeSpec,
     Schedule,
     SelectRule,
@@ -43,6 +44,10 @@ Preserves = Literal["yes", "no", "approx"]
 Constraint = Callable[[Shape, Shape], "str | None"]
 #: (d, b) -> the layer plan a depth operator builds when it adds b layers to d.
 LayerPlan = Callable[[int, int], "list[Layer]"]
+#: (before, after, arguments) -> a reason the operator cannot perform this growth with them, or None.
+ArgsConstraint = Callable[[Shape, Shape, Mapping[str, object]], "str | None"]
+#: (d, b, arguments) -> the layer plan of a depth operator whose plan depends on its arguments.
+ArgsLayerPlan = Callable[[int, int, Mapping[str, object]], "list[Layer]"]
 
 
 class OperatorArgs(BaseModel):
@@ -54,6 +59,18 @@ class OperatorArgs(BaseModel):
 
 class NoArgs(OperatorArgs):
     """No arguments."""
+
+
+class LayersArgs(OperatorArgs):
+    """The layers of the grown model, as ranges of the current ones."""
+
+    ranges: Annotated[
+        tuple[tuple[int, int], ...],
+        Field(
+            description="half-open ranges of the current layers, in order, such as `[[0, 24], [8, 32]]` "
+            "(SOLAR: 32 -> 48 layers); their lengths add up to the new depth"
+        ),
+    ]
 
 
 class CopyArgs(OperatorArgs):
@@ -78,6 +95,12 @@ class OperatorInfo:
     constraint: Constraint | None = None
     #: a depth operator's layer plan, where it has one; the checker compares candidates' plans
     layers: LayerPlan | None = None
+    #: a check of the arguments against the growth, where the operator's depend on it
+    args_constraint: ArgsConstraint | None = None
+    #: the layer plan of an operator whose plan its arguments give (`layers`)
+    args_layers: ArgsLayerPlan | None = None
+    #: the parameters that may be given by position (`layers([[0, 24], [8, 32]])`)
+    positional: tuple[str, ...] = ()
 
     @cached_property
     def params(self) -> tuple[Param, ...]:
@@ -85,10 +108,19 @@ class OperatorInfo:
 
     @cached_property
     def signature(self) -> Signature:
-        return Signature(self.name, self.params, description=self.description)
+        return Signature(self.name, self.params, self.positional, description=self.description)
 
-    def cannot(self, before: Shape, after: Shape) -> str | None:
-        return self.constraint(before, after) if self.constraint else None
+    def cannot(self, before: Shape, after: Shape, args: Mapping[str, object] | None = None) -> str | None:
+        reason = self.constraint(before, after) if self.constraint else None
+        if reason is None and self.args_constraint is not None:
+            reason = self.args_constraint(before, after, args or {})
+        return reason
+
+    def layer_plan(self, d: int, b: int, args: Mapping[str, object]) -> list[Layer] | None:
+        """The layer plan this operator builds adding b layers to d with `args` (None: it has none)."""
+        if self.args_layers is not None:
+            return self.args_layers(d, b, args)
+        return self.layers(d, b) if self.layers is not None else None
 
 
 def _copies_layers(what: str) -> Constraint:
@@ -108,6 +140,37 @@ def _whole_stack(before: Shape, after: Shape) -> str | None:
             f"it repeats the whole stack of {before.depth} layers, so it adds a multiple of {before.depth}, not {added}"
         )
     return None
+
+
+def _every_kth(before: Shape, after: Shape) -> str | None:
+    added = after.depth - before.depth
+    if before.depth % added:
+        return (
+            f"it adds one copy after every k-th of the {before.depth} layers, so it adds a divisor of "
+            f"{before.depth}, not {added}"
+        )
+    return None
+
+
+def _ranges(args: Mapping[str, object]) -> tuple[tuple[int, int], ...]:
+    ranges = args.get("ranges", ())
+    assert isinstance(ranges, tuple)
+    return ranges
+
+
+def _ranges_fit(before: Shape, after: Shape, args: Mapping[str, object]) -> str | None:
+    ranges = _ranges(args)
+    beyond = next(((a, b) for a, b in ranges if b > before.depth), None)
+    if beyond is not None:
+        return f"the range [{beyond[0]}, {beyond[1]}] goes past the {before.depth} layers the model has"
+    total = sum(b - a for a, b in ranges)
+    if total != after.depth:
+        return f"its ranges hold {total} layers, and the growth asks for {after.depth}"
+    return None
+
+
+def _ranges_plan(d: int, b: int, args: Mapping[str, object]) -> list[Layer]:
+    return layers.slices(_ranges(args))
 
 
 _DEPTH = "lagdsl.ops.depth"
@@ -181,6 +244,27 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
         "fresh layers on top whose residual output projections are zero",
         f"{_DEPTH}:identity",
         layers=layers.on_top,
+    ),
+    OperatorInfo(
+        "layers",
+        "depth",
+        LayersArgs,
+        "no",
+        "the listed ranges of the current layers, in order (mergekit's passthrough slices: SOLAR, Yi)",
+        f"{_DEPTH}:layers_",
+        args_constraint=_ranges_fit,
+        args_layers=_ranges_plan,
+        positional=("ranges",),
+    ),
+    OperatorInfo(
+        "llama_pro",
+        "depth",
+        NoArgs,
+        "yes",
+        "after every k-th layer a copy of it whose residual output projections are zero (LLaMA Pro)",
+        f"{_DEPTH}:llama_pro",
+        _every_kth,
+        layers=layers.llama_pro,
     ),
     OperatorInfo(
         "net2net",
@@ -283,10 +367,11 @@ def default_catalogue() -> Catalogue:
 MODELS: dict[str, Signature] = {
     "gpt": Signature(
         "gpt",
-        params_of(ModelSpec, "vocab", "context") + params_of(Shape, "width", "heads", "depth")
-        + params_of(ModelSpec, "mlp", "dropout"),
+        params_of(ModelSpec, "vocab", "context") + params_of(Shape, "width", "heads", "depth", "kv_heads")
+        + params_of(ModelSpec, "mlp", "dropout", "tie", "rope_theta"),
         description=(ModelSpec.__doc__ or "").strip().rstrip("."),
     ),
+    "pretrained": Signature.of("pretrained", PretrainedCall, positional=("path",)),
 }  # fmt: skip
 
 DATA: dict[str, Signature] = {

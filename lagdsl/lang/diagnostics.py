@@ -79,6 +79,7 @@ CODES: dict[str, Code] = {
     "E0306": _error("`vocab=auto` with data that does not fix the vocabulary"),
     "E0307": _error("an odd head size (rotary positions need an even one)"),
     "E0308": _error("a tokenizer file that cannot be read"),
+    "E0309": _error("a pretrained checkpoint that cannot be used"),
     # shapes
     "E0401": _error("a growth that does not grow"),
     "E0402": _error("an operator used on a dimension it does not grow"),

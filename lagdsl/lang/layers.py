@@ -56,6 +56,31 @@ def stack(d: int, b: int) -> list[Layer]:
     return _runs(Layer(0, count=d), *[Layer(0, copy=True, count=d)] * (b // d))
 
 
+def slices(ranges: Iterable[tuple[int, int]]) -> list[Layer]:
+    """The listed half-open ranges of the current layers, in order (mergekit's passthrough
+    `slices`): each old layer's first appearance is the layer itself, later ones are copies, and a
+    layer no range lists is dropped. SOLAR's 32 -> 48 is `[(0, 24), (8, 32)]`."""
+    seen: set[int] = set()
+    out = []
+    for start, end in ranges:
+        for i in range(start, end):
+            out.append(Layer(i, copy=i in seen))
+            seen.add(i)
+    return normalize(out)
+
+
+def llama_pro(d: int, b: int) -> list[Layer]:
+    """After every (d / b)-th layer, a copy of it (LLaMA Pro's block expansion; b divides d). The
+    runtime zeroes the copies' residual output projections, so each computes the identity."""
+    every = d // b
+    out = []
+    for i in range(d):
+        out.append(Layer(i))
+        if (i + 1) % every == 0:
+            out.append(Layer(i, copy=True))
+    return normalize(out)
+
+
 def interleave_sources(d: int, b: int) -> list[int]:
     """b evenly spaced layers of d: the centre of each of b equal spans (b = d: every layer)."""
     return [int((j + 0.5) * d / b) for j in range(b)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ from lagdsl.lang import syntax as ast
 from lagdsl.lang.diagnostics import Diagnostic, did_you_mean, one_of
 from lagdsl.lang.schedule import Written
 
-Kind = Literal["int", "float", "bool", "str", "choice", "duration", "pair"]
+Kind = Literal["int", "float", "bool", "str", "choice", "duration", "pair", "ranges"]
 
 
 class _Required:
@@ -62,6 +63,7 @@ class Param:
             "str": "a string",
             "duration": "a duration such as `100 steps`",
             "pair": "a pair of numbers such as `(0.9, 0.95)`",
+            "ranges": "a list of layer ranges such as `[[0, 24], [8, 32]]`",
         }
         return words[self.kind] + (" or `auto`" if self.auto else "")
 
@@ -127,6 +129,8 @@ def _kind(annotation: Any, written: Written) -> tuple[Kind, tuple[str, ...], dic
             return _kind(rest[0], written)
     if origin is Literal:
         return "choice", tuple(str(a) for a in args), {}
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return "ranges", (), {}
     if origin is tuple and len(args) == 2:
         item = args[0]
         metadata = [m for m in getattr(item, "__metadata__", ()) if isinstance(m, FieldInfo)]
@@ -302,6 +306,8 @@ def coerce(param: Param, value: ast.Value, owner: str | None) -> tuple[object | 
         if isinstance(value, ast.Number) and value.value == 0:
             return ast.Duration(value, "steps", value.span), None
         return None, wrong_type()
+    if kind == "ranges":
+        return _ranges(value, where, wrong_type)
     # pair
     if not (isinstance(value, ast.Tuple) and len(value.items) == 2):
         return None, wrong_type()
@@ -318,6 +324,38 @@ def coerce(param: Param, value: ast.Value, owner: str | None) -> tuple[object | 
             )
         numbers.append(float(item.value))
     return tuple(numbers), None
+
+
+def _ranges(
+    value: ast.Value, where: str, wrong_type: Callable[[], Diagnostic]
+) -> tuple[object | None, Diagnostic | None]:
+    """A list of half-open layer ranges `[[a, b], ...]` (mergekit's `layer_range`), each 0 <= a < b."""
+    if not isinstance(value, ast.List) or not value.items:
+        return None, wrong_type()
+    ranges = []
+    for item in value.items:
+        pair = item.items if isinstance(item, (ast.List, ast.Tuple)) else ()
+        numbers = [v.value for v in pair if isinstance(v, ast.Number)]
+        if len(pair) != 2 or len(numbers) != 2 or not all(isinstance(n, int) for n in numbers):
+            return None, Diagnostic(
+                "E0301",
+                f"each item of {where} is a range `[start, end]` of two layer numbers, found `{show(item)}`",
+                item.span,
+                "not a layer range",
+                "ranges are half-open, as mergekit's `layer_range`: `[0, 24]` is layers 0 to 23",
+            )
+        start, end = numbers
+        assert isinstance(start, int) and isinstance(end, int)
+        if not 0 <= start < end:
+            return None, Diagnostic(
+                "E0302",
+                f"the range `{show(item)}` of {where} is empty or negative",
+                item.span,
+                "out of range",
+                "a range `[start, end]` needs 0 <= start < end (half-open: `end` is not included)",
+            )
+        ranges.append((start, end))
+    return tuple(ranges), None
 
 
 def bind(

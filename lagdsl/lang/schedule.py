@@ -51,18 +51,54 @@ class _Frozen(BaseModel):
 
 
 class Shape(_Frozen):
-    """The model's shape: the head size `width / heads` never changes as it grows."""
+    """The model's shape. The width per head `width / heads` never changes as it grows, so heads
+    grow with the width; key/value heads (`kv_heads`, None: as many as the heads) and an explicit
+    MLP size (`hidden`, None: the `gpt` formula of the width) grow in proportion."""
 
     depth: Annotated[int, Field(ge=1, le=MAX_DEPTH)]
     width: Annotated[int, Field(ge=1, le=MAX_WIDTH)]
     heads: Annotated[int, Field(ge=1, le=MAX_HEADS)]
+    kv_heads: Annotated[
+        int | None,
+        Field(ge=1, le=MAX_HEADS, description="key/value heads (grouped-query attention) divide `heads`, such as `2`"),
+    ] = None
+    hidden: Annotated[int | None, Field(ge=1, le=MAX_WIDTH * 16)] = None
 
     @property
     def head_size(self) -> int:
+        """The width per head (the attention head size of a `gpt` model)."""
         return self.width // self.heads
 
+    @property
+    def groups(self) -> int:
+        """Query heads per key/value head."""
+        return self.heads // (self.kv_heads or self.heads)
+
     def __str__(self) -> str:
-        return f"depth {self.depth}, width {self.width}, heads {self.heads}"
+        kv = f", kv_heads {self.kv_heads}" if self.kv_heads not in (None, self.heads) else ""
+        return f"depth {self.depth}, width {self.width}, heads {self.heads}{kv}"
+
+
+class RopeScaling(_Frozen):
+    """Llama 3's RoPE scaling (`rope_type: llama3`): low frequencies divided by `factor`, high ones
+    kept, smoothed in between."""
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_context: int
+
+
+class Pretrained(_Frozen):
+    """Where a pretrained model comes from: a Hugging Face folder, read by a family's adapter."""
+
+    path: str  # as written, relative to the schedule's folder
+    folder: str  # where it is: the path resolved
+    family: str  # the adapter's name: llama, mistral, qwen2, qwen3
+    architecture: str  # the `architectures` entry, such as `Qwen2ForCausalLM`
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # how the weights are held (auto: fp32)
+    tokenizer: str | None = None  # the folder's `tokenizer.json`, where it has one
+    params: int  # the checkpoint's parameter count, from its config
 
 
 class ModelSpec(_Frozen):
@@ -74,13 +110,38 @@ class ModelSpec(_Frozen):
     shape: Shape
     mlp: Literal["swiglu", "gelu"] = "swiglu"
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    tie: Annotated[
+        bool, Field(description="`tie=on` shares the input embedding with the output head, `tie=off` keeps two")
+    ] = True
+    rope_theta: Annotated[float, Field(gt=0.0, description="the rotary base, such as `10000` or `500000`")] = 10_000.0
+    head_dim: int | None = None  # the attention head size where it is not `width / heads` (Qwen3)
+    rope_scaling: RopeScaling | None = None
+    qkv_bias: bool = False  # biases on the q, k and v projections (Qwen2)
+    qk_norm: bool = False  # RMSNorm of each query and key head before the rotation (Qwen3)
+    norm_eps: float = 1e-6
+    pretrained: Pretrained | None = None  # None: initialized from the seed
+
+    @property
+    def attention_head(self) -> int:
+        """The attention head size."""
+        return self.head_dim or self.shape.head_size
 
 
-class StdlibData(_Frozen):
-    """The running Python's standard library source, as bytes."""
+class PretrainedCall(_Frozen):
+    """A pretrained Hugging Face checkpoint folder (Llama, Mistral, Qwen2, Qwen3): its shape from
+    `config.json`, its weights, and its tokenizer for the data."""
 
-    kind: Literal["stdlib"] = "stdlib"
-    val: Annotated[float, Field(gt=0.0, lt=1.0, description="`val` is the held-out share, such as `0.05`")] = 0.05
+    path: Annotated[str, Field(description='the checkpoint\'s folder, such as `"models/smollm2-135m"`')]
+    context: Annotated[
+        int,
+        Field(ge=1, le=MAX_CONTEXT, description="`auto` is the checkpoint's `max_position_embeddings`"),
+        AUTO,
+    ]
+    dtype: Annotated[
+        Literal["auto", "fp32", "bf16", "fp16"],
+        Field(description="how the weights are held: `auto` is fp32, which mixed precision trains from"),
+    ] = "auto"
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
 
 
 _TOKENIZER = Annotated[
@@ -88,6 +149,14 @@ _TOKENIZER = Annotated[
     Field(description='a Hugging Face `tokenizer.json`, such as `"tokenizer.json"` (default: bytes)'),
 ]
 _VAL = Annotated[float, Field(gt=0.0, lt=1.0, description="`val` is the held-out share, such as `0.05`")]
+
+
+class StdlibData(_Frozen):
+    """The running Python's standard library source: as bytes, or as a tokenizer's tokens."""
+
+    kind: Literal["stdlib"] = "stdlib"
+    val: _VAL = 0.05
+    tokenizer: _TOKENIZER = None
 
 
 class TextData(_Frozen):
@@ -174,7 +243,7 @@ class OperatorSpec(_Frozen):
 
     name: str
     dim: Dim
-    args: dict[str, float | int | bool | str] = {}
+    args: dict[str, float | int | bool | str | tuple[tuple[int, int], ...]] = {}
     label: str
     preserves: Literal["yes", "no", "approx"]
 

@@ -1,41 +1,52 @@
-"""A trained model out of lagdsl: a Hugging Face `LlamaForCausalLM` folder.
+"""A trained model out of lagdsl: a Hugging Face folder of its family.
 
-The `gpt` family with `mlp=swiglu` is LLaMA exactly (pre-norm RMSNorm, rotary embeddings on each
-head's halves with base 10,000, SwiGLU, no biases, tied embeddings), so the export renames and
-splits tensors and nothing else: `qkv` becomes `q_proj`, `k_proj`, `v_proj`, and `gate_up` becomes
+A model lagdsl began from scratch is LLaMA exactly (pre-norm RMSNorm, rotary embeddings on each
+head's halves, SwiGLU), so it goes out as `LlamaForCausalLM`; a model grown from a pretrained
+checkpoint goes out as the checkpoint's own family, its `config.json` rewritten where the growth
+changed it and kept elsewhere (`lagdsl.families`). The export renames and splits tensors and
+nothing else: `qkv` becomes `q_proj`, `k_proj`, `v_proj` (and their biases), `gate_up` becomes
 `gate_proj`, `up_proj`. The folder holds `config.json`, `generation_config.json`,
-`model.safetensors` (never a pickle) and the tokenizer (`tokenizer.json` with its
-`tokenizer_config.json`); `transformers` is needed to load it, not to write it.
+`model.safetensors` (never a pickle) and the tokenizer; `transformers` is needed to load it, not
+to write it.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lagdsl.families import Family, family_named
 from lagdsl.model.gpt import GPTConfig
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-_TORCH_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-ROPE_THETA = 10_000.0  # `rotary_tables`' base
+from lagdsl.model.hub import DTYPES, TORCH_NAMES, HubError, family_config, family_tensors
 
 
 class ExportError(Exception):
     """A model that cannot be exported; the message is one line for the user."""
 
 
+#: The source folder's files that travel with an export of a model grown from it (besides weights
+#: and config): its tokenizer, as it came.
+SOURCE_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+)
+
+
 def llama_config(config: GPTConfig, dtype: torch.dtype, tokens: Mapping[str, int | None]) -> dict[str, Any]:
-    """`config.json` for `LlamaForCausalLM` with `config`'s sizes. `tokens`: the special token ids
-    (`bos_token_id`, `eos_token_id`, `pad_token_id`; None where the tokenizer has none)."""
-    if config.mlp != "swiglu":
-        raise ExportError(
-            f"a model with `mlp={config.mlp}` has no LLaMA equivalent (LLaMA's MLP is SwiGLU): "
-            "only `mlp=swiglu` models export to Hugging Face"
-        )
+    """`config.json` for `LlamaForCausalLM` with `config`'s sizes: the source every export of a
+    model from scratch is rewritten from. `tokens`: the special token ids (`bos_token_id`,
+    `eos_token_id`, `pad_token_id`; None where the tokenizer has none)."""
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -44,55 +55,25 @@ def llama_config(config: GPTConfig, dtype: torch.dtype, tokens: Mapping[str, int
         "intermediate_size": config.hidden,
         "num_hidden_layers": config.depth,
         "num_attention_heads": config.heads,
-        "num_key_value_heads": config.heads,
+        "num_key_value_heads": config.key_value_heads,
         "head_dim": config.head_size,
         "hidden_act": "silu",
         "max_position_embeddings": config.context,
         "rms_norm_eps": config.norm_eps,
-        "rope_theta": ROPE_THETA,
+        "rope_theta": config.rope_theta,
         "rope_scaling": None,
-        "rope_parameters": {"rope_type": "default", "rope_theta": ROPE_THETA},
+        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
         "attention_bias": False,
         "attention_dropout": 0.0,
         "mlp_bias": False,
         "pretraining_tp": 1,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": config.tie,
         "initializer_range": 0.02,
         "use_cache": True,
-        "torch_dtype": _TORCH_NAMES[dtype],
-        "dtype": _TORCH_NAMES[dtype],
+        "torch_dtype": TORCH_NAMES[dtype],
+        "dtype": TORCH_NAMES[dtype],
         **tokens,
     }
-
-
-def llama_weights(state: Mapping[str, torch.Tensor], config: GPTConfig, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """The model's tensors under `LlamaForCausalLM`'s names, contiguous, in `dtype`. The output
-    projection is tied to the embedding, so (as `transformers` saves tied models) it is left out."""
-    width, hidden = config.width, config.hidden
-
-    def get(name: str) -> torch.Tensor:
-        try:
-            return state[name]
-        except KeyError:
-            raise ExportError(f"the saved model has no tensor `{name}`: not a `gpt` model of this version") from None
-
-    out = {"model.embed_tokens.weight": get("embed.weight"), "model.norm.weight": get("norm.weight")}
-    for i in range(config.depth):
-        ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
-        q, k, v = get(ours + "attn.qkv.weight").split(width)
-        gate, up = get(ours + "mlp.gate_up.weight").split(hidden)
-        out.update({
-            theirs + "input_layernorm.weight": get(ours + "norm1.weight"),
-            theirs + "self_attn.q_proj.weight": q,
-            theirs + "self_attn.k_proj.weight": k,
-            theirs + "self_attn.v_proj.weight": v,
-            theirs + "self_attn.o_proj.weight": get(ours + "attn.o.weight"),
-            theirs + "post_attention_layernorm.weight": get(ours + "norm2.weight"),
-            theirs + "mlp.gate_proj.weight": gate,
-            theirs + "mlp.up_proj.weight": up,
-            theirs + "mlp.down_proj.weight": get(ours + "mlp.down.weight"),
-        })  # fmt: skip
-    return {name: tensor.detach().to("cpu", dtype).contiguous() for name, tensor in out.items()}
 
 
 def export_model(
@@ -103,27 +84,66 @@ def export_model(
     dtype: str = "fp32",
     special: Mapping[str, int | None] | None = None,
 ) -> list[Path]:
-    """Write the Hugging Face folder `out`; the files written. `tokenizer_json`: the text of the
-    run's `tokenizer.json`; `special`: its special token ids (see `lagdsl.tokenizer.special_ids`)."""
-    from safetensors.torch import save_file
-
+    """Write the Hugging Face `LlamaForCausalLM` folder `out` of a model from scratch; the files
+    written. `tokenizer_json`: the text of the run's `tokenizer.json`; `special`: its special token
+    ids (see `lagdsl.tokenizer.special_ids`)."""
     torch_dtype = DTYPES[dtype]
     tokens = dict(special or {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None})
-    config_json = llama_config(config, torch_dtype, tokens)
-    weights = llama_weights(state, config, torch_dtype)
-    out.mkdir(parents=True, exist_ok=True)
+    if config.rope_scaling is not None:
+        raise ExportError("a model from scratch with RoPE scaling has no export here")
+    source = llama_config(config, torch_dtype, tokens)
+    written = _write_model(state, config, family_named("llama"), source, out, torch_dtype)
     files = {
-        "config.json": config_json,
         "generation_config.json": {k: v for k, v in tokens.items() if v is not None},
         "tokenizer_config.json": _tokenizer_config(tokenizer_json, tokens, config.context),
     }
-    written = []
     for name, content in files.items():
         (out / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
         written.append(out / name)
     (out / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
+    return [*written, out / "tokenizer.json"]
+
+
+def export_pretrained(
+    state: Mapping[str, torch.Tensor],
+    config: GPTConfig,
+    family: Family,
+    source_config: Mapping[str, Any],
+    source_files: Path | None,
+    out: Path,
+    dtype: str = "fp32",
+) -> list[Path]:
+    """Write the folder `out` of a model grown from a checkpoint of `family` whose `config.json`
+    was `source_config`: the same family, every config key the growth changed rewritten, the
+    source's tokenizer files (from `source_files`, the run's copy of them) beside it."""
+    written = _write_model(state, config, family, source_config, out, DTYPES[dtype])
+    if source_files is not None:
+        for name in SOURCE_FILES:
+            if (source_files / name).is_file():
+                shutil.copyfile(source_files / name, out / name)
+                written.append(out / name)
+    return written
+
+
+def _write_model(
+    state: Mapping[str, torch.Tensor],
+    config: GPTConfig,
+    family: Family,
+    source: Mapping[str, Any],
+    out: Path,
+    dtype: torch.dtype,
+) -> list[Path]:
+    from safetensors.torch import save_file
+
+    try:
+        config_json = family_config(config, family, source, dtype)
+        weights = dict(family_tensors(state, config, family, dtype))
+    except HubError as error:
+        raise ExportError(str(error)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
     save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
-    return [*written, out / "tokenizer.json", out / "model.safetensors"]
+    return [out / "config.json", out / "model.safetensors"]
 
 
 def _tokenizer_config(tokenizer_json: str, tokens: Mapping[str, int | None], context: int) -> dict[str, Any]:

@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from lagdsl.model.gpt import GPT
-from lagdsl.model.kernels import rotary_qkv_reference
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ class Generator:
 
     def _reset(self, batch: int) -> None:
         config, weight = self.model.config, self.model.embed.weight
-        shape = (batch, config.heads, config.context, config.head_size)
+        shape = (batch, config.key_value_heads, config.context, config.head_size)
         self.keys = [weight.new_empty(shape) for _ in range(config.depth)]
         self.values = [weight.new_empty(shape) for _ in range(config.depth)]
         self.length = 0
@@ -87,18 +86,18 @@ class Generator:
         for i in range(len(model.blocks)):
             block = model.block(i)
             attn = block.attn
-            qkv = attn.qkv(block.norm1(x)).view(batch, time, 3, attn.heads, attn.head_size)
-            q, k, v = rotary_qkv_reference(qkv, cos, sin)
+            q, k, v = attn.project(attn.qkv(block.norm1(x)), cos, sin)
             self.keys[i][:, :, start:end] = k
             self.values[i][:, :, start:end] = v
             keys, values = self.keys[i][:, :, :end], self.values[i][:, :, :end]
+            gqa = attn.kv_heads != attn.heads
             if time == 1:  # the newest token sees every cached one
-                y = F.scaled_dot_product_attention(q, keys, values)
+                y = F.scaled_dot_product_attention(q, keys, values, enable_gqa=gqa)
             elif start == 0:
-                y = F.scaled_dot_product_attention(q, keys, values, is_causal=True)
+                y = F.scaled_dot_product_attention(q, keys, values, is_causal=True, enable_gqa=gqa)
             else:  # several new tokens after cached ones: each sees the cache and its predecessors
                 mask = torch.ones(time, end, dtype=torch.bool, device=idx.device).tril(start)
-                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=gqa)
             x = x + attn.o(y.transpose(1, 2).reshape(batch, time, -1))
             x = x + block.mlp(block.norm2(x))
         self.length = end

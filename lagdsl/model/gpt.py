@@ -1,10 +1,16 @@
-"""The `gpt` model: a decoder-only Transformer in the LLaMA family, built to be grown.
+"""The model: a decoder-only Transformer in the LLaMA family, built to be grown.
 
-Pre-norm RMSNorm, rotary position embeddings, a SwiGLU MLP (or GELU), no biases, input and output
-embeddings tied, `F.scaled_dot_product_attention`. Blocks sit in a `ModuleDict` keyed by `str(i)`
-so growth can insert and renumber them; `init_weights(generator)` is separate from `__init__` so a
-grown model can be built without paying for an initialization it then overwrites. Its sizes come
-from `lagdsl.lang.arch`, the same arithmetic the plan's cost model uses.
+Pre-norm RMSNorm, rotary position embeddings, a SwiGLU MLP (or GELU), `F.scaled_dot_product_attention`.
+One config holds the few things that differ between the decoder families people grow (litgpt's
+`Config` is the model): key/value heads fewer than the query heads (grouped-query attention), an
+explicit head size and MLP size, a tied or untied output head, the rotary base and Llama 3's
+scaling, biases on q, k and v (Qwen2), and an RMSNorm of each query and key head (Qwen3). A `gpt`
+model from scratch has none of them: one key/value head per head, tied, base 10,000, no biases.
+
+Blocks sit in a `ModuleDict` keyed by `str(i)` so growth can insert and renumber them;
+`init_weights(generator)` is separate from `__init__` so a grown or imported model can be built
+without paying for an initialization it then overwrites. Its sizes come from `lagdsl.lang.arch`,
+the same arithmetic the plan's cost model uses.
 """
 
 from __future__ import annotations
@@ -17,18 +23,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lagdsl.lang.arch import mlp_hidden
-from lagdsl.model.kernels import rms_norm, rotary_qkv, swiglu
+from lagdsl.lang.arch import grown_heads, grown_mlp, mlp_hidden
+from lagdsl.model.kernels import rms_norm, rotary_qkv, rotate, swiglu
 
 if TYPE_CHECKING:
     from lagdsl.lang.schedule import Schedule, Shape
 
 INIT_STD = 0.02
 
+#: Llama 3's RoPE scaling: (factor, low frequency factor, high frequency factor, original context)
+RopeScaling = tuple[float, float, float, int]
+
 
 @dataclass(frozen=True)
 class GPTConfig:
-    """The model's shape and fixed choices; `head_size` never changes as the model grows."""
+    """The model's shape and fixed choices; the head size never changes as the model grows."""
 
     vocab: int
     context: int
@@ -40,33 +49,64 @@ class GPTConfig:
     #: RMSNorm's epsilon. Width growth that adds zero dimensions (`zero`) scales it by w / w' and
     #: the norm gains by sqrt(w / w'), which keeps every norm's output exactly as it was.
     norm_eps: float = 1e-6
+    kv_heads: int | None = None  # None: one per head
+    head_dim: int | None = None  # the attention head size; None: width / heads
+    ffn: int | None = None  # the MLP's hidden size; None: the `gpt` formula of the width
+    tie: bool = True  # the output head is the input embedding
+    rope_theta: float = 10_000.0
+    rope_scaling: RopeScaling | None = None
+    qkv_bias: bool = False
+    qk_norm: bool = False
 
     def __post_init__(self) -> None:
-        if self.width % self.heads:
+        if self.rope_scaling is not None and not isinstance(self.rope_scaling, tuple):  # read back from JSON
+            object.__setattr__(self, "rope_scaling", tuple(self.rope_scaling))
+        if self.head_dim is None and self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.heads % self.key_value_heads:
+            raise ValueError(f"heads {self.heads} is not a multiple of kv_heads {self.key_value_heads}")
 
     @property
     def head_size(self) -> int:
-        return self.width // self.heads
+        return self.head_dim if self.head_dim is not None else self.width // self.heads
+
+    @property
+    def key_value_heads(self) -> int:
+        return self.kv_heads if self.kv_heads is not None else self.heads
 
     @property
     def hidden(self) -> int:
-        return mlp_hidden(self.width, self.mlp)
+        return self.ffn if self.ffn is not None else mlp_hidden(self.width, self.mlp)
 
     def grown(self, *, depth: int | None = None, width: int | None = None) -> GPTConfig:
-        """The same model at another depth or width (heads follow width; the head size stays)."""
-        width = width if width is not None else self.width
-        if width % self.head_size:
-            raise ValueError(f"width {width} is not a multiple of the head size {self.head_size}")
+        """The same model at another depth or width: heads and key/value heads grow with the width
+        (the head size stays), an explicit MLP size in proportion (`lagdsl.lang.arch`)."""
         depth = depth if depth is not None else self.depth
-        return replace(self, depth=depth, width=width, heads=width // self.head_size)
+        if width is None or width == self.width:
+            return replace(self, depth=depth)
+        per_head = self.width // self.heads
+        if width % (per_head * (self.heads // self.key_value_heads)):
+            raise ValueError(f"width {width} is not a multiple of the width of a group of heads")
+        heads = grown_heads(self.heads, self.width, width)
+        kv_heads = grown_heads(self.kv_heads, self.width, width) if self.kv_heads is not None else None
+        ffn = grown_mlp(self.ffn, self.width, width) if self.ffn is not None else None
+        return replace(self, depth=depth, width=width, heads=heads, kv_heads=kv_heads, ffn=ffn)
 
     @classmethod
     def from_schedule(cls, schedule: Schedule, shape: Shape | None = None) -> GPTConfig:
         """The config of a `Schedule`'s model, at `shape` (default: the initial shape)."""
         model = schedule.model
         shape = shape or model.shape
-        return cls(model.vocab, model.context, shape.width, shape.heads, shape.depth, model.mlp, model.dropout)
+        scaling = model.rope_scaling
+        return cls(
+            model.vocab, model.context, shape.width, shape.heads, shape.depth, model.mlp, model.dropout,
+            norm_eps=model.norm_eps, kv_heads=shape.kv_heads, head_dim=model.head_dim, ffn=shape.hidden,
+            tie=model.tie, rope_theta=model.rope_theta, qkv_bias=model.qkv_bias, qk_norm=model.qk_norm,
+            rope_scaling=(
+                None if scaling is None
+                else (scaling.factor, scaling.low_freq_factor, scaling.high_freq_factor, scaling.original_context)
+            ),
+        )  # fmt: skip
 
 
 class RMSNorm(nn.Module):
@@ -79,30 +119,66 @@ class RMSNorm(nn.Module):
         return rms_norm(x, self.weight, self.eps)
 
 
-def rotary_tables(context: int, head_size: int, base: float = 10_000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the rotary angles, (context, head_size / 2) each."""
-    inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)
+def rotary_tables(
+    context: int, head_size: int, base: float = 10_000.0, scaling: RopeScaling | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles, (context, head_size / 2) each; with Llama 3's `scaling`
+    (as `transformers` computes it: long wavelengths divided by the factor, short ones kept, a
+    smooth blend between)."""
+    inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2, dtype=torch.int64).float() / head_size)
+    if scaling is not None:
+        factor, low, high, original = scaling
+        wavelength = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelength > original / low, inv_freq / factor, inv_freq)
+        smooth = (original / wavelength - low) / (high - low)
+        blended = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelength < original / high) * ~(wavelength > original / low)
+        inv_freq = torch.where(medium, blended, scaled)
     angles = torch.outer(torch.arange(context, dtype=torch.float32), inv_freq)
     return angles.cos(), angles.sin()
 
 
 class Attention(nn.Module):
-    """Causal self-attention. `qkv` holds the query, key and value projections stacked (3w x w),
-    so one matrix product computes all three."""
+    """Causal self-attention. `qkv` holds the query, key and value projections stacked
+    ((heads + 2 kv_heads) x head_size rows), so one matrix product computes all three; with
+    `qk_norm` each query and key head is RMS-normalized (`q_norm`, `k_norm`) before the rotation."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         width = config.width
-        self.heads, self.head_size, self.dropout = config.heads, config.head_size, config.dropout
-        self.qkv = nn.Linear(width, 3 * width, bias=False)
-        self.o = nn.Linear(width, width, bias=False)
+        self.heads, self.kv_heads, self.head_size = config.heads, config.key_value_heads, config.head_size
+        self.dropout = config.dropout
+        inner = self.heads * self.head_size
+        self.qkv = nn.Linear(width, inner + 2 * self.kv_heads * self.head_size, bias=config.qkv_bias)
+        self.o = nn.Linear(inner, width, bias=False)
+        if config.qk_norm:
+            self.q_norm = RMSNorm(self.head_size, config.norm_eps)
+            self.k_norm = RMSNorm(self.head_size, config.norm_eps)
+        self.qk_norm = config.qk_norm
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        batch, time, width = x.shape
-        q, k, v = rotary_qkv(self.qkv(x).view(batch, time, 3, self.heads, self.head_size), cos, sin)
+        batch, time, _ = x.shape
+        q, k, v = self.project(self.qkv(x), cos, sin)
         dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-        return self.o(y.transpose(1, 2).reshape(batch, time, width))
+        grouped = self.kv_heads != self.heads
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, enable_gqa=grouped)
+        return self.o(y.transpose(1, 2).reshape(batch, time, -1))
+
+    def project(
+        self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k (normalized where the family does, rotated) and v, each (B, heads, T, D), from the
+        `qkv` projection's output (B, T, rows); `cos` and `sin` start at its first position."""
+        batch, time, _ = qkv.shape
+        size = self.head_size
+        if self.kv_heads == self.heads and not self.qk_norm:  # the fused kernel's case
+            return rotary_qkv(qkv.view(batch, time, 3, self.heads, size), cos, sin)
+        q, k, v = qkv.split([self.heads * size, self.kv_heads * size, self.kv_heads * size], dim=-1)
+        q, k = q.view(batch, time, self.heads, size), k.view(batch, time, self.kv_heads, size)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        return q.transpose(1, 2), k.transpose(1, 2), v.view(batch, time, self.kv_heads, size).transpose(1, 2)
 
 
 class MLP(nn.Module):
@@ -149,22 +225,32 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleDict({str(i): Block(config) for i in range(config.depth)})
         self.norm = RMSNorm(config.width, config.norm_eps)
         self.lm_head = nn.Linear(config.width, config.vocab, bias=False)
-        self.lm_head.weight = self.embed.weight  # tied
-        cos, sin = rotary_tables(config.context, config.head_size)
-        self.register_buffer("rotary_cos", cos, persistent=False)
-        self.register_buffer("rotary_sin", sin, persistent=False)
+        if config.tie:
+            self.lm_head.weight = self.embed.weight
+        self.register_buffer("rotary_cos", torch.empty(0), persistent=False)
+        self.register_buffer("rotary_sin", torch.empty(0), persistent=False)
+        self.init_buffers()
+
+    def init_buffers(self) -> None:
+        """The rotary tables, on the device of the weights (after `to_empty`, which leaves them unset)."""
+        config = self.config
+        cos, sin = rotary_tables(config.context, config.head_size, config.rope_theta, config.rope_scaling)
+        device = self.embed.weight.device
+        self.rotary_cos, self.rotary_sin = cos.to(device), sin.to(device)
 
     # -- initialization
 
     def init_weights(self, generator: torch.Generator | None = None) -> None:
         """Normal(0, 0.02) weights, residual output projections scaled by 1/sqrt(2 x depth)
-        (GPT-2), unit norm gains. Draws from `generator` in a fixed order."""
+        (GPT-2), unit norm gains, zero biases. Draws from `generator` in a fixed order."""
         residual_std = INIT_STD / math.sqrt(2 * self.config.depth)
         with torch.no_grad():
             nn.init.normal_(self.embed.weight, 0.0, INIT_STD, generator=generator)
             for i in range(self.config.depth):
                 init_block(self.block(i), residual_std, generator)
             self.norm.weight.fill_(1.0)
+            if not self.config.tie:
+                nn.init.normal_(self.lm_head.weight, 0.0, INIT_STD, generator=generator)
 
     def block(self, i: int) -> Block:
         """Block `i` (0 is the lowest)."""
@@ -188,7 +274,7 @@ class GPT(nn.Module):
         return logits, loss
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """Decay for matrices (the tied embedding included), none for norm gains."""
+        """Decay for matrices (the embedding and output head included), none for norm gains and biases."""
         decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -199,8 +285,10 @@ class GPT(nn.Module):
 
 def init_block(block: Block, residual_std: float, generator: torch.Generator | None) -> None:
     with torch.no_grad():
-        for param in block.parameters():
-            if param.dim() == 1:
+        for name, param in block.named_parameters():
+            if name.endswith("bias"):
+                param.zero_()
+            elif param.dim() == 1:
                 param.fill_(1.0)
             else:
                 nn.init.normal_(param, 0.0, INIT_STD, generator=generator)

@@ -136,10 +136,12 @@ class GrowthError(RuntimeError):
 
 
 def check_training_state(model: GPT, optimizer: torch.optim.Optimizer | None) -> None:
-    """After every growth: every trainable parameter is in the optimizer, exactly once, and the
-    output projection is still the input embedding."""
-    if model.lm_head.weight is not model.embed.weight:
-        raise GrowthError("the output projection is no longer tied to the input embedding")
+    """After every growth: every trainable parameter is in the optimizer, exactly once, and a tied
+    output projection is still the input embedding (an untied one is not)."""
+    if (model.lm_head.weight is model.embed.weight) != model.config.tie:
+        raise GrowthError(
+            f"the output projection is {'no longer' if model.config.tie else 'now'} tied to the embedding"
+        )
     if optimizer is None:
         return
     in_optimizer = [p for group in optimizer.param_groups for p in group["params"]]

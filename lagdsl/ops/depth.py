@@ -20,7 +20,7 @@ from lagdsl.model.gpt import GPT, Block, init_block
 from lagdsl.ops.core import Carry, Grown, GrowthSpec, add_noise_, rebuild_optimizer
 
 #: the operators (`Layer`, `keep`, `copies` and `grow_depth` are here too, for plugins' plans)
-__all__ = ["copy_bottom", "copy_top", "identity", "interleave", "midas", "random", "stack"]
+__all__ = ["copy_bottom", "copy_top", "identity", "interleave", "layers_", "llama_pro", "midas", "random", "stack"]
 
 
 def grow_depth(
@@ -31,13 +31,16 @@ def grow_depth(
     *,
     noise: float = 0.0,
     zero_residual: bool = False,
+    zero_copies: bool = False,
 ) -> Grown:
     """The model with the layers `plan` lists, in order, and its optimizer with state moved.
 
     Kept layers are the same modules (their parameters and optimizer state are shared, not
     copied). Copies are deep copies of their source with `noise` added. Fresh layers are
     initialized from `generator` for the grown depth; with `zero_residual` their projections
-    into the residual stream start at zero, so each fresh block computes the identity.
+    into the residual stream start at zero, so each fresh block computes the identity. With
+    `zero_copies` the copies' residual output projections are zero too (LLaMA Pro), and those
+    start with no optimizer state.
     """
     plan = layers.positions(plan)
     old_config = model.config
@@ -50,6 +53,8 @@ def grow_depth(
     residual_std = 0.02 / (2 * config.depth) ** 0.5
     mapping: dict[str, Carry | None] = {"embed.weight": Carry("embed.weight", shared=True)}
     mapping["norm.weight"] = Carry("norm.weight", shared=True)
+    if not config.tie:
+        mapping["lm_head.weight"] = Carry("lm_head.weight", shared=True)
     blocks: dict[str, nn.Module] = {}
     for i, layer in enumerate(plan):
         if layer.source is None:
@@ -64,16 +69,22 @@ def grow_depth(
                 mapping[f"blocks.{i}.{name}"] = None
             continue
         source = model.block(layer.source)
+        zeroed: set[int] = set()
         if layer.copy:
             block = copy.deepcopy(source)
             with torch.no_grad():
                 for param in block.parameters():
                     add_noise_(param, noise, generator)
+                if zero_copies:
+                    for linear in block.residual_outputs():
+                        linear.weight.zero_()
+                        zeroed.add(id(linear.weight))
         else:
             block = source
         blocks[str(i)] = block
-        for name, _ in block.named_parameters():
-            mapping[f"blocks.{i}.{name}"] = Carry(f"blocks.{layer.source}.{name}", shared=not layer.copy)
+        for name, param in block.named_parameters():
+            carry = Carry(f"blocks.{layer.source}.{name}", shared=not layer.copy)
+            mapping[f"blocks.{i}.{name}"] = None if id(param) in zeroed else carry
     grown.blocks = nn.ModuleDict(blocks)
     return Grown(grown, rebuild_optimizer(optimizer, model, grown, mapping), mapping)
 
@@ -141,3 +152,24 @@ def identity(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generato
 
 def _noise(spec: GrowthSpec) -> float:
     return spec.number("noise")
+
+
+def layers_(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+    """The listed half-open ranges of the current layers, in order (mergekit's passthrough slices)."""
+    ranges = spec.args.get("ranges")
+    assert isinstance(ranges, tuple | list)
+    pairs = [(int(a), int(b)) for a, b in ranges]
+    d = model.config.depth
+    if any(b > d for _, b in pairs) or sum(b - a for a, b in pairs) != spec.target:
+        raise ValueError(f"the ranges {pairs} do not give {spec.target} layers of a model of {d}")
+    return grow_depth(model, optimizer, layers.slices(pairs), generator)
+
+
+def llama_pro(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+    """After every k-th layer (k = d / b) a copy of it whose residual output projections are zero
+    (LLaMA Pro's block expansion): the function is unchanged, and the copies train from their
+    source's attention and MLP inputs."""
+    d, b = _added(model, spec)
+    if d % b:
+        raise ValueError(f"llama_pro adds a divisor of {d} layers, not {b}")
+    return grow_depth(model, optimizer, layers.llama_pro(d, b), generator, zero_copies=True)

@@ -26,18 +26,24 @@ from lagdsl.ops.core import Carry, Grown, GrowthSpec, rebuild_optimizer
 
 __all__ = ["net2net", "random", "zero"]
 
-#: Each parameter's dimensions by its name's last two parts: (unit kind, role, blocks stacked) or
-#: None (the vocabulary). `qkv` stacks three H-shaped blocks, `gate_up` two U-shaped ones.
-LAYOUT: dict[str, tuple[tuple[str, str, int] | None, ...]] = {
-    "embed.weight": (None, ("R", "out", 1)),
-    "norm.weight": (("R", "gain", 1),),
-    "norm1.weight": (("R", "gain", 1),),
-    "norm2.weight": (("R", "gain", 1),),
-    "qkv.weight": (("H", "out", 3), ("R", "in", 1)),
-    "o.weight": (("R", "out", 1), ("H", "in", 1)),
-    "gate_up.weight": (("U", "out", 2), ("R", "in", 1)),
-    "up.weight": (("U", "out", 1), ("R", "in", 1)),
-    "down.weight": (("R", "out", 1), ("U", "in", 1)),
+#: Each parameter's dimensions by its name's last two parts: (the unit kinds laid end to end along
+#: it, role) or None (the vocabulary, or a head's own dimension). Q: query channels, grouped by
+#: head; K: key/value channels, grouped by key/value head; `qkv` lays out Q, K, K and `gate_up` U, U.
+Axis = tuple[tuple[str, ...], str]
+LAYOUT: dict[str, tuple[Axis | None, ...]] = {
+    "embed.weight": (None, (("R",), "out")),
+    "lm_head.weight": (None, (("R",), "in")),  # an untied output head
+    "norm.weight": ((("R",), "gain"),),
+    "norm1.weight": ((("R",), "gain"),),
+    "norm2.weight": ((("R",), "gain"),),
+    "qkv.weight": ((("Q", "K", "K"), "out"), (("R",), "in")),
+    "qkv.bias": ((("Q", "K", "K"), "out"),),
+    "q_norm.weight": (None,),
+    "k_norm.weight": (None,),
+    "o.weight": ((("R",), "out"), (("Q",), "in")),
+    "gate_up.weight": ((("U", "U"), "out"), (("R",), "in")),
+    "up.weight": ((("U",), "out"), (("R",), "in")),
+    "down.weight": ((("R",), "out"), (("U",), "in")),
 }
 
 
@@ -53,20 +59,41 @@ class UnitMap:
     @staticmethod
     def build(old: int, new: int, copied: torch.Tensor | None) -> UnitMap:
         extra = copied if copied is not None else torch.full((new - old,), -1, dtype=torch.long)
-        index = torch.cat([torch.arange(old), extra])
+        return UnitMap.of(old, torch.cat([torch.arange(old), extra]))
+
+    @staticmethod
+    def of(old: int, index: torch.Tensor) -> UnitMap:
+        """The map whose new units copy `index` (-1: new) of `old` units; the first `old` are originals."""
         count = torch.bincount(index[index >= 0], minlength=old)
-        return UnitMap(index, count, torch.arange(new) < old)
+        return UnitMap(index, count, torch.arange(index.numel()) < old)
 
-    def stacked(self, blocks: int) -> UnitMap:
-        """The map of `blocks` such dimensions stacked end to end (qkv, gate_up)."""
-        if blocks == 1:
-            return self
-        old = self.count.numel()
-        index = torch.cat([torch.where(self.index >= 0, self.index + j * old, -1) for j in range(blocks)])
-        return UnitMap(index, self.count.repeat(blocks), self.original.repeat(blocks))
+    def channels(self, size: int) -> UnitMap:
+        """The map of the channels of units of `size` channels each (heads)."""
+        index = (self.index[:, None] * size + torch.arange(size)).where(self.index[:, None] >= 0, -1).flatten()
+        return UnitMap(index, self.count.repeat_interleave(size), self.original.repeat_interleave(size))
+
+    @staticmethod
+    def concat(maps: list[UnitMap]) -> UnitMap:
+        """The map of several dimensions laid end to end (q, k and v; gate and up)."""
+        if len(maps) == 1:
+            return maps[0]
+        indices, offset = [], 0
+        for unit in maps:
+            indices.append(torch.where(unit.index >= 0, unit.index + offset, -1))
+            offset += unit.count.numel()
+        return UnitMap(torch.cat(indices), torch.cat([m.count for m in maps]), torch.cat([m.original for m in maps]))
 
 
-def _layout(name: str) -> tuple[tuple[str, str, int] | None, ...]:
+def head_maps(old_heads: int, new_heads: int, groups: int, kv_copied: torch.Tensor | None) -> tuple[UnitMap, UnitMap]:
+    """Query-head and key/value-head maps: key/value heads grow in proportion, each new one a copy
+    of `kv_copied` (or new), and a new group's query heads copy the old group's, in order."""
+    kv = UnitMap.build(old_heads // groups, new_heads // groups, kv_copied)
+    group = kv.index.repeat_interleave(groups)
+    within = torch.arange(new_heads) % groups
+    return UnitMap.of(old_heads, torch.where(group >= 0, group * groups + within, -1)), kv
+
+
+def _layout(name: str) -> tuple[Axis | None, ...]:
     key = ".".join(name.split(".")[-2:])
     return LAYOUT[key]
 
@@ -83,13 +110,14 @@ def grow_width(
 ) -> Grown:
     """The model at `width`, every parameter and its optimizer state moved.
 
-    `copy_units` (Net2Net): each new unit copies a random old one. Weights reading a copied head
-    or MLP unit are split among its copies. A residual dimension copied c times is scaled by
-    1/sqrt(c) in every copy, where it is written (embedding, output projections) and where it is
-    read (q, k, v, MLP inputs, the tied output head): an isometry of the residual stream, so the
-    tied embedding serves as both writer and reader and the stream's sum of squares is unchanged.
-    With the norm gains scaled by sqrt(w / w') and the norms' epsilon by w / w', the function is
-    unchanged to float rounding.
+    `copy_units` (Net2Net): each new unit copies a random old one (with grouped-query attention, a
+    new key/value head copies a random old one and its group of query heads comes along). Weights
+    reading a copied head or MLP unit are split among its copies. A residual dimension copied c
+    times is scaled by 1/sqrt(c) in every copy, where it is written (embedding, output projections)
+    and where it is read (q, k, v, MLP inputs, the output head): an isometry of the residual stream,
+    so a tied embedding serves as both writer and reader and the stream's sum of squares is
+    unchanged. With the norm gains scaled by sqrt(w / w') and the norms' epsilon by w / w', the
+    function is unchanged to float rounding.
 
     Otherwise new units are fresh (initialized from `generator`); with `zero_outgoing` everything a
     new unit writes (into the residual stream or out of a new head or MLP unit) starts at zero,
@@ -110,12 +138,14 @@ def grow_width(
             return None
         return torch.randint(0, old, (new - old,), generator=generator)
 
-    heads = UnitMap.build(old_config.heads, config.heads, pick(old_config.heads, config.heads))
+    groups = old_config.heads // old_config.key_value_heads
+    old_kv, new_kv = old_config.key_value_heads, config.key_value_heads
+    heads, kv_heads = head_maps(old_config.heads, config.heads, groups, pick(old_kv, new_kv))
     size = config.head_size
-    channels = (heads.index[:, None] * size + torch.arange(size)).where(heads.index[:, None] >= 0, -1).flatten()
     maps = {
         "R": UnitMap.build(old_config.width, config.width, pick(old_config.width, config.width)),
-        "H": UnitMap(channels, heads.count.repeat_interleave(size), heads.original.repeat_interleave(size)),
+        "Q": heads.channels(size),
+        "K": kv_heads.channels(size),
         "U": UnitMap.build(old_config.hidden, config.hidden, pick(old_config.hidden, config.hidden)),
     }
     gain_scale = math.sqrt(old_config.width / config.width) if preserving else 1.0
@@ -123,8 +153,6 @@ def grow_width(
     mapping: dict[str, Carry | None] = {}
     with torch.no_grad():
         for name, param in grown.named_parameters():
-            if name == "lm_head.weight":
-                continue  # the tied embedding
             mover = _Mover(_layout(name), maps, copy_units, zero_outgoing, gain_scale)
             param.copy_(mover.weights(old_params[name], param, noise, generator))
             mapping[name] = Carry(name, transform=mover.state)
@@ -136,7 +164,7 @@ class _Mover:
 
     def __init__(
         self,
-        layout: tuple[tuple[str, str, int] | None, ...],
+        layout: tuple[Axis | None, ...],
         maps: dict[str, UnitMap],
         copy_units: bool,
         zero_outgoing: bool,
@@ -153,8 +181,10 @@ class _Mover:
         per-unit vector along it."""
         for dim, axis in enumerate(self.layout):
             if axis is not None:
-                kind, role, blocks = axis
-                yield dim, kind, role, self.maps[kind].stacked(blocks), [-1 if d == dim else 1 for d in range(ndim)]
+                kinds, role = axis
+                unit = UnitMap.concat([self.maps[k] for k in kinds])
+                kind = "R" if kinds == ("R",) else "H"  # the residual stream, or units inside a block
+                yield dim, kind, role, unit, [-1 if d == dim else 1 for d in range(ndim)]
 
     def _gather(self, old: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Old values at the new positions, the scale of each, and which positions have an old value."""
@@ -205,7 +235,7 @@ class _Mover:
         """Positions that write a new residual dimension, or carry a new head's or unit's output."""
         mask = torch.zeros((), dtype=torch.bool)
         for _, kind, role, unit, shape in self._axes(old.dim()):
-            if (kind == "R" and role == "out") or (kind in ("H", "U") and role == "in"):
+            if (kind == "R" and role == "out") or (kind == "H" and role == "in"):
                 mask = mask | (unit.index < 0).view(shape)
         return mask.to(old.device)
 

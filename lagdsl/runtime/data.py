@@ -103,7 +103,9 @@ def _tokenizer(name: str, base: Path) -> Tokenizer:
         raise DataError(str(error)) from None
 
 
-def _encoded(files: list[Path], spec: TextData | JsonlData, what: str, base: Path, progress: bool) -> Corpus:
+def _encoded(
+    files: list[Path], spec: StdlibData | TextData | JsonlData, what: str, base: Path, progress: bool
+) -> Corpus:
     """The files as tokens of the spec's tokenizer (from the cache when it holds them)."""
     assert spec.tokenizer is not None
     try:
@@ -132,6 +134,8 @@ def load_corpus(spec: DataSpec, base: Path, progress: bool = True) -> Corpus:
     """Read the schedule's data; relative paths are taken from `base` (the schedule's folder).
     `progress`: show a progress bar on stderr while tokenizing."""
     if isinstance(spec, StdlibData):
+        if spec.tokenizer is not None:
+            return _encoded(stdlib_files(), spec, "the standard library's source", base, progress)
         return _bytes_corpus(stdlib_files(), spec.val, "the standard library's source")
     if isinstance(spec, (TextData, JsonlData)):
         files, what = _files(spec, base)

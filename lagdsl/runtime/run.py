@@ -28,6 +28,7 @@ from lagdsl import __version__
 from lagdsl.artifacts import (
     ArtifactError,
     CheckpointEvent,
+    PretrainedSource,
     RunInfo,
     ShapeInfo,
     StoppedEvent,
@@ -47,7 +48,7 @@ from lagdsl.runtime.inputs import RunError, apply_overrides, open_data, open_dev
 from lagdsl.runtime.metrics import Metrics
 from lagdsl.runtime.program import End, Instruction, lower
 from lagdsl.runtime.state import StateDict
-from lagdsl.runtime.trained import TOKENIZER_FILE
+from lagdsl.runtime.trained import SOURCE_DIR, TOKENIZER_FILE
 
 
 class Interrupted(Exception):
@@ -114,6 +115,8 @@ def new_run(
 
     name = getattr(schedule.data, "tokenizer", None)
     tokenizer = (Path(name) if Path(name).is_absolute() else base / name) if name else None
+    source = schedule.model.pretrained
+    pretrained = _source_info(schedule)
 
     def create() -> Path:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -128,6 +131,8 @@ def new_run(
         _write_text(run_dir / "plan.json", to_json(plan))
         if tokenizer is not None:  # the run's own copy: exports and samples need no other file
             _write_text(run_dir / TOKENIZER_FILE, tokenizer.read_text(encoding="utf-8"))
+        if source is not None:  # its config and tokenizer files, which the export writes back out
+            _copy_source(Path(source.folder), run_dir / SOURCE_DIR)
         info = RunInfo(
             lagdsl=__version__,
             schedule=schedule.name,
@@ -142,14 +147,51 @@ def new_run(
             tokenizer=TOKENIZER_FILE if tokenizer else "ids" if isinstance(schedule.data, TokensData) else "bytes",
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             ranks=world.size,
+            pretrained=pretrained,
         )
         _write_text(run_dir / "run.json", dump_json(info))
         return run_dir
 
     run_dir = dist.on_main(world, create, (RunError,))  # rank 0 names and writes it; all learn where
     engine = _engine(schedule, lower(plan), batches, device, run_dir, 0, progress, options.max_steps, world)
-    engine.initialize()
+    _initialize(engine)
     return engine, run_dir
+
+
+def _source_info(schedule: Schedule) -> PretrainedSource | None:
+    """What `run.json` records of the pretrained checkpoint the schedule starts from."""
+    source = schedule.model.pretrained
+    if source is None:
+        return None
+    from lagdsl.families.base import fingerprint
+
+    try:
+        stamp = fingerprint(Path(source.folder))
+    except OSError as error:
+        raise RunError(f"the pretrained model `{source.folder}` cannot be read: {_reason(error)}") from None
+    return PretrainedSource(
+        folder=source.folder, family=source.family, architecture=source.architecture, fingerprint=stamp
+    )
+
+
+def _copy_source(folder: Path, into: Path) -> None:
+    """The source checkpoint's config and tokenizer files (not its weights) into the run directory."""
+    from lagdsl.model.export import SOURCE_FILES
+
+    into.mkdir(exist_ok=True)
+    for name in ("config.json", *SOURCE_FILES):
+        if (folder / name).is_file():
+            _write_bytes(into / name, (folder / name).read_bytes())
+
+
+def _initialize(engine: Engine) -> None:
+    """The engine at the start; a pretrained checkpoint that cannot be read is a `RunError`."""
+    from lagdsl.model.hub import HubError
+
+    try:
+        engine.initialize()
+    except HubError as error:
+        raise RunError(f"pretrained model: {error}") from None
 
 
 def resume_run(
@@ -172,6 +214,12 @@ def resume_run(
         corpus, batches = open_data(schedule, Path(meta.base), device, world, not options.quiet)
         if meta.data_fingerprint != corpus.fingerprint:
             raise RunError(f"data: the data differs from what `{run_dir}` was trained on (its fingerprint changed)")
+        source = _source_info(schedule)
+        if meta.pretrained is not None and (source is None or source.fingerprint != meta.pretrained.fingerprint):
+            raise RunError(
+                f"the pretrained model `{meta.pretrained.folder}` differs from the one `{run_dir}` began from "
+                "(its config or weight files changed): restore it, or start a new run"
+            )
         if not (run_dir / "metrics.jsonl").exists():
             raise RunError(f"`{run_dir}` has no `metrics.jsonl`: its event log is lost, so it cannot be resumed")
     saved = _newest_checkpoint(run_dir, options.say, world)
@@ -193,7 +241,7 @@ def resume_run(
     if saved is not None:
         engine.load(saved)
     else:
-        engine.initialize()
+        _initialize(engine)
     return engine, run_dir
 
 
@@ -323,9 +371,13 @@ def _reason(error: OSError) -> str:
 
 def _write_text(path: Path, text: str) -> None:
     """`text` to `path` atomically: a failure (a full disk, no permission) leaves no partial file."""
+    _write_bytes(path, text.encode("utf-8"))
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     try:
-        temporary.write_text(text, encoding="utf-8")
+        temporary.write_bytes(data)
         os.replace(temporary, path)
     except OSError as error:
         temporary.unlink(missing_ok=True)

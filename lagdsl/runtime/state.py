@@ -26,6 +26,7 @@ import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -123,9 +124,19 @@ class Recipe:
         return scaler
 
     def initial(self) -> TrainState:
-        """The state at the start of the program: the schedule's first shape, freshly initialized."""
-        model = GPT(GPTConfig.from_schedule(self.schedule))
-        model.init_weights(generator(self.schedule.seed, "init"))
+        """The state at the start of the program: the schedule's first shape, freshly initialized
+        from the seed, or read from the pretrained checkpoint it names."""
+        config = GPTConfig.from_schedule(self.schedule)
+        source = self.schedule.model.pretrained
+        if source is not None:
+            from lagdsl.families import family_named
+            from lagdsl.model.hub import DTYPES, load_pretrained
+
+            dtype = DTYPES.get(source.dtype, torch.float32)
+            model = load_pretrained(Path(source.folder), family_named(source.family), config, dtype)
+        else:
+            model = GPT(config)
+            model.init_weights(generator(self.schedule.seed, "init"))
         model = self.place(model)
         return TrainState(self, model, self.optimizer(model), self.scaler())
 

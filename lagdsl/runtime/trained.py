@@ -17,6 +17,8 @@ from lagdsl.text import tokenizer as tok
 
 #: The run directory's copy of the tokenizer its data was tokenized with (none for byte data).
 TOKENIZER_FILE = "tokenizer.json"
+#: The run directory's copy of a pretrained source's `config.json` and tokenizer files (no weights).
+SOURCE_DIR = "source"
 
 
 class TrainedError(Exception):

@@ -24,6 +24,7 @@ from lagdsl.lang.schedule import (
     AdamW,
     JsonlData,
     ModelSpec,
+    RopeScaling,
     Schedule,
     Shape,
     StdlibData,
@@ -115,7 +116,10 @@ def _model(draft: Draft, setting: ast.Setting) -> None:
     call = _call(draft, "model", MODELS, setting)
     if call is None:
         return
-    args = call[1]
+    name, args = call
+    if name == "pretrained":
+        _pretrained(draft, setting, args)
+        return
     width, heads = args["width"], args["heads"]
     assert isinstance(width, int) and isinstance(heads, int)
     if width % heads:
@@ -142,10 +146,31 @@ def _model(draft: Draft, setting: ast.Setting) -> None:
             f"{hint}: every head needs an even size",
         )
         return
+    kv_heads = args["kv_heads"]
+    if isinstance(kv_heads, int) and heads % kv_heads:
+        draft.report(
+            "E0303",
+            f"`heads` {heads} is not a multiple of `kv_heads` {kv_heads}",
+            setting.value.span,
+            "each key/value head serves a whole group of query heads",
+            f"try `kv_heads={_nearest_divisor(heads, kv_heads)}`",
+        )
+        return
+    vocab = _vocab(draft, setting, args["vocab"])
+    if vocab is None:
+        return
+    args["vocab"] = vocab
+    shape = {dim: args.pop(dim) for dim in ("depth", "width", "heads", "kv_heads")}
+    draft.settings.model = ModelSpec.model_validate({**args, "shape": shape})
+
+
+def _vocab(draft: Draft, setting: ast.Setting, vocab: object) -> int | None:
+    """The model's vocabulary: as given (checked against the data's tokenizer), or `auto` from the
+    data; None after a diagnostic, or when the tokenizer's size is unknown (reported already)."""
     data, tokenizer_vocab = draft.settings.data, draft.settings.tokenizer_vocab
     if data is not None and getattr(data, "tokenizer", None) is not None and tokenizer_vocab is None:
-        return  # the tokenizer could not be read (reported): its size is unknown
-    if args["vocab"] == "auto":
+        return None  # the tokenizer could not be read (reported): its size is unknown
+    if vocab == "auto":
         if isinstance(data, TokensData) and tokenizer_vocab is None:
             draft.report(
                 "E0306",
@@ -155,19 +180,122 @@ def _model(draft: Draft, setting: ast.Setting) -> None:
                 'name the tokenizer that made them, `tokens(..., tokenizer="tokenizer.json")`, '
                 "or give its size, such as `vocab=50304`",
             )
-            return
-        args["vocab"] = tokenizer_vocab or BYTE_VOCAB
-    elif isinstance(args["vocab"], int) and args["vocab"] < (tokenizer_vocab or 0):
+            return None
+        return tokenizer_vocab or BYTE_VOCAB
+    assert isinstance(vocab, int)
+    if vocab < (tokenizer_vocab or 0):
         draft.report(
             "E0302",
-            f"`vocab={args['vocab']}` is smaller than the tokenizer's {tokenizer_vocab} tokens",
+            f"`vocab={vocab}` is smaller than the tokenizer's {tokenizer_vocab} tokens",
             setting.value.span,
             "too small for the data",
             f"use `vocab=auto` (or any size from {tokenizer_vocab})",
         )
+        return None
+    return vocab
+
+
+def _pretrained(draft: Draft, setting: ast.Setting, args: Args) -> None:
+    """`pretrained("folder", ...)`: the shape and quirks from the folder's `config.json` (read by its
+    family's adapter; no weight is opened), its tokenizer for the data where the data names none."""
+    from lagdsl.families import (
+        INDEX_FILE,
+        WEIGHTS_FILE,
+        FamilyError,
+        family_of,
+        read_config,
+    )
+    from lagdsl.families.base import TOKENIZER_FILE
+
+    written = args["path"]
+    assert isinstance(written, str)
+    folder = Path(written) if Path(written).is_absolute() else draft.data_base / written
+    node = setting.value
+    path_node = node.args[0].value if isinstance(node, ast.Call) and node.args else node
+
+    def problem(message: str, label: str, help: str) -> None:
+        draft.report("E0309", message, path_node.span, label, help)
+
+    try:
+        config = read_config(folder)
+        family = family_of(config)
+        arch = family.arch(config)
+    except FamilyError as error:
+        problem(str(error), "cannot use this checkpoint", _PRETRAINED_HELP)
         return
-    shape = {dim: args.pop(dim) for dim in Shape.model_fields}
-    draft.settings.model = ModelSpec.model_validate({**args, "shape": shape})
+    if not (folder / WEIGHTS_FILE).is_file() and not (folder / INDEX_FILE).is_file():
+        problem(
+            f"`{folder}` has no `{WEIGHTS_FILE}` or `{INDEX_FILE}`",
+            "no weights",
+            "lagdsl reads safetensors, never pickles: save the model with `save_pretrained(folder)`",
+        )
+        return
+    context = args["context"]
+    context = arch.context if context == "auto" else context
+    assert isinstance(context, int)
+    if context > arch.context:
+        draft.report(
+            "E0302",
+            f"`context={context}` is longer than the checkpoint's {arch.context} positions",
+            node.span,
+            "beyond what it was trained for",
+            f"use `context=auto` or at most {arch.context}",
+        )
+        return
+    if arch.window is not None and arch.window < context:
+        draft.report(
+            "E0309",
+            f"the checkpoint attends over a sliding window of {arch.window} tokens, shorter than the context {context}",
+            node.span,
+            "lagdsl attends over the whole context",
+            f"give `context={arch.window}` or less: within it a sliding window changes nothing",
+        )
+        return
+    tokenizer = folder / TOKENIZER_FILE
+    tokenizer_name = f"{written.rstrip('/')}/{TOKENIZER_FILE}" if tokenizer.is_file() else None
+    data = draft.settings.data or StdlibData()
+    if tokenizer_name is not None and getattr(data, "tokenizer", None) is None and not isinstance(data, TokensData):
+        # the data is tokenized as the model was: with the checkpoint's own tokenizer
+        draft.settings.data = data.model_copy(update={"tokenizer": tokenizer_name})
+        _read_tokenizer(draft, setting, tokenizer_name)
+    vocab = _vocab(draft, setting, arch.vocab)
+    if vocab is None:
+        return
+    dtype = args["dtype"]
+    assert isinstance(dtype, str)
+    spec = {
+        "vocab": arch.vocab,
+        "context": context,
+        "shape": Shape(
+            depth=arch.depth, width=arch.width, heads=arch.heads, kv_heads=arch.kv_heads, hidden=arch.hidden
+        ),
+        "dropout": args["dropout"],
+        "tie": arch.tie,
+        "rope_theta": arch.rope_theta,
+        "head_dim": arch.head_dim if arch.head_dim * arch.heads != arch.width else None,
+        "rope_scaling": (
+            None if arch.rope_scaling is None else dict(zip(RopeScaling.model_fields, arch.rope_scaling, strict=True))
+        ),
+        "qkv_bias": arch.qkv_bias,
+        "qk_norm": arch.qk_norm,
+        "norm_eps": arch.norm_eps,
+        "pretrained": {
+            "path": written,
+            "folder": str(folder.resolve()),
+            "family": family.name,
+            "architecture": family.architecture,
+            "dtype": dtype,
+            "tokenizer": tokenizer_name,
+            "params": arch.params,
+        },
+    }
+    draft.settings.model = ModelSpec.model_validate(spec)
+
+
+_PRETRAINED_HELP = (
+    "give the folder of a Hugging Face checkpoint (`config.json` and safetensors) of a Llama, Mistral, "
+    "Qwen2 or Qwen3 model"
+)
 
 
 def _nearest_divisor(n: int, near: int) -> int:
@@ -181,8 +309,12 @@ def _data(draft: Draft, setting: ast.Setting) -> None:
     data = _DATA_MODELS[call[0]].model_validate(call[1])
     draft.settings.data = data
     name = getattr(data, "tokenizer", None)
-    if name is None:
-        return
+    if name is not None:
+        _read_tokenizer(draft, setting, name)
+
+
+def _read_tokenizer(draft: Draft, setting: ast.Setting, name: str) -> None:
+    """The size of the tokenizer `name` (relative to the schedule's folder) into the settings, or E0308."""
     from lagdsl.text.tokenizer import TokenizerError, load, vocab_size
 
     path = Path(name) if Path(name).is_absolute() else draft.data_base / name

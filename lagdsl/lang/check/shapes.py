@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lagdsl.lang import layers
+from lagdsl.lang.arch import grown_heads, grown_mlp
 from lagdsl.lang.check.draft import Draft, GrowDraft, OperatorRef
 from lagdsl.lang.params import Param, coerce, show
 from lagdsl.lang.schedule import MAX_DEPTH, MAX_HEADS, MAX_WIDTH, Shape
@@ -64,22 +65,29 @@ def _grown_shape(draft: Draft, grow: GrowDraft, shape: Shape) -> Shape | None:
     if dim == "depth":
         if target > 4 * current:
             _large_step(draft, grow, f"growing depth {current} -> {target} in one step is more than 4x")
-        return Shape(depth=target, width=shape.width, heads=shape.heads)
-    head = shape.head_size
+        return shape.model_copy(update={"depth": target})
+    head = shape.head_size * shape.groups  # with grouped-query attention, whole groups of heads
     if target % head:
         lower, upper = target // head * head, (target // head + 1) * head
         options = [w for w in (lower, upper) if w > current]
         draft.report(
             "E0404",
-            f"width {target} is not a multiple of the head size {head}",
+            f"width {target} is not a multiple of the head size {head}"
+            if shape.groups == 1
+            else f"width {target} is not a multiple of {head}: {shape.groups} heads of width {shape.head_size}",
             node.amount.span,
-            "the head size stays fixed as the model widens",
+            "the head size stays fixed as the model widens"
+            if shape.groups == 1
+            else "key/value heads grow in proportion to the query heads",
             f"try {' or '.join(f'`{w}`' for w in options)}" + (" (as a target with `to`)" if node.mode == "by" else ""),
         )
         return None
     if target > 2 * current:
         _large_step(draft, grow, f"growing width {current} -> {target} in one step is more than 2x")
-    return Shape(depth=shape.depth, width=target, heads=target // head)
+    heads = target // shape.head_size
+    kv_heads = grown_heads(shape.kv_heads, shape.width, target) if shape.kv_heads is not None else None
+    hidden = grown_mlp(shape.hidden, shape.width, target) if shape.hidden is not None else None
+    return Shape(depth=shape.depth, width=target, heads=heads, kv_heads=kv_heads, hidden=hidden)
 
 
 def _large_step(draft: Draft, grow: GrowDraft, message: str) -> None:
@@ -103,7 +111,7 @@ def _check_operators(draft: Draft, grow: GrowDraft, before: Shape, after: Shape)
             )
             grow.ok = False
             continue
-        reason = entry.cannot(before, after)
+        reason = entry.cannot(before, after, ref.args)
         if reason:
             draft.report(
                 "E0403",
@@ -120,16 +128,20 @@ def _check_operators(draft: Draft, grow: GrowDraft, before: Shape, after: Shape)
 def _check_same_models(draft: Draft, candidates: list[OperatorRef], before: int, after: int) -> None:
     """Warn where two candidates build the same model: the same layer plan, every added layer a
     copy, no noise (fresh layers and noise are drawn from each candidate's own generator)."""
-    first: dict[tuple[layers.Layer, ...], OperatorRef] = {}
+    first: dict[tuple[str, tuple[layers.Layer, ...]], OperatorRef] = {}
     for ref in candidates:
         entry = ref.entries.get("depth")
         noise = ref.args.get("noise", 0.0)
-        if entry is None or entry.layers is None or (isinstance(noise, (float, int)) and noise != 0):
+        if entry is None or (isinstance(noise, (float, int)) and noise != 0):
             continue
-        plan = layers.normalize(entry.layers(before, after - before))
+        built = entry.layer_plan(before, after - before, ref.args)
+        if built is None:
+            continue
+        plan = layers.normalize(built)
         if any(run.source is None for run in plan):
             continue
-        same = first.setdefault(tuple(plan), ref)
+        # a plan whose copies start zeroed (LLaMA Pro, preserving) is another model than the same plan copied
+        same = first.setdefault((entry.preserves, tuple(plan)), ref)
         if same is ref:
             continue
         draft.report(

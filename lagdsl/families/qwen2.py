@@ -1,0 +1,25 @@
+"""Qwen2 and Qwen2.5: q, k and v projections always carry biases (no config key says so), `o_proj`
+none; a sliding window (`use_sliding_window`, `sliding_window`) on the layers from
+`max_window_layers` up; small sizes tie the embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lagdsl.families.base import Arch, Family, with_window
+
+
+def qwen_window(config: Mapping[str, Any], arch: Arch) -> Arch:
+    """The sliding window of the Qwen families, where some layer uses it."""
+    if not config.get("use_sliding_window"):
+        return arch
+    first = config.get("max_window_layers", 0)
+    if isinstance(first, int) and first >= arch.depth:
+        return arch  # no layer at or above `max_window_layers`
+    return with_window(arch, config.get("sliding_window"), "sliding_window")
+
+
+FAMILY = Family(
+    name="qwen2", architecture="Qwen2ForCausalLM", model_type="qwen2", qkv_bias=True, read_extra=qwen_window
+)

@@ -1,0 +1,351 @@
+"""Pretrained Hugging Face checkpoints: each family read into lagdsl's model with transformers'
+logits, written back as the same family, and schedules that start from one (validated without
+torch, run, resumed only from the same source, exported)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from lagdsl.cli import main
+from lagdsl.families import FamilyError, family_of, read_config
+from lagdsl.model.export import export_pretrained
+from lagdsl.model.hub import config_of, load_pretrained
+from lagdsl.runtime.trained import open_trained
+from lagdsl.text.tokenizer import byte_level_json
+from tests.conftest import write_corpus
+
+transformers = pytest.importorskip("transformers")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: a tiny model of each family with its quirks on: grouped-query attention everywhere, an untied
+#: head and Llama 3 RoPE scaling (Llama), a tied one (SmolLM2-style Llama, Qwen2), a sliding window
+#: longer than the context (Mistral), q/k/v biases (Qwen2), q/k norms and a head size that is not
+#: width / heads (Qwen3)
+COMMON = dict(
+    vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5,
+)  # fmt: skip
+FAMILIES = {
+    "llama": (
+        "LlamaConfig",
+        dict(
+            tie_word_embeddings=False,
+            rope_parameters={
+                "rope_type": "llama3",
+                "rope_theta": 500000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            },
+        ),
+    ),
+    "llama_tied": ("LlamaConfig", dict(tie_word_embeddings=True)),
+    "mistral": ("MistralConfig", dict(sliding_window=4096, tie_word_embeddings=False)),
+    "qwen2": ("Qwen2Config", dict(tie_word_embeddings=True, use_sliding_window=False)),
+    "qwen3": ("Qwen3Config", dict(head_dim=32, tie_word_embeddings=False)),
+}
+
+
+def make_checkpoint(folder: Path, kind: str, *, shard: bool = False, seed: int = 0, **overrides: object) -> Path:
+    """A tiny random checkpoint of `kind`, saved by transformers (as shards with `shard`), with a
+    byte-level tokenizer; every tensor random (biases and norm gains too), so nothing hides."""
+    name, extra = FAMILIES[kind]
+    config = getattr(transformers, name)(**{**COMMON, **extra, **overrides})
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.1)
+    model.save_pretrained(folder, max_shard_size="100KB" if shard else "10GB")
+    (folder / "tokenizer.json").write_text(byte_level_json(), encoding="utf-8")
+    return folder
+
+
+def hf_logits(folder: Path, ids: torch.Tensor) -> tuple[torch.Tensor, object]:
+    model, info = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch.float32, output_loading_info=True
+    )
+    with torch.no_grad():
+        return model.eval()(ids).logits, (model, info)
+
+
+def ours(folder: Path):
+    family = family_of(read_config(folder))
+    arch = family.arch(read_config(folder))
+    return family, load_pretrained(folder, family, config_of(arch)).eval()
+
+
+@pytest.mark.parametrize("shard", [False, True], ids=["one-file", "sharded"])
+@pytest.mark.parametrize("kind", list(FAMILIES))
+def test_each_family_imports_with_transformers_logits_and_exports_back(kind: str, shard: bool, tmp_path: Path) -> None:
+    source = make_checkpoint(tmp_path / "source", kind, shard=shard)
+    if shard:
+        assert (source / "model.safetensors.index.json").is_file()
+    ids = torch.randint(0, COMMON["vocab_size"], (2, 40), generator=torch.Generator().manual_seed(1))
+    expected, (hf_model, _) = hf_logits(source, ids)
+    family, model = ours(source)
+    assert family.architecture == type(hf_model).__name__
+    with torch.no_grad():
+        got = model(ids)[0]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+    out = tmp_path / "out"
+    export_pretrained(model.state_dict(), model.config, family, read_config(source), source, out)
+    again, (reloaded, info) = hf_logits(out, ids)
+    assert type(reloaded).__name__ == family.architecture
+    assert info["missing_keys"] == set() or not info["missing_keys"]
+    assert not info["unexpected_keys"] and not info["mismatched_keys"]
+    torch.testing.assert_close(again, expected, atol=1e-5, rtol=0)
+    written, before = read_config(out), read_config(source)
+    assert written["tie_word_embeddings"] == before["tie_word_embeddings"]
+    assert {k: v for k, v in written.items() if k not in ("dtype", "torch_dtype")} == {
+        k: v for k, v in before.items() if k not in ("dtype", "torch_dtype")
+    }  # nothing grew, so every key is kept as it was
+    assert (out / "tokenizer.json").read_text() == (source / "tokenizer.json").read_text()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {"architectures": ["GemmaForCausalLM"], "model_type": "gemma"},
+            "`GemmaForCausalLM` is not a model family lagdsl can grow: it reads `LlamaForCausalLM`, "
+            "`MistralForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM`",
+        ),
+        (
+            {**COMMON, "architectures": ["LlamaForCausalLM"], "rope_scaling": {"rope_type": "yarn", "factor": 4.0}},
+            "RoPE type `yarn` is not supported: lagdsl reads `default` and `llama3`",
+        ),
+        (
+            {**COMMON, "architectures": ["LlamaForCausalLM"], "num_key_value_heads": 3},
+            "`num_attention_heads` 4 is not a multiple of `num_key_value_heads` 3",
+        ),
+    ],
+    ids=["gemma", "yarn", "kv-heads"],
+)
+def test_an_unsupported_checkpoint_is_one_line_naming_what(config: dict, message: str) -> None:
+    with pytest.raises(FamilyError) as error:
+        family_of(config).arch(config)
+    assert str(error.value) == message
+
+
+# ------------------------------------------------------------------------------ schedules
+
+SCHEDULE = """
+schedule upscale
+seed 3
+model pretrained("source", context=32)
+data text("corpus/*.txt")
+batch 4
+optimizer adamw(lr=1e-3)
+stage heal {{ train 4 steps }}
+stage grow {{
+  grow depth by 1 {{
+    candidates [copy_top, identity]
+    probe 2 steps
+  }}
+  train 4 steps
+}}
+{extra}
+"""
+
+
+def write_schedule(root: Path, kind: str = "qwen2", extra: str = "", **overrides: object) -> Path:
+    make_checkpoint(root / "source", kind, **overrides)
+    write_corpus(root)
+    path = root / "upscale.grow"
+    path.write_text(SCHEDULE.format(extra=extra), encoding="utf-8")
+    return path
+
+
+def test_validate_and_plan_of_a_pretrained_schedule_import_no_torch_and_read_no_weight(tmp_path: Path) -> None:
+    path = write_schedule(tmp_path)
+    # the weights are garbage: reading them would fail, so a clean validate proves they were not read
+    (tmp_path / "source" / "model.safetensors").write_bytes(b"not a safetensors file")
+    code = f"""
+import sys, json
+from click.testing import CliRunner
+from lagdsl.cli import main
+result = CliRunner().invoke(main, ["validate", {str(path)!r}])
+assert result.exit_code == 0, result.output
+plan = CliRunner().invoke(main, ["plan", {str(path)!r}, "--format", "json"])
+assert plan.exit_code == 0, plan.output
+print(json.dumps(["torch" in sys.modules, "safetensors" in sys.modules, json.loads(plan.stdout)["nodes"][0]]))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stderr
+    torch_imported, safetensors_imported, first = json.loads(result.stdout)
+    assert (torch_imported, safetensors_imported) == (False, False)
+    assert first["after"]["depth"] == 3 and first["after"]["width"] == 64
+
+
+def test_the_checker_knows_the_checkpoint_shape_and_size(tmp_path: Path) -> None:
+    from lagdsl.lang import check_text
+
+    path = write_schedule(tmp_path, "qwen3")
+    result = check_text(path.read_text(), str(path))
+    assert result.schedule is not None, [d.message for d in result.diagnostics]
+    model = result.schedule.model
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "source")
+    assert model.pretrained is not None and model.pretrained.params == hf.num_parameters()
+    assert (model.shape.depth, model.shape.width, model.shape.heads, model.shape.kv_heads) == (3, 64, 4, 2)
+    assert (model.head_dim, model.qk_norm, model.tie, model.context) == (32, True, False, 32)
+    assert model.vocab == 300
+    assert result.schedule.data.tokenizer == "source/tokenizer.json"  # the data is tokenized as the model was
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("missing", "`{root}/nowhere` is not a folder: a pretrained model is a Hugging Face checkpoint folder"),
+        ("no-config", "`{root}/source` has no `config.json`: is it a Hugging Face checkpoint folder?"),
+        ("gemma", "`GemmaForCausalLM` is not a model family lagdsl can grow"),
+        ("window", "the checkpoint attends over a sliding window of 16 tokens, shorter than the context 32"),
+        ("no-weights", "`{root}/source` has no `model.safetensors` or `model.safetensors.index.json`"),
+    ],
+)
+def test_a_bad_pretrained_folder_is_a_diagnostic_naming_the_file(setup: str, expected: str, tmp_path: Path) -> None:
+    overrides = {"sliding_window": 16} if setup == "window" else {}
+    path = write_schedule(tmp_path, "mistral" if setup == "window" else "qwen2", **overrides)
+    source = tmp_path / "source"
+    if setup == "missing":
+        path.write_text(path.read_text().replace('pretrained("source"', 'pretrained("nowhere"'))
+    elif setup == "no-config":
+        (source / "config.json").unlink()
+    elif setup == "gemma":
+        config = read_config(source)
+        (source / "config.json").write_text(json.dumps({**config, "architectures": ["GemmaForCausalLM"]}))
+    elif setup == "no-weights":
+        (source / "model.safetensors").unlink()
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert expected.format(root=tmp_path) in result.output
+    assert "upscale.grow:4:" in result.output  # the line of `model pretrained(...)`
+
+
+@pytest.mark.slow
+def test_a_schedule_from_a_checkpoint_runs_exports_the_same_family_and_generates_the_same_text(tmp_path: Path) -> None:
+    path = write_schedule(tmp_path, "qwen2")
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", "--quiet", str(path), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["pretrained"]["family"] == "qwen2" and (run_dir / "source" / "config.json").is_file()
+
+    exported = CliRunner().invoke(main, ["export", str(run_dir), "-o", str(tmp_path / "hf")])
+    assert exported.exit_code == 0, exported.output
+    config = read_config(tmp_path / "hf")
+    assert config["architectures"] == ["Qwen2ForCausalLM"] and config["num_hidden_layers"] == 4
+    assert config["tie_word_embeddings"] is True and config["layer_types"] == ["full_attention"] * 4
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    trained = open_trained(run_dir).model()
+    text = torch.tensor([list((tmp_path / "corpus" / "a.txt").read_bytes()[1000:1032])])
+    with torch.no_grad():  # the trained model, not the source: it grew (4 layers) and trained
+        torch.testing.assert_close(model(text).logits, trained(text)[0], atol=1e-5, rtol=0)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    prompt = "def main("
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    theirs = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0)[0, ids.shape[1] :]
+    sampled = CliRunner().invoke(
+        main,
+        ["sample", str(run_dir), "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "12", "--no-prompt"],
+    )
+    assert sampled.exit_code == 0, sampled.output
+    assert sampled.stdout == tokenizer.decode(theirs) + "\n"
+
+
+def test_a_resume_refuses_a_changed_source(tmp_path: Path) -> None:
+    path = write_schedule(tmp_path, "llama")
+    run_dir = tmp_path / "run"
+    first = CliRunner().invoke(main, ["run", "--quiet", str(path), "--out", str(run_dir), "--max-steps", "2"])
+    assert first.exit_code == 0, first.output
+    make_checkpoint(tmp_path / "source", "llama", num_hidden_layers=4)  # replaced by another model
+    again = CliRunner().invoke(main, ["run", "--resume", str(run_dir)])
+    assert again.exit_code == 2
+    assert (
+        again.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "differs from the one `" + str(run_dir) + "` began from (its config or weight files changed): "
+            "restore it, or start a new run"
+        )
+    )
+
+
+# ------------------------------------------------------------------------------ up-scaling operators
+
+
+@pytest.mark.parametrize(
+    ("kind", "operator", "dim", "target"),
+    [
+        ("llama", "llama_pro", "depth", 6),
+        ("qwen3", "llama_pro", "depth", 4),
+        ("qwen2", "identity", "depth", 5),
+        ("llama", "net2net", "width", 96),
+        ("qwen3", "zero", "width", 128),
+        ("qwen2", "net2net", "width", 128),
+    ],
+)
+def test_function_preserving_operators_keep_an_imported_models_logits(
+    kind: str, operator: str, dim: str, target: int, tmp_path: Path
+) -> None:
+    from lagdsl.ops.core import GrowthSpec, grow
+
+    _, model = ours(make_checkpoint(tmp_path / "source", kind))
+    ids = torch.randint(0, COMMON["vocab_size"], (2, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = model(ids)[0]
+    grown = grow(model, None, GrowthSpec(operator, dim, target), torch.Generator().manual_seed(0)).model.eval()
+    assert getattr(grown.config, dim) == target
+    if dim == "width":  # key/value heads grew in proportion to the query heads
+        assert grown.config.heads // grown.config.key_value_heads == 2
+    with torch.no_grad():
+        torch.testing.assert_close(grown(ids)[0], before, atol=1e-5, rtol=0)
+
+
+def test_layer_lists_give_the_listed_source_layers_tensor_for_tensor(tmp_path: Path) -> None:
+    """SOLAR's recipe at toy size: 3 layers [0, 2) + [1, 3) -> 4, exported as the listed layers."""
+    from lagdsl.ops.core import GrowthSpec, grow
+
+    source = make_checkpoint(tmp_path / "source", "mistral")
+    family, model = ours(source)
+    spec = GrowthSpec("layers", "depth", 4, {"ranges": ((0, 2), (1, 3))})
+    grown = grow(model, None, spec, torch.Generator()).model
+    out = tmp_path / "out"
+    export_pretrained(grown.state_dict(), grown.config, family, read_config(source), source, out)
+    assert read_config(out)["num_hidden_layers"] == 4
+    from safetensors.torch import load_file
+
+    before, after = load_file(source / "model.safetensors"), load_file(out / "model.safetensors")
+    for new, old in enumerate([0, 1, 1, 2]):
+        for name in [k for k in before if k.startswith(f"model.layers.{old}.")]:
+            assert torch.equal(after[name.replace(f"layers.{old}.", f"layers.{new}.")], before[name]), name
+
+
+def test_the_checker_checks_layer_ranges_against_the_model(tmp_path: Path) -> None:
+    from lagdsl.lang import check_text
+
+    path = write_schedule(tmp_path)
+    text = path.read_text().replace("[copy_top, identity]", "[layers([[0, 2], [1, 4]]), llama_pro, layers([[0, 3]])]")
+    text = text.replace("grow depth by 1", "grow depth by 2")
+    messages = [d.message + " / " + d.label for d in check_text(text, str(path)).diagnostics]
+    assert (
+        "`layers([[0, 2], [1, 4]])` cannot grow depth 3 -> 5 / the range [1, 4] goes past the 3 layers the model has"
+        in messages
+    )
+    assert (
+        "`llama_pro` cannot grow depth 3 -> 5 / it adds one copy after every k-th of the 3 layers, "
+        "so it adds a divisor of 3, not 2" in messages
+    )
+    assert (
+        "`layers([[0, 3]])` cannot grow depth 3 -> 5 / its ranges hold 3 layers, and the growth asks for 5" in messages
+    )
