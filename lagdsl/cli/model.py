@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,11 +16,7 @@ from lagdsl.cli.complete import run_dirs
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from lagdsl.families import Family
     from lagdsl.runtime.trained import Trained
-
-#: the run directory's copy of a pretrained source's config and tokenizer (`lagdsl.runtime.trained`)
-SOURCE_DIR = "source"
 
 
 def _open(ctx: click.Context, run_dir: Path, checkpoint: Path | None, tokenizer: Path | None) -> Trained:
@@ -74,11 +70,16 @@ def export(
     """Write a run's model as a Hugging Face folder (safetensors, config, tokenizer): the family of
     the checkpoint it began from, or LlamaForCausalLM for a model from scratch."""
     from lagdsl.model.export import ExportError, export_model, export_pretrained
+    from lagdsl.runtime.trained import SOURCE_DIR, TrainedError, pretrained_source
     from lagdsl.text import tokenizer as tok
 
     trained = _open(ctx, run_dir, checkpoint, tokenizer)
     out = output or run_dir / "hf"
-    source = _pretrained_source(ctx, run_dir)
+    try:
+        source = pretrained_source(run_dir)
+    except TrainedError as error:
+        click.echo(f"error: {error}", err=True)
+        ctx.exit(EXIT_USAGE)
     try:
         if source is not None:
             family, source_config = source
@@ -110,27 +111,6 @@ def export(
         err=True,
     )
     click.echo(str(out))
-
-
-def _pretrained_source(ctx: click.Context, run_dir: Path) -> tuple[Family, dict[str, Any]] | None:
-    """The family and `config.json` of the checkpoint a run began from (its copy in the run
-    directory), or None for a run from scratch."""
-    from lagdsl.families import FamilyError, family_named
-
-    try:
-        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        pretrained = info.get("pretrained")
-        if not pretrained:
-            return None
-        config = json.loads((run_dir / SOURCE_DIR / "config.json").read_text(encoding="utf-8"))
-        return family_named(pretrained["family"]), config
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, FamilyError) as error:
-        click.echo(
-            f"error: `{run_dir}` began from a pretrained model whose record (`run.json`, "
-            f"`{SOURCE_DIR}/config.json`) cannot be read: {error}",
-            err=True,
-        )
-        ctx.exit(EXIT_USAGE)
 
 
 def _tokenizer_of(ctx: click.Context, trained: Trained, run_dir: Path) -> Tokenizer:

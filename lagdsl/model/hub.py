@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ def config_of(arch: Arch, *, context: int | None = None) -> GPTConfig:
     )  # fmt: skip
 
 
-def arch_of(config: GPTConfig, context: int | None = None) -> Arch:
+def arch_of(config: GPTConfig) -> Arch:
     """The architecture of a model config, as a family's adapter reads and writes it."""
     if config.mlp != "swiglu":
         raise HubError(
@@ -47,7 +46,7 @@ def arch_of(config: GPTConfig, context: int | None = None) -> Arch:
             "only `mlp=swiglu` models export to Hugging Face"
         )
     return Arch(
-        vocab=config.vocab, context=context or config.context, width=config.width, depth=config.depth,
+        vocab=config.vocab, context=config.context, width=config.width, depth=config.depth,
         heads=config.heads, kv_heads=config.key_value_heads, head_dim=config.head_size, hidden=config.hidden,
         tie=config.tie, rope_theta=config.rope_theta, rope_scaling=config.rope_scaling, qkv_bias=config.qkv_bias,
         qk_norm=config.qk_norm, norm_eps=config.norm_eps,
@@ -166,9 +165,6 @@ def family_tensors(
             yield name, part.detach().to("cpu", dtype).contiguous()
 
 
-def family_config(
-    config: GPTConfig, family: Family, source: Mapping[str, Any], dtype: torch.dtype, context: int | None = None
-) -> dict[str, Any]:
+def family_config(config: GPTConfig, family: Family, source: Mapping[str, Any], dtype: torch.dtype) -> dict[str, Any]:
     """The family's `config.json` for `config`, rewritten from the `source` checkpoint's."""
-    arch = arch_of(config, context)
-    return family.config(source, replace(arch, context=context or arch.context), TORCH_NAMES[dtype])
+    return family.config(source, arch_of(config), TORCH_NAMES[dtype])

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from lagdsl.families import Family
 from lagdsl.model.gpt import GPT, GPTConfig
 from lagdsl.runtime import checkpoint as ckpt
 from lagdsl.text import tokenizer as tok
@@ -95,6 +96,24 @@ def _config(fields: Any) -> GPTConfig:
         return GPTConfig(**fields)
     except (TypeError, ValueError) as error:
         raise TrainedError(f"the saved model config is not one this version reads: {error}") from None
+
+
+def pretrained_source(run_dir: Path) -> tuple[Family, dict[str, Any]] | None:
+    """The family and `config.json` of the checkpoint a run began from (the run directory's copy),
+    or None for a run from scratch."""
+    from lagdsl.families import FamilyError, family_named
+
+    try:
+        pretrained = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("pretrained")
+        if not pretrained:
+            return None
+        config = json.loads((run_dir / SOURCE_DIR / "config.json").read_text(encoding="utf-8"))
+        return family_named(pretrained["family"]), config
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, FamilyError) as error:
+        raise TrainedError(
+            f"`{run_dir}` began from a pretrained model whose record (`run.json`, `{SOURCE_DIR}/config.json`) "
+            f"cannot be read: {error}"
+        ) from None
 
 
 def _tokenizer_json(run_dir: Path, tokenizer: Path | None) -> str | None:
