@@ -104,8 +104,10 @@ def test_ops_lists_the_catalogue() -> None:
         assert name in text.stdout
     payload = json.loads(run("ops", "--format", "json").stdout)
     entries = {(e["name"], e["dim"]): e for e in payload}
-    assert len(entries) == 12
+    assert len(entries) == 13
     assert entries[("identity", "depth")]["preserves_function"] == "yes"
+    assert entries[("hyperclone", "width")]["preserves_function"] == "yes"
+    assert entries[("hyperclone", "width")]["params"][0]["default"] == 0.1
     assert entries[("llama_pro", "depth")]["preserves_function"] == "yes"
     assert entries[("layers", "depth")]["params"][0]["name"] == "ranges"
     assert entries[("net2net", "width")]["preserves_function"] == "yes"

@@ -85,6 +85,8 @@ def width_cases(draw: st.DrawFn):
     head = draw(st.sampled_from([4, 8]))
     heads = draw(st.integers(1, 3))
     more = draw(st.integers(1, 3))
+    if op == "hyperclone":  # it multiplies the width
+        more = heads * draw(st.integers(1, 2))
     mlp = draw(st.sampled_from(["swiglu", "gelu"]))
     config = GPTConfig(64, 8, head * heads, heads, draw(st.integers(1, 2)), mlp)
     return op, config, head * (heads + more)
@@ -329,6 +331,24 @@ def test_width_operators_that_preserve_and_one_that_does_not() -> None:
             after = grow(model, opt, GrowthSpec(op, "width", 40), torch.Generator().manual_seed(0)).model(idx)[0]
         gaps[op] = (after - before).abs().max().item()
     assert gaps["net2net"] < 1e-5 and gaps["zero"] < 1e-5 < 1e-2 < gaps["random"]
+
+
+@pytest.mark.parametrize(("mlp", "width", "target"), [("swiglu", 24, 48), ("swiglu", 16, 48), ("gelu", 16, 32)])
+def test_hyperclone_preserves_a_trained_gpt_and_its_training_continues(mlp: str, width: int, target: int) -> None:
+    """A tied `gpt` cloned x2 and x3, its optimizer state moved; with SwiGLU at widths 16 -> 48 the
+    MLP grows from 48 to 128 units, not 3 x 48, and the copies' split still keeps the function."""
+    config = GPTConfig(64, 8, width, 2, 2, mlp=mlp)
+    model, opt = trained(config)
+    idx = tokens(config)
+    with torch.no_grad():
+        before = model(idx)[0]
+    grown = grow(model, opt, GrowthSpec("hyperclone", "width", target, {"noise": 0.1}), torch.Generator())
+    assert grown.model.config.heads == 2 * target // width
+    with torch.no_grad():
+        torch.testing.assert_close(grown.model(idx)[0], before, atol=1e-5, rtol=0)
+    loss = grown.model(idx, idx)[1]
+    loss.backward()
+    grown.optimizer.step()  # moved moments fit the grown parameters
 
 
 def test_net2net_scales_copied_residual_dimensions_isometrically() -> None:

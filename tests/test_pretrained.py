@@ -292,6 +292,9 @@ def test_a_resume_refuses_a_changed_source(tmp_path: Path) -> None:
         ("llama", "net2net", "width", 96),
         ("qwen3", "zero", "width", 128),
         ("qwen2", "net2net", "width", 128),
+        ("llama", "hyperclone", "width", 128),
+        ("qwen2", "hyperclone", "width", 192),  # tied: x3
+        ("qwen3", "hyperclone", "width", 128),
     ],
 )
 def test_function_preserving_operators_keep_an_imported_models_logits(
@@ -309,6 +312,33 @@ def test_function_preserving_operators_keep_an_imported_models_logits(
         assert grown.config.heads // grown.config.key_value_heads == 2
     with torch.no_grad():
         torch.testing.assert_close(grown(ids)[0], before, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["llama", "llama_tied"])
+def test_hyperclone_tiles_every_weight_and_its_noise_keeps_the_function(kind: str, tmp_path: Path) -> None:
+    """Without noise every weight is `W.repeat(n, n) / n` (a tied embedding, which the stream and
+    the head share, over n); with noise the copies differ and the logits stay."""
+    from lagdsl.ops.core import GrowthSpec, grow
+
+    _, model = ours(make_checkpoint(tmp_path / "source", kind))
+    old = {name: p.detach().clone() for name, p in model.named_parameters()}
+    ids = torch.randint(0, COMMON["vocab_size"], (2, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = model(ids)[0]
+    plain = grow(model, None, GrowthSpec("hyperclone", "width", 128, {"noise": 0.0}), torch.Generator()).model
+    assert (plain.config.heads, plain.config.key_value_heads, plain.config.hidden) == (8, 4, 192)
+    tied = kind == "llama_tied"
+    w = old["blocks.0.mlp.down.weight"]
+    assert torch.equal(plain.blocks["0"].mlp.down.weight, w.repeat(2, 2) / (4 if tied else 2))
+    assert torch.equal(plain.embed.weight, old["embed.weight"].repeat(1, 2) / (2 if tied else 1))
+    if not tied:
+        assert torch.equal(plain.lm_head.weight, old["lm_head.weight"].repeat(1, 2) / 2)
+    model = ours(make_checkpoint(tmp_path / "source", kind))[1]
+    noisy = grow(model, None, GrowthSpec("hyperclone", "width", 128, {"noise": 0.1}), torch.Generator()).model.eval()
+    q = noisy.blocks["0"].attn.qkv.weight
+    assert not torch.equal(q[:, :64], q[:, 64:])  # the two copies of the stream are read differently
+    with torch.no_grad():
+        torch.testing.assert_close(noisy(ids)[0], before, atol=1e-5, rtol=0)
 
 
 def test_layer_lists_give_the_listed_source_layers_tensor_for_tensor(tmp_path: Path) -> None:
@@ -348,3 +378,17 @@ def test_the_checker_checks_layer_ranges_against_the_model(tmp_path: Path) -> No
     assert (
         "`layers([[0, 3]])` cannot grow depth 3 -> 5 / its ranges hold 3 layers, and the growth asks for 5" in messages
     )
+
+
+def test_the_checker_lets_hyperclone_only_multiply_the_width(tmp_path: Path) -> None:
+    from lagdsl.lang import check_text
+
+    stage = "stage wide { grow width to 96 { candidates [hyperclone, net2net] probe 5 steps } train 9 steps }"
+    path = write_schedule(tmp_path, extra=stage)
+    errors = [d for d in check_text(path.read_text(), str(path)).diagnostics if d.severity == "error"]
+    assert [d.message + " / " + d.label for d in errors] == [
+        "`hyperclone` cannot grow width 64 -> 96 / it multiplies the width by a whole number, "
+        "and 96 is not a multiple of 64"
+    ]
+    fixed = path.read_text().replace("width to 96", "width to 128")
+    assert not [d for d in check_text(fixed, str(path)).diagnostics if d.severity == "error"]

@@ -82,6 +82,20 @@ class CopyArgs(OperatorArgs):
     ] = 0.0
 
 
+class CloneArgs(OperatorArgs):
+    """The arguments of HyperCloning."""
+
+    noise: Annotated[
+        float,
+        Field(
+            ge=0.0,
+            description="`noise` is a multiple of each weight's standard deviation, added so that it sums to zero "
+            "over the copies the weight reads (the function stays; the copies stop being equal), such as `0.1`; "
+            "with `0` the copies stay equal through training",
+        ),
+    ] = 0.1
+
+
 @dataclass(frozen=True)
 class OperatorInfo:
     """What the checker and `lagdsl ops` know of one growth operator."""
@@ -149,6 +163,12 @@ def _every_kth(before: Shape, after: Shape) -> str | None:
             f"it adds one copy after every k-th of the {before.depth} layers, so it adds a divisor of "
             f"{before.depth}, not {added}"
         )
+    return None
+
+
+def _multiplies_width(before: Shape, after: Shape) -> str | None:
+    if after.width % before.width:
+        return f"it multiplies the width by a whole number, and {after.width} is not a multiple of {before.width}"
     return None
 
 
@@ -273,6 +293,15 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
         "yes",
         "copies of random existing units, what reads a copy split among the copies (Net2Net)",
         f"{_WIDTH}:net2net",
+    ),
+    OperatorInfo(
+        "hyperclone",
+        "width",
+        CloneArgs,
+        "yes",
+        "width x n, every weight tiled n x n and divided by n, heads x n (HyperCloning)",
+        f"{_WIDTH}:hyperclone",
+        _multiplies_width,
     ),
     OperatorInfo(
         "zero",

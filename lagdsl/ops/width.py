@@ -24,7 +24,7 @@ from torch.optim import Optimizer
 from lagdsl.model.gpt import GPT
 from lagdsl.ops.core import Carry, Grown, GrowthSpec, rebuild_optimizer
 
-__all__ = ["net2net", "random", "zero"]
+__all__ = ["hyperclone", "net2net", "random", "zero"]
 
 #: Each parameter's dimensions by its name's last two parts: (the unit kinds laid end to end along
 #: it, role) or None (the vocabulary, or a head's own dimension). Q: query channels, grouped by
@@ -107,6 +107,7 @@ def grow_width(
     copy_units: bool,
     zero_outgoing: bool,
     noise: float = 0.0,
+    cloning: bool = False,
 ) -> Grown:
     """The model at `width`, every parameter and its optimizer state moved.
 
@@ -122,11 +123,24 @@ def grow_width(
     Otherwise new units are fresh (initialized from `generator`); with `zero_outgoing` everything a
     new unit writes (into the residual stream or out of a new head or MLP unit) starts at zero,
     and the norms are rescaled as above, so the function is unchanged.
+
+    `cloning` (HyperCloning, width x n): unit i of the new model copies unit i mod the old count,
+    so every weight is its old matrix tiled, and what reads n copies is divided by n
+    (`W.repeat(n, n) / n`). The residual stream's copies are exact, so the norm gains and epsilon
+    stay. A tied embedding, which writes the stream and reads it as the output head, is divided by
+    n instead, and with it everything written into the stream (the output projections, 1/n^2) and
+    the norms' epsilon (1/n^2): the stream is the old one over n in each copy. `noise` then adds
+    noise that sums to zero over the copies a weight reads (the paper's "noisy" cloning), which
+    breaks the copies' symmetry and keeps the function.
     """
     old_config = model.config
     config = old_config.grown(width=width)
     preserving = copy_units or zero_outgoing
-    if preserving:  # the residual stream's mean square changes by w / w': rescale what the norms add
+    n = width // old_config.width
+    if cloning:
+        if old_config.tie:  # the stream is the old one over n: its mean square over n^2
+            config = replace(config, norm_eps=old_config.norm_eps / n**2)
+    elif preserving:  # the residual stream's mean square changes by w / w': rescale what the norms add
         config = replace(config, norm_eps=old_config.norm_eps * old_config.width / width)
     device, dtype = model.embed.weight.device, model.embed.weight.dtype
     grown = GPT(config)
@@ -134,6 +148,8 @@ def grow_width(
     grown.to(device=device, dtype=dtype)
 
     def pick(old: int, new: int) -> torch.Tensor | None:
+        if cloning:
+            return torch.arange(old, new) % old
         if not copy_units:
             return None
         return torch.randint(0, old, (new - old,), generator=generator)
@@ -148,15 +164,31 @@ def grow_width(
         "K": kv_heads.channels(size),
         "U": UnitMap.build(old_config.hidden, config.hidden, pick(old_config.hidden, config.hidden)),
     }
-    gain_scale = math.sqrt(old_config.width / config.width) if preserving else 1.0
+    if cloning:  # residual copies written whole (a tied embedding: over n) and read over n
+        residual = _Residual(write=-1.0 if old_config.tie else 0.0, read=-1.0, gain=1.0, zero_sum=True)
+    else:  # Net2Net's isometry, or fresh units
+        gain = math.sqrt(old_config.width / config.width) if preserving else 1.0
+        residual = _Residual(write=-0.5, read=-0.5, gain=gain)
     old_params = dict(model.named_parameters())
     mapping: dict[str, Carry | None] = {}
     with torch.no_grad():
         for name, param in grown.named_parameters():
-            mover = _Mover(_layout(name), maps, copy_units, zero_outgoing, gain_scale)
+            mover = _Mover(_layout(name), maps, copy_units or cloning, zero_outgoing, residual)
             param.copy_(mover.weights(old_params[name], param, noise, generator))
             mapping[name] = Carry(name, transform=mover.state)
     return Grown(grown, rebuild_optimizer(optimizer, model, grown, mapping), mapping)
+
+
+@dataclass(frozen=True)
+class _Residual:
+    """How copies of a residual dimension are scaled: a dimension copied c times is multiplied by
+    c**write where it is written and c**read where it is read; the norm gains by `gain`. With
+    `zero_sum`, copy noise sums to zero over the copies a weight reads."""
+
+    write: float
+    read: float
+    gain: float
+    zero_sum: bool = False
 
 
 class _Mover:
@@ -168,13 +200,14 @@ class _Mover:
         maps: dict[str, UnitMap],
         copy_units: bool,
         zero_outgoing: bool,
-        gain_scale: float,
+        residual: _Residual,
     ) -> None:
         self.layout = layout
         self.maps = maps
         self.copy_units = copy_units
         self.zero_outgoing = zero_outgoing
-        self.gain_scale = gain_scale
+        self.residual = residual
+        self.gain_scale = residual.gain
 
     def _axes(self, ndim: int) -> Iterator[tuple[int, str, str, UnitMap, list[int]]]:
         """For each growing dimension: its index, unit kind, role, map, and a shape that lays a
@@ -196,9 +229,10 @@ class _Mover:
             values = values.index_select(dim, source.to(old.device))
             known = known & (unit.index >= 0).view(shape)
             if self.copy_units and kind == "R" and role in ("in", "out"):
-                # a residual dimension copied c times: every copy, the original included, is
-                # scaled by 1/sqrt(c) where it is written and where it is read (an isometry)
-                scale = scale * unit.count[source].float().rsqrt().view(shape)
+                # a residual dimension copied c times: every copy, the original included, is scaled
+                # where it is written and where it is read (Net2Net: 1/sqrt(c) each, an isometry)
+                power = self.residual.write if role == "out" else self.residual.read
+                scale = scale * unit.count[source].float().pow(power).view(shape)
             elif self.copy_units and role == "in":
                 # a head's or MLP unit's output copied c times: what reads it is split among the copies
                 scale = scale / unit.count[source].float().view(shape)
@@ -209,7 +243,9 @@ class _Mover:
     def weights(self, old: torch.Tensor, fresh: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:
         values, scale, known = self._gather(old)
         moved = torch.where(known, values * scale.to(values.dtype), fresh)
-        if self.copy_units and noise > 0:
+        if self.copy_units and noise > 0 and self.residual.zero_sum:
+            moved = moved + self._zero_sum_noise(moved, noise, generator)
+        elif self.copy_units and noise > 0:
             copied = ~self._original(old)
             std = old.float().std().item() if old.numel() > 1 else 0.0
             jitter = torch.randn(moved.shape, generator=generator).to(moved.device, moved.dtype)
@@ -219,6 +255,23 @@ class _Mover:
             if self.layout[0] is not None and self.layout[0][1] == "gain":
                 moved = torch.where(known, moved, torch.full_like(moved, self.gain_scale))
         return moved
+
+    def _zero_sum_noise(self, moved: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:
+        """Noise on a weight that reads copies, summing to zero over the copies of each unit it
+        reads, so the sum it computes is unchanged (none on weights that read no copies)."""
+        reads = [(dim, unit) for dim, _, role, unit, _ in self._axes(moved.dim()) if role == "in"]
+        if not reads:
+            return torch.zeros_like(moved)
+        dim, unit = reads[0]
+        std = moved.float().std().item() if moved.numel() > 1 else 0.0
+        jitter = torch.randn(moved.shape, generator=generator, dtype=torch.float32)
+        source = unit.index.clamp(min=0)
+        # subtract, at each position, the mean of the jitter over the copies of the same source unit
+        along = jitter.movedim(dim, 0)
+        sums = torch.zeros((unit.count.numel(), *along.shape[1:])).index_add_(0, source, along)
+        mean = (sums / unit.count.clamp(min=1).float().view(-1, *[1] * (along.dim() - 1)))[source]
+        balanced = (along - mean).movedim(0, dim)
+        return (balanced * (noise * std)).to(moved.device, moved.dtype)
 
     def state(self, old: torch.Tensor, power: int) -> torch.Tensor:
         values, scale, known = self._gather(old)
@@ -256,6 +309,17 @@ def net2net(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator
 def zero(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
     """Fresh incoming weights, zero outgoing weights, new residual dimensions at zero."""
     return grow_width(model, optimizer, _width(model, spec), generator, copy_units=False, zero_outgoing=True)
+
+
+def hyperclone(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+    """Width x n, every weight tiled n x n and divided by n (HyperCloning): the logits unchanged."""
+    width = _width(model, spec)
+    if width % model.config.width:
+        raise ValueError(f"HyperCloning multiplies the width: {width} is not a multiple of {model.config.width}")
+    noise = spec.number("noise", 0.1)
+    return grow_width(
+        model, optimizer, width, generator, copy_units=False, zero_outgoing=False, noise=noise, cloning=True
+    )
 
 
 def random(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
