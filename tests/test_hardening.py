@@ -243,3 +243,26 @@ def test_a_checkpoint_write_cut_by_a_crash_is_harmless(whole: Path, stopped: Pat
     assert result.exit_code == 0, result.output
     assert comparable(stopped) == comparable(whole)
     assert not stale.exists()
+
+
+@pytest.mark.slow
+def test_a_kill_between_a_checkpoint_and_its_event_does_not_repeat_a_step(project: Path, whole: Path) -> None:  # noqa: F811
+    """Killed after the checkpoint file is written and before its event line: the next attempt
+    resumes from that checkpoint and writes the following step where the event would have been;
+    killed again, the run resumes from the same checkpoint, and that step's line must go, not stay
+    beside the step trained again."""
+    out = project / "window"
+    shutil.copytree(whole, out)
+    for path in ckpt.list_checkpoints(out / "checkpoints"):
+        if ckpt.load(path)["step"] != 12:
+            path.unlink()
+    (checkpoint,) = ckpt.list_checkpoints(out / "checkpoints")
+    keep = int(ckpt.load(checkpoint)["metrics_lines"])
+    lines = (whole / "metrics.jsonl").read_text().splitlines(keepends=True)
+    assert '"event":"checkpoint"' in lines[keep - 1]
+    # attempt A wrote the lines before the event; attempt B the first step after it
+    (out / "metrics.jsonl").write_text("".join(lines[: keep - 1]) + lines[keep])
+    (out / "summary.json").unlink()
+    shutil.rmtree(out / "final")
+    assert run("--resume", str(out)).exit_code == 0
+    assert comparable(out) == comparable(whole)

@@ -19,12 +19,15 @@ class Metrics:
 
     With `keep_lines` (a resumed run) the file is cut to that many lines first: what came after the
     checkpoint, a line torn by a crash, bytes that are not UTF-8. `repaired` then says what was cut.
+    A checkpoint counts its own event among its lines (`checkpoint`: its path as the event gives
+    it); a run killed after writing the checkpoint and before its event has none there, so the
+    line in its place, written by a later attempt, is cut too.
     """
 
     path: Path | None
     stream: TextIO | None
 
-    def __init__(self, path: Path, keep_lines: int | None = None) -> None:
+    def __init__(self, path: Path, keep_lines: int | None = None, checkpoint: str | None = None) -> None:
         self.path = path
         self.repaired: str | None = None
         self.listeners: list[Callable[[Artifact], None]] = []  # told of every event once it is written
@@ -32,6 +35,8 @@ class Metrics:
             data = path.read_bytes()
             lines = data.splitlines(keepends=True)
             kept = lines[:keep_lines]
+            if checkpoint is not None and kept and not _is_event_of(kept[-1], checkpoint):
+                kept = kept[:-1]
             dropped = len(lines) - len(kept)
             torn = bool(kept) and not kept[-1].endswith(b"\n")  # the checkpoint's own lines end cleanly
             if torn:
@@ -64,6 +69,15 @@ class Metrics:
     def close(self) -> None:
         if self.stream is not None:
             self.stream.close()
+
+
+def _is_event_of(line: bytes, checkpoint: str) -> bool:
+    """Whether `line` is the event of the checkpoint at `checkpoint`."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("event") == "checkpoint" and record.get("path") == checkpoint
 
 
 def read(path: Path) -> list[dict[str, object]]:

@@ -235,7 +235,8 @@ def resume_run(
                 f"`{run_dir}` is at step {step} already (`--max-steps {options.max_steps}`): nothing to do"
             )
     lines = int(saved["metrics_lines"]) if saved else 0
-    engine = _engine(schedule, program, batches, device, run_dir, lines, progress, options.max_steps, world)
+    event = saved.get("checkpoint_event") if saved else None
+    engine = _engine(schedule, program, batches, device, run_dir, lines, progress, options.max_steps, world, event)
     if engine.metrics.repaired:
         options.say(f"`{run_dir / 'metrics.jsonl'}`: {engine.metrics.repaired}")
     if saved is not None:
@@ -310,6 +311,7 @@ def _engine(
     progress: OnStep | None,
     max_steps: int | None,
     world: dist.World = dist.ONE,
+    checkpoint_event: str | None = None,
 ) -> Engine:
     """The engine; only rank 0 writes `metrics.jsonl` (the other ranks count its lines)."""
 
@@ -317,7 +319,7 @@ def _engine(
 
     def open_metrics() -> None:
         try:
-            opened.append(Metrics(run_dir / "metrics.jsonl", keep_lines=metrics_lines))
+            opened.append(Metrics(run_dir / "metrics.jsonl", keep_lines=metrics_lines, checkpoint=checkpoint_event))
         except OSError as error:
             raise RunError(f"cannot write `{run_dir / 'metrics.jsonl'}`: {_reason(error)}") from None
 
@@ -342,6 +344,7 @@ def write_checkpoint(engine: Engine, run_dir: Path, schedule: Schedule) -> Path:
     state = engine.checkpoint_state()
     if not engine.in_probe:
         state["metrics_lines"] = engine.metrics.lines + 1  # the checkpoint event, written next
+        state["checkpoint_event"] = str(path.relative_to(run_dir))  # (unless a kill comes first)
     if not all(bool(torch.isfinite(tensor).all()) for tensor in state["model"].values()):
         raise NonFiniteLoss(engine.stage_name, step, math.nan, what="the weights became non-finite")
     try:
