@@ -480,3 +480,57 @@ def test_a_killed_rank_stops_the_others_and_the_run_resumes_on_two_or_one(projec
     single(project, "--resume", "killed-one", "--max-steps", "120")
     # 1 rank sums in another order than 2, over 84 steps: the difference grows past 1e-5, not 1e-4
     assert_close(records(project / "killed-one"), records(long_two_ranks), tolerance=1e-4)
+
+
+FROZEN = """
+schedule frozen
+seed 3
+{parallel}
+model gpt(context=16, width=16, heads=2, depth=2)
+data text("corpus/*.txt", val=0.1)
+batch 4
+optimizer adamw(lr=3e-3, weight_decay=0.1)
+checkpoint every 6 steps (keep=5)
+stage base {{ train 6 steps }}
+stage heal {{
+  grow depth to 4 {{ candidates [llama_pro, copy_top] probe 2 steps }}
+  lr_scale new=2
+  train 6 steps {{ freeze [old, embed] }}
+}}
+stage all {{ train 4 steps }}
+"""
+
+
+def model_at(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    """The model of a run's checkpoint after `step` steps (one file, or a DCP folder)."""
+    (path,) = [p for p in ckpt.list_checkpoints(run_dir / "checkpoints") if p.name.startswith(f"step-{step:09d}-")]
+    return ckpt.load(path)["model"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_freezing_holds_on_two_ranks_and_through_a_resume(project: Path, parallel: str) -> None:
+    """The old blocks and the embedding frozen while the new blocks heal, on two ranks (DDP, or
+    FSDP2 stopped inside the frozen stretch and resumed): one process's losses, and the frozen
+    embedding at the stretch's end as it was at its start."""
+    if not (project / "frozen-one").exists():
+        (project / "frozen-one.grow").write_text(FROZEN.format(parallel=""))
+        single(project, "frozen-one.grow", "--out", "frozen-one")
+    out = f"frozen-{parallel}"
+    (project / f"{out}.grow").write_text(FROZEN.format(parallel=f"parallel {parallel}"))
+    if parallel == "fsdp":
+        result = launch(project, f"{out}.grow", "--out", out, "--max-steps", "9")
+        assert result.returncode == 0, result.stderr[-3000:]
+        result = launch(project, "--resume", out)
+    else:
+        result = launch(project, f"{out}.grow", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = records(project / "frozen-one"), records(project / out)
+    assert_close(one, two)
+    assert [(r["stage"], r["freeze"]) for r in two if r["event"] == "parts"] == [
+        ("heal", ["old", "embed"]),
+        ("all", []),
+    ]
+    for run in ("frozen-one", out):
+        assert torch.equal(model_at(project / run, 6)["embed.weight"], model_at(project / run, 12)["embed.weight"])
+        assert not torch.equal(model_at(project / run, 12)["embed.weight"], model_at(project / run, 16)["embed.weight"])

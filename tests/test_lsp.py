@@ -183,9 +183,12 @@ def test_completion_follows_the_block_and_the_word_before() -> None:
         return {c.label for c in nav.completions(text, len(lines) - 1, len(lines[-1]))}
 
     assert {"schedule", "model", "stage", "repeat", "operator"} <= labels("")
-    assert labels("stage a {\n  ") == {"grow", "rewarm", "reset", "train"}
+    assert labels("stage a {\n  ") == {"grow", "rewarm", "reset", "lr_scale", "train"}
     assert labels("stage a {\n  grow depth by 2 {\n    ") == {"candidates", "probe", "select", "keep"}
-    assert labels("stage a {\n  grow depth by 2 {\n    probe 10 steps\n  }\n  ") == {"grow", "rewarm", "reset", "train"}
+    stage_words = {"grow", "rewarm", "reset", "lr_scale", "train"}
+    assert labels("stage a {\n  grow depth by 2 {\n    probe 10 steps\n  }\n  ") == stage_words
+    assert labels("stage a {\n  train 5 steps {\n    ") == {"freeze"}
+    assert {"old", "new", "embed", "head", "layers("} <= labels("stage a {\n  train 5 steps {\n    freeze ")
     assert labels("precision ") == {"auto", "fp32", "bf16", "fp16"}
     assert labels("optimizer ad") == {"adamw"}
     assert labels("select lowest ") == {"loss", "val_loss"}

@@ -95,6 +95,9 @@ def build_report(run_dir: Path, out: Path, compare: Sequence[Path] = ()) -> Repo
         for select in log.selects:
             name = f"probe-{file_name(select.stage)}-g{select.growth + 1}.png"
             sections.append(picture(figures.probe_fanout(log, select, out / name), f"probe at {select.stage}"))
+    if log.parts:
+        sections.append("<h2>Freezing</h2>")
+        sections.append(_parts_table(log))
     pending = {(p.stage, p.growth) for p in log.probes} - {(s.stage, s.growth) for s in log.selects}
     for stage, growth in sorted(pending, key=str):
         tried = [p.candidate for p in log.probes if (p.stage, p.growth) == (stage, growth)]
@@ -204,6 +207,20 @@ def _growth_table(log: RunLog) -> str:
     rows.sort(key=lambda row: row[0])
     body = "".join(row for _, row in rows)
     return f"<table>{head}{body}</table>"
+
+
+def _parts_table(log: RunLog) -> str:
+    """From which step each stage froze what (and scaled the LR of what)."""
+    head = "<tr><th>stage</th><th>from step</th><th>frozen</th><th>frozen params</th><th>LR scales</th></tr>"
+    rows = []
+    for p in log.parts:
+        frozen = ", ".join(p.freeze) or "nothing"
+        share = f"{si(p.frozen_params)} of {si(p.params)} ({p.frozen_params / p.params:.0%})" if p.params else ""
+        scales = ", ".join(f"{k}={v:g}" for k, v in p.lr_scale.items()) or ""
+        rows.append(
+            f"<tr><td>{_e(p.stage)}</td><td>{p.step}</td><td>{_e(frozen)}</td><td>{share}</td><td>{_e(scales)}</td></tr>"
+        )
+    return f"<table>{head}{''.join(rows)}</table>"
 
 
 def _change(dim: str, before: Dims, after: Dims) -> str:

@@ -15,6 +15,7 @@ from lagdsl.artifacts import (
     EvalEvent,
     Event,
     GrowEvent,
+    PartsEvent,
     ProbeEvent,
     RunInfo,
     SelectEvent,
@@ -46,6 +47,7 @@ class RunLog:
     grows: list[GrowEvent] = field(default_factory=list)
     probes: list[ProbeEvent] = field(default_factory=list)
     selects: list[SelectEvent] = field(default_factory=list)
+    parts: list[PartsEvent] = field(default_factory=list)  # what was frozen (and LR-scaled) from when
 
     @property
     def finished(self) -> bool:
@@ -124,6 +126,8 @@ def read_run(path: Path) -> RunLog:
                 log.probes.append(event)
             case SelectEvent():
                 log.selects.append(event)
+            case PartsEvent():
+                log.parts.append(event)
             case StoppedEvent():
                 stopped.append(event)
     log.steps = [by_step[s] for s in sorted(by_step)]

@@ -24,6 +24,18 @@ class StageEvent(Artifact):
     after: Dims | None = None  # absent in runs written before it was logged
 
 
+class PartsEvent(Artifact):
+    """What the mainline freezes and the LR scales, from `step` on (written when a stage sets them)."""
+
+    event: Literal["parts"] = "parts"
+    stage: str
+    step: int
+    freeze: list[str]  # the parts as written: `old`, `embed`, `layers(0, 4)`
+    frozen_params: int
+    params: int
+    lr_scale: dict[str, float] = Field(default_factory=dict)
+
+
 class StepEvent(Artifact):
     """A mainline training step (every `log every` steps, and the last)."""
 
@@ -118,7 +130,7 @@ class OtherEvent(Artifact):
     event: str
 
 
-_KINDS = ("stage", "step", "grow", "probe", "select", "eval", "checkpoint", "end", "stopped")
+_KINDS = ("stage", "parts", "step", "grow", "probe", "select", "eval", "checkpoint", "end", "stopped")
 
 
 def _kind(value: Any) -> str:
@@ -128,6 +140,7 @@ def _kind(value: Any) -> str:
 
 Event = Annotated[
     Annotated[StageEvent, Tag("stage")]
+    | Annotated[PartsEvent, Tag("parts")]
     | Annotated[StepEvent, Tag("step")]
     | Annotated[GrowEvent, Tag("grow")]
     | Annotated[ProbeEvent, Tag("probe")]

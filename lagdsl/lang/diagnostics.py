@@ -85,6 +85,7 @@ CODES: dict[str, Code] = {
     "E0402": _error("an operator used on a dimension it does not grow"),
     "E0403": _error("an operator that cannot perform this growth"),
     "E0404": _error("a width that is not a multiple of the head size"),
+    "E0405": _error("`freeze` or `lr_scale` naming no parameter, or freezing every one"),
     # budgets
     "E0501": _error("a duration in `%` without `total`"),
     "E0502": _error("stages that do not sum to `total`"),

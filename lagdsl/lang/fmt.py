@@ -240,8 +240,16 @@ class _Printer:
             else:
                 header_end = _brace_line(node.amount.span, source)
                 self.block(head, node.span, header_end, node.block.items, depth)
+        elif isinstance(node, ast.Train) and node.block is not None:
+            head = f"train {value(node.duration, source)}"
+            self.block(head, node.span, _brace_line(node.duration.span, source), node.freezes, depth)
         elif isinstance(node, ast.Train):
             self.simple(f"train {value(node.duration, source)}", node.span, depth)
+        elif isinstance(node, ast.Freeze):
+            self.simple(f"freeze {value(node.target, source)}", node.span, depth, _long("freeze ", node.target, source))
+        elif isinstance(node, ast.LrScale):
+            scales = " ".join(f"{a.name.value if a.name else ''}={value(a.value, source)}" for a in node.args)
+            self.simple(f"lr_scale {scales}", node.span, depth)
         elif isinstance(node, ast.Rewarm):
             self.simple(f"rewarm {value(node.duration, source)}", node.span, depth)
         elif isinstance(node, ast.Reset):

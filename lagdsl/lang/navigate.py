@@ -28,7 +28,7 @@ from lagdsl.lang.catalogue import (
 )
 from lagdsl.lang.fmt import COMMENT_OR_STRING
 from lagdsl.lang.params import Signature
-from lagdsl.lang.schedule import Schedule
+from lagdsl.lang.schedule import PARTS, Schedule
 
 Kind = Literal["keyword", "setting", "operator", "pool", "stage", "function", "value"]
 
@@ -58,14 +58,18 @@ SETTINGS: dict[str, str] = {
 KEYWORDS: dict[str, str] = {
     "operator": "`operator NAME = OP(...)`: a growth operator with its arguments, named for reuse.",
     "pool": "`pool NAME = [OP, ...]`: a list of candidate operators, named for reuse in `candidates`.",
-    "stage": "`stage NAME { [grow ...] [rewarm D] [reset optimizer] train D }`: one stretch of training, "
-    "after an optional growth.",
+    "stage": "`stage NAME { [grow ...] [rewarm D] [reset optimizer] [lr_scale ...] train D }`: one stretch "
+    "of training, after an optional growth.",
     "repeat": "`repeat N { stage ... }`: the stages N times over, named NAME_1 .. NAME_N.",
     "grow": "`grow depth|width to|by N with OP` or `grow ... { candidates ... probe D ... }`: grow the "
     "model, with one operator or the best of several after a probe.",
     "train": "`train D`: how long the stage trains (steps, tokens or % of `total`).",
     "rewarm": "`rewarm D`: warm the learning rate up again over D after the stage's growth.",
     "reset": "`reset optimizer`: start the optimizer's state afresh after the stage's growth.",
+    "lr_scale": "`lr_scale old=0.1 new=1`: the stage's learning rate multiplied for parts of the model "
+    "(old, new, embed, head).",
+    "freeze": "`train D { freeze old }`, `freeze [embed, head]`, `freeze layers(0, 24)`: parts of the model "
+    "that do not change while the stage trains (old: what existed before the stage's growth).",
     "candidates": "`candidates POOL` or `candidates [OP, ...]`: the operators a probe tries.",
     "probe": "`probe D`: how long each candidate trains from the same snapshot on the same batches (the lag).",
     "select": "`select lowest loss|val_loss [over last D]`: how the probe picks its winner.",
@@ -73,7 +77,7 @@ KEYWORDS: dict[str, str] = {
     "every": "`every D`: how often (in `eval`, `checkpoint`, `log`).",
     "with": "`with OP`: the operator of a fixed growth.",
 }
-STAGE_WORDS = ("grow", "rewarm", "reset", "train")
+STAGE_WORDS = ("grow", "rewarm", "reset", "lr_scale", "train")
 PROBE_WORDS = ("candidates", "probe", "select", "keep")
 UNITS = ("steps", "tokens")
 
@@ -254,6 +258,8 @@ def completions(text: str, line: int, column: int) -> list[Completion]:
         found = choices(KEEP_MODES)
     elif last == "reset":
         found = choices(["optimizer"])
+    elif last == "freeze" or (open_list and "freeze" in words):
+        found = [*choices(list(PARTS)), Completion("layers(", "function", "half-open range of layers")]
     elif last in ("eval", "checkpoint", "log"):
         found = choices(["every"], "keyword")
     elif words and re.search(r"[0-9]\s*$", head):
@@ -274,6 +280,8 @@ def _statements(before: str, names: dict[str, tuple[str, Place]]) -> list[Comple
         return [Completion(w, "keyword", KEYWORDS[w]) for w in STAGE_WORDS]
     if block == "repeat":
         return [Completion("stage", "keyword", KEYWORDS["stage"])]
+    if block == "train":
+        return [Completion("freeze", "keyword", KEYWORDS["freeze"])]
     out = [Completion(k, "setting", v) for k, v in SETTINGS.items()]
     out += [Completion(k, "keyword", KEYWORDS[k]) for k in ("operator", "pool", "stage", "repeat")]
     out += [Completion(n, "stage", "a stage of this schedule") for n, (k, _) in names.items() if k == "stage"]
@@ -281,12 +289,12 @@ def _statements(before: str, names: dict[str, tuple[str, Place]]) -> list[Comple
 
 
 def _open_block(before: str) -> str | None:
-    """The keyword (stage, repeat, grow) of the innermost block open at the end of `before`."""
+    """The keyword (stage, repeat, grow, train) of the innermost block open at the end of `before`."""
     stack: list[str] = []
     last_keyword = ""
     for match in _SCAN.finditer(before):
         token = match.group(0)
-        if token in ("stage", "repeat", "grow"):
+        if token in ("stage", "repeat", "grow", "train"):
             last_keyword = token
         elif token == "{":
             stack.append(last_keyword)

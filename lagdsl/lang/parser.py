@@ -221,6 +221,14 @@ class _Options:
     span: Span
 
 
+@dataclass(frozen=True)
+class _TrainBlock:
+    """The `{ freeze ... }` after `train D`: only the `train` keeps it."""
+
+    freezes: tuple[ast.Freeze, ...]
+    span: Span
+
+
 #: A rule's children as lark hands them over: tokens, syntax nodes built below, or None for an
 #: optional part left out.
 Children = list[Any]
@@ -422,7 +430,27 @@ class _Builder(Transformer[Token, object]):
 
     @_rule
     def train(self, span: Span, children: Children) -> ast.Train:
+        block = children[2] if len(children) > 2 else None
+        if isinstance(block, _TrainBlock):
+            return ast.Train(children[1], span, block.freezes, block.span)
         return ast.Train(children[1], span)
+
+    @_rule
+    def train_block(self, span: Span, children: Children) -> _TrainBlock:
+        return _TrainBlock(tuple(c for c in children if isinstance(c, ast.Freeze)), span)
+
+    @_rule
+    def freeze(self, span: Span, children: Children) -> ast.Freeze:
+        return ast.Freeze(self._value(children[1]), span)
+
+    @_rule
+    def lr_scale(self, span: Span, children: Children) -> ast.LrScale:
+        return ast.LrScale(tuple(c for c in children[1:] if isinstance(c, ast.Arg)), span)
+
+    @_rule
+    def scale(self, span: Span, children: Children) -> ast.Arg:
+        name, number = children
+        return ast.Arg(self._name(name), self._value(number), span)
 
     @_rule
     def rewarm(self, span: Span, children: Children) -> ast.Rewarm:

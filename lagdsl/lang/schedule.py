@@ -287,6 +287,23 @@ class Growth(_Frozen):
     line: int
 
 
+#: The parts of the model that `freeze` and `lr_scale` name (besides `layers(a, b)`).
+PARTS = ("old", "new", "embed", "head")
+
+
+class Part(_Frozen):
+    """A part of the model: `old` (what existed before the stage's growth), `new` (the rest),
+    `embed`, `head` (the output head; a tied one is the embedding), or the layers `[start, end)`
+    of the grown model."""
+
+    kind: Literal["old", "new", "embed", "head", "layers"]
+    start: int = 0
+    end: int = 0
+
+    def __str__(self) -> str:
+        return f"layers({self.start}, {self.end})" if self.kind == "layers" else self.kind
+
+
 class Stage(_Frozen):
     name: str
     index: int
@@ -295,6 +312,10 @@ class Stage(_Frozen):
     growths: tuple[Growth, ...] = ()
     rewarm: int = 0
     reset_optimizer: bool = False
+    #: what does not change while the stage trains (its probes included)
+    freeze: tuple[Part, ...] = ()
+    #: LR multipliers by part, the last one written winning where parts overlap
+    lr_scale: tuple[tuple[Part, float], ...] = ()
     before: Shape
     after: Shape
     line: int

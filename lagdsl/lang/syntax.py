@@ -149,8 +149,26 @@ class Grow:
 
 
 @dataclass(frozen=True)
+class Freeze:
+    """`freeze PART` or `freeze [PART, ...]` in a `train` block."""
+
+    target: Value
+    span: Span = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class Train:
     duration: Duration
+    span: Span = field(compare=False, repr=False)
+    freezes: tuple[Freeze, ...] = ()
+    block: Span | None = field(default=None, compare=False, repr=False)  # the `{ ... }`, when written
+
+
+@dataclass(frozen=True)
+class LrScale:
+    """`lr_scale old=0.1 new=1.0`: the stage's LR multiplied per part of the model."""
+
+    args: tuple[Arg, ...]
     span: Span = field(compare=False, repr=False)
 
 
@@ -166,7 +184,7 @@ class Reset:
     span: Span = field(compare=False, repr=False)
 
 
-StageItem = Grow | Train | Rewarm | Reset
+StageItem = Grow | Train | Rewarm | Reset | LrScale
 
 
 @dataclass(frozen=True)

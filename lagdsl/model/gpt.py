@@ -16,6 +16,7 @@ the same arithmetic the plan's cost model uses.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -231,6 +232,20 @@ class GPT(nn.Module):
         self.register_buffer("rotary_sin", torch.empty(0), persistent=False)
         self.init_buffers()
 
+    @classmethod
+    def empty(cls, config: GPTConfig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> GPT:
+        """A model whose weights are allocated and not initialized (for a caller that writes every
+        one: an import, a growth that copies every unit), built without paying for an
+        initialization; a tied head is the embedding."""
+        with torch.device("meta"):
+            model = cls(config)
+        model.to_empty(device=device)
+        if config.tie:  # `to_empty` gives each module a tensor of its own: tie them again
+            model.lm_head.weight = model.embed.weight
+        model.to(dtype)
+        model.init_buffers()
+        return model
+
     def init_buffers(self) -> None:
         """The rotary tables, on the device of the weights (after `to_empty`, which leaves them unset)."""
         config = self.config
@@ -273,11 +288,23 @@ class GPT(nn.Module):
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
-    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """Decay for matrices (the embedding and output head included), none for norm gains and biases."""
-        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    def param_groups(self, weight_decay: float, scales: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+        """Decay for matrices (the embedding and output head included), none for norm gains and
+        biases; the trainable parameters only. With `scales` (an LR multiplier by parameter name,
+        1 where not given), a pair of groups per multiplier, each group's in its `lr_scale`."""
+        scales = scales or {}
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        groups = []
+        for scale in sorted({1.0, *scales.values()}, reverse=True):
+            mine = [p for n, p in named if scales.get(n, 1.0) == scale]
+            for matrices, decay in ((True, weight_decay), (False, 0.0)):
+                params = [p for p in mine if (p.dim() >= 2) == matrices]
+                if params:  # no empty groups (the distributed state-dict helpers refuse several)
+                    group: dict[str, Any] = {"params": params, "weight_decay": decay}
+                    if scale != 1.0:
+                        group["lr_scale"] = scale
+                    groups.append(group)
+        return groups or [{"params": [], "weight_decay": 0.0}]
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -102,7 +102,7 @@ def rebuild_optimizer(
     for group in groups:  # keep each group's current settings (lr, betas, ...) where they exist
         template = next((g for g in old.param_groups if (g["weight_decay"] > 0) == (group["weight_decay"] > 0)), None)
         if template is not None:
-            group.update({k: v for k, v in template.items() if k not in ("params", "weight_decay")})
+            group.update({k: v for k, v in template.items() if k not in ("params", "weight_decay", "lr_scale")})
     accepted = inspect.signature(type(old)).parameters
     new = type(old)(groups, **{k: v for k, v in old.defaults.items() if k in accepted})
     if reset:

@@ -145,7 +145,7 @@ class _Builder:
         self.append(
             PlanNode(
                 node_id, "train", stage.name, start, steps, steps * self.cost.tokens_per_step,
-                self.cost.step_flops(stage.after, steps), shape, shape,
+                self.cost.step_flops(stage.after, steps, self.cost.frozen_params(stage)), shape, shape,
                 self.lr(stage, start), self.lr(stage, end - 1), mainline_steps=steps, rewarm=stage.rewarm,
             )
         )  # fmt: skip
@@ -206,7 +206,7 @@ class _Builder:
         assert probe is not None
         k = probe.steps
         fork, select_id = self.tail, f"{prefix}/select"
-        flops, batches = probe_cost(self.schedule, self.cost, growth)
+        flops, batches = probe_cost(self.schedule, self.cost, growth, stage)
         lr_first = self.lr(stage, start) if k else None
         lr_last = self.lr(stage, start + k - 1) if k else None
         text = probe.select.text
@@ -234,7 +234,7 @@ class _Builder:
         return winner_steps
 
 
-def probe_cost(schedule: Schedule, cost: CostModel, growth: Growth) -> tuple[int, int]:
+def probe_cost(schedule: Schedule, cost: CostModel, growth: Growth, stage: Stage | None = None) -> tuple[int, int]:
     """One candidate's probe: its training FLOPs plus the forward passes that score it, and how
     many batches those passes read (`val_loss`: the eval batches; `probe 0 steps`: one)."""
     probe = growth.probe
@@ -243,7 +243,8 @@ def probe_cost(schedule: Schedule, cost: CostModel, growth: Growth) -> tuple[int
         batches = schedule.eval_batches
     else:
         batches = 1 if probe.steps == 0 else 0
-    return cost.step_flops(growth.after, probe.steps) + cost.forward_flops(growth.after, batches), batches
+    frozen = cost.frozen_params(stage) if stage is not None else 0
+    return cost.step_flops(growth.after, probe.steps, frozen) + cost.forward_flops(growth.after, batches), batches
 
 
 def _stage_costs(schedule: Schedule, graph: nx.DiGraph[str], cost: CostModel) -> tuple[list[StageCost], Totals]:
@@ -265,8 +266,8 @@ def _stage_costs(schedule: Schedule, graph: nx.DiGraph[str], cost: CostModel) ->
             if growth.probe is None:
                 continue
             probe, m = growth.probe, len(growth.probe.candidates)
-            per_candidate, _ = probe_cost(schedule, cost, growth)
-            steps_flops = cost.step_flops(growth.after, probe.steps)
+            per_candidate, _ = probe_cost(schedule, cost, growth, stage)
+            steps_flops = cost.step_flops(growth.after, probe.steps, cost.frozen_params(stage))
             if probe.keep == "winner":
                 mainline += steps_flops
                 overhead += m * per_candidate - steps_flops

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from lagdsl.lang.arch import mlp_hidden, param_count
-from lagdsl.lang.schedule import Schedule, Shape
+from lagdsl.lang.schedule import Schedule, Shape, Stage
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +78,30 @@ class CostModel:
         """Training FLOPs per token: 6 N + 6 L T w."""
         return 6 * self.shape_cost(shape).non_embedding + 6 * shape.depth * self.context * shape.width
 
-    def step_flops(self, shape: Shape, steps: int) -> int:
-        return steps * self.tokens_per_step * self.flops_per_token(shape)
+    def step_flops(self, shape: Shape, steps: int, frozen: int = 0) -> int:
+        """Training FLOPs of `steps` steps at `shape`; `frozen` non-embedding parameters compute no
+        weight gradient (2 of their 6 FLOPs per token)."""
+        return steps * self.tokens_per_step * (self.flops_per_token(shape) - 2 * frozen)
+
+    def frozen_params(self, stage: Stage) -> int:
+        """The non-embedding parameters `stage` freezes, as the plan estimates them: `old` is the
+        layers the stage began with (every one after width growth), `new` the layers it added,
+        `layers(a, b)` b - a layers (overlaps counted once where they are the same kind)."""
+        if not stage.freeze:
+            return 0
+        before, after = stage.before, stage.after
+        per_block = param_count(vocab=self.vocab, width=after.width, depth=1, mlp=self.mlp).per_block
+        kinds = {part.kind for part in stage.freeze}
+        widened = after.width != before.width
+        blocks: set[int] = set()
+        if "old" in kinds:
+            blocks |= set(range(after.depth if widened else before.depth))
+        if "new" in kinds and not widened:
+            blocks |= set(range(before.depth, after.depth))
+        for part in stage.freeze:
+            if part.kind == "layers":
+                blocks |= set(range(part.start, part.end))
+        return min(len(blocks), after.depth) * per_block
 
     def forward_flops(self, shape: Shape, batches: int) -> int:
         """Forward passes over `batches` micro-batches (evaluation, probe-0 selection)."""

@@ -27,13 +27,13 @@ from torch.distributed import ProcessGroup
 from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
 
-from lagdsl.artifacts import Dims, EndEvent, EvalEvent, GrowEvent, StageEvent, StepEvent
+from lagdsl.artifacts import Dims, EndEvent, EvalEvent, GrowEvent, PartsEvent, StageEvent, StepEvent
 from lagdsl.lang.lr import lr_at, rewarm_factor
 from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, Shape, Stage
 from lagdsl.model.gpt import GPT, GPTConfig
 from lagdsl.ops import GrowthSpec, grow
 from lagdsl.plan.cost import CostModel
-from lagdsl.runtime import dist, probes
+from lagdsl.runtime import dist, parts, probes
 from lagdsl.runtime import program as P
 from lagdsl.runtime.data import Batches
 from lagdsl.runtime.losses import NonFiniteLoss, Pending
@@ -221,10 +221,26 @@ class Engine:
             self.phase_seconds[phase] += time.perf_counter() - started
 
     def _stage_start(self, ins: P.StageStart) -> None:
-        shape, after = self.state.model.config, self.schedule.stages[ins.stage].after
+        stage = self.schedule.stages[ins.stage]
+        shape, after = self.state.model.config, stage.after
         self.metrics.write(
             StageEvent(stage=ins.name, index=ins.stage, step=ins.step, depth=shape.depth, width=shape.width,
                        after=_dims(after))
+        )  # fmt: skip
+        # a stage that grows resolves its parts after its growth; until then everything trains
+        resolved = parts.resolve(stage if not stage.growths else None, self.state.model, frozenset())
+        if self.state.set_parts(frozenset(), *resolved):
+            self._wrapped = None  # a wrapper (DDP) knows which parameters train
+            self._write_parts(stage)
+
+    def _write_parts(self, stage: Stage) -> None:
+        """The mainline's frozen parameters and LR scales, when they change (for the report)."""
+        state = self.state
+        self.metrics.write(
+            PartsEvent(stage=stage.name, step=state.step, freeze=[str(p) for p in stage.freeze],
+                       frozen_params=sum(p.numel() for n, p in state.model.named_parameters() if n in state.frozen),
+                       params=state.model.num_params(),
+                       lr_scale={str(part): scale for part, scale in stage.lr_scale})
         )  # fmt: skip
 
     def train(self, stage_index: int, start: int, steps: int) -> None:
@@ -238,7 +254,7 @@ class Engine:
                     raise _Stop
                 loss, lr = self.train_step(state, stage, step)
                 state.step = step + 1
-                state.mainline_flops += self.cost.step_flops(stage.after, 1)
+                state.mainline_flops += self.step_flops(state, stage.after, 1)
                 self.pending.add(stage, step, loss, lr)
                 if self.on_step is not None:
                     self.on_step(self, stage.name, step, loss)
@@ -294,7 +310,7 @@ class Engine:
         model, optimizer, scaler = state.model, state.optimizer, state.scaler
         lr = self.lr(stage, step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         torch.manual_seed(seed_for(schedule.seed, "dropout", step))
         total = torch.zeros((), device=self.dev.device)
         model.train()
@@ -331,6 +347,11 @@ class Engine:
         value = torch.tensor(team.loss(mean)) if team is not None else self._reduce_step(mean)
         self.step_seconds += time.perf_counter() - started
         return value, lr
+
+    def step_flops(self, state: TrainState, shape: Shape, steps: int) -> int:
+        """Training FLOPs of `steps` steps of `state`: its frozen parameters compute no weight gradient."""
+        frozen = parts.frozen_matmul_params(state.model, state.frozen) if state.frozen else 0
+        return self.cost.step_flops(shape, steps, frozen)
 
     def mean_over_ranks(self, local: torch.Tensor, team: dist.Team | None) -> float:
         """The mean over the ranks (of `team`: theirs) of what this rank computed on its shares."""
@@ -428,6 +449,8 @@ class Engine:
         result = grow(state.model, state.optimizer, spec, gen, reset_optimizer=stage.reset_optimizer)
         assert result.optimizer is not None
         state.model, state.optimizer = result.model, result.optimizer
+        fresh = parts.fresh_after(result.mapping, state.fresh)
+        state.set_parts(fresh, *parts.resolve(stage, state.model, fresh), force=True)
         dist.check_same(state.model, f"growth `{op.label}` in stage `{stage.name}`", team)
         return TrainState.from_state_dict(self.recipe, state.state_dict()) if sharded else state
 
@@ -442,6 +465,8 @@ class Engine:
             GrowEvent(stage=stage.name, step=self.state.step, operator=growth.op.label, dim=growth.dim,
                       before=_dims(before), after=_dims(model.config), params=model.num_params())
         )  # fmt: skip
+        if stage.freeze or stage.lr_scale:
+            self._write_parts(stage)
 
     def _run_probe(self, ins: P.Probe) -> None:
         probes.run(self, ins)
@@ -463,11 +488,13 @@ class Engine:
         assert probe is not None
         k, start = probe.steps, ins.start
         winner.winners[stage.growth_key(ins.growth)] = label
-        winner.probe_flops += self.cost.step_flops(growth.after, k) * len(probe.candidates)
+        winner.probe_flops += self.step_flops(winner, growth.after, k) * len(probe.candidates)
         winner.resume_clock(self._probe_elapsed())
         self._state, self._probe = winner, None
+        if stage.freeze or stage.lr_scale:
+            self._write_parts(stage)
         if losses is not None:
-            step_flops = self.cost.step_flops(growth.after, 1)
+            step_flops = self.step_flops(winner, growth.after, 1)
             for offset, loss in enumerate(losses):  # the winner's probe steps are mainline steps
                 winner.probe_flops -= step_flops
                 winner.mainline_flops += step_flops

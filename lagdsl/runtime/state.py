@@ -63,10 +63,13 @@ class Device:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
 
-def make_optimizer(schedule: Schedule, model: GPT, device: torch.device) -> torch.optim.Optimizer:
-    """The schedule's optimizer over `model`'s decay and no-decay groups (fused AdamW on CUDA)."""
+def make_optimizer(
+    schedule: Schedule, model: GPT, device: torch.device, scales: Mapping[str, float] | None = None
+) -> torch.optim.Optimizer:
+    """The schedule's optimizer over `model`'s trainable parameters, in decay and no-decay groups
+    (a pair per LR scale), fused AdamW on CUDA."""
     spec = schedule.optimizer
-    groups = model.param_groups(spec.weight_decay)
+    groups = model.param_groups(spec.weight_decay, scales)
     if spec.name == "adamw":
         fused = {"fused": True} if device.type == "cuda" else {}
         return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps, **fused)
@@ -110,8 +113,8 @@ class Recipe:
     def model(self, config: GPTConfig) -> GPT:
         return self.place(GPT(config))
 
-    def optimizer(self, model: GPT) -> torch.optim.Optimizer:
-        return make_optimizer(self.schedule, model, self.device.device)
+    def optimizer(self, model: GPT, scales: Mapping[str, float] | None = None) -> torch.optim.Optimizer:
+        return make_optimizer(self.schedule, model, self.device.device, scales)
 
     def scaler(self, state: Mapping[str, Any] | None = None) -> torch.amp.GradScaler | None:
         """A loss scaler under fp16 (None otherwise), in `state` when one is given (a checkpoint of
@@ -158,6 +161,10 @@ class TrainState:
     last_eval: tuple[int, float] | None = None  # (mainline step, val loss) of the newest evaluation
     last_loss: float | None = None  # the newest mainline training loss
     metrics_lines: int = 0  # lines of the run's `metrics.jsonl` that belong to this state
+    #: parameters the current stage's growths made (`new`), frozen ones, LR scales (`lagdsl.runtime.parts`)
+    fresh: frozenset[str] = frozenset()
+    frozen: frozenset[str] = frozenset()
+    scales: dict[str, float] = field(default_factory=dict)
     elapsed_before: float = 0.0  # wall seconds of training before this process took the state over
     _started: float = field(default_factory=time.perf_counter, repr=False)
 
@@ -187,6 +194,9 @@ class TrainState:
             "elapsed": self.elapsed(),
             "last_eval": list(self.last_eval) if self.last_eval else None,
             "last_loss": self.last_loss,
+            "fresh": sorted(self.fresh),
+            "frozen": sorted(self.frozen),
+            "scales": dict(self.scales),
         }
 
     def whole_state(self) -> tuple[StateDict, StateDict]:
@@ -204,6 +214,37 @@ class TrainState:
         by_name = get_optimizer_state_dict(self.model, self.optimizer, options=whole)
         return model, _by_index(by_name, _names(self.model, self.optimizer))
 
+    def set_parts(
+        self, fresh: frozenset[str], frozen: frozenset[str], scales: Mapping[str, float], *, force: bool = False
+    ) -> bool:
+        """Freeze `frozen` (and only it) and scale the LR by `scales`; the optimizer is rebuilt
+        around the trainable parameters, keeping the state of those that had one (a frozen one's
+        is dropped). False when nothing changed (`force`: rebuild anyway, as after a growth,
+        whose model has new parameters under the same names)."""
+        self.fresh = fresh
+        if not force and frozen == self.frozen and dict(scales) == self.scales:
+            return False
+        if self.recipe.sharded:  # rebuilt from the whole state, then sharded again
+            whole = TrainState.from_state_dict(self.recipe.whole(), self.state_dict())
+            whole.set_parts(fresh, frozen, scales, force=True)
+            rebuilt = TrainState.from_state_dict(self.recipe, whole.state_dict())
+            self.model, self.optimizer, self.frozen, self.scales = (
+                rebuilt.model,
+                rebuilt.optimizer,
+                rebuilt.frozen,
+                rebuilt.scales,
+            )
+            return True
+        _require_grad(self.model, frozen)
+        old = self.optimizer
+        self.optimizer = self.recipe.optimizer(self.model, scales)
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                if old.state.get(param):
+                    self.optimizer.state[param] = old.state[param]
+        self.frozen, self.scales = frozen, dict(scales)
+        return True
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Take over `state`: the model is rebuilt to its shape, the optimizer around it."""
         self.model, self.optimizer, self.scaler = _build(self.recipe, state)
@@ -217,6 +258,8 @@ class TrainState:
         return new
 
     def _load_scalars(self, state: Mapping[str, Any]) -> None:
+        self.fresh, self.frozen = frozenset(state.get("fresh", ())), frozenset(state.get("frozen", ()))
+        self.scales = {str(k): float(v) for k, v in state.get("scales", {}).items()}
         self.pc, self.step = int(state["pc"]), int(state["step"])
         self.metrics_lines = int(state.get("metrics_lines", 0))
         self.mainline_flops, self.probe_flops = int(state["mainline_flops"]), int(state["probe_flops"])
@@ -236,8 +279,9 @@ def _build(recipe: Recipe, state: Mapping[str, Any]) -> tuple[GPT, torch.optim.O
     """The model (rebuilt to the state's shape), optimizer and scaler of a state dict."""
     model = GPT(GPTConfig(**state["config"]))
     model.load_state_dict(state["model"])
+    _require_grad(model, frozenset(state.get("frozen", ())))
     model = recipe.place(model)
-    optimizer = recipe.optimizer(model)
+    optimizer = recipe.optimizer(model, state.get("scales"))
     if recipe.sharded:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
@@ -254,6 +298,11 @@ def _build(recipe: Recipe, state: Mapping[str, Any]) -> tuple[GPT, torch.optim.O
     else:
         optimizer.load_state_dict(state["optimizer"])
     return model, optimizer, recipe.scaler(state.get("scaler"))
+
+
+def _require_grad(model: GPT, frozen: frozenset[str]) -> None:
+    for name, param in model.named_parameters():
+        param.requires_grad_(name not in frozen)
 
 
 def _names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:

@@ -19,6 +19,7 @@ from lagdsl.lang.check.budgets import check_budgets
 from lagdsl.lang.check.collect import collect
 from lagdsl.lang.check.draft import Draft
 from lagdsl.lang.check.names import resolve_names
+from lagdsl.lang.check.parts import check_parts
 from lagdsl.lang.check.settings import check_settings
 from lagdsl.lang.check.shapes import check_shapes
 from lagdsl.lang.diagnostics import Diagnostic, sort_diagnostics
@@ -29,7 +30,7 @@ __all__ = ["LOCAL_PASSES", "PASSES", "Draft", "check"]
 
 Pass = Callable[[Draft], Draft]
 
-PASSES: tuple[Pass, ...] = (collect, check_settings, resolve_names, check_shapes, check_budgets)
+PASSES: tuple[Pass, ...] = (collect, check_settings, resolve_names, check_shapes, check_parts, check_budgets)
 
 #: The passes that look at one statement at a time: what runs on a tree a syntax error repaired
 #: (the later passes relate statements to each other, which a skipped statement would mislead).

@@ -56,6 +56,8 @@ def _stage(stage: StageDraft, index: int, start: int) -> Stage:
         growths=tuple(_growth(grow) for grow in stage.grows),
         rewarm=stage.rewarm_steps,
         reset_optimizer=stage.reset is not None,
+        freeze=tuple(dict.fromkeys(part for part, _ in stage.freeze)),
+        lr_scale=tuple(stage.scales),
         before=stage.before,
         after=stage.after,
         line=stage.node.span.line,

@@ -144,6 +144,11 @@ def _stage_structure(draft: Draft, name: str, node: ast.Stage) -> StageDraft:
                 _duplicate_statement(draft, "train", name, item)
                 continue
             stage.train, seen_train = item, True
+        elif isinstance(item, ast.LrScale):
+            if stage.lr_scale is not None:
+                _duplicate_statement(draft, "lr_scale", name, item)
+                continue
+            stage.lr_scale = item
         elif isinstance(item, ast.Rewarm):
             if stage.rewarm is not None:
                 _duplicate_statement(draft, "rewarm", name, item)

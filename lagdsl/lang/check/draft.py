@@ -21,6 +21,7 @@ from lagdsl.lang.schedule import (
     JsonlData,
     LRSpec,
     ModelSpec,
+    Part,
     SelectRule,
     Shape,
     StdlibData,
@@ -83,6 +84,10 @@ class StageDraft:
     train: ast.Train | None = None
     rewarm: ast.Rewarm | None = None
     reset: ast.Reset | None = None
+    lr_scale: ast.LrScale | None = None
+    # parts
+    freeze: list[tuple[Part, Span]] = field(default_factory=list)
+    scales: list[tuple[Part, float]] = field(default_factory=list)
     # shapes
     before: Shape | None = None
     after: Shape | None = None
