@@ -5,6 +5,7 @@ torch, run, resumed only from the same source, exported)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -392,3 +393,126 @@ def test_the_checker_lets_hyperclone_only_multiply_the_width(tmp_path: Path) -> 
     ]
     fixed = path.read_text().replace("width to 96", "width to 128")
     assert not [d for d in check_text(fixed, str(path)).diagnostics if d.severity == "error"]
+
+
+# ------------------------------------------------------------------------------ shipped recipes
+
+RECIPES = sorted((ROOT / "schedules" / "pretrained").glob("*.grow"))
+#: the depth of the checkpoint each shipped recipe names
+RECIPE_DEPTHS = {
+    "models/mistral-7b": ("mistral", 32),
+    "models/llama-2-7b": ("llama", 32),
+    "models/llama-3.2-1b": ("llama", 16),
+}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_the_shipped_recipes_validate_cleanly_on_a_checkpoint_of_their_shape(path: Path, tmp_path: Path) -> None:
+    from lagdsl.lang import check_text
+
+    text = path.read_text(encoding="utf-8")
+    folder = re.search(r'pretrained\("([^"]+)"', text)[1]
+    kind, depth = RECIPE_DEPTHS[folder]
+    make_checkpoint(tmp_path / folder, kind, num_hidden_layers=depth, max_position_embeddings=4096)
+    result = check_text(text, str(tmp_path / path.name))
+    assert result.schedule is not None and not result.diagnostics, result.diagnostics
+    assert CliRunner().invoke(main, ["fmt", "--check", str(path)]).exit_code == 0
+
+
+UPSCALE = """
+schedule upscale
+seed 4
+model pretrained("base", context=32)
+data text("corpus/*.txt")
+batch 4
+optimizer adamw(lr=3e-3)
+pool recipes = [layers([[0, 3], [1, 4]]), llama_pro, copy_top, random]
+stage upscale {
+  grow depth to 6 {
+    candidates recipes
+    probe 3 steps
+  }
+  train 8 steps {
+    freeze old
+  }
+}
+"""
+
+BASE = """
+schedule base
+seed 1
+model gpt(context=32, width=32, heads=2, depth=4)
+data text("corpus/*.txt")
+batch 4
+optimizer adamw(lr=3e-3)
+stage base { train 30 steps }
+"""
+
+
+@pytest.mark.slow
+def test_a_base_lagdsl_pretrained_is_upscaled_by_probe_healed_frozen_and_exported(tmp_path: Path) -> None:
+    """The whole pipeline: lagdsl pretrains and exports a base; a probe picks among a SOLAR-style
+    layer list, LLaMA Pro, copy_top and random; the winner heals with the old blocks frozen; the
+    export is the same family and `transformers` generates lagdsl's greedy text."""
+    from safetensors.torch import load_file
+
+    write_corpus(tmp_path)
+    (tmp_path / "base.grow").write_text(BASE)
+    runner = CliRunner()
+    base_run = runner.invoke(main, ["run", "--quiet", str(tmp_path / "base.grow"), "--out", str(tmp_path / "r0")])
+    assert base_run.exit_code == 0, base_run.output
+    assert runner.invoke(main, ["export", str(tmp_path / "r0"), "-o", str(tmp_path / "base")]).exit_code == 0
+    (tmp_path / "upscale.grow").write_text(UPSCALE)
+    run_dir = tmp_path / "r1"
+    result = runner.invoke(main, ["run", "--quiet", str(tmp_path / "upscale.grow"), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    winner = json.loads((run_dir / "summary.json").read_text())["winners"]["upscale"]
+    assert winner in {"layers([[0, 3], [1, 4]])", "llama_pro", "copy_top", "random"}
+    exported = runner.invoke(main, ["export", str(run_dir), "-o", str(tmp_path / "hf")])
+    assert exported.exit_code == 0, exported.output
+    assert read_config(tmp_path / "hf")["architectures"] == ["LlamaForCausalLM"]
+    assert read_config(tmp_path / "hf")["num_hidden_layers"] == 6
+
+    base, grown = load_file(tmp_path / "base" / "model.safetensors"), load_file(tmp_path / "hf" / "model.safetensors")
+    assert torch.equal(grown["model.embed_tokens.weight"], base["model.embed_tokens.weight"])  # frozen: old
+    assert torch.equal(grown["model.norm.weight"], base["model.norm.weight"])
+    layer = [k for k in base if k.startswith("model.layers.0.")]
+
+    def holds_layer_0(i: int) -> bool:
+        return all(torch.equal(grown[k.replace("layers.0.", f"layers.{i}.")], base[k]) for k in layer)
+
+    assert any(holds_layer_0(i) for i in range(6))  # the base's first layer, unchanged, is in the grown model
+    blocks = [k for k in grown if k.startswith("model.layers.")]
+    assert any(not any(torch.equal(grown[k], t) for t in base.values()) for k in blocks)  # the new layers trained
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    ids = tokenizer("def main(", return_tensors="pt").input_ids
+    theirs = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0)[0, ids.shape[1] :]
+    greedy = ["--temperature", "0", "--max-new-tokens", "12", "--no-prompt"]
+    sampled = runner.invoke(main, ["sample", str(run_dir), "--prompt", "def main(", *greedy])
+    assert sampled.exit_code == 0, sampled.output
+    assert sampled.stdout == tokenizer.decode(theirs) + "\n"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header"])
+def test_a_damaged_weight_file_is_one_line_naming_it(damage: str, tmp_path: Path) -> None:
+    from lagdsl.model.hub import HubError
+
+    source = make_checkpoint(tmp_path / "source", "llama")
+    weights = source / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-100] if damage == "truncated" else b"\xff" * 8 + data[8:])
+    with pytest.raises(HubError, match=r"model\.safetensors") as error:
+        ours(source)
+    assert "\n" not in str(error.value)
+    assert ("truncated" in str(error.value)) == (damage == "truncated")
+
+
+def test_a_bf16_checkpoint_is_read_into_a_float32_model_exactly(tmp_path: Path) -> None:
+    source = make_checkpoint(tmp_path / "source", "qwen3", torch_dtype="bfloat16")
+    model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16)
+    _, mine = ours(source)
+    theirs = model.state_dict()["model.layers.0.mlp.down_proj.weight"]
+    assert theirs.dtype == torch.bfloat16
+    assert torch.equal(mine.blocks["0"].mlp.down.weight, theirs.float())

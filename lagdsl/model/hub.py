@@ -2,15 +2,17 @@
 written back as a folder of the same family (`lagdsl.families` says how each family names things).
 
 In: the model is built on the meta device, its memory allocated once (`to_empty`), and every
-tensor is read from the memory-mapped safetensors files (one file, or the shards an index names)
-straight into the rows of the parameter it belongs to, one tensor at a time: the process never
-holds a second copy of the model. Out: each parameter is split back into the family's tensors,
-contiguous, in the export's dtype.
+tensor is read from the safetensors files (one file, or the shards an index names) straight into
+the rows of the parameter it belongs to, one tensor at a time, with `readinto` at the offset the
+file's header gives: no second copy of the model, and no mapped file pages counted against the
+process either (a tensor stored in another dtype passes through a buffer of its own size). Out:
+each parameter is split back into the family's tensors, contiguous, in the export's dtype.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -64,13 +66,7 @@ def weight_files(folder: Path) -> dict[str, Path]:
             raise HubError(f"`{index}` is not a safetensors index: {error}") from None
     single = folder / WEIGHTS_FILE
     if single.is_file():
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(single), framework="pt") as handle:
-                return dict.fromkeys(handle.keys(), single)
-        except Exception as error:  # safetensors raises its own error types
-            raise HubError(f"`{single}` is not a safetensors file: {error}") from None
+        return dict.fromkeys(_header(single)[0], single)
     raise HubError(
         f"`{folder}` has no `{WEIGHTS_FILE}` or `{INDEX_FILE}` (lagdsl reads safetensors, never pickles: "
         "save the model with `save_pretrained(..., safe_serialization=True)`)"
@@ -81,65 +77,103 @@ def load_pretrained(folder: Path, family: Family, config: GPTConfig, dtype: torc
     """The model of the checkpoint in `folder` (whose architecture `config` describes, at any
     context up to the checkpoint's), on the CPU in `dtype`."""
     arch = arch_of(config)
-    with torch.device("meta"):
-        model = GPT(config)
-    model.to_empty(device="cpu")  # memory, uninitialized: every tensor is read below
-    if config.tie:  # `to_empty` gives each module a tensor of its own: tie them again
-        model.lm_head.weight = model.embed.weight
-    model.to(dtype)
-    model.init_buffers()
+    model = GPT.empty(config, "cpu", dtype)  # every tensor is read below
     files = weight_files(folder)
     params = dict(model.named_parameters())
-    with _Reader(files) as read, torch.no_grad():
+    with _Reader(files) as reader, torch.no_grad():
         for ours, theirs in family.tensor_map(arch).items():
             target = params[ours]
             row = 0
             for name in theirs:
-                tensor = read(name)
-                rows = tensor.shape[0]
-                if row + rows > target.shape[0] or tuple(tensor.shape[1:]) != tuple(target.shape[1:]):
+                shape = reader.shape(name)
+                rows = shape[0] if shape else 0
+                if not shape or row + rows > target.shape[0] or shape[1:] != tuple(target.shape[1:]):
                     raise HubError(
-                        f"tensor `{name}` in `{files[name].name}` is {tuple(tensor.shape)}, "
+                        f"tensor `{name}` in `{files[name].name}` is {shape}, "
                         f"which does not fit `{ours}` {tuple(target.shape)} of the model `config.json` describes"
                     )
-                target[row : row + rows].copy_(tensor)
+                reader.read_into(name, target[row : row + rows])
                 row += rows
             if row != target.shape[0]:
                 raise HubError(f"the tensors {', '.join(theirs)} have {row} rows, `{ours}` needs {target.shape[0]}")
     return model
 
 
+#: safetensors' dtype codes that a checkpoint's floating-point tensors use
+SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+#: (dtype code, shape, start, end) of each tensor; the data's offset in the file
+Entries = dict[str, tuple[str, tuple[int, ...], int, int]]
+
+
+def _header(path: Path) -> tuple[Entries, int]:
+    """A safetensors file's table of tensors (the format: a little-endian u64 length, that many
+    bytes of JSON, then the data) and where its data begins."""
+    try:
+        with path.open("rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if not 2 <= length <= 100_000_000:
+                raise ValueError(f"a header of {length} bytes")
+            table = json.loads(handle.read(length))
+        entries: Entries = {}
+        for name, entry in table.items():
+            if name == "__metadata__":
+                continue
+            start, end = entry["data_offsets"]
+            entries[name] = (str(entry["dtype"]), tuple(int(d) for d in entry["shape"]), int(start), int(end))
+        return entries, 8 + length
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise HubError(f"`{path}` cannot be read as safetensors: {error}") from None
+
+
 class _Reader:
-    """Tensors by name from safetensors files, each file opened once (memory-mapped)."""
+    """Tensors by name from safetensors files, each file's header read once, each tensor read
+    from disk into the place it belongs (`read_into`)."""
 
     def __init__(self, files: Mapping[str, Path]) -> None:
         self.files = files
         self.stack = ExitStack()
-        self.handles: dict[Path, Any] = {}
+        self.opened: dict[Path, tuple[Any, Entries, int]] = {}
 
     def __enter__(self) -> _Reader:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.handles.clear()
+        self.opened.clear()
         self.stack.close()
 
-    def __call__(self, name: str) -> torch.Tensor:
-        from safetensors import safe_open
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._entry(name)[1][1]
 
+    def _entry(self, name: str) -> tuple[Path, tuple[str, tuple[int, ...], int, int]]:
         path = self.files.get(name)
         if path is None:
             folder = next(iter(self.files.values())).parent if self.files else "the folder"
             raise HubError(f"the checkpoint in `{folder}` has no tensor `{name}`")
-        if path not in self.handles:
-            try:
-                self.handles[path] = self.stack.enter_context(safe_open(str(path), framework="pt"))
-            except Exception as error:  # a missing shard, a damaged header
-                raise HubError(f"`{path}` cannot be read as safetensors: {error}") from None
-        try:
-            return self.handles[path].get_tensor(name)
-        except Exception as error:
-            raise HubError(f"tensor `{name}` cannot be read from `{path}`: {error}") from None
+        if path not in self.opened:
+            entries, base = _header(path)
+            self.opened[path] = (self.stack.enter_context(path.open("rb")), entries, base)
+        entries = self.opened[path][1]
+        if name not in entries:
+            raise HubError(f"`{path}` has no tensor `{name}`, which the index places there")
+        return path, entries[name]
+
+    def read_into(self, name: str, target: torch.Tensor) -> None:
+        """Tensor `name` into `target` (contiguous, of its shape), converted to `target`'s dtype."""
+        path, (code, shape, start, end) = self._entry(name)
+        dtype = SAFETENSORS_DTYPES.get(code)
+        if dtype is None:
+            raise HubError(f"tensor `{name}` in `{path}` is {code}: lagdsl reads {', '.join(SAFETENSORS_DTYPES)}")
+        count = math.prod(shape)
+        if end - start != count * dtype.itemsize:
+            raise HubError(f"tensor `{name}` in `{path}` has {end - start} bytes for {shape} {code}: damaged")
+        handle, _, base = self.opened[path]
+        buffer = target if target.dtype == dtype else torch.empty(shape, dtype=dtype)
+        view = buffer.reshape(-1).view(torch.uint8).numpy().data
+        handle.seek(base + start)
+        if handle.readinto(view) != end - start:
+            raise HubError(f"`{path}` ends inside tensor `{name}`: the file is truncated")
+        if buffer is not target:
+            target.copy_(buffer)
 
 
 def family_tensors(

@@ -143,9 +143,12 @@ def grow_width(
     elif preserving:  # the residual stream's mean square changes by w / w': rescale what the norms add
         config = replace(config, norm_eps=old_config.norm_eps * old_config.width / width)
     device, dtype = model.embed.weight.device, model.embed.weight.dtype
-    grown = GPT(config)
-    grown.init_weights(generator)
-    grown.to(device=device, dtype=dtype)
+    if cloning:  # every unit copies an old one: nothing to initialize
+        grown = GPT.empty(config, device, dtype)
+    else:
+        grown = GPT(config)
+        grown.init_weights(generator)
+        grown.to(device=device, dtype=dtype)
 
     def pick(old: int, new: int) -> torch.Tensor | None:
         if cloning:
@@ -242,9 +245,11 @@ class _Mover:
 
     def weights(self, old: torch.Tensor, fresh: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:
         values, scale, known = self._gather(old)
-        moved = torch.where(known, values * scale.to(values.dtype), fresh)
+        moved = values.mul_(scale.to(values.dtype))  # `values` is a new tensor (index_select)
+        if not bool(known.all()):
+            moved = torch.where(known, moved, fresh)
         if self.copy_units and noise > 0 and self.residual.zero_sum:
-            moved = moved + self._zero_sum_noise(moved, noise, generator)
+            moved.add_(self._zero_sum_noise(moved, noise, generator))
         elif self.copy_units and noise > 0:
             copied = ~self._original(old)
             std = old.float().std().item() if old.numel() > 1 else 0.0
@@ -264,14 +269,21 @@ class _Mover:
             return torch.zeros_like(moved)
         dim, unit = reads[0]
         std = moved.float().std().item() if moved.numel() > 1 else 0.0
-        jitter = torch.randn(moved.shape, generator=generator, dtype=torch.float32)
+        # drawn with the dimension it reads first, so the copies of a unit are whole slabs
+        front = (moved.shape[dim], *(n for d, n in enumerate(moved.shape) if d != dim))
+        along = torch.randn(front, generator=generator, dtype=torch.float32)
         source = unit.index.clamp(min=0)
-        # subtract, at each position, the mean of the jitter over the copies of the same source unit
-        along = jitter.movedim(dim, 0)
-        sums = torch.zeros((unit.count.numel(), *along.shape[1:])).index_add_(0, source, along)
-        mean = (sums / unit.count.clamp(min=1).float().view(-1, *[1] * (along.dim() - 1)))[source]
-        balanced = (along - mean).movedim(0, dim)
-        return (balanced * (noise * std)).to(moved.device, moved.dtype)
+        old = unit.count.numel()
+        copies = int(unit.count[0]) if old else 0
+        if bool((source == torch.arange(source.numel()) % old).all()) and bool((unit.count == copies).all()):
+            # tiled: the copies of unit j are j, j + old, ...: subtract their mean
+            tiles = along.view(copies, old, *front[1:])
+            tiles -= tiles.mean(0, keepdim=True)
+        else:  # subtract, at each position, the mean over the copies of the same source unit
+            sums = torch.zeros((old, *front[1:])).index_add_(0, source, along)
+            along = along - (sums / unit.count.clamp(min=1).float().view(-1, *[1] * (along.dim() - 1)))[source]
+        balanced = along.movedim(0, dim)
+        return balanced.mul_(noise * std).to(moved.device, moved.dtype)
 
     def state(self, old: torch.Tensor, power: int) -> torch.Tensor:
         values, scale, known = self._gather(old)
