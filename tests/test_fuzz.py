@@ -4,14 +4,18 @@ whatever validates, plans. `bench/fuzz.py` runs the same generators far longer a
 from __future__ import annotations
 
 import io
+import itertools
 import os
+import random
 import re
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.fuzz import HOSTILE  # the soak's hostile pieces: one list for the bench and the suite
+from bench.fuzz import HOSTILE, from_signatures  # the soak's pieces and generator: shared with the suite
 from lagdsl.lang import check_source
+from lagdsl.lang.catalogue import BUILTIN_OPERATORS, DATA, LR_SCHEDULES, OPTIMIZERS
 from lagdsl.lang.diagnostics import CODES, render_text, to_json_object
 from lagdsl.lang.source import Source
 from lagdsl.plan import build_plan
@@ -140,3 +144,76 @@ def test_a_byte_order_mark_is_ignored() -> None:
     plain = check_source(Source("a.grow", EXAMPLES[0]))
     marked = check_source(Source("a.grow", "\ufeff" + EXAMPLES[0]))
     assert plain.ok and marked.ok and marked.schedule == plain.schedule
+
+
+@FUZZ
+@given(st.randoms(use_true_random=False))
+def test_schedules_written_from_the_grammar_and_the_signatures(rng) -> None:
+    assert_only_diagnostics(from_signatures(rng))
+
+
+def test_the_signature_generator_writes_valid_schedules_too() -> None:
+    """Guards the property test above against a generator that only yields errors."""
+    rng = random.Random(0)
+    results = [check_source(Source("s.grow", from_signatures(rng))) for _ in range(200)]
+    assert sum(r.schedule is not None for r in results) > 30 and sum(r.schedule is None for r in results) > 30
+
+
+BASE = """
+schedule every
+model gpt(context=16, width=16, heads=2, depth=1)
+batch 2
+optimizer adamw(lr=0.001)
+{setting}
+stage base {{ train 10 steps }}
+stage more {{ grow depth by 1 with copy_top  train 10 steps }}
+"""
+#: a value each kind of optional argument takes in the test below (in range for every signature)
+ORDINARY = {"float": "0.0", "bool": "true", "duration": "2 steps", "int": "1", "pair": "(0.9, 0.95)"}
+
+
+@pytest.mark.parametrize(
+    ("key", "name"),
+    [("lr", n) for n in LR_SCHEDULES] + [("optimizer", n) for n in OPTIMIZERS] + [("data", n) for n in DATA],
+)
+def test_every_call_with_every_subset_of_its_optional_arguments(key: str, name: str) -> None:
+    """Bare (`lr cosine`) and with each subset of its optional arguments: a schedule, or
+    diagnostics; never an internal error. The learning-rate schedules validate in every form."""
+    sig = {"lr": LR_SCHEDULES, "optimizer": OPTIMIZERS, "data": DATA}[key][name]
+    required = {p.name: ("2 steps" if p.kind == "duration" else '"corpus/*.txt"') for p in sig.params if p.required}
+    optional = [p for p in sig.params if not p.required and p.kind in ORDINARY]
+    for size in range(len(optional) + 1):
+        for subset in itertools.combinations(optional, size):
+            args = {**required, **{p.name: ORDINARY[p.kind] for p in subset}}
+            call = name if not args else f"{name}({', '.join(f'{k}={v}' for k, v in args.items())})"
+            text = BASE.format(setting=f"{key} {call}")
+            assert_only_diagnostics(text)
+            if key == "lr":
+                assert check_source(Source("every.grow", text)).schedule is not None, call
+
+
+def test_every_operator_with_every_subset_of_its_arguments() -> None:
+    for entry in BUILTIN_OPERATORS:
+        params = [p for p in entry.params if p.kind in ORDINARY]
+        for size in range(len(params) + 1):
+            for subset in itertools.combinations(params, size):
+                args = ", ".join(f"{p.name}={ORDINARY[p.kind]}" for p in subset)
+                op = f"{entry.name}({args})" if subset else entry.name
+                grow = f"grow {entry.dim} by {1 if entry.dim == 'depth' else 16} with {op}"
+                assert_only_diagnostics(BASE.format(setting="").replace("grow depth by 1 with copy_top", grow))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "repeat 2 { }",
+        "pool p = []\nstage a { grow depth by 1 { candidates p probe 2 steps } train 4 steps }",
+        "stage a { }",
+        "stage a { grow depth by 1 { } train 4 steps }",
+        "stage a { train 4 steps { } }",
+        "stage a { lr_scale old=1 train 4 steps { freeze [] } }",
+        "repeat 0 { stage a { train 4 steps } }",
+    ],
+)
+def test_degenerate_structures_give_diagnostics_or_a_schedule(text: str) -> None:
+    assert_only_diagnostics("model gpt(context=16, width=16, heads=2, depth=1)\nbatch 2\noptimizer adamw\n" + text)

@@ -288,8 +288,11 @@ def _lr_budget(draft: Draft, steps: _Steps) -> None:
     for key in ("warmup", "decay"):
         if key in args:
             value = args.pop(key)
-            assert isinstance(value, ast.Duration)
-            converted[key] = steps(value, f"`{key}`", minimum=0 if key == "warmup" else 1)
+            if isinstance(value, ast.Duration):
+                converted[key] = steps(value, f"`{key}`", minimum=0 if key == "warmup" else 1)
+            else:  # not written: the signature's default, in steps already
+                assert isinstance(value, int)
+                converted[key] = value
     if any(v is None for v in converted.values()):
         return
     lr = LRSpec.model_validate({"kind": call.kind, **args, **converted})

@@ -166,7 +166,8 @@ def _model(draft: Draft, setting: ast.Setting) -> None:
 
 def _vocab(draft: Draft, setting: ast.Setting, vocab: object) -> int | None:
     """The model's vocabulary: as given (checked against the data's tokenizer), or `auto` from the
-    data; None after a diagnostic, or when the tokenizer's size is unknown (reported already)."""
+    data; None when it cannot be known (reported already). One smaller than the tokenizer's is
+    reported and kept, so that the shapes and growths are checked in the same round."""
     data, tokenizer_vocab = draft.settings.data, draft.settings.tokenizer_vocab
     if data is not None and getattr(data, "tokenizer", None) is not None and tokenizer_vocab is None:
         return None  # the tokenizer could not be read (reported): its size is unknown
@@ -190,8 +191,7 @@ def _vocab(draft: Draft, setting: ast.Setting, vocab: object) -> int | None:
             setting.value.span,
             "too small for the data",
             f"use `vocab=auto` (or any size from {tokenizer_vocab})",
-        )
-        return None
+        )  # the model stays as written, so that the later passes check the rest of the file
     return vocab
 
 
