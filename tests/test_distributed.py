@@ -477,9 +477,39 @@ def test_a_killed_rank_stops_the_others_and_the_run_resumes_on_two_or_one(projec
     result = launch(project, "--resume", "killed", "--max-steps", "120")
     assert result.returncode == 0, result.stderr[-3000:]
     assert records(out) == records(long_two_ranks)  # the same ranks: the very same numbers
+    newest = ckpt.newest_intact(project / "killed-one" / "checkpoints")
+    assert newest is not None
+    resumed_at = int(ckpt.load(newest)["step"])  # where the copy resumes on one rank
     single(project, "--resume", "killed-one", "--max-steps", "120")
-    # 1 rank sums in another order than 2, over 84 steps: the difference grows past 1e-5, not 1e-4
-    assert_close(records(project / "killed-one"), records(long_two_ranks), tolerance=1e-4)
+    assert_resumed_on_one_rank_is_within_drift(project, project / "killed-one", long_two_ranks, resumed_at)
+
+
+def step_losses(run_dir: Path) -> dict[int, float]:
+    return {int(r["step"]): float(r["loss"]) for r in records(run_dir) if r["event"] == "step"}
+
+
+def assert_resumed_on_one_rank_is_within_drift(project: Path, resumed: Path, two: Path, resumed_at: int) -> None:
+    """A run of 2 ranks resumed on 1 is the 2-rank run up to reduction order: one process adds the
+    ranks' gradients in another order, a difference of rounding that training then grows step by
+    step, how fast depending on the machine's arithmetic (a fixed 1e-4 held on one x86 machine and
+    not on another). So the bound is measured on the same machine: the same steps trained by one
+    process from the start differ from the 2-rank run by `drift`; the resumed run, equal to the
+    2-rank run until `resumed_at` and one process after it, has had fewer steps to drift, so it
+    stays within `drift` (times 2 for the growth's own noise, and 1e-6 for steps where both agree)."""
+    if not (project / "long-one").exists():
+        single(project, "long.grow", "--out", "long-one", "--max-steps", "120")
+    one, reference, mine = step_losses(project / "long-one"), step_losses(two), step_losses(resumed)
+    assert sorted(mine) == sorted(reference)
+    assert all(mine[s] == reference[s] for s in reference if s < resumed_at)  # before: the very same run
+
+    def relative(a: float, b: float) -> float:
+        return abs(a - b) / max(abs(a), abs(b))
+
+    after = [s for s in reference if s >= resumed_at]
+    drift = max(relative(one[s], reference[s]) for s in after)
+    gap = max(relative(mine[s], reference[s]) for s in after)
+    assert gap <= 2 * drift + 1e-6, (gap, drift)
+    assert [r["event"] for r in records(resumed)] == [r["event"] for r in records(two)]
 
 
 FROZEN = """

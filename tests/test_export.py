@@ -248,3 +248,37 @@ def test_a_run_of_token_ids_without_a_tokenizer_needs_one_to_export(tmp_path: Pa
     too_big = export(tmp_path / "run", tmp_path / "hf2", "--tokenizer", str(bigger))
     assert too_big.exit_code == 2
     assert too_big.stderr.startswith("error: the tokenizer has 320 tokens, more than the model's vocabulary of 256")
+
+
+def test_an_export_into_the_run_directory_or_over_foreign_files_is_refused(grown: Path, tmp_path: Path) -> None:
+    """`export RUN -o RUN/final` once overwrote the run's own `final/config.json`: refused now, as
+    is a folder of other files (unless `--force`); an earlier export is replaced, atomically."""
+    final = {p.name: p.read_bytes() for p in (grown / "final").iterdir()}
+    result = export(grown, grown / "final")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: `{grown / 'final'}` is inside the run directory `{grown}`, whose files the run and its tools "
+        "rely on: choose a folder outside it"
+    )
+    assert {p.name: p.read_bytes() for p in (grown / "final").iterdir()} == final
+    assert CliRunner().invoke(main, ["sample", str(grown), "--max-new-tokens", "4"]).exit_code == 0
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    refused = export(grown, mine)
+    assert refused.exit_code == 2 and "holds files `lagdsl export` did not write" in refused.stderr
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert export(grown, mine, "--force").exit_code == 0
+    assert not (mine / "notes.txt").exists() and (mine / "model.safetensors").is_file()
+    before = (mine / "model.safetensors").stat().st_ino
+    assert export(grown, mine).exit_code == 0  # an earlier export: replaced without asking
+    assert (mine / "model.safetensors").stat().st_ino != before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # nothing left beside it
+    assert export(grown, grown / "hf").exit_code == 0  # the run's own default export folder is allowed
+
+
+@pytest.mark.parametrize(("option", "value"), [("--temperature", "nan"), ("--temperature", "inf"), ("--top-p", "nan")])
+def test_sample_refuses_a_number_that_is_not_finite(grown: Path, option: str, value: str) -> None:
+    result = CliRunner().invoke(main, ["sample", str(grown), option, value, "--max-new-tokens", "2"])
+    assert result.exit_code == 2 and f"'{value}' is not a finite number" in result.output

@@ -278,3 +278,38 @@ def test_whatever_parses_formats_idempotently_to_the_same_tree(text: str) -> Non
     once = format_text(text)
     assert format_text(once) == once
     assert parse(Source("f.grow", once))[0] == tree
+
+
+def test_fmt_never_follows_a_planted_link_and_formats_through_a_link(tmp_path: Path) -> None:
+    """`fmt` once wrote `.NAME.fmt-tmp`, a predictable name it followed if it was a link: a link
+    planted there made `fmt y.grow` overwrite another file. And a schedule that is a link is
+    formatted in its target, the link kept."""
+    from click.testing import CliRunner
+
+    from lagdsl.cli import main
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    messy = (
+        "schedule y\nmodel gpt(context=16, width=16, heads=2, depth=1)\nbatch 2\noptimizer adamw(lr=1e-3)\n"
+        "stage a { train 4 steps }\n"
+    )
+    (tmp_path / "y.grow").write_text(messy)
+    (tmp_path / ".y.grow.fmt-tmp").symlink_to(victim)
+    assert CliRunner().invoke(main, ["fmt", str(tmp_path / "y.grow")]).exit_code == 0
+    assert victim.read_text() == "precious"
+    assert "  train 4 steps\n" in (tmp_path / "y.grow").read_text()
+
+    real = tmp_path / "real.grow"
+    real.write_text(messy)
+    link = tmp_path / "link.grow"
+    link.symlink_to(real)
+    assert CliRunner().invoke(main, ["fmt", str(link)]).exit_code == 0
+    assert link.is_symlink() and "  train 4 steps\n" in real.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".y.grow.fmt-tmp",
+        "link.grow",
+        "real.grow",
+        "victim.txt",
+        "y.grow",
+    ]

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from lagdsl.cli import main
 from lagdsl.runtime import checkpoint as ckpt
 from tests.test_run import _wait_for, comparable, events, project, run, schedule  # noqa: F401  (fixture)
 
@@ -266,3 +270,146 @@ def test_a_kill_between_a_checkpoint_and_its_event_does_not_repeat_a_step(projec
     shutil.rmtree(out / "final")
     assert run("--resume", str(out)).exit_code == 0
     assert comparable(out) == comparable(whole)
+
+
+def test_a_run_directory_another_process_holds_is_refused_and_left_alone(stopped: Path) -> None:
+    """A second `run --resume` of a run in progress: one line naming the holder, exit 2, and not a
+    byte of the run changed (today's failure: two resumes both ran, 48 duplicate steps)."""
+    from lagdsl.runtime import lock
+
+    before = {p: p.read_bytes() for p in stopped.rglob("*") if p.is_file()}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD.format(run=str(stopped))], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        result = run("--resume", str(stopped))
+        assert result.exit_code == 2
+        assert result.stderr.strip() == (
+            f"error: `{stopped}` is in use by process {holder.pid} on {socket.gethostname()} (since "
+            + json.loads((stopped / lock.LOCK_FILE).read_text())["started"]
+            + "): wait for it to end, or stop it"
+        )
+        assert {p: p.read_bytes() for p in stopped.rglob("*") if p.is_file() and p.name != "lock"} == {
+            p: b for p, b in before.items() if p.name != "lock"
+        }
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder was killed: its lock is taken over, with a note, and the run goes on
+    result = run("--resume", str(stopped))
+    assert result.exit_code == 0, result.output
+    assert f"was left locked by process {holder.pid}" in result.stderr and "taken over" in result.stderr
+    assert (stopped / lock.LOCK_FILE).read_text() == ""  # given back at the end
+
+
+HOLD = """
+import sys
+from pathlib import Path
+from lagdsl.runtime import lock
+lock.take(Path({run!r}))
+print("held", flush=True)
+__import__("time").sleep(600)
+"""
+
+
+def test_without_flock_the_holder_the_lock_file_names_decides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a file system without `flock`: a holder still running keeps the directory; one that is
+    gone does not."""
+    import errno as errnos
+    import fcntl
+
+    from lagdsl.runtime import lock
+
+    def no_flock(fd: int, operation: int) -> None:
+        raise OSError(errnos.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        host = socket.gethostname()
+        (tmp_path / lock.LOCK_FILE).write_text(json.dumps({"pid": sleeper.pid, "host": host, "started": "then"}))
+        with pytest.raises(lock.LockError, match="this file system has no file locks"):
+            lock.take(tmp_path)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    notes: list[str] = []
+    lock.take(tmp_path, notes.append)
+    lock.release(tmp_path)
+    assert notes and "no longer running" in notes[0]
+
+
+DIVERGING = """
+schedule diverging
+seed 3
+model gpt(context=16, width=16, heads=2, depth=1)
+data text("corpus/*.txt", val=0.1)
+batch 4
+optimizer adamw(lr=3e-3)
+stage base {{ train 4 steps }}
+stage two {{
+  grow depth to 2 {{ candidates [{candidates}] probe 3 steps {select} }}
+  train 6 steps
+}}
+"""
+
+
+@pytest.mark.parametrize("select", ["", "select lowest val_loss"])
+def test_a_diverging_candidate_is_dropped_and_named_not_fatal(project: Path, select: str) -> None:  # noqa: F811
+    """`copy_top(noise=1e30)` listed first: its loss is not finite, so it is dropped (named in the
+    select event and on the console) and can never win, even where a NaN score once did."""
+    path = project / "diverging.grow"
+    path.write_text(DIVERGING.format(candidates="copy_top(noise=1e30), copy_top", select=select))
+    out = project / f"diverging{len(select)}"
+    result = CliRunner().invoke(main, ["run", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    (selected,) = events(out, "select")
+    assert selected["winner"] == "copy_top" and selected["diverged"] == ["copy_top(noise=1e30)"]
+    assert selected["scores"]["copy_top(noise=1e30)"] is None and selected["scores"]["copy_top"] > 0
+    assert "copy_top(noise=1e30) diverged (dropped)" in result.stderr
+    (dropped, _) = events(out, "probe")
+    assert dropped["score"] is None and "not finite" not in dropped["diverged"] and "nan" in dropped["diverged"]
+
+
+def test_when_every_candidate_diverges_the_run_stops_naming_them_without_a_resume(project: Path) -> None:  # noqa: F811
+    path = project / "all_diverge.grow"
+    path.write_text(DIVERGING.format(candidates="copy_top(noise=1e30), interleave(noise=1e30)", select=""))
+    result = run(str(path), "--out", str(project / "all_diverge"))
+    assert result.exit_code == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: every candidate of the probe in stage `two` diverged (`copy_top(noise=1e30)`:")
+    assert "--resume" not in result.stderr and "lower the LR" in message
+    assert events(project / "all_diverge", "stopped")
+
+
+def test_a_sharded_checkpoint_saved_again_at_its_step_is_never_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM right after a periodic checkpoint saves the same step again: the old folder once was
+    deleted before the new one was in place. Now it goes aside first, and a crash between the two
+    renames leaves it where the next look finds it."""
+    from lagdsl.runtime import dist, sharded
+
+    def state(value: float) -> dict[str, object]:
+        return {"model": {"w": torch.full((3,), value)}, "optimizer": {"state": {}, "param_groups": []}, "step": 12}
+
+    path = ckpt.checkpoint_path(tmp_path, 12, 3, sharded=True)
+    sharded.save(state(1.0), path, dist.ONE)
+    renames = []
+    real = os.replace
+
+    def crash_on_the_second(src: object, dst: object) -> None:
+        renames.append((src, dst))
+        if len(renames) == 2:
+            raise KeyboardInterrupt  # killed between setting the old folder aside and renaming the new one
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        sharded.save(state(2.0), path, dist.ONE)
+    monkeypatch.setattr(os, "replace", real)
+    assert not path.exists()  # set aside, the new one not yet in place
+    assert ckpt.list_checkpoints(tmp_path) == [path]  # put back
+    assert torch.equal(ckpt.load(path)["model"]["w"], torch.full((3,), 1.0))
+    sharded.save(state(3.0), path, dist.ONE)  # and saved again normally: replaced, nothing left aside
+    assert torch.equal(ckpt.load(path)["model"]["w"], torch.full((3,), 3.0))
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]

@@ -201,6 +201,16 @@ def test_the_checker_knows_the_checkpoint_shape_and_size(tmp_path: Path) -> None
     assert (model.head_dim, model.qk_norm, model.tie, model.context) == (32, True, False, 32)
     assert model.vocab == 300
     assert result.schedule.data.tokenizer == "source/tokenizer.json"  # the data is tokenized as the model was
+    # the plan counts what the model holds, at the start and after the growth (GQA, head size, untied head)
+    from lagdsl.plan import build_plan
+
+    plan = build_plan(result.schedule)
+    assert plan.node("init").after.params == hf.num_parameters()
+    _, grown = ours(tmp_path / "source")
+    from lagdsl.ops.core import GrowthSpec, grow
+
+    deeper = grow(grown, None, GrowthSpec("copy_top", "depth", 4), torch.Generator()).model
+    assert plan.totals.final.params == deeper.num_params()
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -161,6 +162,9 @@ def test_a_vocab_smaller_than_the_tokenizer_is_an_error(project: Path) -> None:
     checked = load(path)
     assert [d.code for d in checked.errors] == ["E0302"]
     assert "smaller than the tokenizer's 320 tokens" in checked.errors[0].message
+    # and the rest of the file is checked in the same round: a growth that does not grow too
+    path.write_text(path.read_text().replace("grow depth by 1", "grow depth to 1"))
+    assert [d.code for d in load(path).errors] == ["E0302", "E0401"]
 
 
 def test_lagdsl_tokenize_writes_the_files_tokens_reads(project: Path) -> None:
@@ -185,6 +189,24 @@ def test_lagdsl_tokenize_writes_the_files_tokens_reads(project: Path) -> None:
     run_result = run(path, project / "run")
     assert run_result.exit_code == 0, run_result.output
     assert json.loads((project / "run" / "run.json").read_text())["tokenizer"] == "tokenizer.json"
+
+    # a second run into the same folder that fails leaves the first one's files whole
+    before = {p.name: p.read_bytes() for p in (project / "tok").iterdir()}
+    again = CliRunner().invoke(
+        main,
+        ["tokenize", str(project / "corpus" / "missing.txt"), "--tokenizer", str(project / "tokenizer.json"),
+         "-o", str(project / "tok"), "--quiet"],
+    )  # fmt: skip
+    assert again.exit_code == 2
+    assert {p.name: p.read_bytes() for p in (project / "tok").iterdir()} == before
+    # and never into a run directory
+    inside = CliRunner().invoke(
+        main,
+        ["tokenize", str(sorted((project / "corpus").glob("*.txt"))[0]), "--tokenizer",
+         str(project / "tokenizer.json"), "-o", str(project / "run" / "tok"), "--quiet"],
+    )  # fmt: skip
+    assert inside.exit_code == 2 and "is inside the run directory" in inside.stderr
+    assert not (project / "run" / "tok").exists()
 
 
 def test_lagdsl_tokenize_reports_a_bad_line(project: Path) -> None:
@@ -284,3 +306,20 @@ def test_a_damaged_cache_entry_is_tokenized_again(project: Path, monkeypatch: py
     again = encode.encode_corpus(files, tokenizer, progress=False)
     assert not again.cached and again.tokens.tolist() == expected
     assert encode.encode_corpus(files, tokenizer, progress=False).cached
+
+
+def test_a_file_edited_in_place_with_its_mtime_put_back_is_tokenized_again(project: Path) -> None:
+    """`touch -r`, `rsync -t` and `cp -p` put the modification time back: the same size and mtime
+    once served the old tokens from the cache (and a resume took them for the data it began with)."""
+    file = project / "corpus" / "edited.txt"
+    file.write_text("alpha beta gamma\n" * 50)
+    tokenizer = Tokenizer.from_file(str(project / "tokenizer.json"))
+    first = encode.encode_corpus([file], tokenizer, progress=False)
+    assert encode.encode_corpus([file], tokenizer, progress=False).cached  # unchanged: from the cache
+    stat = file.stat()
+    file.write_text("gamma alpha beta\n" * 50)  # the same size
+    os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # what `touch -r` does
+    assert file.stat().st_size == stat.st_size and file.stat().st_mtime_ns == stat.st_mtime_ns
+    again = encode.encode_corpus([file], tokenizer, progress=False)
+    assert not again.cached and again.fingerprint != first.fingerprint
+    assert again.tokens.tolist() != first.tokens.tolist()

@@ -238,11 +238,13 @@ def _selection_table(log: RunLog) -> str:
     )
     rows = []
     for s in log.selects:
-        for label, score in sorted(s.scores.items(), key=lambda item: item[1]):
+        ranked = sorted(s.scores.items(), key=lambda item: (item[1] is None, item[1] or 0.0))
+        for label, score in ranked:
             won = label == s.winner
+            shown = f"{score:.4f}" if score is not None else "diverged"
             rows.append(
                 f"<tr{' class=winner' if won else ''}><td>{_e(s.stage)}</td><td>{s.step}</td>"
-                f"<td>{_e(label)}</td><td>{score:.4f}</td><td>{_e(s.rule)}</td><td>{_e(s.keep)}</td>"
+                f"<td>{_e(label)}</td><td>{shown}</td><td>{_e(s.rule)}</td><td>{_e(s.keep)}</td>"
                 f"<td>{'winner' if won else ''}</td></tr>"
             )
     return f"<table>{head}{''.join(rows)}</table>"

@@ -75,7 +75,8 @@ class ProbeEvent(Artifact):
     steps: list[int]
     losses: list[float]
     lrs: list[float]
-    score: float
+    score: float | None  # None: the candidate diverged
+    diverged: str | None = None  # what diverged, where (`the loss became nan at step 23 ...`)
 
 
 class SelectEvent(Artifact):
@@ -87,8 +88,9 @@ class SelectEvent(Artifact):
     step: int
     rule: str
     keep: str
-    scores: dict[str, float]
+    scores: dict[str, float | None]  # None: that candidate diverged
     winner: str
+    diverged: list[str] = Field(default_factory=list)  # the candidates dropped for a non-finite loss
     dim: str | None = None  # the growth and the winner's size; absent in older runs
     before: Dims | None = None
     after: Dims | None = None

@@ -9,11 +9,12 @@ tokenize) and `training` (run, report, study).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -21,6 +22,18 @@ if TYPE_CHECKING:
     from lagdsl.lang.schedule import Schedule
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+class FiniteFloat(click.FloatRange):
+    """A `FloatRange` that refuses `nan` and `inf` (which compare false to every bound)."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def _color(stream: TextIO) -> bool:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from lagdsl.cli import EXIT_USAGE, _device, main
+from lagdsl.cli import EXIT_USAGE, FiniteFloat, _device, main
 from lagdsl.cli.complete import run_dirs
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ Then, in Python: transformers.AutoModelForCausalLM.from_pretrained("hf/quickstar
 @_CHECKPOINT
 @_TOKENIZER
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Folder [RUN_DIR/hf].")
+@click.option("--force", is_flag=True, help="Replace a non-empty folder that is not an earlier export.")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.pass_context
 def export(
@@ -66,10 +67,12 @@ def export(
     tokenizer: Path | None,
     output: Path | None,
     dtype: str,
+    force: bool,
 ) -> None:
     """Write a run's model as a Hugging Face folder (safetensors, config, tokenizer): the family of
     the checkpoint it began from, or LlamaForCausalLM for a model from scratch."""
-    from lagdsl.model.export import ExportError, export_model, export_pretrained
+    from lagdsl.artifacts.folders import FolderError, only, replacing
+    from lagdsl.model.export import EXPORT_FILES, ExportError, export_model, export_pretrained
     from lagdsl.runtime.trained import SOURCE_DIR, TrainedError, pretrained_source
     from lagdsl.text import tokenizer as tok
 
@@ -80,23 +83,29 @@ def export(
     except TrainedError as error:
         click.echo(f"error: {error}", err=True)
         ctx.exit(EXIT_USAGE)
+    encoder = _tokenizer_of(ctx, trained, run_dir) if source is None else None
+    if encoder is not None and tok.vocab_size(encoder) > trained.config.vocab:
+        click.echo(
+            f"error: the tokenizer has {tok.vocab_size(encoder):,} tokens, more than the model's vocabulary "
+            f"of {trained.config.vocab:,}: give the tokenizer the run trained with",
+            err=True,
+        )
+        ctx.exit(EXIT_USAGE)
+    ours = only(lambda name: name in EXPORT_FILES)
     try:
-        if source is not None:
-            family, source_config = source
-            files = export_pretrained(
-                trained.state, trained.config, family, source_config, run_dir / SOURCE_DIR, out, dtype
-            )
-        else:
-            encoder = _tokenizer_of(ctx, trained, run_dir)
-            if tok.vocab_size(encoder) > trained.config.vocab:
-                click.echo(
-                    f"error: the tokenizer has {tok.vocab_size(encoder):,} tokens, more than the model's vocabulary "
-                    f"of {trained.config.vocab:,}: give the tokenizer the run trained with",
-                    err=True,
+        with replacing(out, command="export", ours=ours, force=force, allowed_in_run=run_dir / "hf") as folder:
+            if source is not None:
+                family, source_config = source
+                files = export_pretrained(
+                    trained.state, trained.config, family, source_config, run_dir / SOURCE_DIR, folder, dtype
                 )
-                ctx.exit(EXIT_USAGE)
-            special = tok.special_ids(encoder)
-            files = export_model(trained.state, trained.config, encoder.to_str(), out, dtype, special)
+            else:
+                assert encoder is not None
+                special = tok.special_ids(encoder)
+                files = export_model(trained.state, trained.config, encoder.to_str(), folder, dtype, special)
+    except FolderError as error:
+        click.echo(f"error: {error}", err=True)
+        ctx.exit(EXIT_USAGE)
     except ExportError as error:
         click.echo(f"error: {error}", err=True)
         ctx.exit(EXIT_USAGE)
@@ -143,11 +152,9 @@ Exit codes: 0 ok, 2 not a run, a damaged model or bad options."""
 @click.option("--prompt", help="The text to continue [a newline].")
 @click.option("--prompt-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Read it here.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option(
-    "--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True, help="0: always the likeliest."
-)
+@click.option("--temperature", type=FiniteFloat(min=0), default=1.0, show_default=True, help="0: always the likeliest.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Draw among the K likeliest tokens.")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), help="Draw from the smallest set of mass P.")
+@click.option("--top-p", type=FiniteFloat(0, 1, min_open=True), help="Draw from the smallest set of mass P.")
 @click.option("--seed", type=int, default=0, show_default=True, help="The same seed gives the same text.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--device", callback=_device, help="auto, cpu, cuda or cuda:N [the run's device].")
@@ -246,8 +253,9 @@ Exit codes: 0 ok, 2 unreadable input, a bad tokenizer or a line without the fiel
 @click.option("--tokenizer", "tokenizer_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder.")
 @click.option("--field", help="JSON Lines: the field that holds each line's text [text for .jsonl files].")
-@click.option("--val", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
+@click.option("--val", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--force", is_flag=True, help="Replace a non-empty folder that is not an earlier tokenize output.")
 @click.pass_context
 def tokenize(
     ctx: click.Context,
@@ -257,6 +265,7 @@ def tokenize(
     field: str | None,
     val: float,
     quiet: bool,
+    force: bool,
 ) -> None:
     """Tokenize text or JSON Lines files ahead of a run, into the files `tokens(...)` reads."""
     from lagdsl.text import encode
@@ -270,10 +279,14 @@ def tokenize(
         field = "text"
     if not all(jsonl) and field is not None:
         raise click.UsageError("--field is for .jsonl files")
+    from lagdsl.artifacts.folders import FolderError, only, replacing
+
+    ours = only(lambda name: name in encode.TOKENIZE_FILES)
     try:
         tokenizer = tok.load(tokenizer_file)
-        meta = encode.tokenize_to(files, tokenizer, field, output, val, progress=not quiet)
-    except (tok.TokenizerError, encode.EncodeError) as error:
+        with replacing(output, command="tokenize", ours=ours, force=force) as folder:
+            meta = encode.tokenize_to(files, tokenizer, field, folder, val, progress=not quiet)
+    except (tok.TokenizerError, encode.EncodeError, FolderError) as error:
         click.echo(f"error: {error}", err=True)
         ctx.exit(EXIT_USAGE)
     click.echo(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -121,14 +120,11 @@ def _fmt_stdin(check: bool) -> int:
 
 
 def _replace(path: Path, text: str) -> None:
-    """`path` holds `text` afterwards, or its old text if writing fails (never half of either)."""
-    temporary = path.with_name(f".{path.name}.fmt-tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8", newline="")
-        shutil.copymode(path, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """`path` holds `text` afterwards, or its old text if writing fails (never half of either); a
+    link is kept and its target formatted (`lagdsl.artifacts.atomic`)."""
+    from lagdsl.artifacts.atomic import write_bytes
+
+    write_bytes(path, text.encode("utf-8"))
 
 
 @main.command(

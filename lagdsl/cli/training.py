@@ -165,6 +165,10 @@ def run(
                 f"`lagdsl run --resume {stop.run_dir}`"
             )
             ctx.exit(stop.exit_code)
+        finally:
+            from lagdsl.runtime import lock
+
+            lock.release_all()  # the run directory is free for the next command (in this process too)
         if world.main:
             if not quiet:
                 _print_summary(result.summary, result.run_dir)

@@ -41,6 +41,8 @@ SOURCE_FILES = (
     "merges.txt",
     "chat_template.jinja",
 )
+#: every file an export writes (what makes a folder an earlier export, which `export` replaces)
+EXPORT_FILES = frozenset({"config.json", "model.safetensors", *SOURCE_FILES})
 
 
 def llama_config(config: GPTConfig, dtype: torch.dtype, tokens: Mapping[str, int | None]) -> dict[str, Any]:

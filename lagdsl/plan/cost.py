@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from lagdsl.lang.arch import mlp_hidden, param_count
+from lagdsl.lang.arch import ParamCount, mlp_hidden, param_count
 from lagdsl.lang.schedule import Schedule, Shape, Stage
 
 
@@ -70,13 +70,28 @@ class CostModel:
         self.flops_per_token = cache(self._flops_per_token)
         self.memory = cache(self._memory)
 
+    def count(self, shape: Shape, depth: int | None = None) -> ParamCount:
+        """The parameters at `shape` (at `depth` layers, default the shape's), with the model's
+        key/value heads, head size, MLP size, untied head, biases and q/k norms (a pretrained one's)."""
+        model = self.schedule.model
+        return param_count(
+            vocab=self.vocab, width=shape.width, depth=shape.depth if depth is None else depth, mlp=self.mlp,
+            heads=shape.heads, kv_heads=shape.kv_heads, head_dim=model.head_dim, hidden=shape.hidden,
+            tie=model.tie, qkv_bias=model.qkv_bias, qk_norm=model.qk_norm,
+        )  # fmt: skip
+
     def _shape_cost(self, shape: Shape) -> ShapeCost:
-        count = param_count(vocab=self.vocab, width=shape.width, depth=shape.depth, mlp=self.mlp)
+        count = self.count(shape)
         return ShapeCost(shape.depth, shape.width, shape.heads, count.total, count.non_embedding)
 
+    def _attention_width(self, shape: Shape) -> int:
+        """The width of the attention's queries (`heads x head size`: the width, unless a head size is given)."""
+        head_dim = self.schedule.model.head_dim
+        return shape.heads * head_dim if head_dim is not None else shape.width
+
     def _flops_per_token(self, shape: Shape) -> int:
-        """Training FLOPs per token: 6 N + 6 L T w."""
-        return 6 * self.shape_cost(shape).non_embedding + 6 * shape.depth * self.context * shape.width
+        """Training FLOPs per token: 6 N + 6 L T w (w: the queries' width)."""
+        return 6 * self.shape_cost(shape).non_embedding + 6 * shape.depth * self.context * self._attention_width(shape)
 
     def step_flops(self, shape: Shape, steps: int, frozen: int = 0) -> int:
         """Training FLOPs of `steps` steps at `shape`; `frozen` non-embedding parameters compute no
@@ -90,7 +105,7 @@ class CostModel:
         if not stage.freeze:
             return 0
         before, after = stage.before, stage.after
-        per_block = param_count(vocab=self.vocab, width=after.width, depth=1, mlp=self.mlp).per_block
+        per_block = self.count(after, depth=1).per_block
         kinds = {part.kind for part in stage.freeze}
         widened = after.width != before.width
         blocks: set[int] = set()
@@ -116,7 +131,7 @@ class CostModel:
         else:
             moments = 4 * params if optimizer.momentum > 0 else 0
         element = 4 if schedule.precision == "fp32" else 2
-        hidden = mlp_hidden(shape.width, self.mlp)
+        hidden = shape.hidden if shape.hidden is not None else mlp_hidden(shape.width, self.mlp)
         per_token_layer = 10 * shape.width + (4 if self.mlp == "swiglu" else 2) * hidden
         tokens = -(-schedule.batch // self.ranks) * self.context  # this rank's share of the batch
         activations = tokens * (shape.depth * per_token_layer * element + 2 * shape.width * element + 8 * self.vocab)

@@ -18,6 +18,7 @@ function here takes both, and loading either gives the same state dict.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -54,19 +55,13 @@ class _Hashing:
 def write_atomic(payload: dict[str, Any], path: Path) -> None:
     """`payload` saved to `path` with its checksum, atomically. On any error (a full disk, say)
     the temporary file is removed and `path` is as it was; the error is raised."""
+    from lagdsl.artifacts.atomic import replaced
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(temporary, "wb") as stream:
-            hashing = _Hashing(stream)
-            torch.save(payload, cast(BinaryIO, hashing))  # torch.save needs only `write` and `flush`
-            stream.write(TRAILER + hashing.digest.hexdigest().encode() + b"\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with replaced(path) as stream:  # a fresh temporary name beside it (`.NAME.XXXX.tmp`), renamed
+        hashing = _Hashing(stream)
+        torch.save(payload, cast(BinaryIO, hashing))  # torch.save needs only `write` and `flush`
+        stream.write(TRAILER + hashing.digest.hexdigest().encode() + b"\n")
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
@@ -131,7 +126,14 @@ def checkpoint_path(folder: Path, step: int, pc: int, sharded: bool = False) -> 
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
-    """The checkpoints in `folder` (files of one process, folders of several ranks), oldest first."""
+    """The checkpoints in `folder` (files of one process, folders of several ranks), oldest first.
+    A folder set aside while the same step was saved again (`.NAME.old`), whose replacement never
+    arrived (a crash between the two renames), is put back first."""
+    for aside in folder.glob(f".{PREFIX}*.dcp.old"):
+        original = aside.with_name(aside.name[1:].removesuffix(".old"))
+        if not original.exists():
+            with contextlib.suppress(OSError):
+                os.replace(aside, original)
     return sorted(p for p in folder.glob(f"{PREFIX}*") if p.suffix in (".pt", ".dcp"))
 
 

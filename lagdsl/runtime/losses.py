@@ -27,6 +27,14 @@ class NonFiniteLoss(Exception):
         self.stage, self.step, self.loss = stage, step, loss
 
 
+class ProbeDiverged(NonFiniteLoss):
+    """Every candidate of a probe diverged: resuming would diverge the same way."""
+
+    def __init__(self, stage: str, step: int, message: str) -> None:
+        Exception.__init__(self, message)
+        self.stage, self.step, self.loss = stage, step, math.nan
+
+
 def _read(losses: list[torch.Tensor], where: list[tuple[str, int]]) -> list[float]:
     """The values of `losses` with one transfer; `NonFiniteLoss` at the first non-finite one, named
     by its (stage, step) in `where`."""

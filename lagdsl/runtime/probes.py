@@ -24,6 +24,7 @@ step after it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,7 +36,7 @@ from lagdsl.lang.schedule import Growth, OperatorSpec, SelectRule, Shape, Stage
 from lagdsl.runtime import dist
 from lagdsl.runtime import program as P
 from lagdsl.runtime.data import Shard
-from lagdsl.runtime.losses import read
+from lagdsl.runtime.losses import NonFiniteLoss, ProbeDiverged, read
 from lagdsl.runtime.state import StateDict, TrainState, restore, snapshot
 
 if TYPE_CHECKING:
@@ -50,9 +51,14 @@ class Result:
     label: str
     losses: list[float]
     lrs: list[float]
-    score: float
+    score: float  # inf for a candidate that diverged
     params: int
     rank: int = 0  # the first rank of the team that trained it (where a winner's state is sent from)
+    diverged: str | None = None  # what diverged, where
+
+    @property
+    def shown_score(self) -> float | None:
+        return None if self.diverged is not None else self.score
 
 
 def run(engine: Engine, ins: P.Probe) -> None:
@@ -80,15 +86,22 @@ def _train(
     state = engine.grown(restore(engine.recipe, saved), stage, growth, op, ins.growth, team)
     pending: list[torch.Tensor] = []
     lrs = []
-    for step in range(start, start + probe.steps):
-        loss, lr = engine.train_step(state, stage, step, team)
-        pending.append(loss)
-        lrs.append(lr)
-        if show and engine.on_step is not None:
-            engine.on_step(engine, stage.name, step, loss)
-    losses = read(pending, stage.name, start)  # one transfer for the candidate's k steps
-    score = _score(engine, state.model, probe.select, losses, start, team)
-    return Result(op.label, losses, lrs, score, state.model.num_params(), engine.world.rank), state
+    params = state.model.num_params()
+    try:
+        for step in range(start, start + probe.steps):
+            loss, lr = engine.train_step(state, stage, step, team)
+            pending.append(loss)
+            lrs.append(lr)
+            if show and engine.on_step is not None:
+                engine.on_step(engine, stage.name, step, loss)
+        losses = read(pending, stage.name, start)  # one transfer for the candidate's k steps
+        score = _score(engine, state.model, probe.select, losses, start, team)
+        if not math.isfinite(score):
+            raise NonFiniteLoss(stage.name, start + probe.steps, score, what=f"its score became {score}")
+    except NonFiniteLoss as error:  # dropped, not fatal: the other candidates go on
+        # (a team's ranks all read the same reduced loss, so they all come here together)
+        return Result(op.label, [], lrs, math.inf, params, engine.world.rank, diverged=str(error)), state
+    return Result(op.label, losses, lrs, score, params, engine.world.rank), state
 
 
 def _sequential(
@@ -163,7 +176,8 @@ def _write_probe(engine: Engine, ins: P.Probe, stage: Stage, op: OperatorSpec, r
     steps = list(range(ins.start, ins.start + len(result.losses)))
     engine.metrics.write(
         ProbeEvent(stage=stage.name, growth=ins.growth, candidate=op.label, operator=op.name, args=dict(op.args),
-                   steps=steps, losses=result.losses, lrs=result.lrs, score=result.score)
+                   steps=steps, losses=result.losses, lrs=result.lrs, score=result.shown_score,
+                   diverged=result.diverged)
     )  # fmt: skip
 
 
@@ -175,14 +189,23 @@ def _select(
     probe = growth.probe
     assert probe is not None
     engine.probing = None
-    winner_result = results[0]
-    for result in results[1:]:
+    finite = [r for r in results if r.diverged is None and math.isfinite(r.score)]
+    if not finite:  # resuming would diverge the same way: say what to change instead
+        named = "; ".join(f"`{r.label}`: {r.diverged}" for r in results)
+        raise ProbeDiverged(
+            stage.name, ins.start,
+            f"every candidate of the probe in stage `{stage.name}` diverged ({named}): lower the LR, or drop or "
+            "change those operators, and start again",
+        )  # fmt: skip
+    winner_result = finite[0]
+    for result in finite[1:]:  # the lowest score; a tie goes to the candidate listed first
         if result.score < winner_result.score:
             winner_result = result
     label = winner_result.label
     engine.metrics.write(
         SelectEvent(stage=stage.name, growth=ins.growth, step=ins.start, rule=probe.select.text,
-                    keep=probe.keep, scores={r.label: r.score for r in results}, winner=label, dim=growth.dim,
+                    keep=probe.keep, scores={r.label: r.shown_score for r in results}, winner=label,
+                    diverged=[r.label for r in results if r.diverged is not None], dim=growth.dim,
                     before=_dims(growth.before), after=_dims(growth.after), params=winner_result.params)
     )  # fmt: skip
     if probe.keep == "winner":

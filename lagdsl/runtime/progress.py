@@ -88,7 +88,10 @@ class Progress:
                 change = f"{event.dim} {getattr(event.before, event.dim)} -> {getattr(event.after, event.dim)}"
                 self.note(f"step {event.step} `{event.stage}`: grew {change} with {event.operator}")
             case SelectEvent():
-                scores = ", ".join(f"{label} {score:.4f}" for label, score in event.scores.items())
+                scores = ", ".join(
+                    f"{label} {score:.4f}" if score is not None else f"{label} diverged (dropped)"
+                    for label, score in event.scores.items()
+                )
                 self.note(f"step {event.step} `{event.stage}`: the probe chose {event.winner} ({event.rule}: {scores})")
             case _:
                 pass

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -41,10 +40,11 @@ from lagdsl.lang.schedule import Schedule, Shape, TokensData
 from lagdsl.plan import build_plan
 from lagdsl.plan.render import to_json
 from lagdsl.runtime import checkpoint as ckpt
-from lagdsl.runtime import dist, sharded
+from lagdsl.runtime import dist, lock, sharded
 from lagdsl.runtime.data import Batches
 from lagdsl.runtime.engine import Device, Engine, NonFiniteLoss, OnStep
 from lagdsl.runtime.inputs import RunError, apply_overrides, open_data, open_device
+from lagdsl.runtime.losses import ProbeDiverged
 from lagdsl.runtime.metrics import Metrics
 from lagdsl.runtime.program import End, Instruction, lower
 from lagdsl.runtime.state import StateDict
@@ -127,35 +127,56 @@ def new_run(
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise RunError(f"cannot create the run directory `{run_dir}`: {_reason(error)}") from None
-        _write_text(run_dir / "schedule.grow", source_text)
-        _write_text(run_dir / "plan.json", to_json(plan))
-        if tokenizer is not None:  # the run's own copy: exports and samples need no other file
-            _write_text(run_dir / TOKENIZER_FILE, tokenizer.read_text(encoding="utf-8"))
-        if source is not None:  # its config and tokenizer files, which the export writes back out
-            _copy_source(Path(source.folder), run_dir / SOURCE_DIR)
-        info = RunInfo(
-            lagdsl=__version__,
-            schedule=schedule.name,
-            schedule_hash=schedule_hash(source_text),
-            seed=schedule.seed,
-            device=schedule.device,
-            resolved_device=str(device.device),
-            precision=str(device.dtype).replace("torch.", "") if device.dtype else "fp32",
-            base=str(base),
-            data=corpus.description,
-            data_fingerprint=corpus.fingerprint,
-            tokenizer=TOKENIZER_FILE if tokenizer else "ids" if isinstance(schedule.data, TokensData) else "bytes",
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            ranks=world.size,
-            pretrained=pretrained,
-        )
-        _write_text(run_dir / "run.json", dump_json(info))
+        _lock(run_dir, options.say)
+        with _unlocked_on_error(run_dir):
+            _write_text(run_dir / "schedule.grow", source_text)
+            _write_text(run_dir / "plan.json", to_json(plan))
+            if tokenizer is not None:  # the run's own copy: exports and samples need no other file
+                _write_text(run_dir / TOKENIZER_FILE, tokenizer.read_text(encoding="utf-8"))
+            if source is not None:  # its config and tokenizer files, which the export writes back out
+                _copy_source(Path(source.folder), run_dir / SOURCE_DIR)
+            info = RunInfo(
+                lagdsl=__version__,
+                schedule=schedule.name,
+                schedule_hash=schedule_hash(source_text),
+                seed=schedule.seed,
+                device=schedule.device,
+                resolved_device=str(device.device),
+                precision=str(device.dtype).replace("torch.", "") if device.dtype else "fp32",
+                base=str(base),
+                data=corpus.description,
+                data_fingerprint=corpus.fingerprint,
+                tokenizer=TOKENIZER_FILE if tokenizer else "ids" if isinstance(schedule.data, TokensData) else "bytes",
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                ranks=world.size,
+                pretrained=pretrained,
+            )
+            _write_text(run_dir / "run.json", dump_json(info))
         return run_dir
 
     run_dir = dist.on_main(world, create, (RunError,))  # rank 0 names and writes it; all learn where
-    engine = _engine(schedule, lower(plan), batches, device, run_dir, 0, progress, options.max_steps, world)
-    _initialize(engine)
+    with _unlocked_on_error(run_dir):
+        engine = _engine(schedule, lower(plan), batches, device, run_dir, 0, progress, options.max_steps, world)
+        _initialize(engine)
     return engine, run_dir
+
+
+def _lock(run_dir: Path, say: Callable[[str], None]) -> None:
+    """Hold the run directory for this process (`lagdsl.runtime.lock`), or a `RunError`."""
+    try:
+        lock.take(run_dir, say)
+    except lock.LockError as error:
+        raise RunError(str(error)) from None
+
+
+@contextmanager
+def _unlocked_on_error(run_dir: Path) -> Iterator[None]:
+    """The run directory's lock given back if what follows fails (its process goes on)."""
+    try:
+        yield
+    except BaseException:
+        lock.release(run_dir)
+        raise
 
 
 def _source_info(schedule: Schedule) -> PretrainedSource | None:
@@ -201,6 +222,16 @@ def resume_run(
     none), after checking that the schedule and the data are the ones the run was started with."""
     run_dir = options.resume
     assert run_dir is not None
+    world = options.world
+    if run_dir.is_dir():  # before anything is read or cut: a directory another process holds is left alone
+        dist.on_main(world, lambda: _lock(run_dir, options.say), (RunError,))
+    with _unlocked_on_error(run_dir):
+        return _resume(run_dir, schedule, source_text, options, progress)
+
+
+def _resume(
+    run_dir: Path, schedule: Schedule, source_text: str, options: RunOptions, progress: OnStep | None
+) -> tuple[Engine, Path]:
     world = options.world
     with _together(world):  # every rank's own checks, agreed on before any rank reads a checkpoint
         meta = _read_info(run_dir)
@@ -378,12 +409,11 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
+    from lagdsl.artifacts.atomic import write_bytes
+
     try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
+        write_bytes(path, data)
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         raise RunError(f"cannot write `{path}`: {_reason(error)}") from None
 
 
@@ -414,6 +444,8 @@ def execute(engine: Engine, run_dir: Path) -> RunResult:
         summary = finish(engine, run_dir, finished)
     except NonFiniteLoss as error:  # no checkpoint is written of a state that is not finite
         engine.metrics.write(StoppedEvent(step=error.step, stage=error.stage, reason=str(error)))
+        if isinstance(error, ProbeDiverged):  # a resume would probe the same candidates again
+            raise RunError(str(error), code=1) from None
         raise RunError(f"{error}; {last_checkpoint(run_dir)}", code=1) from None
     finally:
         for signum, handler in previous.items():

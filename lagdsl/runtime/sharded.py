@@ -72,9 +72,16 @@ def save(state: StateDict, path: Path, world: dist.World) -> None:
             (temporary / STATE).write_text(json.dumps(rest, sort_keys=True) + "\n", encoding="utf-8")
             digests = {file.name: _sha256(file) for file in sorted(temporary.iterdir())}
             _write_synced(temporary / MANIFEST, json.dumps(digests, indent=1, sort_keys=True) + "\n")
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(temporary, path)
+            if path.exists():  # the same step saved again (SIGTERM right after a periodic checkpoint):
+                # the old folder goes aside first and is deleted only once the new one is in place
+                aside = path.with_name(f".{path.name}.old")
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(path, aside)
+                os.replace(temporary, path)
+                _fsync_dir(path.parent)
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.replace(temporary, path)
             _fsync_dir(path.parent)
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)

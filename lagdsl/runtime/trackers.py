@@ -140,7 +140,7 @@ class Tracker:
         elif isinstance(event, SelectEvent):
             if event.after is not None and event.params is not None:
                 self._grown(event.step, event.after.depth, event.after.width, event.params)
-            scores = ", ".join(f"{k} {v:.4f}" for k, v in event.scores.items())
+            scores = ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} diverged" for k, v in event.scores.items())
             self._text("growth", f"{event.stage}: probe chose `{event.winner}` ({event.rule}: {scores})", event.step)
 
     def _step(self, event: StepEvent) -> None:

@@ -207,7 +207,9 @@ def _key(files: list[Path], tokenizer: Tokenizer, field: str | None) -> str:
             stat = path.stat()
         except OSError as error:
             raise EncodeError(f"cannot read `{path}`: {error.strerror or error}") from None
-        digest.update(f"\0{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+        # the change time too: an edit whose mtime was put back (`touch -r`, `rsync -t`) still changes it
+        key = f"\0{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\0{stat.st_ino}"
+        digest.update(key.encode())
     return digest.hexdigest()[:32]
 
 
@@ -234,7 +236,9 @@ def _locked(folder: Path) -> Iterator[None]:
         return
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(folder.with_name(f".{folder.name}.lock"), "w")  # noqa: SIM115 (held until the end)
+        # opened without truncating, and never through a link planted under its name
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        handle = os.fdopen(os.open(folder.with_name(f".{folder.name}.lock"), flags, 0o644), "r+")
     except OSError as error:
         raise EncodeError(f"cannot write the token cache in `{folder.parent}`: {error.strerror or error}") from None
     with handle:
@@ -309,6 +313,10 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self.show:
             self.bar.stop()
+
+
+#: the files `lagdsl tokenize` writes into its folder
+TOKENIZE_FILES = frozenset({"train.bin", "val.bin", "tokenizer.json", "meta.json"})
 
 
 def tokenize_to(
