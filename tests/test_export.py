@@ -282,3 +282,20 @@ def test_an_export_into_the_run_directory_or_over_foreign_files_is_refused(grown
 def test_sample_refuses_a_number_that_is_not_finite(grown: Path, option: str, value: str) -> None:
     result = CliRunner().invoke(main, ["sample", str(grown), option, value, "--max-new-tokens", "2"])
     assert result.exit_code == 2 and f"'{value}' is not a finite number" in result.output
+
+
+def test_sample_takes_the_final_folder_and_refuses_another_runs_checkpoint(grown: Path, tmp_path: Path) -> None:
+    greedy = ["--prompt", "def", "--temperature", "0", "--max-new-tokens", "4", "--no-prompt"]
+    plain = CliRunner().invoke(main, ["sample", str(grown), *greedy])
+    for final in (grown / "final", grown / "final" / "model.pt"):  # once "a write that did not finish"
+        result = CliRunner().invoke(main, ["sample", str(grown), "--checkpoint", str(final), *greedy])
+        assert result.exit_code == 0, result.output
+        assert result.stdout == plain.stdout
+    from lagdsl.runtime import checkpoint as ckpt
+
+    payload = ckpt.load(ckpt.list_checkpoints(grown / "checkpoints")[-1])
+    other = tmp_path / "other.pt"
+    ckpt.write_atomic({**payload, "config": {**payload["config"], "vocab": 300}}, other)
+    result = CliRunner().invoke(main, ["sample", str(grown), "--checkpoint", str(other), *greedy])
+    assert result.exit_code == 2
+    assert f"`{other}` is not a checkpoint of `{grown}`: its model (vocabulary 300" in result.stderr

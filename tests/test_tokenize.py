@@ -207,6 +207,18 @@ def test_lagdsl_tokenize_writes_the_files_tokens_reads(project: Path) -> None:
     )  # fmt: skip
     assert inside.exit_code == 2 and "is inside the run directory" in inside.stderr
     assert not (project / "run" / "tok").exists()
+    # nor under a file
+    (project / "a-file").write_text("")
+    under = CliRunner().invoke(
+        main,
+        ["tokenize", str(sorted((project / "corpus").glob("*.txt"))[0]), "--tokenizer",
+         str(project / "tokenizer.json"), "-o", str(project / "a-file" / "tok"), "--quiet"],
+    )  # fmt: skip
+    assert under.exit_code == 2
+    assert (
+        under.stderr.strip()
+        == f"error: `{project / 'a-file' / 'tok'}` cannot be made: `{project / 'a-file'}` is a file, not a folder"
+    )
 
 
 def test_lagdsl_tokenize_reports_a_bad_line(project: Path) -> None:
@@ -218,6 +230,25 @@ def test_lagdsl_tokenize_reports_a_bad_line(project: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {project / 'docs' / 'part1.jsonl'}:2: not a JSON object")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"text": ' + "[" * 200_000 + "]" * 200_000 + "}", "values nested too deeply to read (each line: one object)"),
+        ('{"text": "a\\ud800b"}', "field `text` holds a lone surrogate (\\ud800, character 2), which is not text"),
+    ],
+    ids=["nested-200k", "lone-surrogate"],
+)
+def test_lagdsl_tokenize_names_a_line_json_allows_and_text_does_not(project: Path, line: str, message: str) -> None:
+    (project / "docs" / "odd.jsonl").write_text('{"text": "fine"}\n' + line + "\n")
+    result = CliRunner().invoke(
+        main,
+        ["tokenize", str(project / "docs" / "odd.jsonl"), "--tokenizer", str(project / "tokenizer.json"),
+         "-o", str(project / "tok"), "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {project / 'docs' / 'odd.jsonl'}:2: {message}"
 
 
 def test_a_tokenizer_run_exports_and_samples_with_its_tokenizer(project: Path) -> None:
@@ -323,3 +354,55 @@ def test_a_file_edited_in_place_with_its_mtime_put_back_is_tokenized_again(proje
     again = encode.encode_corpus([file], tokenizer, progress=False)
     assert not again.cached and again.fingerprint != first.fingerprint
     assert again.tokens.tolist() != first.tokens.tolist()
+
+
+def test_a_glob_through_link_loops_ends_and_reads_each_file_once(tmp_path: Path) -> None:
+    """Two links back up the tree once hung `text("loop/**/*.txt")`; one read a file 41 times."""
+    from lagdsl.lang.schedule import TextData
+    from lagdsl.runtime.data import load_corpus, matching
+
+    loop = tmp_path / "loop"
+    (loop / "sub").mkdir(parents=True)
+    (loop / "a.txt").write_text("alpha\n")
+    (loop / "sub" / "b.txt").write_text("beta\n")
+    (loop / ".hidden.txt").write_text("hidden\n")  # `*` skips it, as glob does
+    (loop / "sub" / "up").symlink_to("..")
+    (loop / "back").symlink_to("..")
+    (loop / "alias.txt").symlink_to(loop / "a.txt")  # another name for a file already read
+    assert [p.relative_to(tmp_path).as_posix() for p in matching(str(loop / "**" / "*.txt"))] == [
+        "loop/a.txt",
+        "loop/sub/b.txt",
+    ]
+    corpus = load_corpus(TextData(glob="loop/**/*.txt", val=0.5), tmp_path, progress=False)
+    assert len(corpus.train) + len(corpus.val) == len("alpha\n") + len("beta\n") + 1  # one separator between
+
+
+def test_a_tokenizer_with_gaps_in_its_ids_gets_a_vocabulary_its_largest_id_fits(project: Path) -> None:
+    """`vocab=auto` once took the count of tokens, and an id past it was an IndexError at run time."""
+    spec = json.loads((project / "tokenizer.json").read_text())
+    spec["added_tokens"][0]["id"] = 900  # the end-of-text token, far past the 320 others
+    spec["model"]["vocab"][spec["added_tokens"][0]["content"]] = 900
+    (project / "sparse.json").write_text(json.dumps(spec))
+    path = write(project, 'text("corpus/*.txt", tokenizer="sparse.json")')
+    checked = load(path)
+    assert checked.schedule is not None and checked.schedule.model.vocab == 901
+    result = run(path, project / "sparse-run")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_token_file_edited_past_its_first_mebibyte_has_another_fingerprint(tmp_path: Path) -> None:
+    """`tokens(...)` once hashed only the first 2^20 tokens: an edit further on was the same data to
+    a resume. Now its first and last MiB and 1,024 blocks between are hashed, with its length."""
+    from lagdsl.lang.schedule import TokensData
+    from lagdsl.runtime.data import load_corpus
+
+    tokens = np.random.default_rng(0).integers(0, 256, size=3_000_000, dtype=np.uint16)
+    tokens.tofile(tmp_path / "train.bin")
+    tokens[:100_000].tofile(tmp_path / "val.bin")
+    spec = TokensData(train="train.bin", val="val.bin")
+    first = load_corpus(spec, tmp_path, progress=False)
+    tokens[-10] += 1  # near the end, far past the first 2^20 tokens
+    tokens.tofile(tmp_path / "train.bin")
+    second = load_corpus(spec, tmp_path, progress=False)
+    assert second.fingerprint != first.fingerprint
+    assert first.earlier == second.earlier  # what earlier versions computed: blind to that edit

@@ -42,6 +42,9 @@ def replacing(
         )
     if out.exists() and not out.is_dir():
         raise FolderError(f"`{out}` is a file, not a folder")
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise FolderError(f"`{out}` cannot be made: `{above}` is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not ours(out) and not force:
         raise FolderError(
             f"`{out}` is not empty and holds files `lagdsl {command}` did not write: choose an empty or new "

@@ -19,8 +19,10 @@ exactly the tokens one process reads.
 
 from __future__ import annotations
 
+import fnmatch
 import glob as globbing
 import hashlib
+import os
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,8 @@ class Corpus:
     vocab: int
     fingerprint: str  # SHA-256 of what was read
     description: str
+    #: fingerprints earlier versions gave the same data (a run they started resumes on it)
+    earlier: tuple[str, ...] = ()
 
     def check(self, context: int) -> None:
         for name, part in (("training", self.train), ("validation", self.val)):
@@ -124,10 +128,48 @@ def _encoded(
 def _files(spec: TextData | JsonlData, base: Path) -> tuple[list[Path], str]:
     what = f'{spec.kind}("{spec.glob}")'
     pattern = spec.glob if Path(spec.glob).is_absolute() else str(base / spec.glob)
-    files = sorted(Path(p) for p in globbing.glob(pattern, recursive=True) if Path(p).is_file())
+    files = matching(pattern)
     if not files:
         raise DataError(f"no files match `{what}` (looked in {base})")
     return files, what
+
+
+def matching(pattern: str) -> list[Path]:
+    """The files `pattern` matches, sorted, each file once however many links lead to it. `**`
+    descends into folders without following links to folders, so a link loop (`a -> ..`) can
+    neither hang the walk nor read a file twice (`glob` follows them, round and round)."""
+    parts = Path(pattern).parts
+    fixed = next((i for i, part in enumerate(parts) if globbing.has_magic(part)), len(parts))
+    root, rest = Path(*parts[:fixed]) if fixed else Path("."), parts[fixed:]
+    if "**" not in rest:
+        found = [Path(p) for p in globbing.glob(pattern)]
+    else:
+        found = []
+        for folder, dirs, names in os.walk(root, followlinks=False):
+            dirs.sort()
+            relative = Path(folder).relative_to(root).parts
+            found += [Path(folder) / name for name in names if _match(rest, (*relative, name))]
+    seen: set[str] = set()
+    files = []
+    for path in sorted(found):
+        real = os.path.realpath(path)
+        if path.is_file() and real not in seen:
+            seen.add(real)
+            files.append(path)
+    return files
+
+
+def _match(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
+    """Whether the path `parts` matches the glob `pattern` parts (`**`: any number of folders; a
+    name starting with a dot only where the pattern's part does, as `glob` has it)."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        deeper = bool(parts) and not parts[0].startswith(".") and _match(pattern, parts[1:])
+        return deeper or _match(pattern[1:], parts)
+    if not parts or (parts[0].startswith(".") and not pattern[0].startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(parts[0], pattern[0]) and _match(pattern[1:], parts[1:])
 
 
 def load_corpus(spec: DataSpec, base: Path, progress: bool = True) -> Corpus:
@@ -176,17 +218,37 @@ def load_corpus(spec: DataSpec, base: Path, progress: bool = True) -> Corpus:
     else:
         split = int(len(train) * 0.95)
         train, val = train[:split], train[split:]
-    digest = hashlib.sha256()
+    digest, before = hashlib.sha256(), hashlib.sha256()
     for part in (train, val):
-        digest.update(np.ascontiguousarray(part[: 1 << 20]).tobytes())
+        digest.update(_sampled(part))
         digest.update(str(len(part)).encode())
+        # what earlier versions hashed (the first 2^20 tokens), so that their runs still resume
+        before.update(np.ascontiguousarray(part[: 1 << 20]).tobytes())
+        before.update(str(len(part)).encode())
     vocab = int(max(train.max(initial=0), val.max(initial=0))) + 1
     if spec.tokenizer is not None:
         size = tok.vocab_size(_tokenizer(spec.tokenizer, base))
         if vocab > size:
             raise DataError(f"the tokens go up to id {vocab - 1}, beyond the tokenizer's {size}: is it the one?")
         vocab = size
-    return Corpus(train, val, vocab, digest.hexdigest(), f"tokens: {len(train):,} train, {len(val):,} validation")
+    description = f"tokens: {len(train):,} train, {len(val):,} validation"
+    return Corpus(train, val, vocab, digest.hexdigest(), description, earlier=(before.hexdigest(),))
+
+
+#: what a token file's fingerprint reads: its first and last MiB and this many blocks between
+SAMPLED_BLOCKS, BLOCK_BYTES, END_BYTES = 1024, 4096, 1 << 20
+
+
+def _sampled(tokens: np.ndarray) -> bytes:
+    """The bytes a token file's fingerprint hashes: its first and last MiB and 1,024 blocks of 4 KiB
+    spread evenly between (about 6 MiB, whatever the file's size). An edit near either end or in
+    a sampled block changes it; the length is hashed beside it."""
+    data = tokens.view(np.uint8) if tokens.flags.c_contiguous else np.ascontiguousarray(tokens).view(np.uint8)
+    if len(data) <= 2 * END_BYTES + SAMPLED_BLOCKS * BLOCK_BYTES:
+        return data.tobytes()
+    starts = np.linspace(END_BYTES, len(data) - END_BYTES - BLOCK_BYTES, SAMPLED_BLOCKS).astype(np.int64)
+    blocks = [data[:END_BYTES], *(data[int(s) : int(s) + BLOCK_BYTES] for s in starts), data[-END_BYTES:]]
+    return b"".join(block.tobytes() for block in blocks)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ weights) and the stage trains from its first step.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -96,7 +97,10 @@ class Engine:
         self.probing: str | None = None  # the candidate being probed, for progress displays
         self.probe_steps = 0  # the length of the probe in progress
         self.interrupted = False  # set by a signal handler; honoured between steps
+        self.terminated = False  # the signal was SIGTERM (a scheduler's), not SIGINT
         self._stop_agreed = False  # under several ranks: some rank was interrupted (all-reduced)
+        #: under several ranks: SIGTERM when any rank got one, so that every rank exits as it does
+        self.agreed_signal = signal.SIGINT
         self._wrapped: tuple[GPT, Forward, DistributedDataParallel | None] | None = None
         self.pending = Pending()  # mainline losses not read yet
         #: process groups of parallel probes' teams, by layout (made once, by every rank)
@@ -363,9 +367,13 @@ class Engine:
         one transfer per step that several ranks make)."""
         if not self.world.distributed:
             return loss
-        both = torch.stack([loss.reshape(()), loss.new_tensor(1.0 if self.interrupted else 0.0)])
+        flags = [1.0 if self.interrupted else 0.0, 1.0 if self.terminated else 0.0]
+        both = torch.stack([loss.reshape(()), *(loss.new_tensor(flag) for flag in flags)])
         dist.all_sum(both)
-        self._stop_agreed = self._stop_agreed or bool(both[1].item() > 0)
+        stop, term = both[1:].tolist()
+        self._stop_agreed = self._stop_agreed or stop > 0
+        if term > 0:
+            self.agreed_signal = signal.SIGTERM
         return both[0] / self.world.size
 
     def forward(self, model: GPT, replicated: bool = True) -> tuple[Forward, DistributedDataParallel | None]:

@@ -243,7 +243,7 @@ def _resume(
         schedule = apply_overrides(schedule, meta.seed, meta.device)
         device = open_device(schedule, world)
         corpus, batches = open_data(schedule, Path(meta.base), device, world, not options.quiet)
-        if meta.data_fingerprint != corpus.fingerprint:
+        if meta.data_fingerprint not in (corpus.fingerprint, *corpus.earlier):
             raise RunError(f"data: the data differs from what `{run_dir}` was trained on (its fingerprint changed)")
         source = _source_info(schedule)
         if meta.pretrained is not None and (source is None or source.fingerprint != meta.pretrained.fingerprint):
@@ -429,6 +429,7 @@ def execute(engine: Engine, run_dir: Path) -> RunResult:
     def on_signal(signum: int, frame: object) -> None:
         received.append(signum)
         engine.interrupted = True  # the engine stops at the next step boundary
+        engine.terminated = engine.terminated or signum == signal.SIGTERM
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -438,7 +439,9 @@ def execute(engine: Engine, run_dir: Path) -> RunResult:
             finished = engine.run()
         except KeyboardInterrupt:
             path = write_checkpoint(engine, run_dir, schedule)
-            raise Interrupted(path, run_dir, received[0] if received else signal.SIGINT) from None
+            # a rank that got no signal stops as the others agreed: SIGTERM to any rank is 143 on all
+            signum = signal.SIGTERM if signal.SIGTERM in received else received[0] if received else engine.agreed_signal
+            raise Interrupted(path, run_dir, signum) from None
         if not finished:  # stopped by --max-steps: a checkpoint, so that --resume goes on from here
             write_checkpoint(engine, run_dir, schedule)
         summary = finish(engine, run_dir, finished)

@@ -53,7 +53,12 @@ def open_trained(
     if not (run_dir / "run.json").is_file():
         raise TrainedError(f"`{run_dir}` is not a run directory (it has no `run.json`)")
     if checkpoint is not None:
-        config, state = _from_checkpoint(checkpoint)
+        final = checkpoint if checkpoint.is_dir() else checkpoint.parent
+        if (final / "config.json").is_file() and (final / "model.pt").is_file():  # a `final/` folder
+            config, state = _from_final(final)
+        else:
+            config, state = _from_checkpoint(checkpoint)
+        _check_belongs(run_dir, checkpoint, config)
         source = checkpoint
     elif (run_dir / "final" / "model.pt").exists():
         source = run_dir / "final" / "model.pt"
@@ -66,6 +71,30 @@ def open_trained(
         config, state = _from_checkpoint(newest)
         source = newest
     return Trained(config, state, _tokenizer_json(run_dir, tokenizer), source)
+
+
+def _check_belongs(run_dir: Path, checkpoint: Path, config: GPTConfig) -> None:
+    """A `--checkpoint` of another run (another vocabulary, or a shape this run never has) is
+    refused: its tokens would not mean what the run's tokenizer says. Checked against the run's
+    own schedule (torch-free); a schedule that no longer validates is not held against it."""
+    from lagdsl.lang import check_text
+    from lagdsl.plan import build_plan
+
+    try:
+        checked = check_text((run_dir / "schedule.grow").read_text(encoding="utf-8"), str(run_dir / "schedule.grow"))
+    except (OSError, UnicodeDecodeError):
+        return
+    if checked.schedule is None:
+        return
+    plan = build_plan(checked.schedule)
+    shapes = {(node.after.depth, node.after.width) for node in plan.nodes()}
+    vocab = checked.schedule.model.vocab
+    if config.vocab != vocab or (config.depth, config.width) not in shapes:
+        raise TrainedError(
+            f"`{checkpoint}` is not a checkpoint of `{run_dir}`: its model (vocabulary {config.vocab}, depth "
+            f"{config.depth}, width {config.width}) is not one this run trains (vocabulary {vocab}); give one "
+            f"from `{run_dir / 'checkpoints'}`, or the run it came from"
+        )
 
 
 def _from_final(final: Path) -> tuple[GPTConfig, dict[str, torch.Tensor]]:

@@ -124,6 +124,8 @@ def _jsonl_field(content: bytes, path: Path, field: str) -> Iterator[str]:
             record = json.loads(raw)
         except ValueError as error:
             raise EncodeError(f"{path}:{number}: not a JSON object ({error}): each line must be one") from None
+        except RecursionError:
+            raise EncodeError(f"{path}:{number}: values nested too deeply to read (each line: one object)") from None
         if not isinstance(record, dict):
             raise EncodeError(f"{path}:{number}: a JSON {type(record).__name__}, not an object with `{field}`")
         if field not in record:
@@ -132,6 +134,14 @@ def _jsonl_field(content: bytes, path: Path, field: str) -> Iterator[str]:
         value = record[field]
         if not isinstance(value, str):
             raise EncodeError(f"{path}:{number}: field `{field}` holds a {type(value).__name__}, not text")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:  # a lone surrogate (`"\ud800"`): JSON allows it, text has none
+            where = error.start
+            raise EncodeError(
+                f"{path}:{number}: field `{field}` holds a lone surrogate (\\u{ord(value[where]):04x}, character "
+                f"{where + 1}), which is not text"
+            ) from None
         yield value
 
 

@@ -84,8 +84,10 @@ def load(path: Path) -> Tokenizer:
 
 
 def vocab_size(tokenizer: Tokenizer) -> int:
-    """The number of token ids, added tokens included."""
-    return int(tokenizer.get_vocab_size(with_added_tokens=True))
+    """The size of an embedding that every id the tokenizer gives fits: its largest id + 1, added
+    tokens included (more than its count of tokens where its ids leave gaps)."""
+    ids = tokenizer.get_vocab(with_added_tokens=True).values()
+    return max(int(tokenizer.get_vocab_size(with_added_tokens=True)), max(ids, default=-1) + 1)
 
 
 def special_ids(tokenizer: Tokenizer) -> dict[str, int | None]:
