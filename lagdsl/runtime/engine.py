@@ -28,13 +28,12 @@ from torch.distributed import ProcessGroup
 from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
 
-from lagdsl.artifacts import Dims, EndEvent, EvalEvent, GrowEvent, PartsEvent, StageEvent, StepEvent
+from lagdsl.artifacts import Dims, EndEvent, EvalEvent, GrowEvent, StageEvent, StepEvent
 from lagdsl.lang.lr import lr_at, rewarm_factor
 from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, Shape, Stage
 from lagdsl.model.gpt import GPT, GPTConfig
-from lagdsl.ops import GrowthSpec, grow
 from lagdsl.plan.cost import CostModel
-from lagdsl.runtime import dist, parts, probes
+from lagdsl.runtime import dist, growing, parts, probes
 from lagdsl.runtime import program as P
 from lagdsl.runtime.data import Batches
 from lagdsl.runtime.losses import NonFiniteLoss, Pending
@@ -103,6 +102,7 @@ class Engine:
         self.agreed_signal = signal.SIGINT
         self._wrapped: tuple[GPT, Forward, DistributedDataParallel | None] | None = None
         self.pending = Pending()  # mainline losses not read yet
+        self._frozen_count: tuple[object, int] = (None, 0)  # (model and frozen set, their frozen parameters)
         #: process groups of parallel probes' teams, by layout (made once, by every rank)
         self.team_groups: dict[tuple[tuple[int, ...], ...], list[ProcessGroup | None]] = {}
         self.step_seconds = 0.0  # wall time inside training steps (mainline and probe), this process
@@ -235,17 +235,7 @@ class Engine:
         resolved = parts.resolve(stage if not stage.growths else None, self.state.model, frozenset())
         if self.state.set_parts(frozenset(), *resolved):
             self._wrapped = None  # a wrapper (DDP) knows which parameters train
-            self._write_parts(stage)
-
-    def _write_parts(self, stage: Stage) -> None:
-        """The mainline's frozen parameters and LR scales, when they change (for the report)."""
-        state = self.state
-        self.metrics.write(
-            PartsEvent(stage=stage.name, step=state.step, freeze=[str(p) for p in stage.freeze],
-                       frozen_params=sum(p.numel() for n, p in state.model.named_parameters() if n in state.frozen),
-                       params=state.model.num_params(),
-                       lr_scale={str(part): scale for part, scale in stage.lr_scale})
-        )  # fmt: skip
+            self.metrics.write(parts.event(stage, self.state))  # what is frozen from here on
 
     def train(self, stage_index: int, start: int, steps: int) -> None:
         """Train the mainline on mainline steps `start`, ..., `start + steps - 1` of stage
@@ -353,9 +343,12 @@ class Engine:
         return value, lr
 
     def step_flops(self, state: TrainState, shape: Shape, steps: int) -> int:
-        """Training FLOPs of `steps` steps of `state`: its frozen parameters compute no weight gradient."""
-        frozen = parts.frozen_matmul_params(state.model, state.frozen) if state.frozen else 0
-        return self.cost.step_flops(shape, steps, frozen)
+        """Training FLOPs of `steps` steps of `state`: its frozen parameters compute no weight gradient
+        (counted once per model and frozen set, not every step)."""
+        key = (id(state.model), state.frozen)
+        if self._frozen_count[0] != key:
+            self._frozen_count = (key, parts.frozen_matmul_params(state.model, state.frozen) if state.frozen else 0)
+        return self.cost.step_flops(shape, steps, self._frozen_count[1])
 
     def mean_over_ranks(self, local: torch.Tensor, team: dist.Team | None) -> float:
         """The mean over the ranks (of `team`: theirs) of what this rank computed on its shares."""
@@ -444,23 +437,7 @@ class Engine:
         are spent. New weights draw from a generator of (seed, stage, growth, operator). Checked to
         be the same on every rank (of `team`: a parallel probe's)."""
         with self._timed("growth"):
-            return self._grown(state, stage, growth, op, index, team)
-
-    def _grown(
-        self, state: TrainState, stage: Stage, growth: Growth, op: OperatorSpec, index: int, team: dist.Team | None
-    ) -> TrainState:
-        sharded = self.recipe.sharded
-        if sharded:  # gathered: grown exactly as one process grows it, then sharded again
-            state = TrainState.from_state_dict(self.recipe.whole(), state.state_dict())
-        gen = generator(self.schedule.seed, "grow", stage.name, index, op.label)
-        spec = GrowthSpec(op.name, growth.dim, getattr(growth.after, growth.dim), op.args)
-        result = grow(state.model, state.optimizer, spec, gen, reset_optimizer=stage.reset_optimizer)
-        assert result.optimizer is not None
-        state.model, state.optimizer = result.model, result.optimizer
-        fresh = parts.fresh_after(result.mapping, state.fresh)
-        state.set_parts(fresh, *parts.resolve(stage, state.model, fresh), force=True)
-        dist.check_same(state.model, f"growth `{op.label}` in stage `{stage.name}`", team)
-        return TrainState.from_state_dict(self.recipe, state.state_dict()) if sharded else state
+            return growing.grown(self.recipe, state, stage, growth, op, index, team)
 
     def _grow(self, ins: P.Grow) -> None:
         stage, growth = P.stage_of(self.schedule, ins)
@@ -474,7 +451,7 @@ class Engine:
                       before=_dims(before), after=_dims(model.config), params=model.num_params())
         )  # fmt: skip
         if stage.freeze or stage.lr_scale:
-            self._write_parts(stage)
+            self.metrics.write(parts.event(stage, self.state))  # what is frozen from here on
 
     def _run_probe(self, ins: P.Probe) -> None:
         probes.run(self, ins)
@@ -500,7 +477,7 @@ class Engine:
         winner.resume_clock(self._probe_elapsed())
         self._state, self._probe = winner, None
         if stage.freeze or stage.lr_scale:
-            self._write_parts(stage)
+            self.metrics.write(parts.event(stage, self.state))  # what is frozen from here on
         if losses is not None:
             step_flops = self.step_flops(winner, growth.after, 1)
             for offset, loss in enumerate(losses):  # the winner's probe steps are mainline steps

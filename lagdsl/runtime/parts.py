@@ -13,10 +13,15 @@ decay and no optimizer state.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
+from lagdsl.artifacts import PartsEvent
 from lagdsl.lang.schedule import Part, Stage
 from lagdsl.model.gpt import GPT
 from lagdsl.ops.core import Carry
+
+if TYPE_CHECKING:
+    from lagdsl.runtime.state import TrainState
 
 
 def fresh_after(mapping: Mapping[str, Carry | None], fresh: Iterable[str]) -> frozenset[str]:
@@ -62,3 +67,12 @@ def frozen_matmul_params(model: GPT, frozen: frozenset[str]) -> int:
     """The frozen parameters the FLOP count covers (the blocks'; the embedding and a tied head are
     outside it): each saves its weight gradient, 2 of the 6 FLOPs per parameter and token."""
     return sum(p.numel() for n, p in model.named_parameters() if n in frozen and n.startswith("blocks."))
+
+
+def event(stage: Stage, state: TrainState) -> PartsEvent:
+    """What `stage` freezes and scales, as the run's log records it from `state`'s step on."""
+    frozen = sum(p.numel() for n, p in state.model.named_parameters() if n in state.frozen)
+    return PartsEvent(
+        stage=stage.name, step=state.step, freeze=[str(p) for p in stage.freeze], frozen_params=frozen,
+        params=state.model.num_params(), lr_scale={str(part): scale for part, scale in stage.lr_scale},
+    )  # fmt: skip

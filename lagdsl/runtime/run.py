@@ -1,4 +1,5 @@
-"""A run: the run directory, the engine, checkpoints, resume, interruption and the summary.
+"""A run: the run directory, a new one or one resumed, and the engine in its state (running it,
+checkpoints and the summary: `lagdsl.runtime.execution`).
 
 runs/<schedule>-<timestamp>/
   schedule.grow   the schedule's source        run.json      hash, seed, device, data fingerprint
@@ -12,55 +13,44 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
-import signal
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
 from lagdsl import __version__
 from lagdsl.artifacts import (
     ArtifactError,
-    CheckpointEvent,
     PretrainedSource,
     RunInfo,
-    ShapeInfo,
-    StoppedEvent,
     Summary,
     dump_json,
     read_json,
 )
 from lagdsl.lang import check_text
-from lagdsl.lang.schedule import Schedule, Shape, TokensData
+from lagdsl.lang.schedule import Schedule, TokensData
 from lagdsl.plan import build_plan
 from lagdsl.plan.render import to_json
 from lagdsl.runtime import checkpoint as ckpt
-from lagdsl.runtime import dist, lock, sharded
+from lagdsl.runtime import dist, lock
 from lagdsl.runtime.data import Batches
-from lagdsl.runtime.engine import Device, Engine, NonFiniteLoss, OnStep
+from lagdsl.runtime.engine import Device, Engine, OnStep
+from lagdsl.runtime.execution import (
+    Interrupted,
+    RunResult,
+    execute,
+    finish,
+    reason,
+    write_bytes,
+    write_checkpoint,
+    write_text,
+)
 from lagdsl.runtime.inputs import RunError, apply_overrides, open_data, open_device
-from lagdsl.runtime.losses import ProbeDiverged
 from lagdsl.runtime.metrics import Metrics
 from lagdsl.runtime.program import End, Instruction, lower
 from lagdsl.runtime.state import StateDict
 from lagdsl.runtime.trained import SOURCE_DIR, TOKENIZER_FILE
-
-
-class Interrupted(Exception):
-    """Stopped by a signal (SIGINT or SIGTERM) at a step boundary, with a checkpoint written."""
-
-    def __init__(self, checkpoint: Path, run_dir: Path, signum: int) -> None:
-        super().__init__("interrupted")
-        self.checkpoint, self.run_dir, self.signum = checkpoint, run_dir, signum
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM, as shells report them
 
 
 class NothingToDo(Exception):
@@ -79,13 +69,6 @@ class RunOptions:
     say: Callable[[str], None] = field(default=lambda message: None)
     #: the ranks this process trains with (under torchrun; one rank otherwise)
     world: dist.World = field(default_factory=dist.World)
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    summary: Summary
-    finished: bool
 
 
 def schedule_hash(text: str) -> str:
@@ -126,13 +109,13 @@ def new_run(
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise RunError(f"cannot create the run directory `{run_dir}`: {_reason(error)}") from None
+            raise RunError(f"cannot create the run directory `{run_dir}`: {reason(error)}") from None
         _lock(run_dir, options.say)
         with _unlocked_on_error(run_dir):
-            _write_text(run_dir / "schedule.grow", source_text)
-            _write_text(run_dir / "plan.json", to_json(plan))
+            write_text(run_dir / "schedule.grow", source_text)
+            write_text(run_dir / "plan.json", to_json(plan))
             if tokenizer is not None:  # the run's own copy: exports and samples need no other file
-                _write_text(run_dir / TOKENIZER_FILE, tokenizer.read_text(encoding="utf-8"))
+                write_text(run_dir / TOKENIZER_FILE, tokenizer.read_text(encoding="utf-8"))
             if source is not None:  # its config and tokenizer files, which the export writes back out
                 _copy_source(Path(source.folder), run_dir / SOURCE_DIR)
             info = RunInfo(
@@ -151,7 +134,7 @@ def new_run(
                 ranks=world.size,
                 pretrained=pretrained,
             )
-            _write_text(run_dir / "run.json", dump_json(info))
+            write_text(run_dir / "run.json", dump_json(info))
         return run_dir
 
     run_dir = dist.on_main(world, create, (RunError,))  # rank 0 names and writes it; all learn where
@@ -189,7 +172,7 @@ def _source_info(schedule: Schedule) -> PretrainedSource | None:
     try:
         stamp = fingerprint(Path(source.folder))
     except OSError as error:
-        raise RunError(f"the pretrained model `{source.folder}` cannot be read: {_reason(error)}") from None
+        raise RunError(f"the pretrained model `{source.folder}` cannot be read: {reason(error)}") from None
     return PretrainedSource(
         folder=source.folder, family=source.family, architecture=source.architecture, fingerprint=stamp
     )
@@ -202,7 +185,7 @@ def _copy_source(folder: Path, into: Path) -> None:
     into.mkdir(exist_ok=True)
     for name in ("config.json", *SOURCE_FILES):
         if (folder / name).is_file():
-            _write_bytes(into / name, (folder / name).read_bytes())
+            write_bytes(into / name, (folder / name).read_bytes())
 
 
 def _initialize(engine: Engine) -> None:
@@ -352,7 +335,7 @@ def _engine(
         try:
             opened.append(Metrics(run_dir / "metrics.jsonl", keep_lines=metrics_lines, checkpoint=checkpoint_event))
         except OSError as error:
-            raise RunError(f"cannot write `{run_dir / 'metrics.jsonl'}`: {_reason(error)}") from None
+            raise RunError(f"cannot write `{run_dir / 'metrics.jsonl'}`: {reason(error)}") from None
 
     dist.on_main(world, open_metrics, (RunError,))
     metrics = opened[0] if world.main else Metrics.muted(metrics_lines)
@@ -363,149 +346,6 @@ def _engine(
         write_checkpoint(engine, run_dir, schedule)
 
     return Engine(schedule, program, batches, device, metrics, on_checkpoint, progress, max_steps, world)
-
-
-def write_checkpoint(engine: Engine, run_dir: Path, schedule: Schedule) -> Path:
-    """The engine's state, atomically, under `checkpoints/`, then its event; older ones beyond
-    `keep` pruned. A state whose weights are not finite is never written; a write that fails (a
-    full disk) leaves no file, no event, and every earlier checkpoint as it was."""
-    folder = run_dir / "checkpoints"
-    step, world = engine.step, engine.world
-    path = ckpt.checkpoint_path(folder, step, engine.pc, sharded=world.distributed)
-    state = engine.checkpoint_state()
-    if not engine.in_probe:
-        state["metrics_lines"] = engine.metrics.lines + 1  # the checkpoint event, written next
-        state["checkpoint_event"] = str(path.relative_to(run_dir))  # (unless a kill comes first)
-    if not all(bool(torch.isfinite(tensor).all()) for tensor in state["model"].values()):
-        raise NonFiniteLoss(engine.stage_name, step, math.nan, what="the weights became non-finite")
-    try:
-        if world.distributed:
-            sharded.save(state, path, world)  # every rank its part; complete or absent
-        else:
-            ckpt.write_atomic(state, path)
-    except OSError as error:
-        raise RunError(f"cannot write checkpoint `{path}`: {_reason(error)}; {last_checkpoint(run_dir)}") from None
-    engine.metrics.write(CheckpointEvent(step=step, path=str(path.relative_to(run_dir))))
-    if world.main:
-        ckpt.prune(folder, schedule.checkpoint.keep, newest=path)
-    return path
-
-
-def last_checkpoint(run_dir: Path) -> str:
-    """Where a resumed run would start, for messages: the newest intact checkpoint."""
-    newest = ckpt.newest_intact(run_dir / "checkpoints")
-    if newest is None:
-        return "no checkpoint was written before it"
-    return f"the last good checkpoint is `{newest}` (resume with `lagdsl run --resume {run_dir}`)"
-
-
-def _reason(error: OSError) -> str:
-    return error.strerror or str(error)
-
-
-def _write_text(path: Path, text: str) -> None:
-    """`text` to `path` atomically: a failure (a full disk, no permission) leaves no partial file."""
-    _write_bytes(path, text.encode("utf-8"))
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    from lagdsl.artifacts.atomic import write_bytes
-
-    try:
-        write_bytes(path, data)
-    except OSError as error:
-        raise RunError(f"cannot write `{path}`: {_reason(error)}") from None
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def execute(engine: Engine, run_dir: Path) -> RunResult:
-    """Run to the end (or `--max-steps`). SIGINT (Ctrl-C) and SIGTERM (what job schedulers send)
-    stop it at the next step boundary with a checkpoint, raising `Interrupted`."""
-    schedule = engine.schedule
-    received: list[int] = []
-
-    def on_signal(signum: int, frame: object) -> None:
-        received.append(signum)
-        engine.interrupted = True  # the engine stops at the next step boundary
-        engine.terminated = engine.terminated or signum == signal.SIGTERM
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
-    try:
-        try:
-            finished = engine.run()
-        except KeyboardInterrupt:
-            path = write_checkpoint(engine, run_dir, schedule)
-            # a rank that got no signal stops as the others agreed: SIGTERM to any rank is 143 on all
-            signum = signal.SIGTERM if signal.SIGTERM in received else received[0] if received else engine.agreed_signal
-            raise Interrupted(path, run_dir, signum) from None
-        if not finished:  # stopped by --max-steps: a checkpoint, so that --resume goes on from here
-            write_checkpoint(engine, run_dir, schedule)
-        summary = finish(engine, run_dir, finished)
-    except NonFiniteLoss as error:  # no checkpoint is written of a state that is not finite
-        engine.metrics.write(StoppedEvent(step=error.step, stage=error.stage, reason=str(error)))
-        if isinstance(error, ProbeDiverged):  # a resume would probe the same candidates again
-            raise RunError(str(error), code=1) from None
-        raise RunError(f"{error}; {last_checkpoint(run_dir)}", code=1) from None
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        engine.metrics.close()
-    return RunResult(run_dir, summary, finished)
-
-
-def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
-    """The summary (and, for a finished run, `final/`: the model and its config)."""
-    schedule, state = engine.schedule, engine.state
-    config = state.model.config
-    if state.last_eval is not None and state.last_eval[0] == state.step:
-        val = state.last_eval[1]  # the schedule's own evaluation at the last step
-    else:
-        val = engine.evaluate(state.model)  # under several ranks: every rank evaluates its share
-    elapsed = state.elapsed()
-    tokens = state.step * schedule.tokens_per_step
-    summary = Summary(
-        schedule=schedule.name,
-        finished=finished,
-        steps=state.step,
-        final_train_loss=state.last_loss,
-        final_val_loss=val,
-        tokens=tokens,
-        mainline_flops=state.mainline_flops,
-        probe_flops=state.probe_flops,
-        flops=state.flops,
-        scratch_flops=engine.cost.step_flops(  # the shape the run reached, from scratch, for its steps
-            Shape(depth=config.depth, width=config.width, heads=config.heads), state.step
-        ),
-        final_shape=ShapeInfo(depth=config.depth, width=config.width, heads=config.heads),
-        params=state.model.num_params(),
-        wall_seconds=round(elapsed, 3),
-        tokens_per_s=round(tokens / elapsed, 1) if elapsed > 0 else None,
-        winners=dict(state.winners),
-        phase_seconds={k: round(v, 4) for k, v in engine.phase_seconds.items()},
-    )
-
-    weights = state.whole_state()[0] if finished else {}  # gathered on every rank when sharded
-
-    def write() -> None:
-        if finished:
-            final = run_dir / "final"
-            try:
-                final.mkdir(exist_ok=True)
-                ckpt.write_atomic({"model": weights}, final / "model.pt")
-            except OSError as error:
-                raise RunError(
-                    f"cannot write `{final / 'model.pt'}`: {_reason(error)}; {last_checkpoint(run_dir)}"
-                ) from None
-            config_json = {k: getattr(config, k) for k in config.__dataclass_fields__}
-            _write_text(final / "config.json", json.dumps(config_json, indent=2) + "\n")
-        _write_text(run_dir / "summary.json", dump_json(summary))
-
-    dist.on_main(engine.world, write, (RunError,))  # rank 0 writes
-    return summary
 
 
 def _read_info(run_dir: Path) -> RunInfo:
@@ -534,3 +374,9 @@ def load_for_resume(run_dir: Path) -> tuple[Schedule, str]:
     if result.schedule is None:
         raise RunError(f"the schedule in `{run_dir}` no longer validates", code=1)
     return result.schedule, text
+
+
+__all__ = [
+    "Interrupted", "NothingToDo", "RunError", "RunOptions", "RunResult", "apply_overrides", "execute", "finish",
+    "load_for_resume", "open_data", "open_device", "prepare", "schedule_hash", "write_checkpoint",
+]  # fmt: skip

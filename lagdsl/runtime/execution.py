@@ -1,0 +1,185 @@
+"""A run's lifetime once its engine is ready: `execute` runs it to the end (or `--max-steps`),
+turning SIGINT and SIGTERM into a checkpoint at a step boundary; `write_checkpoint` saves the
+engine's state atomically; `finish` writes `final/` and `summary.json`. `lagdsl.runtime.run` opens
+the run directory and builds the engine."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lagdsl.artifacts import CheckpointEvent, ShapeInfo, StoppedEvent, Summary, dump_json
+from lagdsl.lang.schedule import Schedule, Shape
+from lagdsl.runtime import checkpoint as ckpt
+from lagdsl.runtime import dist, sharded
+from lagdsl.runtime.engine import Engine, NonFiniteLoss
+from lagdsl.runtime.inputs import RunError
+from lagdsl.runtime.losses import ProbeDiverged
+
+
+class Interrupted(Exception):
+    """Stopped by a signal (SIGINT or SIGTERM) at a step boundary, with a checkpoint written."""
+
+    def __init__(self, checkpoint: Path, run_dir: Path, signum: int) -> None:
+        super().__init__("interrupted")
+        self.checkpoint, self.run_dir, self.signum = checkpoint, run_dir, signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM, as shells report them
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: Summary
+    finished: bool
+
+
+def write_checkpoint(engine: Engine, run_dir: Path, schedule: Schedule) -> Path:
+    """The engine's state, atomically, under `checkpoints/`, then its event; older ones beyond
+    `keep` pruned. A state whose weights are not finite is never written; a write that fails (a
+    full disk) leaves no file, no event, and every earlier checkpoint as it was."""
+    folder = run_dir / "checkpoints"
+    step, world = engine.step, engine.world
+    path = ckpt.checkpoint_path(folder, step, engine.pc, sharded=world.distributed)
+    state = engine.checkpoint_state()
+    if not engine.in_probe:
+        state["metrics_lines"] = engine.metrics.lines + 1  # the checkpoint event, written next
+        state["checkpoint_event"] = str(path.relative_to(run_dir))  # (unless a kill comes first)
+    if not all(bool(torch.isfinite(tensor).all()) for tensor in state["model"].values()):
+        raise NonFiniteLoss(engine.stage_name, step, math.nan, what="the weights became non-finite")
+    try:
+        if world.distributed:
+            sharded.save(state, path, world)  # every rank its part; complete or absent
+        else:
+            ckpt.write_atomic(state, path)
+    except OSError as error:
+        raise RunError(f"cannot write checkpoint `{path}`: {reason(error)}; {last_checkpoint(run_dir)}") from None
+    engine.metrics.write(CheckpointEvent(step=step, path=str(path.relative_to(run_dir))))
+    if world.main:
+        ckpt.prune(folder, schedule.checkpoint.keep, newest=path)
+    return path
+
+
+def last_checkpoint(run_dir: Path) -> str:
+    """Where a resumed run would start, for messages: the newest intact checkpoint."""
+    newest = ckpt.newest_intact(run_dir / "checkpoints")
+    if newest is None:
+        return "no checkpoint was written before it"
+    return f"the last good checkpoint is `{newest}` (resume with `lagdsl run --resume {run_dir}`)"
+
+
+def reason(error: OSError) -> str:
+    return error.strerror or str(error)
+
+
+def write_text(path: Path, text: str) -> None:
+    """`text` to `path` atomically: a failure (a full disk, no permission) leaves no partial file."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    from lagdsl.artifacts.atomic import write_bytes
+
+    try:
+        write_bytes(path, data)
+    except OSError as error:
+        raise RunError(f"cannot write `{path}`: {reason(error)}") from None
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def execute(engine: Engine, run_dir: Path) -> RunResult:
+    """Run to the end (or `--max-steps`). SIGINT (Ctrl-C) and SIGTERM (what job schedulers send)
+    stop it at the next step boundary with a checkpoint, raising `Interrupted`."""
+    schedule = engine.schedule
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        received.append(signum)
+        engine.interrupted = True  # the engine stops at the next step boundary
+        engine.terminated = engine.terminated or signum == signal.SIGTERM
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
+    try:
+        try:
+            finished = engine.run()
+        except KeyboardInterrupt:
+            path = write_checkpoint(engine, run_dir, schedule)
+            # a rank that got no signal stops as the others agreed: SIGTERM to any rank is 143 on all
+            signum = signal.SIGTERM if signal.SIGTERM in received else received[0] if received else engine.agreed_signal
+            raise Interrupted(path, run_dir, signum) from None
+        if not finished:  # stopped by --max-steps: a checkpoint, so that --resume goes on from here
+            write_checkpoint(engine, run_dir, schedule)
+        summary = finish(engine, run_dir, finished)
+    except NonFiniteLoss as error:  # no checkpoint is written of a state that is not finite
+        engine.metrics.write(StoppedEvent(step=error.step, stage=error.stage, reason=str(error)))
+        if isinstance(error, ProbeDiverged):  # a resume would probe the same candidates again
+            raise RunError(str(error), code=1) from None
+        raise RunError(f"{error}; {last_checkpoint(run_dir)}", code=1) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        engine.metrics.close()
+    return RunResult(run_dir, summary, finished)
+
+
+def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
+    """The summary (and, for a finished run, `final/`: the model and its config)."""
+    schedule, state = engine.schedule, engine.state
+    config = state.model.config
+    if state.last_eval is not None and state.last_eval[0] == state.step:
+        val = state.last_eval[1]  # the schedule's own evaluation at the last step
+    else:
+        val = engine.evaluate(state.model)  # under several ranks: every rank evaluates its share
+    elapsed = state.elapsed()
+    tokens = state.step * schedule.tokens_per_step
+    summary = Summary(
+        schedule=schedule.name,
+        finished=finished,
+        steps=state.step,
+        final_train_loss=state.last_loss,
+        final_val_loss=val,
+        tokens=tokens,
+        mainline_flops=state.mainline_flops,
+        probe_flops=state.probe_flops,
+        flops=state.flops,
+        scratch_flops=engine.cost.step_flops(  # the shape the run reached, from scratch, for its steps
+            Shape(depth=config.depth, width=config.width, heads=config.heads), state.step
+        ),
+        final_shape=ShapeInfo(depth=config.depth, width=config.width, heads=config.heads),
+        params=state.model.num_params(),
+        wall_seconds=round(elapsed, 3),
+        tokens_per_s=round(tokens / elapsed, 1) if elapsed > 0 else None,
+        winners=dict(state.winners),
+        phase_seconds={k: round(v, 4) for k, v in engine.phase_seconds.items()},
+    )
+
+    weights = state.whole_state()[0] if finished else {}  # gathered on every rank when sharded
+
+    def write() -> None:
+        if finished:
+            final = run_dir / "final"
+            try:
+                final.mkdir(exist_ok=True)
+                ckpt.write_atomic({"model": weights}, final / "model.pt")
+            except OSError as error:
+                raise RunError(
+                    f"cannot write `{final / 'model.pt'}`: {reason(error)}; {last_checkpoint(run_dir)}"
+                ) from None
+            config_json = {k: getattr(config, k) for k in config.__dataclass_fields__}
+            write_text(final / "config.json", json.dumps(config_json, indent=2) + "\n")
+        write_text(run_dir / "summary.json", dump_json(summary))
+
+    dist.on_main(engine.world, write, (RunError,))  # rank 0 writes
+    return summary
