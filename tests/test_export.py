@@ -299,3 +299,17 @@ def test_sample_takes_the_final_folder_and_refuses_another_runs_checkpoint(grown
     result = CliRunner().invoke(main, ["sample", str(grown), "--checkpoint", str(other), *greedy])
     assert result.exit_code == 2
     assert f"`{other}` is not a checkpoint of `{grown}`: its model (vocabulary 300" in result.stderr
+
+
+def test_a_prompt_file_that_is_not_utf8_is_bytes_to_a_byte_level_run(grown: Path, tmp_path: Path) -> None:
+    """A byte-level model reads any bytes: a Latin-1 prompt is its bytes, echoed as they are."""
+    raw = "def café(x):\n    return ".encode("latin-1")
+    (tmp_path / "prompt.txt").write_bytes(raw)
+    args = ["sample", str(grown), "--prompt-file", str(tmp_path / "prompt.txt"), "--temperature", "0"]
+    result = CliRunner().invoke(main, [*args, "--max-new-tokens", "6"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes.startswith(raw)
+    from lagdsl.text.tokenizer import byte_level, stream
+
+    expected = list(Generator(open_trained(grown).model()).stream(list(raw), 6, GREEDY))
+    assert result.stdout_bytes[len(raw) :].decode() == "".join(stream(byte_level(), iter(expected))) + "\n"

@@ -413,3 +413,14 @@ def test_a_sharded_checkpoint_saved_again_at_its_step_is_never_lost(
     sharded.save(state(3.0), path, dist.ONE)  # and saved again normally: replaced, nothing left aside
     assert torch.equal(ckpt.load(path)["model"]["w"], torch.full((3,), 3.0))
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+    # its temporary folders have names no one can foresee: a link planted under the name they once
+    # had (`.NAME.tmp`) is neither written through nor removed
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine")
+    (tmp_path / f".{path.name}.tmp").symlink_to(elsewhere, target_is_directory=True)
+    sharded.save(state(4.0), path, dist.ONE)
+    assert torch.equal(ckpt.load(path)["model"]["w"], torch.full((3,), 4.0))
+    assert [p.name for p in elsewhere.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, f".{path.name}.tmp"])

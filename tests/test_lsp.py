@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from pathlib import Path
@@ -214,3 +217,82 @@ def test_hover_explains_every_setting_and_statement_keyword() -> None:
     for word in ("operator", "pool", "stage", "repeat", *nav.STAGE_WORDS, *nav.PROBE_WORDS):
         found = nav.hover(f"{word} ", 0, 1)
         assert found is not None and found[0].startswith(f"`{word}"), word
+
+
+def _frame(message: dict[str, Any], length: int | str | None = None) -> bytes:
+    body = json.dumps(message).encode()
+    return f"Content-Length: {len(body) if length is None else length}\r\n\r\n".encode() + body
+
+
+def _replies(stream: Any, wanted: set[int], seconds: float = 30) -> dict[int, dict[str, Any]]:
+    """The responses with ids in `wanted`, read frame by frame from the server's stdout."""
+    found: dict[int, dict[str, Any]] = {}
+
+    def read() -> None:
+        while not wanted <= set(found):
+            header = stream.readline()
+            if not header:
+                return
+            if header.lower().startswith(b"content-length:"):
+                length = int(header.split(b":")[1])
+                while stream.readline().strip():
+                    pass
+                message = json.loads(stream.read(length))
+                if message.get("id") in wanted:
+                    found[message["id"]] = message
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(seconds)
+    return found
+
+
+def test_the_server_resynchronises_after_a_wrong_content_length(tmp_path: Path) -> None:
+    """A length too short, too long or not a number costs that message alone (answered with a parse
+    error where its id can be read), never the ones after it; a position outside the document is
+    an invalid-params error, not silence."""
+    uri = from_fs_path(str(tmp_path / "demo.grow"))
+
+    def hover(number: int, line: int = 5, character: int = 18) -> dict[str, Any]:
+        params = {"textDocument": {"uri": uri}, "position": {"line": line, "character": character}}
+        return {"jsonrpc": "2.0", "id": number, "method": "textDocument/hover", "params": params}
+
+    document = {"uri": uri, "languageId": "grow", "version": 1, "text": TEXT}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lagdsl", "lsp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert server.stdin is not None and server.stdout is not None and server.stderr is not None
+    try:
+        start = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}
+        server.stdin.write(_frame(start))
+        server.stdin.write(_frame({"jsonrpc": "2.0", "method": "initialized", "params": {}}))
+        opened = {"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": document}}
+        server.stdin.write(_frame(opened))
+        server.stdin.write(_frame(hover(2), 60))  # too short: its id is read, the rest skipped
+        server.stdin.write(_frame(hover(3)))
+        server.stdin.write(_frame(hover(4), "abc"))
+        server.stdin.write(_frame(hover(5)))
+        server.stdin.write(_frame(hover(6), len(json.dumps(hover(6))) + 40))  # too long: runs into the next
+        server.stdin.write(_frame(hover(7)))
+        server.stdin.write(_frame(hover(8, line=999)))
+        server.stdin.write(_frame(hover(9, line=5, character=500)))
+        server.stdin.flush()
+        wanted = {1, 2, 3, 5, 6, 7, 8, 9}  # 4's length is not a number: its id cannot be known
+        replies = _replies(server.stdout, wanted)
+        assert set(replies) == wanted, f"no reply to {sorted(wanted - set(replies))}"
+        assert replies[2]["error"]["code"] == -32700  # parse error: its 60 bytes are not whole JSON
+        for number in (3, 5, 6, 7):
+            assert "copy_top" in replies[number]["result"]["contents"]["value"]
+        for number in (8, 9):
+            error = replies[number]["error"]
+            assert error["code"] == -32602 and "outside the document" in error["message"]
+        server.stdin.write(_frame({"jsonrpc": "2.0", "id": 10, "method": "shutdown"}))
+        server.stdin.write(_frame({"jsonrpc": "2.0", "method": "exit"}))
+        server.stdin.close()
+        assert server.wait(30) == 0
+        said = server.stderr.read().decode()
+        assert "Content-Length `abc`, not a number" in said and "Content-Length 60" in said
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

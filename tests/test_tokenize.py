@@ -271,6 +271,13 @@ def test_a_tokenizer_run_exports_and_samples_with_its_tokenizer(project: Path) -
     )
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("def ") and len(result.stdout) > len("def \n")
+    (project / "latin1.txt").write_bytes("café".encode("latin-1"))  # not UTF-8: this tokenizer reads text
+    refused = CliRunner().invoke(main, ["sample", str(project / "run"), "--prompt-file", str(project / "latin1.txt")])
+    assert refused.exit_code == 2
+    assert refused.stderr == (
+        f"error: `{project / 'latin1.txt'}` is not UTF-8 text (byte 3), and this run's tokenizer reads text: "
+        "convert the prompt to UTF-8\n"
+    )
 
 
 def test_validate_with_a_tokenizer_and_tokenize_never_import_torch(project: Path) -> None:
@@ -324,6 +331,29 @@ def test_processes_that_need_one_corpus_at_once_tokenize_it_once(
         both = list(pool.map(lambda _: encode.encode_corpus(files, tokenizer, progress=False), range(2)))
     assert len(calls) == 1 and sorted(e.cached for e in both) == [False, True]
     assert both[0].tokens.tolist() == both[1].tokens.tolist()
+
+
+def test_a_file_system_without_file_locks_still_tokenizes_and_caches(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some NFS and Lustre mounts refuse `flock` (ENOLCK): the cache does without the lock (each
+    process tokenizes into its own temporary folder, the first rename wins), never a traceback."""
+    import errno
+    import fcntl
+
+    monkeypatch.setenv("LAGDSL_CACHE", str(project / "cache"))
+
+    def no_locks(fd: object, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    tokenizer = Tokenizer.from_file(str(project / "tokenizer.json"))
+    files = sorted((project / "corpus").glob("*.txt"))
+    with ThreadPoolExecutor(2) as pool:
+        both = list(pool.map(lambda _: encode.encode_corpus(files, tokenizer, progress=False), range(2)))
+    assert both[0].tokens.tolist() == both[1].tokens.tolist() != []
+    assert encode.encode_corpus(files, tokenizer, progress=False).cached
+    assert [p.name for p in (project / "cache" / "tokens").iterdir() if p.name.endswith(".tmp")] == []
 
 
 def test_a_damaged_cache_entry_is_tokenized_again(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -179,12 +179,17 @@ def sample(
     """Generate text from a run's model, streaming it (a key/value cache keeps each token cheap)."""
     if prompt is not None and prompt_file is not None:
         raise click.UsageError("give --prompt or --prompt-file, not both")
+    raw: bytes | None = None  # a prompt file that is not UTF-8: bytes, for a byte-level run
     if prompt_file is not None:
         try:
-            prompt = prompt_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            click.echo(f"error: cannot read `{prompt_file}`: {error}", err=True)
+            raw = prompt_file.read_bytes()
+            prompt, raw = raw.decode("utf-8"), None
+        except OSError as error:
+            click.echo(f"error: cannot read `{prompt_file}`: {error.strerror or error}", err=True)
             ctx.exit(EXIT_USAGE)
+        except UnicodeDecodeError as error:
+            prompt = None
+            bad = f"`{prompt_file}` is not UTF-8 text (byte {error.start})"
     text = prompt or "\n"
     import torch
 
@@ -197,7 +202,10 @@ def sample(
     if the_device.startswith("cuda") and not torch.cuda.is_available():
         click.echo(f"error: device `{the_device}` is not available here: no CUDA device (use --device cpu)", err=True)
         ctx.exit(EXIT_USAGE)
-    ids = encoder.encode(text, add_special_tokens=False).ids
+    if raw is not None and not tok.is_byte_level(encoder):
+        click.echo(f"error: {bad}, and this run's tokenizer reads text: convert the prompt to UTF-8", err=True)
+        ctx.exit(EXIT_USAGE)
+    ids = list(raw) if raw is not None else encoder.encode(text, add_special_tokens=False).ids
     if not ids:
         raise click.UsageError("the prompt encodes to no tokens: give some text")
     if len(ids) > trained.config.context:
@@ -213,7 +221,11 @@ def sample(
     for index in range(num_samples):
         if index:
             click.echo("\n" + "-" * 40)
-        if not hide_prompt:
+        if not hide_prompt and raw is not None:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(raw)  # the prompt's own bytes, as a byte-level run reads them
+            sys.stdout.buffer.flush()
+        elif not hide_prompt:
             click.echo(text, nl=False)
         tokens = generator.stream(ids, max_new_tokens, sampling, draws, stop)
         for piece in tok.stream(encoder, tokens):

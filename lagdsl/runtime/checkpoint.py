@@ -127,11 +127,11 @@ def checkpoint_path(folder: Path, step: int, pc: int, sharded: bool = False) -> 
 
 def list_checkpoints(folder: Path) -> list[Path]:
     """The checkpoints in `folder` (files of one process, folders of several ranks), oldest first.
-    A folder set aside while the same step was saved again (`.NAME.old`), whose replacement never
-    arrived (a crash between the two renames), is put back first."""
-    for aside in folder.glob(f".{PREFIX}*.dcp.old"):
-        original = aside.with_name(aside.name[1:].removesuffix(".old"))
-        if not original.exists():
+    A folder set aside while the same step was saved again (`.NAME.XXXXXXXX.old`), whose
+    replacement never arrived (a crash between the two renames), is put back first."""
+    for aside in folder.glob(f".{PREFIX}*.dcp.*.old"):
+        original = aside.with_name(aside.name[1:].rsplit(".", 2)[0])
+        if original.suffix == ".dcp" and not original.exists() and not aside.is_symlink():
             with contextlib.suppress(OSError):
                 os.replace(aside, original)
     return sorted(p for p in folder.glob(f"{PREFIX}*") if p.suffix in (".pt", ".dcp"))

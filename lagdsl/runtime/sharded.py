@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -47,13 +48,13 @@ class ShardedError(Exception):
 def save(state: StateDict, path: Path, world: dist.World) -> None:
     """`state` (a `TrainState` state dict, the same on every rank) written to the folder `path`
     by all ranks together; it appears complete or not at all. Collective: every rank calls it."""
-    temporary = path.with_name(f".{path.name}.tmp")
     tensors, rest = _split(state)
     error: BaseException | None = None
+    temporary = path  # until rank 0 has made the folder
     try:
-        if world.main:
-            shutil.rmtree(temporary, ignore_errors=True)
-        dist.barrier()
+        # a new folder of a name no one can foresee (mkdtemp), made by rank 0 and named to the others;
+        # what a crashed save of this checkpoint left is removed first (the run's lock is ours)
+        temporary = Path(dist.on_main(world, lambda: _fresh_folder(path), (OSError,)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # DCP's notes on single-process use and overwriting
             dcp.save(tensors, checkpoint_id=str(temporary), no_dist=not dist.active())
@@ -61,7 +62,7 @@ def save(state: StateDict, path: Path, world: dist.World) -> None:
         error = caught
     failed = dist.any_rank(error is not None, torch.device("cpu"))
     if failed:
-        if world.main:
+        if world.main and temporary != path:
             shutil.rmtree(temporary, ignore_errors=True)
         if error is not None:
             raise error
@@ -74,9 +75,8 @@ def save(state: StateDict, path: Path, world: dist.World) -> None:
             _write_synced(temporary / MANIFEST, json.dumps(digests, indent=1, sort_keys=True) + "\n")
             if path.exists():  # the same step saved again (SIGTERM right after a periodic checkpoint):
                 # the old folder goes aside first and is deleted only once the new one is in place
-                aside = path.with_name(f".{path.name}.old")
-                shutil.rmtree(aside, ignore_errors=True)
-                os.replace(path, aside)
+                aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, aside)  # onto the empty folder mkdtemp made
                 os.replace(temporary, path)
                 _fsync_dir(path.parent)
                 shutil.rmtree(aside, ignore_errors=True)
@@ -88,6 +88,13 @@ def save(state: StateDict, path: Path, world: dist.World) -> None:
             raise
 
     dist.on_main(world, finish, (OSError,))
+
+
+def _fresh_folder(path: Path) -> str:
+    for left in path.parent.glob(f".{path.name}.*"):
+        if left.suffix in (".tmp", ".old") and left.is_dir() and not left.is_symlink():
+            shutil.rmtree(left, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
 
 
 def verify(path: Path) -> None:

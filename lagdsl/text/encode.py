@@ -16,6 +16,7 @@ An entry is written into a temporary folder and renamed: it is complete or absen
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 PIECE = 1 << 20  # a text file's piece: large enough to be cheap to hand out, small enough to spread
 BATCH_BYTES = 16 << 20  # text per `encode_batch` call
 CACHE_VERSION = 1
+
+#: what `flock` raises where the file system has no such locks
+_NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
 class EncodeError(Exception):
@@ -238,7 +242,8 @@ def encode_corpus(files: list[Path], tokenizer: Tokenizer, field: str | None = N
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
     """An exclusive lock on `folder`'s entry among processes of this machine (none where the
-    system has no `fcntl`: then several processes may tokenize, and the first rename wins)."""
+    system has no `fcntl` or the file system no `flock`: then several processes may tokenize,
+    each into its own temporary folder, and the first rename wins)."""
     try:
         import fcntl
     except ImportError:  # not a POSIX system
@@ -252,7 +257,16 @@ def _locked(folder: Path) -> Iterator[None]:
     except OSError as error:
         raise EncodeError(f"cannot write the token cache in `{folder.parent}`: {error.strerror or error}") from None
     with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:
+            if error.errno not in _NO_FLOCK:
+                reason = error.strerror or error
+                raise EncodeError(f"cannot lock the token cache in `{folder.parent}`: {reason}") from None
+            # a file system without file locks (some NFS and Lustre mounts): each process tokenizes
+            # into its own temporary folder and the first rename wins, as without fcntl
+            yield
+            return
         try:
             yield
         finally:

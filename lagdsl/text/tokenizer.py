@@ -66,6 +66,11 @@ def byte_level_json() -> str:
     return _byte_level_json()
 
 
+def is_byte_level(tokenizer: Tokenizer) -> bool:
+    """Whether `tokenizer` is `byte_level()` (token i is byte i: any bytes are a text)."""
+    return tokenizer.to_str() == byte_level().to_str()
+
+
 def load(path: Path) -> Tokenizer:
     """The tokenizer in `path` (a `tokenizer.json` as `tokenizers` writes it)."""
     from tokenizers import Tokenizer
