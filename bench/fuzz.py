@@ -87,6 +87,7 @@ VALUES: dict[str, list[str]] = {
     "float": ["0.0", "0.001", "0.1", "0.5", "1.0", "3e-4", "-1.0", "1e30", "0.95", "nan_like"],
     "bool": ["true", "false", "1"],
     "str": ['"corpus/*.txt"', '"x"', '""', '"models/none"', "bare"],
+    "files": ['"train.bin"', '["a.bin", "b.bin"]', '["shards/*.bin"]', "[]", "[1]", '"none/*.bin"'],
     "duration": ["0 steps", "1 step", "2 steps", "10 steps", "64 tokens", "10%", "100%", "1000000 steps"],
     "pair": ["(0.9, 0.95)", "(0.9)", "(1, 2, 3)", "(-1, 2)"],
     "ranges": ["[[0, 1], [0, 2]]", "[[0, 2]]", "[]", "[[2, 1]]", "[[0, 100]]", "[0, 1]"],

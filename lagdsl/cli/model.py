@@ -264,7 +264,7 @@ Exit codes: 0 ok, 2 unreadable input, a bad tokenizer or a line without the fiel
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--tokenizer", "tokenizer_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder.")
-@click.option("--field", help="JSON Lines: the field that holds each line's text [text for .jsonl files].")
+@click.option("--field", help="JSON Lines, Parquet: the field (column) that holds each document's text [text].")
 @click.option("--val", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--force", is_flag=True, help="Replace a non-empty folder that is not an earlier tokenize output.")
@@ -279,25 +279,26 @@ def tokenize(
     quiet: bool,
     force: bool,
 ) -> None:
-    """Tokenize text or JSON Lines files ahead of a run, into the files `tokens(...)` reads."""
+    """Tokenize text, JSON Lines or Parquet files ahead of a run, into the files `tokens(...)` reads."""
     from lagdsl.text import encode
     from lagdsl.text import tokenizer as tok
 
     files = list(inputs)
-    jsonl = [p.suffix == ".jsonl" for p in files]
-    if any(jsonl) and not all(jsonl):
-        raise click.UsageError("give text files or .jsonl files, not both in one corpus")
-    if all(jsonl) and field is None:
+    kinds = {"jsonl" if p.suffix == ".jsonl" else "parquet" if p.suffix == ".parquet" else "text" for p in files}
+    if len(kinds) > 1:
+        raise click.UsageError("give text files, .jsonl files or .parquet files, not several kinds in one corpus")
+    (kind,) = kinds
+    if kind != "text" and field is None:
         field = "text"
-    if not all(jsonl) and field is not None:
-        raise click.UsageError("--field is for .jsonl files")
+    if kind == "text" and field is not None:
+        raise click.UsageError("--field is for .jsonl and .parquet files")
     from lagdsl.artifacts.folders import FolderError, only, replacing
 
     ours = only(lambda name: name in encode.TOKENIZE_FILES)
     try:
         tokenizer = tok.load(tokenizer_file)
         with replacing(output, command="tokenize", ours=ours, force=force) as folder:
-            meta = encode.tokenize_to(files, tokenizer, field, folder, val, progress=not quiet)
+            meta = encode.tokenize_to(files, tokenizer, field, folder, val, progress=not quiet, kind=kind)
     except (tok.TokenizerError, encode.EncodeError, FolderError) as error:
         click.echo(f"error: {error}", err=True)
         ctx.exit(EXIT_USAGE)

@@ -26,6 +26,7 @@ from lagdsl.lang.schedule import (
     JsonlData,
     LRSpec,
     ModelSpec,
+    ParquetData,
     PretrainedCall,
     ProbeSpec,
     Schedule,
@@ -407,6 +408,7 @@ DATA: dict[str, Signature] = {
     "stdlib": Signature.of("stdlib", StdlibData),
     "text": Signature.of("text", TextData, positional=("glob",)),
     "jsonl": Signature.of("jsonl", JsonlData, positional=("glob",)),
+    "parquet": Signature.of("parquet", ParquetData, positional=("glob",)),
     "tokens": Signature.of("tokens", TokensData, positional=("train",)),
 }
 

@@ -23,7 +23,7 @@ from lagdsl.lang import syntax as ast
 from lagdsl.lang.diagnostics import Diagnostic, did_you_mean, one_of
 from lagdsl.lang.schedule import Written
 
-Kind = Literal["int", "float", "bool", "str", "choice", "duration", "pair", "ranges"]
+Kind = Literal["int", "float", "bool", "str", "files", "choice", "duration", "pair", "ranges"]
 
 
 class _Required:
@@ -61,6 +61,7 @@ class Param:
             "float": "a number",
             "bool": "`true` or `false`",
             "str": "a string",
+            "files": 'a file name or glob, or a list of them, such as `"train.bin"` or `["a.bin", "b.bin"]`',
             "duration": "a duration such as `100 steps`",
             "pair": "a pair of numbers such as `(0.9, 0.95)`",
             "ranges": "a list of layer ranges such as `[[0, 24], [8, 32]]`",
@@ -125,6 +126,8 @@ def _kind(annotation: Any, written: Written) -> tuple[Kind, tuple[str, ...], dic
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
+        if set(rest) == {str, tuple[str, ...]}:
+            return "files", (), {}
         if len(rest) == 1:
             return _kind(rest[0], written)
     if origin is Literal:
@@ -287,6 +290,12 @@ def coerce(param: Param, value: ast.Value, owner: str | None) -> tuple[object | 
         return None, wrong_type()
     if kind == "str":
         return (value.value, None) if isinstance(value, ast.String) else (None, wrong_type())
+    if kind == "files":
+        if isinstance(value, ast.String):
+            return value.value, None
+        if isinstance(value, ast.List) and value.items and all(isinstance(v, ast.String) for v in value.items):
+            return tuple(v.value for v in value.items if isinstance(v, ast.String)), None
+        return None, wrong_type()
     if kind == "choice":
         word = value.value if isinstance(value, (ast.Name, ast.String)) else None
         if word in param.choices:

@@ -178,18 +178,38 @@ class JsonlData(_Frozen):
     tokenizer: _TOKENIZER = None
 
 
+class ParquetData(_Frozen):
+    """Parquet files (as most Hub datasets ship), one document per row in a text column, read a row
+    group at a time: as bytes, or as a tokenizer's tokens."""
+
+    kind: Literal["parquet"] = "parquet"
+    glob: Annotated[str, Field(description='the files, as a glob such as `"data/*.parquet"`')]
+    column: Annotated[str, Field(description='the column that holds each row\'s text, such as `"text"`')] = "text"
+    val: _VAL = 0.05
+    tokenizer: _TOKENIZER = None
+
+
+#: token files: a name or a glob, or a list of them, read in order as one array
+TokenFiles = str | tuple[str, ...]
+
+
 class TokensData(_Frozen):
-    """Pre-tokenized memory-mapped arrays (nanoGPT's format)."""
+    """Pre-tokenized memory-mapped arrays (nanoGPT's format): one file, or shards read as one."""
 
     kind: Literal["tokens"] = "tokens"
-    train: Annotated[str, Field(description='the training tokens, such as `"train.bin"`')]
-    val: str | None = None
+    train: Annotated[
+        TokenFiles,
+        Field(description='the training tokens, such as `"train.bin"`, `"shards/train-*.bin"` or `["a.bin", "b.bin"]`'),
+    ]
+    val: Annotated[TokenFiles | None, Field(description="the validation tokens, as `train` (default: its last 5%)")] = (
+        None
+    )
     dtype: Literal["uint16", "uint32"] = "uint16"
     #: the tokenizer that made the tokens: it fixes `vocab=auto`, and exports and samples use it
     tokenizer: _TOKENIZER = None
 
 
-DataSpec = Annotated[StdlibData | TextData | JsonlData | TokensData, Field(discriminator="kind")]
+DataSpec = Annotated[StdlibData | TextData | JsonlData | ParquetData | TokensData, Field(discriminator="kind")]
 
 _LR = Annotated[float, Field(gt=0.0, description="a learning rate such as `3e-4`")]
 _CLIP = Annotated[float, Field(ge=0.0, description="the gradient-norm clip; `0` turns clipping off")]

@@ -2,13 +2,19 @@
 
 - `stdlib()`: the running Python's standard-library `.py` files (site-packages excluded), sorted
   by path, read as bytes and joined with a newline: vocabulary 256, no download.
-- `text("glob")`: UTF-8 text files matching the glob (relative to the schedule's folder), sorted,
-  as bytes; with `tokenizer=`, as that tokenizer's tokens (`lagdsl.text.encode`: tokenized once,
-  in parallel, and cached).
+- `text("glob")`: text files matching the glob (relative to the schedule's folder), sorted, as
+  bytes; with `tokenizer=`, as that tokenizer's tokens.
 - `jsonl("glob", field="text")`: the `field` of each line of JSON Lines files, as bytes (documents
   joined with a newline) or, with `tokenizer=`, as tokens.
+- `parquet("glob", column="text")`: the `column` of each row of Parquet files, likewise.
 - `tokens("train.bin", val="val.bin", dtype=uint16)`: memory-mapped token arrays in nanoGPT's
-  format; without `val`, the last 5% of train is held out.
+  format, each a file, a glob or a list of them (shards read in order as one array, never joined
+  in memory); without `val`, the last 5% of train is held out.
+
+Every corpus but `tokens(...)` is read once as a stream into the token cache (`lagdsl.text.encode`:
+bytes or a tokenizer's tokens, written a block at a time) and memory-mapped from there, so a
+process's memory is bounded by a read block, not by the corpus, and the ranks of a machine share
+one copy in the page cache.
 
 The batch of mainline step t, micro-step m is a pure function of (seed, t, m): random windows drawn
 from a generator seeded with exactly those numbers. Validation batches are fixed: eval batch i
@@ -31,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from lagdsl.lang.schedule import DataSpec, JsonlData, StdlibData, TextData, TokensData
+from lagdsl.lang.schedule import DataSpec, JsonlData, ParquetData, StdlibData, TextData, TokenFiles, TokensData
 from lagdsl.text import encode
 from lagdsl.text import tokenizer as tok
 
@@ -45,10 +51,44 @@ class DataError(Exception):
     """Data that cannot be used: missing, empty or too short. The message is one line for the user."""
 
 
+class Joined:
+    """Token files read as one array without joining them: a slice is a view of the files it
+    spans, read (copied) only when a window turns it into an array (`np.asarray`)."""
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        self.parts = [part for part in parts if len(part)]
+        self.starts = np.cumsum([0] + [len(part) for part in self.parts])
+        self.dtype = parts[0].dtype if parts else np.dtype(np.uint16)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, key: slice) -> Joined:
+        start, stop, step = key.indices(len(self))
+        assert step == 1, "token files are read in windows"
+        pieces = []
+        for part, first in zip(self.parts, self.starts[:-1], strict=True):
+            a, b = max(start - first, 0), min(stop - first, len(part))
+            if a < b:
+                pieces.append(part[a:b])
+        return Joined(pieces)
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        whole = np.concatenate(self.parts) if self.parts else np.zeros(0, self.dtype)
+        return whole if dtype is None else whole.astype(dtype)
+
+    def max(self, initial: int = 0) -> int:
+        return max((int(part.max(initial=initial)) for part in self.parts), default=initial)
+
+
+#: what a corpus's tokens are: one array (a memory map), or token files read as one
+Tokens = np.ndarray | Joined
+
+
 @dataclass(frozen=True)
 class Corpus:
-    train: np.ndarray
-    val: np.ndarray
+    train: Tokens
+    val: Tokens
     vocab: int
     fingerprint: str  # SHA-256 of what was read
     description: str
@@ -69,26 +109,6 @@ def stdlib_files() -> list[Path]:
     return sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts and "dist-packages" not in p.parts)
 
 
-def _bytes_corpus(files: list[Path], val: float, what: str) -> Corpus:
-    if not files:
-        raise DataError(f"no files found for {what}")
-    digest = hashlib.sha256()
-    parts = []
-    for path in files:
-        try:
-            content = path.read_bytes()
-        except OSError as error:
-            raise DataError(f"cannot read `{path}`: {error.strerror or error}") from None
-        parts.append(content)
-        digest.update(str(path.name).encode() + b"\0" + content)
-    data = np.frombuffer(b"\n".join(parts), dtype=np.uint8)
-    if len(data) == 0:
-        raise DataError(f"{what} is empty")
-    split = int(len(data) * (1 - val))
-    description = f"{what}: {len(files):,} files, {len(data):,} bytes"
-    return Corpus(data[:split], data[split:], 256, digest.hexdigest(), description)
-
-
 def _split(tokens: np.ndarray, val: float, vocab: int, fingerprint: str, description: str) -> Corpus:
     if len(tokens) == 0:
         raise DataError(f"{description.split(':')[0]} is empty")
@@ -107,25 +127,31 @@ def _tokenizer(name: str, base: Path) -> Tokenizer:
         raise DataError(str(error)) from None
 
 
-def _encoded(
-    files: list[Path], spec: StdlibData | TextData | JsonlData, what: str, base: Path, progress: bool
+def _cached(
+    files: list[Path], spec: StdlibData | TextData | JsonlData | ParquetData, what: str, base: Path, progress: bool
 ) -> Corpus:
-    """The files as tokens of the spec's tokenizer (from the cache when it holds them)."""
-    assert spec.tokenizer is not None
+    """The files as bytes, or as tokens of the spec's tokenizer: read once into the token cache
+    (streamed) and memory-mapped from there."""
+    if not files:
+        raise DataError(f"no files found for {what}")
+    tokenizer = _tokenizer(spec.tokenizer, base) if spec.tokenizer is not None else None
+    field = spec.field if isinstance(spec, JsonlData) else spec.column if isinstance(spec, ParquetData) else None
+    kind = "parquet" if isinstance(spec, ParquetData) else "jsonl" if isinstance(spec, JsonlData) else "text"
     try:
-        encoded = encode.encode_corpus(
-            files, _tokenizer(spec.tokenizer, base), spec.field if isinstance(spec, JsonlData) else None, progress
-        )
+        encoded = encode.encode_corpus(files, tokenizer, field, progress, kind)
     except encode.EncodeError as error:
         raise DataError(str(error)) from None
-    description = (
-        f"{what}, tokenizer {spec.tokenizer}: {len(files):,} files, {encoded.documents:,} documents, "
-        f"{len(encoded.tokens):,} tokens"
-    )
+    if tokenizer is None:
+        description = f"{what}: {len(files):,} files, {len(encoded.tokens):,} bytes"
+    else:
+        description = (
+            f"{what}, tokenizer {spec.tokenizer}: {len(files):,} files, {encoded.documents:,} documents, "
+            f"{len(encoded.tokens):,} tokens"
+        )
     return _split(encoded.tokens, spec.val, encoded.vocab, encoded.fingerprint, description)
 
 
-def _files(spec: TextData | JsonlData, base: Path) -> tuple[list[Path], str]:
+def _files(spec: TextData | JsonlData | ParquetData, base: Path) -> tuple[list[Path], str]:
     what = f'{spec.kind}("{spec.glob}")'
     pattern = spec.glob if Path(spec.glob).is_absolute() else str(base / spec.glob)
     files = matching(pattern)
@@ -176,63 +202,71 @@ def load_corpus(spec: DataSpec, base: Path, progress: bool = True) -> Corpus:
     """Read the schedule's data; relative paths are taken from `base` (the schedule's folder).
     `progress`: show a progress bar on stderr while tokenizing."""
     if isinstance(spec, StdlibData):
-        if spec.tokenizer is not None:
-            return _encoded(stdlib_files(), spec, "the standard library's source", base, progress)
-        return _bytes_corpus(stdlib_files(), spec.val, "the standard library's source")
-    if isinstance(spec, (TextData, JsonlData)):
+        return _cached(stdlib_files(), spec, "the standard library's source", base, progress)
+    if isinstance(spec, (TextData, JsonlData, ParquetData)):
         files, what = _files(spec, base)
-        if spec.tokenizer is not None:
-            return _encoded(files, spec, what, base, progress)
-        if isinstance(spec, TextData):
-            return _bytes_corpus(files, spec.val, what)
-        digest = hashlib.sha256(f"jsonl\0{spec.field}\0".encode())
-        try:
-            text = "\n".join(encode.documents(files, spec.field, digest)).encode()
-        except encode.EncodeError as error:
-            raise DataError(str(error)) from None
-        data = np.frombuffer(text, dtype=np.uint8)
-        return _split(data, spec.val, 256, digest.hexdigest(), f"{what}: {len(files):,} files, {len(data):,} bytes")
+        return _cached(files, spec, what, base, progress)
     assert isinstance(spec, TokensData)
     dtype = np.dtype(spec.dtype)
-
-    def open_tokens(name: str) -> np.ndarray:
-        path = Path(name) if Path(name).is_absolute() else base / name
-        if not path.is_file():
-            raise DataError(f"token file `{path}` does not exist")
-        size = path.stat().st_size
-        if size < dtype.itemsize:
-            raise DataError(f"token file `{path}` is empty")
-        if size % dtype.itemsize:
-            raise DataError(
-                f"token file `{path}` has {size:,} bytes, not a whole number of {spec.dtype} tokens "
-                f"({dtype.itemsize} bytes each): is `dtype` right, or is the file cut short?"
-            )
-        try:
-            return np.memmap(path, dtype=dtype, mode="r")
-        except OSError as error:
-            raise DataError(f"token file `{path}` cannot be read: {error.strerror or error}") from None
-
-    train = open_tokens(spec.train)
+    train = _token_files(spec.train, dtype, base)
     if spec.val is not None:
-        val = open_tokens(spec.val)
+        val = _token_files(spec.val, dtype, base)
     else:
         split = int(len(train) * 0.95)
         train, val = train[:split], train[split:]
     digest, before = hashlib.sha256(), hashlib.sha256()
     for part in (train, val):
-        digest.update(_sampled(part))
+        for piece in part.parts if isinstance(part, Joined) else [part]:
+            digest.update(_sampled(piece))
         digest.update(str(len(part)).encode())
-        # what earlier versions hashed (the first 2^20 tokens), so that their runs still resume
-        before.update(np.ascontiguousarray(part[: 1 << 20]).tobytes())
-        before.update(str(len(part)).encode())
+        if not isinstance(part, Joined):
+            # what earlier versions hashed (the first 2^20 tokens), so that their runs still resume
+            before.update(np.ascontiguousarray(part[: 1 << 20]).tobytes())
+            before.update(str(len(part)).encode())
     vocab = int(max(train.max(initial=0), val.max(initial=0))) + 1
     if spec.tokenizer is not None:
         size = tok.vocab_size(_tokenizer(spec.tokenizer, base))
         if vocab > size:
             raise DataError(f"the tokens go up to id {vocab - 1}, beyond the tokenizer's {size}: is it the one?")
         vocab = size
-    description = f"tokens: {len(train):,} train, {len(val):,} validation"
-    return Corpus(train, val, vocab, digest.hexdigest(), description, earlier=(before.hexdigest(),))
+    shards = "" if not isinstance(train, Joined) else f" ({len(train.parts):,} train files)"
+    description = f"tokens: {len(train):,} train, {len(val):,} validation{shards}"
+    earlier = () if isinstance(train, Joined) or isinstance(val, Joined) else (before.hexdigest(),)
+    return Corpus(train, val, vocab, digest.hexdigest(), description, earlier=earlier)
+
+
+def _token_files(names: TokenFiles, dtype: np.dtype, base: Path) -> Tokens:
+    """The token file, or the files a glob or a list names (in their order; a glob's sorted), as
+    one array: a memory map of one file, a `Joined` of several."""
+    paths: list[Path] = []
+    for name in (names,) if isinstance(names, str) else names:
+        path = _path(name, base)
+        if globbing.has_magic(name):
+            found = matching(str(path))
+            if not found:
+                raise DataError(f"no token files match `{name}` (looked in {base})")
+            paths += found
+        else:
+            paths.append(path)
+    arrays = [_open_tokens(path, dtype) for path in paths]
+    return arrays[0] if isinstance(names, str) and len(arrays) == 1 else Joined(arrays)
+
+
+def _open_tokens(path: Path, dtype: np.dtype) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"token file `{path}` does not exist")
+    size = path.stat().st_size
+    if size < dtype.itemsize:
+        raise DataError(f"token file `{path}` is empty")
+    if size % dtype.itemsize:
+        raise DataError(
+            f"token file `{path}` has {size:,} bytes, not a whole number of {dtype.name} tokens "
+            f"({dtype.itemsize} bytes each): is `dtype` right, or is the file cut short?"
+        )
+    try:
+        return np.memmap(path, dtype=dtype, mode="r")
+    except OSError as error:
+        raise DataError(f"token file `{path}` cannot be read: {error.strerror or error}") from None
 
 
 #: what a token file's fingerprint reads: its first and last MiB and this many blocks between
@@ -276,7 +310,7 @@ class Batches:
         self.shard = shard
 
     def _windows(
-        self, data: np.ndarray, rng: np.random.Generator, shard: Shard | None
+        self, data: Tokens, rng: np.random.Generator, shard: Shard | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         shard = shard or self.shard
         starts = rng.integers(0, len(data) - self.context - 1, size=self.batch)  # the global batch

@@ -91,6 +91,7 @@ def save(state: StateDict, path: Path, world: dist.World) -> None:
 
 
 def _fresh_folder(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
     for left in path.parent.glob(f".{path.name}.*"):
         if left.suffix in (".tmp", ".old") and left.is_dir() and not left.is_symlink():
             shutil.rmtree(left, ignore_errors=True)

@@ -1,23 +1,31 @@
-"""Corpora of text to tokens: read once, tokenized in parallel, cached as a memory-mapped file.
+"""Corpora to tokens: read once as a stream, tokenized in parallel, cached as a memory-mapped file.
 
-A corpus is a list of files: text files (each a document; one over `PIECE` bytes is cut into pieces
-at line ends, so that every core has work) or JSON Lines files (each line an object whose `field`
-is a document). Documents are tokenized in batches by `tokenizers` (`encode_batch_fast`, which runs
-across all cores) and joined with the tokenizer's end-of-text token (its encoding of a newline
-when it has none), as byte corpora join files with a newline.
+A corpus is a list of files of one kind: text files (each a document; one over `PIECE` characters
+is cut into pieces at line ends, so that every core has work), JSON Lines files (each line an
+object whose `field` is a document) or Parquet files (each row's `field` column a document, read a
+row group at a time; `pyarrow`). Files are read in blocks, a line or a row group at a time: memory
+is bounded by a piece and a batch, never by a file or the corpus. Documents are tokenized in
+batches by `tokenizers` (`encode_batch_fast`, which runs across all cores) and joined with the
+tokenizer's end-of-text token (its encoding of a newline when it has none). Without a tokenizer
+the corpus is bytes (token i is byte i): text files joined with a newline, as they are (any
+bytes), or the documents of JSON Lines and Parquet files as UTF-8 joined with a newline.
 
 The cache (`cache_root()/tokens/<key>/`: `tokens.bin` and `meta.json`) is keyed by the tokenizer's
-contents, the field, and each file's path, size and modification time, so a second run or a resume
-opens the tokens at once, and a file edited since is tokenized again. `meta.json` holds the
-fingerprint of what was read (the files' names and bytes, and the tokenizer), which runs record.
-An entry is written into a temporary folder and renamed: it is complete or absent.
+contents (or "bytes"), the kind and field, and each file's path, size, modification and change
+times and inode, so a second run, a resume, or the other ranks of a machine open the tokens at
+once (memory-mapped: the page cache holds them once for all), and a file edited since is read
+again. `meta.json` holds the fingerprint of what was read (the files' names and bytes, and the
+tokenizer), which runs record. An entry is written into a temporary folder and renamed: it is
+complete or absent.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -27,7 +35,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import numpy as np
 
@@ -37,8 +45,13 @@ if TYPE_CHECKING:
     from tokenizers import Encoding, Tokenizer
 
 PIECE = 1 << 20  # a text file's piece: large enough to be cheap to hand out, small enough to spread
-BATCH_BYTES = 16 << 20  # text per `encode_batch` call
+BATCH_BYTES = 4 << 20  # text per `encode_batch` call (its encodings take some 30 times its size)
+READ_BYTES = 1 << 20  # a read of a file
+PARQUET_ROWS = 1024  # rows per batch of a Parquet row group
 CACHE_VERSION = 1
+
+#: how the files of a corpus hold their documents
+Kind = Literal["text", "jsonl", "parquet"]
 
 #: what `flock` raises where the file system has no such locks
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
@@ -74,79 +87,178 @@ class Encoded:
 # -- reading documents
 
 
-def documents(files: list[Path], field: str | None, digest: hashlib._Hash | None = None) -> Iterator[str]:
+def kind_of(field: str | None, kind: Kind | None) -> Kind:
+    """The kind given, else text without a field and JSON Lines with one."""
+    return kind or ("text" if field is None else "jsonl")
+
+
+def documents(
+    files: list[Path], field: str | None, digest: hashlib._Hash | None = None, kind: Kind | None = None
+) -> Iterator[str]:
     """Each document of `files` in order: each text file, or with `field` the field of each line
-    of JSON Lines files. `digest` is updated with each file's name and bytes."""
+    of JSON Lines files (or each row's column of Parquet files). `digest` is updated with each
+    file's name and bytes."""
     parts: list[str] = []
-    for text, last in pieces(files, field, digest):
+    for text, last in pieces(files, field, digest, kind):
         parts.append(text)
         if last:
             yield "".join(parts)
             parts = []
 
 
-def pieces(files: list[Path], field: str | None, digest: hashlib._Hash | None = None) -> Iterator[tuple[str, bool]]:
-    """The documents of `files` as `documents` gives them, a text file over `PIECE` bytes cut into
-    pieces at line ends (so that every core has work); each with True when it ends its document."""
+def pieces(
+    files: list[Path], field: str | None, digest: hashlib._Hash | None = None, kind: Kind | None = None
+) -> Iterator[tuple[str, bool]]:
+    """The documents of `files` as `documents` gives them, a text file over `PIECE` characters cut
+    into pieces at line ends (so that every core has work); each with True when it ends its
+    document. Files are read a block at a time (a line of JSON Lines, a row group of Parquet)."""
+    kind = kind_of(field, kind)
     for path in files:
-        try:
-            content = path.read_bytes()
-        except OSError as error:
-            raise EncodeError(f"cannot read `{path}`: {error.strerror or error}") from None
         if digest is not None:
-            digest.update(path.name.encode() + b"\0" + content)
-        if field is None:
-            cut = list(_pieces(_decode(content, path)))
-            yield from ((piece, i == len(cut) - 1) for i, piece in enumerate(cut))
+            digest.update(path.name.encode() + b"\0")
+        if kind == "text":
+            yield from _text_pieces(path, digest)
+        elif kind == "jsonl":
+            assert field is not None
+            yield from ((document, True) for document in _jsonl_field(path, field, digest))
         else:
-            yield from ((document, True) for document in _jsonl_field(content, path, field))
+            assert field is not None
+            yield from ((document, True) for document in _parquet_column(path, field, digest))
 
 
-def _decode(content: bytes, path: Path, line: int | None = None) -> str:
+def _blocks(path: Path, digest: hashlib._Hash | None) -> Iterator[bytes]:
+    """The bytes of `path`, a block at a time, each added to `digest`."""
     try:
-        return content.decode("utf-8")
-    except UnicodeDecodeError as error:
-        where = f"{path}:{line}" if line else f"{path}"
-        raise EncodeError(f"`{where}` is not UTF-8 text (byte {error.start}): convert it to UTF-8") from None
+        with open(path, "rb") as stream:
+            while block := stream.read(READ_BYTES):
+                if digest is not None:
+                    digest.update(block)
+                yield block
+    except OSError as error:
+        raise EncodeError(f"cannot read `{path}`: {error.strerror or error}") from None
 
 
-def _pieces(text: str) -> Iterator[str]:
-    start = 0
-    while len(text) - start > PIECE:
-        cut = text.find("\n", start + PIECE) + 1 or len(text)
-        yield text[start:cut]
-        start = cut
-    if start < len(text) or not text:
-        yield text[start:]
+def _text_pieces(path: Path, digest: hashlib._Hash | None) -> Iterator[tuple[str, bool]]:
+    """A text file's pieces: cut at the first line end at or past `PIECE` characters (the rest
+    whole when no line ends there), the same cuts whether the file is read whole or in blocks."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    text, offset, held = "", 0, None  # decoded and not yet cut; bytes decoded; the last piece cut
 
+    def cut(final: bool) -> Iterator[str]:
+        nonlocal text
+        while len(text) > PIECE:
+            end = text.find("\n", PIECE) + 1
+            if not end:
+                if not final:
+                    return  # the line goes on in the next block
+                break
+            piece, text = text[:end], text[end:]
+            yield piece
 
-def _jsonl_field(content: bytes, path: Path, field: str) -> Iterator[str]:
-    for number, raw in enumerate(content.split(b"\n"), 1):
-        if not raw.strip():
-            continue
+    blocks = _blocks(path, digest)
+    for block in itertools.chain(blocks, [b""]):
+        final = not block
+        pending = len(decoder.getstate()[0])
         try:
-            record = json.loads(raw)
-        except ValueError as error:
-            raise EncodeError(f"{path}:{number}: not a JSON object ({error}): each line must be one") from None
-        except RecursionError:
-            raise EncodeError(f"{path}:{number}: values nested too deeply to read (each line: one object)") from None
-        if not isinstance(record, dict):
-            raise EncodeError(f"{path}:{number}: a JSON {type(record).__name__}, not an object with `{field}`")
-        if field not in record:
-            fields = ", ".join(f"`{k}`" for k in list(record)[:6]) or "none"
-            raise EncodeError(f"{path}:{number}: no field `{field}` (its fields: {fields}): set `field=` to the text's")
-        value = record[field]
-        if not isinstance(value, str):
-            raise EncodeError(f"{path}:{number}: field `{field}` holds a {type(value).__name__}, not text")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as error:  # a lone surrogate (`"\ud800"`): JSON allows it, text has none
-            where = error.start
+            text += decoder.decode(block, final)
+        except UnicodeDecodeError as error:
+            blocks.close()
             raise EncodeError(
-                f"{path}:{number}: field `{field}` holds a lone surrogate (\\u{ord(value[where]):04x}, character "
-                f"{where + 1}), which is not text"
+                f"`{path}` is not UTF-8 text (byte {offset - pending + error.start}): convert it to UTF-8"
             ) from None
-        yield value
+        offset += len(block)
+        for piece in cut(final):
+            if held is not None:
+                yield held, False
+            held = piece
+    if text or held is None:  # the rest; an empty file is one empty document
+        if held is not None:
+            yield held, False
+        held = text
+    yield held, True
+
+
+def _jsonl_field(path: Path, field: str, digest: hashlib._Hash | None) -> Iterator[str]:
+    """The `field` of each line of a JSON Lines file, read a line at a time."""
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 (closed by the `with` below, errors told apart)
+    except OSError as error:
+        raise EncodeError(f"cannot read `{path}`: {error.strerror or error}") from None
+    with stream:
+        for number, raw in enumerate(_lines(stream, path, digest), 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError as error:
+                raise EncodeError(f"{path}:{number}: not a JSON object ({error}): each line must be one") from None
+            except RecursionError:
+                raise EncodeError(
+                    f"{path}:{number}: values nested too deeply to read (each line: one object)"
+                ) from None
+            if not isinstance(record, dict):
+                raise EncodeError(f"{path}:{number}: a JSON {type(record).__name__}, not an object with `{field}`")
+            if field not in record:
+                fields = ", ".join(f"`{k}`" for k in list(record)[:6]) or "none"
+                raise EncodeError(
+                    f"{path}:{number}: no field `{field}` (its fields: {fields}): set `field=` to the text's"
+                )
+            yield _text_value(record[field], f"{path}:{number}: field `{field}`")
+
+
+def _lines(stream: BinaryIO, path: Path, digest: hashlib._Hash | None) -> Iterator[bytes]:
+    try:
+        for line in stream:
+            if digest is not None:
+                digest.update(line)
+            yield line
+    except OSError as error:
+        raise EncodeError(f"cannot read `{path}`: {error.strerror or error}") from None
+
+
+def _text_value(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise EncodeError(f"{where} holds a {type(value).__name__}, not text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:  # a lone surrogate (`"\ud800"`): JSON allows it, text has none
+        at = error.start
+        raise EncodeError(
+            f"{where} holds a lone surrogate (\\u{ord(value[at]):04x}, character {at + 1}), which is not text"
+        ) from None
+    return value
+
+
+def _parquet_column(path: Path, column: str, digest: hashlib._Hash | None) -> Iterator[str]:
+    """The `column` of each row of a Parquet file, read a row group at a time (`pyarrow`)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise EncodeError("reading Parquet files needs pyarrow: pip install 'lagdsl[parquet]'") from None
+    for _ in _blocks(path, digest):  # the file's bytes for the fingerprint, as for other files
+        pass
+    try:
+        table = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:
+        raise EncodeError(f"`{path}` is not a Parquet file ({str(error).splitlines()[0]})") from None
+    names = table.schema_arrow.names
+    if column not in names:
+        found = ", ".join(f"`{n}`" for n in names[:6]) or "none"
+        raise EncodeError(f"`{path}` has no column `{column}` (its columns: {found}): set `column=` to the text's")
+    kind = table.schema_arrow.field(column).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)):
+        raise EncodeError(f"`{path}`: column `{column}` holds {kind}, not text")
+    row = 0
+    try:
+        for batch in table.iter_batches(batch_size=PARQUET_ROWS, columns=[column]):
+            for value in batch.column(0).to_pylist():
+                row += 1
+                if value is None:
+                    raise EncodeError(f"`{path}`: row {row}'s `{column}` is null: fill or drop it")
+                yield value
+    except (pa.ArrowException, OSError) as error:
+        raise EncodeError(f"`{path}` cannot be read past row {row} ({str(error).splitlines()[0]})") from None
 
 
 # -- tokenizing
@@ -158,9 +270,10 @@ def write_tokens(
     field: str | None,
     stream: BinaryIO,
     on_bytes: Callable[[int], None] = lambda n: None,
+    kind: Kind | None = None,
 ) -> tuple[int, int, str]:
     """Tokenize `files` into `stream` (the vocabulary's dtype); (tokens, documents, fingerprint).
-    `on_bytes(n)` after each batch of n bytes of text."""
+    `on_bytes(n)` after each batch of n characters of text."""
     from tokenizers import Tokenizer as _Tokenizer
 
     vocab = vocab_size(tokenizer)
@@ -171,13 +284,13 @@ def write_tokens(
     encode = getattr(_Tokenizer, "encode_batch_fast", _Tokenizer.encode_batch)
     count = docs = 0
 
-    Batch = tuple[list[str], list[bool], int]  # pieces, whether each ends its document, bytes
+    Batch = tuple[list[str], list[bool], int]  # pieces, whether each ends its document, characters
 
     def batches() -> Iterator[Batch]:
         batch: list[str] = []
         ends: list[bool] = []
         size = 0
-        for piece, last in pieces(files, field, digest):
+        for piece, last in pieces(files, field, digest, kind):
             batch.append(piece)
             ends.append(last)
             size += len(piece)
@@ -189,13 +302,9 @@ def write_tokens(
 
     def write(encodings: list[Encoding], ends: list[bool], size: int) -> None:
         nonlocal count, docs
-        ids: list[int] = []
-        for encoding, last in zip(encodings, ends, strict=True):
-            ids += encoding.ids
-            if last:
-                ids += separator
-        array = np.array(ids, dtype=dtype)
-        stream.write(array.tobytes())
+        ids = ((e.ids, separator) if last else (e.ids,) for e, last in zip(encodings, ends, strict=True))
+        array = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(ids)), dtype=dtype)
+        stream.write(array.data)
         count, docs = count + len(array), docs + sum(ends)
         on_bytes(size)
 
@@ -213,9 +322,45 @@ def write_tokens(
     return count, docs, digest.hexdigest()
 
 
-def _key(files: list[Path], tokenizer: Tokenizer, field: str | None) -> str:
+def write_bytes(
+    files: list[Path],
+    field: str | None,
+    stream: BinaryIO,
+    on_bytes: Callable[[int], None] = lambda n: None,
+    kind: Kind | None = None,
+) -> tuple[int, int, str]:
+    """The corpus as bytes into `stream`: text files as they are (any bytes), each followed by a
+    newline but the last; or the documents of JSON Lines or Parquet files as UTF-8, joined the same
+    way. (bytes, documents, fingerprint), read a block at a time."""
+    kind = kind_of(field, kind)
+    digest = hashlib.sha256() if kind == "text" else hashlib.sha256(f"{kind}\0{field}\0".encode())
+    count = docs = 0
+    if kind == "text":
+        for path in files:
+            if docs:
+                stream.write(b"\n")
+                count += 1
+            digest.update(path.name.encode() + b"\0")
+            for block in _blocks(path, digest):
+                stream.write(block)
+                count += len(block)
+                on_bytes(len(block))
+            docs += 1
+    else:
+        for document in documents(files, field, digest, kind):
+            data = (b"\n" if docs else b"") + document.encode()
+            stream.write(data)
+            count, docs = count + len(data), docs + 1
+            on_bytes(len(data))
+    return count, docs, digest.hexdigest()
+
+
+def _key(files: list[Path], tokenizer: Tokenizer | None, field: str | None, kind: Kind) -> str:
+    # a text corpus's key is what it was before Parquet and bytes were cached, so entries stay valid
     digest = hashlib.sha256(f"lagdsl-tokens/{CACHE_VERSION}\0{field}\0".encode())
-    digest.update(tokenizer.to_str().encode())
+    if kind == "parquet":
+        digest.update(b"parquet\0")
+    digest.update(tokenizer.to_str().encode() if tokenizer is not None else b"bytes\0")
     for path in files:
         try:
             stat = path.stat()
@@ -227,16 +372,31 @@ def _key(files: list[Path], tokenizer: Tokenizer, field: str | None) -> str:
     return digest.hexdigest()[:32]
 
 
-def encode_corpus(files: list[Path], tokenizer: Tokenizer, field: str | None = None, progress: bool = True) -> Encoded:
-    """`files` tokenized: from the cache when it holds them, else now (with a progress bar on
-    stderr when `progress`), then cached."""
-    folder = cache_root() / "tokens" / _key(files, tokenizer, field)
-    vocab = vocab_size(tokenizer)
+def encode_corpus(
+    files: list[Path],
+    tokenizer: Tokenizer | None,
+    field: str | None = None,
+    progress: bool = True,
+    kind: Kind | None = None,
+) -> Encoded:
+    """`files` tokenized (`tokenizer` None: as bytes): from the cache when it holds them, else now
+    (with a progress bar on stderr when `progress`), then cached."""
+    kind = kind_of(field, kind)
+    folder = cache_root() / "tokens" / _key(files, tokenizer, field, kind)
+    vocab = vocab_size(tokenizer) if tokenizer is not None else BYTES
     cached = _open_cached(folder, vocab)
     if cached is not None:
         return cached
     with _locked(folder):  # one process tokenizes; the others (ranks of a run) wait, then read its tokens
-        return _open_cached(folder, vocab) or _encode_into(folder, files, tokenizer, field, progress)
+        return _open_cached(folder, vocab) or _encode_into(folder, files, tokenizer, field, kind, progress)
+
+
+#: the vocabulary of bytes
+BYTES = 256
+
+
+def _dtype(vocab: int, tokenizer: Tokenizer | None) -> np.dtype:
+    return np.dtype(np.uint8) if tokenizer is None else token_dtype(vocab)
 
 
 @contextlib.contextmanager
@@ -273,19 +433,24 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _encode_into(folder: Path, files: list[Path], tokenizer: Tokenizer, field: str | None, progress: bool) -> Encoded:
+def _encode_into(
+    folder: Path, files: list[Path], tokenizer: Tokenizer | None, field: str | None, kind: Kind, progress: bool
+) -> Encoded:
     """Tokenize into a new entry `folder` (under the entry's lock: an entry there is damaged)."""
-    vocab = vocab_size(tokenizer)
+    vocab = vocab_size(tokenizer) if tokenizer is not None else BYTES
     if folder.exists():
         shutil.rmtree(folder, ignore_errors=True)
     temporary = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         temporary.mkdir(parents=True)
         total = sum(p.stat().st_size for p in files)
-        with open(temporary / "tokens.bin", "wb") as stream, _progress(total, progress) as advance:
-            count, docs, fingerprint = write_tokens(files, tokenizer, field, stream, advance)
+        with open(temporary / "tokens.bin", "wb") as stream, _progress(total, progress and tokenizer is not None) as on:
+            if tokenizer is None:
+                count, docs, fingerprint = write_bytes(files, field, stream, on, kind)
+            else:
+                count, docs, fingerprint = write_tokens(files, tokenizer, field, stream, on, kind)
         meta = {"version": CACHE_VERSION, "tokens": count, "documents": docs, "vocab": vocab,
-                "dtype": token_dtype(vocab).name, "fingerprint": fingerprint,
+                "dtype": _dtype(vocab, tokenizer).name, "fingerprint": fingerprint,
                 "files": [str(p) for p in files]}  # fmt: skip
         (temporary / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
         with contextlib.suppress(OSError):  # another process cached the same corpus first: as good
@@ -344,7 +509,13 @@ TOKENIZE_FILES = frozenset({"train.bin", "val.bin", "tokenizer.json", "meta.json
 
 
 def tokenize_to(
-    files: list[Path], tokenizer: Tokenizer, field: str | None, out: Path, val: float, progress: bool = True
+    files: list[Path],
+    tokenizer: Tokenizer,
+    field: str | None,
+    out: Path,
+    val: float,
+    progress: bool = True,
+    kind: Kind | None = None,
 ) -> dict[str, object]:
     """`lagdsl tokenize`: `out/train.bin` and `out/val.bin` (the last `val` share), a copy of the
     tokenizer and `meta.json`, for a schedule's `tokens(...)`; the meta data."""
@@ -355,7 +526,7 @@ def tokenize_to(
     try:
         total = sum(p.stat().st_size for p in files)
         with open(whole, "wb") as stream, _progress(total, progress) as advance:
-            count, docs, fingerprint = write_tokens(files, tokenizer, field, stream, advance)
+            count, docs, fingerprint = write_tokens(files, tokenizer, field, stream, advance, kind)
         split = int(count * (1 - val))
         tokens = np.memmap(whole, dtype=dtype, mode="r") if count else np.zeros(0, dtype)
         np.asarray(tokens[split:]).tofile(out / "val.bin")

@@ -21,6 +21,7 @@ from lagdsl.lang.schedule import (
     JsonlData,
     LRSpec,
     ModelSpec,
+    ParquetData,
     Part,
     SelectRule,
     Shape,
@@ -31,7 +32,7 @@ from lagdsl.lang.schedule import (
 from lagdsl.lang.source import Source, Span
 
 Args = dict[str, object]
-Data = StdlibData | TextData | JsonlData | TokensData
+Data = StdlibData | TextData | JsonlData | ParquetData | TokensData
 
 
 @dataclass

@@ -24,6 +24,7 @@ from lagdsl.lang.schedule import (
     AdamW,
     JsonlData,
     ModelSpec,
+    ParquetData,
     RopeScaling,
     Schedule,
     Shape,
@@ -33,10 +34,11 @@ from lagdsl.lang.schedule import (
 )
 
 BYTE_VOCAB = 256
-_DATA_MODELS: dict[str, type[StdlibData | TextData | JsonlData | TokensData]] = {
+_DATA_MODELS: dict[str, type[StdlibData | TextData | JsonlData | ParquetData | TokensData]] = {
     "stdlib": StdlibData,
     "text": TextData,
     "jsonl": JsonlData,
+    "parquet": ParquetData,
     "tokens": TokensData,
 }
 _OPTIMIZER_MODELS: dict[str, type[AdamW | SGD]] = {"adamw": AdamW, "sgd": SGD}
