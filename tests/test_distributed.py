@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -484,6 +485,12 @@ def test_a_killed_rank_stops_the_others_and_the_run_resumes_on_two_or_one(projec
     resumed_at = int(ckpt.load(newest)["step"])  # where the copy resumes on one rank
     single(project, "--resume", "killed-one", "--max-steps", "120")
     assert_resumed_on_one_rank_is_within_drift(project, project / "killed-one", long_two_ranks, resumed_at)
+    # the summary keeps both processes: 2 ranks up to the checkpoint, 1 from there
+    segments = json.loads((project / "killed-one" / "summary.json").read_text())["segments"]
+    assert [(s["ranks"], s["first_step"], s["last_step"]) for s in segments] == [
+        (2, 0, resumed_at),
+        (1, resumed_at, 120),
+    ]
 
 
 def step_losses(run_dir: Path) -> dict[int, float]:
@@ -566,3 +573,51 @@ def test_freezing_holds_on_two_ranks_and_through_a_resume(project: Path, paralle
     for run in ("frozen-one", out):
         assert torch.equal(model_at(project / run, 6)["embed.weight"], model_at(project / run, 12)["embed.weight"])
         assert not torch.equal(model_at(project / run, 12)["embed.weight"], model_at(project / run, 16)["embed.weight"])
+
+
+@pytest.mark.slow
+def test_a_failure_of_rank_0s_event_log_stops_every_rank_with_its_message(tmp_path: Path) -> None:
+    """Rank 0 alone writes `metrics.jsonl` (and feeds the trackers): when that fails (here a file
+    size limit, as a full disk would), rank 0 once raised alone and the others waited in their next
+    collective until the launcher killed them. Now the failure rides the step's all-reduce: every
+    rank stops at the same step with exit code 2, and rank 0 says why."""
+    import resource
+
+    np.random.default_rng(0).integers(0, 256, size=12_000, dtype=np.uint16).tofile(tmp_path / "t.bin")
+    (tmp_path / "log.grow").write_text(
+        "schedule log\nmodel gpt(vocab=256, context=16, width=16, heads=2, depth=1)\n"
+        'data tokens("t.bin")\nbatch 4\noptimizer adamw(lr=1e-3)\nstage base {\n  train 600 steps\n}\n'
+    )
+    limit = 40_000  # bytes a file may hold: metrics.jsonl passes it at about step 200
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    started = time.monotonic()
+    done = subprocess.run(
+        torchrun(tmp_path, "log.grow", "--out", "run"), cwd=tmp_path, env=env(), capture_output=True, text=True,
+        timeout=240, preexec_fn=small_files,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert time.monotonic() - started < 120  # not a collective's timeout
+    message = f"error: cannot write `{Path('run') / 'metrics.jsonl'}`: File too large"
+    lines = [line for line in done.stderr.splitlines() if line.startswith(("error:", "lagdsl:"))]
+    assert lines == [message], done.stderr[-3000:]  # rank 0 speaks for all
+    # no rank hit a closed connection in a collective; the first to end did so with exit 2 (the
+    # launcher may stop the other with SIGTERM as it ends itself: which one ends first is a race)
+    assert "Connection closed" not in done.stderr and "exitcode  : 2" in done.stderr, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_with_dropout_two_ranks_train_as_one(project: Path, one_rank: Path) -> None:
+    """Dropout masks are drawn per global row (`lagdsl.model.dropout`): 2 ranks drop exactly the
+    units one process drops, so their losses agree as without dropout (once each rank drew its own)."""
+    text = SCHEDULE.format(probes="", keep="", base=10).replace("depth=1)", "depth=1, dropout=0.2)")
+    (project / "dropout.grow").write_text(text)
+    single(project, "dropout.grow", "--out", "dropout-one")
+    result = launch(project, "dropout.grow", "--out", "dropout-two")
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = records(project / "dropout-one"), records(project / "dropout-two")
+    assert_close(one, two)
+    without = [r["loss"] for r in records(one_rank) if r["event"] == "step"]
+    assert [r["loss"] for r in one if r["event"] == "step"] != without  # it does drop

@@ -424,3 +424,27 @@ def test_a_sharded_checkpoint_saved_again_at_its_step_is_never_lost(
     assert torch.equal(ckpt.load(path)["model"]["w"], torch.full((3,), 4.0))
     assert [p.name for p in elsewhere.iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, f".{path.name}.tmp"])
+
+
+def test_a_resumed_run_keeps_every_segment_and_sums_their_wall_time(stopped: Path) -> None:
+    """Each process that trained a run is a segment (ranks, first and last step, wall time): run.json
+    lists them as each starts, the summary whole with its wall time their sum, the report shows them."""
+    info = json.loads((stopped / "run.json").read_text())
+    assert [(s["ranks"], s["first_step"], s.get("last_step")) for s in info["segments"]] == [(1, 0, None)]
+    first = json.loads((stopped / "summary.json").read_text())
+    assert [(s["first_step"], s["last_step"]) for s in first["segments"]] == [(0, 18)]
+    assert run("--resume", str(stopped), "--max-steps", "30").exit_code == 0
+    info = json.loads((stopped / "run.json").read_text())
+    assert [(s["first_step"], s.get("last_step")) for s in info["segments"]] == [(0, 18), (18, None)]
+    assert run("--resume", str(stopped)).exit_code == 0
+    summary = json.loads((stopped / "summary.json").read_text())
+    steps = summary["steps"]
+    assert [(s["ranks"], s["first_step"], s["last_step"]) for s in summary["segments"]] == [
+        (1, 0, 18), (1, 18, 30), (1, 30, steps)
+    ]  # fmt: skip
+    walls = [s["wall_seconds"] for s in summary["segments"]]
+    assert all(w > 0 for w in walls) and summary["wall_seconds"] == pytest.approx(sum(walls), abs=1e-6)
+    result = CliRunner().invoke(main, ["report", str(stopped), "-o", str(stopped.parent / "report")])
+    assert result.exit_code == 0, result.output
+    html = (stopped.parent / "report" / "report.html").read_text()
+    assert "<h2>Segments</h2>" in html and "<td>18 → 30</td>" in html

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lagdsl.analysis import figures, file_name
 from lagdsl.analysis.runlog import RunLog, read_run
-from lagdsl.artifacts import Dims
+from lagdsl.artifacts import Dims, Segment
 from lagdsl.plan.render import si
 
 
@@ -98,6 +98,10 @@ def build_report(run_dir: Path, out: Path, compare: Sequence[Path] = ()) -> Repo
     if log.parts:
         sections.append("<h2>Freezing</h2>")
         sections.append(_parts_table(log))
+    segments = _segments(log)
+    if len(segments) > 1:
+        sections.append("<h2>Segments</h2>")
+        sections.append(_segments_table(segments))
     pending = {(p.stage, p.growth) for p in log.probes} - {(s.stage, s.growth) for s in log.selects}
     for stage, growth in sorted(pending, key=str):
         tried = [p.candidate for p in log.probes if (p.stage, p.growth) == (stage, growth)]
@@ -219,6 +223,27 @@ def _parts_table(log: RunLog) -> str:
         scales = ", ".join(f"{k}={v:g}" for k, v in p.lr_scale.items()) or ""
         rows.append(
             f"<tr><td>{_e(p.stage)}</td><td>{p.step}</td><td>{_e(frozen)}</td><td>{share}</td><td>{_e(scales)}</td></tr>"
+        )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _segments(log: RunLog) -> list[Segment]:
+    """The processes that trained the run: the summary's, else `run.json`'s (the run goes on)."""
+    if log.summary is not None and log.summary.segments:
+        return list(log.summary.segments)
+    return list(log.meta.segments) if log.meta is not None else []
+
+
+def _segments_table(segments: list[Segment]) -> str:
+    """Each process that trained the run (a resumed run has several), and the wall time each kept."""
+    head = "<tr><th>segment</th><th>started</th><th>ranks</th><th>steps</th><th>wall time</th></tr>"
+    rows = []
+    for number, segment in enumerate(segments, 1):
+        last = "…" if segment.last_step is None else str(segment.last_step)
+        wall = "" if segment.wall_seconds is None else f"{segment.wall_seconds:,.1f} s"
+        rows.append(
+            f"<tr><td>{number}</td><td>{_e(segment.started or '')}</td><td>{segment.ranks}</td>"
+            f"<td>{segment.first_step} → {last}</td><td>{wall}</td></tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
 

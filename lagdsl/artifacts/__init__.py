@@ -60,7 +60,7 @@ from lagdsl.artifacts.plan import (
     PlanStage,
     PlanTotals,
 )
-from lagdsl.artifacts.run import PretrainedSource, RunInfo, Summary
+from lagdsl.artifacts.run import PretrainedSource, RunInfo, Segment, Summary
 from lagdsl.artifacts.study import (
     Change,
     IntervalInfo,
@@ -112,6 +112,7 @@ __all__ = [
     "RulePick",
     "RuleSummary",
     "RunInfo",
+    "Segment",
     "SelectEvent",
     "ShapeInfo",
     "SpreadInfo",

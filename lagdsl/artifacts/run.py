@@ -19,6 +19,19 @@ class PretrainedSource(Artifact):
     fingerprint: str
 
 
+class Segment(Artifact):
+    """One process's part of a run: how many ranks, its first and last mainline step, its wall
+    seconds (those the run kept: up to its last checkpoint when it was stopped), when it started."""
+
+    ranks: int
+    first_step: int
+    last_step: int | None = None  # None: in progress (in `run.json`)
+    wall_seconds: float | None = None
+    started: str | None = None
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
 class RunInfo(Artifact):
     """`run.json`: what a run was started with."""
 
@@ -41,6 +54,8 @@ class RunInfo(Artifact):
     tokenizer: str | None = None
     #: the pretrained checkpoint it began from (its config and tokenizer copied to `source/`); None: from scratch
     pretrained: PretrainedSource | None = None
+    #: each process that has trained the run, the one in progress last (`lagdsl.runtime.segments`)
+    segments: list[Segment] = Field(default_factory=list)
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
 
@@ -67,5 +82,7 @@ class Summary(Artifact):
     #: wall seconds of the last process by phase: train, probes, growth (inside probes too), wrap,
     #: checkpoints, evaluation
     phase_seconds: dict[str, float] = Field(default_factory=dict)
+    #: each process that trained the run (its wall seconds sum to `wall_seconds`)
+    segments: list[Segment] = Field(default_factory=list)
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lagdsl.lang.arch import grown_heads, grown_mlp, mlp_hidden
+from lagdsl.model.dropout import dropout as row_dropout
 from lagdsl.model.kernels import rms_norm, rotary_qkv, rotate, swiglu
 
 if TYPE_CHECKING:
@@ -157,12 +158,23 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(self.head_size, config.norm_eps)
         self.qk_norm = config.qk_norm
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor | None = None, site: int = 0
+    ) -> torch.Tensor:
         batch, time, _ = x.shape
         q, k, v = self.project(self.qkv(x), cos, sin)
-        dropout = self.dropout if self.training else 0.0
+        p = self.dropout if self.training else 0.0
         grouped = self.kv_heads != self.heads
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, enable_gqa=grouped)
+        if p > 0.0 and keys is not None:  # the attention weights written out, to drop them by row keys
+            if grouped:
+                k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
+                v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_size)
+            causal = torch.ones(time, time, dtype=torch.bool, device=x.device).tril()
+            weights = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+            y = row_dropout(weights, p, keys, site) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p, enable_gqa=grouped)
         return self.o(y.transpose(1, 2).reshape(batch, time, -1))
 
     def project(
@@ -209,9 +221,16 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.norm1(x), cos, sin))
-        return x + self.dropout(self.mlp(self.norm2(x)))
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor | None = None, site: int = 0
+    ) -> torch.Tensor:
+        """`keys`: a dropout key per row (`lagdsl.model.dropout`); `site`: this block's first of 3."""
+        if keys is None or not self.training or self.dropout.p == 0.0:
+            x = x + self.dropout(self.attn(self.norm1(x), cos, sin))
+            return x + self.dropout(self.mlp(self.norm2(x)))
+        p = self.dropout.p
+        x = x + row_dropout(self.attn(self.norm1(x), cos, sin, keys, site), p, keys, site + 1)
+        return x + row_dropout(self.mlp(self.norm2(x)), p, keys, site + 2)
 
     def residual_outputs(self) -> list[nn.Linear]:
         """The projections that write into the residual stream."""
@@ -276,12 +295,13 @@ class GPT(nn.Module):
     # -- use
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, keys: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, vocab) and, given targets, the mean cross-entropy loss."""
+        """Logits (B, T, vocab) and, given targets, the mean cross-entropy loss. `keys`: a dropout
+        key per row (`lagdsl.model.dropout.row_keys`), so that masks follow the global row."""
         x = self.embed(idx)
         for i in range(len(self.blocks)):
-            x = self.blocks[str(i)](x, self.rotary_cos, self.rotary_sin)
+            x = self.blocks[str(i)](x, self.rotary_cos, self.rotary_sin, keys, 3 * i)
         logits = self.lm_head(self.norm(x))
         if targets is None:
             return logits, None

@@ -322,6 +322,11 @@ class Batches:
             tokens = tokens.pin_memory().to(self.device, non_blocking=True)
         return tokens[:, :-1], tokens[:, 1:]
 
+    def first_row(self, shard: Shard | None = None) -> int:
+        """The index in the global batch of the first row of this rank's share (or `shard`'s)."""
+        shard = shard or self.shard
+        return shard.index * (self.batch // shard.count)
+
     def train(self, step: int, micro: int = 0, shard: Shard | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch of mainline step `step`, micro-step `micro`: this rank's share, or `shard`'s."""
         # the 0 stands where a rank once was: it keeps every single-process run's batches as they were

@@ -31,21 +31,23 @@ from torch.nn.parallel import DistributedDataParallel
 from lagdsl.artifacts import Dims, EndEvent, EvalEvent, GrowEvent, StageEvent, StepEvent
 from lagdsl.lang.lr import lr_at, rewarm_factor
 from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, Shape, Stage
+from lagdsl.model.dropout import row_keys
 from lagdsl.model.gpt import GPT, GPTConfig
 from lagdsl.plan.cost import CostModel
 from lagdsl.runtime import dist, growing, parts, probes
 from lagdsl.runtime import program as P
 from lagdsl.runtime.data import Batches
 from lagdsl.runtime.losses import NonFiniteLoss, Pending
-from lagdsl.runtime.metrics import Metrics
+from lagdsl.runtime.metrics import LogFailed, Metrics
 from lagdsl.runtime.seeds import generator, seed_for
+from lagdsl.runtime.segments import Segments
 from lagdsl.runtime.state import Device, Recipe, StateDict, TrainState, make_optimizer, snapshot
 
 __all__ = ["Device", "Engine", "NonFiniteLoss", "generator", "make_optimizer", "seed_for"]
 
 
 #: What a training step calls: the model, or its compiled wrapper.
-Forward = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]
+Forward = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]
 
 
 #: The phases whose wall time `Engine.phase_seconds` adds up.
@@ -103,6 +105,8 @@ class Engine:
         self._wrapped: tuple[GPT, Forward, DistributedDataParallel | None] | None = None
         self.pending = Pending()  # mainline losses not read yet
         self._frozen_count: tuple[object, int] = (None, 0)  # (model and frozen set, their frozen parameters)
+        #: the processes that trained the run, this one last (a resume replaces it: `lagdsl.runtime.segments`)
+        self.segments = Segments([], world.size)
         #: process groups of parallel probes' teams, by layout (made once, by every rank)
         self.team_groups: dict[tuple[tuple[int, ...], ...], list[ProcessGroup | None]] = {}
         self.step_seconds = 0.0  # wall time inside training steps (mainline and probe), this process
@@ -318,8 +322,12 @@ class Engine:
             with ddp.no_sync() if ddp is not None and not last else nullcontext():
                 for shard in shares:
                     inputs, targets = self.batches.train(step, micro, shard)
+                    keys = None
+                    if model.config.dropout > 0:  # masks by global row: N ranks drop what one process does
+                        first = self.batches.first_row(shard)
+                        keys = row_keys(schedule.seed, step, micro, first, len(inputs), inputs.device)
                     with self.autocast():
-                        _, loss = forward(inputs, targets)
+                        _, loss = forward(inputs, targets, keys)
                     assert loss is not None  # given targets, the model returns the loss
                     scaled = loss / schedule.accumulate if team is None else loss * (weight / schedule.accumulate)
                     (scaler.scale(scaled) if scaler else scaled).backward()
@@ -360,13 +368,16 @@ class Engine:
         one transfer per step that several ranks make)."""
         if not self.world.distributed:
             return loss
-        flags = [1.0 if self.interrupted else 0.0, 1.0 if self.terminated else 0.0]
+        failed = self.metrics.failure is not None  # rank 0's log or tracker failed: every rank stops
+        flags = [1.0 if self.interrupted else 0.0, 1.0 if self.terminated else 0.0, 1.0 if failed else 0.0]
         both = torch.stack([loss.reshape(()), *(loss.new_tensor(flag) for flag in flags)])
         dist.all_sum(both)
-        stop, term = both[1:].tolist()
+        stop, term, failures = both[1:].tolist()
         self._stop_agreed = self._stop_agreed or stop > 0
         if term > 0:
             self.agreed_signal = signal.SIGTERM
+        if failures > 0:
+            raise LogFailed(dist.broadcast(self.metrics.failure) or "rank 0's event log failed")
         return both[0] / self.world.size
 
     def forward(self, model: GPT, replicated: bool = True) -> tuple[Forward, DistributedDataParallel | None]:

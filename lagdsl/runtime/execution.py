@@ -21,6 +21,8 @@ from lagdsl.runtime import dist, sharded
 from lagdsl.runtime.engine import Engine, NonFiniteLoss
 from lagdsl.runtime.inputs import RunError
 from lagdsl.runtime.losses import ProbeDiverged
+from lagdsl.runtime.metrics import LogFailed
+from lagdsl.runtime.segments import Segments
 
 
 class Interrupted(Exception):
@@ -50,6 +52,7 @@ def write_checkpoint(engine: Engine, run_dir: Path, schedule: Schedule) -> Path:
     step, world = engine.step, engine.world
     path = ckpt.checkpoint_path(folder, step, engine.pc, sharded=world.distributed)
     state = engine.checkpoint_state()
+    state["segments"] = Segments.as_data(engine.segments.upto(int(state["step"]), float(state["elapsed"])))
     if not engine.in_probe:
         state["metrics_lines"] = engine.metrics.lines + 1  # the checkpoint event, written next
         state["checkpoint_event"] = str(path.relative_to(run_dir))  # (unless a kill comes first)
@@ -122,6 +125,8 @@ def execute(engine: Engine, run_dir: Path) -> RunResult:
         if not finished:  # stopped by --max-steps: a checkpoint, so that --resume goes on from here
             write_checkpoint(engine, run_dir, schedule)
         summary = finish(engine, run_dir, finished)
+    except LogFailed as error:  # rank 0's log or tracker failed: every rank stops with its message
+        raise RunError(str(error)) from None
     except NonFiniteLoss as error:  # no checkpoint is written of a state that is not finite
         engine.metrics.write(StoppedEvent(step=error.step, stage=error.stage, reason=str(error)))
         if isinstance(error, ProbeDiverged):  # a resume would probe the same candidates again
@@ -142,7 +147,8 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
         val = state.last_eval[1]  # the schedule's own evaluation at the last step
     else:
         val = engine.evaluate(state.model)  # under several ranks: every rank evaluates its share
-    elapsed = state.elapsed()
+    segments = engine.segments.upto(state.step, state.elapsed())
+    elapsed = sum(segment.wall_seconds or 0.0 for segment in segments)
     tokens = state.step * schedule.tokens_per_step
     summary = Summary(
         schedule=schedule.name,
@@ -163,11 +169,14 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
         tokens_per_s=round(tokens / elapsed, 1) if elapsed > 0 else None,
         winners=dict(state.winners),
         phase_seconds={k: round(v, 4) for k, v in engine.phase_seconds.items()},
+        segments=segments,
     )
 
     weights = state.whole_state()[0] if finished else {}  # gathered on every rank when sharded
 
     def write() -> None:
+        if engine.metrics.failure is not None:  # rank 0's log failed after the last step: all stop
+            raise RunError(engine.metrics.failure)
         if finished:
             final = run_dir / "final"
             try:

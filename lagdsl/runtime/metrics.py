@@ -14,6 +14,11 @@ from typing import TextIO
 from lagdsl.artifacts import TIMING_FIELDS, Artifact, event_line
 
 
+class LogFailed(Exception):
+    """Rank 0's event log or one of its listeners (a tracker) failed; every rank raises it
+    together, with rank 0's message (one line)."""
+
+
 class Metrics:
     """The event log of a run, appended to line by line.
 
@@ -26,6 +31,11 @@ class Metrics:
 
     path: Path | None
     stream: TextIO | None
+    #: under several ranks, rank 0's log keeps its first failure (a full disk, a tracker's error)
+    #: instead of raising it, and the engine shares it with every rank at the next step's
+    #: all-reduce, so that all of them stop together with its message (one process: raised at once)
+    defer: bool = False
+    failure: str | None = None
 
     def __init__(self, path: Path, keep_lines: int | None = None, checkpoint: str | None = None) -> None:
         self.path = path
@@ -59,16 +69,32 @@ class Metrics:
         return muted
 
     def write(self, event: Artifact) -> None:
-        if self.stream is not None:
-            self.stream.write(event_line(event) + "\n")
-            self.stream.flush()
+        if self.stream is not None and self.failure is None:
+            try:
+                self.stream.write(event_line(event) + "\n")
+                self.stream.flush()
+            except OSError as error:
+                if not self.defer:
+                    raise
+                self.failure = f"cannot write `{self.path}`: {error.strerror or error}"
         self.lines += 1
         for listener in self.listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception as error:
+                if not self.defer:
+                    raise
+                if self.failure is None:
+                    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                    self.failure = f"{getattr(listener, 'what', 'a listener of the event log')}: {reason}"
 
     def close(self) -> None:
         if self.stream is not None:
-            self.stream.close()
+            try:
+                self.stream.close()
+            except OSError:  # what the failed write left in the buffer: the failure is told already
+                if self.failure is None:
+                    raise
 
 
 def _is_event_of(line: bytes, checkpoint: str) -> bool:

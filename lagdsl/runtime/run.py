@@ -24,6 +24,7 @@ from lagdsl.artifacts import (
     ArtifactError,
     PretrainedSource,
     RunInfo,
+    Segment,
     Summary,
     dump_json,
     read_json,
@@ -49,6 +50,7 @@ from lagdsl.runtime.execution import (
 from lagdsl.runtime.inputs import RunError, apply_overrides, open_data, open_device
 from lagdsl.runtime.metrics import Metrics
 from lagdsl.runtime.program import End, Instruction, lower
+from lagdsl.runtime.segments import Segments
 from lagdsl.runtime.state import StateDict
 from lagdsl.runtime.trained import SOURCE_DIR, TOKENIZER_FILE
 
@@ -133,13 +135,16 @@ def new_run(
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 ranks=world.size,
                 pretrained=pretrained,
+                segments=[Segment(ranks=world.size, first_step=0, started=started)],
             )
             write_text(run_dir / "run.json", dump_json(info))
         return run_dir
 
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     run_dir = dist.on_main(world, create, (RunError,))  # rank 0 names and writes it; all learn where
     with _unlocked_on_error(run_dir):
         engine = _engine(schedule, lower(plan), batches, device, run_dir, 0, progress, options.max_steps, world)
+        engine.segments = Segments([], world.size, started=started)
         _initialize(engine)
     return engine, run_dir
 
@@ -255,8 +260,12 @@ def _resume(
         options.say(f"`{run_dir / 'metrics.jsonl'}`: {engine.metrics.repaired}")
     if saved is not None:
         engine.load(saved)
+        engine.segments = Segments.resumed(saved, world.size, meta.ranks)
     else:
         _initialize(engine)
+    # run.json lists the segments so far, this one without its end yet
+    info = meta.model_copy(update={"segments": engine.segments.started_so_far()})
+    dist.on_main(world, lambda: write_text(run_dir / "run.json", dump_json(info)), (RunError,))
     return engine, run_dir
 
 
@@ -339,6 +348,7 @@ def _engine(
 
     dist.on_main(world, open_metrics, (RunError,))
     metrics = opened[0] if world.main else Metrics.muted(metrics_lines)
+    metrics.defer = world.distributed  # rank 0's failures reach every rank at the next step
     if not world.main:
         progress = None  # rank 0 shows the progress
 

@@ -109,6 +109,8 @@ class Tracker:
     """Turns events into sinks' scalars and texts; `model()` is the model's (depth, width, params)
     now, logged at the first step (of a run, or of its resume)."""
 
+    what = "the experiment tracker"  # how a failure of its names it
+
     def __init__(self, sinks: list[Sink], model: Callable[[], tuple[int, int, int]]) -> None:
         self.sinks, self.model = sinks, model
         self._last: tuple[int, float] | None = None  # tokens and elapsed of the previous step event
