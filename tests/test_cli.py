@@ -24,14 +24,8 @@ def test_validate_prints_one_summary_line_per_valid_file() -> None:
     lines = result.stdout.splitlines()
     assert len(lines) == len(SCHEDULES)
     stack = next(line for line in lines if "stack_lag" in line)
-    assert stack.endswith("stack_lag.grow: ok: 4 stages, depth 2 -> 8, width 128, 2400 steps (2 warnings)")
-    # the only warnings: the language's example probes three copies of the same model at 2 -> 4
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning")]
-    assert warnings == [
-        "warning[W0202]: candidates `top` and `copy_bottom` build the same model here",
-        "warning[W0202]: candidates `top` and `midas` build the same model here",
-    ]
-    assert "stack_lag.grow:26:18" in result.stderr
+    assert stack.endswith("stack_lag.grow: ok: 4 stages, depth 2 -> 8, width 128, 2400 steps")
+    assert result.stderr == ""  # the shipped examples warn of nothing
 
 
 def test_diagnostics_go_to_stderr_and_the_exit_code_is_1() -> None:

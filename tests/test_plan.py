@@ -390,3 +390,15 @@ def test_plan_shows_memory_per_rank(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["plan", str(path), "--ranks", "4"], env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output
     assert "mem/rank" in result.stdout and "per rank (4 ranks, parallel fsdp)" in result.stdout
+
+
+def test_nothing_evaluated_is_zero_flops_with_a_space(tmp_path: Path) -> None:
+    """The table once printed `0FLOPs` where a schedule evaluates nothing."""
+    (tmp_path / "quiet.grow").write_text(
+        "model gpt(context=16, width=16, heads=2, depth=1)\nbatch 4\noptimizer adamw(lr=1e-3)\n\n"
+        "stage base {\n  train 10 steps\n}\n"
+    )
+    result = CliRunner().invoke(main, ["plan", str(tmp_path / "quiet.grow")], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    evaluation = next(line for line in result.stdout.splitlines() if "evaluation" in line)
+    assert "0 FLOPs" in evaluation and "0FLOPs" not in result.stdout

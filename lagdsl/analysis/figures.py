@@ -228,7 +228,7 @@ def _flops_axis(ax: Axes) -> None:
 
     from lagdsl.plan.render import si
 
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{si(value)}FLOPs" if value else "0"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{si(value, 'FLOPs')}" if value else "0"))
 
 
 def _nan(value: float | None) -> float:

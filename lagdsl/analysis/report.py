@@ -175,7 +175,8 @@ def _summary_table(log: RunLog) -> str:
             ("final shape", f"depth {shape.depth}, width {shape.width}, {si(s.params)} params"),
             (
                 "training FLOPs",
-                f"{si(s.flops)}FLOPs ({si(s.mainline_flops)}FLOPs mainline + {si(s.probe_flops)}FLOPs probes)",
+                f"{si(s.flops, 'FLOPs')} ({si(s.mainline_flops, 'FLOPs')} mainline + "
+                f"{si(s.probe_flops, 'FLOPs')} probes)",
             ),
             (
                 "final shape from scratch, same steps",
@@ -186,7 +187,7 @@ def _summary_table(log: RunLog) -> str:
     else:
         rows += [
             ("latest val loss", _num(log.final_val_loss)),
-            ("training FLOPs so far", f"{si(log.total_flops)}FLOPs"),
+            ("training FLOPs so far", f"{si(log.total_flops, 'FLOPs')}"),
         ]
     if log.selects:
         winners = ", ".join(f"{w.stage}: {w.winner}" for w in log.selects)
@@ -283,10 +284,10 @@ def _reach_html(logs: list[RunLog]) -> str:
     rows = []
     for row in reach_table(logs):
         a, b = row.run, row.target
-        needed = "not reached" if row.flops is None else f"{si(row.flops)}FLOPs"
+        needed = "not reached" if row.flops is None else f"{si(row.flops, 'FLOPs')}"
         ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
         rows.append(
-            f"<tr><td>{_e(_label(a))}</td><td>{_num(a.final_val_loss)}</td><td>{si(a.total_flops)}FLOPs</td>"
+            f"<tr><td>{_e(_label(a))}</td><td>{_num(a.final_val_loss)}</td><td>{si(a.total_flops, 'FLOPs')}</td>"
             f"<td>{_e(_label(b))} ({_num(row.target_loss)})</td><td>{needed}</td><td>{ratio}</td></tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"

@@ -284,7 +284,9 @@ def tokenize(
     from lagdsl.text import tokenizer as tok
 
     files = list(inputs)
-    kinds = {"jsonl" if p.suffix == ".jsonl" else "parquet" if p.suffix == ".parquet" else "text" for p in files}
+    kinds: set[encode.Kind] = {
+        "jsonl" if p.suffix == ".jsonl" else "parquet" if p.suffix == ".parquet" else "text" for p in files
+    }
     if len(kinds) > 1:
         raise click.UsageError("give text files, .jsonl files or .parquet files, not several kinds in one corpus")
     (kind,) = kinds

@@ -200,8 +200,8 @@ def _print_summary(summary: Summary, run_dir: Path) -> None:
     lines = [
         f"{summary.schedule}: {state} in {summary.wall_seconds:.0f} s",
         f"  final val loss   {summary.final_val_loss:.4f}   (train {train})",
-        f"  FLOPs used       {si(summary.flops)}FLOPs (probes {si(summary.probe_flops)}FLOPs)",
-        f"  from scratch     {si(summary.scratch_flops)}FLOPs for the final shape over the same steps",
+        f"  FLOPs used       {si(summary.flops, 'FLOPs')} (probes {si(summary.probe_flops, 'FLOPs')})",
+        f"  from scratch     {si(summary.scratch_flops, 'FLOPs')} for the final shape over the same steps",
     ]
     if summary.winners:
         lines.append("  winners          " + ", ".join(f"{k}: {v}" for k, v in summary.winners.items()))

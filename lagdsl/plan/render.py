@@ -225,18 +225,18 @@ def print_table(plan: Plan, file: TextIO) -> None:
     summary.add_column(justify="right")
     summary.add_column()
     share = totals.probe_overhead_flops / totals.training_flops if totals.training_flops else 0.0
-    summary.add_row("mainline training", f"{si(totals.mainline_flops)}FLOPs", f"{totals.mainline_steps:,} steps")
-    summary.add_row("probe overhead", f"{si(totals.probe_overhead_flops)}FLOPs", f"{share:.1%} of training")
-    summary.add_row("training in all", f"{si(totals.training_flops)}FLOPs", "")
+    summary.add_row("mainline training", f"{si(totals.mainline_flops, 'FLOPs')}", f"{totals.mainline_steps:,} steps")
+    summary.add_row("probe overhead", f"{si(totals.probe_overhead_flops, 'FLOPs')}", f"{share:.1%} of training")
+    summary.add_row("training in all", f"{si(totals.training_flops, 'FLOPs')}", "")
     final = totals.final
     summary.add_row(
         "final shape from scratch",
-        f"{si(totals.scratch_flops)}FLOPs",
+        f"{si(totals.scratch_flops, 'FLOPs')}",
         f"depth {final.depth}, width {final.width}, {si(final.params)} params, same steps",
     )
     verb = "saves" if totals.saving >= 0 else "costs"
     summary.add_row("growth", f"{verb} {abs(totals.saving):.1%}", "of the from-scratch FLOPs")
-    summary.add_row("evaluation", f"{si(totals.eval_flops)}FLOPs", "not counted above")
+    summary.add_row("evaluation", f"{si(totals.eval_flops, 'FLOPs')}", "not counted above")
     if per_rank:
         how = f"{totals.ranks} ranks, parallel {plan.schedule.parallel}"
         summary.add_row("peak memory", binary(totals.peak_memory), f"per rank ({how}): an estimate")

@@ -25,10 +25,8 @@ exactly the tokens one process reads.
 
 from __future__ import annotations
 
-import fnmatch
 import glob as globbing
 import hashlib
-import os
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ import torch
 from lagdsl.lang.schedule import DataSpec, JsonlData, ParquetData, StdlibData, TextData, TokenFiles, TokensData
 from lagdsl.text import encode
 from lagdsl.text import tokenizer as tok
+from lagdsl.text.globs import matching
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -136,7 +135,9 @@ def _cached(
         raise DataError(f"no files found for {what}")
     tokenizer = _tokenizer(spec.tokenizer, base) if spec.tokenizer is not None else None
     field = spec.field if isinstance(spec, JsonlData) else spec.column if isinstance(spec, ParquetData) else None
-    kind = "parquet" if isinstance(spec, ParquetData) else "jsonl" if isinstance(spec, JsonlData) else "text"
+    kind: encode.Kind = "text"
+    if isinstance(spec, (JsonlData, ParquetData)):
+        kind = spec.kind
     try:
         encoded = encode.encode_corpus(files, tokenizer, field, progress, kind)
     except encode.EncodeError as error:
@@ -158,44 +159,6 @@ def _files(spec: TextData | JsonlData | ParquetData, base: Path) -> tuple[list[P
     if not files:
         raise DataError(f"no files match `{what}` (looked in {base})")
     return files, what
-
-
-def matching(pattern: str) -> list[Path]:
-    """The files `pattern` matches, sorted, each file once however many links lead to it. `**`
-    descends into folders without following links to folders, so a link loop (`a -> ..`) can
-    neither hang the walk nor read a file twice (`glob` follows them, round and round)."""
-    parts = Path(pattern).parts
-    fixed = next((i for i, part in enumerate(parts) if globbing.has_magic(part)), len(parts))
-    root, rest = Path(*parts[:fixed]) if fixed else Path("."), parts[fixed:]
-    if "**" not in rest:
-        found = [Path(p) for p in globbing.glob(pattern)]
-    else:
-        found = []
-        for folder, dirs, names in os.walk(root, followlinks=False):
-            dirs.sort()
-            relative = Path(folder).relative_to(root).parts
-            found += [Path(folder) / name for name in names if _match(rest, (*relative, name))]
-    seen: set[str] = set()
-    files = []
-    for path in sorted(found):
-        real = os.path.realpath(path)
-        if path.is_file() and real not in seen:
-            seen.add(real)
-            files.append(path)
-    return files
-
-
-def _match(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
-    """Whether the path `parts` matches the glob `pattern` parts (`**`: any number of folders; a
-    name starting with a dot only where the pattern's part does, as `glob` has it)."""
-    if not pattern:
-        return not parts
-    if pattern[0] == "**":
-        deeper = bool(parts) and not parts[0].startswith(".") and _match(pattern, parts[1:])
-        return deeper or _match(pattern[1:], parts)
-    if not parts or (parts[0].startswith(".") and not pattern[0].startswith(".")):
-        return False
-    return fnmatch.fnmatchcase(parts[0], pattern[0]) and _match(pattern[1:], parts[1:])
 
 
 def load_corpus(spec: DataSpec, base: Path, progress: bool = True) -> Corpus:

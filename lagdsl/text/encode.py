@@ -31,7 +31,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +126,7 @@ def pieces(
             yield from ((document, True) for document in _parquet_column(path, field, digest))
 
 
-def _blocks(path: Path, digest: hashlib._Hash | None) -> Iterator[bytes]:
+def _blocks(path: Path, digest: hashlib._Hash | None) -> Generator[bytes, None, None]:
     """The bytes of `path`, a block at a time, each added to `digest`."""
     try:
         with open(path, "rb") as stream:
@@ -156,7 +156,7 @@ def _text_pieces(path: Path, digest: hashlib._Hash | None) -> Iterator[tuple[str
             yield piece
 
     blocks = _blocks(path, digest)
-    for block in itertools.chain(blocks, [b""]):
+    for block in itertools.chain(blocks, [b""]):  # the empty block: the end, which flushes the decoder
         final = not block
         pending = len(decoder.getstate()[0])
         try:

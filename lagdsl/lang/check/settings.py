@@ -313,6 +313,49 @@ def _data(draft: Draft, setting: ast.Setting) -> None:
     name = getattr(data, "tokenizer", None)
     if name is not None:
         _read_tokenizer(draft, setting, name)
+    _look_for_files(draft, setting, data)
+
+
+def _look_for_files(draft: Draft, setting: ast.Setting, data: object) -> None:
+    """W0601 for a data glob that matches no file and a token file that is not there: `run` would
+    stop on it, so `validate` says so first (the files are looked for, never read)."""
+    from lagdsl.text.globs import matching
+
+    if isinstance(data, (TextData, JsonlData, ParquetData)):
+        wanted: list[tuple[str, str]] = [(data.glob, "glob")]
+    elif isinstance(data, TokensData):
+        wanted = []
+        for key in ("train", "val"):
+            names = getattr(data, key)
+            for name in (names,) if isinstance(names, str) else names or ():
+                wanted.append((name, key))
+    else:
+        return
+    node = setting.value
+    for name, key in wanted:
+        path = Path(name) if Path(name).is_absolute() else draft.data_base / name
+        pattern = any(c in name for c in "*?[")
+        if matching(str(path), first=True) if pattern else path.is_file():
+            continue
+        arg = _argument(node, key, positional=key in ("glob", "train"))
+        what = "matches no file" if pattern else "is not a file" if path.exists() else "does not exist"
+        draft.report(
+            "W0601",
+            f"`{name}` {what} (looked in `{path.parent if not pattern else draft.data_base}`)",
+            arg.span if arg is not None else node.span,
+            "no data here",
+            "`lagdsl run` would stop here: give a path relative to the schedule's folder (or an absolute one)",
+        )
+
+
+def _argument(node: ast.Value, name: str, positional: bool) -> ast.Value | None:
+    """The value of the call's argument `name` (or its first positional one, where it may be given so)."""
+    if not isinstance(node, ast.Call):
+        return None
+    for arg in node.args:
+        if (arg.name is not None and arg.name.value == name) or (positional and arg.name is None):
+            return arg.value
+    return None
 
 
 def _read_tokenizer(draft: Draft, setting: ast.Setting, name: str) -> None:
