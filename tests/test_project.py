@@ -65,3 +65,10 @@ def test_the_benchmark_scripts_write_into_the_benchmarks_page() -> None:
 def test_torch_is_pinned_in_the_install_command() -> None:
     # an unpinned torch can pull a multi-gigabyte CUDA build into a CPU-only environment
     assert '"torch==' in _setup_block()[0]
+
+
+def test_the_setup_names_the_lighter_install_and_the_cpu_build_of_pytorch() -> None:
+    """A user who will not develop lagdsl needs neither its development tools nor a CUDA download."""
+    section = README.split("## Set up and test", 1)[1].split("\n## ", 1)[0]
+    assert "`pip install -e .`" in section
+    assert "--index-url https://download.pytorch.org/whl/cpu" in section

@@ -436,3 +436,28 @@ def test_a_token_file_edited_past_its_first_mebibyte_has_another_fingerprint(tmp
     second = load_corpus(spec, tmp_path, progress=False)
     assert second.fingerprint != first.fingerprint
     assert first.earlier == second.earlier  # what earlier versions computed: blind to that edit
+
+
+def test_the_first_run_on_a_corpus_says_what_tokenizing_does(project: Path) -> None:
+    """It once tokenized in silence: a line names the files, their size and the token that ends each
+    document; another gives the counts and the rate (plain lines: a log file keeps them)."""
+    path = write(project, 'text("corpus/*.txt", tokenizer="tokenizer.json")')
+    result = CliRunner().invoke(main, ["run", str(path), "--out", str(project / "loud"), "--max-steps", "1"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    size = sum(p.stat().st_size for p in (project / "corpus").glob("*.txt")) / 1e6
+    assert (
+        f"tokenizing 2 files ({size:,.1f} MB) once into the token cache; each document ends with "
+        "`<|endoftext|>` (id 0)" in lines
+    )
+    done = next(line for line in lines if line.startswith("tokenized "))
+    tokens = len(
+        encode.encode_corpus(
+            sorted((project / "corpus").glob("*.txt")),
+            Tokenizer.from_file(str(project / "tokenizer.json")),
+            progress=False,
+        ).tokens
+    )
+    assert done.startswith(f"tokenized 2 documents, {tokens:,} tokens in ") and done.endswith(" tokens/s)")
+    again = CliRunner().invoke(main, ["run", str(path), "--out", str(project / "again"), "--max-steps", "1"])
+    assert "tokenizing" not in again.stderr  # from the cache: nothing to say

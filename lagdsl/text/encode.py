@@ -269,11 +269,11 @@ def write_tokens(
     tokenizer: Tokenizer,
     field: str | None,
     stream: BinaryIO,
-    on_bytes: Callable[[int], None] = lambda n: None,
+    on_bytes: Callable[[int, int, int], None] = lambda size, tokens, documents: None,
     kind: Kind | None = None,
 ) -> tuple[int, int, str]:
     """Tokenize `files` into `stream` (the vocabulary's dtype); (tokens, documents, fingerprint).
-    `on_bytes(n)` after each batch of n characters of text."""
+    `on_bytes(size, tokens, documents)` after each batch: its characters, tokens and documents ended."""
     from tokenizers import Tokenizer as _Tokenizer
 
     vocab = vocab_size(tokenizer)
@@ -306,7 +306,7 @@ def write_tokens(
         array = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(ids)), dtype=dtype)
         stream.write(array.data)
         count, docs = count + len(array), docs + sum(ends)
-        on_bytes(size)
+        on_bytes(size, len(array), sum(ends))
 
     # a pipeline: `tokenizers` encodes a batch on every core (it lets go of the GIL) while this
     # thread reads the next one and writes the last one's ids
@@ -326,7 +326,7 @@ def write_bytes(
     files: list[Path],
     field: str | None,
     stream: BinaryIO,
-    on_bytes: Callable[[int], None] = lambda n: None,
+    on_bytes: Callable[[int, int, int], None] = lambda size, tokens, documents: None,
     kind: Kind | None = None,
 ) -> tuple[int, int, str]:
     """The corpus as bytes into `stream`: text files as they are (any bytes), each followed by a
@@ -344,14 +344,15 @@ def write_bytes(
             for block in _blocks(path, digest):
                 stream.write(block)
                 count += len(block)
-                on_bytes(len(block))
+                on_bytes(len(block), len(block), 0)
             docs += 1
+            on_bytes(0, 0, 1)
     else:
         for document in documents(files, field, digest, kind):
             data = (b"\n" if docs else b"") + document.encode()
             stream.write(data)
             count, docs = count + len(data), docs + 1
-            on_bytes(len(data))
+            on_bytes(len(data), len(data), 1)
     return count, docs, digest.hexdigest()
 
 
@@ -444,7 +445,8 @@ def _encode_into(
     try:
         temporary.mkdir(parents=True)
         total = sum(p.stat().st_size for p in files)
-        with open(temporary / "tokens.bin", "wb") as stream, _progress(total, progress and tokenizer is not None) as on:
+        shown = _progress(total, progress and tokenizer is not None, len(files), tokenizer)
+        with open(temporary / "tokens.bin", "wb") as stream, shown as on:
             if tokenizer is None:
                 count, docs, fingerprint = write_bytes(files, field, stream, on, kind)
             else:
@@ -480,28 +482,60 @@ def _open_cached(folder: Path, vocab: int) -> Encoded | None:
 
 
 class _progress:
-    """A rich progress bar over bytes of text on stderr (none when `show` is false)."""
+    """What tokenizing says on stderr (nothing when `show` is false): first a line naming the files,
+    their size and the token that ends each document; then a bar of bytes with the documents and
+    tokens per second (in a terminal); last a line with the counts and the rate (anywhere, logs
+    too), so that the first run on a new corpus never tokenizes in silence."""
 
-    def __init__(self, total: int, show: bool) -> None:
-        self.total, self.show = total, show and total > 0
+    def __init__(self, total: int, show: bool, files: int = 0, tokenizer: Tokenizer | None = None) -> None:
+        self.total, self.show, self.files, self.tokenizer = total, show, files, tokenizer
+        self.tokens = self.documents = 0
 
-    def __enter__(self) -> Callable[[int], None]:
+    def __enter__(self) -> Callable[[int, int, int], None]:
         if not self.show:
-            return lambda n: None
+            return lambda size, tokens, documents: None
+        import time
+
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+        self.console = Console(file=sys.stderr)
+        print(f"tokenizing {self.files:,} files ({self.total / 1e6:,.1f} MB) once into the token cache; "
+              f"{self._ending()}", file=sys.stderr, flush=True)  # fmt: skip
+        self.started = time.perf_counter()
         self.bar = Progress(
             TextColumn("tokenizing"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            console=Console(file=sys.stderr), transient=True,
+            TextColumn("{task.fields[documents]:,} documents, {task.fields[rate]:,.0f} tokens/s"),
+            console=self.console, transient=True,
         )  # fmt: skip
         self.bar.start()
-        task = self.bar.add_task("tokenizing", total=self.total)
-        return lambda n: self.bar.advance(task, n)
+        task = self.bar.add_task("tokenizing", total=self.total, documents=0, rate=0.0)
+
+        def advance(size: int, tokens: int, documents: int) -> None:
+            self.tokens, self.documents = self.tokens + tokens, self.documents + documents
+            rate = self.tokens / max(time.perf_counter() - self.started, 1e-9)
+            self.bar.update(task, advance=size, documents=self.documents, rate=rate)
+
+        return advance
+
+    def _ending(self) -> str:
+        if self.tokenizer is None:
+            return "documents are joined with a newline"
+        eos = special_ids(self.tokenizer)["eos_token_id"]
+        if eos is None:
+            return "each document ends with the tokenizer's encoding of a newline (it has no end-of-text token)"
+        return f"each document ends with `{self.tokenizer.id_to_token(eos)}` (id {eos})"
 
     def __exit__(self, *exc: object) -> None:
-        if self.show:
-            self.bar.stop()
+        if not self.show:
+            return
+        import time
+
+        self.bar.stop()
+        if exc[0] is None:
+            seconds = time.perf_counter() - self.started
+            print(f"tokenized {self.documents:,} documents, {self.tokens:,} tokens in {seconds:,.1f} s "
+                  f"({self.tokens / max(seconds, 1e-9):,.0f} tokens/s)", file=sys.stderr, flush=True)  # fmt: skip
 
 
 #: the files `lagdsl tokenize` writes into its folder
@@ -525,7 +559,7 @@ def tokenize_to(
     whole = out / "train.bin"
     try:
         total = sum(p.stat().st_size for p in files)
-        with open(whole, "wb") as stream, _progress(total, progress) as advance:
+        with open(whole, "wb") as stream, _progress(total, progress, len(files), tokenizer) as advance:
             count, docs, fingerprint = write_tokens(files, tokenizer, field, stream, advance, kind)
         split = int(count * (1 - val))
         tokens = np.memmap(whole, dtype=dtype, mode="r") if count else np.zeros(0, dtype)
