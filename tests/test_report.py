@@ -92,6 +92,30 @@ def test_report_is_one_self_contained_page_with_every_part(runs: dict[str, Path]
     # the plan at full size, inline (a long plan is unreadable squeezed into the page's width)
     assert "<summary>The plan at full size" in page and '<div class="scroll"><svg' in page
     assert "<th>chosen</th>" in page and "<th></th>" not in page  # every column named
+    # the probe's settings once, in the caption (a `keep` column once said `winner` on every row)
+    assert f"<caption>four (step 20): select {select['rule']}, keep winner</caption>" in page
+    assert "<th>keep</th>" not in page and page.count("<td>winner</td>") == 1
+
+
+@pytest.mark.slow
+def test_the_stage_names_stand_above_the_loss_curves(runs: dict[str, Path]) -> None:
+    """They were once written rotated across the plot, over the curves."""
+    from lagdsl.analysis.figures import loss_figure
+    from lagdsl.analysis.runlog import read_run
+
+    log = read_run(runs["a"])
+    for axis in ("step", "flops"):
+        fig = loss_figure(log, axis)
+        fig.draw_without_rendering()  # lays it out as saving does
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+        plot = fig.axes[0].get_window_extent(renderer)
+        texts = [*fig.axes[0].texts, *(t for child in fig.axes[0].child_axes for t in child.get_xticklabels())]
+        labels = [t for t in texts if "depth" in t.get_text()]
+        assert [t.get_text().split(" (")[0] for t in labels] == [s.stage for s in log.stages]
+        for label in labels:
+            box = label.get_window_extent(renderer)
+            assert box.y0 >= plot.y1 - 1, f"{label.get_text()} is over the plot"
+        assert fig.get_window_extent(renderer).contains(box.x0, box.y1)  # and inside the picture
 
 
 @pytest.mark.slow

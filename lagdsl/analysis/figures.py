@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lagdsl.analysis.runlog import RunLog
-from lagdsl.artifacts import LagSummary, SelectEvent, Study
+from lagdsl.artifacts import LagSummary, SelectEvent, StageEvent, Study
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -30,24 +30,32 @@ VAL = "#ff7f0e"
 STAGE = "#bbbbbb"
 
 
-def _figure(width: float, height: float) -> Figure:
+def _figure(width: float, height: float, constrained: bool = False) -> Figure:
+    """A figure; `constrained`: laid out by matplotlib's constrained layout, which makes room for
+    an axis of its own above the plot too (`tight_layout` leaves its labels outside the picture)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height), layout="constrained" if constrained else None)
     FigureCanvasAgg(fig)
     return fig
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     return path
 
 
 def loss_curves(log: RunLog, path: Path, axis: str) -> Path:
     """Train and val loss against mainline step or FLOPs, stage boundaries marked and named."""
-    fig = _figure(9, 4.2)
+    return _save(loss_figure(log, axis), path)
+
+
+def loss_figure(log: RunLog, axis: str) -> Figure:
+    """`loss_curves`' figure: the stages are named on an axis above the plot, not over the curves."""
+    fig = _figure(9, 4.6, constrained=True)
     ax = fig.subplots()
     x_of = (lambda step: float(step)) if axis == "step" else log.flops_at
     xs: list[float] = []
@@ -66,22 +74,27 @@ def loss_curves(log: RunLog, path: Path, axis: str) -> Path:
         )
     for stage in log.stages[1:]:
         ax.axvline(x_of(stage.step), color=STAGE, linestyle="--", linewidth=0.9)
-    top = ax.get_ylim()[1]
-    for stage in log.stages:
-        after = stage.after or stage
-        shape = f"depth {after.depth}, width {after.width}"
-        ax.text(
-            x_of(stage.step), top, f" {stage.stage} ({shape})", fontsize=7.5, va="top", ha="left", color="#444444",
-            rotation=90,
-        )  # fmt: skip
+    # the stages named above the plot, on an axis of their own: never over the curves
+    names = ax.secondary_xaxis("top")
+    names.set_xticks(
+        [x_of(stage.step) for stage in log.stages],
+        [f"{stage.stage} ({_shape(stage)})" for stage in log.stages],
+        rotation=30, ha="left", fontsize=7.5, color="#444444",
+    )  # fmt: skip
+    names.tick_params(length=3, pad=1)
     ax.set_xlabel("mainline step" if axis == "step" else "training FLOPs (probes included)")
     if axis == "flops":
         _flops_axis(ax)
     ax.set_ylabel("loss (nats per token)")
-    ax.set_title(f"{log.name}: loss against {'step' if axis == 'step' else 'FLOPs'}", fontsize=10)
+    ax.set_title(f"{log.name}: loss against {'step' if axis == 'step' else 'FLOPs'}", fontsize=10, loc="left")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)
-    return _save(fig, path)
+    return fig
+
+
+def _shape(stage: StageEvent) -> str:
+    after = stage.after or stage
+    return f"depth {after.depth}, width {after.width}"
 
 
 def probe_fanout(log: RunLog, select: SelectEvent, path: Path) -> Path:

@@ -259,21 +259,23 @@ def _growth_row(stage: str, step: int, operator: str, change: str, params: int |
 
 
 def _selection_table(log: RunLog) -> str:
-    head = (
-        "<tr><th>stage</th><th>step</th><th>candidate</th><th>score</th><th>rule</th><th>keep</th><th>chosen</th></tr>"
-    )
+    """Every candidate of every probe with its score, the winner marked; the settings of each probe
+    (its rule and what it keeps) once, in the caption, not on every row."""
+    head = "<tr><th>stage</th><th>step</th><th>candidate</th><th>score</th><th>chosen</th></tr>"
     rows = []
+    settings = []
     for s in log.selects:
+        settings.append(f"{_e(s.stage)} (step {s.step}): select {_e(s.rule)}, keep {_e(s.keep)}")
         ranked = sorted(s.scores.items(), key=lambda item: (item[1] is None, item[1] or 0.0))
         for label, score in ranked:
             won = label == s.winner
             shown = f"{score:.4f}" if score is not None else "diverged"
             rows.append(
                 f"<tr{' class=winner' if won else ''}><td>{_e(s.stage)}</td><td>{s.step}</td>"
-                f"<td>{_e(label)}</td><td>{shown}</td><td>{_e(s.rule)}</td><td>{_e(s.keep)}</td>"
-                f"<td>{'winner' if won else ''}</td></tr>"
+                f"<td>{_e(label)}</td><td>{shown}</td><td>{'winner' if won else ''}</td></tr>"
             )
-    return f"<table>{head}{''.join(rows)}</table>"
+    caption = f"<caption>{'; '.join(settings)}</caption>"
+    return f"<table>{caption}{head}{''.join(rows)}</table>"
 
 
 def _reach_html(logs: list[RunLog]) -> str:
