@@ -300,19 +300,57 @@ def test_mermaid_has_every_node_and_edge() -> None:
     assert sum(line.strip().startswith("n") and '["' in line for line in lines) == len(plan.graph)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["png", "svg"])
-def test_pictures_are_written(tmp_path: Path, fmt: str) -> None:
+def _picture(tmp_path: Path, schedule: Path, fmt: str, *extra: str) -> bytes:
     out = tmp_path / f"plan.{fmt}"
-    result = CliRunner().invoke(
-        main, ["plan", str(ROOT / "schedules" / "stack_lag.grow"), "--format", fmt, "-o", str(out)]
-    )
+    result = CliRunner().invoke(main, ["plan", str(schedule), "--format", fmt, "-o", str(out), *extra])
     assert result.exit_code == 0, result.output
-    data = out.read_bytes()
-    if fmt == "png":
-        assert data.startswith(b"\x89PNG")
-    else:
-        assert b"<svg" in data[:500] and b"grow_1 select" in data
+    return out.read_bytes()
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data.startswith(b"\x89PNG")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _svg_texts(data: bytes) -> tuple[list[str], list[float]]:
+    """The SVG's texts (kept as text) and their font sizes."""
+    import re
+
+    svg = data.decode()
+    texts = [re.sub(r"<[^>]+>", "", t) for t in re.findall(r"<text[^>]*>(.*?)</text>", svg, re.S)]
+    sizes = [float(size) for size in re.findall(r"font(?:-size)?:\s*(?:[a-z]+\s+)*([\d.]+)px", svg)]
+    return texts, sizes
+
+
+@pytest.mark.slow
+def test_the_plan_picture_is_an_overview_that_fits_a_screen(tmp_path: Path) -> None:
+    """`stack_lag`'s picture was once 8,250 x 695 pixels in one row, evaluations and checkpoints
+    splitting each stage into several boxes: now one box per stage, rows that wrap, 10 pt text."""
+    schedule = ROOT / "schedules" / "stack_lag.grow"
+    width, height = _png_size(_picture(tmp_path, schedule, "png"))
+    assert width <= 2.5 * height and width <= 2000
+    texts, sizes = _svg_texts(_picture(tmp_path, schedule, "svg"))
+    joined = "\n".join(texts)
+    for stage in ("base", "grow_1", "grow_2", "grow_3"):
+        assert stage in texts, stage
+    assert "depth 8, width 128" in joined and "3 evals, 2 checkpoints" in joined and "interleave" in joined
+    assert sizes and min(sizes) >= 10
+    # fifty stages, each with a probe: rows wrap and keep the proportions
+    many = "model gpt(context=16, width=16, heads=2, depth=1)\nbatch 4\noptimizer adamw(lr=1e-3)\n"
+    many += "stage base { train 10 steps }\nrepeat 49 {\n  stage s {\n    grow depth by 1 {\n"
+    many += "      candidates [copy_top, random]\n      probe 5 steps\n    }\n    train 10 steps\n  }\n}\n"
+    (tmp_path / "many.grow").write_text(many)
+    width, height = _png_size(_picture(tmp_path, tmp_path / "many.grow", "png"))
+    assert width <= 2.5 * height and height <= 2.5 * width
+    texts, _ = _svg_texts(_picture(tmp_path, tmp_path / "many.grow", "svg"))
+    assert {"base", *(f"s_{i}" for i in range(1, 50))} <= set(texts)
+
+
+@pytest.mark.slow
+def test_the_detailed_picture_draws_every_node(tmp_path: Path) -> None:
+    texts, _ = _svg_texts(_picture(tmp_path, ROOT / "schedules" / "stack_lag.grow", "svg", "--detail"))
+    joined = "\n".join(texts)
+    assert "grow_1 select" in joined and "eval" in joined and "checkpoint" in joined
 
 
 # ------------------------------------------------------------------------------ command line

@@ -117,7 +117,7 @@ def build_report(run_dir: Path, out: Path, compare: Sequence[Path] = ()) -> Repo
         svg = plan_picture.with_suffix(".svg").read_text(encoding="utf-8")
         svg = svg[svg.index("<svg") :]  # inline: without the XML prologue
         sections.append(
-            "<details><summary>The plan at full size (scroll sideways)</summary>"
+            "<details><summary>The plan at full size, every node (scroll sideways)</summary>"
             f'<div class="scroll">{svg}</div></details>'
         )
 
@@ -150,8 +150,8 @@ def _plan_picture(run_dir: Path, path: Path, report: Report) -> Path | None:
         report.notes.append("the run's `schedule.grow` no longer validates: no plan picture")
         return None
     plan = build_plan(checked.schedule)
-    draw(plan, path, "png")
-    draw(plan, path.with_suffix(".svg"), "svg")  # full size, for a long plan: inlined, scrollable
+    draw(plan, path, "png")  # the overview: one box per stage, rows that wrap
+    draw(plan, path.with_suffix(".svg"), "svg", detail=True)  # every node, inlined, scrollable
     return path
 
 

@@ -88,7 +88,7 @@ PLAN_FORMATS = ("table", "json", "dot", "mermaid", "svg", "png")
 Examples:
   lagdsl plan schedules/stack_lag.grow
   lagdsl plan my.grow --format json | jq .totals
-  lagdsl plan my.grow --format png -o plan.png
+  lagdsl plan my.grow --format png -o plan.png   (one box per stage; --detail: every node)
   lagdsl plan my.grow --ranks 8                 (memory per rank on 8 ranks)
 
 Exit codes: 0 ok, 1 schedule errors, 2 usage or I/O problems."""
@@ -108,8 +108,13 @@ Exit codes: 0 ok, 1 schedule errors, 2 usage or I/O problems."""
     show_default=True,
     help="Show memory per rank for a run on this many ranks (torchrun; see the `parallel` setting).",
 )
+@click.option(
+    "--detail",
+    is_flag=True,
+    help="svg, png: every node of the plan graph (evaluations, checkpoints) instead of one box per stage.",
+)
 @click.pass_context
-def plan(ctx: click.Context, file: Path, fmt: str, output: Path | None, ranks: int) -> None:
+def plan(ctx: click.Context, file: Path, fmt: str, output: Path | None, ranks: int, detail: bool) -> None:
     """Show the plan: the model at each stage, where the FLOPs go, what probes cost, what growth saves."""
     from lagdsl.plan import build_plan
     from lagdsl.plan import render as r
@@ -119,7 +124,7 @@ def plan(ctx: click.Context, file: Path, fmt: str, output: Path | None, ranks: i
         from lagdsl.plan.draw import draw
 
         target = output or Path(f"{the_plan.schedule.name}-plan.{fmt}")
-        _write(ctx, target, lambda: draw(the_plan, target, fmt))
+        _write(ctx, target, lambda: draw(the_plan, target, fmt, detail))
         return
     if fmt == "table":
         if output is None:
