@@ -113,8 +113,12 @@ class _Builder:
     def __init__(self, schedule: Schedule, ranks: int = 1) -> None:
         self.schedule = schedule
         self.cost = CostModel(schedule, ranks)
-        self.graph: nx.DiGraph[str] = nx.DiGraph()
+        # nodes and edges in the order they are made, put into the graph at once at the end (a plan
+        # of 10,000 evaluations and as many checkpoints has 30,000 nodes: one call each was slow)
+        self.nodes: list[tuple[str, dict[str, PlanNode]]] = []
+        self.edges: list[tuple[str, str]] = []
         self.tail = "init"
+        self._events_of: dict[str, tuple[ShapeCost, int, int]] = {}  # a stage's shape, eval FLOPs, eval tokens
         total = schedule.total_steps
         evals = _events(schedule.eval.every, total) if schedule.eval else []
         checkpoints = _events(schedule.checkpoint.every, total)
@@ -132,8 +136,8 @@ class _Builder:
         return base * rewarm_factor(step, stage.start_step, stage.rewarm)
 
     def add(self, node: PlanNode, after: str | None = None) -> str:
-        self.graph.add_node(node.id, payload=node)
-        self.graph.add_edge(after if after is not None else self.tail, node.id)
+        self.nodes.append((node.id, {"payload": node}))
+        self.edges.append((after if after is not None else self.tail, node.id))
         return node.id
 
     def append(self, node: PlanNode) -> None:
@@ -152,13 +156,21 @@ class _Builder:
 
     def flush_events(self, stage: Stage, up_to: int) -> None:
         """Eval and checkpoint nodes for every event at or before mainline step `up_to`."""
-        shape = self.cost.shape_cost(stage.after)
+        known = self._events_of.get(stage.name)
+        if known is None:
+            batches = self.schedule.eval_batches
+            known = self._events_of[stage.name] = (
+                self.cost.shape_cost(stage.after),
+                self.cost.forward_flops(stage.after, batches),
+                batches * self.schedule.batch * self.schedule.model.context,
+            )
+        shape, eval_flops, eval_tokens = known
         while self.next_event < len(self.events) and self.events[self.next_event][0] <= up_to:
             step, _, kind = self.events[self.next_event]
             self.next_event += 1
-            batches = self.schedule.eval_batches if kind == "eval" else 0
-            flops = self.cost.forward_flops(stage.after, batches) if kind == "eval" else 0
-            tokens = batches * self.schedule.batch * self.schedule.model.context
+            evaluates = kind == "eval"
+            batches = self.schedule.eval_batches if evaluates else 0
+            flops, tokens = (eval_flops, eval_tokens) if evaluates else (0, 0)
             self.append(
                 PlanNode(f"{stage.name}/{kind}@{step}", kind, stage.name, step, 0, tokens, flops, shape, shape,
                          batches=batches)
@@ -169,12 +181,15 @@ class _Builder:
     def build(self) -> nx.DiGraph[str]:
         s = self.schedule
         first = self.cost.shape_cost(s.model.shape)
-        self.graph.add_node("init", payload=PlanNode("init", "init", None, 0, 0, 0, 0, first, first))
+        self.nodes.append(("init", {"payload": PlanNode("init", "init", None, 0, 0, 0, 0, first, first)}))
         for stage in s.stages:
             self.stage(stage)
         final = self.cost.shape_cost(s.final_shape)
         self.add(PlanNode("end", "end", None, s.total_steps, 0, 0, 0, final, final))
-        return self.graph
+        graph: nx.DiGraph[str] = nx.DiGraph()
+        graph.add_nodes_from(self.nodes)
+        graph.add_edges_from(self.edges)
+        return graph
 
     def stage(self, stage: Stage) -> None:
         carried = 0  # mainline steps the winners' probes took, under keep winner
@@ -211,12 +226,11 @@ class _Builder:
         lr_last = self.lr(stage, start + k - 1) if k else None
         text = probe.select.text
         winner_steps = k if probe.keep == "winner" else 0
-        self.graph.add_node(
-            select_id,
-            payload=PlanNode(select_id, "select", stage.name, start, 0, 0, 0, after, after,
-                             mainline_steps=winner_steps, select=text, keep=probe.keep,
-                             candidates=len(probe.candidates), growth=index),
-        )  # fmt: skip
+        self.nodes.append((select_id, {
+            "payload": PlanNode(select_id, "select", stage.name, start, 0, 0, 0, after, after,
+                                mainline_steps=winner_steps, select=text, keep=probe.keep,
+                                candidates=len(probe.candidates), growth=index),
+        }))  # fmt: skip
         for candidate in probe.candidates:
             label = candidate.label
             grow_id = self.add(
@@ -229,7 +243,7 @@ class _Builder:
                          flops, after, after, lr_first, lr_last, operator=label, batches=batches, growth=index),
                 after=grow_id,
             )  # fmt: skip
-            self.graph.add_edge(probe_id, select_id)
+            self.edges.append((probe_id, select_id))
         self.tail = select_id
         return winner_steps
 
