@@ -613,11 +613,12 @@ def test_with_dropout_two_ranks_train_as_one(project: Path, one_rank: Path) -> N
     """Dropout masks are drawn per global row (`lagdsl.model.dropout`): 2 ranks drop exactly the
     units one process drops, so their losses agree as without dropout (once each rank drew its own)."""
     text = SCHEDULE.format(probes="", keep="", base=10).replace("depth=1)", "depth=1, dropout=0.2)")
+    text = text[: text.index("stage two")]  # the first stage is enough: 10 steps and 2 evaluations
     (project / "dropout.grow").write_text(text)
     single(project, "dropout.grow", "--out", "dropout-one")
     result = launch(project, "dropout.grow", "--out", "dropout-two")
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = records(project / "dropout-one"), records(project / "dropout-two")
     assert_close(one, two)
-    without = [r["loss"] for r in records(one_rank) if r["event"] == "step"]
+    without = [r["loss"] for r in records(one_rank) if r["event"] == "step"][:10]
     assert [r["loss"] for r in one if r["event"] == "step"] != without  # it does drop

@@ -53,4 +53,4 @@ def test_installed_wheel_validates_with_its_packaged_grammar(tmp_path: Path) -> 
     module_file, grammar_file, summary = result.stdout.splitlines()
     assert Path(module_file).is_relative_to(target)
     assert Path(grammar_file) == target / "lagdsl" / "grammars" / "grow.lark"
-    assert summary.endswith("ok: 4 stages, depth 2 -> 8, width 128, 2400 steps (2 warnings)")
+    assert summary.endswith("ok: 4 stages, depth 2 -> 8, width 128, 2400 steps")

@@ -75,9 +75,16 @@ def _device(ctx: click.Context, param: click.Parameter, value: str | None) -> st
     raise click.BadParameter(f"`{value}` is not a device: use auto, cpu, cuda or cuda:N (such as cuda:1)")
 
 
-def _load_valid(path: Path, ctx: click.Context, quiet: bool = False) -> tuple[Schedule, str]:
+#: warnings that commands which read the data leave to the data's own error (W0601: the files are not there)
+DATA_WARNINGS = frozenset({"W0601"})
+
+
+def _load_valid(
+    path: Path, ctx: click.Context, quiet: bool = False, unsaid: frozenset[str] = frozenset()
+) -> tuple[Schedule, str]:
     """The file's schedule and text, or its diagnostics on stderr and exit 1 (2 when it cannot be
-    read); warnings go to stderr either way. `quiet` (ranks other than 0): the exit alone."""
+    read); warnings go to stderr either way but those of `unsaid` (a command that reads the data
+    says what is wrong with it itself). `quiet` (ranks other than 0): the exit alone."""
     from lagdsl.lang import load
     from lagdsl.lang.diagnostics import render_text
 
@@ -87,7 +94,7 @@ def _load_valid(path: Path, ctx: click.Context, quiet: bool = False) -> tuple[Sc
         if not quiet:
             _cannot_read(path, error)
         ctx.exit(EXIT_USAGE)
-    for diagnostic in [] if quiet else result.diagnostics:
+    for diagnostic in [] if quiet else [d for d in result.diagnostics if d.code not in unsaid]:
         click.echo(render_text(diagnostic, result.source, color=_color(sys.stderr)), err=True)
     if result.schedule is None:
         if not quiet:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from lagdsl.artifacts import IntervalInfo, SpreadInfo, Study, Summary
     from lagdsl.runtime.dist import World
 
-from lagdsl.cli import EXIT_OK, EXIT_USAGE, _device, _load_valid, main
+from lagdsl.cli import DATA_WARNINGS, EXIT_OK, EXIT_USAGE, _device, _load_valid, main
 from lagdsl.cli.complete import grow_files, run_dirs, stage_names
 
 
@@ -110,7 +110,7 @@ def run(
         quiet = quiet or not world.main
         try:
             if file is not None:
-                schedule, source = _load_valid(file, ctx, quiet=not world.main)
+                schedule, source = _load_valid(file, ctx, quiet=not world.main, unsaid=DATA_WARNINGS)
             else:
                 assert resume is not None
                 schedule, source = load_for_resume(resume)
@@ -305,7 +305,7 @@ def study(
     from lagdsl.analysis.study import StudyError, StudyOptions, run_study
     from lagdsl.artifacts import dump_json
 
-    schedule, _ = _load_valid(file, ctx)
+    schedule, _ = _load_valid(file, ctx, unsaid=DATA_WARNINGS)
     out = output or Path(f"study-{schedule.name}")
     options = StudyOptions(stage=stage, lags=lags, horizon=horizon, seeds=seeds, seed=seed, device=device)
 
