@@ -321,6 +321,17 @@ def test_fsdp_trains_as_ddp_through_growths_and_resumes(project: Path, two_ranks
     assert_close(fsdp, ddp)
     final = torch.load(project / "fsdp" / "final" / "model.pt", weights_only=True)["model"]
     assert final["embed.weight"].shape == (256, 24) and not any(".shard" in name for name in final)
+    # each rank wrote its own shards (once every rank gathered the whole state, and DCP wrote each
+    # tensor whole, in one piece): the checkpoint holds the block weights and their Adam moments
+    # in one piece per rank
+    from torch.distributed.checkpoint import FileSystemReader
+
+    for folder in ckpt.list_checkpoints(project / "fsdp" / "checkpoints"):
+        saved = FileSystemReader(str(folder)).read_metadata().state_dict_metadata
+        blocks = [key for key in saved if key.startswith("model.blocks.") and key.endswith("qkv.weight")]
+        moments = [key for key in saved if key.startswith("optimizer.") and key.endswith("exp_avg")]
+        assert blocks and moments
+        assert all(len(saved[key].chunks) == 2 for key in blocks + moments), folder.name
 
 
 @pytest.mark.slow

@@ -119,6 +119,7 @@ class _Builder:
         self.edges: list[tuple[str, str]] = []
         self.tail = "init"
         self._events_of: dict[str, tuple[ShapeCost, int, int]] = {}  # a stage's shape, eval FLOPs, eval tokens
+        self._train_of: dict[str, tuple[ShapeCost, int]] = {}  # a stage's shape, training FLOPs per step
         total = schedule.total_steps
         evals = _events(schedule.eval.every, total) if schedule.eval else []
         checkpoints = _events(schedule.checkpoint.every, total)
@@ -144,13 +145,17 @@ class _Builder:
         self.tail = self.add(node)
 
     def train(self, stage: Stage, node_id: str, start: int, end: int) -> None:
-        shape = self.cost.shape_cost(stage.after)
+        known = self._train_of.get(stage.name)
+        if known is None:  # a stage's shape and FLOPs per step: the same for each of its segments
+            per_step = self.cost.step_flops(stage.after, 1, self.cost.frozen_params(stage))
+            known = self._train_of[stage.name] = (self.cost.shape_cost(stage.after), per_step)
+        shape, per_step = known
         steps = end - start
         self.append(
             PlanNode(
-                node_id, "train", stage.name, start, steps, steps * self.cost.tokens_per_step,
-                self.cost.step_flops(stage.after, steps, self.cost.frozen_params(stage)), shape, shape,
-                self.lr(stage, start), self.lr(stage, end - 1), mainline_steps=steps, rewarm=stage.rewarm,
+                node_id, "train", stage.name, start, steps, steps * self.cost.tokens_per_step, steps * per_step,
+                shape, shape, self.lr(stage, start), self.lr(stage, end - 1), mainline_steps=steps,
+                rewarm=stage.rewarm,
             )
         )  # fmt: skip
 

@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import fields
+from operator import attrgetter
 from typing import Any, TextIO
 
 import networkx as nx
@@ -152,7 +153,8 @@ def _to_json(plan: Plan) -> str:
     }
     text = _dumps(payload)
     shapes: dict[ShapeCost, str] = {}
-    nodes = ",".join(_node_text(graph.nodes[n]["payload"], shapes) for n in nx.topological_sort(graph))
+    known: dict[tuple[object, ...], str] = {}
+    nodes = ",".join(_node_text(graph.nodes[n]["payload"], shapes, known) for n in nx.topological_sort(graph))
     return text.replace(_dumps(marker), f"[{nodes}]", 1) + "\n"
 
 
@@ -184,24 +186,37 @@ def _value(value: object) -> str:
 _BY_TYPE: dict[type, Callable[[Any], str]] = {
     int: int.__repr__, str: _string, type(None): lambda v: "null", bool: lambda v: "true" if v else "false",
 }  # fmt: skip
-_KEYS = [f'"{name}":' for name in _NODE_FIELDS]
 
 
-def _node_text(node: PlanNode, shapes: dict[ShapeCost, str]) -> str:
-    parts = [f'"id":{_string(node.id)}']
-    for key, name in zip(_KEYS, _NODE_FIELDS, strict=True):
-        value = getattr(node, name)
+_AFTER_START = _NODE_FIELDS[_NODE_FIELDS.index("start_step") + 1 :]
+_REST = attrgetter(*_AFTER_START)
+
+
+def _node_text(node: PlanNode, shapes: dict[ShapeCost, str], known: dict[tuple[object, ...], str]) -> str:
+    """The node's JSON text. Its fields after `start_step` are the same for most nodes of a stage
+    (its evaluations, its checkpoints), so their text is kept by value and written once."""
+    rest = (node.kind, node.stage, *_REST(node))
+    tail = known.get(rest)
+    if tail is None:
+        tail = known[rest] = _fields_text(_AFTER_START, rest[2:], shapes)
+    head = f'{{"id":{_string(node.id)},"kind":{_string(node.kind)},"stage":{_value(node.stage)},'
+    return f'{head}"start_step":{int.__repr__(node.start_step)},{tail}}}'
+
+
+def _fields_text(names: list[str], values: tuple[object, ...], shapes: dict[ShapeCost, str]) -> str:
+    parts = []
+    for name, value in zip(names, values, strict=True):
         encode = _BY_TYPE.get(type(value))
         if encode is not None:
-            parts.append(key + encode(value))
+            text = encode(value)
         elif type(value) is ShapeCost:
             text = shapes.get(value)
             if text is None:
                 text = shapes[value] = _dumps(_shape(value))
-            parts.append(key + text)
         else:
-            parts.append(key + _value(value))
-    return "{" + ",".join(parts) + "}"
+            text = _value(value)
+        parts.append(f'"{name}":{text}')
+    return ",".join(parts)
 
 
 # ------------------------------------------------------------------------------ DOT, Mermaid

@@ -171,7 +171,7 @@ class Engine:
             return saved
         self._read_losses()  # the steps trained so far logged, so that the log and the state agree
         self.state.metrics_lines = self.metrics.lines
-        return self.state.state_dict()
+        return self.state.state_dict(shards=True)  # a sharded model: each rank's shards, gathered by none
 
     def elapsed(self) -> float:
         return self._probe_elapsed() if self._probe is not None else self.state.elapsed()

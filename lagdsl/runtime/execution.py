@@ -56,7 +56,10 @@ def write_checkpoint(engine: Engine, run_dir: Path, schedule: Schedule) -> Path:
     if not engine.in_probe:
         state["metrics_lines"] = engine.metrics.lines + 1  # the checkpoint event, written next
         state["checkpoint_event"] = str(path.relative_to(run_dir))  # (unless a kill comes first)
-    if not all(bool(torch.isfinite(tensor).all()) for tensor in state["model"].values()):
+    finite = all(bool(torch.isfinite(_local(tensor)).all()) for tensor in state["model"].values())
+    if world.distributed:  # each rank looked at its own shards (under FSDP): agreed on by all
+        finite = not dist.any_rank(not finite, torch.device("cpu"))
+    if not finite:
         raise NonFiniteLoss(engine.stage_name, step, math.nan, what="the weights became non-finite")
     try:
         if world.distributed:
@@ -69,6 +72,12 @@ def write_checkpoint(engine: Engine, run_dir: Path, schedule: Schedule) -> Path:
     if world.main:
         ckpt.prune(folder, schedule.checkpoint.keep, newest=path)
     return path
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """A DTensor's own shard (a plain tensor as it is)."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if callable(to_local) else tensor
 
 
 def last_checkpoint(run_dir: Path) -> str:
@@ -172,7 +181,7 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
         segments=segments,
     )
 
-    weights = state.whole_state()[0] if finished else {}  # gathered on every rank when sharded
+    weights = state.whole_model() if finished else {}  # sharded: gathered to rank 0 alone, on the CPU
 
     def write() -> None:
         if engine.metrics.failure is not None:  # rank 0's log failed after the last step: all stop

@@ -176,10 +176,12 @@ class TrainState:
         """Wall seconds of the run so far, across resumes."""
         return self.elapsed_before + time.perf_counter() - self._started
 
-    def state_dict(self) -> StateDict:
-        """The state as tensors and plain data; the model's shape first, so a loader rebuilds it."""
+    def state_dict(self, shards: bool = False) -> StateDict:
+        """The state as tensors and plain data; the model's shape first, so a loader rebuilds it.
+        `shards` (a sharded model's checkpoint): each rank's own shards as DTensors, gathered by no
+        rank; DCP writes them as they are and reads them back into whole tensors (or other shards)."""
         config = self.model.config
-        model, optimizer = self.whole_state()
+        model, optimizer = self.sharded_state() if shards and self.recipe.sharded else self.whole_state()
         return {
             "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
             "model": model,
@@ -198,6 +200,24 @@ class TrainState:
             "frozen": sorted(self.frozen),
             "scales": dict(self.scales),
         }
+
+    def sharded_state(self) -> tuple[StateDict, StateDict]:
+        """A sharded model's and optimizer's state dicts as each rank holds them (DTensors of its
+        shards; the optimizer's keyed by position, as `torch.optim` keys it): no collective."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        model = get_model_state_dict(self.model)
+        by_name = get_optimizer_state_dict(self.model, self.optimizer)
+        return model, _by_index(by_name, _names(self.model, self.optimizer))
+
+    def whole_model(self) -> StateDict:
+        """The whole model's state dict, for the final model: under sharding gathered to rank 0
+        alone, on the CPU (the other ranks get an empty dict, and no rank the optimizer's state)."""
+        if not self.recipe.sharded:
+            return self.model.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def whole_state(self) -> tuple[StateDict, StateDict]:
         """The whole model's and optimizer's state dicts (gathered from the shards: a collective)."""
