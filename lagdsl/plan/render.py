@@ -210,9 +210,10 @@ def _fields_text(names: list[str], values: tuple[object, ...], shapes: dict[Shap
         if encode is not None:
             text = encode(value)
         elif type(value) is ShapeCost:
-            text = shapes.get(value)
-            if text is None:
-                text = shapes[value] = _dumps(_shape(value))
+            cached = shapes.get(value)
+            if cached is None:
+                cached = shapes[value] = _dumps(_shape(value))
+            text = cached
         else:
             text = _value(value)
         parts.append(f'"{name}":{text}')
