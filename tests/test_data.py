@@ -19,7 +19,7 @@ from tokenizers import Tokenizer
 from lagdsl.cli import main
 from lagdsl.lang.schedule import JsonlData, ParquetData, TextData, TokensData
 from lagdsl.runtime.data import Batches, DataError, Joined, load_corpus
-from lagdsl.text import encode
+from lagdsl.text import encode, reading
 from tests.conftest import train_tokenizer, write_corpus
 
 
@@ -49,10 +49,10 @@ def test_a_text_file_read_in_blocks_is_cut_as_when_it_was_read_whole(
     path = tmp_path_factory.mktemp("blocks") / "a.txt"
     path.write_bytes(text.encode())
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(encode, "PIECE", piece)
-        patch.setattr(encode, "READ_BYTES", block)
+        patch.setattr(reading, "PIECE", piece)
+        patch.setattr(reading, "READ_BYTES", block)
         digest = hashlib.sha256()
-        got = list(encode.pieces([path], None, digest))
+        got = list(reading.pieces([path], None, digest))
     expected = whole_file_pieces(text, piece)
     assert [p for p, _ in got] == expected
     assert [last for _, last in got] == [False] * (len(expected) - 1) + [True]
@@ -60,11 +60,11 @@ def test_a_text_file_read_in_blocks_is_cut_as_when_it_was_read_whole(
 
 
 def test_a_byte_that_is_not_utf8_is_named_by_its_place_in_the_file(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(encode, "READ_BYTES", 5)
+    monkeypatch.setattr(reading, "READ_BYTES", 5)
     path = tmp_path / "c.txt"
     path.write_bytes("ééééé".encode() + b"\xff" + b"tail")  # the bad byte in the third block
     with pytest.raises(encode.EncodeError, match=r"is not UTF-8 text \(byte 10\)"):
-        list(encode.pieces([path], None))
+        list(reading.pieces([path], None))
 
 
 def test_byte_corpora_are_memory_mapped_and_keep_their_fingerprint(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_byte_corpora_are_memory_mapped_and_keep_their_fingerprint(tmp_path: Pat
 def test_reading_a_corpus_holds_a_block_not_the_file(tmp_path: Path, monkeypatch) -> None:
     """The Python memory a first read of an 8 MB corpus takes is a few blocks, not the corpus (a
     file was once read whole, and byte corpora joined in memory)."""
-    monkeypatch.setattr(encode, "READ_BYTES", 256 << 10)
+    monkeypatch.setattr(reading, "READ_BYTES", 256 << 10)
     line = b"x = [1, 2, 3]  # a line of source\n"
     (tmp_path / "big.txt").write_bytes(line * (8_000_000 // len(line)))
     documents = [json.dumps({"text": "word " * 200}) for _ in range(8_000_000 // 1000)]

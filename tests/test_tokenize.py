@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 from lagdsl.cli import main
 from lagdsl.lang import load
 from lagdsl.runtime.trained import open_trained
-from lagdsl.text import encode
+from lagdsl.text import encode, reading
 from tests.conftest import train_tokenizer, write_corpus
 
 SCHEDULE = """
@@ -48,6 +48,12 @@ def write(project: Path, data: str, vocab: str = ", vocab=auto", name: str = "to
     path = project / name
     path.write_text(SCHEDULE.format(data=data, vocab=vocab))
     return path
+
+
+def tokenize(project: Path, *inputs: Path, out: Path, options: tuple[str, ...] = ("--quiet",)):
+    """`lagdsl tokenize INPUTS --tokenizer tokenizer.json -o OUT` on the project's tokenizer."""
+    command = ["tokenize", *map(str, inputs), "--tokenizer", str(project / "tokenizer.json"), "-o", str(out)]
+    return CliRunner().invoke(main, [*command, *options])
 
 
 def run(path: Path, out: Path):
@@ -81,7 +87,7 @@ def test_the_tokens_are_the_tokenizers_with_documents_ended(project: Path) -> No
 
 
 def test_a_large_file_is_tokenized_in_pieces_and_ended_once(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(encode, "PIECE", 1000)  # pieces of about 1 KB: a.txt is about 60 of them
+    monkeypatch.setattr(reading, "PIECE", 1000)  # pieces of about 1 KB: a.txt is about 60 of them
     tokenizer = Tokenizer.from_file(str(project / "tokenizer.json"))
     files = sorted((project / "corpus").glob("*.txt"))
     encoded = encode.encode_corpus(files, tokenizer, progress=False)
@@ -192,28 +198,17 @@ def test_lagdsl_tokenize_writes_the_files_tokens_reads(project: Path) -> None:
 
     # a second run into the same folder that fails leaves the first one's files whole
     before = {p.name: p.read_bytes() for p in (project / "tok").iterdir()}
-    again = CliRunner().invoke(
-        main,
-        ["tokenize", str(project / "corpus" / "missing.txt"), "--tokenizer", str(project / "tokenizer.json"),
-         "-o", str(project / "tok"), "--quiet"],
-    )  # fmt: skip
+    again = tokenize(project, project / "corpus" / "missing.txt", out=project / "tok")
     assert again.exit_code == 2
     assert {p.name: p.read_bytes() for p in (project / "tok").iterdir()} == before
     # and never into a run directory
-    inside = CliRunner().invoke(
-        main,
-        ["tokenize", str(sorted((project / "corpus").glob("*.txt"))[0]), "--tokenizer",
-         str(project / "tokenizer.json"), "-o", str(project / "run" / "tok"), "--quiet"],
-    )  # fmt: skip
+    first = sorted((project / "corpus").glob("*.txt"))[0]
+    inside = tokenize(project, first, out=project / "run" / "tok")
     assert inside.exit_code == 2 and "is inside the run directory" in inside.stderr
     assert not (project / "run" / "tok").exists()
     # nor under a file
     (project / "a-file").write_text("")
-    under = CliRunner().invoke(
-        main,
-        ["tokenize", str(sorted((project / "corpus").glob("*.txt"))[0]), "--tokenizer",
-         str(project / "tokenizer.json"), "-o", str(project / "a-file" / "tok"), "--quiet"],
-    )  # fmt: skip
+    under = tokenize(project, first, out=project / "a-file" / "tok")
     assert under.exit_code == 2
     assert (
         under.stderr.strip()

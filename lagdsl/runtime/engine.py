@@ -16,7 +16,6 @@ weights) and the stage trains from its first step.
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -36,9 +35,10 @@ from lagdsl.model.gpt import GPT, GPTConfig
 from lagdsl.plan.cost import CostModel
 from lagdsl.runtime import dist, growing, parts, probes
 from lagdsl.runtime import program as P
+from lagdsl.runtime.agreement import Agreement
 from lagdsl.runtime.data import Batches
 from lagdsl.runtime.losses import NonFiniteLoss, Pending
-from lagdsl.runtime.metrics import LogFailed, Metrics
+from lagdsl.runtime.metrics import Metrics
 from lagdsl.runtime.seeds import generator, seed_for
 from lagdsl.runtime.segments import Segments
 from lagdsl.runtime.state import Device, Recipe, StateDict, TrainState, make_optimizer, snapshot
@@ -99,9 +99,7 @@ class Engine:
         self.probe_steps = 0  # the length of the probe in progress
         self.interrupted = False  # set by a signal handler; honoured between steps
         self.terminated = False  # the signal was SIGTERM (a scheduler's), not SIGINT
-        self._stop_agreed = False  # under several ranks: some rank was interrupted (all-reduced)
-        #: under several ranks: SIGTERM when any rank got one, so that every rank exits as it does
-        self.agreed_signal = signal.SIGINT
+        self.agreed = Agreement()  # under several ranks: the stop request and signal all ranks agreed on
         self._wrapped: tuple[GPT, Forward, DistributedDataParallel | None] | None = None
         self.pending = Pending()  # mainline losses not read yet
         self._frozen_count: tuple[object, int] = (None, 0)  # (model and frozen set, their frozen parameters)
@@ -289,7 +287,7 @@ class Engine:
         """Whether to stop at this step boundary. One process: as soon as a signal came. Several
         ranks: once the ranks agreed on it (each step all-reduces the requests), so that all of them
         stop at the same boundary and write one checkpoint together."""
-        return self._stop_agreed if self.world.distributed else self.interrupted
+        return self.agreed.stop if self.world.distributed else self.interrupted
 
     def lr(self, stage: Stage, step: int) -> float:
         s = self.schedule
@@ -364,21 +362,10 @@ class Engine:
 
     def _reduce_step(self, loss: torch.Tensor) -> torch.Tensor:
         """This step's loss as every rank reports it (the mean over the ranks' equal shares), with
-        the ranks' stop requests agreed on in the same all-reduce (whose flag is read each step: the
-        one transfer per step that several ranks make)."""
+        the ranks' requests agreed on in the same all-reduce (`lagdsl.runtime.agreement`)."""
         if not self.world.distributed:
             return loss
-        failed = self.metrics.failure is not None  # rank 0's log or tracker failed: every rank stops
-        flags = [1.0 if self.interrupted else 0.0, 1.0 if self.terminated else 0.0, 1.0 if failed else 0.0]
-        both = torch.stack([loss.reshape(()), *(loss.new_tensor(flag) for flag in flags)])
-        dist.all_sum(both)
-        stop, term, failures = both[1:].tolist()
-        self._stop_agreed = self._stop_agreed or stop > 0
-        if term > 0:
-            self.agreed_signal = signal.SIGTERM
-        if failures > 0:
-            raise LogFailed(dist.broadcast(self.metrics.failure) or "rank 0's event log failed")
-        return both[0] / self.world.size
+        return self.agreed.reduce(loss, self.world.size, self.interrupted, self.terminated, self.metrics.failure)
 
     def forward(self, model: GPT, replicated: bool = True) -> tuple[Forward, DistributedDataParallel | None]:
         """What a training step calls, built once per model object (a grown model, a new object,

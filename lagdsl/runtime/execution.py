@@ -129,7 +129,7 @@ def execute(engine: Engine, run_dir: Path) -> RunResult:
         except KeyboardInterrupt:
             path = write_checkpoint(engine, run_dir, schedule)
             # a rank that got no signal stops as the others agreed: SIGTERM to any rank is 143 on all
-            signum = signal.SIGTERM if signal.SIGTERM in received else received[0] if received else engine.agreed_signal
+            signum = signal.SIGTERM if signal.SIGTERM in received else received[0] if received else engine.agreed.signal
             raise Interrupted(path, run_dir, signum) from None
         if not finished:  # stopped by --max-steps: a checkpoint, so that --resume goes on from here
             write_checkpoint(engine, run_dir, schedule)
