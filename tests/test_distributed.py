@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import shutil
 import signal
@@ -82,16 +83,22 @@ def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
 
 
-def torchrun(project: Path, *args: str, ranks: int = 2) -> list[str]:
-    """The command line that starts `lagdsl run ARGS` on `ranks` ranks under torchrun."""
+#: `lagdsl` with every way of gathering a sharded training state whole made to fail
+UNGATHERED = str(Path(__file__).with_name("ungathered.py"))
+
+
+def torchrun(project: Path, *args: str, ranks: int = 2, ungathered: bool = False) -> list[str]:
+    """The command line that starts `lagdsl run ARGS` on `ranks` ranks under torchrun (`ungathered`:
+    failing wherever a sharded state would be gathered whole: `tests/ungathered.py`)."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
-    return [*launcher, "-m", "lagdsl", "run", "--quiet", *args]
+    return [*launcher, *([UNGATHERED] if ungathered else ["-m", "lagdsl"]), "run", "--quiet", *args]
 
 
 def launch(
-    project: Path, *args: str, ranks: int = 2, timeout: float = 240, extra_env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    command = torchrun(project, *args, ranks=ranks)
+    project: Path, *args: str, ranks: int = 2, timeout: float = 240, extra_env: dict[str, str] | None = None,
+    ungathered: bool = False,
+) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    command = torchrun(project, *args, ranks=ranks, ungathered=ungathered)
     environment = {**env(), **(extra_env or {})}
     return subprocess.run(command, cwd=project, env=environment, capture_output=True, text=True, timeout=timeout)
 
@@ -309,9 +316,9 @@ def test_one_rank_under_torchrun_takes_the_distributed_path_and_trains_as_one_pr
 
 @pytest.mark.slow
 def test_fsdp_trains_as_ddp_through_growths_and_resumes(project: Path, two_ranks: Path) -> None:
-    """FSDP2 shards each block and the root; a growth gathers, grows as one process would and
-    shards again. Stopped inside the width stage and resumed (sharded again from DCP), it reaches
-    DDP's losses."""
+    """FSDP2 shards each block and the root; a depth growth grows the shards, a width growth
+    gathers, grows as one process would and shards again. Stopped inside the width stage and
+    resumed (each rank reading its own rows from DCP), it reaches DDP's losses."""
     result = launch(project, "fsdp.grow", "--out", "fsdp", "--max-steps", "22")
     assert result.returncode == 0, result.stderr[-3000:]
     result = launch(project, "--resume", "fsdp")
@@ -332,6 +339,67 @@ def test_fsdp_trains_as_ddp_through_growths_and_resumes(project: Path, two_ranks
         moments = [key for key in saved if key.startswith("optimizer.") and key.endswith("exp_avg")]
         assert blocks and moments
         assert all(len(saved[key].chunks) == 2 for key in blocks + moments), folder.name
+
+
+SHARDS = """
+schedule shards
+seed 3
+{parallel}
+model gpt(context=16, width=16, heads=2, depth=4)
+data text("corpus/*.txt", val=0.1)
+batch 4
+optimizer adamw(lr=3e-3, weight_decay=0.1)
+eval every 6 steps (batches=2)
+checkpoint every 6 steps (keep=9)
+stage base {{ train 6 steps }}
+stage six {{
+  grow depth to 6 {{
+    candidates [copy_top(noise=0.05), copy_bottom, midas, interleave, random, identity, llama_pro]
+    probe 2 steps
+  }}
+  lr_scale new=2
+  train 6 steps {{ freeze [old, embed] }}
+}}
+stage twelve {{ grow depth to 12 with stack  train 4 steps }}
+stage sixteen {{
+  grow depth to 16 with layers([[0, 8], [4, 12]])
+  train 4 steps
+}}
+"""
+
+
+@pytest.mark.slow
+def test_fsdp_grows_every_depth_operator_shard_by_shard_and_resumes_on_four_ranks(project: Path) -> None:
+    """Under `parallel fsdp` nothing is gathered whole (`tests/ungathered.py` fails the run if it
+    is): the model starts sharded, every depth operator (a probe of seven, with noise and a frozen
+    heal; stack; a layer list) grows each rank's shards, the probe's snapshot and the checkpoints
+    hold shards, and a run stopped on 2 ranks resumes on 4, each reading its own rows. The losses,
+    probe scores and evaluations are one process's."""
+    (project / "shards-one.grow").write_text(SHARDS.format(parallel=""))
+    (project / "shards.grow").write_text(SHARDS.format(parallel="parallel fsdp"))
+    single(project, "shards-one.grow", "--out", "shards-one")
+    result = launch(project, "shards.grow", "--out", "shards", "--max-steps", "9", ungathered=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = launch(project, "--resume", "shards", ranks=4, ungathered=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, sharded = records(project / "shards-one"), records(project / "shards")
+    assert_close(one, sharded)
+    (select,) = [r for r in sharded if r["event"] == "select"]
+    assert len(select["scores"]) == 7 and all(math.isfinite(v) for v in select["scores"].values())
+    assert [r["after"]["depth"] for r in sharded if r["event"] == "grow"] == [12, 16]
+    final = torch.load(project / "shards" / "final" / "model.pt", weights_only=True)["model"]
+    expected = torch.load(project / "shards-one" / "final" / "model.pt", weights_only=True)["model"]
+    assert final.keys() == expected.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(final[name], tensor, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_tampered_launcher_fails_where_a_sharded_state_is_gathered(project: Path) -> None:
+    """The check above can fail: width growth still gathers the state, and the launcher stops it."""
+    result = launch(project, "fsdp.grow", "--out", "wide-fsdp", "--max-steps", "21", ungathered=True)
+    assert result.returncode != 0
+    assert "a sharded training state was gathered whole" in result.stderr
 
 
 @pytest.mark.slow

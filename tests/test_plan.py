@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -394,13 +395,13 @@ print("torch" in sys.modules)
     assert result.stdout.strip() == "False"
 
 
-def _ranked(parallel: str, ranks: int):
+def _ranked(parallel: str, ranks: int, growth: str = "grow depth to 2 with copy_top"):
     from lagdsl.lang import check_text
 
     text = (
         HEADER.replace("batch 4", "batch 8")
         + f"parallel {parallel}\n"
-        + ("stage a { train 10 steps }\nstage b { grow depth to 2 with copy_top  train 10 steps }\n")
+        + ("stage a { train 10 steps }\nstage b { " + growth + "  train 10 steps }\n")
     )
     schedule = check_text(text, "ranked.grow").schedule
     assert schedule is not None
@@ -416,9 +417,16 @@ def test_memory_per_rank_shares_the_batch_and_under_fsdp_the_model() -> None:
         assert replicated.memory.optimizer == single.memory.optimizer  # DDP: the whole state
         assert sharded.memory.optimizer * 8 == single.memory.optimizer  # FSDP: an eighth
         assert sharded.memory.total < replicated.memory.total
-    # a growth under FSDP gathers the whole model and optimizer state on every rank for a moment
-    grown = fsdp.stages[1]
-    assert grown.peak_memory == grown.memory.total + one.stages[1].memory.weights + one.stages[1].memory.optimizer
+    # each phase's peak: a depth growth under FSDP grows each rank's shards, holding the old state,
+    # the grown model's share and one new block whole (fp32); a width growth gathers the whole state
+    first, grown = fsdp.stages
+    assert set(first.phases) == {"start", "train", "checkpoint"}
+    assert set(grown.phases) == {"train", "growth", "checkpoint", "final"}
+    assert grown.peak_memory == max(grown.phases.values())
+    assert grown.phases["growth"] == first.memory.state + grown.memory.state + 4 * grown.shape.non_embedding // 2
+    wide = _ranked("fsdp", 8, "grow width to 48 with net2net").stages[1]
+    whole = _ranked("ddp", 1, "grow width to 48 with net2net").stages
+    assert wide.phases["growth"] > 2 * whole[0].memory.state + whole[1].memory.state
     assert json.loads(to_json(fsdp))["totals"]["ranks"] == 8
 
 
@@ -428,6 +436,7 @@ def test_plan_shows_memory_per_rank(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["plan", str(path), "--ranks", "4"], env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output
     assert "mem/rank" in result.stdout and "per rank (4 ranks, parallel fsdp)" in result.stdout
+    assert re.search(r"by phase +start [\d.]+ \w+ · train [\d.]+ \w+ · checkpoint", result.stdout), result.stdout
 
 
 def test_nothing_evaluated_is_zero_flops_with_a_space(tmp_path: Path) -> None:

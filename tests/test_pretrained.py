@@ -531,3 +531,24 @@ def test_a_bf16_checkpoint_is_read_into_a_float32_model_exactly(tmp_path: Path) 
     theirs = model.state_dict()["model.layers.0.mlp.down_proj.weight"]
     assert theirs.dtype == torch.bfloat16
     assert torch.equal(mine.blocks["0"].mlp.down.weight, theirs.float())
+
+
+@pytest.mark.slow
+def test_under_fsdp_each_rank_reads_its_own_rows_of_the_checkpoint_and_trains_as_one_process(tmp_path: Path) -> None:
+    """A Llama checkpoint (untied, one key-value head, so the shards' rows cross from the query
+    into the key and value tensors of the fused projection) imported on 2 FSDP ranks, each reading
+    its own rows from the files, grown by a probe and healed without ever gathering the state
+    (`tests/ungathered.py`): one process's losses and final weights."""
+    from tests.test_distributed import assert_close, launch, records
+
+    path = write_schedule(tmp_path, "llama", extra="parallel fsdp", num_key_value_heads=1)
+    (tmp_path / "one.grow").write_text(path.read_text().replace("parallel fsdp", ""), encoding="utf-8")
+    result = CliRunner().invoke(main, ["run", "--quiet", str(tmp_path / "one.grow"), "--out", str(tmp_path / "one")])
+    assert result.exit_code == 0, result.output
+    sharded = launch(tmp_path, "upscale.grow", "--out", "two", ungathered=True)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    assert_close(records(tmp_path / "one"), records(tmp_path / "two"))
+    one = open_trained(tmp_path / "one").model().state_dict()
+    two = open_trained(tmp_path / "two").model().state_dict()
+    for name, tensor in one.items():
+        torch.testing.assert_close(two[name], tensor, rtol=1e-4, atol=1e-6)

@@ -16,7 +16,7 @@ the same arithmetic the plan's cost model uses.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -277,14 +277,10 @@ class GPT(nn.Module):
     def init_weights(self, generator: torch.Generator | None = None) -> None:
         """Normal(0, 0.02) weights, residual output projections scaled by 1/sqrt(2 x depth)
         (GPT-2), unit norm gains, zero biases. Draws from `generator` in a fixed order."""
-        residual_std = INIT_STD / math.sqrt(2 * self.config.depth)
+        params = dict(self.named_parameters())
         with torch.no_grad():
-            nn.init.normal_(self.embed.weight, 0.0, INIT_STD, generator=generator)
-            for i in range(self.config.depth):
-                init_block(self.block(i), residual_std, generator)
-            self.norm.weight.fill_(1.0)
-            if not self.config.tie:
-                nn.init.normal_(self.lm_head.weight, 0.0, INIT_STD, generator=generator)
+            for name, value in initial_values(self.config, generator):
+                params[name].copy_(value)
 
     def block(self, i: int) -> Block:
         """Block `i` (0 is the lowest)."""
@@ -328,6 +324,24 @@ class GPT(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def initial_values(config: GPTConfig, generator: torch.Generator | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """Each parameter's initial value (`GPT.init_weights`), whole, on the CPU, drawn in a fixed
+    order, one tensor or block at a time (a sharded model keeps each rank's rows of each)."""
+    with torch.no_grad():
+        embed = torch.empty(config.vocab, config.width)
+        yield "embed.weight", nn.init.normal_(embed, 0.0, INIT_STD, generator=generator)
+        residual_std = INIT_STD / math.sqrt(2 * config.depth)
+        for i in range(config.depth):
+            block = Block(config)
+            init_block(block, residual_std, generator)
+            for name, param in block.named_parameters():
+                yield f"blocks.{i}.{name}", param.detach()
+        yield "norm.weight", torch.ones(config.width)
+        if not config.tie:
+            head = torch.empty(config.vocab, config.width)
+            yield "lm_head.weight", nn.init.normal_(head, 0.0, INIT_STD, generator=generator)
 
 
 def init_block(block: Block, residual_std: float, generator: torch.Generator | None) -> None:

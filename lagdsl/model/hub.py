@@ -15,6 +15,7 @@ import json
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,27 +77,47 @@ def weight_files(folder: Path) -> dict[str, Path]:
 def load_pretrained(folder: Path, family: Family, config: GPTConfig, dtype: torch.dtype = torch.float32) -> GPT:
     """The model of the checkpoint in `folder` (whose architecture `config` describes, at any
     context up to the checkpoint's), on the CPU in `dtype`."""
-    arch = arch_of(config)
     model = GPT.empty(config, "cpu", dtype)  # every tensor is read below
+    read_weights(folder, family, config, {name: Rows(param, 0) for name, param in model.named_parameters()})
+    return model
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Where a parameter's values go: `tensor` holds its rows `first`, `first + 1`, ... (the whole
+    parameter from row 0, or a rank's shard of a sharded one)."""
+
+    tensor: torch.Tensor
+    first: int
+
+
+def read_weights(folder: Path, family: Family, config: GPTConfig, targets: Mapping[str, Rows]) -> None:
+    """Every parameter of a model of shape `config` read from the checkpoint in `folder` into its
+    `targets` rows, each family tensor's part of them straight from the file (one tensor at a
+    time; a rank's shard reads its rows alone)."""
+    arch = arch_of(config)
     files = weight_files(folder)
-    params = dict(model.named_parameters())
+    with torch.device("meta"):
+        shapes = {name: tuple(param.shape) for name, param in GPT(config).named_parameters()}
     with _Reader(files) as reader, torch.no_grad():
         for ours, theirs in family.tensor_map(arch).items():
-            target = params[ours]
+            whole, target = shapes[ours], targets[ours]
+            first, last = target.first, target.first + target.tensor.shape[0]  # the rows this target holds
             row = 0
             for name in theirs:
                 shape = reader.shape(name)
                 rows = shape[0] if shape else 0
-                if not shape or row + rows > target.shape[0] or shape[1:] != tuple(target.shape[1:]):
+                if not shape or row + rows > whole[0] or shape[1:] != whole[1:]:
                     raise HubError(
                         f"tensor `{name}` in `{files[name].name}` is {shape}, "
-                        f"which does not fit `{ours}` {tuple(target.shape)} of the model `config.json` describes"
+                        f"which does not fit `{ours}` {whole} of the model `config.json` describes"
                     )
-                reader.read_into(name, target[row : row + rows])
+                low, high = max(row, first), min(row + rows, last)
+                if low < high:
+                    reader.read_into(name, target.tensor[low - first : high - first], low - row)
                 row += rows
-            if row != target.shape[0]:
-                raise HubError(f"the tensors {', '.join(theirs)} have {row} rows, `{ours}` needs {target.shape[0]}")
-    return model
+            if row != whole[0]:
+                raise HubError(f"the tensors {', '.join(theirs)} have {row} rows, `{ours}` needs {whole[0]}")
 
 
 #: safetensors' dtype codes that a checkpoint's floating-point tensors use
@@ -157,20 +178,21 @@ class _Reader:
             raise HubError(f"`{path}` has no tensor `{name}`, which the index places there")
         return path, entries[name]
 
-    def read_into(self, name: str, target: torch.Tensor) -> None:
-        """Tensor `name` into `target` (contiguous, of its shape), converted to `target`'s dtype."""
+    def read_into(self, name: str, target: torch.Tensor, first: int = 0) -> None:
+        """Rows `first`, ... of tensor `name` into `target` (contiguous, of their shape), converted
+        to `target`'s dtype."""
         path, (code, shape, start, end) = self._entry(name)
         dtype = SAFETENSORS_DTYPES.get(code)
         if dtype is None:
             raise HubError(f"tensor `{name}` in `{path}` is {code}: lagdsl reads {', '.join(SAFETENSORS_DTYPES)}")
-        count = math.prod(shape)
-        if end - start != count * dtype.itemsize:
+        if end - start != math.prod(shape) * dtype.itemsize:
             raise HubError(f"tensor `{name}` in `{path}` has {end - start} bytes for {shape} {code}: damaged")
         handle, _, base = self.opened[path]
-        buffer = target if target.dtype == dtype else torch.empty(shape, dtype=dtype)
+        buffer = target if target.dtype == dtype else torch.empty(target.shape, dtype=dtype)
         view = buffer.reshape(-1).view(torch.uint8).numpy().data
-        handle.seek(base + start)
-        if handle.readinto(view) != end - start:
+        row_bytes = math.prod(shape[1:]) * dtype.itemsize
+        handle.seek(base + start + first * row_bytes)
+        if handle.readinto(view) != len(view):
             raise HubError(f"`{path}` ends inside tensor `{name}`: the file is truncated")
         if buffer is not target:
             target.copy_(buffer)

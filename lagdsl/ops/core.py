@@ -115,17 +115,20 @@ def rebuild_optimizer(
         state = old.state.get(old_params[carry.source])
         if not state:
             continue
-        new.state[param] = {
-            key: (carry.move(value, MOMENT_POWERS[key]) if key in MOMENT_POWERS else _copy(value, carry.shared))
-            for key, value in state.items()
-        }
+        new.state[param] = moved_state(state, carry)
     return new
 
 
-def _copy(value: object, shared: bool) -> object:
-    if isinstance(value, torch.Tensor) and not shared:
-        return value.clone()
-    return value
+def moved_state(state: Mapping[str, object], carry: Carry) -> dict[str, object]:
+    """A parameter's optimizer state moved as `carry` moved its values (the step count copied)."""
+    out: dict[str, object] = {}
+    for key, value in state.items():
+        if key in MOMENT_POWERS:
+            assert isinstance(value, torch.Tensor)
+            out[key] = carry.move(value, MOMENT_POWERS[key])
+        else:
+            out[key] = value.clone() if isinstance(value, torch.Tensor) and not carry.shared else value
+    return out
 
 
 # ------------------------------------------------------------------------------ checks
@@ -193,6 +196,16 @@ def add_noise_(tensor: torch.Tensor, sigma: float, generator: torch.Generator) -
     """Gaussian noise of standard deviation `sigma` times the tensor's own, in place."""
     if sigma <= 0 or tensor.numel() < 2:
         return
-    std = tensor.float().std().item()
+    std = tensor.float().std().item()  # a sharded tensor's (a DTensor): the whole tensor's, all ranks agree
     noise = torch.randn(tensor.shape, generator=generator, dtype=torch.float32, device="cpu")
-    tensor.add_(noise.to(tensor.device, tensor.dtype), alpha=sigma * std)
+    tensor.add_(like(noise.to(tensor.device, tensor.dtype), tensor), alpha=sigma * std)
+
+
+def like(whole: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`whole` laid out as `target` is: as it is, or where `target` is a DTensor (a sharded
+    model's), cut to this rank's part of it with no communication (every rank holds `whole`)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if not isinstance(target, DTensor):
+        return whole
+    return distribute_tensor(whole, target.device_mesh, target.placements, src_data_rank=None)

@@ -9,6 +9,8 @@ operator as a plan alone.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -16,7 +18,7 @@ from torch.optim import Optimizer
 
 from lagdsl.lang import layers
 from lagdsl.lang.layers import Layer, copies, keep  # noqa: F401 (for plugins, which build plans)
-from lagdsl.model.gpt import GPT, Block, init_block
+from lagdsl.model.gpt import GPT, INIT_STD, Block, GPTConfig, init_block
 from lagdsl.ops.core import Carry, Grown, GrowthSpec, add_noise_, rebuild_optimizer
 
 #: the operators (`Layer`, `keep`, `copies` and `grow_depth` are here too, for plugins' plans)
@@ -50,26 +52,12 @@ def grow_depth(
         grown = GPT(config)
     grown.embed, grown.norm, grown.lm_head = model.embed, model.norm, model.lm_head  # the tie stays
     grown.rotary_cos, grown.rotary_sin = model.rotary_cos, model.rotary_sin
-    residual_std = 0.02 / (2 * config.depth) ** 0.5
-    mapping: dict[str, Carry | None] = {"embed.weight": Carry("embed.weight", shared=True)}
-    mapping["norm.weight"] = Carry("norm.weight", shared=True)
-    if not config.tie:
-        mapping["lm_head.weight"] = Carry("lm_head.weight", shared=True)
     blocks: dict[str, nn.Module] = {}
     for i, layer in enumerate(plan):
         if layer.source is None:
-            block = Block(config)
-            init_block(block, residual_std, generator)
-            if zero_residual:
-                with torch.no_grad():
-                    for linear in block.residual_outputs():
-                        linear.weight.zero_()
-            blocks[str(i)] = block.to(device=device, dtype=dtype)
-            for name, _ in block.named_parameters():
-                mapping[f"blocks.{i}.{name}"] = None
+            blocks[str(i)] = fresh_block(config, generator, zero_residual).to(device=device, dtype=dtype)
             continue
-        source = model.block(layer.source)
-        zeroed: set[int] = set()
+        block = source = model.block(layer.source)
         if layer.copy:
             block = copy.deepcopy(source)
             with torch.no_grad():
@@ -78,98 +66,147 @@ def grow_depth(
                 if zero_copies:
                     for linear in block.residual_outputs():
                         linear.weight.zero_()
-                        zeroed.add(id(linear.weight))
-        else:
-            block = source
         blocks[str(i)] = block
-        for name, param in block.named_parameters():
-            carry = Carry(f"blocks.{layer.source}.{name}", shared=not layer.copy)
-            mapping[f"blocks.{i}.{name}"] = None if id(param) in zeroed else carry
     grown.blocks = nn.ModuleDict(blocks)
+    mapping = depth_mapping(config, plan, zero_copies)
     return Grown(grown, rebuild_optimizer(optimizer, model, grown, mapping), mapping)
 
 
-def _added(model: GPT, spec: GrowthSpec) -> tuple[int, int]:
-    d = model.config.depth
+def depth_mapping(config: GPTConfig, plan: list[Layer], zero_copies: bool = False) -> dict[str, Carry | None]:
+    """Where each parameter of the model `plan` (one `Layer` per position) builds comes from: the
+    embedding, final norm and head are kept; a kept layer's parameters are its source's (shared),
+    a copy's are copies, a fresh layer's and (`zero_copies`) a copy's zeroed projections are new."""
+    with torch.device("meta"):
+        block = Block(config)
+    names = [name for name, _ in block.named_parameters()]
+    zeroed = residual_names(block) if zero_copies else set()
+    kept = ["embed.weight", "norm.weight"] + ([] if config.tie else ["lm_head.weight"])
+    mapping: dict[str, Carry | None] = {name: Carry(name, shared=True) for name in kept}
+    for i, layer in enumerate(plan):
+        for name in names:
+            new = layer.source is None or (layer.copy and name in zeroed)
+            source = f"blocks.{layer.source}.{name}"
+            mapping[f"blocks.{i}.{name}"] = None if new else Carry(source, shared=not layer.copy)
+    return mapping
+
+
+@dataclass(frozen=True)
+class DepthPlan:
+    """What a depth operator builds: the layer plan, and how its copies and fresh layers start
+    (`grow_depth`'s options). One plan is carried out by `grow_depth` on a whole model, and by
+    `lagdsl.runtime.shards` on a sharded one, without gathering it."""
+
+    layers: list[Layer]
+    noise: float = 0.0
+    zero_residual: bool = False
+    zero_copies: bool = False
+
+
+class PlannedDepth:
+    """A depth operator given by its plan: `plan(d, spec)` for a model of depth d (raising
+    ValueError where the growth cannot be done). Called as an operator, it carries the plan out
+    with `grow_depth`; a plugin's depth operator written this way grows sharded models too."""
+
+    def __init__(self, plan: Callable[[int, GrowthSpec], DepthPlan], doc: str) -> None:
+        self.plan, self.__doc__ = plan, doc
+
+    def __call__(self, model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+        plan = self.plan(model.config.depth, spec)
+        return grow_depth(
+            model, optimizer, plan.layers, generator,
+            noise=plan.noise, zero_residual=plan.zero_residual, zero_copies=plan.zero_copies,
+        )  # fmt: skip
+
+
+def fresh_block(config: GPTConfig, generator: torch.Generator, zero_residual: bool = False) -> Block:
+    """A fresh layer of a model grown to `config` (fp32, on the CPU), initialized from `generator`;
+    with `zero_residual` its projections into the residual stream are zero."""
+    block = Block(config)
+    init_block(block, INIT_STD / (2 * config.depth) ** 0.5, generator)
+    if zero_residual:
+        with torch.no_grad():
+            for linear in block.residual_outputs():
+                linear.weight.zero_()
+    return block
+
+
+def residual_names(block: Block) -> set[str]:
+    """The names (in the block) of the weights of its projections into the residual stream."""
+    outputs = {id(linear.weight) for linear in block.residual_outputs()}
+    return {name for name, param in block.named_parameters() if id(param) in outputs}
+
+
+def _added(d: int, spec: GrowthSpec) -> int:
     b = spec.target - d
     if b <= 0:
         raise ValueError(f"depth {spec.target} does not grow a model of depth {d}")
-    return d, b
+    return b
 
 
-def _copy_check(d: int, b: int, what: str) -> None:
-    if b > d:
-        raise ValueError(f"{what} copies {b} layers and the model has {d}")
+def _copying(what: str, layout: Callable[[int, int], list[Layer]]) -> Callable[[int, GrowthSpec], DepthPlan]:
+    """The plan of an operator that copies b of the d layers (`noise` on the copies)."""
+
+    def plan(d: int, spec: GrowthSpec) -> DepthPlan:
+        b = _added(d, spec)
+        if b > d:
+            raise ValueError(f"{what} copies {b} layers and the model has {d}")
+        return DepthPlan(layout(d, b), noise=spec.number("noise"))
+
+    return plan
 
 
-def copy_top(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
-    """Copies of the top b layers, placed on top (gradual stacking)."""
-    d, b = _added(model, spec)
-    _copy_check(d, b, "copy_top")
-    return grow_depth(model, optimizer, layers.copy_top(d, b), generator, noise=_noise(spec))
-
-
-def copy_bottom(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
-    """Copies of the bottom b layers, placed on top."""
-    d, b = _added(model, spec)
-    _copy_check(d, b, "copy_bottom")
-    return grow_depth(model, optimizer, layers.copy_bottom(d, b), generator, noise=_noise(spec))
-
-
-def midas(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
-    """A copy of the middle block of b layers (starting at layer (d - b) // 2), inserted right after it."""
-    d, b = _added(model, spec)
-    _copy_check(d, b, "midas")
-    return grow_depth(model, optimizer, layers.midas(d, b), generator, noise=_noise(spec))
-
-
-def stack(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
-    """The whole stack repeated on top, in order (b a multiple of d)."""
-    d, b = _added(model, spec)
+def _stack(d: int, spec: GrowthSpec) -> DepthPlan:
+    b = _added(d, spec)
     if b % d:
         raise ValueError(f"stack adds a multiple of {d} layers, not {b}")
-    return grow_depth(model, optimizer, layers.stack(d, b), generator, noise=_noise(spec))
+    return DepthPlan(layers.stack(d, b), noise=spec.number("noise"))
 
 
-def interleave(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
-    """A copy of each of b evenly spaced layers, right after its source."""
-    d, b = _added(model, spec)
-    _copy_check(d, b, "interleave")
-    return grow_depth(model, optimizer, layers.interleave(d, b), generator, noise=_noise(spec))
+def _random(d: int, spec: GrowthSpec) -> DepthPlan:
+    return DepthPlan(layers.on_top(d, _added(d, spec)))
 
 
-def random(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
-    """Freshly initialized layers on top."""
-    d, b = _added(model, spec)
-    return grow_depth(model, optimizer, layers.on_top(d, b), generator)
+def _identity(d: int, spec: GrowthSpec) -> DepthPlan:
+    return DepthPlan(layers.on_top(d, _added(d, spec)), zero_residual=True)
 
 
-def identity(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
-    """Fresh layers on top whose residual output projections are zero: the function is unchanged."""
-    d, b = _added(model, spec)
-    return grow_depth(model, optimizer, layers.on_top(d, b), generator, zero_residual=True)
-
-
-def _noise(spec: GrowthSpec) -> float:
-    return spec.number("noise")
-
-
-def layers_(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
-    """The listed half-open ranges of the current layers, in order (mergekit's passthrough slices)."""
+def _layers(d: int, spec: GrowthSpec) -> DepthPlan:
     ranges = spec.args.get("ranges")
     assert isinstance(ranges, tuple | list)
     pairs = [(int(a), int(b)) for a, b in ranges]
-    d = model.config.depth
     if any(b > d for _, b in pairs) or sum(b - a for a, b in pairs) != spec.target:
         raise ValueError(f"the ranges {pairs} do not give {spec.target} layers of a model of {d}")
-    return grow_depth(model, optimizer, layers.slices(pairs), generator)
+    return DepthPlan(layers.slices(pairs))
 
 
-def llama_pro(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
-    """After every k-th layer (k = d / b) a copy of it whose residual output projections are zero
-    (LLaMA Pro's block expansion): the function is unchanged, and the copies train from their
-    source's attention and MLP inputs."""
-    d, b = _added(model, spec)
+def _llama_pro(d: int, spec: GrowthSpec) -> DepthPlan:
+    b = _added(d, spec)
     if d % b:
         raise ValueError(f"llama_pro adds a divisor of {d} layers, not {b}")
-    return grow_depth(model, optimizer, layers.llama_pro(d, b), generator, zero_copies=True)
+    return DepthPlan(layers.llama_pro(d, b), zero_copies=True)
+
+
+copy_top = PlannedDepth(
+    _copying("copy_top", layers.copy_top), "Copies of the top b layers, placed on top (gradual stacking)."
+)
+copy_bottom = PlannedDepth(_copying("copy_bottom", layers.copy_bottom), "Copies of the bottom b layers, placed on top.")
+midas = PlannedDepth(
+    _copying("midas", layers.midas),
+    "A copy of the middle block of b layers (starting at layer (d - b) // 2), inserted right after it.",
+)
+stack = PlannedDepth(_stack, "The whole stack repeated on top, in order (b a multiple of d).")
+interleave = PlannedDepth(
+    _copying("interleave", layers.interleave), "A copy of each of b evenly spaced layers, right after its source."
+)
+random = PlannedDepth(_random, "Freshly initialized layers on top.")
+identity = PlannedDepth(
+    _identity, "Fresh layers on top whose residual output projections are zero: the function is unchanged."
+)
+layers_ = PlannedDepth(
+    _layers, "The listed half-open ranges of the current layers, in order (mergekit's passthrough slices)."
+)
+llama_pro = PlannedDepth(
+    _llama_pro,
+    "After every k-th layer (k = d / b) a copy of it whose residual output projections are zero (LLaMA Pro's block "
+    "expansion): the function is unchanged, and the copies train from their source's attention and MLP inputs.",
+)

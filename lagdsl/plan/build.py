@@ -69,7 +69,8 @@ class StageCost:
     probe_overhead: int  # FLOPs of the probes that do not continue (and selection passes)
     cumulative_share: float  # share of all training FLOPs spent by the end of this stage
     memory: Memory  # steady training at the stage's shape
-    peak_memory: int  # the stage's peak: a probe holds snapshot, best and current
+    peak_memory: int  # the stage's peak: the largest of its phases
+    phases: dict[str, int]  # the peak of each phase (`CostModel.phases`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class Totals:
     final: ShapeCost
     peak_memory: int
     ranks: int = 1  # memory is per rank, for this many ranks
+    phases: dict[str, int] | None = None  # each phase's peak over the stages
 
 
 @dataclass(frozen=True)
@@ -297,20 +299,23 @@ def _stage_costs(schedule: Schedule, graph: nx.DiGraph[str], cost: CostModel) ->
         rows_raw.append((stage, mainline, overhead))
     training = mainline_flops + overhead_flops
     rows, running, peak = [], 0, 0
-    for stage, mainline, overhead in rows_raw:
+    peaks: dict[str, int] = {}
+    for index, (stage, mainline, overhead) in enumerate(rows_raw):
         running += mainline + overhead
         memory = cost.memory(stage.after)
-        stage_peak = memory.total
-        if any(g.probe is not None for g in stage.growths):
-            stage_peak = memory.total + cost.memory(stage.before).state + memory.state
-        if stage.growths:
-            stage_peak = max(stage_peak, memory.total + cost.growth_state(stage.after))
+        phases = cost.phases(
+            stage.before, stage.after, probed=any(g.probe is not None for g in stage.growths),
+            width=any(g.dim == "width" for g in stage.growths), first=index == 0, last=index == len(rows_raw) - 1,
+        )  # fmt: skip
+        stage_peak = max(phases.values())
         peak = max(peak, stage_peak)
+        for phase, value in phases.items():
+            peaks[phase] = max(peaks.get(phase, 0), value)
         rows.append(
             StageCost(
                 stage.name, cost.shape_cost(stage.after), stage.train_steps,
                 stage.train_steps * cost.tokens_per_step, mainline, overhead,
-                running / training if training else 0.0, memory, stage_peak,
+                running / training if training else 0.0, memory, stage_peak, phases,
             )
         )  # fmt: skip
     scratch = cost.step_flops(schedule.final_shape, schedule.total_steps)
@@ -326,6 +331,7 @@ def _stage_costs(schedule: Schedule, graph: nx.DiGraph[str], cost: CostModel) ->
         final=cost.shape_cost(schedule.final_shape),
         peak_memory=peak,
         ranks=cost.ranks,
+        phases=peaks,
     )
     return rows, totals
 

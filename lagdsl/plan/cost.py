@@ -16,8 +16,10 @@ token). `auto` precision is taken as bf16, as on a GPU.
 Per rank (`ranks` > 1, under torchrun): each rank keeps the activations of its share of the batch.
 Under `parallel ddp` it holds the whole weights, gradients and optimizer state; under `parallel
 fsdp` a 1/N share of each, plus the parameters FSDP gathers while it computes (the root's and two
-blocks' at a time, at the training precision), and for a moment at each growth the whole model's
-weights and optimizer state (`growth_state`), which a growth gathers.
+blocks' at a time, at the training precision). `phases` gives each phase's peak (a step, a growth,
+a probe, a checkpoint, the start and the final model) from what the runtime holds in it: under
+`fsdp` a depth growth holds the grown model's share and one block whole, a width growth gathers the
+whole state.
 """
 
 from __future__ import annotations
@@ -148,10 +150,46 @@ class CostModel:
     def _share(self, nbytes: int) -> int:
         return -(-nbytes // self.ranks)
 
-    def growth_state(self, shape: Shape) -> int:
-        """What a growth to `shape` holds besides the training memory: under `fsdp` with several
-        ranks, the whole model's weights and optimizer state, gathered on every rank (0 otherwise)."""
+    def phases(
+        self, before: Shape, after: Shape, *, probed: bool, width: bool, first: bool, last: bool
+    ) -> dict[str, int]:
+        """The peak per rank of each phase of a stage that grows `before` to `after` (bytes), as the
+        runtime holds them: `start` (the first stage: the model built; under `fsdp` each rank's
+        shares and one tensor whole, drawn or read before the rank keeps its rows); `train` (a
+        step: weights, gradients, optimizer state, activations); a `growth` (the old state and
+        what the growth adds, `growth_extra`; inside a probe beside the snapshot and the best
+        candidate so far); `probe` (snapshot, best, and a candidate training); `checkpoint`
+        (weights and optimizer state: gradients are freed after each step); `final` (the last
+        stage: under `fsdp` rank 0 gathers the whole model's weights beside its shares)."""
+        memory, cost = self.memory(after), self.shape_cost(after)
+        phases: dict[str, int] = {}
+        if first:
+            whole = 4 * max(self.vocab * after.width, cost.non_embedding // after.depth)  # the largest drawn
+            phases["start"] = self._share(4 * cost.params) + whole if self.sharded else 4 * cost.params
+        phases["train"] = memory.total
+        if before != after:
+            old = self.memory(before).state
+            growth = old + self.growth_extra(before, after, width)
+            phases["growth"] = growth + (old + memory.state if probed else 0)
+            if probed:
+                phases["probe"] = max(phases["growth"], old + memory.state + memory.total)
+        phases["checkpoint"] = memory.state
+        if last:
+            phases["final"] = memory.state + (4 * cost.params if self.sharded else 0)
+        return phases
+
+    def growth_extra(self, before: Shape, after: Shape, width: bool = False) -> int:
+        """What a growth from `before` to `after` holds beside the old state, per rank. One process
+        and DDP: a depth growth keeps the old layers (the same tensors) and adds the copies' and
+        new layers' weights and moments; a width growth builds every tensor anew. `fsdp` with
+        several ranks: a depth growth grows each rank's shards, holding the grown model's share of
+        the weights and optimizer state and one new block whole (fp32), which every rank draws
+        before it keeps its rows; a width growth gathers the old state whole, grows it whole and
+        shards the result."""
+        new, old = self.memory(after).state, self.memory(before).state
         if not self.sharded:
-            return 0
-        whole = CostModel(self.schedule).memory(shape)
-        return whole.weights + whole.optimizer
+            return new if width else max(0, new - old)
+        if width:
+            whole_new, whole_old = (CostModel(self.schedule).memory(shape).state for shape in (after, before))
+            return 2 * whole_old + whole_new + new
+        return new + 4 * self.shape_cost(after).non_embedding // after.depth

@@ -109,6 +109,7 @@ def _stage_json(row: StageCost) -> dict[str, object]:
             "total": row.memory.total,
             "peak": row.peak_memory,
         },
+        "phases": row.phases,
     }
 
 
@@ -307,6 +308,8 @@ def print_table(plan: Plan, file: TextIO) -> None:
     if per_rank:
         how = f"{totals.ranks} ranks, parallel {plan.schedule.parallel}"
         summary.add_row("peak memory", binary(totals.peak_memory), f"per rank ({how}): an estimate")
+        by_phase = " · ".join(f"{phase} {binary(value)}" for phase, value in (totals.phases or {}).items())
+        summary.add_row("by phase", "", by_phase)
     else:
         summary.add_row("peak memory", binary(totals.peak_memory), "estimate: weights, grads, optimizer, activations")
     console = Console(file=file)  # the terminal's width (80 columns when piped; COLUMNS overrides)

@@ -24,9 +24,12 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from lagdsl.runtime.sharded import Room
 
 PREFIX = "step-"
 TRAILER = b"\nlagdsl-sha256 "  # followed by 64 hex digits and a newline
@@ -101,14 +104,15 @@ def verify(path: Path) -> None:
         raise CheckpointError("its checksum does not match: the file is damaged")
 
 
-def load(path: Path) -> dict[str, Any]:
+def load(path: Path, room: Room | None = None) -> dict[str, Any]:
     """A checkpoint's payload, after checking its checksum (`CheckpointError` when damaged). A
-    sharded one is read by every rank together (a collective under several ranks)."""
+    sharded one is read by every rank together (a collective under several ranks), into `room`
+    where given (`lagdsl.runtime.sharded.Room`)."""
     if path.is_dir():
         from lagdsl.runtime import sharded
 
         try:
-            return sharded.load(path)
+            return sharded.load(path, room)
         except sharded.ShardedError as error:
             raise CheckpointError(str(error)) from None
     verify(path)

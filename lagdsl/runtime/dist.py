@@ -178,6 +178,52 @@ def broadcast(value: T, src: int = 0) -> T:
     return cast(T, box[0])
 
 
+@dataclass(frozen=True)
+class _Slot:
+    """Where a tensor was in a structure `broadcast_tensors` sends: its shape and dtype."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+def broadcast_tensors(value: T | None, src: int, device: torch.device) -> T:
+    """Rank `src`'s `value` (nested dicts and lists of CPU tensors and plain data: a state dict) on
+    every rank, on the CPU: its structure is pickled with each tensor's shape and dtype in its
+    place, and each tensor is then sent by itself (through `device`, which the backend reaches),
+    so no rank holds a pickled copy of the whole state."""
+    if not active():
+        assert value is not None
+        return value
+    tensors: list[torch.Tensor] = []
+
+    def strip(item: object) -> object:
+        if isinstance(item, torch.Tensor):
+            tensors.append(item)
+            return _Slot(tuple(item.shape), item.dtype)
+        if isinstance(item, dict):
+            return {k: strip(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [strip(v) for v in item]
+        return item
+
+    mine = dist.get_rank() == src
+    skeleton = broadcast(strip(value) if mine else None, src=src)
+    sent = iter(tensors)
+
+    def fill(item: object) -> object:
+        if isinstance(item, _Slot):
+            buffer = next(sent).to(device) if mine else torch.empty(item.shape, dtype=item.dtype, device=device)
+            dist.broadcast(buffer, src=src)
+            return buffer.cpu() if not mine else buffer.to("cpu", copy=True)
+        if isinstance(item, dict):
+            return {k: fill(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [fill(v) for v in item]
+        return item
+
+    return cast(T, fill(skeleton))
+
+
 def gather(value: T) -> list[T]:
     """Every rank's `value`, in rank order, on every rank."""
     if not active():

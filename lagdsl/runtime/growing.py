@@ -1,13 +1,24 @@
 """One growth of a training state: the operator applied (its new weights drawn from a generator of
 seed, stage, growth and operator), the stage's frozen parts and LR scales resolved on the grown
-model (`lagdsl.runtime.parts`), and the result checked to be the same on every rank. Under FSDP
-the state is gathered first, grown as one process grows it, and sharded again."""
+model (`lagdsl.runtime.parts`), and the result checked to be the same on every rank.
+
+Under FSDP a depth operator given by its plan (every built-in one) grows each rank's shards
+(`lagdsl.runtime.shards`): no rank holds the whole model. Width growth, and a plugin's operator
+that is a plain function, gather the state, grow it as one process grows it, and shard it again.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import torch
+
 from lagdsl.lang.schedule import Growth, OperatorSpec, Stage
+from lagdsl.model.gpt import GPT
 from lagdsl.ops import GrowthSpec, grow
-from lagdsl.runtime import dist, parts
+from lagdsl.ops.core import Carry, implementation
+from lagdsl.ops.depth import PlannedDepth
+from lagdsl.runtime import dist, parts, shards
 from lagdsl.runtime.seeds import generator
 from lagdsl.runtime.state import Recipe, TrainState
 
@@ -18,11 +29,14 @@ def grown(
 ) -> TrainState:  # fmt: skip
     """`state` grown by `op`, the `index`-th growth of `stage`; `state`'s model and optimizer are
     spent. Checked to be the same on every rank (of `team`: a parallel probe's)."""
+    gen = generator(recipe.schedule.seed, "grow", stage.name, index, op.label)
+    spec = GrowthSpec(op.name, growth.dim, getattr(growth.after, growth.dim), op.args)
+    operator = implementation(op.name, growth.dim)
+    if recipe.sharded and isinstance(operator, PlannedDepth):
+        return _grown_shards(recipe, state, stage, operator, spec, gen)
     sharded = recipe.sharded
     if sharded:  # gathered: grown exactly as one process grows it, then sharded again
         state = TrainState.from_state_dict(recipe.whole(), state.state_dict())
-    gen = generator(recipe.schedule.seed, "grow", stage.name, index, op.label)
-    spec = GrowthSpec(op.name, growth.dim, getattr(growth.after, growth.dim), op.args)
     result = grow(state.model, state.optimizer, spec, gen, reset_optimizer=stage.reset_optimizer)
     assert result.optimizer is not None
     state.model, state.optimizer = result.model, result.optimizer
@@ -30,3 +44,25 @@ def grown(
     state.set_parts(fresh, *parts.resolve(stage, state.model, fresh), force=True)
     dist.check_same(state.model, f"growth `{op.label}` in stage `{stage.name}`", team)
     return TrainState.from_state_dict(recipe, state.state_dict()) if sharded else state
+
+
+def _grown_shards(
+    recipe: Recipe, state: TrainState, stage: Stage, operator: PlannedDepth, spec: GrowthSpec, gen: torch.Generator
+) -> TrainState:
+    """A sharded state grown in depth shard by shard (`lagdsl.runtime.shards`): what one process grows."""
+    plan = operator.plan(state.model.config.depth, spec)
+    fresh: frozenset[str] = frozenset()
+
+    def resolved(mapping: Mapping[str, Carry | None], skeleton: GPT) -> tuple[frozenset[str], dict[str, float]]:
+        nonlocal fresh
+        fresh = parts.fresh_after(mapping, state.fresh)
+        return parts.resolve(stage, skeleton, fresh)
+
+    model, mapping, frozen, scales = shards.grow_depth(recipe, state.model, plan, gen, resolved)
+    if stage.reset_optimizer:
+        optimizer = recipe.optimizer(model, scales)
+    else:
+        optimizer = shards.moved_optimizer(recipe, model, scales, state.model, state.optimizer, mapping)
+    state.model, state.optimizer = model, optimizer
+    state.fresh, state.frozen, state.scales = fresh, frozen, dict(scales)
+    return state

@@ -12,8 +12,8 @@ team trains its candidate on exactly the global batches the sequential probe use
 all N shares of each batch between them (a rank of a smaller team reads several, one after the
 other, as gradient accumulation does, so its memory is the mainline's) and sum their weighted
 gradients. Scores therefore equal the sequential probe's up to reduction order, and so does the
-choice. After each round the scores are gathered; under `keep winner` the winner's whole training
-state is broadcast from its team's first rank to every rank.
+choice. After each round the scores are gathered; under `keep winner` the winner's training state is
+broadcast from its team's first rank to every rank, tensor by tensor.
 
 What it saves: the compute of a probe is the same either way (m candidates x k steps x the global
 batch); a team of fewer ranks exchanges gradients among fewer ranks, or none, so the probe saves
@@ -216,8 +216,8 @@ def _select(
         del best
         if engine.schedule.probes == "parallel" and engine.world.distributed and len(results) > 1:
             source = winner_result.rank
-            payload = dist.broadcast(snapshot(winner_state) if winner_state is not None else None, src=source)
-            assert payload is not None
+            mine = snapshot(winner_state) if winner_state is not None else None
+            payload = dist.broadcast_tensors(mine, source, engine.dev.device)  # tensor by tensor
             winner_state = restore(engine.recipe, payload)  # the same state on every rank, bit for bit
         assert winner_state is not None
         winner = winner_state  # its counters are still the snapshot's

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lagdsl import __version__
 from lagdsl.artifacts import (
@@ -34,7 +35,7 @@ from lagdsl.lang.schedule import Schedule, TokensData
 from lagdsl.plan import build_plan
 from lagdsl.plan.render import to_json
 from lagdsl.runtime import checkpoint as ckpt
-from lagdsl.runtime import dist, lock
+from lagdsl.runtime import dist, lock, shards
 from lagdsl.runtime.data import Batches
 from lagdsl.runtime.engine import Device, Engine, OnStep
 from lagdsl.runtime.execution import (
@@ -53,6 +54,9 @@ from lagdsl.runtime.program import End, Instruction, lower
 from lagdsl.runtime.segments import Segments
 from lagdsl.runtime.state import StateDict
 from lagdsl.runtime.trained import SOURCE_DIR, TOKENIZER_FILE
+
+if TYPE_CHECKING:
+    from lagdsl.runtime.sharded import Room
 
 
 class NothingToDo(Exception):
@@ -241,7 +245,8 @@ def _resume(
             )
         if not (run_dir / "metrics.jsonl").exists():
             raise RunError(f"`{run_dir}` has no `metrics.jsonl`: its event log is lost, so it cannot be resumed")
-    saved = _newest_checkpoint(run_dir, options.say, world)
+    room = shards.room(device.device) if world.distributed and schedule.parallel == "fsdp" else None
+    saved = _newest_checkpoint(run_dir, options.say, world, room)
     program = lower(build_plan(schedule))
     if saved is not None:
         step, pc = int(saved["step"]), int(saved["pc"])
@@ -294,9 +299,11 @@ def _together(world: dist.World) -> Iterator[None]:
                 raise RunError(message if rank == 0 else f"rank {rank}: {message}", code)
 
 
-def _newest_checkpoint(run_dir: Path, say: Callable[[str], None], world: dist.World) -> StateDict | None:
+def _newest_checkpoint(
+    run_dir: Path, say: Callable[[str], None], world: dist.World, room: Room | None = None
+) -> StateDict | None:
     """The newest checkpoint that is intact; each damaged one passed over is named. Under several
-    ranks, rank 0 chooses and every rank loads that one."""
+    ranks, rank 0 chooses and every rank loads that one (into `room`: each rank's shards)."""
     if not world.distributed:
         for path, payload, reason in ckpt.intact_newest_first(run_dir / "checkpoints"):
             if payload is not None:
@@ -319,7 +326,7 @@ def _newest_checkpoint(run_dir: Path, say: Callable[[str], None], world: dist.Wo
         return None
     with _together(world):
         try:
-            return ckpt.load(chosen)
+            return ckpt.load(chosen, room)
         except ckpt.CheckpointError as error:
             raise RunError(f"checkpoint `{chosen}` cannot be loaded: {error}") from None
 

@@ -12,10 +12,11 @@ Every rank writes its part into a hidden temporary folder; once all have finishe
 whose files do not match it, is incomplete or damaged, and a resume passes over it, as it passes over
 a damaged `.pt` file.
 
-What a loader gets is the same state dict a `.pt` checkpoint holds (`TrainState.state_dict()`), on
-the CPU and complete, whatever the number of ranks that wrote it: DCP reads the saved tensors into
-the loader's own layout. So a checkpoint of 2 ranks resumes on 1 or 4, and one process's `.pt` file
-resumes under torchrun.
+What a loader gets is the same state dict a `.pt` checkpoint holds (`TrainState.state_dict()`),
+whatever the number of ranks that wrote it: DCP reads the saved tensors into the loader's own
+layout, whole tensors on the CPU, or under `parallel fsdp` each rank's own shards of them (so no
+rank of a sharded run ever reads the whole model). So a checkpoint of 2 ranks resumes on 1, 3 or 4,
+and one process's `.pt` file resumes under torchrun.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,13 +122,18 @@ def verify(path: Path) -> None:
             raise ShardedError(f"`{name}` cannot be read: {error.strerror or error}") from None
 
 
-def load(path: Path) -> StateDict:
-    """The state dict the folder holds, on the CPU (`ShardedError` when damaged). Collective under
-    several ranks: every rank calls it and gets the whole state."""
+#: Room for one saved tensor of a shape and dtype, for DCP to read into: a whole tensor on the CPU,
+#: or (a sharded run's resume: `lagdsl.runtime.shards.room`) this rank's shard of it, a DTensor.
+Room = Callable[[list[int], torch.dtype], torch.Tensor]
+
+
+def load(path: Path, room: Room | None = None) -> StateDict:
+    """The state dict the folder holds (`ShardedError` when damaged): whole tensors on the CPU,
+    or with `room` each rank's shards. Collective under several ranks: every rank calls it."""
     verify(path)
     try:
         rest = json.loads((path / STATE).read_text(encoding="utf-8"))
-        template = _template(rest)
+        template = _template(rest, room or _whole)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dcp.load(template, checkpoint_id=str(path), no_dist=not dist.active())
@@ -169,11 +176,15 @@ def _split(state: StateDict) -> tuple[dict[str, Any], dict[str, Any]]:
     return {"model": model, "optimizer": opt_tensors}, rest
 
 
-def _template(rest: dict[str, Any]) -> dict[str, Any]:
+def _whole(shape: list[int], dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype)
+
+
+def _template(rest: dict[str, Any], room: Room) -> dict[str, Any]:
     """Room for the tensors `rest` describes, for DCP to read into."""
 
     def empty(shape: list[int], dtype: str) -> torch.Tensor:
-        return torch.empty(shape, dtype=getattr(torch, dtype))
+        return room(shape, getattr(torch, dtype))
 
     model = {name: empty(*spec) for name, spec in rest["model_layout"].items()}
     optimizer = {

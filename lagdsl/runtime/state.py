@@ -15,9 +15,11 @@ to it first). Three functions move states around, all through `state_dict()`:
 - `fork(state)`: `restore(snapshot(state))`, an independent copy to train on.
 
 Under `parallel fsdp` with several ranks the recipe shards the model (`fully_shard` on each block
-and on the root, FSDP2) before it builds the optimizer; the state dict is still the whole model's
-and the whole optimizer's, in the same format (gathered from the shards on every rank), so that
-snapshots, growth, checkpoints and resumes on another number of ranks work as for one process.
+and on the root, FSDP2) before it builds the optimizer, and the state moves as each rank's shards
+(`lagdsl.runtime.shards`): the model starts sharded (initialized or read from a pretrained
+checkpoint row by row), and snapshots, restores, freezing, depth growth and checkpoints hold DTensors
+of the rank's own rows, in the same state-dict format. `whole_state` (gathered on every rank) is
+left to width growth; `whole_model` gathers the final model to rank 0 alone.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from typing import Any
 import torch
 
 from lagdsl.lang.schedule import Schedule
-from lagdsl.model.gpt import GPT, GPTConfig
+from lagdsl.model.gpt import GPT, GPTConfig, initial_values
+from lagdsl.runtime import shards
 from lagdsl.runtime.dist import ONE, World
 from lagdsl.runtime.seeds import generator
 
@@ -101,13 +104,17 @@ class Recipe:
     def place(self, model: GPT) -> GPT:
         """`model` on the device, sharded where the recipe shards."""
         model = model.to(self.device.device)
-        if self.sharded:
-            from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        return self.shard(model) if self.sharded else model
 
-            policy = MixedPrecisionPolicy(param_dtype=self.device.dtype, reduce_dtype=torch.float32)
-            for block in model.blocks.values():
-                fully_shard(block, mp_policy=policy)
-            fully_shard(model, mp_policy=policy)
+    def shard(self, model: GPT) -> GPT:
+        """`model` sharded (FSDP2: each block its own unit, the root the rest), where it is (the
+        meta device too: `lagdsl.runtime.shards`)."""
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        policy = MixedPrecisionPolicy(param_dtype=self.device.dtype, reduce_dtype=torch.float32)
+        for block in model.blocks.values():
+            fully_shard(block, mp_policy=policy)
+        fully_shard(model, mp_policy=policy)
         return model
 
     def model(self, config: GPTConfig) -> GPT:
@@ -136,7 +143,14 @@ class Recipe:
             from lagdsl.model.hub import DTYPES, load_pretrained
 
             dtype = DTYPES.get(source.dtype, torch.float32)
+            if self.sharded:  # each rank reads its rows of each tensor from the files
+                model = shards.pretrained(self, Path(source.folder), family_named(source.family), config, dtype)
+                return TrainState(self, model, self.optimizer(model), self.scaler())
             model = load_pretrained(Path(source.folder), family_named(source.family), config, dtype)
+        elif self.sharded:  # each rank keeps its rows of each whole tensor one process draws
+            model = shards.empty_model(self, config)
+            shards.fill(model, initial_values(config, generator(self.schedule.seed, "init")))
+            return TrainState(self, model, self.optimizer(model), self.scaler())
         else:
             model = GPT(config)
             model.init_weights(generator(self.schedule.seed, "init"))
@@ -204,11 +218,7 @@ class TrainState:
     def sharded_state(self) -> tuple[StateDict, StateDict]:
         """A sharded model's and optimizer's state dicts as each rank holds them (DTensors of its
         shards; the optimizer's keyed by position, as `torch.optim` keys it): no collective."""
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
-
-        model = get_model_state_dict(self.model)
-        by_name = get_optimizer_state_dict(self.model, self.optimizer)
-        return model, _by_index(by_name, _names(self.model, self.optimizer))
+        return shards.resharded(self.model).state_dict(), self.optimizer.state_dict()
 
     def whole_model(self) -> StateDict:
         """The whole model's state dict, for the final model: under sharding gathered to rank 0
@@ -222,7 +232,7 @@ class TrainState:
     def whole_state(self) -> tuple[StateDict, StateDict]:
         """The whole model's and optimizer's state dicts (gathered from the shards: a collective)."""
         if not self.recipe.sharded:
-            return self.model.state_dict(), self.optimizer.state_dict()
+            return shards.resharded(self.model).state_dict(), self.optimizer.state_dict()
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             get_model_state_dict,
@@ -244,16 +254,11 @@ class TrainState:
         self.fresh = fresh
         if not force and frozen == self.frozen and dict(scales) == self.scales:
             return False
-        if self.recipe.sharded:  # rebuilt from the whole state, then sharded again
-            whole = TrainState.from_state_dict(self.recipe.whole(), self.state_dict())
-            whole.set_parts(fresh, frozen, scales, force=True)
-            rebuilt = TrainState.from_state_dict(self.recipe, whole.state_dict())
-            self.model, self.optimizer, self.frozen, self.scales = (
-                rebuilt.model,
-                rebuilt.optimizer,
-                rebuilt.frozen,
-                rebuilt.scales,
-            )
+        if self.recipe.sharded:  # rebuilt from each rank's shards (FSDP reads `requires_grad` once)
+            model = shards.empty_model(self.recipe, self.model.config, frozen)
+            shards.fill(model, shards.resharded(self.model).state_dict())
+            self.optimizer = shards.moved_optimizer(self.recipe, model, scales, self.model, self.optimizer)
+            self.model, self.frozen, self.scales = model, frozen, dict(scales)
             return True
         _require_grad(self.model, frozen)
         old = self.optimizer
@@ -297,27 +302,34 @@ class TrainState:
 
 def _build(recipe: Recipe, state: Mapping[str, Any]) -> tuple[GPT, torch.optim.Optimizer, torch.amp.GradScaler | None]:
     """The model (rebuilt to the state's shape), optimizer and scaler of a state dict."""
-    model = GPT(GPTConfig(**state["config"]))
-    model.load_state_dict(state["model"])
-    _require_grad(model, frozenset(state.get("frozen", ())))
-    model = recipe.place(model)
-    optimizer = recipe.optimizer(model, state.get("scales"))
-    if recipe.sharded:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        names = _names(model, optimizer)
-        by_name = _by_name(state["optimizer"], names)
-        options = StateDictOptions(full_state_dict=True, strict=False)
-        set_optimizer_state_dict(model, optimizer, by_name, options=options)
-        # the helper gives every parameter a state; one without (new from a growth) gets its first
-        # state from its first step, as `torch.optim` does, or Adam's step count would differ
-        params = [param for group in optimizer.param_groups for param in group["params"]]
-        for name, param in zip(names, params, strict=True):
-            if name not in by_name["state"]:
-                optimizer.state.pop(param, None)
+    config, frozen = GPTConfig(**state["config"]), frozenset(state.get("frozen", ()))
+    if recipe.sharded:  # each rank's shards, written from the state's shards or cut from whole tensors
+        model = shards.empty_model(recipe, config, frozen)
+        shards.fill(model, state["model"])
     else:
-        optimizer.load_state_dict(state["optimizer"])
+        model = GPT.empty(config)
+        model.load_state_dict(state["model"])
+        _require_grad(model, frozen)
+        model = recipe.place(model)
+    optimizer = recipe.optimizer(model, state.get("scales"))
+    optimizer.load_state_dict(_laid_out(state["optimizer"], optimizer) if recipe.sharded else state["optimizer"])
     return model, optimizer, recipe.scaler(state.get("scaler"))
+
+
+def _laid_out(saved: Mapping[str, Any], optimizer: torch.optim.Optimizer) -> StateDict:
+    """An optimizer state dict whose whole moments (a checkpoint read whole) are cut to this rank's
+    shards of the sharded parameters they belong to; DTensor ones are kept as they are."""
+    from lagdsl.ops.core import like
+
+    params = [param for group in optimizer.param_groups for param in group["params"]]
+    state = {}
+    for index, entries in saved["state"].items():
+        param = params[int(index)]
+        state[index] = {
+            key: like(value, param) if isinstance(value, torch.Tensor) and value.shape == param.shape else value
+            for key, value in entries.items()
+        }
+    return {"state": state, "param_groups": saved["param_groups"]}
 
 
 def _require_grad(model: GPT, frozen: frozenset[str]) -> None:
@@ -340,17 +352,10 @@ def _by_index(by_name: Mapping[str, Any], names: list[str]) -> StateDict:
     return {"state": state, "param_groups": groups}
 
 
-def _by_name(by_index: Mapping[str, Any], names: list[str]) -> StateDict:
-    """The reverse of `_by_index`."""
-    state = {names[int(i)]: value for i, value in by_index["state"].items()}
-    groups = [{**group, "params": [names[int(i)] for i in group["params"]]} for group in by_index["param_groups"]]
-    return {"state": state, "param_groups": groups}
-
-
 def snapshot(state: TrainState) -> StateDict:
     """A copy of the state dict with every tensor copied to the CPU: it shares no memory with the
     live state, so training on after the snapshot leaves it as it was."""
-    copy = _to_cpu(state.state_dict())
+    copy = _to_cpu(state.state_dict(shards=True))  # a sharded state's: each rank's own shards
     assert isinstance(copy, dict)
     return copy
 

@@ -1,0 +1,245 @@
+"""Benchmark: memory per rank of growing a sharded model (`parallel fsdp`), phase by phase, now
+(each rank's shards moved: `lagdsl.runtime.shards`) against the version before (the whole state
+gathered on every rank at each growth, snapshot and start), and against `lagdsl plan --ranks N`.
+
+The run: a `gpt` of width `--width` (1024: 103M parameters at 8 layers, 205M at 16; fp32, AdamW)
+on the built-in corpus, trained 1 step at 8 layers, grown 8 -> 16 by a probe of `copy_top` and
+`interleave` (1 step each, keep winner), trained 1 more step, with a checkpoint after each stage;
+under torchrun on each of `--ranks` (one thread a rank). Each rank measures its resident memory per
+phase of the engine (start-up, train, growth, probes, checkpoints, and the final model): the peak
+(VmHWM, reset through /proc/self/clear_refs as each phase begins) less the resident memory once
+torch and lagdsl are imported, so the figure is the phase's tensors and the allocator's slack, not
+the fixed cost of the libraries. glibc is told to give large blocks back at once
+(MALLOC_MMAP_THRESHOLD_), so a phase does not inherit the peak of the one before. The figure per
+phase is the largest rank's.
+
+Before: the same run with the lagdsl of commit `BEFORE` (the last one whose FSDP runs gathered),
+extracted from git into a temporary folder. Targets (issue 24): growth's peak per rank <= (model +
+optimizer) / N + 2 blocks, and <= 0.6x the version before's at 2 ranks; and the plan does not
+under-report any phase, nor over-report it by more than 25%. Nothing else may run meanwhile.
+
+    python bench/fsdp_memory.py [--ranks 2,4] [--width 1024] [--update-docs]
+
+About 15 minutes on two cores; needs about 12 GB of memory at 2 ranks for the version before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import cores, update_docs  # noqa: E402
+
+#: the last commit whose FSDP runs gathered the whole state at growths, snapshots and start-up
+BEFORE = "93e4edf"
+MIB = 1 << 20
+
+SCHEDULE = """\
+schedule fsdp_memory
+seed 0
+parallel fsdp
+model gpt(context=64, width={width}, heads={heads}, depth=8)
+batch 4
+optimizer adamw(lr=1e-4)
+checkpoint every 1 steps (keep=1)
+stage base {{ train 1 steps }}
+stage deep {{
+  grow depth to 16 {{ candidates [copy_top, interleave] probe 1 steps }}
+  train 2 steps
+}}
+"""
+
+#: each rank's wrapper: the engine's phases measured, then `lagdsl run`
+RANK = textwrap.dedent("""
+    import atexit, json, os, sys
+    from contextlib import contextmanager
+
+    def status(field):
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+
+    def reset():
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+
+    import torch  # noqa: F401
+    from lagdsl.cli import main
+    from lagdsl.runtime import engine
+
+    baseline = status("VmRSS")
+    peaks, stack, seen = {}, [], [False]
+    reset()
+
+    def note(phase, value):
+        peaks[phase] = max(peaks.get(phase, 0), value - baseline)
+
+    original = engine.Engine._timed
+
+    @contextmanager
+    def timed(self, phase):
+        if stack:
+            stack[-1][1] = max(stack[-1][1], status("VmHWM"))
+        else:
+            note("start" if not seen[0] else "between", status("VmHWM"))
+        seen[0] = True
+        reset()
+        entry = [phase, 0]
+        stack.append(entry)
+        try:
+            with original(self, phase):
+                yield
+        finally:
+            stack.pop()
+            top = max(entry[1], status("VmHWM"))
+            note(phase, top)
+            if stack:
+                stack[-1][1] = max(stack[-1][1], top)
+            reset()
+
+    engine.Engine._timed = timed
+
+    def write():
+        note("final", status("VmHWM"))
+        rank = os.environ.get("RANK", "0")
+        with open(os.path.join(os.environ["BENCH_OUT"], f"rank{rank}.json"), "w") as handle:
+            json.dump({"baseline": baseline, "peaks": peaks}, handle)
+
+    atexit.register(write)
+    sys.argv = ["lagdsl", *sys.argv[1:]]
+    try:
+        main()
+    except SystemExit as stop:
+        write()
+        atexit.unregister(write)
+        raise
+""")
+
+#: the phases reported, in order, and what each is in the engine
+PHASES = {
+    "start": "start-up (the model built and sharded)",
+    "train": "a training step",
+    "growth": "a growth (the mainline's or a candidate's)",
+    "probes": "the probe (snapshot, candidates grown and trained, the winner)",
+    "checkpoints": "a checkpoint",
+    "final": "the final model (gathered to rank 0)",
+}
+
+
+def run(project: Path, ranks: int, package: Path | None, label: str) -> dict[str, int]:
+    """The largest rank's peak above its baseline, per phase, of one run."""
+    out = project / f"peaks-{label}-{ranks}"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "65536", "BENCH_OUT": str(out)}
+    if package is not None:
+        env["PYTHONPATH"] = str(package)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+    command += [str(project / "rank.py"), "run", "--quiet", "fsdp.grow", "--out", f"run-{label}-{ranks}"]
+    result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{label} on {ranks} ranks failed:\n{result.stderr[-4000:]}")
+    peaks: dict[str, int] = {}
+    for path in out.glob("rank*.json"):
+        for phase, value in json.loads(path.read_text())["peaks"].items():
+            peaks[phase] = max(peaks.get(phase, 0), value)
+    return peaks
+
+
+def planned(project: Path, ranks: int) -> dict[str, int]:
+    """What `lagdsl plan --ranks N` says of each phase (the largest over the stages)."""
+    command = [sys.executable, "-m", "lagdsl", "plan", "fsdp.grow", "--ranks", str(ranks), "--format", "json"]
+    text = subprocess.run(command, cwd=project, capture_output=True, text=True, check=True).stdout
+    phases: dict[str, int] = {}
+    for stage in json.loads(text)["stages"]:
+        for phase, value in stage["phases"].items():
+            phases[phase] = max(phases.get(phase, 0), value)
+    return phases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ranks", default="2,4")
+    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--update-docs", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="fsdp-memory-") as work:
+        project = Path(work)
+        (project / "fsdp.grow").write_text(SCHEDULE.format(width=args.width, heads=args.width // 64))
+        (project / "rank.py").write_text(RANK)
+        before = project / "before"
+        before.mkdir()
+        archive = subprocess.run(["git", "archive", BEFORE, "lagdsl"], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
+        from lagdsl.lang import check_text
+        from lagdsl.plan import build_plan
+
+        schedule = check_text((project / "fsdp.grow").read_text()).schedule
+        assert schedule is not None
+        final = build_plan(schedule, 1).stages[-1]
+        state = final.memory.weights + final.memory.optimizer  # the whole model and optimizer, at 16 layers
+        block = 4 * final.shape.non_embedding // final.shape.depth
+        rows = []
+        for ranks in [int(r) for r in args.ranks.split(",")]:
+            now = run(
+                project,
+                ranks,
+                None,
+                "now",
+            )
+            old = run(project, ranks, before, "before")
+            plan = planned(project, ranks)
+            target = state // ranks + 2 * block
+            rows.append({
+                "ranks": ranks, "now": now, "before": old, "plan": plan,
+                "growth_target": target, "growth_ratio": now["growth"] / old["growth"],
+                "plan_ratio": {p: plan[p] / now[p] for p in plan if now.get(p)},
+            })  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+    result = {
+        "what": "peak memory per rank above the imported libraries, largest rank, per phase",
+        "params": final.shape.params, "state_bytes": state, "block_bytes": block, "before": BEFORE,
+        "cores": cores(), "machine": platform.processor() or platform.machine(), "rows": rows,
+    }  # fmt: skip
+    (ROOT / "bench" / "fsdp_memory.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = _table(result)
+    print(table)
+    if args.update_docs:
+        update_docs("fsdp_memory", table)
+
+
+def _table(result: dict) -> str:
+    lines = [
+        f"{result['params'] / 1e6:.0f}M parameters at 16 layers (fp32, AdamW: model + optimizer "
+        f"{result['state_bytes'] / MIB:,.0f} MiB, a block {result['block_bytes'] / MIB:,.0f} MiB), "
+        f"grown 8 -> 16 layers; MiB per rank above the imported libraries, largest rank:",
+        "",
+        "| ranks | phase | now | before | now / before | plan | plan / now |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        for phase in PHASES:
+            now, old, plan = row["now"].get(phase), row["before"].get(phase), row["plan"].get(phase)
+            cells = [
+                str(row["ranks"]), phase,
+                f"{now / MIB:,.0f}" if now else "-", f"{old / MIB:,.0f}" if old else "-",
+                f"{now / old:.2f}" if now and old else "-", f"{plan / MIB:,.0f}" if plan else "-",
+                f"{plan / now:.2f}" if plan and now else "-",
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append(f"| {row['ranks']} | growth target | {row['growth_target'] / MIB:,.0f} | | | | |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

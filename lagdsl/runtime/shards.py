@@ -1,0 +1,199 @@
+"""A sharded training state moved without gathering it (`parallel fsdp` on several ranks).
+
+Under FSDP2 every parameter is a DTensor cut along its first dimension across the ranks, and so
+are the optimizer's moments. What moves such a state (a probe's snapshot and its restore, a change
+of the frozen parts, a depth growth) moves each rank's own shards:
+
+- the new model is built on the meta device, sharded, and given memory for this rank's shards
+  alone (`empty_model`);
+- each of its parameters is filled from its source's local shard, with no communication
+  (`fill`), or, where it is new, from the whole tensor one process would draw: every rank draws
+  the same (a generator of seed, stage, growth and operator), one block at a time, and keeps its
+  own rows of it;
+- the optimizer's state moves by parameter name: a kept parameter's moments are the same tensors,
+  a copy's are copies of its source's shards, a new parameter starts with none.
+
+So a rank holds its shards of the old and the new model and at most one block whole, never the
+model, and N ranks grow what one process grows (the noise of a noisy copy is scaled by the whole
+tensor's standard deviation, which the ranks compute together).
+
+Width growth redistributes every unit of a tensor and still goes through the whole state
+(`lagdsl.runtime.growing`); so does a plugin's depth operator that is not a `PlannedDepth`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from lagdsl.lang import layers
+from lagdsl.model.gpt import GPT, GPTConfig
+from lagdsl.ops.core import Carry, add_noise_, like, moved_state
+from lagdsl.ops.depth import DepthPlan, depth_mapping, fresh_block, residual_names
+
+if TYPE_CHECKING:
+    from lagdsl.families import Family
+    from lagdsl.runtime.state import Recipe
+
+#: (mapping, the grown model's skeleton on the meta device) -> its frozen names and LR scales
+Parts = Callable[[Mapping[str, Carry | None], GPT], tuple[frozenset[str], dict[str, float]]]
+
+
+def empty_model(
+    recipe: Recipe, config: GPTConfig, frozen: frozenset[str] = frozenset(), dtype: torch.dtype | None = None
+) -> GPT:
+    """A sharded model of shape `config` (in `dtype`, default fp32) whose shards are allocated and
+    not yet written (`fill` writes them), with `frozen` parameters not requiring gradients (set
+    before FSDP sees them)."""
+    with torch.device("meta"):
+        model = GPT(config)
+    if dtype is not None:
+        model.to(dtype)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name not in frozen)
+    model = recipe.shard(model)
+    model.to_empty(device=recipe.device.device)
+    model.init_buffers()
+    return model
+
+
+def pretrained(recipe: Recipe, folder: Path, family: Family, config: GPTConfig, dtype: torch.dtype) -> GPT:
+    """A sharded model read from a Hugging Face checkpoint: each rank reads its own rows of each
+    tensor from the files (`lagdsl.model.hub.read_weights`), so no rank holds the whole model."""
+    from torch.distributed.tensor import DTensor
+
+    from lagdsl.model.hub import Rows, read_weights
+
+    model = empty_model(recipe, config, dtype=dtype)
+    targets = {}
+    for name, param in model.named_parameters():
+        assert isinstance(param, DTensor)
+        local = param.to_local()
+        targets[name] = Rows(local, _first_row(param.shape[0], local.shape[0]))
+    read_weights(folder, family, config, targets)
+    return model
+
+
+def _first_row(rows: int, local: int) -> int:
+    """The first row this rank holds of a parameter of `rows` rows cut as FSDP cuts it (in
+    `torch.chunk`'s equal pieces, the last ones shorter or empty), holding `local` of them."""
+    import torch.distributed as torch_dist
+
+    piece = -(-rows // torch_dist.get_world_size())
+    first = min(torch_dist.get_rank() * piece, rows)
+    assert local == max(0, min(piece, rows - first)), "FSDP cut a parameter other than in equal pieces"
+    return first
+
+
+def room(device: torch.device) -> Callable[[list[int], torch.dtype], torch.Tensor]:
+    """Room for a sharded checkpoint's tensors as a sharded run holds them: this rank's rows of
+    each (a DTensor cut along its first dimension over every rank, as FSDP cuts a parameter and
+    its moments), a scalar whole. DCP reads each rank's rows alone into it."""
+    import torch.distributed as torch_dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, empty
+
+    mesh = init_device_mesh(device.type, (torch_dist.get_world_size(),))
+
+    def make(shape: list[int], dtype: torch.dtype) -> torch.Tensor:
+        if not shape:
+            return torch.empty(shape, dtype=dtype)
+        return empty(shape, dtype=dtype, device_mesh=mesh, placements=[Shard(0)])
+
+    return make
+
+
+def resharded(model: GPT) -> GPT:
+    """`model` with every parameter in its sharded form (a DTensor): FSDP leaves the root's
+    gathered after a forward pass without a backward one (an evaluation)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+    return model
+
+
+@torch.no_grad()
+def fill(model: GPT, values: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Write every parameter of a sharded `model` from `values` (by name; pairs are taken one at a
+    time, so a generator of them holds one whole tensor at a time): a DTensor laid out as the
+    parameter is (its local shard is copied) or a whole tensor (this rank's rows of it)."""
+    params = dict(model.named_parameters())  # a tied head is the embedding, named once
+    written = set()
+    for name, value in values.items() if isinstance(values, Mapping) else values:
+        param = params.get(name)
+        if param is not None:
+            param.copy_(like(value.to(param.device, param.dtype), param))
+            written.add(name)
+    if missing := sorted(params.keys() - written):
+        raise KeyError(f"no values for {', '.join(missing)}")
+
+
+def moved_optimizer(
+    recipe: Recipe, model: GPT, scales: Mapping[str, float], old_model: GPT, old: torch.optim.Optimizer,
+    mapping: Mapping[str, Carry | None] | None = None,
+) -> torch.optim.Optimizer:  # fmt: skip
+    """The schedule's optimizer over `model`'s trainable parameters with the state of `old` moved by
+    name (`mapping`: as a growth moved the values; None: each parameter from its namesake, the
+    same tensors, since `old` is spent); a parameter that had none, or is new, starts with none."""
+    optimizer = recipe.optimizer(model, scales)
+    old_params = dict(resharded(old_model).named_parameters())
+    trainable = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    for name, param in model.named_parameters():
+        carry = Carry(name, shared=True) if mapping is None else mapping.get(name)
+        if id(param) not in trainable or carry is None:
+            continue
+        state = old.state.get(old_params[carry.source])
+        if state:
+            optimizer.state[param] = moved_state(state, carry)
+    return optimizer
+
+
+def grow_depth(
+    recipe: Recipe,
+    model: GPT,
+    plan: DepthPlan,
+    generator: torch.Generator,
+    parts: Parts,
+) -> tuple[GPT, dict[str, Carry | None], frozenset[str], dict[str, float]]:
+    """A sharded `model` grown by `plan` as `lagdsl.ops.depth.grow_depth` grows a whole one, drawing
+    the same values from `generator` in the same order. `parts(mapping, skeleton)` gives the frozen
+    names and LR scales of the grown model (they are set before FSDP sees it). Returns the grown
+    model (its optimizer is `moved_optimizer`'s to build), the mapping, and the parts."""
+    positions = layers.positions(plan.layers)
+    config = model.config.grown(depth=len(positions))
+    mapping = depth_mapping(config, positions, plan.zero_copies)
+    with torch.device("meta"):
+        skeleton = GPT(config)
+    frozen, scales = parts(mapping, skeleton)
+    grown = empty_model(recipe, config, frozen)
+    old = dict(resharded(model).named_parameters())
+    new = dict(grown.named_parameters())
+    names = [name for name, _ in skeleton.block(0).named_parameters()]
+    zeroed = residual_names(skeleton.block(0)) if plan.zero_copies else set()
+    with torch.no_grad():
+        for name, param in new.items():  # the embedding, the final norm, an untied head
+            if not name.startswith("blocks."):
+                param.copy_(old[name])
+        for i, layer in enumerate(positions):
+            prefix = f"blocks.{i}."
+            if layer.source is None:  # drawn whole, as one process draws it; this rank keeps its rows
+                block = fresh_block(config, generator, plan.zero_residual)
+                for name, value in block.named_parameters():
+                    target = new[prefix + name]
+                    target.copy_(like(value.detach().to(target.device, target.dtype), target))
+                del block
+                continue
+            for name in names:  # in `grow_depth`'s order: noise draws from the generator
+                target = new[prefix + name]
+                target.copy_(old[f"blocks.{layer.source}.{name}"])
+                if layer.copy:
+                    add_noise_(target, plan.noise, generator)
+            if layer.copy and plan.zero_copies:
+                for name in zeroed:
+                    new[prefix + name].zero_()
+    return grown, mapping, frozen, scales
