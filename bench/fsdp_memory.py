@@ -7,9 +7,9 @@ on the built-in corpus, trained 1 step at 8 layers, grown 8 -> 16 by a probe of 
 `interleave` (1 step each, keep winner), trained 1 more step, with a checkpoint after each stage;
 under torchrun on each of `--ranks` (one thread a rank). Each rank measures its resident memory per
 phase of the engine (start-up, train, growth, probes, checkpoints, and the final model): the peak
-(VmHWM, reset through /proc/self/clear_refs as each phase begins) less the resident memory once
-torch and lagdsl are imported, so the figure is the phase's tensors and the allocator's slack, not
-the fixed cost of the libraries. glibc is told to give large blocks back at once
+(VmHWM, reset through /proc/self/clear_refs as each phase begins) less the resident memory just
+before the model is built (the libraries, the open corpus), so the figure is the phase's tensors
+and the allocator's slack, not the fixed cost of the process. glibc is told to give large blocks back at once
 (MALLOC_MMAP_THRESHOLD_), so a phase does not inherit the peak of the one before. The figure per
 phase is the largest rank's.
 
@@ -48,6 +48,7 @@ SCHEDULE = """\
 schedule fsdp_memory
 seed 0
 parallel fsdp
+precision fp32
 model gpt(context=64, width={width}, heads={heads}, depth=8)
 batch 4
 optimizer adamw(lr=1e-4)
@@ -78,13 +79,22 @@ RANK = textwrap.dedent("""
     from lagdsl.cli import main
     from lagdsl.runtime import engine
 
-    baseline = status("VmRSS")
+    baseline = [status("VmRSS")]
     peaks, stack, seen = {}, [], [False]
-    reset()
 
     def note(phase, value):
-        peaks[phase] = max(peaks.get(phase, 0), value - baseline)
+        peaks[phase] = max(peaks.get(phase, 0), value - baseline[0])
 
+    def starts(method):  # the baseline: what is resident once the data is open, before the model
+        def wrapped(self, *args):
+            baseline[0] = status("VmRSS")
+            reset()
+            return method(self, *args)
+
+        return wrapped
+
+    engine.Engine.initialize = starts(engine.Engine.initialize)
+    engine.Engine.load = starts(engine.Engine.load)
     original = engine.Engine._timed
 
     @contextmanager
@@ -117,23 +127,25 @@ RANK = textwrap.dedent("""
             json.dump({"baseline": baseline, "peaks": peaks}, handle)
 
     atexit.register(write)
-    sys.argv = ["lagdsl", *sys.argv[1:]]
-    try:
-        main()
-    except SystemExit as stop:
+    leave = os._exit  # a torchrun rank ends with os._exit once its process group is gone
+
+    def exit_(code):
         write()
-        atexit.unregister(write)
-        raise
+        leave(code)
+
+    os._exit = exit_
+    sys.argv = ["lagdsl", *sys.argv[1:]]
+    main()
 """)
 
-#: the phases reported, in order, and what each is in the engine
+#: the phases reported, in order: the engine's name of each (its timers') -> the plan's
 PHASES = {
-    "start": "start-up (the model built and sharded)",
-    "train": "a training step",
-    "growth": "a growth (the mainline's or a candidate's)",
-    "probes": "the probe (snapshot, candidates grown and trained, the winner)",
-    "checkpoints": "a checkpoint",
-    "final": "the final model (gathered to rank 0)",
+    "start": "start",  # the model built and sharded
+    "train": "train",  # training steps
+    "growth": "growth",  # a growth, the mainline's or a candidate's
+    "probes": "probe",  # the probe: snapshot, candidates grown and trained, the winner
+    "checkpoints": "checkpoint",
+    "final": "final",  # the final model, gathered to rank 0
 }
 
 
@@ -179,7 +191,8 @@ def main() -> None:
         (project / "rank.py").write_text(RANK)
         before = project / "before"
         before.mkdir()
-        archive = subprocess.run(["git", "archive", BEFORE, "lagdsl"], cwd=ROOT, capture_output=True, check=True)
+        sources = ["git", "archive", BEFORE, "lagdsl", "grammars"]
+        archive = subprocess.run(sources, cwd=ROOT, capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
         from lagdsl.lang import check_text
         from lagdsl.plan import build_plan
@@ -203,7 +216,7 @@ def main() -> None:
             rows.append({
                 "ranks": ranks, "now": now, "before": old, "plan": plan,
                 "growth_target": target, "growth_ratio": now["growth"] / old["growth"],
-                "plan_ratio": {p: plan[p] / now[p] for p in plan if now.get(p)},
+                "plan_ratio": {phase: plan[PHASES[phase]] / now[phase] for phase in PHASES if now.get(phase)},
             })  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
     result = {
@@ -229,7 +242,7 @@ def _table(result: dict) -> str:
     ]
     for row in result["rows"]:
         for phase in PHASES:
-            now, old, plan = row["now"].get(phase), row["before"].get(phase), row["plan"].get(phase)
+            now, old, plan = row["now"].get(phase), row["before"].get(phase), row["plan"].get(PHASES[phase])
             cells = [
                 str(row["ranks"]), phase,
                 f"{now / MIB:,.0f}" if now else "-", f"{old / MIB:,.0f}" if old else "-",

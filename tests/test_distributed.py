@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -305,6 +306,30 @@ def test_two_ranks_train_as_one_through_growths_and_a_probe(one_rank: Path, two_
 
 
 @pytest.mark.slow
+def test_two_nodes_meet_through_a_c10d_rendezvous_and_train_as_one_process(project: Path, one_rank: Path) -> None:
+    """Two torchrun agents, `--nnodes 2` of one rank each, meeting at a c10d rendezvous on
+    127.0.0.1 (as two machines would at their head node's address), through growths and a probe:
+    one process's losses, and rank 0 (on the agent that became node 0) alone answers."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    agent = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+        "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "two-nodes",
+        "-m", "lagdsl", "run", "--quiet", "seq.grow", "--out", "nodes",
+    ]  # fmt: skip
+    agents = [
+        subprocess.Popen(agent, cwd=project, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [agent.communicate(timeout=240) for agent in agents]
+    assert [agent.returncode for agent in agents] == [0, 0], [err[-3000:] for _, err in outputs]
+    assert sorted(out for out, _ in outputs) == ["", "nodes\n"]
+    assert json.loads((project / "nodes" / "run.json").read_text())["ranks"] == 2
+    assert_close(records(project / "nodes"), records(one_rank))
+
+
+@pytest.mark.slow
 def test_one_rank_under_torchrun_takes_the_distributed_path_and_trains_as_one_process(
     project: Path, one_rank: Path
 ) -> None:
@@ -345,6 +370,7 @@ SHARDS = """
 schedule shards
 seed 3
 {parallel}
+activations recompute
 model gpt(context=16, width=16, heads=2, depth=4)
 data text("corpus/*.txt", val=0.1)
 batch 4
@@ -371,10 +397,11 @@ stage sixteen {{
 @pytest.mark.slow
 def test_fsdp_grows_every_depth_operator_shard_by_shard_and_resumes_on_four_ranks(project: Path) -> None:
     """Under `parallel fsdp` nothing is gathered whole (`tests/ungathered.py` fails the run if it
-    is): the model starts sharded, every depth operator (a probe of seven, with noise and a frozen
-    heal; stack; a layer list) grows each rank's shards, the probe's snapshot and the checkpoints
-    hold shards, and a run stopped on 2 ranks resumes on 4, each reading its own rows. The losses,
-    probe scores and evaluations are one process's."""
+    is), with each block's activations recomputed in the backward pass: the model starts sharded,
+    every depth operator (a probe of seven, with noise and a frozen heal; stack; a layer list)
+    grows each rank's shards, the probe's snapshot and the checkpoints hold shards, and a run
+    stopped on 2 ranks resumes on 4, each reading its own rows. The losses, probe scores and
+    evaluations are one process's."""
     (project / "shards-one.grow").write_text(SHARDS.format(parallel=""))
     (project / "shards.grow").write_text(SHARDS.format(parallel="parallel fsdp"))
     single(project, "shards-one.grow", "--out", "shards-one")
@@ -534,6 +561,33 @@ def test_sigterm_writes_one_checkpoint_and_the_run_resumes(project: Path, long_t
     result = launch(project, "--resume", name, "--max-steps", "120")
     assert result.returncode == 0, result.stderr[-3000:]
     assert records(out) == records(long_two_ranks)
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_parallel_probe_stops_every_rank_at_that_step_and_the_run_resumes(project: Path) -> None:
+    """Rank 1 gets SIGTERM as its team begins probe step 13 (its candidate one of two trained side
+    by side): every rank stops at that step (the teams agree on stop requests in each step, as the
+    mainline does), one checkpoint holds the state before the probe, every rank exits 143, and the
+    resumed run probes again to the losses of the run never interrupted."""
+    text = SCHEDULE.format(probes="probes parallel", keep="", base=10)
+    text = text.replace("[copy_top, interleave, identity] probe 5 steps", "[copy_top, identity] probe 40 steps")
+    (project / "par-long.grow").write_text(text.replace("train 10 steps\n}", "train 44 steps\n}"))
+    whole = launch(project, "par-long.grow", "--out", "par-whole")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    command = torchrun(project, "par-long.grow", "--out", "par-term")
+    command[command.index("-m", 2) : command.index("run")] = [str(Path(__file__).with_name("signalled.py"))]
+    result = subprocess.run(
+        command, cwd=project, env={**env(), "LAGDSL_TEST_SIGNAL_AT": "37"}, capture_output=True, text=True, timeout=240
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "exitcode  : 143" in result.stderr and "exitcode  : 130" not in result.stderr
+    assert "interrupted (SIGTERM): checkpoint written to" in result.stderr
+    newest = ckpt.load(ckpt.list_checkpoints(project / "par-term" / "checkpoints")[-1])
+    assert newest["step"] == 24  # the probe's first step: the state before it, to probe again
+    assert not [r for r in records(project / "par-term") if r["event"] == "probe"]
+    resumed = launch(project, "--resume", "par-term")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert records(project / "par-term") == records(project / "par-whole")
 
 
 @pytest.mark.slow

@@ -418,12 +418,15 @@ def test_memory_per_rank_shares_the_batch_and_under_fsdp_the_model() -> None:
         assert sharded.memory.optimizer * 8 == single.memory.optimizer  # FSDP: an eighth
         assert sharded.memory.total < replicated.memory.total
     # each phase's peak: a depth growth under FSDP grows each rank's shards, holding the old state,
-    # the grown model's share and one new block whole (fp32); a width growth gathers the whole state
+    # the grown model's share of the weights, the new layer's share of the moments (the old layer's
+    # move) and one new block whole (fp32); a width growth gathers the whole state
     first, grown = fsdp.stages
     assert set(first.phases) == {"start", "train", "checkpoint"}
     assert set(grown.phases) == {"train", "growth", "checkpoint", "final"}
     assert grown.peak_memory == max(grown.phases.values())
-    assert grown.phases["growth"] == first.memory.state + grown.memory.state + 4 * grown.shape.non_embedding // 2
+    weights, moments = -(-4 * grown.shape.params // 8), grown.memory.optimizer - first.memory.optimizer
+    block = 4 * grown.shape.non_embedding // 2
+    assert grown.phases["growth"] == first.memory.state + weights + moments + block
     wide = _ranked("fsdp", 8, "grow width to 48 with net2net").stages[1]
     whole = _ranked("ddp", 1, "grow width to 48 with net2net").stages
     assert wide.phases["growth"] > 2 * whole[0].memory.state + whole[1].memory.state

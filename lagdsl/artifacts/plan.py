@@ -72,6 +72,8 @@ class PlanStage(Artifact):
     probe_overhead_flops: int
     cumulative_share: float
     memory: PlanMemory
+    #: the peak (bytes, per rank) of each phase: start, train, growth, probe, checkpoint, final
+    phases: dict[str, int] = Field(default_factory=dict)
 
 
 class PlanTotals(Artifact):
@@ -86,6 +88,7 @@ class PlanTotals(Artifact):
     final: PlanShape
     peak_memory: int
     ranks: int = 1  # the memory figures are per rank, for this many ranks
+    phases: dict[str, int] | None = None  # each phase's peak over the stages
 
 
 class PlanSchedule(Artifact):

@@ -42,6 +42,8 @@ SETTINGS: dict[str, str] = {
     "parallel": "`parallel ddp | fsdp`: under torchrun, replicate the model on every rank or shard it.",
     "probes": "`probes sequential | parallel`: under torchrun, probe candidates one after another or side "
     "by side on groups of ranks.",
+    "activations": "`activations keep | recompute`: keep each block's activations for the backward pass, or "
+    "recompute them there (less memory, a third more forward compute in the blocks).",
     "model": "`model gpt(...)`: the model at step 0; stages grow it.",
     "data": "`data stdlib(...) | text(...) | jsonl(...) | tokens(...)`: the training data (default: the "
     "built-in corpus).",
@@ -246,7 +248,7 @@ def completions(text: str, line: int, column: int) -> list[Completion]:
         found = choices([*DEVICES, '"cuda:1"'])
     elif last in ("compile",):
         found = choices(["on", "off"])
-    elif last in ("parallel", "probes"):
+    elif last in ("parallel", "probes", "activations"):
         found = choices(get_args(Schedule.model_fields[last].annotation))
     elif last == "grow":
         found = choices(DIMS)

@@ -362,6 +362,10 @@ class Schedule(_Frozen):
         Literal["sequential", "parallel"],
         Field(description="under torchrun, whether a probe's candidates train side by side on rank groups"),
     ] = "sequential"
+    activations: Annotated[
+        Literal["keep", "recompute"],
+        Field(description="keep each block's activations for the backward pass, or recompute them there"),
+    ] = "keep"
     model: ModelSpec
     data: DataSpec = StdlibData()
     batch: Annotated[int, Field(ge=1, le=MAX_BATCH)]

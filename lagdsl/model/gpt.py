@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lagdsl.lang.arch import grown_heads, grown_mlp, mlp_hidden
 from lagdsl.model.dropout import dropout as row_dropout
@@ -247,6 +248,9 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.width, config.vocab, bias=False)
         if config.tie:
             self.lm_head.weight = self.embed.weight
+        #: recompute each block's activations in the backward pass (`activations recompute`); the
+        #: engine sets it on every model it trains, a grown one too
+        self.recompute = False
         self.register_buffer("rotary_cos", torch.empty(0), persistent=False)
         self.register_buffer("rotary_sin", torch.empty(0), persistent=False)
         self.init_buffers()
@@ -296,8 +300,13 @@ class GPT(nn.Module):
         """Logits (B, T, vocab) and, given targets, the mean cross-entropy loss. `keys`: a dropout
         key per row (`lagdsl.model.dropout.row_keys`), so that masks follow the global row."""
         x = self.embed(idx)
+        recompute = self.recompute and self.training and torch.is_grad_enabled()
         for i in range(len(self.blocks)):
-            x = self.blocks[str(i)](x, self.rotary_cos, self.rotary_sin, keys, 3 * i)
+            block = self.blocks[str(i)]
+            if recompute:  # only the block's input is kept; its forward runs again in the backward pass
+                x = checkpoint(block, x, self.rotary_cos, self.rotary_sin, keys, 3 * i, use_reentrant=False)
+            else:
+                x = block(x, self.rotary_cos, self.rotary_sin, keys, 3 * i)
         logits = self.lm_head(self.norm(x))
         if targets is None:
             return logits, None
@@ -338,6 +347,7 @@ def initial_values(config: GPTConfig, generator: torch.Generator | None = None) 
             init_block(block, residual_std, generator)
             for name, param in block.named_parameters():
                 yield f"blocks.{i}.{name}", param.detach()
+            del block, param  # one block whole at a time
         yield "norm.weight", torch.ones(config.width)
         if not config.tie:
             head = torch.empty(config.vocab, config.width)

@@ -11,15 +11,17 @@ gradients (4); AdamW moments (8) or SGD momentum (4, none without momentum); act
 the backward pass at the schedule's precision (2 bytes for bf16/fp16/auto, 4 for fp32): per layer
 and token `10 w + 4 h` elements for SwiGLU (`10 w + 2 h` for GELU, `h` the MLP width) with fused
 attention (no T x T scores kept), plus the fp32 logits and their gradient (`2 x 4 V` bytes per
-token). `auto` precision is taken as bf16, as on a GPU.
+token). Under `activations recompute` a layer keeps only its input (`w` per token) and one layer's
+activations are recomputed at a time, for a forward pass of the blocks more per step (a third of
+the training FLOPs, counted in `step_flops`). `auto` precision is taken as bf16, as on a GPU.
 
 Per rank (`ranks` > 1, under torchrun): each rank keeps the activations of its share of the batch.
 Under `parallel ddp` it holds the whole weights, gradients and optimizer state; under `parallel
 fsdp` a 1/N share of each, plus the parameters FSDP gathers while it computes (the root's and two
-blocks' at a time, at the training precision). `phases` gives each phase's peak (a step, a growth,
-a probe, a checkpoint, the start and the final model) from what the runtime holds in it: under
-`fsdp` a depth growth holds the grown model's share and one block whole, a width growth gathers the
-whole state.
+blocks' at a time, at the training precision) and their whole gradients before they are reduced.
+`phases` gives each phase's peak (a step, a growth, a probe, a checkpoint, the start and the final
+model) from what the runtime holds in it: under `fsdp` a depth growth holds the grown model's
+share and one block whole, a width growth gathers the whole state.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class CostModel:
     def __init__(self, schedule: Schedule, ranks: int = 1) -> None:
         self.schedule, self.ranks = schedule, ranks
         self.sharded = ranks > 1 and schedule.parallel == "fsdp"
+        self.recompute = schedule.activations == "recompute"
         model = schedule.model
         self.vocab, self.context, self.mlp = model.vocab, model.context, model.mlp
         self.tokens_per_step = schedule.tokens_per_step
@@ -97,8 +100,11 @@ class CostModel:
 
     def step_flops(self, shape: Shape, steps: int, frozen: int = 0) -> int:
         """Training FLOPs of `steps` steps at `shape`; `frozen` non-embedding parameters compute no
-        weight gradient (2 of their 6 FLOPs per token)."""
-        return steps * self.tokens_per_step * (self.flops_per_token(shape) - 2 * frozen)
+        weight gradient (2 of their 6 FLOPs per token); under `activations recompute` the blocks'
+        forward pass runs twice (a third more)."""
+        per_token = self.flops_per_token(shape)
+        recomputed = per_token // 3 if self.recompute else 0
+        return steps * self.tokens_per_step * (per_token + recomputed - 2 * frozen)
 
     def frozen_params(self, stage: Stage) -> int:
         """The non-embedding parameters `stage` freezes, as the plan estimates them: `old` is the
@@ -136,15 +142,20 @@ class CostModel:
         hidden = shape.hidden if shape.hidden is not None else mlp_hidden(shape.width, self.mlp)
         per_token_layer = 10 * shape.width + (4 if self.mlp == "swiglu" else 2) * hidden
         tokens = -(-schedule.batch // self.ranks) * self.context  # this rank's share of the batch
-        activations = tokens * (shape.depth * per_token_layer * element + 2 * shape.width * element + 8 * self.vocab)
+        # kept for the backward pass: every layer's activations, or (recompute) every layer's input
+        # and one layer's activations at a time, recomputed
+        layers = shape.width * shape.depth + per_token_layer if self.recompute else per_token_layer * shape.depth
+        activations = tokens * (layers * element + 2 * shape.width * element + 8 * self.vocab)
         if not self.sharded:
             return Memory(weights=4 * params, gradients=4 * params, optimizer=moments, activations=activations)
         cost = self.shape_cost(shape)
-        gathered = (params - cost.non_embedding + 2 * cost.non_embedding // shape.depth) * element
+        unsharded = params - cost.non_embedding + 2 * cost.non_embedding // shape.depth  # root and two blocks
         share = self._share
+        # the parameters FSDP gathers while it computes (at the training precision), and their
+        # whole gradients before they are reduced and scattered (in fp32)
         return Memory(
-            weights=share(4 * params) + gathered, gradients=share(4 * params), optimizer=share(moments),
-            activations=activations,
+            weights=share(4 * params) + unsharded * element, gradients=share(4 * params) + 4 * unsharded,
+            optimizer=share(moments), activations=activations,
         )  # fmt: skip
 
     def _share(self, nbytes: int) -> int:
@@ -183,13 +194,15 @@ class CostModel:
         and DDP: a depth growth keeps the old layers (the same tensors) and adds the copies' and
         new layers' weights and moments; a width growth builds every tensor anew. `fsdp` with
         several ranks: a depth growth grows each rank's shards, holding the grown model's share of
-        the weights and optimizer state and one new block whole (fp32), which every rank draws
-        before it keeps its rows; a width growth gathers the old state whole, grows it whole and
-        shards the result."""
+        the weights, the new layers' share of the optimizer state (the old layers' moves) and one
+        new block whole (fp32), which every rank draws before it keeps its rows; a width growth
+        gathers the old state whole, grows it whole and shards the result."""
         new, old = self.memory(after).state, self.memory(before).state
         if not self.sharded:
             return new if width else max(0, new - old)
         if width:
             whole_new, whole_old = (CostModel(self.schedule).memory(shape).state for shape in (after, before))
             return 2 * whole_old + whole_new + new
-        return new + 4 * self.shape_cost(after).non_embedding // after.depth
+        cost = self.shape_cost(after)
+        moments = self.memory(after).optimizer - self.memory(before).optimizer
+        return self._share(4 * cost.params) + moments + 4 * cost.non_embedding // after.depth

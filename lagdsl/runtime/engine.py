@@ -16,6 +16,7 @@ weights) and the stage trains from its first step.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -344,7 +345,11 @@ class Engine:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         mean = total / schedule.accumulate
-        value = torch.tensor(team.loss(mean)) if team is not None else self._reduce_step(mean)
+        if team is not None:
+            value = torch.tensor(team.loss(mean))
+            self._reduce_step(torch.zeros((), device=self.dev.device))  # the teams step together: agree here too
+        else:
+            value = self._reduce_step(mean)
         self.step_seconds += time.perf_counter() - started
         return value, lr
 
@@ -375,6 +380,7 @@ class Engine:
         the plain module."""
         if self._wrapped is None or self._wrapped[0] is not model:
             started = time.perf_counter()
+            model.recompute = self.schedule.activations == "recompute"
             forward: Forward = model
             ddp = None
             if self.world.distributed and replicated and not self.recipe.sharded:
@@ -434,15 +440,19 @@ class Engine:
         """`state` grown by `op` (the `index`-th growth of `stage`); `state`'s model and optimizer
         are spent. New weights draw from a generator of (seed, stage, growth, operator). Checked to
         be the same on every rank (of `team`: a parallel probe's)."""
+        self._wrapped = None  # the wrapper of the model trained last (a probe's candidate) would keep it alive
         with self._timed("growth"):
-            return growing.grown(self.recipe, state, stage, growth, op, index, team)
+            grown = growing.grown(self.recipe, state, stage, growth, op, index, team)
+            del state
+            _collect()
+            return grown
 
     def _grow(self, ins: P.Grow) -> None:
         stage, growth = P.stage_of(self.schedule, ins)
         assert growth.op is not None
         before = self.state.model.config
-        self._wrapped = None  # the old model's wrapper would keep it (and its memory) alive
         self.state = self.grown(self.state, stage, growth, growth.op, ins.growth)
+        _collect()
         model = self.state.model
         self.metrics.write(
             GrowEvent(stage=stage.name, step=self.state.step, operator=growth.op.label, dim=growth.dim,
@@ -474,6 +484,8 @@ class Engine:
         winner.probe_flops += self.step_flops(winner, growth.after, k) * len(probe.candidates)
         winner.resume_clock(self._probe_elapsed())
         self._state, self._probe = winner, None
+        self._wrapped = None  # it may hold the last candidate trained (a loser), and its memory
+        _collect()
         if stage.freeze or stage.lr_scale:
             self.metrics.write(parts.event(stage, self.state))  # what is frozen from here on
         if losses is not None:
@@ -485,6 +497,13 @@ class Engine:
                 if self.on_step is not None:
                     self.on_step(self, stage.name, start + offset, torch.tensor(loss))
             winner.step = start + k
+
+
+def _collect() -> None:
+    """Free a spent model now: FSDP's and DDP's state and the modules they wrap refer to each other,
+    so a model left behind by a growth or a probe (and its shards) waits for the cycle collector,
+    which may not run before the next one is built (measured: a model's share per growth)."""
+    gc.collect()
 
 
 class _Stop(Exception):

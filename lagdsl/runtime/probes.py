@@ -18,8 +18,10 @@ broadcast from its team's first rank to every rank, tensor by tensor.
 What it saves: the compute of a probe is the same either way (m candidates x k steps x the global
 batch); a team of fewer ranks exchanges gradients among fewer ranks, or none, so the probe saves
 the all-reduce of every step and what a rank loses to data parallelism (small per-rank batches on a
-GPU, latency). A stop signal that comes during a parallel probe is honoured at the first mainline
-step after it.
+GPU, latency). Every team trains its candidate for the same k steps, so each step's requests (a stop
+signal, rank 0's failed log) are agreed on by all ranks as on the mainline: a signal during a
+parallel probe stops every rank at the same probe step, and the checkpoint holds the state before
+the probe, which a resumed run probes again.
 """
 
 from __future__ import annotations

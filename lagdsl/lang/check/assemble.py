@@ -25,6 +25,7 @@ def assemble(draft: Draft) -> Schedule:
         "compile": s.compile,
         "parallel": s.parallel,
         "probes": s.probes,
+        "activations": s.activations,
         "data": s.data,
         "accumulate": s.accumulate,
         "lr": draft.lr,

@@ -127,6 +127,7 @@ class Settings:
     compile: bool | None = None
     parallel: str | None = None
     probes: str | None = None
+    activations: str | None = None
     model: ModelSpec | None = None
     data: Data | None = None
     tokenizer_vocab: int | None = None  # the size of the data's tokenizer, when it names one

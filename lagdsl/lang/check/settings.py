@@ -460,6 +460,7 @@ _HANDLERS: dict[str, Callable[[Draft, ast.Setting], None]] = {
     "compile": _simple(Param.of(Schedule, "compile"), "compile"),
     "parallel": _simple(Param.of(Schedule, "parallel"), "parallel"),
     "probes": _simple(Param.of(Schedule, "probes"), "probes"),
+    "activations": _simple(Param.of(Schedule, "activations"), "activations"),
     "data": _data,
     "batch": _batch,
     "optimizer": _optimizer,
