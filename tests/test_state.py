@@ -115,6 +115,8 @@ def test_a_state_dict_taken_anywhere_resumes_to_the_same_losses(
 
     def take(engine: Engine, stage: str, step: int, loss: float) -> None:
         inside = engine.in_probe and engine.probing == "interleave"
+        if engine.in_probe:  # what a progress bar shows: the candidate and the probe's length
+            assert engine.probing is not None and engine.probe_steps == 2
         if not taken and (inside if where == "probe" else step == 5):
             taken.append(engine.checkpoint_state())
             raise KeyboardInterrupt  # what Ctrl-C does between steps

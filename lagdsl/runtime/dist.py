@@ -186,14 +186,16 @@ class _Slot:
     dtype: torch.dtype
 
 
-def broadcast_tensors(value: T | None, src: int, device: torch.device) -> T:
+def broadcast_tensors(value: T | None, src: int) -> T:
     """Rank `src`'s `value` (nested dicts and lists of CPU tensors and plain data: a state dict) on
     every rank, on the CPU: its structure is pickled with each tensor's shape and dtype in its
-    place, and each tensor is then sent by itself (through `device`, which the backend reaches),
-    so no rank holds a pickled copy of the whole state."""
+    place, and each tensor is then sent by itself (through the rank's GPU under NCCL), so no rank
+    holds a pickled copy of the whole state."""
     if not active():
         assert value is not None
         return value
+    cuda = dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     tensors: list[torch.Tensor] = []
 
     def strip(item: object) -> object:

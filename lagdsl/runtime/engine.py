@@ -24,25 +24,25 @@ from dataclasses import dataclass
 from typing import cast
 
 import torch
+import torch.distributed as torch_dist
 from torch.distributed import ProcessGroup
-from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
 
-from lagdsl.artifacts import Dims, EndEvent, EvalEvent, GrowEvent, StageEvent, StepEvent
+from lagdsl.artifacts import Artifact, Dims, EndEvent, EvalEvent, GrowEvent, StageEvent, StepEvent
 from lagdsl.lang.lr import lr_at, rewarm_factor
 from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, Shape, Stage
 from lagdsl.model.dropout import row_keys
 from lagdsl.model.gpt import GPT, GPTConfig
 from lagdsl.plan.cost import CostModel
-from lagdsl.runtime import dist, growing, parts, probes
+from lagdsl.runtime import dist, growing, parts, probes, sync
 from lagdsl.runtime import program as P
 from lagdsl.runtime.agreement import Agreement
-from lagdsl.runtime.data import Batches
+from lagdsl.runtime.data import Batches, Shard
 from lagdsl.runtime.losses import NonFiniteLoss, Pending
 from lagdsl.runtime.metrics import Metrics
 from lagdsl.runtime.seeds import generator, seed_for
 from lagdsl.runtime.segments import Segments
-from lagdsl.runtime.state import Device, Recipe, StateDict, TrainState, make_optimizer, snapshot
+from lagdsl.runtime.state import Device, Recipe, StateDict, TrainState, make_optimizer, restore, snapshot
 
 __all__ = ["Device", "Engine", "NonFiniteLoss", "generator", "make_optimizer", "seed_for"]
 
@@ -101,7 +101,7 @@ class Engine:
         self.interrupted = False  # set by a signal handler; honoured between steps
         self.terminated = False  # the signal was SIGTERM (a scheduler's), not SIGINT
         self.agreed = Agreement()  # under several ranks: the stop request and signal all ranks agreed on
-        self._wrapped: tuple[GPT, Forward, DistributedDataParallel | None] | None = None
+        self._wrapped: tuple[GPT, Forward, sync.Alone] | None = None
         self.pending = Pending()  # mainline losses not read yet
         self._frozen_count: tuple[object, int] = (None, 0)  # (model and frozen set, their frozen parameters)
         #: the processes that trained the run, this one last (a resume replaces it: `lagdsl.runtime.segments`)
@@ -311,15 +311,10 @@ class Engine:
         torch.manual_seed(seed_for(schedule.seed, "dropout", step))
         total = torch.zeros((), device=self.dev.device)
         model.train()
-        forward, ddp = self.forward(model, replicated=team is None)
-        shares, weight = dist.shares(team)
+        forward, sync = self.stepper(model, team)
         for micro in range(schedule.accumulate):
-            last = micro == schedule.accumulate - 1
-            # DDP averages the gradients once, after the last micro-step's backward; FSDP likewise
-            if self.recipe.sharded:
-                cast(FSDPModule, model).set_requires_gradient_sync(last)
-            with ddp.no_sync() if ddp is not None and not last else nullcontext():
-                for shard in shares:
+            with sync.accumulating(last=micro == schedule.accumulate - 1):
+                for shard in sync.shares:
                     inputs, targets = self.batches.train(step, micro, shard)
                     keys = None
                     if model.config.dropout > 0:  # masks by global row: N ranks drop what one process does
@@ -328,11 +323,10 @@ class Engine:
                     with self.autocast():
                         _, loss = forward(inputs, targets, keys)
                     assert loss is not None  # given targets, the model returns the loss
-                    scaled = loss / schedule.accumulate if team is None else loss * (weight / schedule.accumulate)
+                    scaled = sync.scaled(loss, schedule.accumulate)
                     (scaler.scale(scaled) if scaler else scaled).backward()
-                    total += loss.detach().float() * weight
-        if team is not None:
-            team.sum_gradients(model)
+                    total += loss.detach().float() * sync.weight
+        sync.gradients(model)
         clip = schedule.optimizer.clip
         if scaler:
             scaler.unscale_(optimizer)
@@ -344,12 +338,7 @@ class Engine:
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        mean = total / schedule.accumulate
-        if team is not None:
-            value = torch.tensor(team.loss(mean))
-            self._reduce_step(torch.zeros((), device=self.dev.device))  # the teams step together: agree here too
-        else:
-            value = self._reduce_step(mean)
+        value = sync.loss(total / schedule.accumulate)
         self.step_seconds += time.perf_counter() - started
         return value, lr
 
@@ -372,25 +361,31 @@ class Engine:
             return loss
         return self.agreed.reduce(loss, self.world.size, self.interrupted, self.terminated, self.metrics.failure)
 
-    def forward(self, model: GPT, replicated: bool = True) -> tuple[Forward, DistributedDataParallel | None]:
-        """What a training step calls, built once per model object (a grown model, a new object,
-        is wrapped anew): under several ranks (unless not `replicated` over all of them: a
-        parallel probe's team sums its gradients itself) the model in `DistributedDataParallel`
-        (returned too, for `no_sync`), under `compile on` that compiled. Checkpoints and growth use
-        the plain module."""
+    def stepper(self, model: GPT, team: dist.Team | None = None) -> tuple[Forward, sync.Alone]:
+        """What a training step of `model` calls, and how it shares gradients and loss
+        (`lagdsl.runtime.sync`): built once per model object (a grown model, a new object, is
+        wrapped anew). Under several ranks the model in `DistributedDataParallel` or, sharded,
+        as FSDP shards it; with a `team` (a parallel probe's) the team's own sharing; under
+        `compile on` compiled. Checkpoints and growth use the plain module."""
         if self._wrapped is None or self._wrapped[0] is not model:
             started = time.perf_counter()
             model.recompute = self.schedule.activations == "recompute"
             forward: Forward = model
-            ddp = None
-            if self.world.distributed and replicated and not self.recipe.sharded:
-                devices = [self.dev.device.index] if self.dev.device.type == "cuda" else None
-                ddp = DistributedDataParallel(model, device_ids=devices)
-                forward = cast(Forward, ddp)  # DDP calls the module with the same arguments
+            shared: sync.Alone = sync.Alone()
+            if self.world.distributed and team is None:
+                if self.recipe.sharded:
+                    shared = sync.Sharded(model, self._reduce_step)
+                else:
+                    devices = [self.dev.device.index] if self.dev.device.type == "cuda" else None
+                    ddp = DistributedDataParallel(model, device_ids=devices)
+                    forward = cast(Forward, ddp)  # DDP calls the module with the same arguments
+                    shared = sync.Replicated(ddp, self._reduce_step)
             if self.schedule.compile:
                 forward = cast(Forward, torch.compile(forward))  # compile keeps the call's signature
-            self._wrapped = (model, forward, ddp)
+            self._wrapped = (model, forward, shared)
             self.phase_seconds["wrap"] += time.perf_counter() - started
+        if team is not None:
+            return self._wrapped[1], sync.Teamed(team, self._reduce_step)
         return self._wrapped[1], self._wrapped[2]
 
     @torch.no_grad()
@@ -461,8 +456,51 @@ class Engine:
         if stage.freeze or stage.lr_scale:
             self.metrics.write(parts.event(stage, self.state))  # what is frozen from here on
 
+    # -- what a probe asks of the engine (`lagdsl.runtime.probes.Host`)
+
     def _run_probe(self, ins: P.Probe) -> None:
         probes.run(self, ins)
+
+    def restore(self, saved: StateDict) -> TrainState:
+        return restore(self.recipe, saved)
+
+    def first_batch_loss(self, model: GPT, step: int, team: dist.Team | None) -> float:
+        """The loss on mainline step `step`'s first batch, without training (a `probe 0 steps` score)."""
+        shares, weight = dist.shares(team)
+        total = torch.zeros((), device=self.dev.device)
+        model.eval()
+        with torch.no_grad(), self.autocast():
+            for shard in shares:
+                inputs, targets = self.batches.train(step, 0, shard)
+                loss = model(inputs, targets)[1]
+                assert loss is not None
+                total += loss.float() * weight
+        model.train()
+        return self.mean_over_ranks(total, team)
+
+    def show_candidate(self, label: str | None, steps: int = 0) -> None:
+        self.probing, self.probe_steps = label, steps
+
+    def stepped(self, stage: Stage, step: int, loss: torch.Tensor) -> None:
+        if self.on_step is not None:
+            self.on_step(self, stage.name, step, loss)
+
+    def write(self, event: Artifact) -> None:
+        self.metrics.write(event)
+
+    def team(self, members: list[list[int]]) -> tuple[int, dist.Team]:
+        """This rank's team index and its `Team`. Process groups are made by every rank, for every
+        team of more than one rank, in the same order (as `new_group` requires), once per layout."""
+        world = self.world
+        layout = tuple(tuple(m) for m in members)
+        if layout not in self.team_groups:
+            self.team_groups[layout] = [torch_dist.new_group(list(m)) if len(m) > 1 else None for m in layout]
+        groups = self.team_groups[layout]
+        index = next(i for i, m in enumerate(layout) if world.rank in m)
+        mine = layout[index]
+        position = mine.index(world.rank)
+        shards = tuple(Shard(s, world.size) for s in range(world.size) if s % len(mine) == position)
+        return index, dist.Team(groups[index], shards, 1.0 / world.size)
 
     def begin_probe(self) -> StateDict:
         """The snapshot a probe starts from; until `end_probe` the engine holds no live mainline

@@ -28,22 +28,75 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
-import torch.distributed as torch_dist
 
 from lagdsl.artifacts import Dims, ProbeEvent, SelectEvent
-from lagdsl.lang.schedule import Growth, OperatorSpec, SelectRule, Shape, Stage
+from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, SelectRule, Shape, Stage
 from lagdsl.runtime import dist
 from lagdsl.runtime import program as P
-from lagdsl.runtime.data import Shard
 from lagdsl.runtime.losses import NonFiniteLoss, ProbeDiverged, read
-from lagdsl.runtime.state import StateDict, TrainState, restore, snapshot
+from lagdsl.runtime.state import StateDict, TrainState, snapshot
 
 if TYPE_CHECKING:
+    from lagdsl.artifacts import Artifact
     from lagdsl.model.gpt import GPT
-    from lagdsl.runtime.engine import Engine
+
+
+class Host(Protocol):
+    """What a probe asks of the engine that runs it (`lagdsl.runtime.engine.Engine`): to snapshot
+    and restore the mainline, grow, train a step, score, log, and hand the winner back. A probe
+    reads and writes nothing else of the engine."""
+
+    @property
+    def schedule(self) -> Schedule: ...
+
+    @property
+    def world(self) -> dist.World: ...
+
+    def begin_probe(self) -> StateDict:
+        """The mainline's snapshot, which the engine holds (and checkpoints) until `end_probe`."""
+        ...
+
+    def restore(self, saved: StateDict) -> TrainState:
+        """A live state in a snapshot's state."""
+        ...
+
+    def grown(
+        self, state: TrainState, stage: Stage, growth: Growth, op: OperatorSpec, index: int,
+        team: dist.Team | None = None,
+    ) -> TrainState: ...  # fmt: skip
+
+    def train_step(
+        self, state: TrainState, stage: Stage, step: int, team: dist.Team | None = None
+    ) -> tuple[torch.Tensor, float]: ...
+
+    def evaluate(self, model: GPT, batches: int | None = None, team: dist.Team | None = None) -> float: ...
+
+    def first_batch_loss(self, model: GPT, step: int, team: dist.Team | None) -> float:
+        """The loss on mainline step `step`'s first batch, without training (a `probe 0 steps` score)."""
+        ...
+
+    def show_candidate(self, label: str | None, steps: int = 0) -> None:
+        """The candidate in training and the probe's length (None: the probe is over), for progress displays."""
+        ...
+
+    def stepped(self, stage: Stage, step: int, loss: torch.Tensor) -> None:
+        """A probe step done, for the engine's step hook."""
+        ...
+
+    def write(self, event: Artifact) -> None:
+        """An event into the run's log."""
+        ...
+
+    def team(self, members: list[list[int]]) -> tuple[int, dist.Team]:
+        """This rank's team among `members` (each team's ranks), and its index."""
+        ...
+
+    def end_probe(
+        self, ins: P.Probe, stage: Stage, growth: Growth, winner: TrainState, label: str, losses: list[float] | None
+    ) -> None: ...
 
 
 @dataclass
@@ -63,7 +116,7 @@ class Result:
         return None if self.diverged is not None else self.score
 
 
-def run(engine: Engine, ins: P.Probe) -> None:
+def run(engine: Host, ins: P.Probe) -> None:
     """The probe at `ins`, in parallel where the schedule asks and there are ranks to share."""
     stage, growth = P.stage_of(engine.schedule, ins)
     assert growth.probe is not None
@@ -77,15 +130,15 @@ def run(engine: Engine, ins: P.Probe) -> None:
 
 
 def _train(
-    engine: Engine, ins: P.Probe, stage: Stage, growth: Growth, op: OperatorSpec, saved: StateDict,
+    engine: Host, ins: P.Probe, stage: Stage, growth: Growth, op: OperatorSpec, saved: StateDict,
     team: dist.Team | None, show: bool,
 ) -> tuple[Result, TrainState]:  # fmt: skip
     """One candidate grown from the snapshot and trained k steps (by `team`, or by every rank)."""
     probe = growth.probe
     assert probe is not None
     start = ins.start
-    engine.probing = op.label
-    state = engine.grown(restore(engine.recipe, saved), stage, growth, op, ins.growth, team)
+    engine.show_candidate(op.label, probe.steps)
+    state = engine.grown(engine.restore(saved), stage, growth, op, ins.growth, team)
     pending: list[torch.Tensor] = []
     lrs = []
     params = state.model.num_params()
@@ -94,8 +147,8 @@ def _train(
             loss, lr = engine.train_step(state, stage, step, team)
             pending.append(loss)
             lrs.append(lr)
-            if show and engine.on_step is not None:
-                engine.on_step(engine, stage.name, step, loss)
+            if show:
+                engine.stepped(stage, step, loss)
         losses = read(pending, stage.name, start)  # one transfer for the candidate's k steps
         score = _score(engine, state.model, probe.select, losses, start, team)
         if not math.isfinite(score):
@@ -107,7 +160,7 @@ def _train(
 
 
 def _sequential(
-    engine: Engine, ins: P.Probe, stage: Stage, growth: Growth, saved: StateDict
+    engine: Host, ins: P.Probe, stage: Stage, growth: Growth, saved: StateDict
 ) -> tuple[list[Result], tuple[Result, TrainState]]:
     assert growth.probe is not None
     results: list[Result] = []
@@ -129,23 +182,8 @@ def teams(ranks: int, candidates: int) -> list[list[int]]:
     return [[r for r in range(ranks) if r * count // ranks == team] for team in range(count)]
 
 
-def _team(engine: Engine, members: list[list[int]]) -> tuple[int, dist.Team]:
-    """This rank's team index and its `Team`. Process groups are made by every rank, for every team
-    of more than one rank, in the same order (as `new_group` requires), once per layout."""
-    world = engine.world
-    layout = tuple(tuple(m) for m in members)
-    if layout not in engine.team_groups:
-        engine.team_groups[layout] = [torch_dist.new_group(list(m)) if len(m) > 1 else None for m in layout]
-    groups = engine.team_groups[layout]
-    index = next(i for i, m in enumerate(layout) if world.rank in m)
-    mine = layout[index]
-    position = mine.index(world.rank)
-    shards = tuple(Shard(s, world.size) for s in range(world.size) if s % len(mine) == position)
-    return index, dist.Team(groups[index], shards, 1.0 / world.size)
-
-
 def _parallel(
-    engine: Engine, ins: P.Probe, stage: Stage, growth: Growth, saved: StateDict
+    engine: Host, ins: P.Probe, stage: Stage, growth: Growth, saved: StateDict
 ) -> tuple[list[Result], tuple[Result, TrainState] | None]:
     """Round by round, each team trains its candidate; every rank then learns every score. Returns
     the results in candidate order and this rank's own best candidate (None if it trained none)."""
@@ -157,7 +195,7 @@ def _parallel(
     first = 0
     while first < len(candidates):
         members = teams(ranks, len(candidates) - first)
-        index, team = _team(engine, members)
+        index, team = engine.team(members)
         leader = engine.world.rank == members[index][0]
         own, state = _train(engine, ins, stage, growth, candidates[first + index], saved, team, engine.world.main)
         if best is None or own.score < best[0].score:
@@ -174,9 +212,9 @@ def _parallel(
     return done, best
 
 
-def _write_probe(engine: Engine, ins: P.Probe, stage: Stage, op: OperatorSpec, result: Result) -> None:
+def _write_probe(engine: Host, ins: P.Probe, stage: Stage, op: OperatorSpec, result: Result) -> None:
     steps = list(range(ins.start, ins.start + len(result.losses)))
-    engine.metrics.write(
+    engine.write(
         ProbeEvent(stage=stage.name, growth=ins.growth, candidate=op.label, operator=op.name, args=dict(op.args),
                    steps=steps, losses=result.losses, lrs=result.lrs, score=result.shown_score,
                    diverged=result.diverged)
@@ -184,13 +222,13 @@ def _write_probe(engine: Engine, ins: P.Probe, stage: Stage, op: OperatorSpec, r
 
 
 def _select(
-    engine: Engine, ins: P.Probe, stage: Stage, growth: Growth, saved: StateDict, results: list[Result],
+    engine: Host, ins: P.Probe, stage: Stage, growth: Growth, saved: StateDict, results: list[Result],
     best: tuple[Result, TrainState] | None,
 ) -> None:  # fmt: skip
     """The winner (the lowest score, the first listed on a tie) continues or is grown again."""
     probe = growth.probe
     assert probe is not None
-    engine.probing = None
+    engine.show_candidate(None)
     finite = [r for r in results if r.diverged is None and math.isfinite(r.score)]
     if not finite:  # resuming would diverge the same way: say what to change instead
         named = "; ".join(f"`{r.label}`: {r.diverged}" for r in results)
@@ -204,7 +242,7 @@ def _select(
         if result.score < winner_result.score:
             winner_result = result
     label = winner_result.label
-    engine.metrics.write(
+    engine.write(
         SelectEvent(stage=stage.name, growth=ins.growth, step=ins.start, rule=probe.select.text,
                     keep=probe.keep, scores={r.label: r.shown_score for r in results}, winner=label,
                     diverged=[r.label for r in results if r.diverged is not None], dim=growth.dim,
@@ -219,14 +257,14 @@ def _select(
         if engine.schedule.probes == "parallel" and engine.world.distributed and len(results) > 1:
             source = winner_result.rank
             mine = snapshot(winner_state) if winner_state is not None else None
-            payload = dist.broadcast_tensors(mine, source, engine.dev.device)  # tensor by tensor
-            winner_state = restore(engine.recipe, payload)  # the same state on every rank, bit for bit
+            payload = dist.broadcast_tensors(mine, source)  # tensor by tensor
+            winner_state = engine.restore(payload)  # the same state on every rank, bit for bit
         assert winner_state is not None
         winner = winner_state  # its counters are still the snapshot's
     else:
         del best
         op = next(op for op in probe.candidates if op.label == label)
-        winner = engine.grown(restore(engine.recipe, saved), stage, growth, op, ins.growth)
+        winner = engine.grown(engine.restore(saved), stage, growth, op, ins.growth)
     engine.end_probe(ins, stage, growth, winner, label, winner_result.losses if probe.keep == "winner" else None)
 
 
@@ -235,22 +273,12 @@ def _dims(shape: Shape) -> Dims:
 
 
 def _score(
-    engine: Engine, model: GPT, rule: SelectRule, losses: list[float], start: int, team: dist.Team | None
+    engine: Host, model: GPT, rule: SelectRule, losses: list[float], start: int, team: dist.Team | None
 ) -> float:
     """A candidate's score by the selection rule (lower is better)."""
     if rule.metric == "val_loss":
         return engine.evaluate(model, team=team)
     if not losses:  # probe 0 steps: the loss right after growth, on the stage's first batch
-        shares, weight = dist.shares(team)
-        total = torch.zeros((), device=engine.dev.device)
-        model.eval()
-        with torch.no_grad(), engine.autocast():
-            for shard in shares:
-                inputs, targets = engine.batches.train(start, 0, shard)
-                loss = model(inputs, targets)[1]
-                assert loss is not None
-                total += loss.float() * weight
-        model.train()
-        return engine.mean_over_ranks(total, team)
+        return engine.first_batch_loss(model, start, team)
     assert rule.window is not None
     return sum(losses[-rule.window :]) / rule.window
