@@ -565,19 +565,17 @@ def test_sigterm_writes_one_checkpoint_and_the_run_resumes(project: Path, long_t
 
 @pytest.mark.slow
 def test_sigterm_during_a_parallel_probe_stops_every_rank_at_that_step_and_the_run_resumes(project: Path) -> None:
-    """Rank 1 gets SIGTERM as its team begins probe step 13 (its candidate one of two trained side
-    by side): every rank stops at that step (the teams agree on stop requests in each step, as the
-    mainline does), one checkpoint holds the state before the probe, every rank exits 143, and the
-    resumed run probes again to the losses of the run never interrupted."""
-    text = SCHEDULE.format(probes="probes parallel", keep="", base=10)
-    text = text.replace("[copy_top, interleave, identity] probe 5 steps", "[copy_top, identity] probe 40 steps")
-    (project / "par-long.grow").write_text(text.replace("train 10 steps\n}", "train 44 steps\n}"))
-    whole = launch(project, "par-long.grow", "--out", "par-whole")
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    command = torchrun(project, "par-long.grow", "--out", "par-term")
+    """Rank 1 gets SIGTERM as its team begins probe step 3 (two of the three candidates trained side
+    by side, a rank each): every rank stops at that step (the teams agree on stop requests in each
+    step, as the mainline does), one checkpoint holds the state before the probe, every rank exits
+    143, and the resumed run probes again to the losses of the run never interrupted."""
+    if not (project / "par-par").exists():  # the uninterrupted run (also the test above's)
+        whole = launch(project, "par.grow", "--out", "par-par")
+        assert whole.returncode == 0, whole.stderr[-3000:]
+    command = torchrun(project, "par.grow", "--out", "par-term")
     command[command.index("-m", 2) : command.index("run")] = [str(Path(__file__).with_name("signalled.py"))]
     result = subprocess.run(
-        command, cwd=project, env={**env(), "LAGDSL_TEST_SIGNAL_AT": "37"}, capture_output=True, text=True, timeout=240
+        command, cwd=project, env={**env(), "LAGDSL_TEST_SIGNAL_AT": "26"}, capture_output=True, text=True, timeout=240
     )  # fmt: skip
     assert result.returncode != 0
     assert "exitcode  : 143" in result.stderr and "exitcode  : 130" not in result.stderr
@@ -587,7 +585,7 @@ def test_sigterm_during_a_parallel_probe_stops_every_rank_at_that_step_and_the_r
     assert not [r for r in records(project / "par-term") if r["event"] == "probe"]
     resumed = launch(project, "--resume", "par-term")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert records(project / "par-term") == records(project / "par-whole")
+    assert records(project / "par-term") == records(project / "par-par")
 
 
 @pytest.mark.slow
