@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -29,3 +30,12 @@ def update_docs(marker: str, text: str) -> None:
     head, rest = content.split(start, 1)
     _, tail = rest.split(end, 1)
     page.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+
+
+def publish(name: str, result: object, table: str, update: bool, path: Path | None = None) -> None:
+    """A benchmark's result written beside it (`bench/NAME.json`, or `path`), its table printed,
+    and with `update` put into docs/benchmarks.md between its markers."""
+    (path or ROOT / "bench" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(table)
+    if update:
+        update_docs(name, table)

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import cores, update_docs  # noqa: E402
+from common import cores, publish  # noqa: E402
 
 GB = 1 << 30
 
@@ -255,11 +255,7 @@ def main() -> None:
         result["by_size"] = by_size
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    (ROOT / "bench" / "data_memory.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = render(result)
-    print(table)
-    if args.update_docs:
-        update_docs("data_memory", table)
+    publish("data_memory", result, render(result), args.update_docs)
 
 
 def render(result: dict) -> str:  # type: ignore[type-arg]

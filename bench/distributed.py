@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import cores, update_docs  # noqa: E402
+from common import cores, publish  # noqa: E402
 
 SCHEDULE = """
 schedule {name}
@@ -146,11 +146,7 @@ def main() -> None:
         "parallel_vs_sequential_probe_time": probe_ratio,
         "runs": results,
     }
-    (ROOT / "bench" / "distributed.json").write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(report)
-    print(table)
-    if args.update_docs:
-        update_docs("distributed", table)
+    publish("distributed", report, markdown(report), args.update_docs)
 
 
 def markdown(report: dict) -> str:

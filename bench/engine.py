@@ -17,7 +17,6 @@ Writes `bench/engine.json` and prints markdown; `--update-docs` puts it between 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import update_docs  # noqa: E402
+from common import publish  # noqa: E402
 
 from lagdsl.lang import check_text, load  # noqa: E402
 from lagdsl.lang.lr import lr_at  # noqa: E402
@@ -166,11 +165,7 @@ def main() -> None:
         }
         if not args.skip_overhead:
             results["overhead"] = overhead(args.schedule.resolve(), folder)
-    (ROOT / "bench" / "engine.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = table(results)
-    print(text)
-    if args.update_docs:
-        update_docs("engine", text)
+    publish("engine", results, table(results), args.update_docs)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import shutil
 import statistics
@@ -29,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, cores, update_docs, wall
+from bench.common import ROOT, cores, publish, wall
 from bench.validate import generated
 
 
@@ -152,11 +151,7 @@ def main() -> None:
         "process": process_times(args.runs),
         "lsp": lsp_latency(args.edits),
     }
-    (ROOT / "bench" / "fmt.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = table(results)
-    print(text)
-    if args.update_docs:
-        update_docs("fmt", text)
+    publish("fmt", results, table(results), args.update_docs)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import cores, update_docs  # noqa: E402
+from common import cores, publish  # noqa: E402
 
 #: the last commit whose FSDP runs gathered the whole state at growths, snapshots and start-up
 BEFORE = "93e4edf"
@@ -224,11 +224,7 @@ def main() -> None:
         "params": final.shape.params, "state_bytes": state, "block_bytes": block, "before": BEFORE,
         "cores": cores(), "machine": platform.processor() or platform.machine(), "rows": rows,
     }  # fmt: skip
-    (ROOT / "bench" / "fsdp_memory.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = _table(result)
-    print(table)
-    if args.update_docs:
-        update_docs("fsdp_memory", table)
+    publish("fsdp_memory", result, _table(result), args.update_docs)
 
 
 def _table(result: dict) -> str:

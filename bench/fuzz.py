@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import platform
 import random
 import re
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import cores, update_docs  # noqa: E402
+from common import cores, publish  # noqa: E402
 
 from lagdsl.lang import check_source  # noqa: E402
 from lagdsl.lang.catalogue import (  # noqa: E402
@@ -394,11 +393,7 @@ def main() -> None:
     args = parser.parse_args()
     generators = tuple(GENERATORS) if args.generator == "both" else (args.generator,)
     results = soak(args.inputs, args.seed, generators)
-    (ROOT / "bench" / "fuzz.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = table(results)
-    print(text)
-    if args.update_docs:
-        update_docs("fuzz", text)
+    publish("fuzz", results, table(results), args.update_docs)
     sys.exit(1 if results["crashes"] else 0)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import json
 import platform
 import statistics
 import sys
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import update_docs  # noqa: E402
+from common import publish  # noqa: E402
 
 from lagdsl.model import GPT, GPTConfig  # noqa: E402
 from lagdsl.model.kernels import use_fused  # noqa: E402
@@ -249,11 +248,7 @@ def main() -> None:
         "growth": growth(args.runs),
         "speed": speed([(128, 4, 4), (256, 8, 4), (384, 6, 6), (512, 8, 6)], args.steps, args.compile_up_to),
     }
-    (ROOT / "bench" / "grow.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = table(results)
-    print(text)
-    if args.update_docs:
-        update_docs("grow", text)
+    publish("grow", results, table(results), args.update_docs)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ minutes with 5 seeds).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import subprocess
 import sys
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from common import cores, update_docs  # noqa: E402
+from common import cores, publish  # noqa: E402
 
 from lagdsl.analysis.study import recompute  # noqa: E402
 from lagdsl.artifacts import Study, read_json  # noqa: E402
@@ -57,11 +56,7 @@ def main() -> None:
         seconds = round(time.perf_counter() - started)
     study = recompute(read_json(OUT / "study.json", Study))
     result = summarize(study, seconds)
-    (ROOT / "bench" / "lag_evidence.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    print(table)
-    if args.update_docs:
-        update_docs("lag_evidence", table)
+    publish("lag_evidence", result, markdown(result), args.update_docs)
 
 
 def summarize(study: Study, seconds: int | None) -> dict[str, Any]:

@@ -15,7 +15,6 @@ best candidate's final val loss in every seed; rho at lag 0 is reported next to 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import subprocess
 import sys
@@ -26,7 +25,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 sys.path.insert(0, str(ROOT))
 
-from common import cores, update_docs  # noqa: E402
+from common import cores, publish  # noqa: E402
 
 from lagdsl.analysis.study import recompute  # noqa: E402
 from lagdsl.artifacts import Study, read_json  # noqa: E402
@@ -82,11 +81,7 @@ def main() -> None:
         "rho_score_at_chosen": {row["lag"]: row for row in summary["score"]}[chosen]["spearman"],
         "target_met": rule["picks_within_1pct"] == f"{len(study.seeds)}/{len(study.seeds)}",
     }
-    (ROOT / "bench" / "study.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    print(table)
-    if args.update_docs:
-        update_docs("study", table)
+    publish("study", result, markdown(result), args.update_docs)
 
 
 def _show(d: dict[str, object], digits: int = 3) -> str:

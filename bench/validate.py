@@ -17,7 +17,6 @@ in docs/benchmarks.md between the `bench:validate` markers.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import cores, update_docs, wall  # noqa: E402
+from common import cores, publish, wall  # noqa: E402
 
 HEADER = """\
 schedule big
@@ -136,11 +135,7 @@ def main() -> None:
         "process": process_times(args.runs),
         "scaling": scaling([250, 500, 1000, 2000], args.repeats),
     }
-    (ROOT / "bench" / "validate.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = table(results)
-    print(text)
-    if args.update_docs:
-        update_docs("validate", text)
+    publish("validate", results, table(results), args.update_docs)
 
 
 if __name__ == "__main__":

@@ -94,3 +94,16 @@ def child_processes(pid: int) -> list[Path]:
         except (OSError, IndexError, ValueError):  # a process that ended meanwhile
             continue
     return found
+
+
+@pytest.fixture(scope="module")
+def corpus():  # type: ignore[no-untyped-def]
+    """4,000 random bytes as a corpus (the last 400 for validation): what in-process engine tests train on."""
+    import hashlib
+
+    import numpy as np
+
+    from lagdsl.runtime.data import Corpus
+
+    text = np.random.default_rng(0).integers(0, 256, size=4_000, dtype=np.uint8)
+    return Corpus(text[:3_600], text[3_600:], 256, hashlib.sha256(text.tobytes()).hexdigest(), "random bytes")

@@ -3,10 +3,8 @@ a tiny model): what a user heals with LLaMA Pro's recipe relies on."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -36,13 +34,6 @@ stage expand {
 }
 stage all { train 3 steps }
 """
-
-
-@pytest.fixture(scope="module")
-def corpus() -> Corpus:
-    rng = np.random.default_rng(0)
-    text = rng.integers(0, 256, size=4_000, dtype=np.uint8)
-    return Corpus(text[:3_600], text[3_600:], 256, hashlib.sha256(text.tobytes()).hexdigest(), "random bytes")
 
 
 def checked(text: str) -> Schedule:

@@ -4,10 +4,8 @@ plan counts the memory it saves and the forward pass it adds."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -36,13 +34,6 @@ stage deeper {{
   train 4 steps
 }}
 """
-
-
-@pytest.fixture(scope="module")
-def corpus() -> Corpus:
-    rng = np.random.default_rng(1)
-    text = rng.integers(0, 256, size=4_000, dtype=np.uint8)
-    return Corpus(text[:3_600], text[3_600:], 256, hashlib.sha256(text.tobytes()).hexdigest(), "random bytes")
 
 
 def checked(activations: str) -> Schedule:

@@ -7,10 +7,8 @@ a fork trains like the state it was forked from.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -46,13 +44,6 @@ def schedule() -> Schedule:
     checked = check_text(TINY, "tiny.grow")
     assert checked.schedule is not None, checked.diagnostics
     return checked.schedule
-
-
-@pytest.fixture(scope="module")
-def corpus() -> Corpus:
-    rng = np.random.default_rng(0)
-    text = rng.integers(0, 256, size=4_000, dtype=np.uint8)
-    return Corpus(text[:3_600], text[3_600:], 256, hashlib.sha256(text.tobytes()).hexdigest(), "random bytes")
 
 
 CPU = Device(torch.device("cpu"), None)

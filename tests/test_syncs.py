@@ -5,14 +5,12 @@ freed after a growth."""
 from __future__ import annotations
 
 import gc
-import hashlib
 import sys
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -39,12 +37,6 @@ def schedule(every: int, replace: tuple[str, str] = ("", "")) -> Schedule:
     checked = check_text(SCHEDULE.format(every=every).replace(*replace), "reads.grow")
     assert checked.schedule is not None, checked.diagnostics
     return checked.schedule
-
-
-@pytest.fixture(scope="module")
-def corpus() -> Corpus:
-    text = np.random.default_rng(0).integers(0, 256, size=4_000, dtype=np.uint8)
-    return Corpus(text[:3_600], text[3_600:], 256, hashlib.sha256(text.tobytes()).hexdigest(), "random bytes")
 
 
 @contextmanager

@@ -315,6 +315,27 @@ class Team:
             grad.copy_(summed)
 
 
+class Teams:
+    """The parallel probes' teams of one run: process groups are made by every rank, for every team
+    of more than one rank, in the same order (as `new_group` requires), once per layout."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.groups: dict[tuple[tuple[int, ...], ...], list[dist.ProcessGroup | None]] = {}
+
+    def of(self, members: list[list[int]]) -> tuple[int, Team]:
+        """This rank's team among `members` (each team's ranks): its index and its `Team`."""
+        world = self.world
+        layout = tuple(tuple(m) for m in members)
+        if layout not in self.groups:
+            self.groups[layout] = [dist.new_group(list(m)) if len(m) > 1 else None for m in layout]
+        index = next(i for i, m in enumerate(layout) if world.rank in m)
+        mine = layout[index]
+        position = mine.index(world.rank)
+        own = tuple(Shard(s, world.size) for s in range(world.size) if s % len(mine) == position)
+        return index, Team(self.groups[layout][index], own, 1.0 / world.size)
+
+
 def shares(team: Team | None) -> tuple[tuple[Shard | None, ...], float]:
     """The shares of each global batch this rank reads (None: its own), and each one's weight in the
     mean: a parallel probe's `team`'s, or the rank's own share at weight 1."""

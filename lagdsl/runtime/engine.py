@@ -21,12 +21,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import cast
 
 import torch
-import torch.distributed as torch_dist
-from torch.distributed import ProcessGroup
-from torch.nn.parallel import DistributedDataParallel
 
 from lagdsl.artifacts import Artifact, Dims, EndEvent, EvalEvent, GrowEvent, StageEvent, StepEvent
 from lagdsl.lang.lr import lr_at, rewarm_factor
@@ -37,7 +33,8 @@ from lagdsl.plan.cost import CostModel
 from lagdsl.runtime import dist, growing, parts, probes, sync
 from lagdsl.runtime import program as P
 from lagdsl.runtime.agreement import Agreement
-from lagdsl.runtime.data import Batches, Shard
+from lagdsl.runtime.data import Batches
+from lagdsl.runtime.evaluation import Evaluator
 from lagdsl.runtime.losses import NonFiniteLoss, Pending
 from lagdsl.runtime.metrics import Metrics
 from lagdsl.runtime.seeds import generator, seed_for
@@ -45,10 +42,6 @@ from lagdsl.runtime.segments import Segments
 from lagdsl.runtime.state import Device, Recipe, StateDict, TrainState, make_optimizer, restore, snapshot
 
 __all__ = ["Device", "Engine", "NonFiniteLoss", "generator", "make_optimizer", "seed_for"]
-
-
-#: What a training step calls: the model, or its compiled wrapper.
-Forward = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]
 
 
 #: The phases whose wall time `Engine.phase_seconds` adds up.
@@ -101,19 +94,24 @@ class Engine:
         self.interrupted = False  # set by a signal handler; honoured between steps
         self.terminated = False  # the signal was SIGTERM (a scheduler's), not SIGINT
         self.agreed = Agreement()  # under several ranks: the stop request and signal all ranks agreed on
-        self._wrapped: tuple[GPT, Forward, sync.Alone] | None = None
+        #: what a step calls for the model trained last, and how it shares (`lagdsl.runtime.sync`)
+        self.wrappers = sync.Wrappers(schedule, self.recipe, world, self._reduce_step)
+        self.evaluator = Evaluator(batches, device.device, self.autocast, world, schedule.eval_batches)
         self.pending = Pending()  # mainline losses not read yet
         self._frozen_count: tuple[object, int] = (None, 0)  # (model and frozen set, their frozen parameters)
         #: the processes that trained the run, this one last (a resume replaces it: `lagdsl.runtime.segments`)
         self.segments = Segments([], world.size)
-        #: process groups of parallel probes' teams, by layout (made once, by every rank)
-        self.team_groups: dict[tuple[tuple[int, ...], ...], list[ProcessGroup | None]] = {}
+        self.teams = dist.Teams(world)  # parallel probes' teams and their process groups
         self.step_seconds = 0.0  # wall time inside training steps (mainline and probe), this process
         #: wall seconds of this process by phase: train (mainline steps), probes (their steps,
         #: growths and scoring), growth (every growth, a probe's candidates' too: the operator,
         #: and under fsdp the gathering and sharding), wrap (building the DDP or compile wrapper
         #: of a new model), checkpoints, evaluation
-        self.phase_seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        self._seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+
+    @property
+    def phase_seconds(self) -> dict[str, float]:
+        return {**self._seconds, "wrap": self.wrappers.seconds}
 
     # -- state
 
@@ -225,7 +223,7 @@ class Engine:
         try:
             yield
         finally:
-            self.phase_seconds[phase] += time.perf_counter() - started
+            self._seconds[phase] += time.perf_counter() - started
 
     def _stage_start(self, ins: P.StageStart) -> None:
         stage = self.schedule.stages[ins.stage]
@@ -237,7 +235,7 @@ class Engine:
         # a stage that grows resolves its parts after its growth; until then everything trains
         resolved = parts.resolve(stage if not stage.growths else None, self.state.model, frozenset())
         if self.state.set_parts(frozenset(), *resolved):
-            self._wrapped = None  # a wrapper (DDP) knows which parameters train
+            self.wrappers.clear()  # a wrapper (DDP) knows which parameters train
             self.metrics.write(parts.event(stage, self.state))  # what is frozen from here on
 
     def train(self, stage_index: int, start: int, steps: int) -> None:
@@ -311,10 +309,10 @@ class Engine:
         torch.manual_seed(seed_for(schedule.seed, "dropout", step))
         total = torch.zeros((), device=self.dev.device)
         model.train()
-        forward, sync = self.stepper(model, team)
+        forward, shared = self.wrappers.of(model, team)
         for micro in range(schedule.accumulate):
-            with sync.accumulating(last=micro == schedule.accumulate - 1):
-                for shard in sync.shares:
+            with shared.accumulating(last=micro == schedule.accumulate - 1):
+                for shard in shared.shares:
                     inputs, targets = self.batches.train(step, micro, shard)
                     keys = None
                     if model.config.dropout > 0:  # masks by global row: N ranks drop what one process does
@@ -323,10 +321,10 @@ class Engine:
                     with self.autocast():
                         _, loss = forward(inputs, targets, keys)
                     assert loss is not None  # given targets, the model returns the loss
-                    scaled = sync.scaled(loss, schedule.accumulate)
+                    scaled = shared.scaled(loss, schedule.accumulate)
                     (scaler.scale(scaled) if scaler else scaled).backward()
-                    total += loss.detach().float() * sync.weight
-        sync.gradients(model)
+                    total += loss.detach().float() * shared.weight
+        shared.gradients(model)
         clip = schedule.optimizer.clip
         if scaler:
             scaler.unscale_(optimizer)
@@ -338,7 +336,7 @@ class Engine:
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        value = sync.loss(total / schedule.accumulate)
+        value = shared.loss(total / schedule.accumulate)
         self.step_seconds += time.perf_counter() - started
         return value, lr
 
@@ -350,10 +348,6 @@ class Engine:
             self._frozen_count = (key, parts.frozen_matmul_params(state.model, state.frozen) if state.frozen else 0)
         return self.cost.step_flops(shape, steps, self._frozen_count[1])
 
-    def mean_over_ranks(self, local: torch.Tensor, team: dist.Team | None) -> float:
-        """The mean over the ranks (of `team`: theirs) of what this rank computed on its shares."""
-        return team.loss(local) if team is not None else float(dist.all_sum(local).item()) / self.world.size
-
     def _reduce_step(self, loss: torch.Tensor) -> torch.Tensor:
         """This step's loss as every rank reports it (the mean over the ranks' equal shares), with
         the ranks' requests agreed on in the same all-reduce (`lagdsl.runtime.agreement`)."""
@@ -361,52 +355,11 @@ class Engine:
             return loss
         return self.agreed.reduce(loss, self.world.size, self.interrupted, self.terminated, self.metrics.failure)
 
-    def stepper(self, model: GPT, team: dist.Team | None = None) -> tuple[Forward, sync.Alone]:
-        """What a training step of `model` calls, and how it shares gradients and loss
-        (`lagdsl.runtime.sync`): built once per model object (a grown model, a new object, is
-        wrapped anew). Under several ranks the model in `DistributedDataParallel` or, sharded,
-        as FSDP shards it; with a `team` (a parallel probe's) the team's own sharing; under
-        `compile on` compiled. Checkpoints and growth use the plain module."""
-        if self._wrapped is None or self._wrapped[0] is not model:
-            started = time.perf_counter()
-            model.recompute = self.schedule.activations == "recompute"
-            forward: Forward = model
-            shared: sync.Alone = sync.Alone()
-            if self.world.distributed and team is None:
-                if self.recipe.sharded:
-                    shared = sync.Sharded(model, self._reduce_step)
-                else:
-                    devices = [self.dev.device.index] if self.dev.device.type == "cuda" else None
-                    ddp = DistributedDataParallel(model, device_ids=devices)
-                    forward = cast(Forward, ddp)  # DDP calls the module with the same arguments
-                    shared = sync.Replicated(ddp, self._reduce_step)
-            if self.schedule.compile:
-                forward = cast(Forward, torch.compile(forward))  # compile keeps the call's signature
-            self._wrapped = (model, forward, shared)
-            self.phase_seconds["wrap"] += time.perf_counter() - started
-        if team is not None:
-            return self._wrapped[1], sync.Teamed(team, self._reduce_step)
-        return self._wrapped[1], self._wrapped[2]
-
-    @torch.no_grad()
     def evaluate(self, model: GPT, batches: int | None = None, team: dist.Team | None = None) -> float:
         """The mean validation loss over the first `batches` validation batches (default: the
         schedule's `eval` batches); under several ranks each reads its share (`team`'s ranks alone:
         theirs)."""
-        batches = self.eval_batches if batches is None else batches
-        shares, weight = dist.shares(team)
-        model.eval()
-        total = torch.zeros((), device=self.dev.device)
-        for index in range(batches):
-            for shard in shares:
-                inputs, targets = self.batches.val(index, shard)
-                with self.autocast():
-                    _, loss = model(inputs, targets)
-                assert loss is not None
-                total += loss.float() * weight
-        model.train()
-        mean = total / batches
-        return self.mean_over_ranks(mean, team)
+        return self.evaluator.evaluate(model, batches, team)
 
     def _eval(self, ins: P.Eval) -> None:
         val_loss = self.evaluate(self.state.model)
@@ -435,7 +388,7 @@ class Engine:
         """`state` grown by `op` (the `index`-th growth of `stage`); `state`'s model and optimizer
         are spent. New weights draw from a generator of (seed, stage, growth, operator). Checked to
         be the same on every rank (of `team`: a parallel probe's)."""
-        self._wrapped = None  # the wrapper of the model trained last (a probe's candidate) would keep it alive
+        self.wrappers.clear()  # the wrapper of the model trained last (a probe's candidate) would keep it alive
         with self._timed("growth"):
             grown = growing.grown(self.recipe, state, stage, growth, op, index, team)
             del state
@@ -465,18 +418,7 @@ class Engine:
         return restore(self.recipe, saved)
 
     def first_batch_loss(self, model: GPT, step: int, team: dist.Team | None) -> float:
-        """The loss on mainline step `step`'s first batch, without training (a `probe 0 steps` score)."""
-        shares, weight = dist.shares(team)
-        total = torch.zeros((), device=self.dev.device)
-        model.eval()
-        with torch.no_grad(), self.autocast():
-            for shard in shares:
-                inputs, targets = self.batches.train(step, 0, shard)
-                loss = model(inputs, targets)[1]
-                assert loss is not None
-                total += loss.float() * weight
-        model.train()
-        return self.mean_over_ranks(total, team)
+        return self.evaluator.first_batch_loss(model, step, team)
 
     def show_candidate(self, label: str | None, steps: int = 0) -> None:
         self.probing, self.probe_steps = label, steps
@@ -489,25 +431,15 @@ class Engine:
         self.metrics.write(event)
 
     def team(self, members: list[list[int]]) -> tuple[int, dist.Team]:
-        """This rank's team index and its `Team`. Process groups are made by every rank, for every
-        team of more than one rank, in the same order (as `new_group` requires), once per layout."""
-        world = self.world
-        layout = tuple(tuple(m) for m in members)
-        if layout not in self.team_groups:
-            self.team_groups[layout] = [torch_dist.new_group(list(m)) if len(m) > 1 else None for m in layout]
-        groups = self.team_groups[layout]
-        index = next(i for i, m in enumerate(layout) if world.rank in m)
-        mine = layout[index]
-        position = mine.index(world.rank)
-        shards = tuple(Shard(s, world.size) for s in range(world.size) if s % len(mine) == position)
-        return index, dist.Team(groups[index], shards, 1.0 / world.size)
+        return self.teams.of(members)
 
     def begin_probe(self) -> StateDict:
         """The snapshot a probe starts from; until `end_probe` the engine holds no live mainline
         state (memory: the snapshot, the current candidate, the best), and a checkpoint saves this."""
         saved = snapshot(self.state)
         self._probe = _ProbeStart(saved, self.metrics.lines, time.perf_counter())
-        self._state, self._wrapped = None, None  # the mainline model lives on in the snapshot alone
+        self._state = None  # the mainline model lives on in the snapshot alone
+        self.wrappers.clear()
         return saved
 
     def end_probe(
@@ -522,7 +454,7 @@ class Engine:
         winner.probe_flops += self.step_flops(winner, growth.after, k) * len(probe.candidates)
         winner.resume_clock(self._probe_elapsed())
         self._state, self._probe = winner, None
-        self._wrapped = None  # it may hold the last candidate trained (a loser), and its memory
+        self.wrappers.clear()  # it may hold the last candidate trained (a loser), and its memory
         _collect()
         if stage.freeze or stage.lr_scale:
             self.metrics.write(parts.event(stage, self.state))  # what is frozen from here on

@@ -11,7 +11,8 @@ which the engine's step asks at four points (torchtitan's train loop keeps the s
   the global batch between them, weighted, sum their gradients and losses over the team, and
   agree with every other rank on the step's requests (all teams step together).
 
-The step itself (`Engine.train_step`) is the same for all four:
+`Wrappers` builds, once per model object, what a step calls (DDP's wrapper, the compiled model)
+and the sharing that goes with it. The step itself (`Engine.train_step`) is the same for all four:
 
     for each micro-step:  with sync.accumulating(last):  for each share: forward, sync.scaled, backward
     sync.gradients(model); clip; optimizer step; sync.loss(mean)
@@ -19,6 +20,7 @@ The step itself (`Engine.train_step`) is the same for all four:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import cast
@@ -27,11 +29,17 @@ import torch
 from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
 
+from lagdsl.lang.schedule import Schedule
+from lagdsl.model.gpt import GPT
 from lagdsl.runtime.data import Shard
-from lagdsl.runtime.dist import Team
+from lagdsl.runtime.dist import Team, World
+from lagdsl.runtime.state import Recipe
 
 #: The ranks' agreement on a step: the mean of their losses, with their requests agreed on.
 Agree = Callable[[torch.Tensor], torch.Tensor]
+
+#: What a training step calls: the model, or its DDP or compiled wrapper.
+Forward = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]
 
 
 class Alone:
@@ -101,3 +109,42 @@ class Teamed(Alone):
         value = torch.tensor(self.team.loss(mean))
         self.agree(torch.zeros((), device=mean.device))  # every team steps together: requests agreed here too
         return value
+
+
+class Wrappers:
+    """What a training step of a model calls, and how it shares gradients and loss, built once per
+    model object (a grown model, a new object, is wrapped anew; `clear` drops the wrapper, which
+    would keep its model alive). Under several ranks the model in `DistributedDataParallel` or,
+    sharded, as FSDP shards it; with a `team` (a parallel probe's) the team's own sharing; under
+    `compile on` compiled; under `activations recompute` recomputing. Checkpoints and growth use
+    the plain module."""
+
+    def __init__(self, schedule: Schedule, recipe: Recipe, world: World, agree: Agree) -> None:
+        self.schedule, self.recipe, self.world, self.agree = schedule, recipe, world, agree
+        self._wrapped: tuple[GPT, Forward, Alone] | None = None
+        self.seconds = 0.0  # wall time spent wrapping
+
+    def clear(self) -> None:
+        self._wrapped = None
+
+    def of(self, model: GPT, team: Team | None = None) -> tuple[Forward, Alone]:
+        if self._wrapped is None or self._wrapped[0] is not model:
+            started = time.perf_counter()
+            model.recompute = self.schedule.activations == "recompute"
+            forward: Forward = model
+            shared = Alone()
+            if self.world.distributed and team is None:
+                if self.recipe.sharded:
+                    shared = Sharded(model, self.agree)
+                else:
+                    device = self.recipe.device.device
+                    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+                    forward = cast(Forward, ddp)  # DDP calls the module with the same arguments
+                    shared = Replicated(ddp, self.agree)
+            if self.schedule.compile:
+                forward = cast(Forward, torch.compile(forward))  # compile keeps the call's signature
+            self._wrapped = (model, forward, shared)
+            self.seconds += time.perf_counter() - started
+        if team is not None:
+            return self._wrapped[1], Teamed(team, self.agree)
+        return self._wrapped[1], self._wrapped[2]

@@ -1,0 +1,61 @@
+"""Scoring a model without training it: the validation loss, and a probe's loss on one training
+batch (`probe 0 steps`). Under several ranks each rank reads its share of the batches (a parallel
+probe's team's ranks: theirs) and the mean is taken over the ranks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import torch
+
+from lagdsl.model.gpt import GPT
+from lagdsl.runtime import dist
+from lagdsl.runtime.data import Batches
+
+
+class Evaluator:
+    """The validation loss (the schedule's `eval` batches unless told) and single-batch losses."""
+
+    def __init__(
+        self, batches: Batches, device: torch.device, autocast: Callable[[], AbstractContextManager[object]],
+        world: dist.World, eval_batches: int,
+    ) -> None:  # fmt: skip
+        self.batches, self.device, self.autocast, self.world = batches, device, autocast, world
+        self.eval_batches = eval_batches
+
+    @torch.no_grad()
+    def evaluate(self, model: GPT, batches: int | None = None, team: dist.Team | None = None) -> float:
+        """The mean validation loss over the first `batches` validation batches."""
+        batches = self.eval_batches if batches is None else batches
+        shares, weight = dist.shares(team)
+        model.eval()
+        total = torch.zeros((), device=self.device)
+        for index in range(batches):
+            for shard in shares:
+                inputs, targets = self.batches.val(index, shard)
+                with self.autocast():
+                    _, loss = model(inputs, targets)
+                assert loss is not None
+                total += loss.float() * weight
+        model.train()
+        return self.mean_over_ranks(total / batches, team)
+
+    @torch.no_grad()
+    def first_batch_loss(self, model: GPT, step: int, team: dist.Team | None) -> float:
+        """The loss on mainline step `step`'s first batch, without training (a `probe 0 steps` score)."""
+        shares, weight = dist.shares(team)
+        total = torch.zeros((), device=self.device)
+        model.eval()
+        with self.autocast():
+            for shard in shares:
+                inputs, targets = self.batches.train(step, 0, shard)
+                loss = model(inputs, targets)[1]
+                assert loss is not None
+                total += loss.float() * weight
+        model.train()
+        return self.mean_over_ranks(total, team)
+
+    def mean_over_ranks(self, local: torch.Tensor, team: dist.Team | None) -> float:
+        """The mean over the ranks (of `team`: theirs) of what this rank computed on its shares."""
+        return team.loss(local) if team is not None else float(dist.all_sum(local).item()) / self.world.size
