@@ -272,6 +272,27 @@ def test_a_kill_between_a_checkpoint_and_its_event_does_not_repeat_a_step(projec
     assert comparable(out) == comparable(whole)
 
 
+@pytest.mark.slow
+def test_a_kill_right_after_a_checkpoint_file_keeps_every_line_before_it(project: Path, whole: Path) -> None:  # noqa: F811
+    """Killed after the checkpoint file is written and before its event, with nothing written
+    after: every step line the log has belongs to that checkpoint, and none may be cut with the
+    missing event (a resume once dropped the step line before it: a step missing from the log)."""
+    out = project / "eventless"
+    shutil.copytree(whole, out)
+    for path in ckpt.list_checkpoints(out / "checkpoints"):
+        if ckpt.load(path)["step"] != 12:
+            path.unlink()
+    (checkpoint,) = ckpt.list_checkpoints(out / "checkpoints")
+    keep = int(ckpt.load(checkpoint)["metrics_lines"])
+    lines = (whole / "metrics.jsonl").read_text().splitlines(keepends=True)
+    assert '"event":"step"' in lines[keep - 2] and '"event":"checkpoint"' in lines[keep - 1]
+    (out / "metrics.jsonl").write_text("".join(lines[: keep - 1]))
+    (out / "summary.json").unlink()
+    shutil.rmtree(out / "final")
+    assert run("--resume", str(out)).exit_code == 0
+    assert comparable(out) == comparable(whole)
+
+
 def test_a_run_directory_another_process_holds_is_refused_and_left_alone(stopped: Path) -> None:
     """A second `run --resume` of a run in progress: one line naming the holder, exit 2, and not a
     byte of the run changed (today's failure: two resumes both ran, 48 duplicate steps)."""

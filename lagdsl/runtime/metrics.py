@@ -45,7 +45,10 @@ class Metrics:
             data = path.read_bytes()
             lines = data.splitlines(keepends=True)
             kept = lines[:keep_lines]
-            if checkpoint is not None and kept and not _is_event_of(kept[-1], checkpoint):
+            # the checkpoint's event is its last line; where another line stands there, a later
+            # attempt wrote it (the event never was): it goes. A log that ends before that place
+            # was killed before the event, and every line it has belongs to the checkpoint
+            if checkpoint is not None and len(kept) == keep_lines > 0 and not _is_event_of(kept[-1], checkpoint):
                 kept = kept[:-1]
             dropped = len(lines) - len(kept)
             torn = bool(kept) and not kept[-1].endswith(b"\n")  # the checkpoint's own lines end cleanly
