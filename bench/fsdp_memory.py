@@ -2,11 +2,13 @@
 (each rank's shards moved: `lagdsl.runtime.shards`) against the version before (the whole state
 gathered on every rank at each growth, snapshot and start), and against `lagdsl plan --ranks N`.
 
-The run: a `gpt` of width `--width` (1024: 103M parameters at 8 layers, 205M at 16; fp32, AdamW)
-on the built-in corpus, trained 1 step at 8 layers, grown 8 -> 16 by a probe of `copy_top` and
-`interleave` (1 step each, keep winner), trained 1 more step, with a checkpoint after each stage;
+The run: a `gpt` on the built-in corpus (fp32, AdamW), trained 1 step at 8 layers of width 3/4 of
+`--width`, grown to `--width` by `net2net` (1024: 57M -> 103M parameters), trained 1 step, grown
+8 -> 16 layers (205M) by a probe of `copy_top` and `interleave` (1 step each, keep winner), trained
+2 more steps, with a checkpoint after each step;
 under torchrun on each of `--ranks` (one thread a rank). Each rank measures its resident memory per
-phase of the engine (start-up, train, growth, probes, checkpoints, and the final model): the peak
+phase of the engine (start-up, train, the width growth, the depth growth, probes, checkpoints, and
+the final model): the peak
 (VmHWM, reset through /proc/self/clear_refs as each phase begins) less the resident memory just
 before the model is built (the libraries, the open corpus), so the figure is the phase's tensors
 and the allocator's slack, not the fixed cost of the process. glibc is told to give large blocks back at once
@@ -49,11 +51,12 @@ schedule fsdp_memory
 seed 0
 parallel fsdp
 precision fp32
-model gpt(context=64, width={width}, heads={heads}, depth=8)
+model gpt(context=64, width={narrow}, heads={narrow_heads}, depth=8)
 batch 4
 optimizer adamw(lr=1e-4)
 checkpoint every 1 steps (keep=1)
 stage base {{ train 1 steps }}
+stage wide {{ grow width to {width} with net2net  train 1 steps }}
 stage deep {{
   grow depth to 16 {{ candidates [copy_top, interleave] probe 1 steps }}
   train 2 steps
@@ -99,6 +102,8 @@ RANK = textwrap.dedent("""
 
     @contextmanager
     def timed(self, phase):
+        if phase == "growth" and getattr(self, "stage_name", "") == "wide":
+            phase = "growth (width)"
         if stack:
             stack[-1][1] = max(stack[-1][1], status("VmHWM"))
         else:
@@ -142,10 +147,11 @@ RANK = textwrap.dedent("""
 PHASES = {
     "start": "start",  # the model built and sharded
     "train": "train",  # training steps
-    "growth": "growth",  # a growth, the mainline's or a candidate's
+    "growth (width)": "growth (width)",  # the width growth (net2net)
+    "growth": "growth",  # a depth growth, the mainline's or a candidate's
     "probes": "probe",  # the probe: snapshot, candidates grown and trained, the winner
     "checkpoints": "checkpoint",
-    "final": "final",  # the final model, gathered to rank 0
+    "final": "final",  # the final model written (now each rank's shards; before gathered to rank 0)
 }
 
 
@@ -169,12 +175,15 @@ def run(project: Path, ranks: int, package: Path | None, label: str) -> dict[str
 
 
 def planned(project: Path, ranks: int) -> dict[str, int]:
-    """What `lagdsl plan --ranks N` says of each phase (the largest over the stages)."""
+    """What `lagdsl plan --ranks N` says of each phase (the largest over the stages; the width
+    stage's growth apart)."""
     command = [sys.executable, "-m", "lagdsl", "plan", "fsdp.grow", "--ranks", str(ranks), "--format", "json"]
     text = subprocess.run(command, cwd=project, capture_output=True, text=True, check=True).stdout
     phases: dict[str, int] = {}
     for stage in json.loads(text)["stages"]:
         for phase, value in stage["phases"].items():
+            if phase == "growth" and stage["name"] == "wide":
+                phase = "growth (width)"
             phases[phase] = max(phases.get(phase, 0), value)
     return phases
 
@@ -187,7 +196,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fsdp-memory-") as work:
         project = Path(work)
-        (project / "fsdp.grow").write_text(SCHEDULE.format(width=args.width, heads=args.width // 64))
+        narrow = args.width * 3 // 4
+        text = SCHEDULE.format(narrow=narrow, narrow_heads=narrow // 64, width=args.width, heads=args.width // 64)
+        (project / "fsdp.grow").write_text(text)
         (project / "rank.py").write_text(RANK)
         before = project / "before"
         before.mkdir()
@@ -204,18 +215,14 @@ def main() -> None:
         block = 4 * final.shape.non_embedding // final.shape.depth
         rows = []
         for ranks in [int(r) for r in args.ranks.split(",")]:
-            now = run(
-                project,
-                ranks,
-                None,
-                "now",
-            )
+            now = run(project, ranks, None, "now")
             old = run(project, ranks, before, "before")
             plan = planned(project, ranks)
             target = state // ranks + 2 * block
             rows.append({
                 "ranks": ranks, "now": now, "before": old, "plan": plan,
                 "growth_target": target, "growth_ratio": now["growth"] / old["growth"],
+                "width_ratio": now["growth (width)"] / old["growth (width)"],
                 "plan_ratio": {phase: plan[PHASES[phase]] / now[phase] for phase in PHASES if now.get(phase)},
             })  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)

@@ -471,3 +471,19 @@ def main_cli():
     from lagdsl.cli import main
 
     return main
+
+
+def test_initial_values_left_half_drawn_do_not_switch_gradients_off_later() -> None:
+    """A sharded width growth draws the grown model's fresh values a tensor at a time, inside
+    `no_grad`; the generator of them, collected after, must not restore the grad mode it saw then
+    (training after such a growth once failed: no tensor required a gradient)."""
+    import gc
+
+    from lagdsl.model.gpt import initial_values
+
+    with torch.no_grad():
+        values = initial_values(GPTConfig(vocab=16, context=4, width=8, heads=2, depth=2))
+        next(values)
+    del values
+    gc.collect()
+    assert torch.is_grad_enabled()

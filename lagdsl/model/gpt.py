@@ -337,21 +337,23 @@ class GPT(nn.Module):
 
 def initial_values(config: GPTConfig, generator: torch.Generator | None = None) -> Iterator[tuple[str, torch.Tensor]]:
     """Each parameter's initial value (`GPT.init_weights`), whole, on the CPU, drawn in a fixed
-    order, one tensor or block at a time (a sharded model keeps each rank's rows of each)."""
-    with torch.no_grad():
-        embed = torch.empty(config.vocab, config.width)
-        yield "embed.weight", nn.init.normal_(embed, 0.0, INIT_STD, generator=generator)
-        residual_std = INIT_STD / math.sqrt(2 * config.depth)
-        for i in range(config.depth):
-            block = Block(config)
-            init_block(block, residual_std, generator)
-            for name, param in block.named_parameters():
-                yield f"blocks.{i}.{name}", param.detach()
-            del block, param  # one block whole at a time
-        yield "norm.weight", torch.ones(config.width)
-        if not config.tie:
-            head = torch.empty(config.vocab, config.width)
-            yield "lm_head.weight", nn.init.normal_(head, 0.0, INIT_STD, generator=generator)
+    order, one tensor or block at a time (a sharded model keeps each rank's rows of each).
+
+    No yield stands inside a grad-mode context: a generator left suspended and collected later
+    would restore the mode it saw on entry, in whatever code runs then."""
+    embed = torch.empty(config.vocab, config.width)
+    yield "embed.weight", nn.init.normal_(embed, 0.0, INIT_STD, generator=generator)
+    residual_std = INIT_STD / math.sqrt(2 * config.depth)
+    for i in range(config.depth):
+        block = Block(config)
+        init_block(block, residual_std, generator)
+        for name, param in block.named_parameters():
+            yield f"blocks.{i}.{name}", param.detach()
+        del block, param  # one block whole at a time
+    yield "norm.weight", torch.ones(config.width)
+    if not config.tie:
+        head = torch.empty(config.vocab, config.width)
+        yield "lm_head.weight", nn.init.normal_(head, 0.0, INIT_STD, generator=generator)
 
 
 def init_block(block: Block, residual_std: float, generator: torch.Generator | None) -> None:

@@ -15,13 +15,13 @@ moves every parameter, and its optimizer state, by those choices.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import torch
 from torch.optim import Optimizer
 
-from lagdsl.model.gpt import GPT
+from lagdsl.model.gpt import GPT, GPTConfig
 from lagdsl.ops.core import Carry, Grown, GrowthSpec, rebuild_optimizer
 
 __all__ = ["hyperclone", "net2net", "random", "zero"]
@@ -98,18 +98,94 @@ def _layout(name: str) -> tuple[Axis | None, ...]:
     return LAYOUT[key]
 
 
+@dataclass(frozen=True)
+class WidthPlan:
+    """A width growth to `width`: what `grow_width` does with it is documented there. The plan
+    holds no random draws: the grown model's fresh values and each new unit's source are drawn
+    from the growth's generator when it is carried out (`draw`)."""
+
+    width: int
+    copy_units: bool
+    zero_outgoing: bool
+    noise: float = 0.0
+    cloning: bool = False
+
+    @property
+    def fresh(self) -> bool:
+        """Whether new units start from freshly drawn values (every one copies under cloning)."""
+        return not self.cloning
+
+    def config(self, old: GPTConfig) -> GPTConfig:
+        """The grown model's configuration: the width, and the norms' epsilon rescaled where the
+        residual stream's mean square changes."""
+        config = old.grown(width=self.width)
+        n = self.width // old.width
+        if self.cloning:
+            if old.tie:  # the stream is the old one over n: its mean square over n^2
+                config = replace(config, norm_eps=old.norm_eps / n**2)
+        elif self.copy_units or self.zero_outgoing:  # its mean square changes by w / w'
+            config = replace(config, norm_eps=old.norm_eps * old.width / self.width)
+        return config
+
+    def draw(self, old: GPTConfig, generator: torch.Generator) -> WidthMoves:
+        """Each new unit's source, drawn from `generator` (after the fresh values, where any)."""
+        config = self.config(old)
+        preserving = self.copy_units or self.zero_outgoing
+
+        def pick(before: int, after: int) -> torch.Tensor | None:
+            if self.cloning:
+                return torch.arange(before, after) % before
+            if not self.copy_units:
+                return None
+            return torch.randint(0, before, (after - before,), generator=generator)
+
+        groups = old.heads // old.key_value_heads
+        heads, kv_heads = head_maps(old.heads, config.heads, groups, pick(old.key_value_heads, config.key_value_heads))
+        maps = {
+            "R": UnitMap.build(old.width, config.width, pick(old.width, config.width)),
+            "Q": heads.channels(config.head_size),
+            "K": kv_heads.channels(config.head_size),
+            "U": UnitMap.build(old.hidden, config.hidden, pick(old.hidden, config.hidden)),
+        }
+        if self.cloning:  # residual copies written whole (a tied embedding: over n) and read over n
+            residual = _Residual(write=-1.0 if old.tie else 0.0, read=-1.0, gain=1.0, zero_sum=True)
+        else:  # Net2Net's isometry, or fresh units
+            gain = math.sqrt(old.width / config.width) if preserving else 1.0
+            residual = _Residual(write=-0.5, read=-0.5, gain=gain)
+        return WidthMoves(self, config, maps, residual)
+
+
+@dataclass(frozen=True)
+class WidthMoves:
+    """A width growth's plan with its draws: how each parameter (and its optimizer state) moves,
+    one tensor at a time (`mover`), so a sharded model grows a tensor at a time."""
+
+    plan: WidthPlan
+    config: GPTConfig
+    maps: dict[str, UnitMap]
+    residual: _Residual
+
+    def mover(self, name: str) -> _Mover:
+        copying = self.plan.copy_units or self.plan.cloning
+        return _Mover(_layout(name), self.maps, copying, self.plan.zero_outgoing, self.residual)
+
+
+class PlannedWidth:
+    """A width operator given by its plan: `plan(config, spec)` for a model of that configuration
+    (raising ValueError where the growth cannot be done). Called as an operator it grows a whole
+    model (`grow_width`); a sharded one grows a tensor at a time (`lagdsl.runtime.shards`)."""
+
+    def __init__(self, plan: Callable[[GPTConfig, GrowthSpec], WidthPlan], doc: str) -> None:
+        self.plan, self.__doc__ = plan, doc
+
+    def __call__(self, model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+        return grow_width(model, optimizer, self.plan(model.config, spec), generator)
+
+
 def grow_width(
-    model: GPT,
-    optimizer: torch.optim.Optimizer | None,
-    width: int,
-    generator: torch.Generator,
-    *,
-    copy_units: bool,
-    zero_outgoing: bool,
-    noise: float = 0.0,
-    cloning: bool = False,
+    model: GPT, optimizer: torch.optim.Optimizer | None, plan: WidthPlan, generator: torch.Generator
 ) -> Grown:
-    """The model at `width`, every parameter and its optimizer state moved.
+    """The model grown by `plan`, every parameter and its optimizer state moved.
 
     `copy_units` (Net2Net): each new unit copies a random old one (with grouped-query attention, a
     new key/value head copies a random old one and its group of query heads comes along). Weights
@@ -132,52 +208,25 @@ def grow_width(
     the norms' epsilon (1/n^2): the stream is the old one over n in each copy. `noise` then adds
     noise that sums to zero over the copies a weight reads (the paper's "noisy" cloning), which
     breaks the copies' symmetry and keeps the function.
+
+    The generator is drawn in this order: the grown model's fresh values (`GPT.init_weights`),
+    each new unit's source, then each parameter's noise in order.
     """
-    old_config = model.config
-    config = old_config.grown(width=width)
-    preserving = copy_units or zero_outgoing
-    n = width // old_config.width
-    if cloning:
-        if old_config.tie:  # the stream is the old one over n: its mean square over n^2
-            config = replace(config, norm_eps=old_config.norm_eps / n**2)
-    elif preserving:  # the residual stream's mean square changes by w / w': rescale what the norms add
-        config = replace(config, norm_eps=old_config.norm_eps * old_config.width / width)
+    config = plan.config(model.config)
     device, dtype = model.embed.weight.device, model.embed.weight.dtype
-    if cloning:  # every unit copies an old one: nothing to initialize
-        grown = GPT.empty(config, device, dtype)
-    else:
+    if plan.fresh:
         grown = GPT(config)
         grown.init_weights(generator)
         grown.to(device=device, dtype=dtype)
-
-    def pick(old: int, new: int) -> torch.Tensor | None:
-        if cloning:
-            return torch.arange(old, new) % old
-        if not copy_units:
-            return None
-        return torch.randint(0, old, (new - old,), generator=generator)
-
-    groups = old_config.heads // old_config.key_value_heads
-    old_kv, new_kv = old_config.key_value_heads, config.key_value_heads
-    heads, kv_heads = head_maps(old_config.heads, config.heads, groups, pick(old_kv, new_kv))
-    size = config.head_size
-    maps = {
-        "R": UnitMap.build(old_config.width, config.width, pick(old_config.width, config.width)),
-        "Q": heads.channels(size),
-        "K": kv_heads.channels(size),
-        "U": UnitMap.build(old_config.hidden, config.hidden, pick(old_config.hidden, config.hidden)),
-    }
-    if cloning:  # residual copies written whole (a tied embedding: over n) and read over n
-        residual = _Residual(write=-1.0 if old_config.tie else 0.0, read=-1.0, gain=1.0, zero_sum=True)
-    else:  # Net2Net's isometry, or fresh units
-        gain = math.sqrt(old_config.width / config.width) if preserving else 1.0
-        residual = _Residual(write=-0.5, read=-0.5, gain=gain)
+    else:  # every unit copies an old one: nothing to initialize
+        grown = GPT.empty(config, device, dtype)
+    moves = plan.draw(model.config, generator)
     old_params = dict(model.named_parameters())
     mapping: dict[str, Carry | None] = {}
     with torch.no_grad():
         for name, param in grown.named_parameters():
-            mover = _Mover(_layout(name), maps, copy_units or cloning, zero_outgoing, residual)
-            param.copy_(mover.weights(old_params[name], param, noise, generator))
+            mover = moves.mover(name)
+            param.copy_(mover.weights(old_params[name], param, plan.noise, generator))
             mapping[name] = Carry(name, transform=mover.state)
     return Grown(grown, rebuild_optimizer(optimizer, model, grown, mapping), mapping)
 
@@ -305,35 +354,33 @@ class _Mover:
         return mask.to(old.device)
 
 
-def _width(model: GPT, spec: GrowthSpec) -> int:
-    if spec.target <= model.config.width:
-        raise ValueError(f"width {spec.target} does not grow a model of width {model.config.width}")
+def _width(config: GPTConfig, spec: GrowthSpec) -> int:
+    if spec.target <= config.width:
+        raise ValueError(f"width {spec.target} does not grow a model of width {config.width}")
     return spec.target
 
 
-def net2net(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
-    """Copies of random existing units; what reads a copy is split among the copies (Net2Net)."""
-    noise = spec.number("noise")
-    width = _width(model, spec)
-    return grow_width(model, optimizer, width, generator, copy_units=True, zero_outgoing=False, noise=noise)
+def _hyperclone(config: GPTConfig, spec: GrowthSpec) -> WidthPlan:
+    width = _width(config, spec)
+    if width % config.width:
+        raise ValueError(f"HyperCloning multiplies the width: {width} is not a multiple of {config.width}")
+    return WidthPlan(width, copy_units=False, zero_outgoing=False, noise=spec.number("noise", 0.1), cloning=True)
 
 
-def zero(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
-    """Fresh incoming weights, zero outgoing weights, new residual dimensions at zero."""
-    return grow_width(model, optimizer, _width(model, spec), generator, copy_units=False, zero_outgoing=True)
-
-
-def hyperclone(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
-    """Width x n, every weight tiled n x n and divided by n (HyperCloning): the logits unchanged."""
-    width = _width(model, spec)
-    if width % model.config.width:
-        raise ValueError(f"HyperCloning multiplies the width: {width} is not a multiple of {model.config.width}")
-    noise = spec.number("noise", 0.1)
-    return grow_width(
-        model, optimizer, width, generator, copy_units=False, zero_outgoing=False, noise=noise, cloning=True
-    )
-
-
-def random(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
-    """Freshly initialized units."""
-    return grow_width(model, optimizer, _width(model, spec), generator, copy_units=False, zero_outgoing=False)
+net2net = PlannedWidth(
+    lambda config, spec: WidthPlan(
+        _width(config, spec), copy_units=True, zero_outgoing=False, noise=spec.number("noise")
+    ),
+    "Copies of random existing units; what reads a copy is split among the copies (Net2Net).",
+)
+zero = PlannedWidth(
+    lambda config, spec: WidthPlan(_width(config, spec), copy_units=False, zero_outgoing=True),
+    "Fresh incoming weights, zero outgoing weights, new residual dimensions at zero.",
+)
+hyperclone = PlannedWidth(
+    _hyperclone, "Width x n, every weight tiled n x n and divided by n (HyperCloning): the logits unchanged."
+)
+random = PlannedWidth(
+    lambda config, spec: WidthPlan(_width(config, spec), copy_units=False, zero_outgoing=False),
+    "Freshly initialized units.",
+)

@@ -21,7 +21,7 @@ fsdp` a 1/N share of each, plus the parameters FSDP gathers while it computes (t
 blocks' at a time, at the training precision) and their whole gradients before they are reduced.
 `phases` gives each phase's peak (a step, a growth, a probe, a checkpoint, the start and the final
 model) from what the runtime holds in it: under `fsdp` a depth growth holds the grown model's
-share and one block whole, a width growth gathers the whole state.
+share and one block whole, a width growth the grown model's share and one tensor whole at a time.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ class CostModel:
         what the growth adds, `growth_extra`; inside a probe beside the snapshot and the best
         candidate so far); `probe` (snapshot, best, and a candidate training); `checkpoint`
         (weights and optimizer state: gradients are freed after each step); `final` (the last
-        stage: under `fsdp` rank 0 gathers the whole model's weights beside its shares)."""
+        stage's state, written as it is held: under `fsdp` each rank's shards)."""
         memory, cost = self.memory(after), self.shape_cost(after)
         phases: dict[str, int] = {}
         if first:
@@ -188,7 +188,7 @@ class CostModel:
                 phases["probe"] = max(phases["growth"], old + memory.state + memory.total)
         phases["checkpoint"] = memory.state
         if last:
-            phases["final"] = memory.state + (4 * cost.params if self.sharded else 0)
+            phases["final"] = memory.state  # under fsdp each rank writes its own shards
         return phases
 
     def growth_extra(self, before: Shape, after: Shape, width: bool = False) -> int:
@@ -198,13 +198,18 @@ class CostModel:
         several ranks: a depth growth grows each rank's shards, holding the grown model's share of
         the weights, the new layers' share of the optimizer state (the old layers' moves) and one
         new block whole (fp32), which every rank draws before it keeps its rows; a width growth
-        gathers the old state whole, grows it whole and shards the result."""
+        holds the grown model's share of the weights and optimizer state, a fresh block whole (the
+        grown model's initial values, drawn a block at a time) and, one tensor at a time, the old
+        tensor gathered whole, the fresh one and the moved one (the largest: the embedding or a
+        block's widest matrix, fp32)."""
         new, old = self.memory(after).state, self.memory(before).state
         if not self.sharded:
             return new if width else max(0, new - old)
-        if width:
-            whole_new, whole_old = (CostModel(self.schedule).memory(shape).state for shape in (after, before))
-            return 2 * whole_old + whole_new + new
         cost = self.shape_cost(after)
+        if width:
+            hidden = after.hidden if after.hidden is not None else mlp_hidden(after.width, self.mlp)
+            widest = (2 if self.mlp == "swiglu" else 1) * hidden * after.width
+            largest = 4 * max(self.vocab * after.width, widest)
+            return new + 4 * cost.non_embedding // after.depth + 3 * largest
         moments = self.memory(after).optimizer - self.memory(before).optimizer
         return self._share(4 * cost.params) + moments + 4 * cost.non_embedding // after.depth

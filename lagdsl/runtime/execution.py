@@ -107,6 +107,7 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_NO_OPTIMIZER: dict[str, object] = {"state": {}, "param_groups": []}  # the final model has none
 
 
 def execute(engine: Engine, run_dir: Path) -> RunResult:
@@ -181,21 +182,31 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
         segments=segments,
     )
 
-    weights = state.whole_model() if finished else {}  # sharded: gathered to rank 0 alone, on the CPU
+    final = run_dir / "final"
+    config_json = {k: getattr(config, k) for k in config.__dataclass_fields__}
+    weights: dict[str, torch.Tensor] = {}
+    if finished and state.recipe.sharded:  # each rank writes its own shards: gathered by none
+        model = final / f"model{sharded.SUFFIX}"
+        try:
+            shares = {"config": config_json, "model": state.sharded_state()[0], "optimizer": _NO_OPTIMIZER}
+            sharded.save(shares, model, engine.world)
+        except OSError as error:
+            raise RunError(f"cannot write `{model}`: {reason(error)}; {last_checkpoint(run_dir)}") from None
+    elif finished:
+        weights = state.model.state_dict()
 
     def write() -> None:
         if engine.metrics.failure is not None:  # rank 0's log failed after the last step: all stop
             raise RunError(engine.metrics.failure)
         if finished:
-            final = run_dir / "final"
             try:
                 final.mkdir(exist_ok=True)
-                ckpt.write_atomic({"model": weights}, final / "model.pt")
+                if weights:
+                    ckpt.write_atomic({"model": weights}, final / "model.pt")
             except OSError as error:
                 raise RunError(
                     f"cannot write `{final / 'model.pt'}`: {reason(error)}; {last_checkpoint(run_dir)}"
                 ) from None
-            config_json = {k: getattr(config, k) for k in config.__dataclass_fields__}
             write_text(final / "config.json", json.dumps(config_json, indent=2) + "\n")
         write_text(run_dir / "summary.json", dump_json(summary))
 

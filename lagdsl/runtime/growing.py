@@ -2,9 +2,10 @@
 seed, stage, growth and operator), the stage's frozen parts and LR scales resolved on the grown
 model (`lagdsl.runtime.parts`), and the result checked to be the same on every rank.
 
-Under FSDP a depth operator given by its plan (every built-in one) grows each rank's shards
-(`lagdsl.runtime.shards`): no rank holds the whole model. Width growth, and a plugin's operator
-that is a plain function, gather the state, grow it as one process grows it, and shard it again.
+Under FSDP an operator given by its plan (every built-in one) grows each rank's shards
+(`lagdsl.runtime.shards`): a depth operator with no communication, a width operator one tensor at a
+time, so no rank holds the whole model. A plugin's operator that is a plain function gathers the
+state, grows it as one process grows it, and shards it again.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from lagdsl.model.gpt import GPT
 from lagdsl.ops import GrowthSpec, grow
 from lagdsl.ops.core import Carry, implementation
 from lagdsl.ops.depth import PlannedDepth
+from lagdsl.ops.width import PlannedWidth
 from lagdsl.runtime import dist, parts, shards
 from lagdsl.runtime.seeds import generator
 from lagdsl.runtime.state import Recipe, TrainState
@@ -32,7 +34,7 @@ def grown(
     gen = generator(recipe.schedule.seed, "grow", stage.name, index, op.label)
     spec = GrowthSpec(op.name, growth.dim, getattr(growth.after, growth.dim), op.args)
     operator = implementation(op.name, growth.dim)
-    if recipe.sharded and isinstance(operator, PlannedDepth):
+    if recipe.sharded and isinstance(operator, PlannedDepth | PlannedWidth):
         return _grown_shards(recipe, state, stage, operator, spec, gen)
     sharded = recipe.sharded
     if sharded:  # gathered: grown exactly as one process grows it, then sharded again
@@ -47,10 +49,14 @@ def grown(
 
 
 def _grown_shards(
-    recipe: Recipe, state: TrainState, stage: Stage, operator: PlannedDepth, spec: GrowthSpec, gen: torch.Generator
+    recipe: Recipe,
+    state: TrainState,
+    stage: Stage,
+    operator: PlannedDepth | PlannedWidth,
+    spec: GrowthSpec,
+    gen: torch.Generator,
 ) -> TrainState:
-    """A sharded state grown in depth shard by shard (`lagdsl.runtime.shards`): what one process grows."""
-    plan = operator.plan(state.model.config.depth, spec)
+    """A sharded state grown shard by shard (`lagdsl.runtime.shards`): what one process grows."""
     fresh: frozenset[str] = frozenset()
 
     def resolved(mapping: Mapping[str, Carry | None], skeleton: GPT) -> tuple[frozenset[str], dict[str, float]]:
@@ -58,7 +64,12 @@ def _grown_shards(
         fresh = parts.fresh_after(mapping, state.fresh)
         return parts.resolve(stage, skeleton, fresh)
 
-    model, mapping, frozen, scales = shards.grow_depth(recipe, state.model, plan, gen, resolved)
+    if isinstance(operator, PlannedDepth):
+        plan = operator.plan(state.model.config.depth, spec)
+        model, mapping, frozen, scales = shards.grow_depth(recipe, state.model, plan, gen, resolved)
+    else:
+        width = operator.plan(state.model.config, spec)
+        model, mapping, frozen, scales = shards.grow_width(recipe, state.model, width, gen, resolved)
     if stage.reset_optimizer:
         optimizer = recipe.optimizer(model, scales)
     else:

@@ -17,22 +17,27 @@ So a rank holds its shards of the old and the new model and at most one block wh
 model, and N ranks grow what one process grows (the noise of a noisy copy is scaled by the whole
 tensor's standard deviation, which the ranks compute together).
 
-Width growth redistributes every unit of a tensor and still goes through the whole state
-(`lagdsl.runtime.growing`); so does a plugin's depth operator that is not a `PlannedDepth`.
+A width growth redistributes every unit of a tensor, so it moves one tensor at a time: each rank
+gathers that tensor whole (an all-gather), moves it as one process does, keeps its rows of the
+result and lets the whole go before the next (`grow_width`); its optimizer moments the same way.
+A rank's extra memory is then one tensor, old and moved, never the model. A plugin's operator
+that is neither a `PlannedDepth` nor a `PlannedWidth` goes through the whole state
+(`lagdsl.runtime.growing`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from lagdsl.lang import layers
-from lagdsl.model.gpt import GPT, GPTConfig
+from lagdsl.model.gpt import GPT, GPTConfig, initial_values
 from lagdsl.ops.core import Carry, add_noise_, like, moved_state
 from lagdsl.ops.depth import DepthPlan, depth_mapping, fresh_block, residual_names
+from lagdsl.ops.width import WidthPlan
 
 if TYPE_CHECKING:
     from lagdsl.families import Family
@@ -197,3 +202,60 @@ def grow_depth(
                 for name in zeroed:
                     new[prefix + name].zero_()
     return grown, mapping, frozen, scales
+
+
+def grow_width(
+    recipe: Recipe,
+    model: GPT,
+    plan: WidthPlan,
+    generator: torch.Generator,
+    parts: Parts,
+) -> tuple[GPT, dict[str, Carry | None], frozenset[str], dict[str, float]]:
+    """A sharded `model` grown by `plan` as `lagdsl.ops.width.grow_width` grows a whole one, one
+    tensor at a time: each parameter gathered whole, moved, cut to this rank's rows and let go
+    before the next, with the same draws from `generator` in the same order (the grown model's
+    fresh values come from a copy of it, the draws after them from `generator` itself). The
+    mapping's moves gather each optimizer moment the same way (`moved_optimizer`). Returns what
+    `grow_depth` returns."""
+    config = plan.config(model.config)
+    fresh: Iterator[tuple[str, torch.Tensor]] | None = None
+    if plan.fresh:
+        stream = torch.Generator().set_state(generator.get_state())
+        for _ in initial_values(config, generator):  # past the fresh values, as `GPT.init_weights` draws them
+            pass
+        fresh = initial_values(config, stream)  # the same values again, a block at a time
+    moves = plan.draw(model.config, generator)
+    targets: dict[str, torch.Tensor] = {}
+
+    def carry(name: str) -> Carry:
+        mover = moves.mover(name)
+        return Carry(name, transform=lambda moment, power: like(mover.state(_whole(moment), power), targets[name]))
+
+    with torch.device("meta"):
+        skeleton = GPT(config)
+    mapping: dict[str, Carry | None] = {name: carry(name) for name, _ in skeleton.named_parameters()}
+    frozen, scales = parts(mapping, skeleton)
+    grown = empty_model(recipe, config, frozen)
+    old = dict(resharded(model).named_parameters())
+    targets.update(grown.named_parameters())
+    with torch.no_grad():
+        for name, target in targets.items():  # in `grow_width`'s order: noise draws from the generator
+            if fresh is not None:
+                drawn, value = next(fresh)
+                assert drawn == name, f"fresh values drawn for {drawn}, not {name}"
+                value = value.to(target.device, target.dtype)
+            else:  # every unit copies an old one
+                value = torch.zeros((), device=target.device, dtype=target.dtype)
+            whole = _whole(old[name])
+            moved = moves.mover(name).weights(whole, value, plan.noise, generator)
+            target.copy_(like(moved, target))
+            del whole, moved, value  # one tensor whole at a time
+    assert fresh is None or next(fresh, None) is None, "fresh values drawn for a parameter the model lacks"
+    return grown, mapping, frozen, scales
+
+
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    """One sharded tensor whole on every rank (an all-gather), or a tensor that is whole already."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor

@@ -18,8 +18,9 @@ Under `parallel fsdp` with several ranks the recipe shards the model (`fully_sha
 and on the root, FSDP2) before it builds the optimizer, and the state moves as each rank's shards
 (`lagdsl.runtime.shards`): the model starts sharded (initialized or read from a pretrained
 checkpoint row by row), and snapshots, restores, freezing, depth growth and checkpoints hold DTensors
-of the rank's own rows, in the same state-dict format. `whole_state` (gathered on every rank) is
-left to width growth; `whole_model` gathers the final model to rank 0 alone.
+of the rank's own rows, in the same state-dict format, and so does the final model (`final/model.dcp`,
+each rank writing its own). `whole_state` (gathered on every rank) is left to a plugin's operator
+written as a plain function.
 """
 
 from __future__ import annotations
@@ -219,15 +220,6 @@ class TrainState:
         """A sharded model's and optimizer's state dicts as each rank holds them (DTensors of its
         shards; the optimizer's keyed by position, as `torch.optim` keys it): no collective."""
         return shards.resharded(self.model).state_dict(), self.optimizer.state_dict()
-
-    def whole_model(self) -> StateDict:
-        """The whole model's state dict, for the final model: under sharding gathered to rank 0
-        alone, on the CPU (the other ranks get an empty dict, and no rank the optimizer's state)."""
-        if not self.recipe.sharded:
-            return self.model.state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def whole_state(self) -> tuple[StateDict, StateDict]:
         """The whole model's and optimizer's state dicts (gathered from the shards: a collective)."""

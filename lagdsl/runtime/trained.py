@@ -54,15 +54,15 @@ def open_trained(
         raise TrainedError(f"`{run_dir}` is not a run directory (it has no `run.json`)")
     if checkpoint is not None:
         final = checkpoint if checkpoint.is_dir() else checkpoint.parent
-        if (final / "config.json").is_file() and (final / "model.pt").is_file():  # a `final/` folder
+        if (final / "config.json").is_file() and _final_model(final) is not None:  # a `final/` folder
             config, state = _from_final(final)
         else:
             config, state = _from_checkpoint(checkpoint)
         _check_belongs(run_dir, checkpoint, config)
         source = checkpoint
-    elif (run_dir / "final" / "model.pt").exists():
-        source = run_dir / "final" / "model.pt"
+    elif (final_model := _final_model(run_dir / "final")) is not None:
         config, state = _from_final(run_dir / "final")
+        source = final_model
     else:
         newest = ckpt.newest_intact(run_dir / "checkpoints")
         if newest is None:
@@ -97,12 +97,23 @@ def _check_belongs(run_dir: Path, checkpoint: Path, config: GPTConfig) -> None:
         )
 
 
+def _final_model(final: Path) -> Path | None:
+    """The weights of a `final/` folder: `model.pt` (one process, DDP), or `model.dcp/` (a sharded
+    run, each rank's shards: read whole here), or None."""
+    for name in ("model.pt", "model.dcp"):
+        if (final / name).exists():
+            return final / name
+    return None
+
+
 def _from_final(final: Path) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    model = _final_model(final)
+    assert model is not None
     try:
-        payload = ckpt.load(final / "model.pt")
+        payload = ckpt.load(model)
         config = _config(json.loads((final / "config.json").read_text(encoding="utf-8")))
     except ckpt.CheckpointError as error:
-        raise TrainedError(f"`{final / 'model.pt'}` {error}") from None
+        raise TrainedError(f"`{model}` {error}") from None
     except (OSError, ValueError) as error:
         raise TrainedError(f"`{final / 'config.json'}` cannot be read: {error}") from None
     return config, payload["model"]
