@@ -18,6 +18,12 @@ the loss after a small lag ranks growth operators by their final loss.
    `copy_top(noise=0.01)`; the depth doubles, where `stack` would build `copy_top`'s model), one
    seed, lags 0 to 10% of a shortened horizon: Spearman of the val loss at each lag against the
    final val loss, with the regret of the pick.
+4. **Pretrained up-scaling.** `bench/upscaling.py` at GPU size: a Llama-shaped base of 124M
+   parameters pretrained on prose (about 1,500 steps), exported and imported, up-scaled 12 -> 18
+   layers by five recipes (SOLAR-style layers, Yi-style middle duplication, LLaMA Pro whole and
+   frozen, `copy_top`, `random`) for three seeds, healed on code: which recipe ends best, whether a
+   short probe picks it, against scratch at equal compute, and what freezing keeps (the same
+   tables as `bench/upscale_evidence.py` on the CPU; `--small`: its toy size).
 
 Data: the built-in corpus (the standard library's source, as bytes); nothing downloads. Every part
 writes into the JSON as it finishes, so a part that fails leaves the others; the exit code is the
@@ -285,12 +291,25 @@ def lag_study(device: str, precision: str, compile_on: bool, size: dict[str, int
     }
 
 
+# -- 4. pretrained up-scaling
+
+
+def upscaling(device: str, precision: str, compile_on: bool, size: dict[str, int], folder: Path) -> dict:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import upscaling as study
+
+    sizes = dict(study.SIZES["toy" if size is SIZES["small"] else "gpu"], device=device, precision=precision)
+    result = study.run(sizes, folder, say=lambda line: None)
+    result["tables"] = study.markdown(result)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--small", action="store_true", help="Toy sizes: checks the script itself.")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "device_run.json")
-    parser.add_argument("--parts", default="throughput,growth,study")
+    parser.add_argument("--parts", default="throughput,growth,study,upscaling")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
@@ -306,7 +325,7 @@ def main() -> int:
         "compile": compile_on,
         "small": args.small,
     }
-    parts = {"throughput": throughput, "growth": growth_vs_scratch, "study": lag_study}
+    parts = {"throughput": throughput, "growth": growth_vs_scratch, "study": lag_study, "upscaling": upscaling}
     failures = 0
     with tempfile.TemporaryDirectory() as folder:
         for name in args.parts.split(","):

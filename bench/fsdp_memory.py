@@ -21,6 +21,7 @@ optimizer) / N + 2 blocks, and <= 0.6x the version before's at 2 ranks; and the 
 under-report any phase, nor over-report it by more than 25%. Nothing else may run meanwhile.
 
     python bench/fsdp_memory.py [--ranks 2,4] [--width 1024] [--update-docs]
+    python bench/fsdp_memory.py --plan-only [--update-docs]   # the measurements kept, the plan's column again
 
 About 15 minutes on two cores; needs about 12 GB of memory at 2 ranks for the version before.
 """
@@ -101,9 +102,8 @@ RANK = textwrap.dedent("""
     original = engine.Engine._timed
 
     @contextmanager
-    def timed(self, phase):
-        if phase == "growth" and getattr(self, "stage_name", "") == "wide":
-            phase = "growth (width)"
+    def timed(self, name):
+        phase = "growth (width)" if name == "growth" and getattr(self, "stage_name", "") == "wide" else name
         if stack:
             stack[-1][1] = max(stack[-1][1], status("VmHWM"))
         else:
@@ -113,7 +113,7 @@ RANK = textwrap.dedent("""
         entry = [phase, 0]
         stack.append(entry)
         try:
-            with original(self, phase):
+            with original(self, name):
                 yield
         finally:
             stack.pop()
@@ -193,7 +193,9 @@ def main() -> None:
     parser.add_argument("--ranks", default="2,4")
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--update-docs", action="store_true")
+    parser.add_argument("--plan-only", action="store_true", help="keep bench/fsdp_memory.json's measurements")
     args = parser.parse_args()
+    kept = json.loads((ROOT / "bench" / "fsdp_memory.json").read_text()) if args.plan_only else None
     with tempfile.TemporaryDirectory(prefix="fsdp-memory-") as work:
         project = Path(work)
         narrow = args.width * 3 // 4
@@ -215,8 +217,12 @@ def main() -> None:
         block = 4 * final.shape.non_embedding // final.shape.depth
         rows = []
         for ranks in [int(r) for r in args.ranks.split(",")]:
-            now = run(project, ranks, None, "now")
-            old = run(project, ranks, before, "before")
+            if kept is not None:
+                row = next(row for row in kept["rows"] if row["ranks"] == ranks)
+                now, old = row["now"], row["before"]
+            else:
+                now = run(project, ranks, None, "now")
+                old = run(project, ranks, before, "before")
             plan = planned(project, ranks)
             target = state // ranks + 2 * block
             rows.append({

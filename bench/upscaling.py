@@ -36,7 +36,6 @@ import ast
 import json
 import math
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -51,7 +50,7 @@ SIZES: dict[str, dict[str, Any]] = {
     # two cores: about an hour (`bench/upscale_evidence.py`)
     "cpu": {
         "width": 128, "heads": 4, "kv_heads": 2, "depth": 8, "context": 128, "batch": 8,
-        "base_steps": 1500, "base_lr": 3e-3, "heal": 200, "heal_lr": 1e-3, "probe": 10, "lags": [0, 2, 5, 10, 25],
+        "base_steps": 1000, "base_lr": 3e-3, "heal": 200, "heal_lr": 1e-3, "probe": 10, "lags": [0, 2, 5, 10, 25],
         "eval_batches": 8, "eval_every": 25, "seeds": 5, "scratch_seeds": 3, "budget_lag": 25,
         "prose_bytes": 6_000_000, "code_bytes": 6_000_000, "device": "cpu", "precision": "fp32",
     },
@@ -76,6 +75,7 @@ SIZES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 RECIPES = ["solar", "yi", "llama_pro", "copy_top", "midas", "interleave", "random"]
+NAMES = {"solar": "SOLAR-style", "yi": "Yi-style", "llama_pro": "LLaMA Pro"}  # how the tables call them
 FROZEN = "llama_pro (old frozen)"
 
 HEAD = """\
@@ -102,12 +102,13 @@ def recipe(name: str, d: int) -> str:
     if name == "yi":  # the layers [b, a) repeated once, in place: [0, a) + [b, a) + [a, d)
         b = round(3 * d / 8)
         a = b + (grown - d)
-        return f"layers([[0, {a}], [{b}, {a}], [{a}, {d}]])"
+        return f"layers([[0, {a}], [{b}, {a}]{f', [{a}, {d}]' if a < d else ''}])"
     return name
 
 
-def _docstring_lines(tree: ast.Module) -> list[tuple[int, int]]:
-    spans = []
+def _docstrings(tree: ast.Module, lines: list[str]) -> list[tuple[str, range | None]]:
+    """Each docstring of a module, and the lines it stands on alone (None: it shares a line)."""
+    found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
             first = node.body[0]
@@ -115,8 +116,12 @@ def _docstring_lines(tree: ast.Module) -> list[tuple[int, int]]:
                 isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
                 and isinstance(first.value.value, str) and first.end_lineno is not None
             ):  # fmt: skip
-                spans.append((first.lineno, first.end_lineno))
-    return spans
+                alone = (
+                    not lines[first.lineno - 1][: first.col_offset].strip()
+                    and not lines[first.end_lineno - 1][first.end_col_offset or 0 :].strip()
+                )
+                found.append((first.value.value, range(first.lineno, first.end_lineno + 1) if alone else None))
+    return found
 
 
 def write_corpora(work: Path, prose_bytes: int, code_bytes: int) -> dict[str, int]:
@@ -138,16 +143,15 @@ def write_corpora(work: Path, prose_bytes: int, code_bytes: int) -> dict[str, in
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue
         lines = source.splitlines(keepends=True)
-        spans = _docstring_lines(tree)
+        docstrings = _docstrings(tree, lines)
         if sizes["prose"] < limits["prose"]:
-            for start, end in spans:
-                text = ast.literal_eval("".join(lines[start - 1 : end]).strip())
-                if isinstance(text, str) and len(text) > 40:
+            for text, _ in docstrings:
+                if len(text) > 40:
                     cleaned = inspect.cleandoc(text) + "\n\n"
                     parts["prose"].append(cleaned)
                     sizes["prose"] += len(cleaned)
         if sizes["code"] < limits["code"]:
-            dropped = {line for start, end in spans for line in range(start, end + 1)}
+            dropped = {number for _, span in docstrings if span is not None for number in span}
             code = "".join(line for number, line in enumerate(lines, 1) if number not in dropped)
             parts["code"].append(code)
             sizes["code"] += len(code)
@@ -160,14 +164,24 @@ def write_corpora(work: Path, prose_bytes: int, code_bytes: int) -> dict[str, in
 
 
 def lagdsl(work: Path, *args: str) -> None:
-    """`lagdsl ARGS` in `work`, its output kept in `work/log.txt`; a failure stops the benchmark."""
+    """`lagdsl ARGS` run in this process from `work`, its output kept in `work/log.txt`; a failure
+    stops the benchmark."""
+    import os
+
+    from click.testing import CliRunner
+
+    from lagdsl.cli import main
+
+    here = os.getcwd()
+    os.chdir(work)
+    try:
+        result = CliRunner().invoke(main, list(args))
+    finally:
+        os.chdir(here)
     with open(work / "log.txt", "a", encoding="utf-8") as log:
-        log.write(f"$ lagdsl {' '.join(args)}\n")
-        log.flush()
-        result = subprocess.run([sys.executable, "-m", "lagdsl", *args], cwd=work, stdout=log, stderr=log, check=False)
-    if result.returncode != 0:
-        tail = (work / "log.txt").read_text(encoding="utf-8")[-3000:]
-        raise RuntimeError(f"`lagdsl {' '.join(args)}` failed ({result.returncode}):\n{tail}")
+        log.write(f"$ lagdsl {' '.join(args)}\n{result.output}")
+    if result.exit_code != 0:
+        raise RuntimeError(f"`lagdsl {' '.join(args)}` failed ({result.exit_code}):\n{result.output[-3000:]}")
 
 
 def _model(size: dict[str, Any], depth: int) -> str:
@@ -263,6 +277,10 @@ def run(size: dict[str, Any], work: Path, say: Callable[[str], None] = print) ->
         "params": {"base": base["params"], "grown": study_params(work)},
         "base": {"steps": base["steps"], "flops": base["mainline_flops"], "final_val": base["final_val_loss"]},
         "recipes": {name: recipe(name, size["depth"]) for name in size.get("recipes", RECIPES)},
+        "names": {
+            **{recipe(name, size["depth"]): NAMES.get(name, name) for name in size.get("recipes", RECIPES)},
+            FROZEN: FROZEN,
+        },
         "study": study_rows(study),
         "final_val": final_losses(study),
         "scratch": against_scratch(study, scratch, base["mainline_flops"], size),
@@ -477,6 +495,12 @@ def _flops(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3g}"
 
 
+def _called(r: dict[str, Any], label: str) -> str:
+    """A recipe as the tables call it: its name, and the operator where that is not the name."""
+    name = r["names"].get(label, label)
+    return name if name == label or label == FROZEN else f"{name} (`{label}`)"
+
+
 def verdicts(r: dict[str, Any], significance: float = 0.05) -> dict[str, str]:
     """The answers in plain words, from the figures (whatever they are)."""
     finals = r["final_val"]
@@ -510,10 +534,11 @@ def verdicts(r: dict[str, Any], significance: float = 0.05) -> dict[str, str]:
     freeze = r["freeze"]
     prose, code = freeze["frozen_minus_whole_prose"], freeze["frozen_minus_whole_code"]
     return {
-        "recipe": f"`{best}` ends best ({finals[best]['mean']:.3f}); "
-        + ("its interval is clear of the next one's" if separated else f"within the interval of `{second}`"),
+        "recipe": f"{_called(r, best)} ends best ({finals[best]['mean']:.3f}); "
+        + ("its interval is clear of the next one's" if separated else f"within the interval of {_called(r, second)}"),
         "probe": probe,
-        "scratch": f"after the whole heal `{r['scratch']['recipe']}` is {ahead(sunk)} with the base as a sunk cost, "
+        "scratch": f"after the whole heal {_called(r, r['scratch']['recipe'])} is {ahead(sunk)} with the base as a "
+        "sunk cost, "
         f"and {ahead(included)} counting the base's pretraining",
         "freeze": f"freezing the old blocks changes the held-out prose loss by {prose['mean']:+.3f} "
         f"{_ci(prose)} and the code loss by {code['mean']:+.3f} {_ci(code)} against training the expansion whole",
@@ -538,8 +563,9 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---|---:|---:|---|---:|",
     ]
     for label, f in sorted(r["final_val"].items(), key=lambda item: item[1]["mean"]):
-        operator = r["recipes"].get(label, "llama_pro, `freeze old`" if label == FROZEN else label)
-        lines.append(f"| {label} | `{operator}` | {f['at_lag']['0']:.3f} | {f['mean']:.3f} | {_ci(f)} | "
+        operator = "`llama_pro`, `freeze old`" if label == FROZEN else f"`{label}`"
+        name = r["names"].get(label, label)
+        lines.append(f"| {name} | {operator} | {f['at_lag']['0']:.3f} | {f['mean']:.3f} | {_ci(f)} | "
                      f"{f['wins']}/{seeds} |")  # fmt: skip
     lines += [
         "",
@@ -559,8 +585,8 @@ def markdown(r: dict[str, Any]) -> str:
     scratch = r["scratch"]
     lines += [
         "",
-        f"**Against scratch at equal compute**: `{scratch['recipe']}` (the best recipe) against its shape trained "
-        f"from scratch on the same code ({size['scratch_seeds']} seeds, the base's LR), val loss at the same "
+        f"**Against scratch at equal compute**: {_called(r, scratch['recipe'])} (the best recipe) against its shape "
+        f"trained from scratch on the same code ({size['scratch_seeds']} seeds, the base's LR), val loss at the same "
         f"training FLOPs; the base's pretraining ({_flops(r['base']['flops'])} FLOPs) sunk or included. "
         "Difference: scratch minus up-scaled (positive: up-scaling is ahead).",
         "",

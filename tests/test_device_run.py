@@ -4,6 +4,7 @@ on a CPU at toy size."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+
+FROZEN = "llama_pro (old frozen)"
 
 
 @pytest.mark.slow
@@ -24,7 +27,7 @@ def test_device_run_script_runs_every_part_on_a_cpu(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("PASS") == 3 and "FAIL" not in result.stdout
+    assert result.stdout.count("PASS") == 4 and "FAIL" not in result.stdout
     data = json.loads(out.read_text())
     throughput = data["throughput"]
     assert throughput["lagdsl_tokens_per_s"] > 0 and throughput["hand_written_tokens_per_s"] > 0
@@ -34,3 +37,12 @@ def test_device_run_script_runs_every_part_on_a_cpu(tmp_path: Path) -> None:
     study = data["study"]
     assert len(study["candidates"]) == 5 and study["lags"][0] == 0
     assert len(study["spearman_val"]) == len(study["lags"])
+    # 4: a base pretrained, exported and imported; the recipes studied, scratch and the frozen heal
+    upscaling = data["upscaling"]
+    assert set(upscaling["names"].values()) == {"SOLAR-style", "Yi-style", "LLaMA Pro", "copy_top", FROZEN}
+    assert upscaling["recipes"]["solar"] == "layers([[0, 3], [1, 4]])"  # 4 -> 6: two copies, a layer cut at the seam
+    assert all(math.isfinite(f["mean"]) and len(f["seeds"]) == 2 for f in upscaling["final_val"].values())
+    assert [row["lag"] for row in upscaling["study"]] == [0, 2, 5]
+    assert all(row["sunk"]["flops"] < row["included"]["flops"] for row in upscaling["scratch"]["budgets"].values())
+    assert {"base", "llama_pro", "llama_pro_frozen"} <= upscaling["freeze"].keys()
+    assert "**Verdict.**" in upscaling["tables"]

@@ -313,3 +313,59 @@ def test_a_prompt_file_that_is_not_utf8_is_bytes_to_a_byte_level_run(grown: Path
 
     expected = list(Generator(open_trained(grown).model()).stream(list(raw), 6, GREEDY))
     assert result.stdout_bytes[len(raw) :].decode() == "".join(stream(byte_level(), iter(expected))) + "\n"
+
+
+def test_a_sharded_final_model_is_exported_one_tensor_at_a_time(tmp_path: Path) -> None:
+    """A sharded run's final model (`final/model.dcp`, each rank's shards) is read for export one
+    tensor at a time: never two read at once, each read once, and the file is the one the whole
+    model gives."""
+    import weakref
+
+    from safetensors.torch import load_file
+
+    from lagdsl.model.export import export_model
+    from lagdsl.runtime import sharded
+    from lagdsl.runtime.dist import World
+
+    config = GPTConfig(vocab=256, context=16, width=16, heads=2, depth=2, kv_heads=1, tie=False)
+    model = GPT(config)
+    model.init_weights(torch.Generator().manual_seed(0))
+    whole = model.state_dict()
+    state = {"config": {}, "model": whole, "optimizer": {"state": {}, "param_groups": []}}
+    sharded.save(state, tmp_path / "model.dcp", World())
+    tokenizer = json.dumps({"model": {"type": "BPE", "vocab": {}, "merges": []}, "added_tokens": []})
+
+    alive: list[weakref.ref] = []
+    reads: list[str] = []
+    read = sharded.Tensors.__getitem__
+
+    def counted(self: sharded.Tensors, name: str) -> torch.Tensor:
+        assert sum(ref() is not None for ref in alive) <= 1, "two tensors of the model held at once"
+        tensor = read(self, name)
+        alive.append(weakref.ref(tensor))
+        reads.append(name)
+        return tensor
+
+    lazy = sharded.Tensors(tmp_path / "model.dcp")
+    try:
+        sharded.Tensors.__getitem__ = counted  # type: ignore[method-assign]
+        export_model(lazy, config, tokenizer, tmp_path / "streamed")
+    finally:
+        sharded.Tensors.__getitem__ = read  # type: ignore[method-assign]
+    assert sorted(reads) == sorted(whole)  # each read once
+    export_model(whole, config, tokenizer, tmp_path / "whole")
+    streamed, expected = (
+        load_file(tmp_path / "streamed" / "model.safetensors"),
+        load_file(tmp_path / "whole" / "model.safetensors"),
+    )
+    assert streamed.keys() == expected.keys() and len(streamed) == 3 + 9 * config.depth  # Llama names
+    for name, tensor in expected.items():
+        assert torch.equal(streamed[name], tensor), name
+
+
+def test_the_safetensors_writer_refuses_a_tensor_its_header_does_not_place(tmp_path: Path) -> None:
+    from lagdsl.model.export import write_safetensors
+    from lagdsl.model.hub import HubError
+
+    with pytest.raises(HubError, match="not where the header places it"):
+        write_safetensors(tmp_path / "x.safetensors", [("a", (2,))], [("a", torch.zeros(3))], torch.float32)

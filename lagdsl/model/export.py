@@ -13,8 +13,9 @@ to write it.
 from __future__ import annotations
 
 import json
+import math
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch
 
 from lagdsl.families import Family, family_named
 from lagdsl.model.gpt import GPTConfig
-from lagdsl.model.hub import DTYPES, TORCH_NAMES, HubError, family_config, family_tensors
+from lagdsl.model.hub import DTYPES, TORCH_NAMES, HubError, family_config, family_parts, family_tensors
 
 
 class ExportError(Exception):
@@ -135,17 +136,55 @@ def _write_model(
     out: Path,
     dtype: torch.dtype,
 ) -> list[Path]:
-    from safetensors.torch import save_file
-
     try:
         config_json = family_config(config, family, source, dtype)
-        weights = dict(family_tensors(state, config, family, dtype))
+        shapes = {name: torch.empty(_shape_of(state, name), device="meta") for name in state}
+        layout = [(name, tuple(part.shape)) for name, part in family_parts(shapes, config, family)]
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
+        write_safetensors(out / "model.safetensors", layout, family_tensors(state, config, family, dtype), dtype)
     except HubError as error:
         raise ExportError(str(error)) from None
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
-    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     return [out / "config.json", out / "model.safetensors"]
+
+
+def _shape_of(state: Mapping[str, torch.Tensor], name: str) -> tuple[int, ...]:
+    """A tensor's shape, without reading it where `state` can tell (a mapping with `shape(name)`,
+    as a sharded final model's `lagdsl.runtime.sharded.Tensors` has)."""
+    shape = getattr(state, "shape", None)
+    return tuple(shape(name)) if callable(shape) else tuple(state[name].shape)
+
+
+#: safetensors' code of each dtype an export writes
+CODES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
+
+
+def write_safetensors(
+    path: Path, layout: list[tuple[str, tuple[int, ...]]], tensors: Iterable[tuple[str, torch.Tensor]],
+    dtype: torch.dtype,
+) -> None:  # fmt: skip
+    """A safetensors file written a tensor at a time: the header from `layout` (each tensor's name
+    and shape, in the order `tensors` gives them, all of `dtype`), then each tensor's bytes as it
+    comes, so the writer holds one tensor, not the model (the `safetensors` library takes them all
+    at once). The header is padded with spaces to 8 bytes, as the format asks."""
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, shape in layout:
+        size = math.prod(shape) * dtype.itemsize
+        header[name] = {"dtype": CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    expected = iter(layout)
+    with path.open("wb") as stream:
+        stream.write(len(text).to_bytes(8, "little"))
+        stream.write(text)
+        for name, tensor in tensors:
+            if (name, tuple(tensor.shape)) != next(expected, None) or tensor.dtype != dtype:
+                raise HubError(f"tensor `{name}` {tuple(tensor.shape)} is not where the header places it")
+            stream.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+        if next(expected, None) is not None:
+            raise HubError("fewer tensors than the header lists")
 
 
 def _tokenizer_config(tokenizer_json: str, tokens: Mapping[str, int | None], context: int) -> dict[str, Any]:

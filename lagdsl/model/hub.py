@@ -201,8 +201,18 @@ class _Reader:
 def family_tensors(
     state: Mapping[str, torch.Tensor], config: GPTConfig, family: Family, dtype: torch.dtype
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    """The model's tensors under the family's names, contiguous, in `dtype`, one at a time. A tied
-    output head is left out (as `transformers` saves tied models)."""
+    """The model's tensors under the family's names, contiguous, in `dtype`, on the CPU, one at a
+    time (each of `state`'s tensors read once, in turn). A tied output head is left out (as
+    `transformers` saves tied models)."""
+    for name, part in family_parts(state, config, family):
+        yield name, part.detach().to("cpu", dtype).contiguous()
+
+
+def family_parts(
+    state: Mapping[str, torch.Tensor], config: GPTConfig, family: Family
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """`family_tensors` as they are (views of `state`'s tensors, on their device: a state on the
+    meta device gives the family's names and shapes alone)."""
     arch = arch_of(config)
     size = config.head_size
     splits = {
@@ -217,8 +227,8 @@ def family_tensors(
         if len(theirs) > 1:
             key = next(k for k in splits if f".{k}." in ours)
             parts = list(tensor.split(splits[key]))
-        for name, part in zip(theirs, parts, strict=True):
-            yield name, part.detach().to("cpu", dtype).contiguous()
+        yield from zip(theirs, parts, strict=True)
+        del tensor, parts  # a lazy state's tensor goes before the next is read
 
 
 def family_config(config: GPTConfig, family: Family, source: Mapping[str, Any], dtype: torch.dtype) -> dict[str, Any]:

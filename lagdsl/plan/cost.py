@@ -32,6 +32,10 @@ from functools import cache
 from lagdsl.lang.arch import ParamCount, mlp_hidden, param_count
 from lagdsl.lang.schedule import Schedule, Shape, Stage
 
+#: what a sharded model's own objects take at its start beside the tensors (FSDP's and DTensors'
+#: bookkeeping), measured at a few MiB by bench/fsdp_memory.py
+FSDP_OBJECTS = 4 << 20
+
 
 @dataclass(frozen=True, slots=True)
 class ShapeCost:
@@ -171,14 +175,19 @@ class CostModel:
         what the growth adds, `growth_extra`; inside a probe beside the snapshot and the best
         candidate so far); `probe` (snapshot, best, and a candidate training); `checkpoint`
         (weights and optimizer state: gradients are freed after each step); `final` (the last
-        stage's state, written as it is held: under `fsdp` each rank's shards)."""
+        stage's state, written as it is held, under `fsdp` each rank's shards, beside the last
+        evaluation's forward pass, for which FSDP gathers the root's parameters and up to three
+        blocks': the one computing, the next one prefetched and the last one not yet freed)."""
         memory, cost = self.memory(after), self.shape_cost(after)
         phases: dict[str, int] = {}
+        block = cost.non_embedding // after.depth
+        gathered = memory.weights - self._share(4 * cost.params)  # what FSDP gathers to compute (fsdp)
         if first:
-            # under fsdp the largest tensor or block drawn whole, and as much again for what it is
-            # built in and cut from (measured: bench/fsdp_memory.py)
-            whole = 4 * max(self.vocab * after.width, cost.non_embedding // after.depth)
-            phases["start"] = self._share(4 * cost.params) + 2 * whole if self.sharded else 4 * cost.params
+            # under fsdp the largest tensor or block drawn whole, as much again for what it is built
+            # in and cut from, and the sharded model's own objects (measured: bench/fsdp_memory.py)
+            whole = 4 * max(self.vocab * after.width, block)
+            sharded = self._share(4 * cost.params) + 2 * whole + FSDP_OBJECTS
+            phases["start"] = sharded if self.sharded else 4 * cost.params
         phases["train"] = memory.total
         if before != after:
             old = self.memory(before).state
@@ -188,7 +197,8 @@ class CostModel:
                 phases["probe"] = max(phases["growth"], old + memory.state + memory.total)
         phases["checkpoint"] = memory.state
         if last:
-            phases["final"] = memory.state  # under fsdp each rank writes its own shards
+            third = block * (4 if self.schedule.precision == "fp32" else 2)  # a third block, gathered
+            phases["final"] = memory.state + (gathered + third if self.sharded else 0)
         return phases
 
     def growth_extra(self, before: Shape, after: Shape, width: bool = False) -> int:
@@ -200,8 +210,8 @@ class CostModel:
         new block whole (fp32), which every rank draws before it keeps its rows; a width growth
         holds the grown model's share of the weights and optimizer state, a fresh block whole (the
         grown model's initial values, drawn a block at a time) and, one tensor at a time, the old
-        tensor gathered whole, the fresh one and the moved one (the largest: the embedding or a
-        block's widest matrix, fp32)."""
+        tensor gathered whole and the moved one (the largest: the embedding or a block's widest
+        matrix, fp32)."""
         new, old = self.memory(after).state, self.memory(before).state
         if not self.sharded:
             return new if width else max(0, new - old)
@@ -210,6 +220,6 @@ class CostModel:
             hidden = after.hidden if after.hidden is not None else mlp_hidden(after.width, self.mlp)
             widest = (2 if self.mlp == "swiglu" else 1) * hidden * after.width
             largest = 4 * max(self.vocab * after.width, widest)
-            return new + 4 * cost.non_embedding // after.depth + 3 * largest
+            return new + 4 * cost.non_embedding // after.depth + 2 * largest
         moments = self.memory(after).optimizer - self.memory(before).optimizer
         return self._share(4 * cost.params) + moments + 4 * cost.non_embedding // after.depth

@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,47 @@ def load(path: Path, room: Room | None = None) -> StateDict:
     except Exception as error:  # a folder that passed its checksums but not DCP: say so, never crash
         raise ShardedError(f"cannot be loaded: {error}") from None
     return _join(template, rest)
+
+
+class Tensors(Mapping[str, torch.Tensor]):
+    """The model's tensors of a verified folder (`model`), read one at a time as they are asked
+    for, whole, on the CPU, and kept by no one here: what reads a sharded final model to write it
+    elsewhere (`lagdsl export`) holds one tensor at a time, never the model."""
+
+    def __init__(self, path: Path) -> None:
+        verify(path)
+        try:
+            rest = json.loads((path / STATE).read_text(encoding="utf-8"))
+            self.layout: dict[str, tuple[list[int], str]] = {
+                k: (list(s), d) for k, (s, d) in rest["model_layout"].items()
+            }
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ShardedError(f"its state cannot be read: {error}") from None
+        self.path = path
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Tensor `name`'s shape, read from the folder's layout (not from the tensor)."""
+        return tuple(self.layout[name][0])
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        shape, dtype = self.layout[name]
+        room = {"model": {name: torch.empty(shape, dtype=getattr(torch, dtype))}}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                dcp.load(room, checkpoint_id=str(self.path), no_dist=True)
+        except Exception as error:  # passed its checksums but not DCP: say so, never crash
+            raise ShardedError(f"cannot be loaded: {error}") from None
+        return room["model"][name]
+
+    def __contains__(self, name: object) -> bool:  # without reading it (Mapping's would)
+        return name in self.layout
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.layout)
+
+    def __len__(self) -> int:
+        return len(self.layout)
 
 
 def remove(path: Path) -> None:

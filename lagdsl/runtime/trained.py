@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,11 @@ class TrainedError(Exception):
 
 @dataclass(frozen=True)
 class Trained:
-    """A trained model's weights (whole, on the CPU), config and tokenizer."""
+    """A trained model's weights (on the CPU: whole, or from a sharded run each tensor read as it is
+    asked for), config and tokenizer."""
 
     config: GPTConfig
-    state: dict[str, torch.Tensor]
+    state: Mapping[str, torch.Tensor]
     tokenizer_json: str | None  # None: token ids with no tokenizer known
     source: Path  # where the weights came from
 
@@ -106,17 +107,19 @@ def _final_model(final: Path) -> Path | None:
     return None
 
 
-def _from_final(final: Path) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+def _from_final(final: Path) -> tuple[GPTConfig, Mapping[str, torch.Tensor]]:
+    from lagdsl.runtime import sharded
+
     model = _final_model(final)
     assert model is not None
     try:
-        payload = ckpt.load(model)
+        state = sharded.Tensors(model) if model.is_dir() else ckpt.load(model)["model"]
         config = _config(json.loads((final / "config.json").read_text(encoding="utf-8")))
-    except ckpt.CheckpointError as error:
+    except (ckpt.CheckpointError, sharded.ShardedError) as error:
         raise TrainedError(f"`{model}` {error}") from None
     except (OSError, ValueError) as error:
         raise TrainedError(f"`{final / 'config.json'}` cannot be read: {error}") from None
-    return config, payload["model"]
+    return config, state
 
 
 def _from_checkpoint(path: Path) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
