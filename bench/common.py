@@ -7,6 +7,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,3 +40,47 @@ def publish(name: str, result: object, table: str, update: bool, path: Path | No
     print(table)
     if update:
         update_docs(name, table)
+
+
+# -- a lag study's rows (`lagdsl study`), as the evidence benchmarks report them
+
+
+def lag_rows(study: Any) -> list[dict[str, Any]]:
+    """Per lag of a study (`lagdsl.artifacts.Study`): rho, its interval, the regret, its interval,
+    the paired test against lag 0 and the picks within 1%, as plain data."""
+    rows = []
+    for row in study.summary.val:
+        rows.append({
+            "lag": row.lag,
+            "rho": row.spearman.model_dump(),
+            "rho_ci": row.spearman_ci.model_dump() if row.spearman_ci else None,
+            "regret": row.regret.model_dump(),
+            "regret_ci": row.regret_ci.model_dump() if row.regret_ci else None,
+            "above_lag0": row.above_lag0.model_dump() if row.above_lag0 else None,
+            "picks_within_1pct": row.picks_within_1pct,
+        })  # fmt: skip
+    return rows
+
+
+def spread(d: dict[str, Any], digits: int = 2) -> str:
+    """`mean ± sd` over seeds (the mean alone for one seed)."""
+    if not d["n"] or d["mean"] is None:
+        return "n/a"
+    return f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}" if d["n"] > 1 else f"{d['mean']:.{digits}f}"
+
+
+def interval(d: dict[str, Any] | None, digits: int = 2) -> str:
+    """`[low, high]`, or n/a."""
+    if not d or d.get("low") is None:
+        return "n/a"
+    return f"[{d['low']:.{digits}f}, {d['high']:.{digits}f}]"
+
+
+def lag_cells(row: dict[str, Any]) -> list[str]:
+    """A lag row's cells after the lag: rho, its interval, rho minus rho at lag 0 with its
+    interval, p, the regret and its interval."""
+    test = row["above_lag0"]
+    diff = f"{test['mean']:+.2f} {interval(test)}" if test and test.get("mean") is not None else ""
+    p = f"{test['p_value']:.3f}" if test and test.get("p_value") is not None else ""
+    return [spread(row["rho"]), interval(row["rho_ci"]), diff, p, spread(row["regret"], 4),
+            interval(row["regret_ci"], 4)]  # fmt: skip

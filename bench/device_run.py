@@ -18,12 +18,12 @@ the loss after a small lag ranks growth operators by their final loss.
    `copy_top(noise=0.01)`; the depth doubles, where `stack` would build `copy_top`'s model), one
    seed, lags 0 to 10% of a shortened horizon: Spearman of the val loss at each lag against the
    final val loss, with the regret of the pick.
-4. **Pretrained up-scaling.** `bench/upscaling.py` at GPU size: a Llama-shaped base of 124M
-   parameters pretrained on prose (about 1,500 steps), exported and imported, up-scaled 12 -> 18
-   layers by five recipes (SOLAR-style layers, Yi-style middle duplication, LLaMA Pro whole and
-   frozen, `copy_top`, `random`) for three seeds, healed on code: which recipe ends best, whether a
-   short probe picks it, against scratch at equal compute, and what freezing keeps (the same
-   tables as `bench/upscale_evidence.py` on the CPU; `--small`: its toy size).
+4. **Pretrained up-scaling.** `bench/upscaling.py` at GPU size (about 5 minutes by estimate): a
+   Llama-shaped base of 124M parameters pretrained on prose (1,500 steps), exported and imported,
+   up-scaled 12 -> 18 layers by five recipes (SOLAR-style layers, Yi-style middle duplication,
+   LLaMA Pro whole and frozen, `copy_top`, `random`) for three seeds, healed on code: which recipe
+   ends best, whether a short probe picks it, against scratch at equal compute, and what freezing
+   keeps (the same tables as `bench/upscale_evidence.py` on the CPU; `--small`: its toy size).
 
 Data: the built-in corpus (the standard library's source, as bytes); nothing downloads. Every part
 writes into the JSON as it finishes, so a part that fails leaves the others; the exit code is the

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from common import cores, publish  # noqa: E402
+from common import cores, lag_cells, lag_rows, publish  # noqa: E402
 
 from lagdsl.analysis.study import recompute  # noqa: E402
 from lagdsl.artifacts import Study, read_json  # noqa: E402
@@ -60,17 +60,7 @@ def main() -> None:
 
 
 def summarize(study: Study, seconds: int | None) -> dict[str, Any]:
-    rows = []
-    for row in study.summary.val:
-        rows.append({
-            "lag": row.lag,
-            "rho": row.spearman.model_dump(),
-            "rho_ci": row.spearman_ci.model_dump() if row.spearman_ci else None,
-            "regret": row.regret.model_dump(),
-            "regret_ci": row.regret_ci.model_dump() if row.regret_ci else None,
-            "above_lag0": row.above_lag0.model_dump() if row.above_lag0 else None,
-            "picks_within_1pct": row.picks_within_1pct,
-        })  # fmt: skip
+    rows = lag_rows(study)
     chosen = next(r for r in rows if r["lag"] == study.chosen_lag)
     test = chosen["above_lag0"] or {}
     holds = bool(test.get("p_value") is not None and test["p_value"] < SIGNIFICANCE and (test.get("low") or 0) > 0)
@@ -90,18 +80,6 @@ def summarize(study: Study, seconds: int | None) -> dict[str, Any]:
     }
 
 
-def _spread(d: dict[str, Any], digits: int = 2) -> str:
-    if not d["n"] or d["mean"] is None:
-        return "n/a"
-    return f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}" if d["n"] > 1 else f"{d['mean']:.{digits}f}"
-
-
-def _ci(d: dict[str, Any] | None, digits: int = 2) -> str:
-    if not d or d.get("low") is None:
-        return "n/a"
-    return f"[{d['low']:.{digits}f}, {d['high']:.{digits}f}]"
-
-
 def markdown(r: dict[str, Any]) -> str:
     seeds = len(r["seeds"])
     lines = [
@@ -115,14 +93,8 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
-        test = row["above_lag0"]
-        diff = f"{test['mean']:+.2f} {_ci(test)}" if test and test.get("mean") is not None else ""
-        p = f"{test['p_value']:.3f}" if test and test.get("p_value") is not None else ""
         lag = f"{row['lag']}" + (" (the schedule's probe)" if row["lag"] == r["chosen_lag"] else "")
-        lines.append(
-            f"| {lag} | {_spread(row['rho'])} | {_ci(row['rho_ci'])} | {diff} | {p} | "
-            f"{_spread(row['regret'], 4)} | {_ci(row['regret_ci'], 4)} | {row['picks_within_1pct']} |"
-        )
+        lines.append("| " + " | ".join([lag, *lag_cells(row), row["picks_within_1pct"]]) + " |")
     verdict = (
         "**holds at this scale**: rho after the probe's lag is higher than at the growth, seed by seed "
         f"(p < {SIGNIFICANCE}, interval of the difference above 0)"

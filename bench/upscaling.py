@@ -43,8 +43,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for folder in (ROOT, ROOT / "bench"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+from common import interval, lag_cells, lag_rows  # noqa: E402
 
 SIZES: dict[str, dict[str, Any]] = {
     # two cores: about an hour (`bench/upscale_evidence.py`)
@@ -55,10 +58,11 @@ SIZES: dict[str, dict[str, Any]] = {
         "prose_bytes": 6_000_000, "code_bytes": 6_000_000, "device": "cpu", "precision": "fp32",
     },
     # one H100/H200, by estimate (no GPU has run it yet): a base of 124M parameters (width 768, 12
-    # layers, context 512, 64 rows a step) pretrained 1,500 steps, up-scaled to 18 layers, five
-    # recipes, three seeds, 200 heal steps: about 9 minutes at 40% MFU
+    # layers, context 512, 16 rows a step: 8k tokens) pretrained 1,500 steps (12M tokens: the 2.2 MB
+    # of docstrings about five times over), up-scaled to 18 layers by five recipes and the frozen
+    # LLaMA Pro, three seeds, 200 heal steps; at 40% MFU about 0.02 s a step: 5 minutes in all
     "gpu": {
-        "width": 768, "heads": 12, "kv_heads": 4, "depth": 12, "context": 512, "batch": 64,
+        "width": 768, "heads": 12, "kv_heads": 4, "depth": 12, "context": 512, "batch": 16,
         "base_steps": 1500, "base_lr": 1e-3, "heal": 200, "heal_lr": 3e-4, "probe": 10, "lags": [0, 2, 5, 10, 25],
         "eval_batches": 8, "eval_every": 25, "seeds": 3, "scratch_seeds": 2, "budget_lag": 25,
         "prose_bytes": 20_000_000, "code_bytes": 20_000_000, "device": "cuda", "precision": "bf16",
@@ -209,7 +213,7 @@ def schedules(size: dict[str, Any]) -> dict[str, str]:
     def upscale(candidates: str, freeze: str) -> str:
         return _head(size, "upscale", imported, "code", size["heal_lr"]) + (
             f"stage up {{\n  grow depth to {grown} {{ candidates [{candidates}] probe {probe} steps }}\n"
-            f"  train {heal - probe} steps{freeze}\n}}\n"
+            f"  train {heal} steps{freeze}\n}}\n"
         )
 
     frozen = " { freeze old }"
@@ -237,11 +241,15 @@ def scratch_steps(size: dict[str, Any]) -> int:
 
 
 def run(size: dict[str, Any], work: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Everything of the module's docstring, at `size`, under `work`."""
-    from lagdsl.analysis.study import recompute
-    from lagdsl.artifacts import Study, read_json
-
+    """Everything of the module's docstring, at `size`, under `work`: measured, then analysed."""
     started = time.perf_counter()
+    measure(size, work, say)
+    (work / "seconds.txt").write_text(f"{round(time.perf_counter() - started)}\n")
+    return analyse(size, work)
+
+
+def measure(size: dict[str, Any], work: Path, say: Callable[[str], None] = print) -> None:
+    """The runs: the base, its export, both studies, scratch and the two LLaMA Pro heals."""
     work.mkdir(parents=True, exist_ok=True)
     corpora = write_corpora(work, size["prose_bytes"], size["code_bytes"])
     for name, text in schedules(size).items():
@@ -255,25 +263,36 @@ def run(size: dict[str, Any], work: Path, say: Callable[[str], None] = print) ->
     for name, folder in (("upscale.grow", "study"), ("frozen.grow", "study-frozen")):
         lagdsl(work, "study", name, "--stage", "up", "--lags", lags, "--seeds", seeds, "--seed", "1",
                "-o", folder, "--quiet")  # fmt: skip
-    whole = read_json(work / "study" / "study.json", Study)
-    frozen = read_json(work / "study-frozen" / "study.json", Study)
-    study = recompute(joined(whole, frozen, size))
     say("scratch")
-    scratch = []
     for seed in range(1, size["scratch_seeds"] + 1):
         lagdsl(work, "run", "scratch.grow", "--out", f"scratch-{seed}", "--seed", str(seed), "--quiet")
-        scratch.append(curve(work / f"scratch-{seed}"))
     say("freeze or not")
-    kept = {}
     for name in ("llama_pro", "llama_pro_frozen"):
         for seed in range(1, size["seeds"] + 1):
             lagdsl(work, "run", f"{name}.grow", "--out", f"{name}-{seed}", "--seed", str(seed), "--quiet")
-        kept[name] = [held_out(work, work / f"{name}-{seed}", size) for seed in range(1, size["seeds"] + 1)]
+
+
+def analyse(size: dict[str, Any], work: Path) -> dict[str, Any]:
+    """The figures of what `measure` left under `work` (the held-out losses evaluated here)."""
+    from lagdsl.analysis.study import recompute
+    from lagdsl.artifacts import Study, read_json
+
+    whole = read_json(work / "study" / "study.json", Study)
+    frozen = read_json(work / "study-frozen" / "study.json", Study)
+    study = recompute(joined(whole, frozen, size))
+    scratch = [curve(work / f"scratch-{seed}") for seed in range(1, size["scratch_seeds"] + 1)]
+    kept = {
+        name: [held_out(work, work / f"{name}-{seed}", size) for seed in range(1, size["seeds"] + 1)]
+        for name in ("llama_pro", "llama_pro_frozen")
+    }
     kept["base"] = [held_out(work, work / "base-run", size)]
     base = json.loads((work / "base-run" / "summary.json").read_text())
+    seconds = work / "seconds.txt"
     return {
         "size": size,
-        "corpora_bytes": corpora,
+        "corpora_bytes": {
+            kind: sum(f.stat().st_size for f in (work / kind).glob("*.txt")) for kind in ("prose", "code")
+        },
         "params": {"base": base["params"], "grown": study_params(work)},
         "base": {"steps": base["steps"], "flops": base["mainline_flops"], "final_val": base["final_val_loss"]},
         "recipes": {name: recipe(name, size["depth"]) for name in size.get("recipes", RECIPES)},
@@ -281,12 +300,24 @@ def run(size: dict[str, Any], work: Path, say: Callable[[str], None] = print) ->
             **{recipe(name, size["depth"]): NAMES.get(name, name) for name in size.get("recipes", RECIPES)},
             FROZEN: FROZEN,
         },
-        "study": study_rows(study),
+        "study": [{**row, "picks": picks(study, i)} for i, row in enumerate(lag_rows(study))],
+        "horizon_steps": study.horizon_steps,
         "final_val": final_losses(study),
         "scratch": against_scratch(study, scratch, base["mainline_flops"], size),
         "freeze": freeze_table(kept),
-        "wall_seconds": round(time.perf_counter() - started),
+        "wall_seconds": int(seconds.read_text()) if seconds.exists() else None,
     }
+
+
+def picks(study: Any, index: int) -> dict[str, int]:
+    """How many seeds pick each recipe by the val loss at lag `study.lags[index]`."""
+    counts: dict[str, int] = {}
+    for run in study.runs:
+        pick = run.stats["val"][index].pick
+        if pick is not None:
+            label = run.candidates[pick].label
+            counts[label] = counts.get(label, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
 def joined(whole: Any, frozen: Any, size: dict[str, Any]) -> Any:
@@ -369,30 +400,26 @@ def difference_interval(
             "high": samples[int(0.975 * resamples) - 1]}  # fmt: skip
 
 
-def study_rows(study: Any) -> list[dict[str, Any]]:
-    rows = []
-    for row in study.summary.val:
-        rows.append({
-            "lag": row.lag, "rho": row.spearman.model_dump(),
-            "rho_ci": row.spearman_ci.model_dump() if row.spearman_ci else None,
-            "regret": row.regret.model_dump(), "regret_ci": row.regret_ci.model_dump() if row.regret_ci else None,
-            "above_lag0": row.above_lag0.model_dump() if row.above_lag0 else None,
-            "picks_within_1pct": row.picks_within_1pct,
-        })  # fmt: skip
-    return rows
-
-
 def final_losses(study: Any) -> dict[str, dict[str, Any]]:
-    """Each recipe's final val loss over seeds, and its val loss at every lag (means)."""
+    """Each recipe's final val loss over seeds (mean, interval), its val loss at every lag (means),
+    the seeds it ended best, and its final loss minus the best recipe's, seed by seed (the recipes
+    of a seed share its batches, so the paired difference is what tells them apart)."""
+
+    def finals_of(label: str) -> list[float]:
+        return [next(c.final_val for c in run.candidates if c.label == label) for run in study.runs]
+
+    means = {label: sum(finals_of(label)) / len(study.runs) for label in study.candidates}
+    best = min(means, key=lambda label: means[label])
     out = {}
     for label in study.candidates:
-        finals = [next(c.final_val for c in run.candidates if c.label == label) for run in study.runs]
+        finals = finals_of(label)
         at_lags = [[next(c for c in run.candidates if c.label == label).val[i] for run in study.runs]
                    for i in range(len(study.lags))]  # fmt: skip
         out[label] = {
             **mean_interval(finals), "seeds": finals,
             "at_lag": {str(lag): sum(v) / len(v) for lag, v in zip(study.lags, at_lags, strict=True)},
             "wins": sum(1 for run in study.runs if run.best == label),
+            "minus_best": mean_interval([a - b for a, b in zip(finals, finals_of(best), strict=True)]),
         }  # fmt: skip
     return out
 
@@ -474,9 +501,7 @@ def freeze_table(kept: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
 
 
 def _ci(d: dict[str, Any] | None, digits: int = 3) -> str:
-    if not d or d.get("low") is None:
-        return "n/a"
-    return f"[{d['low']:.{digits}f}, {d['high']:.{digits}f}]"
+    return interval(d, digits)
 
 
 def _mean(d: dict[str, Any] | None, digits: int = 3, sign: bool = False) -> str:
@@ -485,20 +510,16 @@ def _mean(d: dict[str, Any] | None, digits: int = 3, sign: bool = False) -> str:
     return f"{d['mean']:{'+' if sign else ''}.{digits}f}"
 
 
-def _spread(d: dict[str, Any], digits: int = 2) -> str:
-    if not d["n"] or d["mean"] is None:
-        return "n/a"
-    return f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}" if d["n"] > 1 else f"{d['mean']:.{digits}f}"
-
-
 def _flops(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3g}"
 
 
 def _called(r: dict[str, Any], label: str) -> str:
     """A recipe as the tables call it: its name, and the operator where that is not the name."""
+    if label == FROZEN:
+        return "LLaMA Pro, old frozen"
     name = r["names"].get(label, label)
-    return name if name == label or label == FROZEN else f"{name} (`{label}`)"
+    return name if name == label else f"{name} (`{label}`)"
 
 
 def verdicts(r: dict[str, Any], significance: float = 0.05) -> dict[str, str]:
@@ -506,7 +527,8 @@ def verdicts(r: dict[str, Any], significance: float = 0.05) -> dict[str, str]:
     finals = r["final_val"]
     ordered = sorted(finals, key=lambda label: finals[label]["mean"])
     best, second = ordered[0], ordered[1]
-    separated = finals[best]["high"] is not None and finals[best]["high"] < finals[second]["low"]
+    lead = finals[second]["minus_best"]
+    separated = lead["low"] is not None and lead["low"] > 0
     rows = {row["lag"]: row for row in r["study"]}
     lag = max(lag for lag in rows if lag > 0)
     tests = {k: row["above_lag0"] for k, row in rows.items() if row["above_lag0"]}
@@ -534,8 +556,9 @@ def verdicts(r: dict[str, Any], significance: float = 0.05) -> dict[str, str]:
     freeze = r["freeze"]
     prose, code = freeze["frozen_minus_whole_prose"], freeze["frozen_minus_whole_code"]
     return {
-        "recipe": f"{_called(r, best)} ends best ({finals[best]['mean']:.3f}); "
-        + ("its interval is clear of the next one's" if separated else f"within the interval of {_called(r, second)}"),
+        "recipe": f"{_called(r, best)} ends best ({finals[best]['mean']:.3f}); the next, {_called(r, second)}, ends "
+        f"{lead['mean']:.4f} {_ci(lead, 4)} behind it seed by seed, "
+        + ("an interval clear of 0" if separated else "an interval that includes 0: not told apart"),
         "probe": probe,
         "scratch": f"after the whole heal {_called(r, r['scratch']['recipe'])} is {ahead(sunk)} with the base as a "
         "sunk cost, "
@@ -553,19 +576,22 @@ def markdown(r: dict[str, Any]) -> str:
         f"{size['heads']} heads, {size['kv_heads']} key-value heads, untied head, context {size['context']}, bytes) "
         f"pretrained {r['base']['steps']} steps on prose (the standard library's docstrings, val loss "
         f"{r['base']['final_val']:.3f}), exported to a Llama folder and imported; each recipe grows it to "
-        f"{d * 3 // 2} layers ({r['params']['grown'] / 1e6:.2f}M) and heals {size['heal']} steps on code "
+        f"{d * 3 // 2} layers ({r['params']['grown'] / 1e6:.2f}M) and heals {r['horizon_steps']} steps on code "
         f"(the standard library without its docstrings); {seeds} seeds.",
         "",
-        "**Which recipe ends best** (final val loss on code, mean and 95% interval over seeds; wins: seeds it "
-        "ended best):",
+        "**Which recipe ends best** (val loss on code: at growth, and after the heal, mean and 95% interval "
+        "over seeds; minus the best: the final loss less the best recipe's, seed by seed, which share their "
+        "batches; wins: seeds it ended best):",
         "",
-        "| recipe | operator | val at growth | final val | 95% CI | wins |",
-        "|---|---|---:|---:|---|---:|",
+        "| recipe | operator | val at growth | final val | 95% CI | minus the best [95% CI] | wins |",
+        "|---|---|---:|---:|---|---|---:|",
     ]
     for label, f in sorted(r["final_val"].items(), key=lambda item: item[1]["mean"]):
         operator = "`llama_pro`, `freeze old`" if label == FROZEN else f"`{label}`"
-        name = r["names"].get(label, label)
-        lines.append(f"| {name} | {operator} | {f['at_lag']['0']:.3f} | {f['mean']:.3f} | {_ci(f)} | "
+        name = "LLaMA Pro, old frozen" if label == FROZEN else r["names"].get(label, label)
+        lead = f["minus_best"]
+        behind = "(the best)" if lead["mean"] == 0 and lead["high"] == 0 else f"{lead['mean']:+.4f} {_ci(lead, 4)}"
+        lines.append(f"| {name} | {operator} | {f['at_lag']['0']:.3f} | {f['mean']:.3f} | {_ci(f)} | {behind} | "
                      f"{f['wins']}/{seeds} |")  # fmt: skip
     lines += [
         "",
@@ -573,15 +599,12 @@ def markdown(r: dict[str, Any]) -> str:
         "over seeds, 95% bootstrap interval over seeds and recipes); p: one-sided sign-flip test over seeds of rho "
         "at the lag > rho at lag 0; regret: the final val loss of the pick minus the best's.",
         "",
-        "| lag (steps) | rho | rho 95% CI | rho - rho(lag 0) [95% CI] | p | regret | regret 95% CI |",
-        "|---|---|---|---|---|---|---|",
+        "| lag (steps) | rho | rho 95% CI | rho - rho(lag 0) [95% CI] | p | regret | regret 95% CI | picks (seeds) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in r["study"]:
-        test = row["above_lag0"]
-        diff = f"{test['mean']:+.2f} {_ci(test, 2)}" if test and test.get("mean") is not None else ""
-        p = f"{test['p_value']:.3f}" if test and test.get("p_value") is not None else ""
-        lines.append(f"| {row['lag']} | {_spread(row['rho'])} | {_ci(row['rho_ci'], 2)} | {diff} | {p} | "
-                     f"{_spread(row['regret'], 4)} | {_ci(row['regret_ci'], 4)} |")  # fmt: skip
+        chosen = ", ".join(f"{_called(r, label)} {n}" for label, n in row["picks"].items())
+        lines.append("| " + " | ".join([str(row["lag"]), *lag_cells(row), chosen]) + " |")
     scratch = r["scratch"]
     lines += [
         "",
@@ -604,11 +627,11 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     for name, row in scratch["budgets"].items():
         reach = row["scratch_flops_to_reach"]
-        told = (f"{_flops(reach['mean'])} FLOPs {_ci(reach, 0) if reach.get('low') else ''}".strip()
-                if reach.get("mean") else f"not within its {_flops(reach['beyond'])} FLOPs")  # fmt: skip
-        lines.append(f"\nScratch reaches the up-scaled loss after {name} ({_mean(row['upscaled'])}) at {told} "
-                     f"(the heal: {_flops(row['heal_flops'])}; with the base: "
-                     f"{_flops(row['heal_flops'] + r['base']['flops'])}).")  # fmt: skip
+        told = (f"reaches it at {_flops(reach['mean'])} FLOPs" if reach.get("mean")
+                else f"does not reach it within its {_flops(reach['beyond'])} FLOPs")  # fmt: skip
+        total = row["heal_flops"] + r["base"]["flops"]
+        lines.append(f"\nThe up-scaled loss after {name} ({_mean(row['upscaled'])}): scratch {told} (the heal "
+                     f"took {_flops(row['heal_flops'])}; with the base {_flops(total)}).")  # fmt: skip
     freeze = r["freeze"]
     lines += [
         "",

@@ -60,6 +60,27 @@ def test_a_missing_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "ok:" in result.stdout  # the other file is still checked
 
 
+def test_a_broken_installation_names_its_missing_grammar_not_the_schedule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installation without `grammars/grow.lark` once said `cannot read` of the user's own,
+    readable schedule."""
+    from lagdsl.lang import parser
+
+    missing = tmp_path / "grammars" / "grow.lark"
+    monkeypatch.setattr(parser, "grammar_path", lambda: missing)
+    parser.build_parser.cache_clear()
+    try:
+        result = run("validate", str(SCHEDULES[0]))
+    finally:
+        parser.build_parser.cache_clear()
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: lagdsl's grammar `{missing}` cannot be read (No such file or directory): the installation is "
+        "incomplete; reinstall lagdsl (`pip install -e .` in a source tree)\n"
+    )
+
+
 def test_a_binary_file_is_an_io_problem(tmp_path: Path) -> None:
     path = tmp_path / "binary.grow"
     path.write_bytes(b"\xff\xfe\x00bad")

@@ -46,3 +46,16 @@ def test_device_run_script_runs_every_part_on_a_cpu(tmp_path: Path) -> None:
     assert all(row["sunk"]["flops"] < row["included"]["flops"] for row in upscaling["scratch"]["budgets"].values())
     assert {"base", "llama_pro", "llama_pro_frozen"} <= upscaling["freeze"].keys()
     assert "**Verdict.**" in upscaling["tables"]
+
+
+def test_the_up_scaling_recipes_at_32_layers_are_the_published_ones() -> None:
+    """SOLAR 10.7B: two copies of Mistral's 32 layers, 8 cut at the seam (48); Yi-9B: Yi-6B's
+    layers 12-27 repeated once (48); and the benchmark's interpolation on a val curve."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import upscaling
+
+    assert upscaling.recipe("solar", 32) == "layers([[0, 24], [8, 32]])"
+    assert upscaling.recipe("yi", 32) == "layers([[0, 28], [12, 28], [28, 32]])"
+    curve = {"flops": [0.0, 10.0, 20.0], "val": [3.0, 2.0, 1.5]}
+    assert upscaling.at_flops(curve, 15.0) == 1.75 and upscaling.at_flops(curve, 25.0) is None
+    assert upscaling.flops_to_reach(curve, 2.5) == 5.0 and upscaling.flops_to_reach(curve, 1.0) is None

@@ -250,34 +250,18 @@ def test_a_checkpoint_write_cut_by_a_crash_is_harmless(whole: Path, stopped: Pat
 
 
 @pytest.mark.slow
-def test_a_kill_between_a_checkpoint_and_its_event_does_not_repeat_a_step(project: Path, whole: Path) -> None:  # noqa: F811
-    """Killed after the checkpoint file is written and before its event line: the next attempt
-    resumes from that checkpoint and writes the following step where the event would have been;
-    killed again, the run resumes from the same checkpoint, and that step's line must go, not stay
-    beside the step trained again."""
-    out = project / "window"
-    shutil.copytree(whole, out)
-    for path in ckpt.list_checkpoints(out / "checkpoints"):
-        if ckpt.load(path)["step"] != 12:
-            path.unlink()
-    (checkpoint,) = ckpt.list_checkpoints(out / "checkpoints")
-    keep = int(ckpt.load(checkpoint)["metrics_lines"])
-    lines = (whole / "metrics.jsonl").read_text().splitlines(keepends=True)
-    assert '"event":"checkpoint"' in lines[keep - 1]
-    # attempt A wrote the lines before the event; attempt B the first step after it
-    (out / "metrics.jsonl").write_text("".join(lines[: keep - 1]) + lines[keep])
-    (out / "summary.json").unlink()
-    shutil.rmtree(out / "final")
-    assert run("--resume", str(out)).exit_code == 0
-    assert comparable(out) == comparable(whole)
-
-
-@pytest.mark.slow
-def test_a_kill_right_after_a_checkpoint_file_keeps_every_line_before_it(project: Path, whole: Path) -> None:  # noqa: F811
-    """Killed after the checkpoint file is written and before its event, with nothing written
-    after: every step line the log has belongs to that checkpoint, and none may be cut with the
+@pytest.mark.parametrize("after", ["the next step", "nothing"])
+def test_a_kill_between_a_checkpoint_and_its_event_neither_repeats_nor_loses_a_step(
+    project: Path,  # noqa: F811
+    whole: Path,
+    after: str,
+) -> None:
+    """Killed after the checkpoint file is written and before its event line. `the next step`: a
+    later attempt resumed from that checkpoint and wrote the following step where the event would
+    have been, then was killed too: that line must go, not stay beside the step trained again.
+    `nothing`: every step line the log has belongs to the checkpoint, and none may be cut with the
     missing event (a resume once dropped the step line before it: a step missing from the log)."""
-    out = project / "eventless"
+    out = project / f"window-{after.split()[-1]}"
     shutil.copytree(whole, out)
     for path in ckpt.list_checkpoints(out / "checkpoints"):
         if ckpt.load(path)["step"] != 12:
@@ -286,7 +270,7 @@ def test_a_kill_right_after_a_checkpoint_file_keeps_every_line_before_it(project
     keep = int(ckpt.load(checkpoint)["metrics_lines"])
     lines = (whole / "metrics.jsonl").read_text().splitlines(keepends=True)
     assert '"event":"step"' in lines[keep - 2] and '"event":"checkpoint"' in lines[keep - 1]
-    (out / "metrics.jsonl").write_text("".join(lines[: keep - 1]))
+    (out / "metrics.jsonl").write_text("".join(lines[: keep - 1]) + (lines[keep] if after == "the next step" else ""))
     (out / "summary.json").unlink()
     shutil.rmtree(out / "final")
     assert run("--resume", str(out)).exit_code == 0

@@ -68,7 +68,7 @@ def grow_both(rank: int, folder: str) -> None:
         schedule = checked.schedule
         one, sharded = Recipe(schedule, CPU), Recipe(schedule, CPU, World(rank=rank, size=2, launched=True))
         saved = trained(one).state_dict()
-        found: dict[str, dict[str, float]] = {}
+        found: dict[str, dict[str, object]] = {}
         for stage in schedule.stages[1:]:
             (growth,) = stage.growths
             assert growth.probe is not None
@@ -80,7 +80,7 @@ def grow_both(rank: int, folder: str) -> None:
                 found[f"{growth.dim} {op.label}"] = {
                     "weights": max((mine[0][k] - theirs[0][k]).abs().max().item() for k in theirs[0]),
                     "moments": _moments_apart(mine[1], theirs[1]),
-                    "grown": float(grown.model.config.width * 100 + grown.model.config.depth),
+                    "shape": [grown.model.config.depth, grown.model.config.width],
                 }
         if rank == 0:
             (Path(folder) / "found.json").write_text(json.dumps(found))
@@ -107,4 +107,4 @@ def test_every_operator_grows_a_sharded_state_to_the_one_process_growth(tmp_path
     assert len(found) == 13  # nine depth operators, four width ones
     for label, apart in found.items():
         assert apart["weights"] <= 1e-6 and apart["moments"] <= 1e-6, (label, apart)
-    assert {v["grown"] for k, v in found.items()} == {16 * 100 + 4, 32 * 100 + 2}
+    assert {tuple(apart["shape"]) for apart in found.values()} == {(4, 16), (2, 32)}  # depth, width

@@ -54,7 +54,12 @@ class _Group(click.Group):
         except BrokenPipeError:  # `lagdsl ... | head`: the reader has all it wants
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
             ctx.exit(EXIT_OK)
-        except Exception as error:  # a bug of ours: say so plainly
+        except Exception as error:  # a bug of ours, or a broken installation: say so plainly
+            from lagdsl.lang.parser import BrokenInstall
+
+            if isinstance(error, BrokenInstall):
+                click.echo(f"error: {error}", err=True)
+                ctx.exit(EXIT_USAGE)
             if os.environ.get("LAGDSL_DEBUG"):
                 raise
             click.echo(f"lagdsl: internal error: {type(error).__name__}: {error}", err=True)

@@ -41,6 +41,10 @@ MAX_NESTING = 16
 _MAX_DIGITS = 400
 
 
+class BrokenInstall(RuntimeError):
+    """lagdsl's own files are missing or unreadable: nothing a schedule can fix."""
+
+
 def grammar_path() -> Path:
     """The grammar file: inside the installed package, else in the source tree's `grammars/`."""
     packaged = resources.files("lagdsl") / "grammars" / GRAMMAR_NAME
@@ -71,7 +75,14 @@ def build_parser(*, strict: bool = False) -> Lark:
     It builds syntax nodes as it reduces (see `_Builder`); `strict=True` instead gives a plain
     parser that fails on any conflict or terminal collision (the grammar's test).
     """
-    grammar = grammar_path().read_text(encoding="utf-8")
+    path = grammar_path()
+    try:
+        grammar = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise BrokenInstall(
+            f"lagdsl's grammar `{path}` cannot be read ({error.strerror or error}): the installation is "
+            "incomplete; reinstall lagdsl (`pip install -e .` in a source tree)"
+        ) from None
     if strict:
         return Lark(grammar, parser="lalr", lexer="contextual", strict=True, maybe_placeholders=True)
     return Lark(
