@@ -8,7 +8,8 @@ import pytest
 from lark import Lark
 
 from lagdsl.lang import syntax as ast
-from lagdsl.lang.parser import INLINED_RULES, _Builder, build_parser, grammar_path, parse
+from lagdsl.lang.builder import INLINED_RULES, Builder
+from lagdsl.lang.parser import build_parser, grammar_path, parse
 from lagdsl.lang.source import Source, Span
 from tests.conftest import SCHEDULES
 
@@ -23,7 +24,7 @@ def test_every_rule_has_a_handler() -> None:
     parser = build_parser()
     rules = {rule.origin.name for rule in parser.rules}
     rules = {str(r) for r in rules if not str(r).startswith("_")}
-    unhandled = {r for r in rules if not hasattr(_Builder, r)} - INLINED_RULES
+    unhandled = {r for r in rules if not hasattr(Builder, r)} - INLINED_RULES
     assert unhandled == set()
     # and the allow-list holds only real rules
     assert rules >= INLINED_RULES
