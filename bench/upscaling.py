@@ -281,11 +281,12 @@ def analyse(size: dict[str, Any], work: Path) -> dict[str, Any]:
     frozen = read_json(work / "study-frozen" / "study.json", Study)
     study = recompute(joined(whole, frozen, size))
     scratch = [curve(work / f"scratch-{seed}") for seed in range(1, size["scratch_seeds"] + 1)]
+    scorers = held_out_scorers(work, size)
     kept = {
-        name: [held_out(work, work / f"{name}-{seed}", size) for seed in range(1, size["seeds"] + 1)]
+        name: [held_out(work / f"{name}-{seed}", scorers, size) for seed in range(1, size["seeds"] + 1)]
         for name in ("llama_pro", "llama_pro_frozen")
     }
-    kept["base"] = [held_out(work, work / "base-run", size)]
+    kept["base"] = [held_out(work / "base-run", scorers, size)]
     base = json.loads((work / "base-run" / "summary.json").read_text())
     seconds = work / "seconds.txt"
     return {
@@ -456,33 +457,33 @@ def against_scratch(
     return out
 
 
-def held_out(work: Path, run_dir: Path, size: dict[str, Any]) -> dict[str, float]:
-    """A run's final model's mean loss on the held-out prose and the held-out code."""
+def held_out_scorers(work: Path, size: dict[str, Any]) -> dict[str, Any]:
+    """An evaluator of the held-out prose and one of the held-out code (`lagdsl.runtime.evaluation`:
+    the mean loss over fixed validation batches, four times the schedules' `eval` batches)."""
+    from contextlib import nullcontext
+
     import torch
 
     from lagdsl.lang.schedule import TextData
-    from lagdsl.model.gpt import GPT
     from lagdsl.runtime.data import Batches, load_corpus
-    from lagdsl.runtime.trained import open_trained
+    from lagdsl.runtime.dist import World
+    from lagdsl.runtime.evaluation import Evaluator
 
-    trained = open_trained(run_dir)
     device = torch.device(size["device"])
-    model = GPT(trained.config)
-    model.load_state_dict(trained.state)
-    model.to(device).eval()
-    losses = {}
+    scorers = {}
     for kind in ("prose", "code"):
         corpus = load_corpus(TextData(glob=f"{kind}/*.txt", val=0.05), work, progress=False)
         batches = Batches(corpus, size["batch"], size["context"], 0, device)
-        total = 0.0
-        with torch.no_grad():
-            for index in range(size["eval_batches"] * 4):
-                inputs, targets = batches.val(index)
-                loss = model(inputs, targets)[1]
-                assert loss is not None
-                total += float(loss)
-        losses[kind] = total / (size["eval_batches"] * 4)
-    return losses
+        scorers[kind] = Evaluator(batches, device, nullcontext, World(), size["eval_batches"] * 4)
+    return scorers
+
+
+def held_out(run_dir: Path, scorers: dict[str, Any], size: dict[str, Any]) -> dict[str, float]:
+    """A run's final model's mean loss on the held-out prose and the held-out code."""
+    from lagdsl.runtime.trained import open_trained
+
+    model = open_trained(run_dir).model(size["device"])
+    return {kind: scorer.evaluate(model) for kind, scorer in scorers.items()}
 
 
 def freeze_table(kept: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
