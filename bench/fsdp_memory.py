@@ -2,11 +2,12 @@
 (each rank's shards moved: `lagdsl.runtime.shards`) against the version before (the whole state
 gathered on every rank at each growth, snapshot and start), and against `lagdsl plan --ranks N`.
 
-The run: a `gpt` on the built-in corpus (fp32, AdamW), trained 1 step at 8 layers of width 3/4 of
+The runs: a `gpt` on the built-in corpus (fp32, AdamW), trained 1 step at 8 layers of width 3/4 of
 `--width`, grown to `--width` by `net2net` (1024: 57M -> 103M parameters), trained 1 step, grown
-8 -> 16 layers (205M) by a probe of `copy_top` and `interleave` (1 step each, keep winner), trained
-2 more steps, with a checkpoint after each step;
-under torchrun on each of `--ranks` (one thread a rank). Each rank measures its resident memory per
+8 -> 16 layers (205M) and trained 2 more steps, with a checkpoint after each step; the depth growth
+is `copy_top` in one run (`plain`: a growth outside a probe) and a probe of `copy_top` and
+`interleave` (1 step each, keep winner) in the other (`probe`); under torchrun on each of
+`--ranks` (one thread a rank). Each rank measures its resident memory per
 phase of the engine (start-up, train, the width growth, the depth growth, probes, checkpoints, and
 the final model): the peak
 (VmHWM, reset through /proc/self/clear_refs as each phase begins) less the resident memory just
@@ -22,8 +23,10 @@ under-report any phase, nor over-report it by more than 25%. Nothing else may ru
 
     python bench/fsdp_memory.py [--ranks 2,4] [--width 1024] [--update-docs]
     python bench/fsdp_memory.py --plan-only [--update-docs]   # the measurements kept, the plan's column again
+    python bench/fsdp_memory.py --reuse-before [--update-docs]   # the version before's measurements kept
 
-About 15 minutes on two cores; needs about 12 GB of memory at 2 ranks for the version before.
+About 25 minutes on two cores (10 with `--reuse-before`: the version before does not change);
+needs about 16 GB of memory at 2 ranks for the version before.
 """
 
 from __future__ import annotations
@@ -59,10 +62,16 @@ checkpoint every 1 steps (keep=1)
 stage base {{ train 1 steps }}
 stage wide {{ grow width to {width} with net2net  train 1 steps }}
 stage deep {{
-  grow depth to 16 {{ candidates [copy_top, interleave] probe 1 steps }}
+  {deep}
   train 2 steps
 }}
 """
+
+#: the depth growth of each run
+DEEP = {
+    "plain": "grow depth to 16 with copy_top",
+    "probe": "grow depth to 16 { candidates [copy_top, interleave] probe 1 steps }",
+}
 
 #: each rank's wrapper: the engine's phases measured, then `lagdsl run`
 RANK = textwrap.dedent("""
@@ -143,30 +152,33 @@ RANK = textwrap.dedent("""
     main()
 """)
 
-#: the phases reported, in order: the engine's name of each (its timers') -> the plan's
+#: the phases reported, in order: the name shown -> (the run, the engine's name of the phase (its
+#: timers'), the plan's)
 PHASES = {
-    "start": "start",  # the model built and sharded
-    "train": "train",  # training steps
-    "growth (width)": "growth (width)",  # the width growth (net2net)
-    "growth": "growth",  # a depth growth, the mainline's or a candidate's
-    "probes": "probe",  # the probe: snapshot, candidates grown and trained, the winner
-    "checkpoints": "checkpoint",
-    "final": "final",  # the final model written (now each rank's shards; before gathered to rank 0)
+    "start": ("plain", "start", "start"),  # the model built and sharded
+    "train": ("plain", "train", "train"),  # training steps
+    "growth (width)": ("plain", "growth (width)", "growth (width)"),  # the width growth (net2net)
+    "growth": ("plain", "growth", "growth"),  # the depth growth, outside a probe
+    "growth (in a probe)": ("probe", "growth", "growth"),  # a candidate's, beside the snapshot and the best
+    "probes": ("probe", "probes", "probe"),  # the probe: snapshot, candidates grown and trained, the winner
+    "checkpoints": ("plain", "checkpoints", "checkpoint"),
+    "final": ("plain", "final", "final"),  # the final model written (now each rank's shards; before gathered)
 }
 
 
-def run(project: Path, ranks: int, package: Path | None, label: str) -> dict[str, int]:
-    """The largest rank's peak above its baseline, per phase, of one run."""
-    out = project / f"peaks-{label}-{ranks}"
+def run(project: Path, schedule: str, ranks: int, package: Path, label: str) -> dict[str, int]:
+    """The largest rank's peak above its baseline, per phase, of one run of `schedule` with the
+    lagdsl found in `package`."""
+    out = project / f"peaks-{schedule}-{label}-{ranks}"
     out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "65536", "BENCH_OUT": str(out)}
-    if package is not None:
-        env["PYTHONPATH"] = str(package)
+    env["PYTHONPATH"] = str(package)  # this tree's lagdsl, or the version before's
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
-    command += [str(project / "rank.py"), "run", "--quiet", "fsdp.grow", "--out", f"run-{label}-{ranks}"]
+    command += [str(project / "rank.py"), "run", "--quiet", f"{schedule}.grow"]
+    command += ["--out", f"run-{schedule}-{label}-{ranks}"]
     result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise SystemExit(f"{label} on {ranks} ranks failed:\n{result.stderr[-4000:]}")
+        raise SystemExit(f"{schedule} {label} on {ranks} ranks failed:\n{result.stderr[-4000:]}")
     peaks: dict[str, int] = {}
     for path in out.glob("rank*.json"):
         for phase, value in json.loads(path.read_text())["peaks"].items():
@@ -174,10 +186,10 @@ def run(project: Path, ranks: int, package: Path | None, label: str) -> dict[str
     return peaks
 
 
-def planned(project: Path, ranks: int) -> dict[str, int]:
-    """What `lagdsl plan --ranks N` says of each phase (the largest over the stages; the width
-    stage's growth apart)."""
-    command = [sys.executable, "-m", "lagdsl", "plan", "fsdp.grow", "--ranks", str(ranks), "--format", "json"]
+def planned(project: Path, schedule: str, ranks: int) -> dict[str, int]:
+    """What `lagdsl plan --ranks N` says of each phase of `schedule` (the largest over the stages;
+    the width stage's growth apart)."""
+    command = [sys.executable, "-m", "lagdsl", "plan", f"{schedule}.grow", "--ranks", str(ranks), "--format", "json"]
     text = subprocess.run(command, cwd=project, capture_output=True, text=True, check=True).stdout
     phases: dict[str, int] = {}
     for stage in json.loads(text)["stages"]:
@@ -194,13 +206,16 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--update-docs", action="store_true")
     parser.add_argument("--plan-only", action="store_true", help="keep bench/fsdp_memory.json's measurements")
+    parser.add_argument("--reuse-before", action="store_true", help="keep its measurements of the version before")
     args = parser.parse_args()
-    kept = json.loads((ROOT / "bench" / "fsdp_memory.json").read_text()) if args.plan_only else None
+    reuse = args.plan_only or args.reuse_before
+    kept = json.loads((ROOT / "bench" / "fsdp_memory.json").read_text()) if reuse else None
     with tempfile.TemporaryDirectory(prefix="fsdp-memory-") as work:
         project = Path(work)
         narrow = args.width * 3 // 4
-        text = SCHEDULE.format(narrow=narrow, narrow_heads=narrow // 64, width=args.width, heads=args.width // 64)
-        (project / "fsdp.grow").write_text(text)
+        for name, deep in DEEP.items():
+            text = SCHEDULE.format(narrow=narrow, narrow_heads=narrow // 64, width=args.width, deep=deep)
+            (project / f"{name}.grow").write_text(text)
         (project / "rank.py").write_text(RANK)
         before = project / "before"
         before.mkdir()
@@ -210,28 +225,34 @@ def main() -> None:
         from lagdsl.lang import check_text
         from lagdsl.plan import build_plan
 
-        schedule = check_text((project / "fsdp.grow").read_text()).schedule
+        schedule = check_text((project / "plain.grow").read_text()).schedule
         assert schedule is not None
         final = build_plan(schedule, 1).stages[-1]
         state = final.memory.weights + final.memory.optimizer  # the whole model and optimizer, at 16 layers
         block = 4 * final.shape.non_embedding // final.shape.depth
         rows = []
         for ranks in [int(r) for r in args.ranks.split(",")]:
-            if kept is not None:
-                row = next(row for row in kept["rows"] if row["ranks"] == ranks)
-                now, old = row["now"], row["before"]
-            else:
-                now = run(project, ranks, None, "now")
-                old = run(project, ranks, before, "before")
-            plan = planned(project, ranks)
+            row = next(row for row in kept["rows"] if row["ranks"] == ranks) if kept is not None else None
+            runs: dict[str, dict[str, dict[str, int]]] = {"now": {}, "before": {}, "plan": {}}
+            for name in DEEP:
+                runs["plan"][name] = planned(project, name, ranks)
+                for label, package in (("now", ROOT), ("before", before)):
+                    keep = args.plan_only or label == "before"  # what is kept, where it was measured
+                    if row is not None and keep and name in row["runs"][label]:
+                        runs[label][name] = row["runs"][label][name]
+                    else:
+                        runs[label][name] = run(project, name, ranks, package, label)
+            now, old, plan = ({shown: runs[kind][r].get(phase if kind != "plan" else planned_as)
+                               for shown, (r, phase, planned_as) in PHASES.items()}
+                              for kind in ("now", "before", "plan"))  # fmt: skip
             target = state // ranks + 2 * block
             rows.append({
-                "ranks": ranks, "now": now, "before": old, "plan": plan,
+                "ranks": ranks, "runs": runs, "now": now, "before": old, "plan": plan,
                 "growth_target": target, "growth_ratio": now["growth"] / old["growth"],
                 "width_ratio": now["growth (width)"] / old["growth (width)"],
-                "plan_ratio": {phase: plan[PHASES[phase]] / now[phase] for phase in PHASES if now.get(phase)},
+                "plan_ratio": {phase: plan[phase] / now[phase] for phase in PHASES if now.get(phase) and plan[phase]},
             })  # fmt: skip
-            print(json.dumps(rows[-1]), flush=True)
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "runs"}), flush=True)
     result = {
         "what": "peak memory per rank above the imported libraries, largest rank, per phase",
         "params": final.shape.params, "state_bytes": state, "block_bytes": block, "before": BEFORE,
@@ -251,7 +272,7 @@ def _table(result: dict) -> str:
     ]
     for row in result["rows"]:
         for phase in PHASES:
-            now, old, plan = row["now"].get(phase), row["before"].get(phase), row["plan"].get(PHASES[phase])
+            now, old, plan = row["now"].get(phase), row["before"].get(phase), row["plan"].get(phase)
             cells = [
                 str(row["ranks"]), phase,
                 f"{now / MIB:,.0f}" if now else "-", f"{old / MIB:,.0f}" if old else "-",

@@ -18,7 +18,7 @@ from lagdsl.lang import check_text
 from lagdsl.model.gpt import GPT, GPTConfig
 from lagdsl.runtime import growing
 from lagdsl.runtime.dist import World
-from lagdsl.runtime.state import Device, Recipe, TrainState
+from lagdsl.runtime.state import Device, Recipe, TrainState, restore
 
 SCHEDULE = """
 schedule shards
@@ -73,19 +73,61 @@ def grow_both(rank: int, folder: str) -> None:
             (growth,) = stage.growths
             assert growth.probe is not None
             for op in growth.probe.candidates:
-                expected = growing.grown(one, TrainState.from_state_dict(one, saved), stage, growth, op, 0)
-                grown = growing.grown(sharded, TrainState.from_state_dict(sharded, saved), stage, growth, op, 0)
+                # restored as a probe restores its snapshot: the optimizer given copies (steps are
+                # counted in place, and both states would otherwise count on `saved`'s tensors)
+                expected = growing.grown(one, restore(one, saved), stage, growth, op, 0)
+                state = restore(sharded, saved)
+                before = _storages(state)
+                grown = growing.grown(sharded, state, stage, growth, op, 0)
                 mine, theirs = grown.whole_state(), expected.whole_state()  # the test alone gathers
                 assert mine[0].keys() == theirs[0].keys()
-                found[f"{growth.dim} {op.label}"] = {
+                label = f"{growth.dim} {op.label}"
+                found[label] = {
                     "weights": max((mine[0][k] - theirs[0][k]).abs().max().item() for k in theirs[0]),
                     "moments": _moments_apart(mine[1], theirs[1]),
                     "shape": [grown.model.config.depth, grown.model.config.width],
                 }
+                if growth.dim == "depth":  # kept shards are taken over, not copied, and train on
+                    found[label]["reused"] = _reused(before, _storages(grown))
+                    found[label]["tensors"] = sorted(_storages(grown))
+                    _step(expected), _step(grown)
+                    mine, theirs = grown.whole_state(), expected.whole_state()
+                    found[label]["trained"] = max((mine[0][k] - theirs[0][k]).abs().max().item() for k in theirs[0])
+                    found[label]["reused after a step"] = _reused(before, _storages(grown))
         if rank == 0:
             (Path(folder) / "found.json").write_text(json.dumps(found))
     finally:
         torch_dist.destroy_process_group()
+
+
+def _storages(state: TrainState) -> dict[str, int]:
+    """Where each parameter's local shard and each of its moments lives (by name)."""
+    found = {}
+    moments = state.optimizer.state
+    for name, param in state.model.named_parameters():
+        local = param.to_local() if hasattr(param, "to_local") else param
+        found[name] = local.untyped_storage().data_ptr()
+        for key, value in moments.get(param, {}).items():
+            if key != "step":
+                found[f"{name} {key}"] = value.to_local().untyped_storage().data_ptr()
+    return found
+
+
+def _reused(before: dict[str, int], after: dict[str, int]) -> list[str]:
+    """The tensors of a grown state (by name) that are the old state's own memory."""
+    old = set(before.values())
+    return sorted(name for name, pointer in after.items() if pointer in old)
+
+
+def _step(state: TrainState) -> None:
+    """One AdamW step of `state` on a fixed batch (every rank the same batch: FSDP's mean of the
+    ranks' gradients is then one process's gradient)."""
+    tokens = torch.arange(2 * 9).reshape(2, 9) % CONFIG.vocab
+    _, loss = state.model(tokens[:, :-1], tokens[:, 1:])
+    assert loss is not None
+    loss.backward()
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
 
 
 def _moments_apart(mine: dict, theirs: dict) -> float:
@@ -107,4 +149,13 @@ def test_every_operator_grows_a_sharded_state_to_the_one_process_growth(tmp_path
     assert len(found) == 13  # nine depth operators, four width ones
     for label, apart in found.items():
         assert apart["weights"] <= 1e-6 and apart["moments"] <= 1e-6, (label, apart)
+        if label.startswith("depth"):  # and one step later: FSDP trained on the shards it took over
+            assert apart["trained"] <= 1e-5, (label, apart)
+            assert apart["reused"] == apart["reused after a step"], label
+    # copy_top 2 -> 4 keeps both old layers (weights and moments), the embedding, norm and head
+    # copy_top 2 -> 4 takes over both old layers' weights and moments, the embedding, norm and head;
+    # only the copies (blocks 2 and 3) are new memory
+    copy_top = found["depth copy_top(noise=0.05)"]
+    assert copy_top["reused"] == [n for n in copy_top["tensors"] if not n.startswith(("blocks.2.", "blocks.3."))]
+    assert "embed.weight" in copy_top["reused"] and "lm_head.weight exp_avg_sq" in copy_top["reused"]
     assert {tuple(apart["shape"]) for apart in found.values()} == {(4, 16), (2, 32)}  # depth, width

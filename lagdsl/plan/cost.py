@@ -205,9 +205,10 @@ class CostModel:
         """What a growth from `before` to `after` holds beside the old state, per rank. One process
         and DDP: a depth growth keeps the old layers (the same tensors) and adds the copies' and
         new layers' weights and moments; a width growth builds every tensor anew. `fsdp` with
-        several ranks: a depth growth grows each rank's shards, holding the grown model's share of
-        the weights, the new layers' share of the optimizer state (the old layers' moves) and one
-        new block whole (fp32), which every rank draws before it keeps its rows; a width growth
+        several ranks: a depth growth grows each rank's shards, taking the old ones over where a
+        parameter is kept (their weights and moments), so it adds the copies' and new layers' share
+        and one block whole (fp32: a fresh block every rank draws before it keeps its rows, or a
+        copy's noise); a width growth
         holds the grown model's share of the weights and optimizer state, a fresh block whole (the
         grown model's initial values, drawn a block at a time) and, one tensor at a time, the old
         tensor gathered whole and the moved one (the largest: the embedding or a block's widest
@@ -221,5 +222,4 @@ class CostModel:
             widest = (2 if self.mlp == "swiglu" else 1) * hidden * after.width
             largest = 4 * max(self.vocab * after.width, widest)
             return new + 4 * cost.non_embedding // after.depth + 2 * largest
-        moments = self.memory(after).optimizer - self.memory(before).optimizer
-        return self._share(4 * cost.params) + moments + 4 * cost.non_embedding // after.depth
+        return max(0, new - old) + 4 * cost.non_embedding // after.depth

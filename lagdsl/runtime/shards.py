@@ -4,18 +4,21 @@ Under FSDP2 every parameter is a DTensor cut along its first dimension across th
 are the optimizer's moments. What moves such a state (a probe's snapshot and its restore, a change
 of the frozen parts, a depth growth) moves each rank's own shards:
 
-- the new model is built on the meta device, sharded, and given memory for this rank's shards
-  alone (`empty_model`);
-- each of its parameters is filled from its source's local shard, with no communication
-  (`fill`), or, where it is new, from the whole tensor one process would draw: every rank draws
-  the same (a generator of seed, stage, growth and operator), one block at a time, and keeps its
-  own rows of it;
+- the new model is built on the meta device and sharded there, so nothing is allocated yet;
+- a kept parameter (the embedding, the final norm, an untied head, an old layer where it stays)
+  takes over its source's shards, the same memory (FSDP adopts a DTensor given to
+  `load_state_dict(assign=True)` as its sharded parameter); a copy is given memory for this
+  rank's shard and filled from its source's local shard, with no communication; a new parameter
+  from the whole tensor one process would draw: every rank draws the same (a generator of seed,
+  stage, growth and operator), one block at a time, and keeps its own rows of it;
 - the optimizer's state moves by parameter name: a kept parameter's moments are the same tensors,
   a copy's are copies of its source's shards, a new parameter starts with none.
 
-So a rank holds its shards of the old and the new model and at most one block whole, never the
-model, and N ranks grow what one process grows (the noise of a noisy copy is scaled by the whole
-tensor's standard deviation, which the ranks compute together).
+So a depth growth allocates only what it adds: a rank's peak is its share of the grown state and
+one block whole, never the model, and the old state is spent. N ranks grow what one process grows
+(the noise of a noisy copy is scaled by the whole tensor's standard deviation, which the ranks
+compute together). A restore from a snapshot, by contrast, fills a new model (`empty_model`,
+`fill`), since the snapshot must stay as it was.
 
 A width growth redistributes every unit of a tensor, so it moves one tensor at a time: each rank
 gathers that tensor whole (an all-gather), moves it as one process does, keeps its rows of the
@@ -168,40 +171,78 @@ def grow_depth(
     """A sharded `model` grown by `plan` as `lagdsl.ops.depth.grow_depth` grows a whole one, drawing
     the same values from `generator` in the same order. `parts(mapping, skeleton)` gives the frozen
     names and LR scales of the grown model (they are set before FSDP sees it). Returns the grown
-    model (its optimizer is `moved_optimizer`'s to build), the mapping, and the parts."""
+    model (its optimizer is `moved_optimizer`'s to build), the mapping, and the parts.
+
+    The grown model takes over the old one's shards where a parameter is kept (the embedding, the
+    final norm, an untied head, each old layer where it stays): they are the same memory, as the
+    mapping's shared moments are, so `model` is spent. Only copies and fresh layers are allocated,
+    one tensor at a time, and a rank's peak is the grown model's share and one fresh block whole."""
+    from torch.distributed.tensor import DTensor
+
     positions = layers.positions(plan.layers)
     config = model.config.grown(depth=len(positions))
     mapping = depth_mapping(config, positions, plan.zero_copies)
     with torch.device("meta"):
         skeleton = GPT(config)
     frozen, scales = parts(mapping, skeleton)
-    grown = empty_model(recipe, config, frozen)
+    for name, param in skeleton.named_parameters():
+        param.requires_grad_(name not in frozen)
+    skeleton = recipe.shard(skeleton)  # sharded on the meta device: nothing allocated yet
+    metas = dict(skeleton.named_parameters())
     old = dict(resharded(model).named_parameters())
-    new = dict(grown.named_parameters())
+    values: dict[str, torch.nn.Parameter] = {}
+    device = recipe.device.device
+
+    def taken(name: str, source: str) -> None:  # the old shards themselves
+        meta = metas[name]
+        value = old[source].detach()
+        assert isinstance(value, DTensor) and isinstance(meta, DTensor)
+        assert value.placements == meta.placements and value.shape == meta.shape
+        values[name] = torch.nn.Parameter(value, requires_grad=meta.requires_grad)
+
+    def room(name: str) -> torch.Tensor:  # this rank's rows of a new parameter, not yet written
+        meta = metas[name]
+        assert isinstance(meta, DTensor)
+        local = torch.empty(meta.to_local().shape, dtype=meta.dtype, device=device)
+        value = DTensor.from_local(local, meta.device_mesh, meta.placements, run_check=False,
+                                   shape=meta.shape, stride=meta.stride())  # fmt: skip
+        values[name] = torch.nn.Parameter(value, requires_grad=meta.requires_grad)
+        return values[name]
+
     names = [name for name, _ in skeleton.block(0).named_parameters()]
     zeroed = residual_names(skeleton.block(0)) if plan.zero_copies else set()
+    kept: set[int] = set()  # the old layers whose shards a position took over
     with torch.no_grad():
-        for name, param in new.items():  # the embedding, the final norm, an untied head
+        for name in metas:  # the embedding, the final norm, an untied head
             if not name.startswith("blocks."):
-                param.copy_(old[name])
+                taken(name, name)
         for i, layer in enumerate(positions):
             prefix = f"blocks.{i}."
             if layer.source is None:  # drawn whole, as one process draws it; this rank keeps its rows
                 block = fresh_block(config, generator, plan.zero_residual)
                 for name, value in block.named_parameters():
-                    target = new[prefix + name]
+                    target = room(prefix + name)
                     target.copy_(like(value.detach().to(target.device, target.dtype), target))
                 del block
                 continue
-            for name in names:  # in `grow_depth`'s order: noise draws from the generator
-                target = new[prefix + name]
+            if not layer.copy:
+                assert layer.source not in kept, f"old layer {layer.source} kept twice: a second one is a copy"
+                kept.add(layer.source)
+                for name in names:
+                    taken(prefix + name, f"blocks.{layer.source}.{name}")
+                continue
+            for name in names:  # a copy, in `grow_depth`'s order: noise draws from the generator
+                target = room(prefix + name)
                 target.copy_(old[f"blocks.{layer.source}.{name}"])
-                if layer.copy:
-                    add_noise_(target, plan.noise, generator)
-            if layer.copy and plan.zero_copies:
+                add_noise_(target, plan.noise, generator)
+            if plan.zero_copies:
                 for name in zeroed:
-                    new[prefix + name].zero_()
-    return grown, mapping, frozen, scales
+                    values[prefix + name].zero_()
+    if config.tie:  # the head is the embedding: one parameter under both names
+        values["lm_head.weight"] = values["embed.weight"]
+    skeleton.load_state_dict(values, assign=True)  # FSDP takes each value's shards as its own
+    skeleton.init_buffers()
+    return skeleton, mapping, frozen, scales
 
 
 def grow_width(
