@@ -100,6 +100,33 @@ def grow_both(rank: int, folder: str) -> None:
         torch_dist.destroy_process_group()
 
 
+def grow_uneven(rank: int, folder: str) -> None:
+    """Every depth operator on 3 ranks, where FSDP cuts most tensors unevenly (16 rows as 6, 6, 4; a
+    q/k norm's 4 as 2, 2, 0) and pads the shards it takes over: two steps after the growth."""
+    torch.set_num_threads(1)
+    torch_dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=3)
+    try:
+        schedule = check_text(SCHEDULE, "shards.grow").schedule
+        assert schedule is not None
+        one, sharded = Recipe(schedule, CPU), Recipe(schedule, CPU, World(rank=rank, size=3, launched=True))
+        saved = trained(one).state_dict()
+        stage = schedule.stages[1]
+        (growth,) = stage.growths
+        assert growth.probe is not None
+        found = {}
+        for op in growth.probe.candidates:
+            expected = growing.grown(one, restore(one, saved), stage, growth, op, 0)
+            grown = growing.grown(sharded, restore(sharded, saved), stage, growth, op, 0)
+            for _ in range(2):
+                _step(expected), _step(grown)
+            mine, theirs = grown.whole_state(), expected.whole_state()
+            found[op.label] = max((mine[0][k] - theirs[0][k]).abs().max().item() for k in theirs[0])
+        if rank == 0:
+            (Path(folder) / "found.json").write_text(json.dumps(found))
+    finally:
+        torch_dist.destroy_process_group()
+
+
 def _storages(state: TrainState) -> dict[str, int]:
     """Where each parameter's local shard and each of its moments lives (by name)."""
     found = {}
@@ -159,3 +186,13 @@ def test_every_operator_grows_a_sharded_state_to_the_one_process_growth(tmp_path
     assert copy_top["reused"] == [n for n in copy_top["tensors"] if not n.startswith(("blocks.2.", "blocks.3."))]
     assert "embed.weight" in copy_top["reused"] and "lm_head.weight exp_avg_sq" in copy_top["reused"]
     assert {tuple(apart["shape"]) for apart in found.values()} == {(4, 16), (2, 32)}  # depth, width
+
+
+@pytest.mark.slow
+def test_a_depth_growth_over_uneven_shards_trains_as_one_process(tmp_path: Path) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    mp.spawn(grow_uneven, args=(str(tmp_path),), nprocs=3)
+    found = json.loads((tmp_path / "found.json").read_text())
+    assert len(found) == 9
+    for label, apart in found.items():
+        assert apart <= 1e-5, (label, apart)
