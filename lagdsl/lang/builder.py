@@ -232,7 +232,8 @@ class Builder(Transformer[Token, object]):
             extra = (ast.Arg(self._name(word), self._number(count), Span.cover(token_span(word), token_span(count))),)
         elif rest and rest[0] is not None:
             extra = rest[0].args
-        return ast.Setting(self._name(key), self._value(value), extra, span)
+        options = bool(rest) and not isinstance(rest[0], Token) and rest[0] is not None
+        return ast.Setting(self._name(key), self._value(value), extra, span, options)
 
     @_rule
     def operator_def(self, span: Span, children: Children) -> ast.OperatorDef:

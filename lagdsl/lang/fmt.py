@@ -283,7 +283,7 @@ def _setting(node: ast.Setting, source: Source) -> str:
     text = f"{key} {value(node.value, source)}"
     if key in ("eval", "checkpoint", "log"):
         text = f"{key} every {value(node.value, source)}"
-        if node.extra:
+        if node.extra or node.options:  # written parentheses stay, empty ones too
             text += f" ({args(node.extra, source)})"
     elif node.extra:  # batch N accumulate M
         text += f" accumulate {value(node.extra[0].value, source)}"

@@ -79,12 +79,14 @@ Value = Number | String | Name | Duration | Call | Tuple | List
 
 @dataclass(frozen=True)
 class Setting:
-    """`KEY value [extra]`: `extra` holds `accumulate N` or the `(key=value)` options."""
+    """`KEY value [extra]`: `extra` holds `accumulate N` or the `(key=value)` options; `options`:
+    the options' parentheses were written (`eval every 100 steps ()` has them, empty)."""
 
     key: Name
     value: Value
     extra: tuple[Arg, ...]
     span: Span = field(compare=False, repr=False)
+    options: bool = field(default=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
