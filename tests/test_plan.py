@@ -229,7 +229,7 @@ def test_keep_rewind_counts_the_winner_as_overhead() -> None:
     assert plan.totals.probe_overhead_flops == 2 * 10 * 4 * 16 * grown
 
 
-def test_memory_grows_with_the_model_and_probes_hold_three_states() -> None:
+def test_memory_grows_with_the_model_and_probes_hold_three_states_or_two_when_rewinding() -> None:
     plan = plan_of(
         "stage base { train 100 steps }\n"
         "stage fixed { grow depth by 1 with copy_top train 100 steps }\n"
@@ -242,6 +242,13 @@ def test_memory_grows_with_the_model_and_probes_hold_three_states() -> None:
     assert fixed.peak_memory == fixed.memory.total
     # snapshot (before growth) + best (after) + the training candidate
     assert probed.peak_memory == probed.memory.total + fixed.memory.state + probed.memory.state
+    # `keep rewind` grows the winner again: no best candidate is held beside the snapshot
+    rewound = plan_of(
+        "stage base { train 100 steps }\n"
+        "stage fixed { grow depth by 1 with copy_top train 100 steps }\n"
+        "stage probed { grow depth by 1 { candidates [copy_top, midas] probe 10 steps keep rewind } train 100 steps }"
+    ).stages[2]
+    assert rewound.peak_memory == probed.memory.total + fixed.memory.state
 
 
 def test_lr_on_nodes_follows_the_schedule() -> None:

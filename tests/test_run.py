@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from click.testing import CliRunner
 from lagdsl.artifacts import PlanFile, RunInfo, Summary, event_line, read_events, read_json
 from lagdsl.cli import main
 from lagdsl.runtime import checkpoint as ckpt
+from lagdsl.runtime import engine as engine_module
 from lagdsl.runtime.metrics import read, without_timing
 from tests.conftest import write_corpus
 
@@ -178,6 +181,37 @@ def test_keep_rewind_trains_the_stage_from_its_first_batch(project: Path) -> Non
     probe = next(p for p in events(out, "probe") if p["candidate"] == winner)
     # the same batches and LR as the winner's probe, from the state right after growth
     assert steps[0]["loss"] == probe["losses"][0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("keep", ["keep winner", "keep rewind"])
+def test_a_probe_holds_the_best_candidate_only_where_it_goes_on(
+    project: Path, keep: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # memory: while a candidate trains, `keep winner` holds the best one so far beside it (it goes
+    # on from its probe); `keep rewind` holds no other candidate (the winner is grown again)
+    models: list[weakref.ref] = []
+    alive: list[int] = []
+    grown, stepped = engine_module.Engine.grown, engine_module.Engine.stepped
+
+    def grow(self, *args, **kwargs):
+        state = grown(self, *args, **kwargs)
+        if self.probing is not None:  # a candidate's growth
+            models.append(weakref.ref(state.model))
+        return state
+
+    def step(self, stage, step, loss):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in models))
+        return stepped(self, stage, step, loss)
+
+    monkeypatch.setattr(engine_module.Engine, "grown", grow)
+    monkeypatch.setattr(engine_module.Engine, "stepped", step)
+    out = project / "run"
+    assert run(str(schedule(project, keep=keep)), "--out", str(out)).exit_code == 0
+    assert len(models) == 3 and len(alive) == 15  # three candidates, five probe steps each
+    assert alive[:5] == [1] * 5  # the first candidate alone
+    assert alive[5:] == ([2] * 10 if keep == "keep winner" else [1] * 10)
 
 
 @pytest.mark.slow

@@ -306,6 +306,7 @@ def _stage_costs(schedule: Schedule, graph: nx.DiGraph[str], cost: CostModel) ->
         phases = cost.phases(
             stage.before, stage.after, probed=any(g.probe is not None for g in stage.growths),
             width=any(g.dim == "width" for g in stage.growths), first=index == 0, last=index == len(rows_raw) - 1,
+            best=any(g.probe is not None and g.probe.keep == "winner" for g in stage.growths),
         )  # fmt: skip
         stage_peak = max(phases.values())
         peak = max(peak, stage_peak)

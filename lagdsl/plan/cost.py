@@ -166,14 +166,15 @@ class CostModel:
         return -(-nbytes // self.ranks)
 
     def phases(
-        self, before: Shape, after: Shape, *, probed: bool, width: bool, first: bool, last: bool
+        self, before: Shape, after: Shape, *, probed: bool, width: bool, first: bool, last: bool, best: bool = True
     ) -> dict[str, int]:
         """The peak per rank of each phase of a stage that grows `before` to `after` (bytes), as the
         runtime holds them: `start` (the first stage: the model built; under `fsdp` each rank's
         shares and one tensor or block whole, drawn or read before the rank keeps its rows); `train` (a
         step: weights, gradients, optimizer state, activations); a `growth` (the old state and
-        what the growth adds, `growth_extra`; inside a probe beside the snapshot and the best
-        candidate so far); `probe` (snapshot, best, and a candidate training); `checkpoint`
+        what the growth adds, `growth_extra`; inside a probe beside the snapshot and, where the
+        probe keeps it (`best`: `keep winner`), the best candidate so far); `probe` (snapshot,
+        best, and a candidate training); `checkpoint`
         (weights and optimizer state: gradients are freed after each step); `final` (the last
         stage's state, written as it is held, under `fsdp` each rank's shards, beside the last
         evaluation's forward pass, for which FSDP gathers the root's parameters and up to three
@@ -192,9 +193,10 @@ class CostModel:
         if before != after:
             old = self.memory(before).state
             growth = old + self.growth_extra(before, after, width)
-            phases["growth"] = growth + (old + memory.state if probed else 0)
+            held = old + (memory.state if best else 0)  # the snapshot, and the best candidate so far
+            phases["growth"] = growth + (held if probed else 0)
             if probed:
-                phases["probe"] = max(phases["growth"], old + memory.state + memory.total)
+                phases["probe"] = max(phases["growth"], held + memory.total)
         phases["checkpoint"] = memory.state
         if last:
             third = block * (4 if self.schedule.precision == "fp32" else 2)  # a third block, gathered

@@ -7,11 +7,11 @@ a run resumed from a checkpoint gives the losses of the run that was never inter
 
 Probes. At a landscape-aware growth the engine snapshots the model and optimizer (copies on the
 CPU), and for each candidate restores the snapshot, grows, and trains k steps on the mainline's
-batches with the mainline's LR values, then scores it by the selection rule. It keeps only the best
-candidate so far, so memory holds the snapshot, the current candidate and the best. Under `keep
-winner` the winner continues and its probe steps are the stage's first mainline steps; under
-`keep rewind` the winner is grown again from the snapshot (the same generator gives the same
-weights) and the stage trains from its first step.
+batches with the mainline's LR values, then scores it by the selection rule. Under `keep winner`
+the winner continues and its probe steps are the stage's first mainline steps: the best candidate
+so far is kept, so memory holds the snapshot, the current candidate and the best. Under `keep
+rewind` the winner is grown again from the snapshot (the same generator gives the same weights) and
+the stage trains from its first step: no candidate outlives its probe.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ batches with the mainline's LRs, scored by the selection rule; the best continue
 or is grown again from the snapshot (`keep rewind`).
 
 Sequential (one process, or `probes sequential`): the candidates one after the other, each on all
-ranks. Memory holds the snapshot, the current candidate and the best so far.
+ranks. Memory holds the snapshot, the current candidate and, under `keep winner`, the best so far
+(under `keep rewind` the winner is grown again, so no candidate outlives its probe).
 
 Parallel (`probes parallel` under torchrun): in rounds, the ranks split into teams, one per
 candidate (`min(ranks, candidates left)` teams of contiguous ranks, as even as they can be), so
@@ -161,19 +162,26 @@ def _train(
 
 def _sequential(
     engine: Host, ins: P.Probe, stage: Stage, growth: Growth, saved: StateDict
-) -> tuple[list[Result], tuple[Result, TrainState]]:
+) -> tuple[list[Result], tuple[Result, TrainState | None]]:
     assert growth.probe is not None
     results: list[Result] = []
-    best: tuple[Result, TrainState] | None = None
+    best: tuple[Result, TrainState | None] | None = None
     for op in growth.probe.candidates:
         result, state = _train(engine, ins, stage, growth, op, saved, None, True)
         results.append(result)
         _write_probe(engine, ins, stage, op, result)
         if best is None or result.score < best[0].score:  # ties go to the candidate listed first
-            best = (result, state)
+            best = (result, _kept(growth, state))
         del state
     assert best is not None
     return results, best
+
+
+def _kept(growth: Growth, state: TrainState) -> TrainState | None:
+    """What a probe keeps of its best candidate so far: its state under `keep winner`, where it
+    goes on; nothing under `keep rewind`, where the winner is grown again from the snapshot."""
+    assert growth.probe is not None
+    return state if growth.probe.keep == "winner" else None
 
 
 def teams(ranks: int, candidates: int) -> list[list[int]]:
@@ -184,14 +192,14 @@ def teams(ranks: int, candidates: int) -> list[list[int]]:
 
 def _parallel(
     engine: Host, ins: P.Probe, stage: Stage, growth: Growth, saved: StateDict
-) -> tuple[list[Result], tuple[Result, TrainState] | None]:
+) -> tuple[list[Result], tuple[Result, TrainState | None] | None]:
     """Round by round, each team trains its candidate; every rank then learns every score. Returns
     the results in candidate order and this rank's own best candidate (None if it trained none)."""
     assert growth.probe is not None
     candidates = growth.probe.candidates
     ranks = engine.world.size
     results: list[Result | None] = [None] * len(candidates)
-    best: tuple[Result, TrainState] | None = None
+    best: tuple[Result, TrainState | None] | None = None
     first = 0
     while first < len(candidates):
         members = teams(ranks, len(candidates) - first)
@@ -199,7 +207,7 @@ def _parallel(
         leader = engine.world.rank == members[index][0]
         own, state = _train(engine, ins, stage, growth, candidates[first + index], saved, team, engine.world.main)
         if best is None or own.score < best[0].score:
-            best = (own, state)
+            best = (own, _kept(growth, state))
         del state
         for rank, result in enumerate(dist.gather(own if leader else None)):
             if result is not None:  # from the first rank of a team: that team's candidate
@@ -223,7 +231,7 @@ def _write_probe(engine: Host, ins: P.Probe, stage: Stage, op: OperatorSpec, res
 
 def _select(
     engine: Host, ins: P.Probe, stage: Stage, growth: Growth, saved: StateDict, results: list[Result],
-    best: tuple[Result, TrainState] | None,
+    best: tuple[Result, TrainState | None] | None,
 ) -> None:  # fmt: skip
     """The winner (the lowest score, the first listed on a tie) continues or is grown again."""
     probe = growth.probe
