@@ -20,6 +20,7 @@ from lagdsl.artifacts import PlanFile, RunInfo, Summary, event_line, read_events
 from lagdsl.cli import main
 from lagdsl.runtime import checkpoint as ckpt
 from lagdsl.runtime import engine as engine_module
+from lagdsl.runtime import probes
 from lagdsl.runtime.metrics import read, without_timing
 from tests.conftest import write_corpus
 
@@ -184,12 +185,13 @@ def test_keep_rewind_trains_the_stage_from_its_first_batch(project: Path) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("keep", ["keep winner", "keep rewind"])
+@pytest.mark.parametrize(("keep", "parked"), [("keep winner", False), ("keep winner", True), ("keep rewind", False)])
 def test_a_probe_holds_the_best_candidate_only_where_it_goes_on(
-    project: Path, keep: str, monkeypatch: pytest.MonkeyPatch
+    project: Path, keep: str, parked: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # memory: while a candidate trains, `keep winner` holds the best one so far beside it (it goes
-    # on from its probe); `keep rewind` holds no other candidate (the winner is grown again)
+    # on from its probe), live or (on an accelerator: `parked`) as a copy in host memory; `keep
+    # rewind` holds no other candidate (the winner is grown again)
     models: list[weakref.ref] = []
     alive: list[int] = []
     grown, stepped = engine_module.Engine.grown, engine_module.Engine.stepped
@@ -207,11 +209,16 @@ def test_a_probe_holds_the_best_candidate_only_where_it_goes_on(
 
     monkeypatch.setattr(engine_module.Engine, "grown", grow)
     monkeypatch.setattr(engine_module.Engine, "stepped", step)
+    monkeypatch.setattr(probes, "parks", lambda state: parked)
     out = project / "run"
     assert run(str(schedule(project, keep=keep)), "--out", str(out)).exit_code == 0
     assert len(models) == 3 and len(alive) == 15  # three candidates, five probe steps each
     assert alive[:5] == [1] * 5  # the first candidate alone
-    assert alive[5:] == ([2] * 10 if keep == "keep winner" else [1] * 10)
+    assert alive[5:] == ([2] * 10 if keep == "keep winner" and not parked else [1] * 10)
+    if parked:  # the winner goes on from its copy as it would have gone on live: the same run
+        monkeypatch.setattr(probes, "parks", lambda state: False)
+        assert run(str(schedule(project, keep=keep)), "--out", str(project / "live")).exit_code == 0
+        assert comparable(out) == comparable(project / "live")
 
 
 @pytest.mark.slow

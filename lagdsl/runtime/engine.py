@@ -9,7 +9,8 @@ Probes. At a landscape-aware growth the engine snapshots the model and optimizer
 CPU), and for each candidate restores the snapshot, grows, and trains k steps on the mainline's
 batches with the mainline's LR values, then scores it by the selection rule. Under `keep winner`
 the winner continues and its probe steps are the stage's first mainline steps: the best candidate
-so far is kept, so memory holds the snapshot, the current candidate and the best. Under `keep
+so far is kept, so memory holds the snapshot, the current candidate and the best (on a GPU the
+snapshot and the best in host memory, the candidate alone on the device). Under `keep
 rewind` the winner is grown again from the snapshot (the same generator gives the same weights) and
 the stage trains from its first step: no candidate outlives its probe.
 """

@@ -4,7 +4,9 @@ or is grown again from the snapshot (`keep rewind`).
 
 Sequential (one process, or `probes sequential`): the candidates one after the other, each on all
 ranks. Memory holds the snapshot, the current candidate and, under `keep winner`, the best so far
-(under `keep rewind` the winner is grown again, so no candidate outlives its probe).
+(under `keep rewind` the winner is grown again, so no candidate outlives its probe). On an
+accelerator the snapshot and the best are copies in host memory (`parks`): the device holds one
+candidate at a time.
 
 Parallel (`probes parallel` under torchrun): in rounds, the ranks split into teams, one per
 candidate (`min(ranks, candidates left)` teams of contiguous ranks, as even as they can be), so
@@ -162,10 +164,10 @@ def _train(
 
 def _sequential(
     engine: Host, ins: P.Probe, stage: Stage, growth: Growth, saved: StateDict
-) -> tuple[list[Result], tuple[Result, TrainState | None]]:
+) -> tuple[list[Result], tuple[Result, Kept]]:
     assert growth.probe is not None
     results: list[Result] = []
-    best: tuple[Result, TrainState | None] | None = None
+    best: tuple[Result, Kept] | None = None
     for op in growth.probe.candidates:
         result, state = _train(engine, ins, stage, growth, op, saved, None, True)
         results.append(result)
@@ -177,11 +179,25 @@ def _sequential(
     return results, best
 
 
-def _kept(growth: Growth, state: TrainState) -> TrainState | None:
-    """What a probe keeps of its best candidate so far: its state under `keep winner`, where it
-    goes on; nothing under `keep rewind`, where the winner is grown again from the snapshot."""
+#: a probe's best candidate so far, as it is kept: live, parked in host memory, or not at all
+Kept = TrainState | StateDict | None
+
+
+def _kept(growth: Growth, state: TrainState) -> Kept:
+    """What a probe keeps of its best candidate so far: under `keep winner`, where it goes on, its
+    state (parked in host memory where it trains on an accelerator, so that the device holds one
+    candidate at a time); nothing under `keep rewind`, where the winner is grown again."""
     assert growth.probe is not None
-    return state if growth.probe.keep == "winner" else None
+    if growth.probe.keep != "winner":
+        return None
+    return snapshot(state) if parks(state) else state
+
+
+def parks(state: TrainState) -> bool:
+    """Whether a probe keeps its best candidate in host memory rather than live: where it trains
+    on an accelerator (the probe's snapshot is in host memory already). On a CPU the host is the
+    device, and parking would only copy."""
+    return state.recipe.device.device.type != "cpu"
 
 
 def teams(ranks: int, candidates: int) -> list[list[int]]:
@@ -192,14 +208,14 @@ def teams(ranks: int, candidates: int) -> list[list[int]]:
 
 def _parallel(
     engine: Host, ins: P.Probe, stage: Stage, growth: Growth, saved: StateDict
-) -> tuple[list[Result], tuple[Result, TrainState | None] | None]:
+) -> tuple[list[Result], tuple[Result, Kept] | None]:
     """Round by round, each team trains its candidate; every rank then learns every score. Returns
     the results in candidate order and this rank's own best candidate (None if it trained none)."""
     assert growth.probe is not None
     candidates = growth.probe.candidates
     ranks = engine.world.size
     results: list[Result | None] = [None] * len(candidates)
-    best: tuple[Result, TrainState | None] | None = None
+    best: tuple[Result, Kept] | None = None
     first = 0
     while first < len(candidates):
         members = teams(ranks, len(candidates) - first)
@@ -231,7 +247,7 @@ def _write_probe(engine: Host, ins: P.Probe, stage: Stage, op: OperatorSpec, res
 
 def _select(
     engine: Host, ins: P.Probe, stage: Stage, growth: Growth, saved: StateDict, results: list[Result],
-    best: tuple[Result, TrainState | None] | None,
+    best: tuple[Result, Kept] | None,
 ) -> None:  # fmt: skip
     """The winner (the lowest score, the first listed on a tie) continues or is grown again."""
     probe = growth.probe
@@ -257,18 +273,15 @@ def _select(
                     before=_dims(growth.before), after=_dims(growth.after), params=winner_result.params)
     )  # fmt: skip
     if probe.keep == "winner":
-        if best is not None and best[0].label == label:
-            winner_state: TrainState | None = best[1]
-        else:
-            winner_state = None
+        kept = best[1] if best is not None and best[0].label == label else None
         del best
         if engine.schedule.probes == "parallel" and engine.world.distributed and len(results) > 1:
             source = winner_result.rank
-            mine = snapshot(winner_state) if winner_state is not None else None
-            payload = dist.broadcast_tensors(mine, source)  # tensor by tensor
-            winner_state = engine.restore(payload)  # the same state on every rank, bit for bit
-        assert winner_state is not None
-        winner = winner_state  # its counters are still the snapshot's
+            mine = snapshot(kept) if isinstance(kept, TrainState) else kept
+            del kept
+            kept = engine.restore(dist.broadcast_tensors(mine, source))  # the same on every rank, bit for bit
+        assert kept is not None
+        winner = kept if isinstance(kept, TrainState) else engine.restore(kept)  # counters still the snapshot's
     else:
         del best
         op = next(op for op in probe.candidates if op.label == label)
