@@ -24,6 +24,12 @@ the loss after a small lag ranks growth operators by their final loss.
    LLaMA Pro whole and frozen, `copy_top`, `random`) for three seeds, healed on code: which recipe
    ends best, whether a short probe picks it, against scratch at equal compute, and what freezing
    keeps (the same tables as `bench/upscale_evidence.py` on the CPU; `--small`: its toy size).
+5. **A probe's memory on the GPU.** A `gpt` of width 1024 grown 8 -> 16 layers (200 M parameters,
+   bf16 autocast over fp32 weights, AdamW), once by `copy_top` and once by a probe of `copy_top`
+   and `interleave`: the device's peak (`torch.cuda.max_memory_allocated`) in each phase against
+   `lagdsl plan`'s. The probe's snapshot and its best candidate so far are parked in host memory,
+   so the probe should peak where the plain run does (`probe_over_plain` near 1; it would be about
+   1.5 with the best candidate kept on the device).
 
 Data: the built-in corpus (the standard library's source, as bytes); nothing downloads. Every part
 writes into the JSON as it finishes, so a part that fails leaves the others; the exit code is the
@@ -304,12 +310,82 @@ def upscaling(device: str, precision: str, compile_on: bool, size: dict[str, int
     return result
 
 
+# -- 5. a probe's device memory
+
+
+MEMORY = (
+    HEAD
+    + "stage base {{ train {first} steps }}\nstage grown {{\n  grow depth to {depth} {grow}\n  train {rest} steps\n}}\n"
+)
+MEMORY_GROWTHS = {"plain": "with copy_top", "probe": "{{ candidates [copy_top, interleave] probe {probe} steps }}"}
+
+
+def probe_memory(device: str, precision: str, compile_on: bool, size: dict[str, int], folder: Path) -> dict:
+    """Each phase's device peak of a plain growth's run and a probe's, and the plan's (one process)."""
+    from contextlib import contextmanager
+
+    from lagdsl.plan import build_plan
+    from lagdsl.runtime import engine as engine_module
+
+    cuda = device.startswith("cuda")
+    full = size is SIZES["full"]
+    shape = {"width": 1024, "heads": 16, "depth": 16, "model_depth": 8, "context": 1024, "batch": 8} if full else {
+        "width": 32, "heads": 2, "depth": 4, "model_depth": 2, "context": 32, "batch": 4}  # fmt: skip
+    original = engine_module.Engine._timed
+    peaks: dict[str, dict[str, int]] = {}
+    stack: list[list[Any]] = []
+
+    @contextmanager
+    def timed(self: Any, name: str) -> Any:  # a phase's peak, its nested phases' included
+        if cuda:
+            torch.cuda.synchronize()
+            if stack:
+                stack[-1][1] = max(stack[-1][1], torch.cuda.max_memory_allocated())
+            torch.cuda.reset_peak_memory_stats()
+        entry: list[Any] = [name, 0]
+        stack.append(entry)
+        try:
+            with original(self, name):
+                yield
+        finally:
+            stack.pop()
+            if cuda:
+                torch.cuda.synchronize()
+                top = max(entry[1], torch.cuda.max_memory_allocated())
+                phases = peaks.setdefault(label, {})
+                phases[name] = max(phases.get(name, 0), top)
+                if stack:
+                    stack[-1][1] = max(stack[-1][1], top)
+                torch.cuda.reset_peak_memory_stats()
+
+    result: dict[str, Any] = {"params": None, "runs": {}, "plan": {}}
+    engine_module.Engine._timed = timed  # type: ignore[method-assign,assignment]
+    try:
+        for label, grow in MEMORY_GROWTHS.items():
+            text = MEMORY.format(name=f"memory_{label}", seed=0, device=device, precision=precision,
+                                 compile="on" if compile_on else "off", lr=3e-4, lr_min=3e-5, warmup=2,
+                                 eval=1000, first=3, rest=3, grow=grow.format(probe=2), **shape)  # fmt: skip
+            run(text, f"memory_{label}", folder)
+            result["runs"][label] = peaks.get(label, {})
+            plan = build_plan(checked(text, f"memory_{label}"), 1)
+            result["plan"][label] = {
+                k: max(s.phases.get(k, 0) for s in plan.stages) for k in ("train", "growth", "probe")
+            }
+            result["params"] = plan.stages[-1].shape.params
+    finally:
+        engine_module.Engine._timed = original  # type: ignore[method-assign]
+    plain, probe = result["runs"]["plain"], result["runs"]["probe"]
+    if cuda:
+        result["probe_over_plain"] = probe["probes"] / max(plain.values())
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--small", action="store_true", help="Toy sizes: checks the script itself.")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "device_run.json")
-    parser.add_argument("--parts", default="throughput,growth,study,upscaling")
+    parser.add_argument("--parts", default="throughput,growth,study,upscaling,memory")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
@@ -325,7 +401,8 @@ def main() -> int:
         "compile": compile_on,
         "small": args.small,
     }
-    parts = {"throughput": throughput, "growth": growth_vs_scratch, "study": lag_study, "upscaling": upscaling}
+    parts = {"throughput": throughput, "growth": growth_vs_scratch, "study": lag_study, "upscaling": upscaling,
+             "memory": probe_memory}  # fmt: skip
     failures = 0
     with tempfile.TemporaryDirectory() as folder:
         for name in args.parts.split(","):

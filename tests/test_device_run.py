@@ -27,7 +27,7 @@ def test_device_run_script_runs_every_part_on_a_cpu(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("PASS") == 4 and "FAIL" not in result.stdout
+    assert result.stdout.count("PASS") == 5 and "FAIL" not in result.stdout
     data = json.loads(out.read_text())
     throughput = data["throughput"]
     assert throughput["lagdsl_tokens_per_s"] > 0 and throughput["hand_written_tokens_per_s"] > 0
@@ -46,6 +46,10 @@ def test_device_run_script_runs_every_part_on_a_cpu(tmp_path: Path) -> None:
     assert all(row["sunk"]["flops"] < row["included"]["flops"] for row in upscaling["scratch"]["budgets"].values())
     assert {"base", "llama_pro", "llama_pro_frozen"} <= upscaling["freeze"].keys()
     assert "**Verdict.**" in upscaling["tables"]
+    # 5: a plain growth's run and a probe's (device memory is measured on CUDA alone), with the plan's
+    memory = data["memory"]
+    assert set(memory["runs"]) == {"plain", "probe"} and memory["plan"]["plain"]["probe"] == 0
+    assert memory["plan"]["probe"]["probe"] > memory["plan"]["plain"]["train"]
 
 
 def test_the_up_scaling_recipes_at_32_layers_are_the_published_ones() -> None:

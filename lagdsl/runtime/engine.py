@@ -416,6 +416,7 @@ class Engine:
         probes.run(self, ins)
 
     def restore(self, saved: StateDict) -> TrainState:
+        self.wrappers.clear()  # the wrapper of the model trained last (a probe's candidate) would keep it alive
         return restore(self.recipe, saved)
 
     def first_batch_loss(self, model: GPT, step: int, team: dist.Team | None) -> float:
