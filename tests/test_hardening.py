@@ -225,7 +225,7 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(project: Path
     out = project / "chaos"
     command = [sys.executable, "-m", "lagdsl", "run", str(schedule(project)), "--out", str(out), "--quiet"]
     resume = [sys.executable, "-m", "lagdsl", "run", "--resume", str(out), "--quiet"]
-    for kill_at in sorted(rng.sample(range(2, total_lines - 2), min(12, total_lines - 4))):
+    for kill_at in sorted(rng.sample(range(2, total_lines - 2), min(8, total_lines - 4))):
         process = subprocess.Popen(resume if out.exists() else command, stdout=subprocess.DEVNULL)
         with contextlib.suppress(AssertionError):  # past that point before we looked: kill it wherever it is
             _wait_for(out / "metrics.jsonl", lambda text, n=kill_at: text.count("\n") >= n, timeout=60)

@@ -185,12 +185,9 @@ def test_keep_rewind_trains_the_stage_from_its_first_batch(project: Path) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("keep", "parked"), [("keep winner", False), ("keep winner", True), ("keep rewind", False)])
-def test_a_probe_holds_the_best_candidate_only_where_it_goes_on(
-    project: Path, keep: str, parked: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_probe_holds_the_best_candidate_only_where_it_goes_on(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # memory: while a candidate trains, `keep winner` holds the best one so far beside it (it goes
-    # on from its probe), live or (on an accelerator: `parked`) as a copy in host memory; `keep
+    # on from its probe), live or (on an accelerator: parked) as a copy in host memory; `keep
     # rewind` holds no other candidate (the winner is grown again)
     models: list[weakref.ref] = []
     alive: list[int] = []
@@ -207,18 +204,22 @@ def test_a_probe_holds_the_best_candidate_only_where_it_goes_on(
         alive.append(sum(ref() is not None for ref in models))
         return stepped(self, stage, step, loss)
 
+    def held(keep: str, parked: bool) -> list[int]:
+        """How many candidates are alive at each probe step of a run."""
+        models.clear(), alive.clear()
+        monkeypatch.setattr(probes, "parks", lambda state: parked)
+        out = project / f"{keep}-{parked}".replace(" ", "-")
+        assert run(str(schedule(project, keep=keep)), "--out", str(out)).exit_code == 0
+        assert len(models) == 3 and len(alive) == 15  # three candidates, five probe steps each
+        return list(alive)
+
     monkeypatch.setattr(engine_module.Engine, "grown", grow)
     monkeypatch.setattr(engine_module.Engine, "stepped", step)
-    monkeypatch.setattr(probes, "parks", lambda state: parked)
-    out = project / "run"
-    assert run(str(schedule(project, keep=keep)), "--out", str(out)).exit_code == 0
-    assert len(models) == 3 and len(alive) == 15  # three candidates, five probe steps each
-    assert alive[:5] == [1] * 5  # the first candidate alone
-    assert alive[5:] == ([2] * 10 if keep == "keep winner" and not parked else [1] * 10)
-    if parked:  # the winner goes on from its copy as it would have gone on live: the same run
-        monkeypatch.setattr(probes, "parks", lambda state: False)
-        assert run(str(schedule(project, keep=keep)), "--out", str(project / "live")).exit_code == 0
-        assert comparable(out) == comparable(project / "live")
+    assert held("keep winner", parked=False) == [1] * 5 + [2] * 10  # the first alone, then beside the best
+    assert held("keep winner", parked=True) == [1] * 15
+    assert held("keep rewind", parked=False) == [1] * 15
+    # the winner goes on from its parked copy as it would have gone on live: the same run
+    assert comparable(project / "keep-winner-True") == comparable(project / "keep-winner-False")
 
 
 @pytest.mark.slow
