@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 
 from lagdsl.lang import check_text
 from lagdsl.model.gpt import GPT, GPTConfig
-from lagdsl.runtime import growing
+from lagdsl.runtime import growing, shards
 from lagdsl.runtime.dist import World
 from lagdsl.runtime.state import Device, Recipe, TrainState, restore
 
@@ -126,6 +126,16 @@ def grow_uneven(rank: int, folder: str) -> None:
                 _step(expected), _step(grown)
             mine, theirs = grown.whole_state(), expected.whole_state()
             found[op.label] = max((mine[0][k] - theirs[0][k]).abs().max().item() for k in theirs[0])
+        # a model held in bf16 (a pretrained checkpoint read as `dtype=bf16`) grows in bf16, as one
+        # process grows it, and trains on
+        whole = GPT(CONFIG)
+        whole.init_weights(torch.Generator().manual_seed(1))
+        model = shards.empty_model(sharded, CONFIG, dtype=torch.bfloat16)
+        shards.fill(model, whole.state_dict())
+        op = next(op for op in growth.probe.candidates if op.label == UNEVEN[0])
+        bf16 = growing.grown(sharded, TrainState(sharded, model, sharded.optimizer(model)), stage, growth, op, 0)
+        _step(bf16)
+        found["bf16"] = sorted({str(param.dtype) for param in bf16.model.parameters()})
         if rank == 0:
             (Path(folder) / "found.json").write_text(json.dumps(found))
     finally:
@@ -198,6 +208,7 @@ def test_a_depth_growth_over_uneven_shards_trains_as_one_process(tmp_path: Path)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.spawn(grow_uneven, args=(str(tmp_path),), nprocs=3)
     found = json.loads((tmp_path / "found.json").read_text())
+    assert found.pop("bf16") == ["torch.bfloat16"]
     assert sorted(found) == sorted(UNEVEN)
     for label, apart in found.items():
         assert apart <= 1e-5, (label, apart)

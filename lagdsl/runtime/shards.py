@@ -182,14 +182,14 @@ def grow_depth(
     positions = layers.positions(plan.layers)
     config = model.config.grown(depth=len(positions))
     mapping = depth_mapping(config, positions, plan.zero_copies)
+    old = dict(resharded(model).named_parameters())
     with torch.device("meta"):
-        skeleton = GPT(config)
+        skeleton = GPT(config).to(old["embed.weight"].dtype)  # the dtype it had, as one process keeps it
     frozen, scales = parts(mapping, skeleton)
     for name, param in skeleton.named_parameters():
         param.requires_grad_(name not in frozen)
     skeleton = recipe.shard(skeleton)  # sharded on the meta device: nothing allocated yet
     metas = dict(skeleton.named_parameters())
-    old = dict(resharded(model).named_parameters())
     values: dict[str, torch.nn.Parameter] = {}
     device = recipe.device.device
 
@@ -197,7 +197,7 @@ def grow_depth(
         meta = metas[name]
         value = old[source].detach()
         assert isinstance(value, DTensor) and isinstance(meta, DTensor)
-        assert value.placements == meta.placements and value.shape == meta.shape
+        assert value.placements == meta.placements and value.shape == meta.shape and value.dtype == meta.dtype
         values[name] = torch.nn.Parameter(value, requires_grad=meta.requires_grad)
 
     def room(name: str) -> torch.Tensor:  # this rank's rows of a new parameter, not yet written
