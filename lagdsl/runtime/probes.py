@@ -119,6 +119,10 @@ class Result:
         return None if self.diverged is not None else self.score
 
 
+#: a probe's best candidate so far, as it is kept: live, parked in host memory, or not at all
+Kept = TrainState | StateDict | None
+
+
 def run(engine: Host, ins: P.Probe) -> None:
     """The probe at `ins`, in parallel where the schedule asks and there are ranks to share."""
     stage, growth = P.stage_of(engine.schedule, ins)
@@ -177,10 +181,6 @@ def _sequential(
         del state
     assert best is not None
     return results, best
-
-
-#: a probe's best candidate so far, as it is kept: live, parked in host memory, or not at all
-Kept = TrainState | StateDict | None
 
 
 def _kept(growth: Growth, state: TrainState) -> Kept:
