@@ -291,6 +291,29 @@ def test_a_resume_refuses_a_changed_source(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
+def test_a_model_held_in_bf16_stays_bf16_through_a_probe_and_resumes_to_the_same_losses(tmp_path: Path) -> None:
+    """`dtype=bf16`: the weights are held in bf16 from the checkpoint on. A probe's restore and a
+    resume once rebuilt them in fp32, so a resumed run trained another model than the run never
+    interrupted (its losses moved at the first step after the resume)."""
+    path = write_schedule(tmp_path, "llama")
+    text = path.read_text().replace("context=32)", "context=32, dtype=bf16)")
+    path.write_text(text.replace("stage heal {", "checkpoint every 3 steps (keep=2)\nstage heal {"))
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert CliRunner().invoke(main, ["run", "--quiet", str(path), "--out", str(whole)]).exit_code == 0
+    first = CliRunner().invoke(main, ["run", "--quiet", str(path), "--out", str(part), "--max-steps", "3"])
+    assert first.exit_code == 0, first.output
+    assert CliRunner().invoke(main, ["run", "--quiet", "--resume", str(part)]).exit_code == 0
+
+    def steps(run_dir: Path) -> list[tuple[int, float]]:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return [(e["step"], e["loss"]) for e in map(json.loads, lines) if e["event"] == "step"]
+
+    assert len(steps(whole)) == 8 and steps(part) == steps(whole)
+    final = open_trained(whole).state  # after the probe at step 4: still bf16
+    assert {tensor.dtype for tensor in final.values()} == {torch.bfloat16}
+
+
 # ------------------------------------------------------------------------------ up-scaling operators
 
 

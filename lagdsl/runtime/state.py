@@ -295,11 +295,13 @@ class TrainState:
 def _build(recipe: Recipe, state: Mapping[str, Any]) -> tuple[GPT, torch.optim.Optimizer, torch.amp.GradScaler | None]:
     """The model (rebuilt to the state's shape), optimizer and scaler of a state dict."""
     config, frozen = GPTConfig(**state["config"]), frozenset(state.get("frozen", ()))
+    # the weights' own dtype: a model read from a checkpoint as bf16 stays bf16 through a probe and a resume
+    dtype = next(value.dtype for value in state["model"].values() if isinstance(value, torch.Tensor))
     if recipe.sharded:  # each rank's shards, written from the state's shards or cut from whole tensors
-        model = shards.empty_model(recipe, config, frozen)
+        model = shards.empty_model(recipe, config, frozen, dtype=dtype)
         shards.fill(model, state["model"])
     else:
-        model = GPT.empty(config)
+        model = GPT.empty(config, dtype=dtype)
         model.load_state_dict(state["model"])
         _require_grad(model, frozen)
         model = recipe.place(model)
