@@ -291,6 +291,23 @@ def test_a_resume_refuses_a_changed_source(tmp_path: Path) -> None:
     )
 
 
+def test_the_plan_counts_a_model_held_in_bf16_at_two_bytes_a_weight_and_moment(tmp_path: Path) -> None:
+    from lagdsl.lang import check_text
+    from lagdsl.plan import build_plan
+
+    path = write_schedule(tmp_path, "llama")
+    memory = {}
+    for dtype in ("fp32", "bf16"):
+        text = path.read_text().replace("context=32)", f"context=32, dtype={dtype})")
+        schedule = check_text(text, str(path)).schedule
+        assert schedule is not None
+        memory[dtype] = build_plan(schedule, 1).stages[0].memory
+    params = build_plan(schedule, 1).stages[0].shape.params
+    assert (memory["fp32"].weights, memory["fp32"].optimizer) == (4 * params, 8 * params)
+    assert (memory["bf16"].weights, memory["bf16"].optimizer) == (2 * params, 4 * params)
+    assert memory["bf16"].activations == memory["fp32"].activations
+
+
 @pytest.mark.slow
 def test_a_model_held_in_bf16_stays_bf16_through_a_probe_and_resumes_to_the_same_losses(tmp_path: Path) -> None:
     """`dtype=bf16`: the weights are held in bf16 from the checkpoint on. A probe's restore and a

@@ -7,7 +7,8 @@ context of `T` tokens at width `w`. Like Kaplan's count it leaves out the embedd
 tied output projection. A forward pass alone costs a third of that.
 
 Memory (bytes, an estimate for planning on a GPU). fp32 master weights (4 per parameter) and
-gradients (4); AdamW moments (8) or SGD momentum (4, none without momentum); activations kept for
+gradients (4); AdamW moments (8) or SGD momentum (4, none without momentum); half of each for a
+pretrained model held in bf16 or fp16 (`dtype=`), whose moments are held so too; activations kept for
 the backward pass at the schedule's precision (2 bytes for bf16/fp16/auto, 4 for fp32): per layer
 and token `10 w + 4 h` elements for SwiGLU (`10 w + 2 h` for GELU, `h` the MLP width) with fused
 attention (no T x T scores kept), plus the fp32 logits and their gradient (`2 x 4 V` bytes per
@@ -75,6 +76,8 @@ class CostModel:
         model = schedule.model
         self.vocab, self.context, self.mlp = model.vocab, model.context, model.mlp
         self.tokens_per_step = schedule.tokens_per_step
+        #: bytes a weight, its gradient and each of its moments take as the run holds them
+        self.held = 2 if model.pretrained is not None and model.pretrained.dtype in ("bf16", "fp16") else 4
         self.shape_cost = cache(self._shape_cost)
         self.flops_per_token = cache(self._flops_per_token)
         self.memory = cache(self._memory)
@@ -138,10 +141,11 @@ class CostModel:
         schedule = self.schedule
         params = self.shape_cost(shape).params
         optimizer = schedule.optimizer
+        held = self.held
         if optimizer.name == "adamw":
-            moments = 8 * params
+            moments = 2 * held * params
         else:
-            moments = 4 * params if optimizer.momentum > 0 else 0
+            moments = held * params if optimizer.momentum > 0 else 0
         element = 4 if schedule.precision == "fp32" else 2
         hidden = shape.hidden if shape.hidden is not None else mlp_hidden(shape.width, self.mlp)
         per_token_layer = 10 * shape.width + (4 if self.mlp == "swiglu" else 2) * hidden
@@ -151,14 +155,14 @@ class CostModel:
         layers = shape.width * shape.depth + per_token_layer if self.recompute else per_token_layer * shape.depth
         activations = tokens * (layers * element + 2 * shape.width * element + 8 * self.vocab)
         if not self.sharded:
-            return Memory(weights=4 * params, gradients=4 * params, optimizer=moments, activations=activations)
+            return Memory(weights=held * params, gradients=held * params, optimizer=moments, activations=activations)
         cost = self.shape_cost(shape)
         unsharded = params - cost.non_embedding + 2 * cost.non_embedding // shape.depth  # root and two blocks
         share = self._share
         # the parameters FSDP gathers while it computes (at the training precision), and their
         # whole gradients before they are reduced and scattered (in fp32)
         return Memory(
-            weights=share(4 * params) + unsharded * element, gradients=share(4 * params) + 4 * unsharded,
+            weights=share(held * params) + unsharded * element, gradients=share(held * params) + 4 * unsharded,
             optimizer=share(moments), activations=activations,
         )  # fmt: skip
 
@@ -182,13 +186,13 @@ class CostModel:
         memory, cost = self.memory(after), self.shape_cost(after)
         phases: dict[str, int] = {}
         block = cost.non_embedding // after.depth
-        gathered = memory.weights - self._share(4 * cost.params)  # what FSDP gathers to compute (fsdp)
+        gathered = memory.weights - self._share(self.held * cost.params)  # what FSDP gathers to compute (fsdp)
         if first:
             # under fsdp the largest tensor or block drawn whole, as much again for what it is built
             # in and cut from, and the sharded model's own objects (measured: bench/fsdp_memory.py)
-            whole = 4 * max(self.vocab * after.width, block)
-            sharded = self._share(4 * cost.params) + 2 * whole + FSDP_OBJECTS
-            phases["start"] = sharded if self.sharded else 4 * cost.params
+            whole = self.held * max(self.vocab * after.width, block)
+            sharded = self._share(self.held * cost.params) + 2 * whole + FSDP_OBJECTS
+            phases["start"] = sharded if self.sharded else self.held * cost.params
         phases["train"] = memory.total
         if before != after:
             old = self.memory(before).state
