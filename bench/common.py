@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,30 @@ def wall(cmd: list[str]) -> float:
 
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class NestedPeaks:
+    """Each phase's peak of a measure read as the peak since it was last reset (`read`, `reset`:
+    a process's VmHWM, CUDA's allocator), the phases nested: a phase's peak takes in its nested
+    phases', whose resets would otherwise lose what came before them."""
+
+    def __init__(self, read: Callable[[], int], reset: Callable[[], None]) -> None:
+        self.read, self.reset = read, reset
+        self.open: list[int] = []  # the peak so far of each phase entered and not yet left
+
+    def enter(self) -> None:
+        if self.open:
+            self.open[-1] = max(self.open[-1], self.read())
+        self.open.append(0)
+        self.reset()
+
+    def leave(self) -> int:
+        """The peak of the phase left, its nested phases' included."""
+        top = max(self.open.pop(), self.read())
+        if self.open:
+            self.open[-1] = max(self.open[-1], top)
+        self.reset()
+        return top
 
 
 def update_docs(marker: str, text: str) -> None:

@@ -333,30 +333,24 @@ def probe_memory(device: str, precision: str, compile_on: bool, size: dict[str, 
         "width": 32, "heads": 2, "depth": 4, "model_depth": 2, "context": 32, "batch": 4}  # fmt: skip
     original = engine_module.Engine._timed
     peaks: dict[str, dict[str, int]] = {}
-    stack: list[list[Any]] = []
+    sys.path.insert(0, str(ROOT / "bench"))
+    from common import NestedPeaks
+
+    tracked = NestedPeaks(torch.cuda.max_memory_allocated, torch.cuda.reset_peak_memory_stats) if cuda else None
 
     @contextmanager
     def timed(self: Any, name: str) -> Any:  # a phase's peak, its nested phases' included
-        if cuda:
+        if tracked is not None:
             torch.cuda.synchronize()
-            if stack:
-                stack[-1][1] = max(stack[-1][1], torch.cuda.max_memory_allocated())
-            torch.cuda.reset_peak_memory_stats()
-        entry: list[Any] = [name, 0]
-        stack.append(entry)
+            tracked.enter()
         try:
             with original(self, name):
                 yield
         finally:
-            stack.pop()
-            if cuda:
+            if tracked is not None:
                 torch.cuda.synchronize()
-                top = max(entry[1], torch.cuda.max_memory_allocated())
                 phases = peaks.setdefault(label, {})
-                phases[name] = max(phases.get(name, 0), top)
-                if stack:
-                    stack[-1][1] = max(stack[-1][1], top)
-                torch.cuda.reset_peak_memory_stats()
+                phases[name] = max(phases.get(name, 0), tracked.leave())
 
     result: dict[str, Any] = {"params": None, "runs": {}, "plan": {}}
     engine_module.Engine._timed = timed  # type: ignore[method-assign,assignment]

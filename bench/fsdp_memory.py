@@ -92,8 +92,12 @@ RANK = textwrap.dedent("""
     from lagdsl.cli import main
     from lagdsl.runtime import engine
 
+    sys.path.insert(0, os.environ["BENCH_DIR"])
+    from common import NestedPeaks
+
     baseline = [status("VmRSS")]
-    peaks, stack, seen = {}, [], [False]
+    peaks, seen = {}, [False]
+    phases = NestedPeaks(lambda: status("VmHWM"), reset)
 
     def note(phase, value):
         peaks[phase] = max(peaks.get(phase, 0), value - baseline[0])
@@ -113,24 +117,15 @@ RANK = textwrap.dedent("""
     @contextmanager
     def timed(self, name):
         phase = "growth (width)" if name == "growth" and getattr(self, "stage_name", "") == "wide" else name
-        if stack:
-            stack[-1][1] = max(stack[-1][1], status("VmHWM"))
-        else:
+        if not phases.open:
             note("start" if not seen[0] else "between", status("VmHWM"))
         seen[0] = True
-        reset()
-        entry = [phase, 0]
-        stack.append(entry)
+        phases.enter()
         try:
             with original(self, name):
                 yield
         finally:
-            stack.pop()
-            top = max(entry[1], status("VmHWM"))
-            note(phase, top)
-            if stack:
-                stack[-1][1] = max(stack[-1][1], top)
-            reset()
+            note(phase, phases.leave())
 
     engine.Engine._timed = timed
 
@@ -172,6 +167,7 @@ def run(project: Path, schedule: str, ranks: int, package: Path, label: str) -> 
     out = project / f"peaks-{schedule}-{label}-{ranks}"
     out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "65536", "BENCH_OUT": str(out)}
+    env["BENCH_DIR"] = str(ROOT / "bench")  # where the ranks find `common`
     env["PYTHONPATH"] = str(package)  # this tree's lagdsl, or the version before's
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
     command += [str(project / "rank.py"), "run", "--quiet", f"{schedule}.grow"]

@@ -63,3 +63,34 @@ def test_the_up_scaling_recipes_at_32_layers_are_the_published_ones() -> None:
     curve = {"flops": [0.0, 10.0, 20.0], "val": [3.0, 2.0, 1.5]}
     assert upscaling.at_flops(curve, 15.0) == 1.75 and upscaling.at_flops(curve, 25.0) is None
     assert upscaling.flops_to_reach(curve, 2.5) == 5.0 and upscaling.flops_to_reach(curve, 1.0) is None
+
+
+def test_a_phase_peak_takes_in_the_peaks_of_the_phases_nested_in_it() -> None:
+    """The benchmarks' phase peaks (`bench/common.NestedPeaks`, over VmHWM or CUDA's allocator): a
+    nested phase resets the measure, so what the outer phase reached before it must be kept."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from common import NestedPeaks
+
+    level, peak = [0], [0]  # what is held now, and the peak since the last reset
+
+    def hold(nbytes: int) -> None:
+        level[0] = nbytes
+        peak[0] = max(peak[0], nbytes)
+
+    def reset() -> None:
+        peak[0] = level[0]
+
+    phases = NestedPeaks(lambda: peak[0], reset)
+    phases.enter()
+    hold(5), hold(2)
+    phases.enter()  # a nested phase: its reset forgets the 5
+    hold(3)
+    inner = phases.leave()
+    hold(4)
+    assert (inner, phases.leave()) == (3, 5)
+    phases.enter()
+    hold(9)
+    phases.enter()
+    hold(1)
+    assert (phases.leave(), phases.leave()) == (9, 9)  # what was held when it began counts too
+    assert not phases.open
