@@ -102,7 +102,7 @@ MEASURE = textwrap.dedent("""
     import numpy as np
     from tokenizers import Tokenizer
     from lagdsl.lang.schedule import JsonlData
-    from lagdsl.runtime.data import load_corpus
+    from lagdsl.runtime.data.corpus import load_corpus
     from lagdsl.text import encode
     tokenizer = Tokenizer.from_file(tokenizer_file)
     imported = status("VmRSS")
@@ -139,7 +139,7 @@ stage base {{
 
 def generate(path: Path, size: int, seed: int = 0) -> None:
     """A JSON Lines corpus of `size` bytes: stdlib source cut into documents, in a seeded order."""
-    from lagdsl.runtime.data import stdlib_files
+    from lagdsl.runtime.data.corpus import stdlib_files
 
     texts = []
     for file in stdlib_files():
@@ -209,7 +209,7 @@ def main() -> None:
     sizes = [float(s) for s in args.sizes.split(",")]
     from tokenizing import train_tokenizer
 
-    from lagdsl.runtime.data import stdlib_files
+    from lagdsl.runtime.data.corpus import stdlib_files
 
     work = Path(tempfile.mkdtemp(prefix="lagdsl-data-memory-", dir=args.work))
     try:

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 from lagdsl.lang import check_text  # noqa: E402
 from lagdsl.model import GPT, GPTConfig  # noqa: E402
 from lagdsl.ops import GrowthSpec, check_training_state, grow  # noqa: E402
-from lagdsl.runtime.engine import Device, make_optimizer  # noqa: E402
-from lagdsl.runtime.run import RunOptions, execute, prepare  # noqa: E402
+from lagdsl.runtime.run.start import RunOptions, execute, prepare  # noqa: E402
+from lagdsl.runtime.training.engine import Device, make_optimizer  # noqa: E402
 
 SCHEDULE = """
 schedule cuda_check

@@ -58,9 +58,9 @@ sys.path.insert(0, str(ROOT))
 from lagdsl.lang import check_text  # noqa: E402
 from lagdsl.lang.schedule import Schedule  # noqa: E402
 from lagdsl.model import GPT, GPTConfig  # noqa: E402
-from lagdsl.runtime.engine import Device, make_optimizer  # noqa: E402
-from lagdsl.runtime.inputs import open_data  # noqa: E402
-from lagdsl.runtime.run import RunOptions, execute, prepare  # noqa: E402
+from lagdsl.runtime.run.inputs import open_data  # noqa: E402
+from lagdsl.runtime.run.start import RunOptions, execute, prepare  # noqa: E402
+from lagdsl.runtime.training.engine import Device, make_optimizer  # noqa: E402
 
 #: dense bf16 peak FLOP/s by card name (no sparsity), for MFU
 PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
@@ -325,7 +325,7 @@ def probe_memory(device: str, precision: str, compile_on: bool, size: dict[str, 
     from contextlib import contextmanager
 
     from lagdsl.plan import build_plan
-    from lagdsl.runtime import engine as engine_module
+    from lagdsl.runtime.training import engine as engine_module
 
     cuda = device.startswith("cuda")
     full = size is SIZES["full"]

@@ -35,7 +35,7 @@ from common import publish  # noqa: E402
 from lagdsl.lang import check_text, load  # noqa: E402
 from lagdsl.lang.lr import lr_at  # noqa: E402
 from lagdsl.model import GPT, GPTConfig  # noqa: E402
-from lagdsl.runtime.run import RunOptions, execute, prepare  # noqa: E402
+from lagdsl.runtime.run.start import RunOptions, execute, prepare  # noqa: E402
 
 FIXED = """
 schedule fixed

@@ -39,7 +39,7 @@ from common import cores, update_docs  # noqa: E402
 from lagdsl.lang import check_text  # noqa: E402
 from lagdsl.lang.schedule import Schedule, Shape  # noqa: E402
 from lagdsl.plan.cost import CostModel  # noqa: E402
-from lagdsl.runtime.run import RunOptions, execute, prepare  # noqa: E402
+from lagdsl.runtime.run.start import RunOptions, execute, prepare  # noqa: E402
 
 HEAD = """
 schedule {name}

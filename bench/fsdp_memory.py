@@ -1,5 +1,5 @@
 """Benchmark: memory per rank of growing a sharded model (`parallel fsdp`), phase by phase, now
-(each rank's shards moved: `lagdsl.runtime.shards`) against the version before (the whole state
+(each rank's shards moved: `lagdsl.runtime.distributed.moves`) against the version before (the whole state
 gathered on every rank at each growth, snapshot and start), and against `lagdsl plan --ranks N`.
 
 The runs: a `gpt` on the built-in corpus (fp32, AdamW), trained 1 step at 8 layers of width 3/4 of
@@ -90,7 +90,7 @@ RANK = textwrap.dedent("""
 
     import torch  # noqa: F401
     from lagdsl.cli import main
-    from lagdsl.runtime import engine
+    from lagdsl.runtime.training import engine
 
     sys.path.insert(0, os.environ["BENCH_DIR"])
     from common import NestedPeaks

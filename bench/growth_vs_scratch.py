@@ -38,7 +38,7 @@ from common import cores, update_docs  # noqa: E402
 from lagdsl.analysis.curves import interpolate  # noqa: E402
 from lagdsl.analysis.runlog import RunLog, read_run  # noqa: E402
 from lagdsl.analysis.stats import Spread  # noqa: E402
-from lagdsl.runtime.run import schedule_hash  # noqa: E402
+from lagdsl.runtime.run.start import schedule_hash  # noqa: E402
 
 TARGET = 0.75
 

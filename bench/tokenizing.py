@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from common import cores, update_docs  # noqa: E402
 
-from lagdsl.runtime.data import stdlib_files  # noqa: E402
+from lagdsl.runtime.data.corpus import stdlib_files  # noqa: E402
 from lagdsl.text import encode  # noqa: E402
 
 

@@ -133,7 +133,7 @@ def write_corpora(work: Path, prose_bytes: int, code_bytes: int) -> dict[str, in
     indentation) and `code/` (its source with the docstrings taken out), about the given sizes."""
     import inspect
 
-    from lagdsl.runtime.data import stdlib_files
+    from lagdsl.runtime.data.corpus import stdlib_files
 
     sizes = {"prose": 0, "code": 0}
     limits = {"prose": prose_bytes, "code": code_bytes}
@@ -339,7 +339,7 @@ def study_params(work: Path) -> int:
 
 def curve(run_dir: Path) -> dict[str, Any]:
     """A run's val loss against its training FLOPs (each evaluation, at the FLOPs of its step)."""
-    from lagdsl.runtime.metrics import read
+    from lagdsl.runtime.records.metrics import read
 
     records = read(run_dir / "metrics.jsonl")
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -458,16 +458,17 @@ def against_scratch(
 
 
 def held_out_scorers(work: Path, size: dict[str, Any]) -> dict[str, Any]:
-    """An evaluator of the held-out prose and one of the held-out code (`lagdsl.runtime.evaluation`:
+    """An evaluator of the held-out prose and one of the held-out code (`lagdsl.runtime.training.evaluation`:
     the mean loss over fixed validation batches, four times the schedules' `eval` batches)."""
     from contextlib import nullcontext
 
     import torch
 
     from lagdsl.lang.schedule import TextData
-    from lagdsl.runtime.data import Batches, load_corpus
-    from lagdsl.runtime.dist import World
-    from lagdsl.runtime.evaluation import Evaluator
+    from lagdsl.runtime.data.batches import Batches
+    from lagdsl.runtime.data.corpus import load_corpus
+    from lagdsl.runtime.distributed.world import World
+    from lagdsl.runtime.training.evaluation import Evaluator
 
     device = torch.device(size["device"])
     scorers = {}
@@ -480,7 +481,7 @@ def held_out_scorers(work: Path, size: dict[str, Any]) -> dict[str, Any]:
 
 def held_out(run_dir: Path, scorers: dict[str, Any], size: dict[str, Any]) -> dict[str, float]:
     """A run's final model's mean loss on the held-out prose and the held-out code."""
-    from lagdsl.runtime.trained import open_trained
+    from lagdsl.runtime.state.trained import open_trained
 
     model = open_trained(run_dir).model(size["device"])
     return {kind: scorer.evaluate(model) for kind, scorer in scorers.items()}

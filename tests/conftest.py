@@ -103,7 +103,7 @@ def corpus():  # type: ignore[no-untyped-def]
 
     import numpy as np
 
-    from lagdsl.runtime.data import Corpus
+    from lagdsl.runtime.data.corpus import Corpus
 
     text = np.random.default_rng(0).integers(0, 256, size=4_000, dtype=np.uint8)
     return Corpus(text[:3_600], text[3_600:], 256, hashlib.sha256(text.tobytes()).hexdigest(), "random bytes")

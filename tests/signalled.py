@@ -9,7 +9,7 @@ import signal
 import sys
 
 from lagdsl.cli import main
-from lagdsl.runtime.engine import Engine
+from lagdsl.runtime.training.engine import Engine
 
 train_step = Engine.train_step
 AT = int(os.environ["LAGDSL_TEST_SIGNAL_AT"])

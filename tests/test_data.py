@@ -18,7 +18,8 @@ from tokenizers import Tokenizer
 
 from lagdsl.cli import main
 from lagdsl.lang.schedule import JsonlData, ParquetData, TextData, TokensData
-from lagdsl.runtime.data import Batches, DataError, Joined, load_corpus
+from lagdsl.runtime.data.batches import Batches
+from lagdsl.runtime.data.corpus import DataError, Joined, load_corpus
 from lagdsl.text import encode, reading
 from tests.conftest import train_tokenizer, write_corpus
 

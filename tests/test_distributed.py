@@ -31,14 +31,15 @@ from hypothesis import strategies as st
 
 from lagdsl.cli import main
 from lagdsl.lang import check_text
-from lagdsl.runtime import checkpoint as ckpt
-from lagdsl.runtime.data import Batches, Shard, load_corpus
-from lagdsl.runtime.dist import DistError, World, meet
-from lagdsl.runtime.metrics import read, without_timing
-from lagdsl.runtime.probes import teams
-from lagdsl.runtime.run import RunError, open_data
-from lagdsl.runtime.state import Device
-from lagdsl.runtime.trained import open_trained
+from lagdsl.runtime.data.batches import Batches, Shard
+from lagdsl.runtime.data.corpus import load_corpus
+from lagdsl.runtime.distributed.world import DistError, World, meet
+from lagdsl.runtime.records.metrics import read, without_timing
+from lagdsl.runtime.run.start import RunError, open_data
+from lagdsl.runtime.state import checkpoint as ckpt
+from lagdsl.runtime.state.train_state import Device
+from lagdsl.runtime.state.trained import open_trained
+from lagdsl.runtime.training.probes import teams
 from tests.conftest import child_processes, train_tokenizer, write_corpus
 
 SCHEDULE = """

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import torch
 
+from lagdsl.model.config import GPTConfig
 from lagdsl.model.dropout import dropout, row_keys
-from lagdsl.model.gpt import GPT, GPTConfig
-from lagdsl.runtime.data import Shard
+from lagdsl.model.gpt import GPT
+from lagdsl.runtime.data.batches import Shard
 
 CPU = torch.device("cpu")
 
@@ -40,7 +41,8 @@ def test_two_shares_of_a_batch_drop_what_the_whole_batch_drops() -> None:
 def _first_row(shard: Shard) -> int:
     import numpy as np
 
-    from lagdsl.runtime.data import Batches, Corpus
+    from lagdsl.runtime.data.batches import Batches
+    from lagdsl.runtime.data.corpus import Corpus
 
     tokens = np.zeros(100, dtype=np.uint16)
     corpus = Corpus(tokens, tokens, 64, "", "")

@@ -10,9 +10,10 @@ import torch
 from click.testing import CliRunner
 
 from lagdsl.cli import main
+from lagdsl.model.config import GPTConfig
 from lagdsl.model.generate import GREEDY, Generator, Sampling
-from lagdsl.model.gpt import GPT, GPTConfig
-from lagdsl.runtime.trained import open_trained
+from lagdsl.model.gpt import GPT
+from lagdsl.runtime.state.trained import open_trained
 from tests.conftest import train_tokenizer, write_corpus
 
 transformers = pytest.importorskip("transformers")
@@ -291,7 +292,7 @@ def test_sample_takes_the_final_folder_and_refuses_another_runs_checkpoint(grown
         result = CliRunner().invoke(main, ["sample", str(grown), "--checkpoint", str(final), *greedy])
         assert result.exit_code == 0, result.output
         assert result.stdout == plain.stdout
-    from lagdsl.runtime import checkpoint as ckpt
+    from lagdsl.runtime.state import checkpoint as ckpt
 
     payload = ckpt.load(ckpt.list_checkpoints(grown / "checkpoints")[-1])
     other = tmp_path / "other.pt"
@@ -324,34 +325,34 @@ def test_a_sharded_final_model_is_exported_one_tensor_at_a_time(tmp_path: Path) 
     from safetensors.torch import load_file
 
     from lagdsl.model.export import export_model
-    from lagdsl.runtime import sharded
-    from lagdsl.runtime.dist import World
+    from lagdsl.runtime.distributed.world import World
+    from lagdsl.runtime.state import dcp
 
     config = GPTConfig(vocab=256, context=16, width=16, heads=2, depth=2, kv_heads=1, tie=False)
     model = GPT(config)
     model.init_weights(torch.Generator().manual_seed(0))
     whole = model.state_dict()
     state = {"config": {}, "model": whole, "optimizer": {"state": {}, "param_groups": []}}
-    sharded.save(state, tmp_path / "model.dcp", World())
+    dcp.save(state, tmp_path / "model.dcp", World())
     tokenizer = json.dumps({"model": {"type": "BPE", "vocab": {}, "merges": []}, "added_tokens": []})
 
     alive: list[weakref.ref] = []
     reads: list[str] = []
-    read = sharded.Tensors.__getitem__
+    read = dcp.Tensors.__getitem__
 
-    def counted(self: sharded.Tensors, name: str) -> torch.Tensor:
+    def counted(self: dcp.Tensors, name: str) -> torch.Tensor:
         assert sum(ref() is not None for ref in alive) <= 1, "two tensors of the model held at once"
         tensor = read(self, name)
         alive.append(weakref.ref(tensor))
         reads.append(name)
         return tensor
 
-    lazy = sharded.Tensors(tmp_path / "model.dcp")
+    lazy = dcp.Tensors(tmp_path / "model.dcp")
     try:
-        sharded.Tensors.__getitem__ = counted  # type: ignore[method-assign]
+        dcp.Tensors.__getitem__ = counted  # type: ignore[method-assign]
         export_model(lazy, config, tokenizer, tmp_path / "streamed")
     finally:
-        sharded.Tensors.__getitem__ = read  # type: ignore[method-assign]
+        dcp.Tensors.__getitem__ = read  # type: ignore[method-assign]
     assert sorted(reads) == sorted(whole)  # each read once
     export_model(whole, config, tokenizer, tmp_path / "whole")
     streamed, expected = (

@@ -12,9 +12,9 @@ from lagdsl.lang import check_text
 from lagdsl.lang.arch import param_count
 from lagdsl.lang.schedule import Schedule
 from lagdsl.plan.cost import CostModel
-from lagdsl.runtime import program as P
-from lagdsl.runtime.data import Corpus
-from lagdsl.runtime.engine import Engine
+from lagdsl.runtime.data.corpus import Corpus
+from lagdsl.runtime.training import program as P
+from lagdsl.runtime.training.engine import Engine
 from tests.test_state import assert_same_weights, losses, make_engine
 
 HEAL = """

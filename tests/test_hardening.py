@@ -19,7 +19,7 @@ import torch
 from click.testing import CliRunner
 
 from lagdsl.cli import main
-from lagdsl.runtime import checkpoint as ckpt
+from lagdsl.runtime.state import checkpoint as ckpt
 from tests.test_run import _wait_for, comparable, events, project, run, schedule  # noqa: F401  (fixture)
 
 
@@ -177,7 +177,7 @@ def test_a_torn_event_log_is_repaired_on_resume_and_says_so(whole: Path, stopped
 
 
 def test_ctrl_c_while_starting_is_exit_130_not_aborted(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    import lagdsl.runtime.run as run_module
+    import lagdsl.runtime.run.start as run_module
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
@@ -280,7 +280,7 @@ def test_a_kill_between_a_checkpoint_and_its_event_neither_repeats_nor_loses_a_s
 def test_a_run_directory_another_process_holds_is_refused_and_left_alone(stopped: Path) -> None:
     """A second `run --resume` of a run in progress: one line naming the holder, exit 2, and not a
     byte of the run changed (today's failure: two resumes both ran, 48 duplicate steps)."""
-    from lagdsl.runtime import lock
+    from lagdsl.runtime.run import lock
 
     before = {p: p.read_bytes() for p in stopped.rglob("*") if p.is_file()}
     holder = subprocess.Popen([sys.executable, "-c", HOLD.format(run=str(stopped))], stdout=subprocess.PIPE, text=True)
@@ -309,7 +309,7 @@ def test_a_run_directory_another_process_holds_is_refused_and_left_alone(stopped
 HOLD = """
 import sys
 from pathlib import Path
-from lagdsl.runtime import lock
+from lagdsl.runtime.run import lock
 lock.take(Path({run!r}))
 print("held", flush=True)
 __import__("time").sleep(600)
@@ -322,7 +322,7 @@ def test_without_flock_the_holder_the_lock_file_names_decides(tmp_path: Path, mo
     import errno as errnos
     import fcntl
 
-    from lagdsl.runtime import lock
+    from lagdsl.runtime.run import lock
 
     def no_flock(fd: int, operation: int) -> None:
         raise OSError(errnos.ENOLCK, "No locks available")
@@ -392,13 +392,14 @@ def test_a_sharded_checkpoint_saved_again_at_its_step_is_never_lost(
     """SIGTERM right after a periodic checkpoint saves the same step again: the old folder once was
     deleted before the new one was in place. Now it goes aside first, and a crash between the two
     renames leaves it where the next look finds it."""
-    from lagdsl.runtime import dist, sharded
+    from lagdsl.runtime.distributed import world as dist
+    from lagdsl.runtime.state import dcp
 
     def state(value: float) -> dict[str, object]:
         return {"model": {"w": torch.full((3,), value)}, "optimizer": {"state": {}, "param_groups": []}, "step": 12}
 
     path = ckpt.checkpoint_path(tmp_path, 12, 3, sharded=True)
-    sharded.save(state(1.0), path, dist.ONE)
+    dcp.save(state(1.0), path, dist.ONE)
     renames = []
     real = os.replace
 
@@ -410,12 +411,12 @@ def test_a_sharded_checkpoint_saved_again_at_its_step_is_never_lost(
 
     monkeypatch.setattr(os, "replace", crash_on_the_second)
     with pytest.raises(KeyboardInterrupt):
-        sharded.save(state(2.0), path, dist.ONE)
+        dcp.save(state(2.0), path, dist.ONE)
     monkeypatch.setattr(os, "replace", real)
     assert not path.exists()  # set aside, the new one not yet in place
     assert ckpt.list_checkpoints(tmp_path) == [path]  # put back
     assert torch.equal(ckpt.load(path)["model"]["w"], torch.full((3,), 1.0))
-    sharded.save(state(3.0), path, dist.ONE)  # and saved again normally: replaced, nothing left aside
+    dcp.save(state(3.0), path, dist.ONE)  # and saved again normally: replaced, nothing left aside
     assert torch.equal(ckpt.load(path)["model"]["w"], torch.full((3,), 3.0))
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
@@ -425,7 +426,7 @@ def test_a_sharded_checkpoint_saved_again_at_its_step_is_never_lost(
     elsewhere.mkdir()
     (elsewhere / "keep.txt").write_text("mine")
     (tmp_path / f".{path.name}.tmp").symlink_to(elsewhere, target_is_directory=True)
-    sharded.save(state(4.0), path, dist.ONE)
+    dcp.save(state(4.0), path, dist.ONE)
     assert torch.equal(ckpt.load(path)["model"]["w"], torch.full((3,), 4.0))
     assert [p.name for p in elsewhere.iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, f".{path.name}.tmp"])

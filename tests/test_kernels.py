@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lagdsl.model import GPT, GPTConfig
-from lagdsl.model.gpt import rotary_tables
 from lagdsl.model.kernels import (
     _RMSNorm,
     rms_norm,
@@ -19,6 +18,7 @@ from lagdsl.model.kernels import (
     swiglu_reference,
     use_fused,
 )
+from lagdsl.model.positions import rotary_tables
 
 
 def _double(*tensors: torch.Tensor) -> list[torch.Tensor]:

@@ -18,7 +18,7 @@ from lagdsl.cli import main
 from lagdsl.families import FamilyError, family_of, read_config
 from lagdsl.model.export import export_pretrained
 from lagdsl.model.hub import config_of, load_pretrained
-from lagdsl.runtime.trained import open_trained
+from lagdsl.runtime.state.trained import open_trained
 from lagdsl.text.tokenizer import byte_level_json
 from tests.conftest import write_corpus
 

@@ -14,7 +14,7 @@ from lagdsl.lang import check_text
 from lagdsl.lang.schedule import Schedule
 from lagdsl.plan import build_plan
 from lagdsl.plan.cost import CostModel
-from lagdsl.runtime.data import Corpus
+from lagdsl.runtime.data.corpus import Corpus
 from tests.test_state import losses, make_engine
 
 SCHEDULE = """

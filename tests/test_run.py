@@ -18,10 +18,10 @@ from click.testing import CliRunner
 
 from lagdsl.artifacts import PlanFile, RunInfo, Summary, event_line, read_events, read_json
 from lagdsl.cli import main
-from lagdsl.runtime import checkpoint as ckpt
-from lagdsl.runtime import engine as engine_module
-from lagdsl.runtime import probes
-from lagdsl.runtime.metrics import read, without_timing
+from lagdsl.runtime.records.metrics import read, without_timing
+from lagdsl.runtime.state import checkpoint as ckpt
+from lagdsl.runtime.training import engine as engine_module
+from lagdsl.runtime.training import probes
 from tests.conftest import write_corpus
 
 TINY = """

@@ -15,10 +15,12 @@ import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
 from lagdsl.lang import check_text
-from lagdsl.model.gpt import GPT, GPTConfig
-from lagdsl.runtime import growing, shards
-from lagdsl.runtime.dist import World
-from lagdsl.runtime.state import Device, Recipe, TrainState, restore
+from lagdsl.model.config import GPTConfig
+from lagdsl.model.gpt import GPT
+from lagdsl.runtime.distributed import moves
+from lagdsl.runtime.distributed.world import World
+from lagdsl.runtime.state.train_state import Device, Recipe, TrainState, restore
+from lagdsl.runtime.training import growing
 
 SCHEDULE = """
 schedule shards
@@ -63,7 +65,7 @@ def grow_both(rank: int, folder: str) -> None:
     torch.set_num_threads(1)
     torch_dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2)
     try:
-        checked = check_text(SCHEDULE, "shards.grow")
+        checked = check_text(SCHEDULE, "moves.grow")
         assert checked.schedule is not None, checked.diagnostics
         schedule = checked.schedule
         one, sharded = Recipe(schedule, CPU), Recipe(schedule, CPU, World(rank=rank, size=2, launched=True))
@@ -111,7 +113,7 @@ def grow_uneven(rank: int, folder: str) -> None:
     torch.set_num_threads(1)
     torch_dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=3)
     try:
-        schedule = check_text(SCHEDULE, "shards.grow").schedule
+        schedule = check_text(SCHEDULE, "moves.grow").schedule
         assert schedule is not None
         one, sharded = Recipe(schedule, CPU), Recipe(schedule, CPU, World(rank=rank, size=3, launched=True))
         saved = trained(one).state_dict()
@@ -130,8 +132,8 @@ def grow_uneven(rank: int, folder: str) -> None:
         # process grows it, and trains on
         whole = GPT(CONFIG)
         whole.init_weights(torch.Generator().manual_seed(1))
-        model = shards.empty_model(sharded, CONFIG, dtype=torch.bfloat16)
-        shards.fill(model, whole.state_dict())
+        model = moves.empty_model(sharded, CONFIG, dtype=torch.bfloat16)
+        moves.fill(model, whole.state_dict())
         op = next(op for op in growth.probe.candidates if op.label == UNEVEN[0])
         bf16 = growing.grown(sharded, TrainState(sharded, model, sharded.optimizer(model)), stage, growth, op, 0)
         _step(bf16)

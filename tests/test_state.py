@@ -15,11 +15,12 @@ import torch
 from lagdsl.lang import check_text
 from lagdsl.lang.schedule import Schedule
 from lagdsl.plan import build_plan
-from lagdsl.runtime import program as P
-from lagdsl.runtime.data import Batches, Corpus
-from lagdsl.runtime.engine import Engine
-from lagdsl.runtime.metrics import Metrics, read, without_timing
-from lagdsl.runtime.state import Device, Recipe, TrainState, fork, restore, snapshot
+from lagdsl.runtime.data.batches import Batches
+from lagdsl.runtime.data.corpus import Corpus
+from lagdsl.runtime.records.metrics import Metrics, read, without_timing
+from lagdsl.runtime.state.train_state import Device, Recipe, TrainState, fork, restore, snapshot
+from lagdsl.runtime.training import program as P
+from lagdsl.runtime.training.engine import Engine
 
 TINY = """
 schedule tiny

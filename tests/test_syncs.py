@@ -16,9 +16,9 @@ import torch
 
 from lagdsl.lang import check_text
 from lagdsl.lang.schedule import Schedule
-from lagdsl.runtime import program as P
-from lagdsl.runtime.data import Corpus
-from lagdsl.runtime.losses import NonFiniteLoss
+from lagdsl.runtime.data.corpus import Corpus
+from lagdsl.runtime.training import program as P
+from lagdsl.runtime.training.losses import NonFiniteLoss
 from tests.test_state import make_engine
 
 SCHEDULE = """
@@ -72,7 +72,7 @@ def train_reads(every: int, corpus: Corpus, tmp_path: Path) -> tuple[list[str], 
     with counted_reads() as reads:
         engine.train(0, 0, 30)  # the first stage's 30 steps
     engine.metrics.close()
-    from lagdsl.runtime.metrics import read
+    from lagdsl.runtime.records.metrics import read
 
     return reads, read(tmp_path / f"every{every}.jsonl")
 

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 
 from lagdsl.cli import main
 from lagdsl.lang import load
-from lagdsl.runtime.trained import open_trained
+from lagdsl.runtime.state.trained import open_trained
 from lagdsl.text import encode, reading
 from tests.conftest import train_tokenizer, write_corpus
 
@@ -384,7 +384,7 @@ def test_a_file_edited_in_place_with_its_mtime_put_back_is_tokenized_again(proje
 def test_a_glob_through_link_loops_ends_and_reads_each_file_once(tmp_path: Path) -> None:
     """Two links back up the tree once hung `text("loop/**/*.txt")`; one read a file 41 times."""
     from lagdsl.lang.schedule import TextData
-    from lagdsl.runtime.data import load_corpus, matching
+    from lagdsl.runtime.data.corpus import load_corpus, matching
 
     loop = tmp_path / "loop"
     (loop / "sub").mkdir(parents=True)
@@ -419,7 +419,7 @@ def test_a_token_file_edited_past_its_first_mebibyte_has_another_fingerprint(tmp
     """`tokens(...)` once hashed only the first 2^20 tokens: an edit further on was the same data to
     a resume. Now its first and last MiB and 1,024 blocks between are hashed, with its length."""
     from lagdsl.lang.schedule import TokensData
-    from lagdsl.runtime.data import load_corpus
+    from lagdsl.runtime.data.corpus import load_corpus
 
     tokens = np.random.default_rng(0).integers(0, 256, size=3_000_000, dtype=np.uint16)
     tokens.tofile(tmp_path / "train.bin")

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from lagdsl.cli import main
-from lagdsl.runtime import trackers
-from lagdsl.runtime.metrics import read
+from lagdsl.runtime.records import trackers
+from lagdsl.runtime.records.metrics import read
 from tests.conftest import child_processes, write_corpus
 
 pytest.importorskip("tensorboard")

@@ -15,7 +15,7 @@ import torch
 from torch.distributed.tensor import DTensor
 
 from lagdsl.cli import main
-from lagdsl.runtime.state import TrainState
+from lagdsl.runtime.state.train_state import TrainState
 
 alive: set[int] = set()  # the tensors `full_tensor` gathered that are still alive, by a counter
 gathered = 0

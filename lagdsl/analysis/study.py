@@ -42,7 +42,7 @@ from lagdsl.lang.schedule import Growth, Schedule, SelectRule, Stage
 if TYPE_CHECKING:
     import torch
 
-    from lagdsl.runtime.engine import Engine
+    from lagdsl.runtime.training.engine import Engine
 
 #: the losses compared with the final val loss at each lag: val loss, the probe score (what the
 #: default selection rule scores after a probe of that many steps), one batch's train loss
@@ -262,8 +262,8 @@ def run_study(
     """Run the study and return what `study.json` holds; per-seed event logs go under `out`.
     `save` receives the result so far after every seed (`complete` false until the last), so a
     study stopped in its third seed keeps the first two."""
-    from lagdsl.runtime.engine import NonFiniteLoss
-    from lagdsl.runtime.run import RunError
+    from lagdsl.runtime.run.inputs import RunError
+    from lagdsl.runtime.training.engine import NonFiniteLoss
 
     try:
         return _run(schedule, options, out, say, save)
@@ -281,12 +281,12 @@ def _run(
     save: Callable[[Study], None],
 ) -> Study:
     from lagdsl.plan import build_plan
-    from lagdsl.runtime import program as P
-    from lagdsl.runtime.data import Batches
-    from lagdsl.runtime.engine import Engine, NonFiniteLoss
-    from lagdsl.runtime.metrics import Metrics
-    from lagdsl.runtime.run import apply_overrides, open_data, open_device
-    from lagdsl.runtime.state import restore, snapshot
+    from lagdsl.runtime.data.batches import Batches
+    from lagdsl.runtime.records.metrics import Metrics
+    from lagdsl.runtime.run.inputs import apply_overrides, open_data, open_device
+    from lagdsl.runtime.state.train_state import restore, snapshot
+    from lagdsl.runtime.training import program as P
+    from lagdsl.runtime.training.engine import Engine, NonFiniteLoss
 
     stage, growth_index, growth = locate(schedule, options.stage)
     probe = growth.probe

@@ -54,7 +54,7 @@ class RunInfo(Artifact):
     tokenizer: str | None = None
     #: the pretrained checkpoint it began from (its config and tokenizer copied to `source/`); None: from scratch
     pretrained: PretrainedSource | None = None
-    #: each process that has trained the run, the one in progress last (`lagdsl.runtime.segments`)
+    #: each process that has trained the run, the one in progress last (`lagdsl.runtime.records.segments`)
     segments: list[Segment] = Field(default_factory=list)
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)

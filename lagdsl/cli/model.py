@@ -16,11 +16,11 @@ from lagdsl.cli.complete import run_dirs
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from lagdsl.runtime.trained import Trained
+    from lagdsl.runtime.state.trained import Trained
 
 
 def _open(ctx: click.Context, run_dir: Path, checkpoint: Path | None, tokenizer: Path | None) -> Trained:
-    from lagdsl.runtime.trained import TrainedError, open_trained
+    from lagdsl.runtime.state.trained import TrainedError, open_trained
 
     try:
         return open_trained(run_dir, checkpoint, tokenizer, say=lambda m: click.echo(f"note: {m}", err=True))
@@ -73,7 +73,7 @@ def export(
     the checkpoint it began from, or LlamaForCausalLM for a model from scratch."""
     from lagdsl.artifacts.folders import FolderError, only, replacing
     from lagdsl.model.export import EXPORT_FILES, ExportError, export_model, export_pretrained
-    from lagdsl.runtime.trained import SOURCE_DIR, TrainedError, pretrained_source
+    from lagdsl.runtime.state.trained import SOURCE_DIR, TrainedError, pretrained_source
     from lagdsl.text import tokenizer as tok
 
     trained = _open(ctx, run_dir, checkpoint, tokenizer)

@@ -12,7 +12,7 @@ import click
 
 if TYPE_CHECKING:
     from lagdsl.artifacts import IntervalInfo, SpreadInfo, Study, Summary
-    from lagdsl.runtime.dist import World
+    from lagdsl.runtime.distributed.world import World
 
 from lagdsl.cli import DATA_WARNINGS, EXIT_OK, EXIT_USAGE, _device, _load_valid, main
 from lagdsl.cli.complete import grow_files, run_dirs, stage_names
@@ -72,8 +72,8 @@ def run(
     Under `torchrun --nproc_per_node N -m lagdsl run FILE` it trains on N ranks (see `parallel`)."""
     if file is None and resume is None:
         raise click.UsageError("give a schedule FILE, or --resume RUN_DIR")
-    from lagdsl.runtime import trackers
-    from lagdsl.runtime.dist import DistError, World, any_rank, session
+    from lagdsl.runtime.distributed.world import DistError, World, any_rank, session
+    from lagdsl.runtime.records import trackers
 
     try:
         trackers.require(tensorboard is not None, wandb_project is not None)
@@ -89,8 +89,8 @@ def run(
     # rank 0 speaks for all (the others exit with the same code, silently); a rank ends through
     # `leave` once its process group is gone (the exit code as click would give it)
     with _ends_as_rank(world), session(world):
-        from lagdsl.runtime.progress import Progress
-        from lagdsl.runtime.run import (
+        from lagdsl.runtime.run.progress import Progress
+        from lagdsl.runtime.run.start import (
             Interrupted,
             NothingToDo,
             RunError,
@@ -116,7 +116,7 @@ def run(
                 schedule, source = load_for_resume(resume)
             if dry_run:
                 from lagdsl.plan import build_plan
-                from lagdsl.runtime.program import describe, lower
+                from lagdsl.runtime.training.program import describe, lower
 
                 if world.main:
                     click.echo(describe(lower(build_plan(schedule)), schedule), nl=False)
@@ -166,7 +166,7 @@ def run(
             )
             ctx.exit(stop.exit_code)
         finally:
-            from lagdsl.runtime import lock
+            from lagdsl.runtime.run import lock
 
             lock.release_all()  # the run directory is free for the next command (in this process too)
         if world.main:
@@ -179,7 +179,7 @@ def run(
 def _ends_as_rank(world: World) -> Iterator[None]:
     """Under torchrun, end the process with `dist.leave(code)` after the block (the code of the
     block's `ctx.exit`, 0 when it ends normally); an unexpected exception goes on to `main`'s handler."""
-    from lagdsl.runtime.dist import leave
+    from lagdsl.runtime.distributed.world import leave
 
     if not world.distributed:
         yield

@@ -30,7 +30,7 @@ class FamilyError(Exception):
 
 @dataclass(frozen=True)
 class Arch:
-    """A checkpoint's architecture in the model's terms (`lagdsl.model.gpt.GPTConfig`'s fields)."""
+    """A checkpoint's architecture in the model's terms (`lagdsl.model.config.GPTConfig`'s fields)."""
 
     vocab: int
     context: int

@@ -1,5 +1,6 @@
 """The `gpt` model family (torch)."""
 
-from lagdsl.model.gpt import GPT, GPTConfig
+from lagdsl.model.config import GPTConfig
+from lagdsl.model.gpt import GPT
 
 __all__ = ["GPT", "GPTConfig"]

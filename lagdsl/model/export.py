@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from lagdsl.families import Family, family_named
-from lagdsl.model.gpt import GPTConfig
+from lagdsl.model.config import GPTConfig
 from lagdsl.model.hub import DTYPES, TORCH_NAMES, HubError, family_config, family_parts, family_tensors
 
 
@@ -150,7 +150,7 @@ def _write_model(
 
 def _shape_of(state: Mapping[str, torch.Tensor], name: str) -> tuple[int, ...]:
     """A tensor's shape, without reading it where `state` can tell (a mapping with `shape(name)`,
-    as a sharded final model's `lagdsl.runtime.sharded.Tensors` has)."""
+    as a sharded final model's `lagdsl.runtime.state.dcp.Tensors` has)."""
     shape = getattr(state, "shape", None)
     return tuple(shape(name)) if callable(shape) else tuple(state[name].shape)
 

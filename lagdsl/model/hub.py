@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 from lagdsl.families import INDEX_FILE, WEIGHTS_FILE, Arch, Family
-from lagdsl.model.gpt import GPT, GPTConfig
+from lagdsl.model.config import GPTConfig
+from lagdsl.model.gpt import GPT
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TORCH_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}

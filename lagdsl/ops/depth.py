@@ -18,7 +18,8 @@ from torch.optim import Optimizer
 
 from lagdsl.lang import layers
 from lagdsl.lang.layers import Layer, copies, keep  # noqa: F401 (for plugins, which build plans)
-from lagdsl.model.gpt import GPT, INIT_STD, Block, GPTConfig, init_block
+from lagdsl.model.config import GPTConfig
+from lagdsl.model.gpt import GPT, INIT_STD, Block, init_block
 from lagdsl.ops.core import Carry, Grown, GrowthSpec, add_noise_, rebuild_optimizer
 
 #: the operators (`Layer`, `keep`, `copies` and `grow_depth` are here too, for plugins' plans)
@@ -94,7 +95,7 @@ def depth_mapping(config: GPTConfig, plan: list[Layer], zero_copies: bool = Fals
 class DepthPlan:
     """What a depth operator builds: the layer plan, and how its copies and fresh layers start
     (`grow_depth`'s options). One plan is carried out by `grow_depth` on a whole model, and by
-    `lagdsl.runtime.shards` on a sharded one, without gathering it."""
+    `lagdsl.runtime.distributed.moves` on a sharded one, without gathering it."""
 
     layers: list[Layer]
     noise: float = 0.0

@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch.optim import Optimizer
 
-from lagdsl.model.gpt import GPT, GPTConfig
+from lagdsl.model.config import GPTConfig
+from lagdsl.model.gpt import GPT
 from lagdsl.ops.core import Carry, Grown, GrowthSpec, rebuild_optimizer
 
 __all__ = ["hyperclone", "net2net", "random", "zero"]
@@ -173,7 +174,7 @@ class WidthMoves:
 class PlannedWidth:
     """A width operator given by its plan: `plan(config, spec)` for a model of that configuration
     (raising ValueError where the growth cannot be done). Called as an operator it grows a whole
-    model (`grow_width`); a sharded one grows a tensor at a time (`lagdsl.runtime.shards`)."""
+    model (`grow_width`); a sharded one grows a tensor at a time (`lagdsl.runtime.distributed.moves`)."""
 
     def __init__(self, plan: Callable[[GPTConfig, GrowthSpec], WidthPlan], doc: str) -> None:
         self.plan, self.__doc__ = plan, doc

@@ -4,10 +4,10 @@ which the engine's step asks at four points (torchtitan's train loop keeps the s
 - `Alone`: one process. The model is called as it is; the loss is this process's.
 - `Replicated`: DDP over every rank. Gradients are averaged by DDP's buckets after the last
   micro-step's backward (earlier ones accumulate locally, `no_sync`); the loss is averaged in the
-  step's one all-reduce, which also carries the ranks' requests (`lagdsl.runtime.agreement`).
+  step's one all-reduce, which also carries the ranks' requests (`lagdsl.runtime.training.agreement`).
 - `Sharded`: FSDP2 over every rank. Gradients are reduce-scattered after the last micro-step
   (earlier ones accumulate unsharded); the loss as under `Replicated`.
-- `Teamed`: a parallel probe's team (`lagdsl.runtime.dist.Team`). Its ranks read all the shares of
+- `Teamed`: a parallel probe's team (`lagdsl.runtime.distributed.world.Team`). Its ranks read all the shares of
   the global batch between them, weighted, sum their gradients and losses over the team, and
   agree with every other rank on the step's requests (all teams step together).
 
@@ -31,9 +31,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from lagdsl.lang.schedule import Schedule
 from lagdsl.model.gpt import GPT
-from lagdsl.runtime.data import Shard
-from lagdsl.runtime.dist import Team, World
-from lagdsl.runtime.state import Recipe
+from lagdsl.runtime.data.batches import Shard
+from lagdsl.runtime.distributed.world import Team, World
+from lagdsl.runtime.state.train_state import Recipe
 
 #: The ranks' agreement on a step: the mean of their losses, with their requests agreed on.
 Agree = Callable[[torch.Tensor], torch.Tensor]

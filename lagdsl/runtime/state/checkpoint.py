@@ -12,7 +12,7 @@ a temporary file, flushed and fsynced, then renamed over its name, and the direc
 crash at any point leaves either the old files or the new one, never half of one. Loading uses
 `weights_only=True` (no pickled code runs).
 
-Runs of several ranks write folders instead (`step-....dcp/`, see `lagdsl.runtime.sharded`); every
+Runs of several ranks write folders instead (`step-....dcp/`, see `lagdsl.runtime.state.dcp`); every
 function here takes both, and loading either gives the same state dict.
 """
 
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 import torch
 
 if TYPE_CHECKING:
-    from lagdsl.runtime.sharded import Room
+    from lagdsl.runtime.state.dcp import Room
 
 PREFIX = "step-"
 TRAILER = b"\nlagdsl-sha256 "  # followed by 64 hex digits and a newline
@@ -75,11 +75,11 @@ def write_atomic(payload: dict[str, Any], path: Path) -> None:
 def verify(path: Path) -> None:
     """Raise `CheckpointError` unless `path` holds a checkpoint whose checksum matches."""
     if path.is_dir():
-        from lagdsl.runtime import sharded
+        from lagdsl.runtime.state import dcp
 
         try:
-            sharded.verify(path)
-        except sharded.ShardedError as error:
+            dcp.verify(path)
+        except dcp.ShardedError as error:
             raise CheckpointError(str(error)) from None
         return
     try:
@@ -107,13 +107,13 @@ def verify(path: Path) -> None:
 def load(path: Path, room: Room | None = None) -> dict[str, Any]:
     """A checkpoint's payload, after checking its checksum (`CheckpointError` when damaged). A
     sharded one is read by every rank together (a collective under several ranks), into `room`
-    where given (`lagdsl.runtime.sharded.Room`)."""
+    where given (`lagdsl.runtime.state.dcp.Room`)."""
     if path.is_dir():
-        from lagdsl.runtime import sharded
+        from lagdsl.runtime.state import dcp
 
         try:
-            return sharded.load(path, room)
-        except sharded.ShardedError as error:
+            return dcp.load(path, room)
+        except dcp.ShardedError as error:
             raise CheckpointError(str(error)) from None
     verify(path)
     try:

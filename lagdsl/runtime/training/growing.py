@@ -1,9 +1,9 @@
 """One growth of a training state: the operator applied (its new weights drawn from a generator of
 seed, stage, growth and operator), the stage's frozen parts and LR scales resolved on the grown
-model (`lagdsl.runtime.parts`), and the result checked to be the same on every rank.
+model (`lagdsl.runtime.training.parts`), and the result checked to be the same on every rank.
 
 Under FSDP an operator given by its plan (every built-in one) grows each rank's shards
-(`lagdsl.runtime.shards`): a depth operator with no communication, a width operator one tensor at a
+(`lagdsl.runtime.distributed.moves`): a depth operator with no communication, a width operator one tensor at a
 time, so no rank holds the whole model. A plugin's operator that is a plain function gathers the
 state, grows it as one process grows it, and shards it again.
 """
@@ -20,9 +20,11 @@ from lagdsl.ops import GrowthSpec, grow
 from lagdsl.ops.core import Carry, implementation
 from lagdsl.ops.depth import PlannedDepth
 from lagdsl.ops.width import PlannedWidth
-from lagdsl.runtime import dist, parts, shards
-from lagdsl.runtime.seeds import generator
-from lagdsl.runtime.state import Recipe, TrainState
+from lagdsl.runtime.distributed import moves
+from lagdsl.runtime.distributed import world as dist
+from lagdsl.runtime.state.seeds import generator
+from lagdsl.runtime.state.train_state import Recipe, TrainState
+from lagdsl.runtime.training import parts
 
 
 def grown(
@@ -56,7 +58,7 @@ def _grown_shards(
     spec: GrowthSpec,
     gen: torch.Generator,
 ) -> TrainState:
-    """A sharded state grown shard by shard (`lagdsl.runtime.shards`): what one process grows."""
+    """A sharded state grown shard by shard (`lagdsl.runtime.distributed.moves`): what one process grows."""
     fresh: frozenset[str] = frozenset()
 
     def resolved(mapping: Mapping[str, Carry | None], skeleton: GPT) -> tuple[frozenset[str], dict[str, float]]:
@@ -66,14 +68,14 @@ def _grown_shards(
 
     if isinstance(operator, PlannedDepth):
         plan = operator.plan(state.model.config.depth, spec)
-        model, mapping, frozen, scales = shards.grow_depth(recipe, state.model, plan, gen, resolved)
+        model, mapping, frozen, scales = moves.grow_depth(recipe, state.model, plan, gen, resolved)
     else:
         width = operator.plan(state.model.config, spec)
-        model, mapping, frozen, scales = shards.grow_width(recipe, state.model, width, gen, resolved)
+        model, mapping, frozen, scales = moves.grow_width(recipe, state.model, width, gen, resolved)
     if stage.reset_optimizer:
         optimizer = recipe.optimizer(model, scales)
     else:
-        optimizer = shards.moved_optimizer(recipe, model, scales, state.model, state.optimizer, mapping)
+        optimizer = moves.moved_optimizer(recipe, model, scales, state.model, state.optimizer, mapping)
     state.model, state.optimizer = model, optimizer
     state.fresh, state.frozen, state.scales = fresh, frozen, dict(scales)
     return state

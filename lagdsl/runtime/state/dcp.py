@@ -34,8 +34,8 @@ from typing import Any
 import torch
 import torch.distributed.checkpoint as dcp
 
-from lagdsl.runtime import dist
-from lagdsl.runtime.state import StateDict
+from lagdsl.runtime.distributed import world as dist
+from lagdsl.runtime.state.train_state import StateDict
 
 SUFFIX = ".dcp"
 MANIFEST = "manifest.json"
@@ -123,7 +123,7 @@ def verify(path: Path) -> None:
 
 
 #: Room for one saved tensor of a shape and dtype, for DCP to read into: a whole tensor on the CPU,
-#: or (a sharded run's resume: `lagdsl.runtime.shards.room`) this rank's shard of it, a DTensor.
+#: or (a sharded run's resume: `lagdsl.runtime.distributed.moves.room`) this rank's shard of it, a DTensor.
 Room = Callable[[list[int], torch.dtype], torch.Tensor]
 
 

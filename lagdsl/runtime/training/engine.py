@@ -28,19 +28,21 @@ import torch
 from lagdsl.artifacts import Artifact, Dims, EndEvent, EvalEvent, GrowEvent, StageEvent, StepEvent
 from lagdsl.lang.lr import lr_at, rewarm_factor
 from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, Shape, Stage
+from lagdsl.model.config import GPTConfig
 from lagdsl.model.dropout import row_keys
-from lagdsl.model.gpt import GPT, GPTConfig
+from lagdsl.model.gpt import GPT
 from lagdsl.plan.cost import CostModel
-from lagdsl.runtime import dist, growing, parts, probes, sync
-from lagdsl.runtime import program as P
-from lagdsl.runtime.agreement import Agreement
-from lagdsl.runtime.data import Batches
-from lagdsl.runtime.evaluation import Evaluator
-from lagdsl.runtime.losses import NonFiniteLoss, Pending
-from lagdsl.runtime.metrics import Metrics
-from lagdsl.runtime.seeds import generator, seed_for
-from lagdsl.runtime.segments import Segments
-from lagdsl.runtime.state import Device, Recipe, StateDict, TrainState, make_optimizer, restore, snapshot
+from lagdsl.runtime.data.batches import Batches
+from lagdsl.runtime.distributed import world as dist
+from lagdsl.runtime.records.metrics import Metrics
+from lagdsl.runtime.records.segments import Segments
+from lagdsl.runtime.state.seeds import generator, seed_for
+from lagdsl.runtime.state.train_state import Device, Recipe, StateDict, TrainState, make_optimizer, restore, snapshot
+from lagdsl.runtime.training import growing, parts, probes, sync
+from lagdsl.runtime.training import program as P
+from lagdsl.runtime.training.agreement import Agreement
+from lagdsl.runtime.training.evaluation import Evaluator
+from lagdsl.runtime.training.losses import NonFiniteLoss, Pending
 
 __all__ = ["Device", "Engine", "NonFiniteLoss", "generator", "make_optimizer", "seed_for"]
 
@@ -50,7 +52,7 @@ PHASES = ("train", "probes", "growth", "wrap", "checkpoints", "evaluation")
 
 #: Called after every training step, probes' included: (engine, stage name, step, loss). The loss
 #: is still on the device: reading it (`float(loss)`) waits for the device, so a hook reads it only
-#: when it needs the value (`lagdsl.runtime.losses`).
+#: when it needs the value (`lagdsl.runtime.training.losses`).
 OnStep = Callable[["Engine", str, int, torch.Tensor], None]
 
 
@@ -95,12 +97,12 @@ class Engine:
         self.interrupted = False  # set by a signal handler; honoured between steps
         self.terminated = False  # the signal was SIGTERM (a scheduler's), not SIGINT
         self.agreed = Agreement()  # under several ranks: the stop request and signal all ranks agreed on
-        #: what a step calls for the model trained last, and how it shares (`lagdsl.runtime.sync`)
+        #: what a step calls for the model trained last, and how it shares (`lagdsl.runtime.training.sync`)
         self.wrappers = sync.Wrappers(schedule, self.recipe, world, self._reduce_step)
         self.evaluator = Evaluator(batches, device.device, self.autocast, world, schedule.eval_batches)
         self.pending = Pending()  # mainline losses not read yet
         self._frozen_count: tuple[object, int] = (None, 0)  # (model and frozen set, their frozen parameters)
-        #: the processes that trained the run, this one last (a resume replaces it: `lagdsl.runtime.segments`)
+        #: the processes that trained the run, this one last (a resume replaces it: `lagdsl.runtime.records.segments`)
         self.segments = Segments([], world.size)
         self.teams = dist.Teams(world)  # parallel probes' teams and their process groups
         self.step_seconds = 0.0  # wall time inside training steps (mainline and probe), this process
@@ -297,7 +299,7 @@ class Engine:
         self, state: TrainState, stage: Stage, step: int, team: dist.Team | None = None
     ) -> tuple[torch.Tensor, float]:
         """One optimizer step of `state` on mainline step `step`'s batches; the mean loss (on the
-        device, not read: see `lagdsl.runtime.losses`) and the LR. With a `team` (the ranks of a
+        device, not read: see `lagdsl.runtime.training.losses`) and the LR. With a `team` (the ranks of a
         parallel probe's group), the team's ranks alone train `state`, on the same global batch."""
         if self.stopping:
             raise KeyboardInterrupt
@@ -351,7 +353,7 @@ class Engine:
 
     def _reduce_step(self, loss: torch.Tensor) -> torch.Tensor:
         """This step's loss as every rank reports it (the mean over the ranks' equal shares), with
-        the ranks' requests agreed on in the same all-reduce (`lagdsl.runtime.agreement`)."""
+        the ranks' requests agreed on in the same all-reduce (`lagdsl.runtime.training.agreement`)."""
         if not self.world.distributed:
             return loss
         return self.agreed.reduce(loss, self.world.size, self.interrupted, self.terminated, self.metrics.failure)
@@ -410,7 +412,7 @@ class Engine:
         if stage.freeze or stage.lr_scale:
             self.metrics.write(parts.event(stage, self.state))  # what is frozen from here on
 
-    # -- what a probe asks of the engine (`lagdsl.runtime.probes.Host`)
+    # -- what a probe asks of the engine (`lagdsl.runtime.training.probes.Host`)
 
     def _run_probe(self, ins: P.Probe) -> None:
         probes.run(self, ins)

@@ -12,8 +12,9 @@ from typing import Any
 import torch
 
 from lagdsl.families import Family
-from lagdsl.model.gpt import GPT, GPTConfig
-from lagdsl.runtime import checkpoint as ckpt
+from lagdsl.model.config import GPTConfig
+from lagdsl.model.gpt import GPT
+from lagdsl.runtime.state import checkpoint as ckpt
 from lagdsl.text import tokenizer as tok
 
 #: The run directory's copy of the tokenizer its data was tokenized with (none for byte data).
@@ -108,14 +109,14 @@ def _final_model(final: Path) -> Path | None:
 
 
 def _from_final(final: Path) -> tuple[GPTConfig, Mapping[str, torch.Tensor]]:
-    from lagdsl.runtime import sharded
+    from lagdsl.runtime.state import dcp
 
     model = _final_model(final)
     assert model is not None
     try:
-        state = sharded.Tensors(model) if model.is_dir() else ckpt.load(model)["model"]
+        state = dcp.Tensors(model) if model.is_dir() else ckpt.load(model)["model"]
         config = _config(json.loads((final / "config.json").read_text(encoding="utf-8")))
-    except (ckpt.CheckpointError, sharded.ShardedError) as error:
+    except (ckpt.CheckpointError, dcp.ShardedError) as error:
         raise TrainedError(f"`{model}` {error}") from None
     except (OSError, ValueError) as error:
         raise TrainedError(f"`{final / 'config.json'}` cannot be read: {error}") from None

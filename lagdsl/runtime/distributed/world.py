@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from lagdsl.runtime.data import Shard
+from lagdsl.runtime.data.batches import Shard
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ from typing import TextIO
 import torch
 
 from lagdsl.artifacts import Artifact, EvalEvent, GrowEvent, SelectEvent
-from lagdsl.runtime.engine import Engine
+from lagdsl.runtime.training.engine import Engine
 
 READ_EVERY = 0.5  # seconds between reads of the loss for the bar
 

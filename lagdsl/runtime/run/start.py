@@ -1,5 +1,5 @@
 """A run: the run directory, a new one or one resumed, and the engine in its state (running it,
-checkpoints and the summary: `lagdsl.runtime.execution`).
+checkpoints and the summary: `lagdsl.runtime.run.execution`).
 
 runs/<schedule>-<timestamp>/
   schedule.grow   the schedule's source        run.json      hash, seed, device, data fingerprint
@@ -34,11 +34,13 @@ from lagdsl.lang import check_text
 from lagdsl.lang.schedule import Schedule, TokensData
 from lagdsl.plan import build_plan
 from lagdsl.plan.render import to_json
-from lagdsl.runtime import checkpoint as ckpt
-from lagdsl.runtime import dist, lock, shards
-from lagdsl.runtime.data import Batches
-from lagdsl.runtime.engine import Device, Engine, OnStep
-from lagdsl.runtime.execution import (
+from lagdsl.runtime.data.batches import Batches
+from lagdsl.runtime.distributed import moves
+from lagdsl.runtime.distributed import world as dist
+from lagdsl.runtime.records.metrics import Metrics
+from lagdsl.runtime.records.segments import Segments
+from lagdsl.runtime.run import lock
+from lagdsl.runtime.run.execution import (
     Interrupted,
     RunResult,
     execute,
@@ -48,15 +50,15 @@ from lagdsl.runtime.execution import (
     write_checkpoint,
     write_text,
 )
-from lagdsl.runtime.inputs import RunError, apply_overrides, open_data, open_device
-from lagdsl.runtime.metrics import Metrics
-from lagdsl.runtime.program import End, Instruction, lower
-from lagdsl.runtime.segments import Segments
-from lagdsl.runtime.state import StateDict
-from lagdsl.runtime.trained import SOURCE_DIR, TOKENIZER_FILE
+from lagdsl.runtime.run.inputs import RunError, apply_overrides, open_data, open_device
+from lagdsl.runtime.state import checkpoint as ckpt
+from lagdsl.runtime.state.train_state import StateDict
+from lagdsl.runtime.state.trained import SOURCE_DIR, TOKENIZER_FILE
+from lagdsl.runtime.training.engine import Device, Engine, OnStep
+from lagdsl.runtime.training.program import End, Instruction, lower
 
 if TYPE_CHECKING:
-    from lagdsl.runtime.sharded import Room
+    from lagdsl.runtime.state.dcp import Room
 
 
 class NothingToDo(Exception):
@@ -154,7 +156,7 @@ def new_run(
 
 
 def _lock(run_dir: Path, say: Callable[[str], None]) -> None:
-    """Hold the run directory for this process (`lagdsl.runtime.lock`), or a `RunError`."""
+    """Hold the run directory for this process (`lagdsl.runtime.run.lock`), or a `RunError`."""
     try:
         lock.take(run_dir, say)
     except lock.LockError as error:
@@ -245,7 +247,7 @@ def _resume(
             )
         if not (run_dir / "metrics.jsonl").exists():
             raise RunError(f"`{run_dir}` has no `metrics.jsonl`: its event log is lost, so it cannot be resumed")
-    room = shards.room(device.device) if world.distributed and schedule.parallel == "fsdp" else None
+    room = moves.room(device.device) if world.distributed and schedule.parallel == "fsdp" else None
     saved = _newest_checkpoint(run_dir, options.say, world, room)
     program = lower(build_plan(schedule))
     if saved is not None:

@@ -37,10 +37,10 @@ import torch
 
 from lagdsl.artifacts import Dims, ProbeEvent, SelectEvent
 from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, SelectRule, Shape, Stage
-from lagdsl.runtime import dist
-from lagdsl.runtime import program as P
-from lagdsl.runtime.losses import NonFiniteLoss, ProbeDiverged, read
-from lagdsl.runtime.state import StateDict, TrainState, snapshot
+from lagdsl.runtime.distributed import world as dist
+from lagdsl.runtime.state.train_state import StateDict, TrainState, snapshot
+from lagdsl.runtime.training import program as P
+from lagdsl.runtime.training.losses import NonFiniteLoss, ProbeDiverged, read
 
 if TYPE_CHECKING:
     from lagdsl.artifacts import Artifact
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 
 class Host(Protocol):
-    """What a probe asks of the engine that runs it (`lagdsl.runtime.engine.Engine`): to snapshot
+    """What a probe asks of the engine that runs it (`lagdsl.runtime.training.engine.Engine`): to snapshot
     and restore the mainline, grow, train a step, score, log, and hand the winner back. A probe
     reads and writes nothing else of the engine."""
 

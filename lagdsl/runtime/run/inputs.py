@@ -8,9 +8,10 @@ from pathlib import Path
 import torch
 
 from lagdsl.lang.schedule import Schedule
-from lagdsl.runtime import dist
-from lagdsl.runtime.data import Batches, Corpus, DataError, Shard, load_corpus
-from lagdsl.runtime.engine import Device
+from lagdsl.runtime.data.batches import Batches, Shard
+from lagdsl.runtime.data.corpus import Corpus, DataError, load_corpus
+from lagdsl.runtime.distributed import world as dist
+from lagdsl.runtime.training.engine import Device
 
 
 class RunError(Exception):

@@ -1,4 +1,4 @@
-"""Training data: a corpus of tokens split into train and validation, and deterministic batches.
+"""A corpus of tokens, split into train and validation.
 
 - `stdlib()`: the running Python's standard-library `.py` files (site-packages excluded), sorted
   by path, read as bytes and joined with a newline: vocabulary 256, no download.
@@ -14,13 +14,7 @@
 Every corpus but `tokens(...)` is read once as a stream into the token cache (`lagdsl.text.encode`:
 bytes or a tokenizer's tokens, written a block at a time) and memory-mapped from there, so a
 process's memory is bounded by a read block, not by the corpus, and the ranks of a machine share
-one copy in the page cache.
-
-The batch of mainline step t, micro-step m is a pure function of (seed, t, m): random windows drawn
-from a generator seeded with exactly those numbers. Validation batches are fixed: eval batch i
-depends on (seed, i) only, so every evaluation reads the same text. Under several ranks the batch
-is the global one, and a rank reads a share of its rows (`Shard`): N ranks read, between them,
-exactly the tokens one process reads.
+one copy in the page cache. How batches are drawn from it: `lagdsl.runtime.data.batches`.
 """
 
 from __future__ import annotations
@@ -33,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from lagdsl.lang.schedule import DataSpec, JsonlData, ParquetData, StdlibData, TextData, TokenFiles, TokensData
 from lagdsl.text import encode
@@ -42,8 +35,6 @@ from lagdsl.text.globs import matching
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
-
-VAL_SALT = 0x5EED_0FA1  # separates the validation stream from the training one
 
 
 class DataError(Exception):
@@ -246,55 +237,3 @@ def _sampled(tokens: np.ndarray) -> bytes:
     starts = np.linspace(END_BYTES, len(data) - END_BYTES - BLOCK_BYTES, SAMPLED_BLOCKS).astype(np.int64)
     blocks = [data[:END_BYTES], *(data[int(s) : int(s) + BLOCK_BYTES] for s in starts), data[-END_BYTES:]]
     return b"".join(block.tobytes() for block in blocks)
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Share `index` of `count` equal shares of a global batch's rows."""
-
-    index: int = 0
-    count: int = 1
-
-
-WHOLE = Shard()
-
-
-class Batches:
-    """Deterministic batches of (inputs, targets), int64 tensors of shape (rows, context): the
-    global batch's rows of `shard` (all of them by default)."""
-
-    def __init__(
-        self, corpus: Corpus, batch: int, context: int, seed: int, device: torch.device, shard: Shard = WHOLE
-    ) -> None:
-        corpus.check(context)
-        if batch % shard.count:
-            raise DataError(f"a batch of {batch} rows cannot be split into {shard.count} equal shares")
-        self.corpus, self.batch, self.context, self.seed, self.device = corpus, batch, context, seed, device
-        self.shard = shard
-
-    def _windows(
-        self, data: Tokens, rng: np.random.Generator, shard: Shard | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        shard = shard or self.shard
-        starts = rng.integers(0, len(data) - self.context - 1, size=self.batch)  # the global batch
-        share = self.batch // shard.count
-        starts = starts[shard.index * share : (shard.index + 1) * share]
-        rows = np.stack([np.asarray(data[s : s + self.context + 1], dtype=np.int64) for s in starts])
-        tokens = torch.from_numpy(rows)
-        if self.device.type == "cuda":
-            tokens = tokens.pin_memory().to(self.device, non_blocking=True)
-        return tokens[:, :-1], tokens[:, 1:]
-
-    def first_row(self, shard: Shard | None = None) -> int:
-        """The index in the global batch of the first row of this rank's share (or `shard`'s)."""
-        shard = shard or self.shard
-        return shard.index * (self.batch // shard.count)
-
-    def train(self, step: int, micro: int = 0, shard: Shard | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch of mainline step `step`, micro-step `micro`: this rank's share, or `shard`'s."""
-        # the 0 stands where a rank once was: it keeps every single-process run's batches as they were
-        return self._windows(self.corpus.train, np.random.default_rng([self.seed, step, 0, micro]), shard)
-
-    def val(self, index: int, shard: Shard | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validation batch `index` (this rank's share, or `shard`'s): the same text at every evaluation."""
-        return self._windows(self.corpus.val, np.random.default_rng([self.seed, VAL_SALT, index]), shard)

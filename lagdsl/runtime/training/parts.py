@@ -21,7 +21,7 @@ from lagdsl.model.gpt import GPT
 from lagdsl.ops.core import Carry
 
 if TYPE_CHECKING:
-    from lagdsl.runtime.state import TrainState
+    from lagdsl.runtime.state.train_state import TrainState
 
 
 def fresh_after(mapping: Mapping[str, Carry | None], fresh: Iterable[str]) -> frozenset[str]:

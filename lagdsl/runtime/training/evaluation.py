@@ -10,8 +10,8 @@ from contextlib import AbstractContextManager
 import torch
 
 from lagdsl.model.gpt import GPT
-from lagdsl.runtime import dist
-from lagdsl.runtime.data import Batches
+from lagdsl.runtime.data.batches import Batches
+from lagdsl.runtime.distributed import world as dist
 
 
 class Evaluator:

@@ -12,8 +12,8 @@ import signal
 
 import torch
 
-from lagdsl.runtime import dist
-from lagdsl.runtime.metrics import LogFailed
+from lagdsl.runtime.distributed import world as dist
+from lagdsl.runtime.records.metrics import LogFailed
 
 
 class Agreement:

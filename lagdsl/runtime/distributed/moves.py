@@ -25,33 +25,54 @@ gathers that tensor whole (an all-gather), moves it as one process does, keeps i
 result and lets the whole go before the next (`grow_width`); its optimizer moments the same way.
 A rank's extra memory is then one tensor, old and moved, never the model. A plugin's operator
 that is neither a `PlannedDepth` nor a `PlannedWidth` goes through the whole state
-(`lagdsl.runtime.growing`).
+(`lagdsl.runtime.training.growing`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from lagdsl.lang import layers
-from lagdsl.model.gpt import GPT, GPTConfig, initial_values
+from lagdsl.model.config import GPTConfig
+from lagdsl.model.gpt import GPT, initial_values
 from lagdsl.ops.core import Carry, add_noise_, like, moved_state
 from lagdsl.ops.depth import DepthPlan, depth_mapping, fresh_block, residual_names
 from lagdsl.ops.width import WidthPlan
 
 if TYPE_CHECKING:
     from lagdsl.families import Family
-    from lagdsl.runtime.state import Recipe
+
+
+class Builder(Protocol):
+    """What a move needs of whoever builds the training state (`lagdsl.runtime.state.Recipe` is
+    one): where the model lives, how it is sharded, and an optimizer over it. A protocol, so that
+    the state, which moves its shards through this module, is above it and never imported here."""
+
+    @property
+    def device(self) -> Placement: ...
+
+    def shard(self, model: GPT) -> GPT: ...
+
+    def optimizer(self, model: GPT, scales: Mapping[str, float] | None = None) -> torch.optim.Optimizer: ...
+
+
+class Placement(Protocol):
+    """The device the ranks' shards live on (`lagdsl.runtime.state.Device` is one)."""
+
+    @property
+    def device(self) -> torch.device: ...
+
 
 #: (mapping, the grown model's skeleton on the meta device) -> its frozen names and LR scales
 Parts = Callable[[Mapping[str, Carry | None], GPT], tuple[frozenset[str], dict[str, float]]]
 
 
 def empty_model(
-    recipe: Recipe, config: GPTConfig, frozen: frozenset[str] = frozenset(), dtype: torch.dtype | None = None
+    recipe: Builder, config: GPTConfig, frozen: frozenset[str] = frozenset(), dtype: torch.dtype | None = None
 ) -> GPT:
     """A sharded model of shape `config` (in `dtype`, default fp32) whose shards are allocated and
     not yet written (`fill` writes them), with `frozen` parameters not requiring gradients (set
@@ -68,7 +89,7 @@ def empty_model(
     return model
 
 
-def pretrained(recipe: Recipe, folder: Path, family: Family, config: GPTConfig, dtype: torch.dtype) -> GPT:
+def pretrained(recipe: Builder, folder: Path, family: Family, config: GPTConfig, dtype: torch.dtype) -> GPT:
     """A sharded model read from a Hugging Face checkpoint: each rank reads its own rows of each
     tensor from the files (`lagdsl.model.hub.read_weights`), so no rank holds the whole model."""
     from torch.distributed.tensor import DTensor
@@ -142,7 +163,7 @@ def fill(model: GPT, values: Mapping[str, torch.Tensor] | Iterable[tuple[str, to
 
 
 def moved_optimizer(
-    recipe: Recipe, model: GPT, scales: Mapping[str, float], old_model: GPT, old: torch.optim.Optimizer,
+    recipe: Builder, model: GPT, scales: Mapping[str, float], old_model: GPT, old: torch.optim.Optimizer,
     mapping: Mapping[str, Carry | None] | None = None,
 ) -> torch.optim.Optimizer:  # fmt: skip
     """The schedule's optimizer over `model`'s trainable parameters with the state of `old` moved by
@@ -162,7 +183,7 @@ def moved_optimizer(
 
 
 def grow_depth(
-    recipe: Recipe,
+    recipe: Builder,
     model: GPT,
     plan: DepthPlan,
     generator: torch.Generator,
@@ -246,7 +267,7 @@ def grow_depth(
 
 
 def grow_width(
-    recipe: Recipe,
+    recipe: Builder,
     model: GPT,
     plan: WidthPlan,
     generator: torch.Generator,

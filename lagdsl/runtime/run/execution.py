@@ -1,6 +1,6 @@
 """A run's lifetime once its engine is ready: `execute` runs it to the end (or `--max-steps`),
 turning SIGINT and SIGTERM into a checkpoint at a step boundary; `write_checkpoint` saves the
-engine's state atomically; `finish` writes `final/` and `summary.json`. `lagdsl.runtime.run` opens
+engine's state atomically; `finish` writes `final/` and `summary.json`. `lagdsl.runtime.run.start` opens
 the run directory and builds the engine."""
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import torch
 
 from lagdsl.artifacts import CheckpointEvent, ShapeInfo, StoppedEvent, Summary, dump_json
 from lagdsl.lang.schedule import Schedule, Shape
-from lagdsl.runtime import checkpoint as ckpt
-from lagdsl.runtime import dist, sharded
-from lagdsl.runtime.engine import Engine, NonFiniteLoss
-from lagdsl.runtime.inputs import RunError
-from lagdsl.runtime.losses import ProbeDiverged
-from lagdsl.runtime.metrics import LogFailed
-from lagdsl.runtime.segments import Segments
+from lagdsl.runtime.distributed import world as dist
+from lagdsl.runtime.records.metrics import LogFailed
+from lagdsl.runtime.records.segments import Segments
+from lagdsl.runtime.run.inputs import RunError
+from lagdsl.runtime.state import checkpoint as ckpt
+from lagdsl.runtime.state import dcp
+from lagdsl.runtime.training.engine import Engine, NonFiniteLoss
+from lagdsl.runtime.training.losses import ProbeDiverged
 
 
 class Interrupted(Exception):
@@ -63,7 +64,7 @@ def write_checkpoint(engine: Engine, run_dir: Path, schedule: Schedule) -> Path:
         raise NonFiniteLoss(engine.stage_name, step, math.nan, what="the weights became non-finite")
     try:
         if world.distributed:
-            sharded.save(state, path, world)  # every rank its part; complete or absent
+            dcp.save(state, path, world)  # every rank its part; complete or absent
         else:
             ckpt.write_atomic(state, path)
     except OSError as error:
@@ -186,10 +187,10 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
     config_json = {k: getattr(config, k) for k in config.__dataclass_fields__}
     weights: dict[str, torch.Tensor] = {}
     if finished and state.recipe.sharded:  # each rank writes its own shards: gathered by none
-        model = final / f"model{sharded.SUFFIX}"
+        model = final / f"model{dcp.SUFFIX}"
         try:
             shares = {"config": config_json, "model": state.sharded_state()[0], "optimizer": _NO_OPTIMIZER}
-            sharded.save(shares, model, engine.world)
+            dcp.save(shares, model, engine.world)
         except OSError as error:
             raise RunError(f"cannot write `{model}`: {reason(error)}; {last_checkpoint(run_dir)}") from None
     elif finished:

@@ -16,7 +16,7 @@ to it first). Three functions move states around, all through `state_dict()`:
 
 Under `parallel fsdp` with several ranks the recipe shards the model (`fully_shard` on each block
 and on the root, FSDP2) before it builds the optimizer, and the state moves as each rank's shards
-(`lagdsl.runtime.shards`): the model starts sharded (initialized or read from a pretrained
+(`lagdsl.runtime.distributed.moves`): the model starts sharded (initialized or read from a pretrained
 checkpoint row by row), and snapshots, restores, freezing, depth growth and checkpoints hold DTensors
 of the rank's own rows, in the same state-dict format, and so does the final model (`final/model.dcp`,
 each rank writing its own). `whole_state` (gathered on every rank) is left to a plugin's operator
@@ -35,10 +35,11 @@ from typing import Any
 import torch
 
 from lagdsl.lang.schedule import Schedule
-from lagdsl.model.gpt import GPT, GPTConfig, initial_values
-from lagdsl.runtime import shards
-from lagdsl.runtime.dist import ONE, World
-from lagdsl.runtime.seeds import generator
+from lagdsl.model.config import GPTConfig
+from lagdsl.model.gpt import GPT, initial_values
+from lagdsl.runtime.distributed import moves
+from lagdsl.runtime.distributed.world import ONE, World
+from lagdsl.runtime.state.seeds import generator
 
 #: A state dict: what `TrainState.state_dict()` returns and checkpoints hold (tensors and plain data).
 StateDict = dict[str, Any]
@@ -109,7 +110,7 @@ class Recipe:
 
     def shard(self, model: GPT) -> GPT:
         """`model` sharded (FSDP2: each block its own unit, the root the rest), where it is (the
-        meta device too: `lagdsl.runtime.shards`)."""
+        meta device too: `lagdsl.runtime.distributed.moves`)."""
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         policy = MixedPrecisionPolicy(param_dtype=self.device.dtype, reduce_dtype=torch.float32)
@@ -145,12 +146,12 @@ class Recipe:
 
             dtype = DTYPES.get(source.dtype, torch.float32)
             if self.sharded:  # each rank reads its rows of each tensor from the files
-                model = shards.pretrained(self, Path(source.folder), family_named(source.family), config, dtype)
+                model = moves.pretrained(self, Path(source.folder), family_named(source.family), config, dtype)
                 return TrainState(self, model, self.optimizer(model), self.scaler())
             model = load_pretrained(Path(source.folder), family_named(source.family), config, dtype)
         elif self.sharded:  # each rank keeps its rows of each whole tensor one process draws
-            model = shards.empty_model(self, config)
-            shards.fill(model, initial_values(config, generator(self.schedule.seed, "init")))
+            model = moves.empty_model(self, config)
+            moves.fill(model, initial_values(config, generator(self.schedule.seed, "init")))
             return TrainState(self, model, self.optimizer(model), self.scaler())
         else:
             model = GPT(config)
@@ -176,7 +177,7 @@ class TrainState:
     last_eval: tuple[int, float] | None = None  # (mainline step, val loss) of the newest evaluation
     last_loss: float | None = None  # the newest mainline training loss
     metrics_lines: int = 0  # lines of the run's `metrics.jsonl` that belong to this state
-    #: parameters the current stage's growths made (`new`), frozen ones, LR scales (`lagdsl.runtime.parts`)
+    #: parameters the current stage's growths made (`new`), frozen ones, LR scales (`lagdsl.runtime.training.parts`)
     fresh: frozenset[str] = frozenset()
     frozen: frozenset[str] = frozenset()
     scales: dict[str, float] = field(default_factory=dict)
@@ -219,12 +220,12 @@ class TrainState:
     def sharded_state(self) -> tuple[StateDict, StateDict]:
         """A sharded model's and optimizer's state dicts as each rank holds them (DTensors of its
         shards; the optimizer's keyed by position, as `torch.optim` keys it): no collective."""
-        return shards.resharded(self.model).state_dict(), self.optimizer.state_dict()
+        return moves.resharded(self.model).state_dict(), self.optimizer.state_dict()
 
     def whole_state(self) -> tuple[StateDict, StateDict]:
         """The whole model's and optimizer's state dicts (gathered from the shards: a collective)."""
         if not self.recipe.sharded:
-            return shards.resharded(self.model).state_dict(), self.optimizer.state_dict()
+            return moves.resharded(self.model).state_dict(), self.optimizer.state_dict()
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             get_model_state_dict,
@@ -247,9 +248,9 @@ class TrainState:
         if not force and frozen == self.frozen and dict(scales) == self.scales:
             return False
         if self.recipe.sharded:  # rebuilt from each rank's shards (FSDP reads `requires_grad` once)
-            model = shards.empty_model(self.recipe, self.model.config, frozen)
-            shards.fill(model, shards.resharded(self.model).state_dict())
-            self.optimizer = shards.moved_optimizer(self.recipe, model, scales, self.model, self.optimizer)
+            model = moves.empty_model(self.recipe, self.model.config, frozen)
+            moves.fill(model, moves.resharded(self.model).state_dict())
+            self.optimizer = moves.moved_optimizer(self.recipe, model, scales, self.model, self.optimizer)
             self.model, self.frozen, self.scales = model, frozen, dict(scales)
             return True
         _require_grad(self.model, frozen)
@@ -298,8 +299,8 @@ def _build(recipe: Recipe, state: Mapping[str, Any]) -> tuple[GPT, torch.optim.O
     # the weights' own dtype: a model read from a checkpoint as bf16 stays bf16 through a probe and a resume
     dtype = next(value.dtype for value in state["model"].values() if isinstance(value, torch.Tensor))
     if recipe.sharded:  # each rank's shards, written from the state's shards or cut from whole tensors
-        model = shards.empty_model(recipe, config, frozen, dtype=dtype)
-        shards.fill(model, state["model"])
+        model = moves.empty_model(recipe, config, frozen, dtype=dtype)
+        moves.fill(model, state["model"])
     else:
         model = GPT.empty(config, dtype=dtype)
         model.load_state_dict(state["model"])

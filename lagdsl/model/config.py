@@ -1,0 +1,98 @@
+"""The model's config: its shape and the fixed choices of its family, in one frozen dataclass.
+
+litgpt's `Config` is the model: one config holds what differs between the decoder families people
+grow, and one model reads it (`lagdsl.model.gpt`). The fields: key/value heads fewer than the query
+heads (grouped-query attention), an explicit head size and MLP size, a tied or untied output head,
+the rotary base and Llama 3's scaling, biases on q, k and v (Qwen2), an RMSNorm of each query and
+key head (Qwen3). A `gpt` model from scratch has none of them: one key/value head per head, tied,
+base 10,000, no biases. A family's adapter (`lagdsl.families`) reads a checkpoint's `config.json`
+into these fields. Its sizes come from `lagdsl.lang.arch`, the same arithmetic the plan's cost model
+uses; it imports no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from lagdsl.lang.arch import grown_heads, grown_mlp, mlp_hidden
+
+if TYPE_CHECKING:
+    from lagdsl.lang.schedule import Schedule, Shape
+
+#: Llama 3's RoPE scaling: (factor, low frequency factor, high frequency factor, original context)
+RopeScaling = tuple[float, float, float, int]
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """The model's shape and fixed choices; the head size never changes as the model grows."""
+
+    vocab: int
+    context: int
+    width: int
+    heads: int
+    depth: int
+    mlp: str = "swiglu"
+    dropout: float = 0.0
+    #: RMSNorm's epsilon. Width growth that adds zero dimensions (`zero`) scales it by w / w' and
+    #: the norm gains by sqrt(w / w'), which keeps every norm's output exactly as it was.
+    norm_eps: float = 1e-6
+    kv_heads: int | None = None  # None: one per head
+    head_dim: int | None = None  # the attention head size; None: width / heads
+    ffn: int | None = None  # the MLP's hidden size; None: the `gpt` formula of the width
+    tie: bool = True  # the output head is the input embedding
+    rope_theta: float = 10_000.0
+    rope_scaling: RopeScaling | None = None
+    qkv_bias: bool = False
+    qk_norm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rope_scaling is not None and not isinstance(self.rope_scaling, tuple):  # read back from JSON
+            object.__setattr__(self, "rope_scaling", tuple(self.rope_scaling))
+        if self.head_dim is None and self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.heads % self.key_value_heads:
+            raise ValueError(f"heads {self.heads} is not a multiple of kv_heads {self.key_value_heads}")
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.width // self.heads
+
+    @property
+    def key_value_heads(self) -> int:
+        return self.kv_heads if self.kv_heads is not None else self.heads
+
+    @property
+    def hidden(self) -> int:
+        return self.ffn if self.ffn is not None else mlp_hidden(self.width, self.mlp)
+
+    def grown(self, *, depth: int | None = None, width: int | None = None) -> GPTConfig:
+        """The same model at another depth or width: heads and key/value heads grow with the width
+        (the head size stays), an explicit MLP size in proportion (`lagdsl.lang.arch`)."""
+        depth = depth if depth is not None else self.depth
+        if width is None or width == self.width:
+            return replace(self, depth=depth)
+        per_head = self.width // self.heads
+        if width % (per_head * (self.heads // self.key_value_heads)):
+            raise ValueError(f"width {width} is not a multiple of the width of a group of heads")
+        heads = grown_heads(self.heads, self.width, width)
+        kv_heads = grown_heads(self.kv_heads, self.width, width) if self.kv_heads is not None else None
+        ffn = grown_mlp(self.ffn, self.width, width) if self.ffn is not None else None
+        return replace(self, depth=depth, width=width, heads=heads, kv_heads=kv_heads, ffn=ffn)
+
+    @classmethod
+    def from_schedule(cls, schedule: Schedule, shape: Shape | None = None) -> GPTConfig:
+        """The config of a `Schedule`'s model, at `shape` (default: the initial shape)."""
+        model = schedule.model
+        shape = shape or model.shape
+        scaling = model.rope_scaling
+        return cls(
+            model.vocab, model.context, shape.width, shape.heads, shape.depth, model.mlp, model.dropout,
+            norm_eps=model.norm_eps, kv_heads=shape.kv_heads, head_dim=model.head_dim, ffn=shape.hidden,
+            tie=model.tie, rope_theta=model.rope_theta, qkv_bias=model.qkv_bias, qk_norm=model.qk_norm,
+            rope_scaling=(
+                None if scaling is None
+                else (scaling.factor, scaling.low_freq_factor, scaling.high_freq_factor, scaling.original_context)
+            ),
+        )  # fmt: skip

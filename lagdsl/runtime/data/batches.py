@@ -1,0 +1,71 @@
+"""Deterministic batches drawn from a corpus, and a rank's share of them.
+
+The batch of mainline step t, micro-step m is a pure function of (seed, t, m): random windows drawn
+from a generator seeded with exactly those numbers. Validation batches are fixed: eval batch i
+depends on (seed, i) only, so every evaluation reads the same text. Under several ranks the batch
+is the global one, and a rank reads a share of its rows (`Shard`): N ranks read, between them,
+exactly the tokens one process reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lagdsl.runtime.data.corpus import Corpus, DataError, Tokens
+
+VAL_SALT = 0x5EED_0FA1  # separates the validation stream from the training one
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Share `index` of `count` equal shares of a global batch's rows."""
+
+    index: int = 0
+    count: int = 1
+
+
+WHOLE = Shard()
+
+
+class Batches:
+    """Deterministic batches of (inputs, targets), int64 tensors of shape (rows, context): the
+    global batch's rows of `shard` (all of them by default)."""
+
+    def __init__(
+        self, corpus: Corpus, batch: int, context: int, seed: int, device: torch.device, shard: Shard = WHOLE
+    ) -> None:
+        corpus.check(context)
+        if batch % shard.count:
+            raise DataError(f"a batch of {batch} rows cannot be split into {shard.count} equal shares")
+        self.corpus, self.batch, self.context, self.seed, self.device = corpus, batch, context, seed, device
+        self.shard = shard
+
+    def _windows(
+        self, data: Tokens, rng: np.random.Generator, shard: Shard | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        shard = shard or self.shard
+        starts = rng.integers(0, len(data) - self.context - 1, size=self.batch)  # the global batch
+        share = self.batch // shard.count
+        starts = starts[shard.index * share : (shard.index + 1) * share]
+        rows = np.stack([np.asarray(data[s : s + self.context + 1], dtype=np.int64) for s in starts])
+        tokens = torch.from_numpy(rows)
+        if self.device.type == "cuda":
+            tokens = tokens.pin_memory().to(self.device, non_blocking=True)
+        return tokens[:, :-1], tokens[:, 1:]
+
+    def first_row(self, shard: Shard | None = None) -> int:
+        """The index in the global batch of the first row of this rank's share (or `shard`'s)."""
+        shard = shard or self.shard
+        return shard.index * (self.batch // shard.count)
+
+    def train(self, step: int, micro: int = 0, shard: Shard | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch of mainline step `step`, micro-step `micro`: this rank's share, or `shard`'s."""
+        # the 0 stands where a rank once was: it keeps every single-process run's batches as they were
+        return self._windows(self.corpus.train, np.random.default_rng([self.seed, step, 0, micro]), shard)
+
+    def val(self, index: int, shard: Shard | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validation batch `index` (this rank's share, or `shard`'s): the same text at every evaluation."""
+        return self._windows(self.corpus.val, np.random.default_rng([self.seed, VAL_SALT, index]), shard)
