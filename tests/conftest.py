@@ -14,6 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEDULES = sorted((ROOT / "schedules").glob("*.grow"))
 GOLDEN = ROOT / "tests" / "golden"
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`-n N`) the workers share the cores: each computes with its share of them
+    (and so do the processes it starts), set before torch is first imported, so that N workers never
+    run more threads than there are cores (oversubscribed OpenMP threads run many times slower)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(workers)))
+
+
 #: Set UPDATE_GOLDEN=1 to rewrite the golden files from the current output (then review the diff).
 UPDATE_GOLDEN = os.environ.get("UPDATE_GOLDEN") == "1"
 

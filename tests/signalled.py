@@ -1,6 +1,6 @@
-"""`lagdsl` under torchrun where rank 1 sends itself SIGTERM as it begins a parallel probe's step
-`LAGDSL_TEST_SIGNAL_AT` (a scheduler's signal, at a step known in advance). Started by
-`tests/test_distributed.py` as `torchrun tests/signalled.py ARGS`."""
+"""`lagdsl` where rank 1 sends itself SIGTERM as it begins a parallel probe's step
+`LAGDSL_TEST_SIGNAL_AT` (a scheduler's signal, at a step known in advance). Imported by each rank
+before `lagdsl run` (`tests/forked.py`'s prelude), or run as `torchrun tests/signalled.py ARGS`."""
 
 from __future__ import annotations
 

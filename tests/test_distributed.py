@@ -1,4 +1,7 @@
-"""Several ranks: real processes under torchrun (Gloo on the CPU, one thread a rank).
+"""Several ranks: real processes (Gloo on the CPU, one thread a rank), started as torchrun starts
+them but forked from a server that imported torch once (`tests/forked.py`); the tests of the
+launcher itself (torchrun passing a signal on, stopping the ranks when one dies, two agents meeting
+at a c10d rendezvous) start torchrun.
 
 An N-rank run reads exactly the tokens a 1-rank run reads, so their losses agree up to the order
 of floating-point reductions; parallel probes score as sequential ones do; a run of any number of
@@ -40,6 +43,7 @@ from lagdsl.runtime.state import checkpoint as ckpt
 from lagdsl.runtime.state.train_state import Device
 from lagdsl.runtime.state.trained import open_trained
 from lagdsl.runtime.training.probes import teams
+from tests import forked
 from tests.conftest import child_processes, train_tokenizer, write_corpus
 
 SCHEDULE = """
@@ -99,11 +103,15 @@ def torchrun(project: Path, *args: str, ranks: int = 2, ungathered: bool = False
 
 def launch(
     project: Path, *args: str, ranks: int = 2, timeout: float = 240, extra_env: dict[str, str] | None = None,
-    ungathered: bool = False,
-) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    command = torchrun(project, *args, ranks=ranks, ungathered=ungathered)
-    environment = {**env(), **(extra_env or {})}
-    return subprocess.run(command, cwd=project, env=environment, capture_output=True, text=True, timeout=timeout)
+    ungathered: bool = False, prelude: str | None = None, file_size_limit: int | None = None,
+) -> forked.Finished:  # fmt: skip
+    """`lagdsl run ARGS` on `ranks` ranks to its end (`ungathered`: failing wherever a sharded
+    state would be gathered whole; `prelude`: a module imported first, e.g. one that patches)."""
+    prelude = "tests.ungathered" if ungathered else prelude
+    return forked.run_ranks(
+        ranks, ["run", "--quiet", *args], cwd=project, env=extra_env, prelude=prelude, timeout=timeout,
+        file_size_limit=file_size_limit,
+    )  # fmt: skip
 
 
 def single(project: Path, *args: str) -> None:
@@ -227,17 +235,17 @@ def test_a_batch_that_does_not_split_among_the_ranks_stops_before_training(proje
 
 
 @pytest.mark.slow
-def test_under_torchrun_rank_0_speaks_and_every_rank_exits_with_the_code(project: Path) -> None:
+def test_of_several_ranks_rank_0_speaks_and_every_rank_exits_with_the_code(project: Path) -> None:
     odd = project / "odd.grow"
     odd.write_text((project / "seq.grow").read_text().replace("batch 4", "batch 3"))
     result = launch(project, "odd.grow", "--out", "odd")
     assert result.stderr.count("`batch 3` is the global batch, and 2 ranks cannot share it") == 1
-    assert "exitcode  : 2" in result.stderr and not (project / "odd").exists(), result.stderr[-3000:]
+    assert result.returncodes == [2, 2] and not (project / "odd").exists(), result.stderr[-3000:]
     assert "SIGABRT" not in result.stderr, result.stderr[-3000:]  # no rank aborted on its way out
     bad = project / "bad.grow"
     bad.write_text((project / "seq.grow").read_text().replace("optimizer adamw", "optimiser adamw"))
     result = launch(project, "bad.grow")
-    assert result.stderr.count("error[E0101]") == 1 and "exitcode  : 1" in result.stderr
+    assert result.stderr.count("error[E0101]") == 1 and result.returncodes == [1, 1]
 
 
 @pytest.mark.slow
@@ -386,7 +394,7 @@ checkpoint every 6 steps (keep=9)
 stage base {{ train 6 steps }}
 stage six {{
   grow depth to 6 {{
-    candidates [copy_top(noise=0.05), midas, random, llama_pro]
+    candidates [copy_top(noise=0.05), copy_bottom, midas, interleave, random, identity, llama_pro]
     probe 2 steps
   }}
   lr_scale new=2
@@ -405,11 +413,11 @@ stage wide {{
 
 
 @pytest.mark.slow
-def test_fsdp_grows_shard_by_shard_and_resumes_on_four_ranks(project: Path) -> None:
+def test_fsdp_grows_every_depth_operator_shard_by_shard_and_resumes_on_four_ranks(project: Path) -> None:
     """Under `parallel fsdp` nothing is gathered whole (`tests/ungathered.py` fails the run if it
     is), with each block's activations recomputed in the backward pass: the model starts sharded,
-    depth operators (a probe of four, with noise and a frozen heal; stack; a layer list)
-    grow each rank's shards, width operators (a probe of two, grouped-query attention) grow a
+    every depth operator (a probe of seven, with noise and a frozen heal; stack; a layer list)
+    grows each rank's shards, width operators (a probe of two, grouped-query attention) grow a
     tensor at a time, the probes' snapshots and the checkpoints hold shards, and a run stopped on 2
     ranks resumes on 4, each reading its own rows. The losses, probe scores and evaluations are one
     process's. (`test_shards.py` compares every operator's growth with one process's; `hyperclone`
@@ -425,7 +433,7 @@ def test_fsdp_grows_shard_by_shard_and_resumes_on_four_ranks(project: Path) -> N
     one, sharded = records(project / "shards-one"), records(project / "shards")
     assert_close(one, sharded)
     depth, width = [r for r in sharded if r["event"] == "select"]
-    assert len(depth["scores"]) == 4 and len(width["scores"]) == 2
+    assert len(depth["scores"]) == 7 and len(width["scores"]) == 2
     assert all(math.isfinite(v) for v in [*depth["scores"].values(), *width["scores"].values()])
     assert [r["after"]["depth"] for r in sharded if r["event"] == "grow"] == [12, 16]
     final = open_trained(project / "shards").state
@@ -524,7 +532,7 @@ def test_a_damaged_sharded_checkpoint_is_passed_over(project: Path, one_rank: Pa
     assert_close(records(project / "damaged"), records(one_rank))
 
 
-def _wait_for(path: Path, ready: str, process: subprocess.Popen[str], seconds: float = 120) -> None:
+def _wait_for(path: Path, ready: str, process: subprocess.Popen[str] | forked.Started, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if path.exists() and path.read_text().count(ready) >= 1:
@@ -564,23 +572,29 @@ def test_sigterm_writes_one_checkpoint_and_the_run_resumes(project: Path, long_t
     of the run never interrupted. (torchrun itself, signalled, exits 1.)"""
     name = f"term-{target.replace(' ', '')}"
     out = project / name
-    process = subprocess.Popen(
-        torchrun(project, "long.grow", "--out", name, "--max-steps", "120"),
-        cwd=project, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        _wait_for(out / "metrics.jsonl", '"step":20,', process)
-        ranks = _children(process.pid)
-        assert len(ranks) == 2
-        rank_1 = next(pid for pid, environ in ranks.items() if environ.get("RANK") == "1")
-        for pid in {"ranks": list(ranks), "launcher": [process.pid], "rank 1": [rank_1]}[target]:
-            os.kill(pid, signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode != 0
-    if target != "launcher":
-        assert "exitcode  : 143" in err and "exitcode  : 130" not in err  # torchrun reports each rank's
+    args = ("long.grow", "--out", name, "--max-steps", "120")
+    if target == "launcher":  # torchrun's agent passes the signal on to its ranks
+        process = subprocess.Popen(
+            torchrun(project, *args), cwd=project, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            _wait_for(out / "metrics.jsonl", '"step":20,', process)
+            assert len(_children(process.pid)) == 2
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=60)
+        finally:
+            process.kill()
+        assert process.returncode != 0
+    else:
+        ranks = forked.start_ranks(2, ["run", "--quiet", *args], cwd=project)
+        try:
+            _wait_for(out / "metrics.jsonl", '"step":20,', ranks)
+            ranks.send_signal(signal.SIGTERM, rank=None if target == "ranks" else 1)
+            finished = ranks.finished(timeout=60)
+        finally:
+            ranks.kill()
+        err = finished.stderr
+        assert finished.returncodes == [143, 143], err[-3000:]  # a rank that got no signal once said SIGINT: 130
     assert "interrupted (SIGTERM): checkpoint written to" in err and "SIGINT" not in err
     newest = ckpt.list_checkpoints(out / "checkpoints")[-1]
     assert newest.suffix == ".dcp" and ckpt.load(newest)["step"] > 20
@@ -598,13 +612,9 @@ def test_sigterm_during_a_parallel_probe_stops_every_rank_at_that_step_and_the_r
     if not (project / "par-par").exists():  # the uninterrupted run (also the test above's)
         whole = launch(project, "par.grow", "--out", "par-par")
         assert whole.returncode == 0, whole.stderr[-3000:]
-    command = torchrun(project, "par.grow", "--out", "par-term")
-    command[command.index("-m", 2) : command.index("run")] = [str(Path(__file__).with_name("signalled.py"))]
-    result = subprocess.run(
-        command, cwd=project, env={**env(), "LAGDSL_TEST_SIGNAL_AT": "26"}, capture_output=True, text=True, timeout=240
-    )  # fmt: skip
-    assert result.returncode != 0
-    assert "exitcode  : 143" in result.stderr and "exitcode  : 130" not in result.stderr
+    signal_at = {"LAGDSL_TEST_SIGNAL_AT": "26"}
+    result = launch(project, "par.grow", "--out", "par-term", extra_env=signal_at, prelude="tests.signalled")
+    assert result.returncodes == [143, 143], result.stderr[-3000:]  # not 130: no rank saw SIGINT
     assert "interrupted (SIGTERM): checkpoint written to" in result.stderr
     newest = ckpt.load(ckpt.list_checkpoints(project / "par-term" / "checkpoints")[-1])
     assert newest["step"] == 24  # the probe's first step: the state before it, to probe again
@@ -738,7 +748,6 @@ def test_a_failure_of_rank_0s_event_log_stops_every_rank_with_its_message(tmp_pa
     size limit, as a full disk would), rank 0 once raised alone and the others waited in their next
     collective until the launcher killed them. Now the failure rides the step's all-reduce: every
     rank stops at the same step with exit code 2, and rank 0 says why."""
-    import resource
 
     np.random.default_rng(0).integers(0, 256, size=12_000, dtype=np.uint16).tofile(tmp_path / "t.bin")
     (tmp_path / "log.grow").write_text(
@@ -747,22 +756,15 @@ def test_a_failure_of_rank_0s_event_log_stops_every_rank_with_its_message(tmp_pa
     )
     limit = 40_000  # bytes a file may hold: metrics.jsonl passes it at about step 200
 
-    def small_files() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
     started = time.monotonic()
-    done = subprocess.run(
-        torchrun(tmp_path, "log.grow", "--out", "run"), cwd=tmp_path, env=env(), capture_output=True, text=True,
-        timeout=240, preexec_fn=small_files,
-    )  # fmt: skip
+    done = launch(tmp_path, "log.grow", "--out", "run", file_size_limit=limit)
     assert done.returncode != 0
     assert time.monotonic() - started < 120  # not a collective's timeout
     message = f"error: cannot write `{Path('run') / 'metrics.jsonl'}`: File too large"
     lines = [line for line in done.stderr.splitlines() if line.startswith(("error:", "lagdsl:"))]
     assert lines == [message], done.stderr[-3000:]  # rank 0 speaks for all
-    # no rank hit a closed connection in a collective; the first to end did so with exit 2 (the
-    # launcher may stop the other with SIGTERM as it ends itself: which one ends first is a race)
-    assert "Connection closed" not in done.stderr and "exitcode  : 2" in done.stderr, done.stderr[-3000:]
+    # no rank hit a closed connection in a collective: each stopped at the same step, with exit 2
+    assert "Connection closed" not in done.stderr and done.returncodes == [2, 2], done.stderr[-3000:]
 
 
 @pytest.mark.slow

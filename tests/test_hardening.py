@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from lagdsl.cli import main
 from lagdsl.runtime.state import checkpoint as ckpt
+from tests import forked
 from tests.test_run import _wait_for, comparable, events, project, run, schedule  # noqa: F401  (fixture)
 
 
@@ -190,8 +191,7 @@ def test_ctrl_c_while_starting_is_exit_130_not_aborted(project: Path, monkeypatc
 @pytest.mark.slow
 def test_sigterm_checkpoints_exits_143_and_resumes_to_the_same_run(project: Path, whole: Path) -> None:  # noqa: F811
     out = project / "terminated"
-    command = [sys.executable, "-m", "lagdsl", "run", str(schedule(project)), "--out", str(out), "--quiet"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = forked.start(["run", str(schedule(project)), "--out", str(out), "--quiet"])
     _wait_for(out / "metrics.jsonl", lambda text: '"event":"eval"' in text)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
@@ -223,10 +223,10 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(project: Path
     rng = random.Random(7)
     total_lines = len((whole / "metrics.jsonl").read_text().splitlines())
     out = project / "chaos"
-    command = [sys.executable, "-m", "lagdsl", "run", str(schedule(project)), "--out", str(out), "--quiet"]
-    resume = [sys.executable, "-m", "lagdsl", "run", "--resume", str(out), "--quiet"]
-    for kill_at in sorted(rng.sample(range(2, total_lines - 2), min(8, total_lines - 4))):
-        process = subprocess.Popen(resume if out.exists() else command, stdout=subprocess.DEVNULL)
+    command = ["run", str(schedule(project)), "--out", str(out), "--quiet"]
+    resume = ["run", "--resume", str(out), "--quiet"]
+    for kill_at in sorted(rng.sample(range(2, total_lines - 2), min(20, total_lines - 4))):
+        process = forked.start(resume if out.exists() else command)
         with contextlib.suppress(AssertionError):  # past that point before we looked: kill it wherever it is
             _wait_for(out / "metrics.jsonl", lambda text, n=kill_at: text.count("\n") >= n, timeout=60)
         process.send_signal(signal.SIGKILL)

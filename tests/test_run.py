@@ -6,8 +6,6 @@ import gc
 import json
 import re
 import signal
-import subprocess
-import sys
 import time
 import weakref
 from pathlib import Path
@@ -22,6 +20,7 @@ from lagdsl.runtime.records.metrics import read, without_timing
 from lagdsl.runtime.state import checkpoint as ckpt
 from lagdsl.runtime.training import engine as engine_module
 from lagdsl.runtime.training import probes
+from tests import forked
 from tests.conftest import write_corpus
 
 TINY = """
@@ -253,8 +252,7 @@ def test_sigkill_at_any_point_then_resume_is_bitwise_identical(project: Path, ki
     path = schedule(project)
     assert run(str(path), "--out", str(project / "whole")).exit_code == 0
     out = project / "killed"
-    command = [sys.executable, "-m", "lagdsl", "run", str(path), "--out", str(out), "--quiet"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = forked.start(["run", str(path), "--out", str(out), "--quiet"])
     marker = '"event":"checkpoint"' if kill_after == "checkpoint" else '"event":"probe"'
     _wait_for(out / "metrics.jsonl", lambda text: marker in text)
     process.send_signal(signal.SIGKILL)
@@ -269,8 +267,7 @@ def test_sigkill_at_any_point_then_resume_is_bitwise_identical(project: Path, ki
 def test_ctrl_c_writes_a_checkpoint_and_exits_130(project: Path, during: str) -> None:
     path = schedule(project)
     out = project / "stopped"
-    command = [sys.executable, "-m", "lagdsl", "run", str(path), "--out", str(out), "--quiet"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = forked.start(["run", str(path), "--out", str(out), "--quiet"])
     marker = '"event":"eval"' if during == "training" else '"event":"probe"'  # the first candidate is done
     _wait_for(out / "metrics.jsonl", lambda text: marker in text)
     process.send_signal(signal.SIGINT)

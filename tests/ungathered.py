@@ -2,8 +2,8 @@
 `TrainState.whole_state` (the model and optimizer gathered on every rank) fails, and so does
 `DTensor.full_tensor` while a tensor it gathered before is still alive: a width growth gathers one
 tensor at a time and lets it go before the next, and nothing else gathers at all (the final model
-too is written by each rank, its own shards). Started by `tests/test_distributed.py` as
-`torchrun tests/ungathered.py ARGS`."""
+too is written by each rank, its own shards). Imported by each rank before `lagdsl run`
+(`tests/forked.py`'s prelude), or run as `torchrun tests/ungathered.py ARGS`."""
 
 from __future__ import annotations
 

@@ -38,12 +38,18 @@ from lagdsl.runtime.data.batches import Shard
 
 T = TypeVar("T")
 
-#: How long a collective waits for a rank that does not arrive (a dead or hung rank) before every
-#: other rank fails with an error; torchrun's agent then stops the rest.
-COLLECTIVE_TIMEOUT = timedelta(seconds=int(os.environ.get("LAGDSL_COLLECTIVE_TIMEOUT", "600")))
 
-#: How long a rank that is done waits for the others before it destroys its process group (`session`).
-EXIT_WAIT = timedelta(seconds=int(os.environ.get("LAGDSL_EXIT_WAIT", "10")))
+def collective_timeout() -> timedelta:
+    """How long a collective waits for a rank that does not arrive (a dead or hung rank) before every
+    other rank fails with an error; torchrun's agent then stops the rest (`LAGDSL_COLLECTIVE_TIMEOUT`,
+    seconds, read when the group is made: a process forked after lagdsl was imported sees its own)."""
+    return timedelta(seconds=int(os.environ.get("LAGDSL_COLLECTIVE_TIMEOUT", "600")))
+
+
+def exit_wait() -> timedelta:
+    """How long a rank that is done waits for the others before it destroys its process group
+    (`session`; `LAGDSL_EXIT_WAIT`, seconds)."""
+    return timedelta(seconds=int(os.environ.get("LAGDSL_EXIT_WAIT", "10")))
 
 
 class DistError(Exception):
@@ -104,15 +110,16 @@ def session(world: World) -> Iterator[World]:
     which would leave the same race one level down): a rank that tore its connections down while a
     peer's last collective was still in flight could abort that peer. On a normal end every rank
     arrives; after an error that every rank shares (the usual case: a bad schedule, a failed check)
-    they arrive at once; a rank that failed alone waits `EXIT_WAIT` for the others, then leaves."""
+    they arrive at once; a rank that failed alone waits `exit_wait()` for the others, then leaves."""
     if not world.distributed:
         yield world
         return
     if torch.cuda.is_available():
         torch.cuda.set_device(world.local_rank)
-    store, _, _ = next(dist.rendezvous("env://", world.rank, world.size, timeout=COLLECTIVE_TIMEOUT))
-    store.set_timeout(COLLECTIVE_TIMEOUT)
-    dist.init_process_group(backend(), store=store, rank=world.rank, world_size=world.size, timeout=COLLECTIVE_TIMEOUT)
+    timeout = collective_timeout()
+    store, _, _ = next(dist.rendezvous("env://", world.rank, world.size, timeout=timeout))
+    store.set_timeout(timeout)
+    dist.init_process_group(backend(), store=store, rank=world.rank, world_size=world.size, timeout=timeout)
     try:
         yield world
     finally:
@@ -122,11 +129,11 @@ def session(world: World) -> Iterator[World]:
 
 def meet(store: dist.Store, world: World, timeout: timedelta | None = None) -> bool:
     """Wait until every rank of `world` has called `meet` on `store` (once per process), or
-    `timeout` (`EXIT_WAIT`) has passed, or the store is gone; True when all arrived."""
+    `timeout` (`exit_wait()`) has passed, or the store is gone; True when all arrived."""
     try:
         if store.add("arrived", 1) == world.size:  # the last to arrive lets everyone go
             store.set("all", "1")
-        store.wait(["all"], timeout or EXIT_WAIT)
+        store.wait(["all"], timeout or exit_wait())
     except (RuntimeError, dist.DistError):  # a timeout, or the launcher's store has gone
         return False
     return True
