@@ -1,4 +1,7 @@
-"""The `gpt` model family (torch)."""
+"""The model (torch): one decoder-only Transformer for every family lagdsl reads, configured by
+`GPTConfig` (`config`), built from the layers in `layers` (norms, attention, MLPs) and the rotary
+tables in `positions`, assembled in `gpt`; Hugging Face folders in and out (`hub`, `export`), and
+generation with a key/value cache (`generate`)."""
 
 from lagdsl.model.config import GPTConfig
 from lagdsl.model.gpt import GPT
