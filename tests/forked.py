@@ -59,9 +59,17 @@ PRELOAD = [
 ]
 
 _context: Any = None
-#: where the children's output goes, one folder a start; removed when this process ends
-_OUTPUT = Path(tempfile.mkdtemp(prefix="lagdsl-forked-"))
-atexit.register(shutil.rmtree, _OUTPUT, True)
+_output: Path | None = None
+
+
+def output() -> Path:
+    """Where the children's output goes (a folder a start), made by the process that starts them
+    and removed when it ends."""
+    global _output
+    if _output is None:
+        _output = Path(tempfile.mkdtemp(prefix="lagdsl-forked-"))
+        atexit.register(shutil.rmtree, _output, True)
+    return _output
 
 
 def context() -> Any:
@@ -261,7 +269,7 @@ def _start(
     args: Sequence[str], envs: Iterable[dict[str, str]], cwd: Path | str | None, prelude: str | None,
     size: int | None = None, store: Any = None,
 ) -> Started:  # fmt: skip
-    folder = Path(tempfile.mkdtemp(dir=_OUTPUT))
+    folder = Path(tempfile.mkdtemp(dir=output()))
     where = str(Path(cwd) if cwd is not None else Path.cwd())
     processes = []
     for i, env in enumerate(envs):

@@ -88,3 +88,13 @@ def test_the_graph_sees_a_cycle_and_an_upward_import(tmp_path: Path) -> None:
     assert graph.has_edge("lagdsl.runtime.state.train_state", "lagdsl.runtime.distributed.moves")
     assert graph.has_edge("lagdsl.cli.training", "lagdsl.runtime.distributed.world")  # inside a function
     assert graph.has_edge("lagdsl.runtime.state.checkpoint", "lagdsl.runtime.state.dcp")  # under TYPE_CHECKING
+
+
+def test_the_model_imports_neither_the_operators_nor_the_runtime() -> None:
+    graph = import_graph()
+    above = [
+        (a, b)
+        for a, b in graph.edges
+        if a.startswith("lagdsl.model") and b.startswith(("lagdsl.ops", "lagdsl.runtime", "lagdsl.cli"))
+    ]
+    assert not above, f"the model imports what builds on it: {above}"
