@@ -6,7 +6,7 @@ or several ranks of one, paid that for each. Here every such process is forked f
 that imported it all once (multiprocessing's forkserver with a preload list; PyTorch's own
 `MultiProcessTestCase` forks its ranks the same way), so a process starts in milliseconds:
 
-- `start(args)` / `run(args)`: one `lagdsl ARGS` process, as `python -m lagdsl ARGS` would be;
+- `start(args)`: one `lagdsl ARGS` process, as `python -m lagdsl ARGS` would be;
 - `start_ranks(n, args)` / `run_ranks(n, args)`: n ranks of one run, as `torchrun --standalone
   --nproc_per_node n -m lagdsl ARGS` starts them: the same environment variables, and a TCP store
   (hosted here, as torchrun's agent hosts it) where they meet.
@@ -232,11 +232,6 @@ def start(
     """`lagdsl ARGS` in a forked process (`env` added to this process's environment; `prelude`: a
     module imported first; `file_size_limit`: as `ulimit -f`, in bytes)."""
     return _start(args, [_environment(env)], cwd, prelude, file_size_limit)
-
-
-def run(args: Sequence[str], *, timeout: float = 240, **kwargs: Any) -> Finished:
-    """`lagdsl ARGS` in a forked process, to its end."""
-    return start(args, **kwargs).finished(timeout)
 
 
 def start_ranks(

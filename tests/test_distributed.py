@@ -90,15 +90,11 @@ def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
 
 
-#: `lagdsl` with every way of gathering a sharded training state whole made to fail
-UNGATHERED = str(Path(__file__).with_name("ungathered.py"))
-
-
-def torchrun(project: Path, *args: str, ranks: int = 2, ungathered: bool = False) -> list[str]:
-    """The command line that starts `lagdsl run ARGS` on `ranks` ranks under torchrun (`ungathered`:
-    failing wherever a sharded state would be gathered whole: `tests/ungathered.py`)."""
+def torchrun(project: Path, *args: str, ranks: int = 2) -> list[str]:
+    """The command line that starts `lagdsl run ARGS` on `ranks` ranks under torchrun itself (for
+    the tests of the launcher; the others start their ranks with `launch`)."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
-    return [*launcher, *([UNGATHERED] if ungathered else ["-m", "lagdsl"]), "run", "--quiet", *args]
+    return [*launcher, "-m", "lagdsl", "run", "--quiet", *args]
 
 
 def launch(
@@ -748,7 +744,6 @@ def test_a_failure_of_rank_0s_event_log_stops_every_rank_with_its_message(tmp_pa
     size limit, as a full disk would), rank 0 once raised alone and the others waited in their next
     collective until the launcher killed them. Now the failure rides the step's all-reduce: every
     rank stops at the same step with exit code 2, and rank 0 says why."""
-
     np.random.default_rng(0).integers(0, 256, size=12_000, dtype=np.uint16).tofile(tmp_path / "t.bin")
     (tmp_path / "log.grow").write_text(
         "schedule log\nmodel gpt(vocab=256, context=16, width=16, heads=2, depth=1)\n"
