@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 
 class Builder(Protocol):
-    """What a move needs of whoever builds the training state (`lagdsl.runtime.state.Recipe` is
+    """What a move needs of whoever builds the training state (`lagdsl.runtime.state.train_state.Recipe` is
     one): where the model lives, how it is sharded, and an optimizer over it. A protocol, so that
     the state, which moves its shards through this module, is above it and never imported here."""
 
@@ -61,7 +61,7 @@ class Builder(Protocol):
 
 
 class Placement(Protocol):
-    """The device the ranks' shards live on (`lagdsl.runtime.state.Device` is one)."""
+    """The device the ranks' shards live on (`lagdsl.runtime.state.train_state.Device` is one)."""
 
     @property
     def device(self) -> torch.device: ...
