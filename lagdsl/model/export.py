@@ -89,7 +89,7 @@ def export_model(
 ) -> list[Path]:
     """Write the Hugging Face `LlamaForCausalLM` folder `out` of a model from scratch; the files
     written. `tokenizer_json`: the text of the run's `tokenizer.json`; `special`: its special token
-    ids (see `lagdsl.tokenizer.special_ids`)."""
+    ids (see `lagdsl.text.tokenizer.special_ids`)."""
     torch_dtype = DTYPES[dtype]
     tokens = dict(special or {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None})
     if config.rope_scaling is not None:
