@@ -129,13 +129,38 @@ def test_each_family_imports_with_transformers_logits_and_exports_back(kind: str
             {**COMMON, "architectures": ["LlamaForCausalLM"], "num_key_value_heads": 3},
             "`num_attention_heads` 4 is not a multiple of `num_key_value_heads` 3",
         ),
+        (
+            {
+                **COMMON,
+                "architectures": ["LlamaForCausalLM"],
+                "rope_scaling": {"rope_type": "llama3", "original_max_position_embeddings": 16, "factor": 8.0},
+            },
+            "RoPE type `llama3` needs `low_freq_factor`, `high_freq_factor` in `rope_scaling`",
+        ),
     ],
-    ids=["gemma", "yarn", "kv-heads"],
+    ids=["gemma", "yarn", "kv-heads", "llama3-without-its-factors"],
 )
 def test_an_unsupported_checkpoint_is_one_line_naming_what(config: dict, message: str) -> None:
     with pytest.raises(FamilyError) as error:
         family_of(config).arch(config)
     assert str(error.value) == message
+
+
+def test_transformers_refuses_a_llama3_rope_without_its_factors_as_lagdsl_does() -> None:
+    """The refusal above is transformers' own: it does not invent the factors either."""
+    rope = {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 16}
+    with pytest.raises(KeyError, match="low_freq_factor"):
+        config = transformers.LlamaConfig(**{**COMMON, "rope_scaling": rope})
+        transformers.AutoModelForCausalLM.from_config(config)
+
+
+def test_hidden_act_swish_is_silu_as_in_transformers(tmp_path: Path) -> None:
+    source = make_checkpoint(tmp_path / "source", "llama", hidden_act="swish")
+    ids = torch.randint(0, COMMON["vocab_size"], (1, 20), generator=torch.Generator().manual_seed(1))
+    expected, _ = hf_logits(source, ids)
+    _, model = ours(source)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids)[0], expected, atol=1e-5, rtol=0)
 
 
 # ------------------------------------------------------------------------------ schedules

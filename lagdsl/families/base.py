@@ -127,7 +127,7 @@ class Family:
                 "num_key_value_heads",
             )
         act = config.get("hidden_act", "silu")
-        if act != "silu":
+        if act not in ("silu", "swish"):  # transformers' `swish` is SiLU
             raise FamilyError(f"`hidden_act` `{act}` is not supported: lagdsl's MLP is SwiGLU (`silu`)", "hidden_act")
         if config.get("mlp_bias"):
             raise FamilyError("`mlp_bias: true` is not supported: lagdsl's MLP has no biases", "mlp_bias")
@@ -259,6 +259,9 @@ def _rope(config: Mapping[str, Any]) -> tuple[float, tuple[float, float, float, 
         return theta, None
     if kind == "llama3":
         original = _int(params, "original_max_position_embeddings")
+        missing = [k for k in ("factor", "low_freq_factor", "high_freq_factor") if k not in params]
+        if missing:  # transformers refuses such a config: lagdsl invents no defaults for it
+            raise FamilyError(f"RoPE type `llama3` needs {', '.join(f'`{k}`' for k in missing)} in `{key}`", key)
         scaling = (
             _float(params, "factor", 8.0),
             _float(params, "low_freq_factor", 1.0),
