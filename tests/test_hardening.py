@@ -306,6 +306,29 @@ def test_a_run_directory_another_process_holds_is_refused_and_left_alone(stopped
     assert (stopped / lock.LOCK_FILE).read_text() == ""  # given back at the end
 
 
+@pytest.mark.parametrize("planted", ["symbolic link", "pipe"])
+def test_a_link_or_a_pipe_planted_as_the_lock_is_refused_and_its_target_untouched(
+    stopped: Path, tmp_path: Path, planted: str
+) -> None:
+    """`RUN/lock` opened with `O_NOFOLLOW`: a link's target was once truncated and written over by
+    `run --resume`; a FIFO there was an internal error. Now one line each, exit 2, nothing touched."""
+    from lagdsl.runtime.run import lock
+
+    path = stopped / lock.LOCK_FILE
+    path.unlink(missing_ok=True)
+    target = tmp_path / "precious.txt"
+    target.write_text("a user's file\n")
+    if planted == "symbolic link":
+        path.symlink_to(target)
+        message = f"error: `{path}` is a symbolic link, which lagdsl does not follow: remove it"
+    else:
+        os.mkfifo(path)
+        message = f"error: `{path}` is not a regular file (a pipe, a device, ...): remove it"
+    result = run("--resume", str(stopped))
+    assert result.exit_code == 2 and result.stderr.strip() == message, result.output
+    assert target.read_text() == "a user's file\n"
+
+
 HOLD = """
 import sys
 from pathlib import Path

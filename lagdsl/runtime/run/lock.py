@@ -7,7 +7,9 @@ system without `flock` (some NFS and Lustre mounts) the holder the file names de
 still running on this host, or one on another host, keeps the directory; an empty file or a
 process that is gone does not.
 
-Under torchrun rank 0 alone holds it, for all the ranks of its run.
+Under torchrun rank 0 alone holds it, for all the ranks of its run. The lock file is opened without
+following a symbolic link (one planted there would have its target truncated) and must be a
+regular file.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,11 +41,15 @@ class LockError(Exception):
 def take(run_dir: Path, say: Callable[[str], None] = lambda message: None) -> None:
     """Hold `run_dir` for this process (until `release`, or its end); `LockError` when another holds it."""
     path = run_dir / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:  # never through a link planted there, and never blocking on a pipe
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise LockError(f"`{path}` is a symbolic link, which lagdsl does not follow: remove it") from None
         raise LockError(f"cannot lock `{run_dir}`: {error.strerror or error}") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise LockError(f"`{path}` is not a regular file (a pipe, a device, ...): remove it")
         previous = _holder(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
