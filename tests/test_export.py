@@ -285,6 +285,26 @@ def test_sample_refuses_a_number_that_is_not_finite(grown: Path, option: str, va
     assert result.exit_code == 2 and f"'{value}' is not a finite number" in result.output
 
 
+def test_a_temperature_too_small_for_the_arithmetic_draws_as_greedy_does() -> None:
+    """`--temperature 1e-45` once divided the logits into inf and nan (an internal error): now the
+    draw is the limit of ever smaller temperatures, the likeliest token."""
+    model = random_model()
+    prompt = [1, 2, 3]
+    greedy = list(Generator(model).stream(prompt, 30, GREEDY))
+    for temperature in (1e-45, 1e-300, 5e-324):
+        cold = Sampling(temperature=temperature)
+        assert list(Generator(model).stream(prompt, 30, cold, torch.Generator().manual_seed(0))) == greedy
+
+
+def test_sample_takes_a_tiny_temperature_and_refuses_a_seed_beyond_64_bits(grown: Path) -> None:
+    args = ["sample", str(grown), "--prompt", "def", "--max-new-tokens", "4", "--no-prompt"]
+    greedy = CliRunner().invoke(main, [*args, "--temperature", "0"])
+    cold = CliRunner().invoke(main, [*args, "--temperature", "1e-45"])
+    assert cold.exit_code == 0 and cold.stdout == greedy.stdout, cold.output
+    huge = CliRunner().invoke(main, [*args, "--seed", str(10**23)])
+    assert huge.exit_code == 2 and "--seed" in huge.output and "Traceback" not in huge.output
+
+
 def test_sample_takes_the_final_folder_and_refuses_another_runs_checkpoint(grown: Path, tmp_path: Path) -> None:
     greedy = ["--prompt", "def", "--temperature", "0", "--max-new-tokens", "4", "--no-prompt"]
     plain = CliRunner().invoke(main, ["sample", str(grown), *greedy])

@@ -155,7 +155,10 @@ Exit codes: 0 ok, 2 not a run, a damaged model or bad options."""
 @click.option("--temperature", type=FiniteFloat(min=0), default=1.0, show_default=True, help="0: always the likeliest.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Draw among the K likeliest tokens.")
 @click.option("--top-p", type=FiniteFloat(0, 1, min_open=True), help="Draw from the smallest set of mass P.")
-@click.option("--seed", type=int, default=0, show_default=True, help="The same seed gives the same text.")
+@click.option(
+    "--seed", type=click.IntRange(-(2**63), 2**63 - 1), default=0, show_default=True,
+    help="The same seed gives the same text.",
+)  # fmt: skip
 @click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--device", callback=_device, help="auto, cpu, cuda or cuda:N [the run's device].")
 @click.option("--no-prompt", "hide_prompt", is_flag=True, help="Print only the generated text.")

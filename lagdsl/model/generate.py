@@ -40,7 +40,11 @@ class Sampling:
         """The next token of each row of `logits` (B, vocab): (B, 1)."""
         if self.temperature == 0:
             return logits.argmax(-1, keepdim=True)
-        logits = logits.float() / self.temperature
+        # shifted so the likeliest is 0, then divided in float64: however small the temperature,
+        # no entry overflows to nan (the likeliest stays 0, the rest go to -inf), so a temperature
+        # too small for the arithmetic draws as greedy does, as its limit is
+        logits = logits.double()
+        logits = (logits - logits.amax(-1, keepdim=True)) / self.temperature
         if self.top_k is not None and self.top_k < logits.size(-1):
             kth = torch.topk(logits, self.top_k).values[..., -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
