@@ -193,6 +193,18 @@ def test_errors_are_all_reported_and_sorted() -> None:
     assert result.schedule is None
 
 
+def test_an_integer_bound_is_checked_and_shown_exactly() -> None:
+    """`seed 2**63` once passed the checker (its bound was compared as a float, 2**63 - 1 rounding
+    up to 2**63) and failed in the schedule's model: an internal error."""
+    body = "\nmodel gpt(context=8, width=16, heads=2, depth=1)\nbatch 2\noptimizer adamw(lr=1e-3)\n"
+    body += "stage s { train 1 steps }"
+    assert lagdsl.check_text(f"seed {2**63 - 1}{body}", "t").schedule is not None
+    result = lagdsl.check_text(f"seed {2**63}{body}", "t")
+    assert [(d.code, d.message) for d in result.diagnostics] == [
+        ("E0302", f"`seed` must be at least 0 and at most 9,223,372,036,854,775,807, found `{2**63}`")
+    ]
+
+
 def test_inline_candidate_labels_are_their_source_text() -> None:
     schedule = valid(
         "stage a { train 10 steps }\n"

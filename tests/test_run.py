@@ -375,6 +375,15 @@ def test_resume_refuses_another_schedule_and_a_used_directory(project: Path) -> 
     assert again.exit_code == 2 and "already holds a run" in again.stderr
 
 
+@pytest.mark.parametrize("seed", ["-5", str(2**63), str(10**23)])
+def test_a_seed_the_schedule_could_not_hold_is_a_usage_error(project: Path, seed: str) -> None:
+    """`run --seed -5` was an internal error, and `--seed 1e23` ran with a seed no schedule may
+    hold: the command line takes the schedule's `seed` range."""
+    for command in (["run", str(schedule(project))], ["study", str(schedule(project)), "--stage", "four"]):
+        result = CliRunner().invoke(main, [*command, "--seed", seed])
+        assert result.exit_code == 2 and "--seed" in result.output and "internal error" not in result.output
+
+
 def test_run_needs_a_file_or_resume() -> None:
     assert run().exit_code == 2
 

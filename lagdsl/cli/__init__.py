@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
+#: a seed on the command line: what the schedule's `seed` takes (and a generator can be seeded with)
+SEED = click.IntRange(0, 2**63 - 1)
+
 
 class FiniteFloat(click.FloatRange):
     """A `FloatRange` that refuses `nan` and `inf` (which compare false to every bound)."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from lagdsl.cli import EXIT_USAGE, FiniteFloat, _device, main
+from lagdsl.cli import EXIT_USAGE, SEED, FiniteFloat, _device, main
 from lagdsl.cli.complete import run_dirs
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ Exit codes: 0 ok, 2 not a run, a damaged model or bad options."""
 @click.option("--top-k", type=click.IntRange(min=1), help="Draw among the K likeliest tokens.")
 @click.option("--top-p", type=FiniteFloat(0, 1, min_open=True), help="Draw from the smallest set of mass P.")
 @click.option(
-    "--seed", type=click.IntRange(-(2**63), 2**63 - 1), default=0, show_default=True,
+    "--seed", type=SEED, default=0, show_default=True,
     help="The same seed gives the same text.",
 )  # fmt: skip
 @click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from lagdsl.artifacts import IntervalInfo, SpreadInfo, Study, Summary
     from lagdsl.runtime.distributed.world import World
 
-from lagdsl.cli import DATA_WARNINGS, EXIT_OK, EXIT_USAGE, _device, _load_valid, main
+from lagdsl.cli import DATA_WARNINGS, EXIT_OK, EXIT_USAGE, SEED, _device, _load_valid, main
 from lagdsl.cli.complete import grow_files, run_dirs, stage_names
 
 
@@ -37,7 +37,7 @@ written first; --resume goes on from it)."""
     "--out", type=click.Path(file_okay=False, path_type=Path), help="The run directory (default runs/NAME-TIME)."
 )
 @click.option("--device", callback=_device, help="Override the schedule's device: auto, cpu, cuda or cuda:N.")
-@click.option("--seed", type=int, help="Override the schedule's seed.")
+@click.option("--seed", type=SEED, help="Override the schedule's seed.")
 @click.option("--max-steps", type=click.IntRange(min=0), help="Stop after this many mainline steps.")
 @click.option("--dry-run", is_flag=True, help="Print the lowered program and exit.")
 @click.option(
@@ -282,7 +282,7 @@ Exit codes: 0 ok, 1 schedule errors or a diverged run, 2 usage or data problems,
     help="Train candidates to the end of the stage, or of the schedule (the rest applied unchanged).",
 )
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat with N seeds.")
-@click.option("--seed", type=int, help="The first seed [the schedule's].")
+@click.option("--seed", type=SEED, help="The first seed [the schedule's].")
 @click.option("--device", callback=_device, help="Override the schedule's device: auto, cpu, cuda or cuda:N.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Folder [study-<schedule>].")
 @click.option("--quiet", is_flag=True, help="No progress lines.")

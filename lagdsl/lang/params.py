@@ -150,7 +150,8 @@ def _bounds(metadata: list[Any]) -> dict[str, float]:
         for name in ("gt", "ge", "lt", "le"):
             kind = getattr(annotated_types, name.capitalize())
             if isinstance(item, kind):
-                bounds[name] = float(getattr(item, name))
+                bound = getattr(item, name)  # an int stays one: 2**63 - 1 is no float
+                bounds[name] = bound if isinstance(bound, int) else float(bound)
     return bounds
 
 
@@ -188,7 +189,7 @@ class Signature:
 
 
 def _fmt(value: float) -> str:
-    if float(value).is_integer():
+    if isinstance(value, int) or float(value).is_integer():
         return f"{int(value):,}" if abs(value) >= 10_000 else str(int(value))
     return str(value)
 
