@@ -277,6 +277,8 @@ def from_signatures(rng: random.Random) -> str:
     if rng.random() < 0.15:  # a repeat: of stages, or empty
         body = " ".join(_stage(rng, f"r{i}", ops, pools) for i in range(rng.choice([0, 1, 2])))
         stages.insert(rng.randint(0, len(stages)), f"repeat {rng.choice(['0', '1', '2', '3'])} {{ {body} }}")
+    if rng.random() < 0.05:  # nothing but degenerate blocks: no stage anywhere
+        stages = [rng.choice(["repeat 2 { }", "repeat 1 { }\nrepeat 3 { }", "repeat 2 { repeat 2 { } }"])]
     if rng.random() < 0.3:  # settings may stand in any order
         settings = lines[1:]
         rng.shuffle(settings)

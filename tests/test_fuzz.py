@@ -213,7 +213,13 @@ def test_every_operator_with_every_subset_of_its_arguments() -> None:
         "stage a { train 4 steps { } }",
         "stage a { lr_scale old=1 train 4 steps { freeze [] } }",
         "repeat 0 { stage a { train 4 steps } }",
+        "repeat 2 { repeat 2 { stage a { train 4 steps } } }",
+        "repeat 2 { }\nrepeat 3 { }",
+        "stage a { train 4 steps }\nrepeat 2 { }",
     ],
 )
-def test_degenerate_structures_give_diagnostics_or_a_schedule(text: str) -> None:
-    assert_only_diagnostics("model gpt(context=16, width=16, heads=2, depth=1)\nbatch 2\noptimizer adamw\n" + text)
+@pytest.mark.parametrize("settings", ["optimizer adamw", "optimizer adamw(lr=1e-3)"], ids=["error-elsewhere", "valid"])
+def test_degenerate_structures_give_diagnostics_or_a_schedule(text: str, settings: str) -> None:
+    """Each degenerate body, beside an error elsewhere and alone (`repeat 2 { }` with every setting
+    valid was an assertion in the assembler: an internal error)."""
+    assert_only_diagnostics(f"model gpt(context=16, width=16, heads=2, depth=1)\nbatch 2\n{settings}\n" + text)

@@ -105,7 +105,11 @@ def collect(draft: Draft) -> Draft:
                 "in this schedule",
                 f"add a line such as `{SETTING_EXAMPLES[key]}`",
             )
-    if not draft.stages and not any(isinstance(s, ast.Repeat) for s in draft.module.statements):
+    repeated = any(  # a repeat with a stage in it whose count was wrong: that error says enough
+        isinstance(s, ast.Repeat) and any(not isinstance(inner, ast.Repeat) for inner in s.body)
+        for s in draft.module.statements
+    )
+    if not draft.stages and not repeated:
         draft.report(
             "E0105",
             "the schedule has no stages",
