@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from lagdsl.cli import main
 from lagdsl.families import FamilyError, family_of, read_config
 from lagdsl.model.export import export_pretrained
-from lagdsl.model.hub import config_of, load_pretrained
+from lagdsl.model.hub import HubError, config_of, load_pretrained
 from lagdsl.runtime.state.trained import open_trained
 from lagdsl.text.tokenizer import byte_level_json
 from tests.conftest import write_corpus
@@ -161,6 +161,61 @@ def test_hidden_act_swish_is_silu_as_in_transformers(tmp_path: Path) -> None:
     _, model = ours(source)
     with torch.no_grad():
         torch.testing.assert_close(model(ids)[0], expected, atol=1e-5, rtol=0)
+
+
+def _rewrite_weights(folder: Path, change) -> None:  # type: ignore[no-untyped-def]
+    """The checkpoint's one safetensors file, its tensors changed by `change(tensors)` in place."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    tensors = load_file(path)
+    change(tensors)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize(
+    ("tensors", "sizes"),
+    [
+        (("q_proj", "k_proj", "v_proj"), (80, 16, 32)),  # the config's 64 / 32 / 32: the same 128 rows
+        (("gate_proj", "up_proj"), (80, 112)),  # the config's 96 / 96
+    ],
+    ids=["qkv", "gate-up"],
+)
+def test_tensors_whose_rows_add_up_but_do_not_match_the_config_are_refused(
+    tmp_path: Path, tensors: tuple[str, ...], sizes: tuple[int, ...]
+) -> None:
+    """Stacked tensors once passed when only their rows' sum matched (a silently re-split model);
+    transformers refuses such a checkpoint, and so does lagdsl, naming the tensor."""
+    source = make_checkpoint(tmp_path / "source", "llama")
+    prefix = "model.layers.1." + ("self_attn." if tensors[0] == "q_proj" else "mlp.")
+
+    def resize(state: dict[str, torch.Tensor]) -> None:
+        stacked = torch.cat([state[f"{prefix}{name}.weight"] for name in tensors])
+        for name, part in zip(tensors, stacked.split(list(sizes)), strict=True):
+            state[f"{prefix}{name}.weight"] = part.contiguous()
+
+    _rewrite_weights(source, resize)
+    with pytest.raises(HubError, match=rf"tensor `{prefix}{tensors[0]}.weight` in `model.safetensors` is \[80, "):
+        ours(source)
+    with pytest.raises(Exception, match=r"ignore_mismatched_sizes"):  # transformers refuses it too
+        transformers.AutoModelForCausalLM.from_pretrained(source)
+
+
+def test_a_tied_config_with_a_different_head_in_the_file_is_refused_and_an_equal_one_read(tmp_path: Path) -> None:
+    """`tie_word_embeddings: true` beside a `lm_head.weight` of other values: lagdsl once tied and
+    dropped the file's head (transformers 5 keeps it: logits 0.13 apart). Such a checkpoint is two
+    models at once, and refused; a head equal to the embedding (some tools save both) is the tied
+    model, with transformers' logits."""
+    source = make_checkpoint(tmp_path / "source", "llama_tied")
+    _rewrite_weights(source, lambda s: s.__setitem__("lm_head.weight", s["model.embed_tokens.weight"].clone()))
+    ids = torch.randint(0, COMMON["vocab_size"], (1, 20), generator=torch.Generator().manual_seed(1))
+    expected, _ = hf_logits(source, ids)
+    _, model = ours(source)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids)[0], expected, atol=1e-5, rtol=0)
+    _rewrite_weights(source, lambda s: s["lm_head.weight"].add_(0.5))
+    with pytest.raises(HubError, match=r"`tie_word_embeddings` is true in `config\.json`, but `model\.safetensors`"):
+        ours(source)
 
 
 # ------------------------------------------------------------------------------ schedules

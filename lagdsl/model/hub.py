@@ -99,26 +99,48 @@ def read_weights(folder: Path, family: Family, config: GPTConfig, targets: Mappi
     arch = arch_of(config)
     files = weight_files(folder)
     with torch.device("meta"):
-        shapes = {name: tuple(param.shape) for name, param in GPT(config).named_parameters()}
+        skeleton = GPT(config)
+    #: each of the family's tensors' shape in the model `config.json` describes: checked one by one,
+    #: not by the rows a stack of them adds up to (q 80 / k 16 / v 32 rows summing to 128 passed)
+    expected = {name: tuple(part.shape) for name, part in family_parts(skeleton.state_dict(), config, family)}
     with _Reader(files) as reader, torch.no_grad():
         for ours, theirs in family.tensor_map(arch).items():
-            whole, target = shapes[ours], targets[ours]
+            target = targets[ours]
             first, last = target.first, target.first + target.tensor.shape[0]  # the rows this target holds
             row = 0
             for name in theirs:
-                shape = reader.shape(name)
-                rows = shape[0] if shape else 0
-                if not shape or row + rows > whole[0] or shape[1:] != whole[1:]:
+                shape, want = reader.shape(name), expected[name]
+                if shape != want:
                     raise HubError(
-                        f"tensor `{name}` in `{files[name].name}` is {shape}, "
-                        f"which does not fit `{ours}` {whole} of the model `config.json` describes"
+                        f"tensor `{name}` in `{files[name].name}` is {list(shape)}, but the model "
+                        f"`config.json` describes has it {list(want)}"
                     )
-                low, high = max(row, first), min(row + rows, last)
+                low, high = max(row, first), min(row + shape[0], last)
                 if low < high:
                     reader.read_into(name, target.tensor[low - first : high - first], low - row)
-                row += rows
-            if row != whole[0]:
-                raise HubError(f"the tensors {', '.join(theirs)} have {row} rows, `{ours}` needs {whole[0]}")
+                row += shape[0]
+        if arch.tie and HEAD in files:
+            _check_tied_head(reader, files[HEAD], targets["embed.weight"], expected[family.tensors["embed.weight"][0]])
+
+
+#: the output head's name in every family lagdsl reads
+HEAD = "lm_head.weight"
+
+
+def _check_tied_head(reader: _Reader, path: Path, embed: Rows, shape: tuple[int, ...]) -> None:
+    """A checkpoint whose config ties the head to the embedding but whose file also holds a head:
+    the same values (some tools save both) are the tied model; other values are refused, since
+    transformers 4 ties them (dropping the head) and transformers 5 keeps the head, two models."""
+    if reader.shape(HEAD) != shape:
+        raise HubError(f"tensor `{HEAD}` in `{path.name}` is {list(reader.shape(HEAD))}, the embedding {list(shape)}")
+    head = torch.empty_like(embed.tensor)
+    reader.read_into(HEAD, head, embed.first)
+    if not torch.equal(head, embed.tensor):
+        raise HubError(
+            f"`tie_word_embeddings` is true in `config.json`, but `{path.name}` holds a `{HEAD}` that differs "
+            "from the embedding (transformers 4 ties them, 5 keeps the head): set `tie_word_embeddings` to "
+            f"false to keep the head, or remove `{HEAD}` from the file to tie"
+        )
 
 
 #: safetensors' dtype codes that a checkpoint's floating-point tensors use
