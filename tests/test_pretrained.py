@@ -644,6 +644,85 @@ def test_a_damaged_weight_file_is_one_line_naming_it(damage: str, tmp_path: Path
     assert ("truncated" in str(error.value)) == (damage == "truncated")
 
 
+def _with_header(weights: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    """`weights` with its safetensors header's JSON text replaced by `edit(header, names)`, the data kept."""
+    data = weights.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    text = edit(header, [n for n in header if n != "__metadata__"]).encode()
+    weights.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length :])
+
+
+def _same_offsets(header: dict, names: list[str]) -> str:
+    """The second tensor of a pair of one shape and dtype made to read the first one's bytes."""
+    first = next(a for a in names for b in names if a != b and header[a]["shape"] == header[b]["shape"])
+    second = next(b for b in names if b != first and header[b]["shape"] == header[first]["shape"])
+    header[second]["data_offsets"] = header[first]["data_offsets"]
+    return json.dumps(header)
+
+
+def _named_twice(header: dict, names: list[str]) -> str:
+    """A name given again with another tensor's bytes (plain JSON keeps the last: that layer would
+    read another's weights)."""
+    first = next(a for a in names for b in names if a != b and header[a]["shape"] == header[b]["shape"])
+    other = next(b for b in names if b != first and header[b]["shape"] == header[first]["shape"])
+    return json.dumps(header)[:-1] + f", {json.dumps(first)}: {json.dumps(header[other])}}}"
+
+
+DAMAGED_HEADERS = {
+    "two tensors at the same offsets": (_same_offsets, "starts at byte"),
+    "a name given twice": (_named_twice, "is named twice"),
+    "a negative offset": (
+        lambda h, n: json.dumps({**h, n[0]: {**h[n[0]], "data_offsets": [-8, h[n[0]]["data_offsets"][1]]}}),
+        "not counts",
+    ),
+    "an offset past the file": (
+        lambda h, n: json.dumps({**h, n[0]: {**h[n[0]], "data_offsets": [2**62, 2**62 + 4]}}),
+        "bytes for",
+    ),
+    "an unknown dtype": (lambda h, n: json.dumps({**h, n[0]: {**h[n[0]], "dtype": "F7"}}), "unknown dtype"),
+    "a shape the bytes do not hold": (
+        lambda h, n: json.dumps({**h, n[0]: {**h[n[0]], "shape": [*h[n[0]]["shape"], 2]}}),
+        "bytes for",
+    ),
+    "nested 50,000 deep": (lambda h, n: "[" * 50_000 + "]" * 50_000, "nested too deep"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED_HEADERS))
+def test_a_safetensors_header_is_validated_as_the_library_validates_it(damage: str, tmp_path: Path) -> None:
+    """Headers the safetensors library refuses (tensors sharing bytes, a name twice, offsets out of
+    the file, an unknown dtype, a shape its bytes do not hold) once loaded (one layer reading
+    another's bytes) or raised an internal error (`seek` to a negative offset, a RecursionError):
+    one line naming the file now, as the library refuses."""
+    from safetensors import safe_open
+
+    source = make_checkpoint(tmp_path / "source", "llama")
+    weights = source / "model.safetensors"
+    edit, says = DAMAGED_HEADERS[damage]
+    _with_header(weights, edit)
+    with pytest.raises(HubError, match=r"model\.safetensors` cannot be read as safetensors") as error:
+        ours(source)
+    assert says in str(error.value) and "\n" not in str(error.value)
+    if damage != "nested 50,000 deep":  # the library itself refuses each of these
+        with pytest.raises(Exception), safe_open(weights, "pt") as opened:  # noqa: B017
+            for name in opened.keys():  # noqa: SIM118
+                opened.get_tensor(name)
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors.index.json"])
+def test_a_json_file_nested_too_deep_is_one_line_naming_it(name: str, tmp_path: Path) -> None:
+    """A `config.json` or index nested 50,000 deep was a RecursionError, an internal error."""
+    source = make_checkpoint(tmp_path / "source", "llama", shard=name != "config.json")
+    (source / name).write_text("[" * 50_000 + "]" * 50_000)
+    with pytest.raises((FamilyError, HubError), match=rf"`{re.escape(str(source / name))}` .*nested too deep"):
+        ours(source)
+    if name == "config.json":  # `validate` reads it too, without torch
+        (tmp_path / "s.grow").write_text(SCHEDULE.format(extra=""))
+        result = CliRunner().invoke(main, ["validate", str(tmp_path / "s.grow")])
+        assert result.exit_code == 1 and "nested too deep" in result.output and "internal error" not in result.output
+
+
 def test_a_bf16_checkpoint_is_read_into_a_float32_model_exactly(tmp_path: Path) -> None:
     source = make_checkpoint(tmp_path / "source", "qwen3", torch_dtype="bfloat16")
     model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16)

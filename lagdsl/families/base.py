@@ -68,6 +68,8 @@ def read_config(folder: Path) -> dict[str, Any]:
         raise FamilyError(f"`{folder}` has no `{CONFIG_FILE}`: is it a Hugging Face checkpoint folder?") from None
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise FamilyError(f"`{path}` cannot be read as JSON: {str(error).splitlines()[0]}") from None
+    except RecursionError:
+        raise FamilyError(f"`{path}` cannot be read as JSON: it is nested too deep") from None
     if not isinstance(config, dict):
         raise FamilyError(f"`{path}` is not a JSON object")
     return config

@@ -66,6 +66,8 @@ def weight_files(folder: Path) -> dict[str, Path]:
             return {name: folder / file for name, file in weight_map.items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise HubError(f"`{index}` is not a safetensors index: {error}") from None
+        except RecursionError:
+            raise HubError(f"`{index}` is not a safetensors index: it is nested too deep") from None
     single = folder / WEIGHTS_FILE
     if single.is_file():
         return dict.fromkeys(_header(single)[0], single)
@@ -149,22 +151,61 @@ SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.
 Entries = dict[str, tuple[str, tuple[int, ...], int, int]]
 
 
+#: bytes per element of every dtype the safetensors format names
+DTYPE_SIZES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise ValueError(f"the tensor `{twice}` is named twice")
+    return dict(pairs)
+
+
 def _header(path: Path) -> tuple[Entries, int]:
     """A safetensors file's table of tensors (the format: a little-endian u64 length, that many
-    bytes of JSON, then the data) and where its data begins."""
+    bytes of JSON, then the data) and where its data begins, validated as the safetensors library
+    validates it: no name twice, every dtype known, each tensor's bytes its shape's, the tensors'
+    bytes back to back from the data's start to the file's end (no overlap, no gap, no byte outside)."""
     try:
+        size = path.stat().st_size
         with path.open("rb") as handle:
             length = int.from_bytes(handle.read(8), "little")
-            if not 2 <= length <= 100_000_000:
-                raise ValueError(f"a header of {length} bytes")
-            table = json.loads(handle.read(length))
+            if not 2 <= length <= min(100_000_000, size - 8):
+                raise ValueError(f"a header of {length} bytes in a file of {size}")
+            table = json.loads(handle.read(length), object_pairs_hook=_unique_keys)
+        if not isinstance(table, dict):
+            raise ValueError("the header is not a JSON object")
         entries: Entries = {}
         for name, entry in table.items():
             if name == "__metadata__":
                 continue
+            code, shape = str(entry["dtype"]), entry["shape"]
             start, end = entry["data_offsets"]
-            entries[name] = (str(entry["dtype"]), tuple(int(d) for d in entry["shape"]), int(start), int(end))
+            if code not in DTYPE_SIZES:
+                raise ValueError(f"tensor `{name}` has the unknown dtype `{code}`")
+            if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in [*shape, start, end]):
+                raise ValueError(f"tensor `{name}` has a shape or offsets that are not counts")
+            if end - start != math.prod(shape) * DTYPE_SIZES[code]:
+                raise ValueError(f"tensor `{name}` has {end - start} bytes for {shape} {code}")
+            entries[name] = (code, tuple(shape), start, end)
+        at = 0
+        for name, (_, _, start, end) in sorted(entries.items(), key=lambda item: (item[1][2], item[1][3])):
+            if start != at:
+                raise ValueError(f"tensor `{name}` starts at byte {start} of the data, not {at} (overlap or gap)")
+            at = end
+        held = size - 8 - length
+        if at > held:
+            raise ValueError(f"the file is truncated: its tensors take {at} bytes, it holds {held} after the header")
+        if at < held:
+            raise ValueError(f"it holds {held} bytes after the header, its tensors take {at}")
         return entries, 8 + length
+    except RecursionError:
+        raise HubError(f"`{path}` cannot be read as safetensors: its header is nested too deep") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise HubError(f"`{path}` cannot be read as safetensors: {error}") from None
 
