@@ -710,6 +710,36 @@ def test_a_safetensors_header_is_validated_as_the_library_validates_it(damage: s
                 opened.get_tensor(name)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"num_hidden_layers": 2000}, "E0302]: `num_hidden_layers` 2,000 in "),
+        ({"vocab_size": 10**9}, "E0302]: `vocab_size` 1,000,000,000 in "),
+        ({"num_attention_heads": 4096, "num_key_value_heads": 4096, "hidden_size": 8192}, "`num_attention_heads` 4,"),
+        ({"hidden_size": 2**20}, "E0302]: `hidden_size` 1,048,576 in "),
+        ({"max_position_embeddings": 2**21}, "E0302]: `max_position_embeddings` 2,097,152 in "),
+        ({"rope_scaling": "linear"}, 'E0309]: `rope_scaling` must be an object such as {"rope_type": "default"}'),
+        ({"rope_scaling": [1, 2]}, "E0309]: `rope_scaling` must be an object"),
+        ({"rope_parameters": "x"}, "E0309]: `rope_parameters` must be an object"),
+    ],
+    ids=["layers", "vocab", "heads", "width", "positions", "rope-string", "rope-list", "rope-parameters"],
+)
+def test_a_config_beyond_the_limits_or_of_the_wrong_shape_is_a_diagnostic(
+    tmp_path: Path, overrides: dict, says: str
+) -> None:
+    """Such configs were internal errors of `validate` and `plan` (a ValidationError, a TypeError)."""
+    config = {**COMMON, "architectures": ["LlamaForCausalLM"], "model_type": "llama", **overrides}
+    (tmp_path / "source").mkdir()
+    (tmp_path / "source" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "source" / "model.safetensors").write_bytes(b"")  # never opened by the checker
+    (tmp_path / "s.grow").write_text(
+        'model pretrained("source")\nbatch 4\noptimizer adamw(lr=1e-3)\nstage a { train 1 steps }\n'
+    )
+    for command in ("validate", "plan"):
+        result = CliRunner().invoke(main, [command, str(tmp_path / "s.grow")])
+        assert result.exit_code == 1 and says in result.output and "internal error" not in result.output, result.output
+
+
 @pytest.mark.parametrize("name", ["config.json", "model.safetensors.index.json"])
 def test_a_json_file_nested_too_deep_is_one_line_naming_it(name: str, tmp_path: Path) -> None:
     """A `config.json` or index nested 50,000 deep was a RecursionError, an internal error."""

@@ -246,6 +246,10 @@ def _float(config: Mapping[str, Any], key: str, default: float) -> float:
 def _rope(config: Mapping[str, Any]) -> tuple[float, tuple[float, float, float, int] | None]:
     """The rotary base and Llama 3 scaling, from `rope_parameters` (transformers 5) or the older
     `rope_theta` and `rope_scaling`."""
+    for key in ("rope_parameters", "rope_scaling"):
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise FamilyError(f"`{key}` must be an object such as {{\"rope_type\": \"default\"}}, found "
+                              f"`{json.dumps(config[key])[:60]}`", key)  # fmt: skip
     params = config.get("rope_parameters")
     key = "rope_parameters"
     if not isinstance(params, dict):

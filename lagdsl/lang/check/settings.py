@@ -20,6 +20,11 @@ from lagdsl.lang.check.draft import Args, Draft, Every, LRCall
 from lagdsl.lang.diagnostics import did_you_mean, one_of
 from lagdsl.lang.params import Param, Signature, bind, coerce, show
 from lagdsl.lang.schedule import (
+    MAX_CONTEXT,
+    MAX_DEPTH,
+    MAX_HEADS,
+    MAX_VOCAB,
+    MAX_WIDTH,
     SGD,
     AdamW,
     JsonlData,
@@ -232,7 +237,35 @@ def _pretrained(draft: Draft, setting: ast.Setting, args: Args) -> None:
             "lagdsl reads safetensors, never pickles: save the model with `save_pretrained(folder)`",
         )
         return
+    limits = (  # the config keys the schedule's model takes, and lagdsl's limits for them
+        ("num_hidden_layers", arch.depth, MAX_DEPTH),
+        ("hidden_size", arch.width, MAX_WIDTH),
+        ("num_attention_heads", arch.heads, MAX_HEADS),
+        ("num_key_value_heads", arch.kv_heads, MAX_HEADS),
+        ("intermediate_size", arch.hidden, MAX_WIDTH * 16),
+        ("vocab_size", arch.vocab, MAX_VOCAB),
+    )
+    for key, value, limit in limits:
+        if value > limit:
+            draft.report(
+                "E0302",
+                f"`{key}` {value:,} in `{folder / 'config.json'}` is beyond lagdsl's limit of {limit:,}",
+                path_node.span,
+                "a checkpoint larger than lagdsl grows",
+                "lagdsl's limits are listed in docs/language.md (Limits)",
+            )
+            return
     context = args["context"]
+    if context == "auto" and arch.context > MAX_CONTEXT:
+        draft.report(
+            "E0302",
+            f"`max_position_embeddings` {arch.context:,} in `{folder / 'config.json'}` is beyond lagdsl's limit "
+            f"of {MAX_CONTEXT:,} positions",
+            node.span,
+            "`context=auto` takes it",
+            f"give `context=` at most {MAX_CONTEXT:,}",
+        )
+        return
     context = arch.context if context == "auto" else context
     assert isinstance(context, int)
     if context > arch.context:
