@@ -740,6 +740,16 @@ def test_a_config_beyond_the_limits_or_of_the_wrong_shape_is_a_diagnostic(
         assert result.exit_code == 1 and says in result.output and "internal error" not in result.output, result.output
 
 
+def test_weights_held_in_fp16_are_refused_naming_bf16(tmp_path: Path) -> None:
+    """`dtype=fp16` trained NaN from step 1 at any LR (AdamW's eps underflows in fp16), and the
+    probe's advice to lower the LR could not help: the checker refuses it, naming what trains."""
+    path = write_schedule(tmp_path, "llama")
+    path.write_text(path.read_text().replace('pretrained("source", context=32)', 'pretrained("source", dtype=fp16)'))
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 1 and "error[E0302]: `dtype=fp16` weights do not train" in result.output
+    assert "use `dtype=bf16`" in result.output
+
+
 @pytest.mark.parametrize("name", ["config.json", "model.safetensors.index.json"])
 def test_a_json_file_nested_too_deep_is_one_line_naming_it(name: str, tmp_path: Path) -> None:
     """A `config.json` or index nested 50,000 deep was a RecursionError, an internal error."""

@@ -298,6 +298,15 @@ def _pretrained(draft: Draft, setting: ast.Setting, args: Args) -> None:
         return
     dtype = args["dtype"]
     assert isinstance(dtype, str)
+    if dtype == "fp16":  # AdamW's arithmetic in fp16: eps 1e-8 is 0, and the first step is NaN at any LR
+        draft.report(
+            "E0302",
+            "`dtype=fp16` weights do not train: the optimizer's arithmetic underflows in fp16 (NaN at the first step)",
+            node.span,
+            "weights held in fp16",
+            "use `dtype=bf16` (the same memory, fp32's range) or `dtype=fp32` with `precision fp16`",
+        )
+        return
     spec = {
         "vocab": arch.vocab,
         "context": context,
