@@ -314,3 +314,30 @@ def test_fmt_never_follows_a_planted_link_and_formats_through_a_link(tmp_path: P
         "victim.txt",
         "y.grow",
     ]
+
+
+def test_repeats_nested_hundreds_deep_are_a_diagnostic_not_a_recursion(tmp_path: Path) -> None:
+    """350 nested `repeat`s (validate said E0208) crashed `fmt` with a RecursionError, an internal
+    error (the language server's formatting too): past 16 levels they are E0005, and fmt refuses
+    the file as it refuses any syntax error, leaving it alone."""
+    head = "model gpt(context=16, width=16, heads=2, depth=1)\nbatch 4\noptimizer adamw(lr=1e-3)\n"
+    text = head + "repeat 2 { " * 350 + "stage a { train 1 steps }" + " }" * 350 + "\n"
+    path = tmp_path / "deep.grow"
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["fmt", str(path)])
+    assert result.exit_code == 1 and "internal error" not in result.output
+    assert "error[E0005]: `repeat` blocks nested more than 16 deep" in result.output
+    assert path.read_text() == text
+    with pytest.raises(FormatError):
+        format_text(text)
+    sixteen = head + "repeat 2 { " * 16 + "stage a { train 1 steps }" + " }" * 16 + "\n"
+    assert "E0005" not in CliRunner().invoke(main, ["validate", "-"], input=sixteen).output  # E0208 only
+
+
+def test_the_unit_word_is_kept_after_a_long_run_of_letters() -> None:
+    """The unit is read back from the line's end (`step` or `steps`, as written); it was found by
+    a regex that took time quadratic in a run of letters before it (100,000: 48 s)."""
+    name = "a" * 100_000
+    head = "model gpt(context=16, width=16, heads=2, depth=1)\nbatch 4\noptimizer adamw(lr=1e-3)\n"
+    text = f"{head}stage {name} {{ train 1 step }}\n"
+    assert f"stage {name} {{\n  train 1 step\n}}" in format_text(text)

@@ -92,6 +92,8 @@ class Builder(Transformer[Token, object]):
 
     def __init__(self) -> None:
         super().__init__(visit_tokens=False)
+        #: how deep each `repeat` built so far nests repeats (itself included), by identity
+        self._repeat_depth: dict[int, int] = {}
 
     @staticmethod
     def _report(diagnostic: Diagnostic) -> None:
@@ -253,7 +255,20 @@ class Builder(Transformer[Token, object]):
     @_rule
     def repeat(self, span: Span, children: Children) -> ast.Repeat:
         _, count, *body = children
-        return ast.Repeat(self._number(count), tuple(body), span)
+        node = ast.Repeat(self._number(count), tuple(body), span)
+        depth = 1 + max((self._repeat_depth.get(id(b), 0) for b in body if isinstance(b, ast.Repeat)), default=0)
+        self._repeat_depth[id(node)] = depth
+        if depth == MAX_NESTING + 1:  # repeats may not nest at all (E0208); this deep, not even be laid out
+            self._report(
+                Diagnostic(
+                    "E0005",
+                    f"`repeat` blocks nested more than {MAX_NESTING} deep",
+                    Span(span.line, span.column, span.line, span.column + 6),
+                    "too deep from here",
+                    "repeats may not nest: write the inner stages out, or multiply the counts",
+                )
+            )
+        return node
 
     @_rule
     def grow(self, span: Span, children: Children) -> ast.Grow:

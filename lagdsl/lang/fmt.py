@@ -126,8 +126,10 @@ def _unit_word(node: ast.Duration, source: Source) -> str:
     """`steps`, `step`, `tokens` or `token`, as written (the tree keeps only the plural)."""
     span = node.span
     written = source.line_text(span.end_line)[: span.end_column - 1].rstrip()
-    word = re.search(r"[a-z]+$", written)
-    return word.group(0) if word else node.unit
+    start = len(written)  # the letters at its end, found from the end: linear in the word, whatever precedes it
+    while start > 0 and "a" <= written[start - 1] <= "z":
+        start -= 1
+    return written[start:] or node.unit
 
 
 def args(items: tuple[ast.Arg, ...], source: Source) -> str:
