@@ -247,3 +247,31 @@ def test_tokenize_reads_parquet(tmp_path: Path) -> None:
     assert meta["documents"] == 100
     expected = Tokenizer.from_file(str(tokenizer)).encode("import os\n", add_special_tokens=False).ids
     assert np.fromfile(tmp_path / "tok" / "train.bin", dtype=np.uint16)[: len(expected)].tolist() == expected
+
+
+def test_the_standard_library_with_a_tokenizer_reads_each_file_in_its_declared_encoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`data stdlib(tokenizer=...)` (and a pretrained model's default corpus) failed on a Python
+    whose standard library holds test files in Latin-1 or KOI8-R ("not UTF-8 text: convert it",
+    which a user cannot do to the interpreter's files). Each file is read in the encoding its PEP 263
+    line declares; a file that cannot be read so (a test of a bad declaration) is left out, counted."""
+    from lagdsl.lang.schedule import StdlibData
+    from lagdsl.runtime.data import corpus
+
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    (folder / "a_plain.py").write_text('"""Plain UTF-8: café."""\n' * 200, encoding="utf-8")
+    (folder / "b_latin.py").write_bytes('# -*- coding: iso-8859-1 -*-\nname = "Gérard"\n'.encode("iso-8859-1") * 200)
+    (folder / "c_bad.py").write_bytes(b"# coding: no-such-codec\nx = 1\n")
+    (folder / "d_liar.py").write_bytes(b"x = '\xff\xfe'\n")  # no declaration, so UTF-8: it is not
+    files = sorted(folder.glob("*.py"))
+    train_tokenizer(tmp_path / "tok.json", [files[0]])
+    monkeypatch.setattr(corpus, "stdlib_files", lambda: files)
+    loaded = load_corpus(StdlibData(tokenizer="tok.json", val=0.1), tmp_path, progress=False)
+    assert "(2 files left out: not text in the encoding declared)" in loaded.description
+    text = Tokenizer.from_file(str(tmp_path / "tok.json")).decode(np.concatenate([loaded.train, loaded.val]).tolist())
+    assert "Gérard" in text and "café" in text
+    assert reading.readable_sources(files) == (files[:2], files[2:])
+    # as bytes, every file is read as it is, as before
+    assert "left out" not in load_corpus(StdlibData(val=0.1), tmp_path, progress=False).description

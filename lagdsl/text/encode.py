@@ -149,9 +149,9 @@ def write_bytes(
     newline but the last; or the documents of JSON Lines or Parquet files as UTF-8, joined the same
     way. (bytes, documents, fingerprint), read a block at a time."""
     kind = kind_of(field, kind)
-    digest = hashlib.sha256() if kind == "text" else hashlib.sha256(f"{kind}\0{field}\0".encode())
+    digest = hashlib.sha256() if kind in ("text", "python") else hashlib.sha256(f"{kind}\0{field}\0".encode())
     count = docs = 0
-    if kind == "text":
+    if kind in ("text", "python"):  # a file's bytes, whatever its encoding
         for path in files:
             if docs:
                 stream.write(b"\n")

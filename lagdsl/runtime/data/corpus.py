@@ -32,6 +32,7 @@ from lagdsl.lang.schedule import DataSpec, JsonlData, ParquetData, StdlibData, T
 from lagdsl.text import encode
 from lagdsl.text import tokenizer as tok
 from lagdsl.text.globs import matching
+from lagdsl.text.reading import readable_sources
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -118,7 +119,12 @@ def _tokenizer(name: str, base: Path) -> Tokenizer:
 
 
 def _cached(
-    files: list[Path], spec: StdlibData | TextData | JsonlData | ParquetData, what: str, base: Path, progress: bool
+    files: list[Path],
+    spec: StdlibData | TextData | JsonlData | ParquetData,
+    what: str,
+    base: Path,
+    progress: bool,
+    kind: encode.Kind = "text",
 ) -> Corpus:
     """The files as bytes, or as tokens of the spec's tokenizer: read once into the token cache
     (streamed) and memory-mapped from there."""
@@ -126,7 +132,6 @@ def _cached(
         raise DataError(f"no files found for {what}")
     tokenizer = _tokenizer(spec.tokenizer, base) if spec.tokenizer is not None else None
     field = spec.field if isinstance(spec, JsonlData) else spec.column if isinstance(spec, ParquetData) else None
-    kind: encode.Kind = "text"
     if isinstance(spec, (JsonlData, ParquetData)):
         kind = spec.kind
     try:
@@ -156,7 +161,15 @@ def load_corpus(spec: DataSpec, base: Path, progress: bool = True) -> Corpus:
     """Read the schedule's data; relative paths are taken from `base` (the schedule's folder).
     `progress`: show a progress bar on stderr while tokenizing."""
     if isinstance(spec, StdlibData):
-        return _cached(stdlib_files(), spec, "the standard library's source", base, progress)
+        if spec.tokenizer is None:  # bytes: every file as it is
+            return _cached(stdlib_files(), spec, "the standard library's source", base, progress)
+        # text for a tokenizer: each file in the encoding it declares; a few test files of the
+        # standard library hold undecodable text on purpose, and are left out (and counted)
+        files, left = readable_sources(stdlib_files())
+        what = "the standard library's source" + (
+            f" ({len(left):,} file{'s' * (len(left) != 1)} left out: not text in the encoding declared)" if left else ""
+        )
+        return _cached(files, spec, what, base, progress, kind="python")
     if isinstance(spec, (TextData, JsonlData, ParquetData)):
         files, what = _files(spec, base)
         return _cached(files, spec, what, base, progress)
