@@ -275,3 +275,29 @@ def test_the_standard_library_with_a_tokenizer_reads_each_file_in_its_declared_e
     assert reading.readable_sources(files) == (files[:2], files[2:])
     # as bytes, every file is read as it is, as before
     assert "left out" not in load_corpus(StdlibData(val=0.1), tmp_path, progress=False).description
+
+
+def test_a_dictionary_encoded_text_column_is_read_as_text(tmp_path: Path) -> None:
+    """Parquet writers dictionary-encode repetitive text columns (pandas categoricals, `pyarrow`'s
+    `dictionary_encode`); such a column was refused as "not text"."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [f"label {i % 3}: é" for i in range(50)]
+    column = pa.array(texts).dictionary_encode()
+    pq.write_table(pa.table({"text": column}), tmp_path / "d.parquet")
+    assert pa.types.is_dictionary(pq.ParquetFile(tmp_path / "d.parquet").schema_arrow.field("text").type)
+    corpus = load_corpus(ParquetData(glob="d.parquet"), tmp_path, progress=False)
+    assert np.concatenate([corpus.train, corpus.val]).tobytes() == "\n".join(texts).encode()
+
+
+def test_a_file_whose_name_reads_as_a_glob_is_named_by_its_path(tmp_path: Path) -> None:
+    """`text("[a].txt")` matched only `a.txt` (a character class), so the file could not be named:
+    a path that names an existing file is that file; `glob.escape`'s `[[]a].txt` names it too."""
+    (tmp_path / "[a].txt").write_text("the bracketed file\n" * 50)
+    (tmp_path / "a.txt").write_text("the other file\n" * 50)
+    for written in ("[a].txt", "[[]a].txt"):
+        corpus = load_corpus(TextData(glob=written, val=0.1), tmp_path, progress=False)
+        assert b"bracketed" in np.concatenate([corpus.train, corpus.val]).tobytes() and "1 files" in corpus.description
+    other = load_corpus(TextData(glob="?.txt", val=0.1), tmp_path, progress=False)  # still a glob
+    assert b"other" in np.asarray(other.train).tobytes()

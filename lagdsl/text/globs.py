@@ -13,7 +13,11 @@ def matching(pattern: str, first: bool = False) -> list[Path]:
     """The files `pattern` matches, sorted, each file once however many links lead to it. `**`
     descends into folders without following links to folders, so a link loop (`a -> ..`) can
     neither hang the walk nor read a file twice (`glob` follows them, round and round). `first`:
-    stop at the first file found (`lagdsl validate` asks only whether there is one)."""
+    stop at the first file found (`lagdsl validate` asks only whether there is one). A pattern
+    that names an existing file as it is written is that file, though it reads as a glob (`[a].txt`;
+    `glob.escape`'s `[[]a].txt` works too)."""
+    if globbing.has_magic(pattern) and os.path.isfile(pattern):
+        return [Path(pattern)]
     parts = Path(pattern).parts
     fixed = next((i for i, part in enumerate(parts) if globbing.has_magic(part)), len(parts))
     root, rest = Path(*parts[:fixed]) if fixed else Path("."), parts[fixed:]

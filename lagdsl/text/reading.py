@@ -216,7 +216,8 @@ def _parquet_column(path: Path, column: str, digest: hashlib._Hash | None) -> It
         found = ", ".join(f"`{n}`" for n in names[:6]) or "none"
         raise EncodeError(f"`{path}` has no column `{column}` (its columns: {found}): set `column=` to the text's")
     kind = table.schema_arrow.field(column).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)):
+    held = kind.value_type if pa.types.is_dictionary(kind) else kind  # dictionary-encoded text is text
+    if not (pa.types.is_string(held) or pa.types.is_large_string(held) or pa.types.is_string_view(held)):
         raise EncodeError(f"`{path}`: column `{column}` holds {kind}, not text")
     row = 0
     try:
