@@ -62,8 +62,13 @@ def test_the_export_loads_in_transformers_with_equal_logits(grown: Path, tmp_pat
     result = export(grown, tmp_path / "hf")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == [
-        "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"
-    ]  # fmt: skip
+        "config.json",
+        "generation_config.json",
+        "lagdsl-export.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]  # fmt: skip (lagdsl-export.json: the export's record of itself)
     hf, info = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", output_loading_info=True)
     assert type(hf).__name__ == "LlamaForCausalLM"
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]

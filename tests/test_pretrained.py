@@ -763,6 +763,30 @@ def test_a_json_file_nested_too_deep_is_one_line_naming_it(name: str, tmp_path: 
         assert result.exit_code == 1 and "nested too deep" in result.output and "internal error" not in result.output
 
 
+def test_an_export_never_replaces_the_source_and_a_foreign_checkpoint_only_under_force(tmp_path: Path) -> None:
+    """`export RUN -o SRC` into the pretrained folder the run began from once exited 0 with the
+    source's weights and config replaced (no run from it could resume): refused now, `--force` or
+    not. A Hugging Face folder that no export wrote (its files are an export's names) needs
+    `--force`; an export records itself (`lagdsl-export.json`), and is replaced without asking."""
+    path = write_schedule(tmp_path, "llama")
+    run = CliRunner().invoke(main, ["run", "--quiet", str(path), "--out", str(tmp_path / "run")])
+    assert run.exit_code == 0, run.output
+    source = tmp_path / "source"
+    before = {p.name: p.read_bytes() for p in source.iterdir()}
+    for force in ([], ["--force"]):
+        result = CliRunner().invoke(main, ["export", str(tmp_path / "run"), "-o", str(source), *force])
+        assert result.exit_code == 2 and "is the pretrained folder" in result.stderr, result.output
+    assert {p.name: p.read_bytes() for p in source.iterdir()} == before
+    other = make_checkpoint(tmp_path / "other", "llama", seed=1)
+    refused = CliRunner().invoke(main, ["export", str(tmp_path / "run"), "-o", str(other)])
+    assert refused.exit_code == 2 and "holds files `lagdsl export` did not write" in refused.stderr
+    assert CliRunner().invoke(main, ["export", str(tmp_path / "run"), "-o", str(other), "--force"]).exit_code == 0
+    record = json.loads((other / "lagdsl-export.json").read_text())
+    assert record["run"] == str((tmp_path / "run").resolve())
+    again = CliRunner().invoke(main, ["export", str(tmp_path / "run"), "-o", str(other)])
+    assert again.exit_code == 0, again.output  # its own earlier export: replaced
+
+
 def test_a_bf16_checkpoint_is_read_into_a_float32_model_exactly(tmp_path: Path) -> None:
     source = make_checkpoint(tmp_path / "source", "qwen3", torch_dtype="bfloat16")
     model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16)

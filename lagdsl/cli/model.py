@@ -71,9 +71,9 @@ def export(
 ) -> None:
     """Write a run's model as a Hugging Face folder (safetensors, config, tokenizer): the family of
     the checkpoint it began from, or LlamaForCausalLM for a model from scratch."""
-    from lagdsl.artifacts.folders import FolderError, only, replacing
-    from lagdsl.model.export import EXPORT_FILES, ExportError, export_model, export_pretrained
-    from lagdsl.runtime.state.trained import SOURCE_DIR, TrainedError, pretrained_source
+    from lagdsl.artifacts.folders import FolderError, replacing
+    from lagdsl.model.export import ExportError, export_model, export_pretrained, is_export, record_export
+    from lagdsl.runtime.state.trained import SOURCE_DIR, TrainedError, pretrained_folder, pretrained_source
     from lagdsl.text import tokenizer as tok
 
     trained = _open(ctx, run_dir, checkpoint, tokenizer)
@@ -91,9 +91,16 @@ def export(
             err=True,
         )
         ctx.exit(EXIT_USAGE)
-    ours = only(lambda name: name in EXPORT_FILES)
+    began_from = pretrained_folder(run_dir)
+    if began_from is not None and out.resolve() == began_from.resolve():
+        click.echo(
+            f"error: `{out}` is the pretrained folder `{run_dir}` began from: an export there would replace the "
+            "weights this run (and every run from it) resumes from; choose another folder",
+            err=True,
+        )
+        ctx.exit(EXIT_USAGE)
     try:
-        with replacing(out, command="export", ours=ours, force=force, allowed_in_run=run_dir / "hf") as folder:
+        with replacing(out, command="export", ours=is_export, force=force, allowed_in_run=run_dir / "hf") as folder:
             if source is not None:
                 family, source_config = source
                 files = export_pretrained(
@@ -103,6 +110,7 @@ def export(
                 assert encoder is not None
                 special = tok.special_ids(encoder)
                 files = export_model(trained.state, trained.config, encoder.to_str(), folder, dtype, special)
+            record_export(folder, run_dir, str(trained.source))
     except FolderError as error:
         click.echo(f"error: {error}", err=True)
         ctx.exit(EXIT_USAGE)

@@ -42,8 +42,26 @@ SOURCE_FILES = (
     "merges.txt",
     "chat_template.jinja",
 )
-#: every file an export writes (what makes a folder an earlier export, which `export` replaces)
-EXPORT_FILES = frozenset({"config.json", "model.safetensors", *SOURCE_FILES})
+#: the file by which an export records itself in the folder it writes: a folder with it (and only
+#: an export's files) is an earlier export, which `export` replaces; any other folder of weights,
+#: a Hugging Face checkpoint's above all, it replaces only under `--force`
+EXPORT_RECORD = "lagdsl-export.json"
+#: every file an export writes
+EXPORT_FILES = frozenset({"config.json", "model.safetensors", EXPORT_RECORD, *SOURCE_FILES})
+
+
+def is_export(folder: Path) -> bool:
+    """Whether `folder` holds an earlier export and nothing else (the record says it is one)."""
+    files = list(folder.iterdir())
+    return (folder / EXPORT_RECORD).is_file() and all(p.is_file() and p.name in EXPORT_FILES for p in files)
+
+
+def record_export(folder: Path, run_dir: Path, source: str) -> None:
+    """The export's record in `folder`: which run and model it was written from, by which lagdsl."""
+    from lagdsl import __version__
+
+    record = {"lagdsl": __version__, "run": str(run_dir.resolve()), "model": source}
+    (folder / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 def llama_config(config: GPTConfig, dtype: torch.dtype, tokens: Mapping[str, int | None]) -> dict[str, Any]:

@@ -160,6 +160,16 @@ def pretrained_source(run_dir: Path) -> tuple[Family, dict[str, Any]] | None:
         ) from None
 
 
+def pretrained_folder(run_dir: Path) -> Path | None:
+    """The pretrained folder a run began from, as `run.json` records it (None: from scratch, or no
+    record to read)."""
+    try:
+        pretrained = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("pretrained")
+        return Path(pretrained["folder"]) if pretrained else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def _tokenizer_json(run_dir: Path, tokenizer: Path | None) -> str | None:
     """The text of the tokenizer: `tokenizer`, else the one `run.json` names (`bytes`, the run's
     `tokenizer.json`, or `ids`: none)."""
