@@ -787,6 +787,52 @@ def test_an_export_never_replaces_the_source_and_a_foreign_checkpoint_only_under
     assert again.exit_code == 0, again.output  # its own earlier export: replaced
 
 
+@pytest.mark.parametrize("damage", ["a shard missing", "a file cut short", "a tensor missing", "a wrong dtype"])
+def test_an_unreadable_source_stops_the_run_before_it_writes_anything(tmp_path: Path, damage: str) -> None:
+    """A source that cannot be read once stopped `run` only after the run directory was made; then
+    `run` said the directory held a run and `--resume` that the source had changed: a loop the user
+    left only by deleting it. The weights' headers are checked first now: one line, exit 2, nothing
+    written."""
+    path = write_schedule(tmp_path, "llama", shard=True)
+    index = tmp_path / "source" / "model.safetensors.index.json"
+    shards = sorted((tmp_path / "source").glob("model-*.safetensors"))
+    if damage == "a shard missing":
+        shards[-1].unlink()
+    elif damage == "a file cut short":
+        shards[0].write_bytes(shards[0].read_bytes()[:-64])
+    elif damage == "a tensor missing":
+        weight_map = json.loads(index.read_text())
+        del weight_map["weight_map"]["model.layers.1.mlp.up_proj.weight"]
+        index.write_text(json.dumps(weight_map))
+    else:
+        _with_header(
+            shards[0], lambda header, names: json.dumps({**header, names[0]: {**header[names[0]], "dtype": "I32"}})
+        )
+    result = CliRunner().invoke(main, ["run", "--quiet", str(path), "--out", str(tmp_path / "run")])
+    errors = [line for line in result.stderr.splitlines() if line.startswith(("error", "lagdsl:"))]
+    assert result.exit_code == 2 and len(errors) == 1, result.output
+    assert errors[0].startswith("error: the pretrained model") and not (tmp_path / "run").exists()
+
+
+def test_a_run_directory_whose_start_failed_before_its_first_step_is_reused_by_the_same_command(
+    tmp_path: Path,
+) -> None:
+    """A start that fails after the directory is made (here a tied config beside a different head,
+    refused as the weights are read) leaves a directory the same command takes again, once fixed."""
+    path = write_schedule(tmp_path, "llama_tied")
+    _rewrite_weights(tmp_path / "source", lambda s: s.__setitem__("lm_head.weight", s["model.embed_tokens.weight"] + 1))
+    command = ["run", "--quiet", str(path), "--out", str(tmp_path / "run")]
+    failed = CliRunner().invoke(main, command)
+    assert failed.exit_code == 2 and "tie_word_embeddings" in failed.stderr and (tmp_path / "run" / "run.json").exists()
+    (tmp_path / "run" / "notes.txt").write_text("mine")  # a file no start writes: the directory is not reused
+    assert "already holds a run" in CliRunner().invoke(main, command).stderr
+    (tmp_path / "run" / "notes.txt").unlink()
+    _rewrite_weights(tmp_path / "source", lambda s: s.pop("lm_head.weight"))
+    again = CliRunner().invoke(main, command)
+    assert again.exit_code == 0, again.output
+    assert "held a run that failed before its first step: started over" in again.stderr
+
+
 def test_a_bf16_checkpoint_is_read_into_a_float32_model_exactly(tmp_path: Path) -> None:
     source = make_checkpoint(tmp_path / "source", "qwen3", torch_dtype="bfloat16")
     model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16)

@@ -100,11 +100,7 @@ def read_weights(folder: Path, family: Family, config: GPTConfig, targets: Mappi
     time; a rank's shard reads its rows alone)."""
     arch = arch_of(config)
     files = weight_files(folder)
-    with torch.device("meta"):
-        skeleton = GPT(config)
-    #: each of the family's tensors' shape in the model `config.json` describes: checked one by one,
-    #: not by the rows a stack of them adds up to (q 80 / k 16 / v 32 rows summing to 128 passed)
-    expected = {name: tuple(part.shape) for name, part in family_parts(skeleton.state_dict(), config, family)}
+    expected = _expected(config, family)
     with _Reader(files) as reader, torch.no_grad():
         for ours, theirs in family.tensor_map(arch).items():
             target = targets[ours]
@@ -123,6 +119,31 @@ def read_weights(folder: Path, family: Family, config: GPTConfig, targets: Mappi
                 row += shape[0]
         if arch.tie and HEAD in files:
             _check_tied_head(reader, files[HEAD], targets["embed.weight"], expected[family.tensors["embed.weight"][0]])
+
+
+def _expected(config: GPTConfig, family: Family) -> dict[str, tuple[int, ...]]:
+    """Each of the family's tensors' shape in the model `config.json` describes: checked one by one,
+    not by the rows a stack of them adds up to (q 80 / k 16 / v 32 rows summing to 128 passed)."""
+    with torch.device("meta"):
+        skeleton = GPT(config)
+    return {name: tuple(part.shape) for name, part in family_parts(skeleton.state_dict(), config, family)}
+
+
+def check_weights(folder: Path, family: Family, config: GPTConfig) -> None:
+    """The checkpoint in `folder` can be read as a model of shape `config`: every tensor it needs
+    present in a whole file (the headers validated: names, shapes, offsets, sizes) in a dtype lagdsl
+    reads, checked from the headers alone, no weight read (a run checks this before it writes)."""
+    files = weight_files(folder)
+    with _Reader(files) as reader:
+        for name, want in _expected(config, family).items():
+            path, (code, shape, _, _) = reader._entry(name)
+            if shape != want:
+                raise HubError(
+                    f"tensor `{name}` in `{path.name}` is {list(shape)}, but the model `config.json` describes "
+                    f"has it {list(want)}"
+                )
+            if code not in SAFETENSORS_DTYPES:
+                raise HubError(f"tensor `{name}` in `{path}` is {code}: lagdsl reads {', '.join(SAFETENSORS_DTYPES)}")
 
 
 #: the output head's name in every family lagdsl reads

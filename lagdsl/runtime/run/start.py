@@ -101,6 +101,7 @@ def new_run(
     world = options.world
     with _together(world):  # every rank's own checks, agreed on before any rank writes
         device = open_device(schedule, world)
+        _check_source(schedule)
         corpus, batches = open_data(schedule, base, device, world, not options.quiet)
         plan = build_plan(schedule)
 
@@ -112,13 +113,21 @@ def new_run(
     def create() -> Path:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         run_dir = options.out or Path("runs") / f"{schedule.name}-{stamp}"
+        locked = False
         if run_dir.exists() and any(run_dir.iterdir()):
-            raise RunError(f"`{run_dir}` already holds a run: choose another `--out`, or `--resume {run_dir}`")
+            if not _never_started(run_dir):
+                raise RunError(f"`{run_dir}` already holds a run: choose another `--out`, or `--resume {run_dir}`")
+            _lock(run_dir, options.say)  # a start that failed before its first step: this one starts over
+            locked = True
+            with _unlocked_on_error(run_dir):
+                _clear_start(run_dir)
+            options.say(f"`{run_dir}` held a run that failed before its first step: started over")
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise RunError(f"cannot create the run directory `{run_dir}`: {reason(error)}") from None
-        _lock(run_dir, options.say)
+        if not locked:
+            _lock(run_dir, options.say)
         with _unlocked_on_error(run_dir):
             write_text(run_dir / "schedule.grow", source_text)
             write_text(run_dir / "plan.json", to_json(plan))
@@ -171,6 +180,54 @@ def _unlocked_on_error(run_dir: Path) -> Iterator[None]:
     except BaseException:
         lock.release(run_dir)
         raise
+
+
+#: what a start writes into its run directory before the first step (and nothing a step writes)
+_START_FILES = {"schedule.grow", "plan.json", "run.json", TOKENIZER_FILE, SOURCE_DIR, lock.LOCK_FILE}
+
+
+def _never_started(run_dir: Path) -> bool:
+    """Whether `run_dir` holds only what a start writes before its first step (a start that failed
+    then, say on a pretrained folder it could not read): no event, no checkpoint, no other file."""
+    for entry in run_dir.iterdir():
+        if entry.name == "metrics.jsonl":
+            if entry.is_symlink() or not entry.is_file() or entry.stat().st_size:
+                return False
+        elif entry.name == "checkpoints":
+            if entry.is_symlink() or not entry.is_dir() or any(entry.iterdir()):
+                return False
+        elif entry.name not in _START_FILES:
+            return False
+    return (run_dir / "run.json").is_file()
+
+
+def _clear_start(run_dir: Path) -> None:
+    """The files of a start that never reached its first step, removed (the lock, held, kept)."""
+    import shutil
+
+    for entry in run_dir.iterdir():
+        if entry.name == lock.LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _check_source(schedule: Schedule) -> None:
+    """A pretrained checkpoint the run can read, checked from its weights' headers before anything
+    is written (a shard missing, a file cut short, a tensor missing or of the wrong shape or dtype)."""
+    source = schedule.model.pretrained
+    if source is None:
+        return
+    from lagdsl.families import FamilyError, family_named
+    from lagdsl.model.config import GPTConfig
+    from lagdsl.model.hub import HubError, check_weights
+
+    try:
+        check_weights(Path(source.folder), family_named(source.family), GPTConfig.from_schedule(schedule))
+    except (HubError, FamilyError) as error:
+        raise RunError(f"the pretrained model `{source.folder}` cannot be read: {error}") from None
 
 
 def _source_info(schedule: Schedule) -> PretrainedSource | None:
