@@ -371,6 +371,35 @@ def test_a_resume_refuses_a_changed_source(tmp_path: Path) -> None:
     )
 
 
+def test_a_run_whose_schedule_names_relative_paths_is_checked_from_where_it_began(tmp_path: Path) -> None:
+    """`RUN/schedule.grow` names `pretrained("source")` relative to the schedule's first folder.
+    Checked again from the run directory, it once failed to resolve: `export --checkpoint` took
+    another run's model unchecked, the report had no plan picture, and a resume whose source had
+    moved said only "no longer validates". Each checks it from where it began (`run.json`'s base)."""
+    path = write_schedule(tmp_path, "llama")
+    run_dir = tmp_path / "run"
+    assert (
+        CliRunner().invoke(main, ["run", "--quiet", str(path), "--out", str(run_dir), "--max-steps", "2"]).exit_code
+        == 0
+    )
+    other = tmp_path / "other.grow"  # another run: another vocabulary and width
+    other.write_text(
+        'model gpt(context=16, width=32, heads=2, depth=1)\ndata text("corpus/*.txt")\nbatch 4\n'
+        "optimizer adamw(lr=1e-3)\nstage a { train 2 steps }\n"
+    )
+    assert CliRunner().invoke(main, ["run", "--quiet", str(other), "--out", str(tmp_path / "o")]).exit_code == 0
+    foreign = CliRunner().invoke(
+        main, ["export", str(run_dir), "--checkpoint", str(tmp_path / "o" / "final"), "-o", str(tmp_path / "hf")]
+    )
+    assert foreign.exit_code == 2 and "is not a checkpoint of" in foreign.stderr, foreign.output
+    report = CliRunner().invoke(main, ["report", str(run_dir)])
+    assert report.exit_code == 0 and "no longer validates" not in report.stderr, report.output
+    (tmp_path / "source").rename(tmp_path / "moved")
+    resumed = CliRunner().invoke(main, ["run", "--resume", str(run_dir)])
+    assert resumed.exit_code == 1
+    assert f"no longer validates: E0309 `{tmp_path / 'source'}` is not a folder" in resumed.stderr, resumed.output
+
+
 def test_the_plan_counts_a_model_held_in_bf16_at_two_bytes_a_weight_and_moment(tmp_path: Path) -> None:
     from lagdsl.lang import check_text
     from lagdsl.plan import build_plan

@@ -145,7 +145,9 @@ def _plan_picture(run_dir: Path, path: Path, report: Report) -> Path | None:
     if not source.exists():
         report.notes.append("no `schedule.grow` in the run directory: no plan picture")
         return None
-    checked = check_text(source.read_text(encoding="utf-8"), str(source))
+    from lagdsl.artifacts.run import run_base
+
+    checked = check_text(source.read_text(encoding="utf-8"), str(source), run_base(run_dir))  # paths as first resolved
     if checked.schedule is None:
         report.notes.append("the run's `schedule.grow` no longer validates: no plan picture")
         return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Literal
 
 from pydantic import ConfigDict, Field
@@ -86,3 +88,13 @@ class Summary(Artifact):
     segments: list[Segment] = Field(default_factory=list)
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+
+def run_base(run_dir: Path) -> Path | None:
+    """Where a run's schedule resolved its relative paths (`run.json`'s `base`: the folder the
+    schedule was first in), so that `RUN/schedule.grow` checked again finds its data, tokenizer and
+    pretrained folder; None where `run.json` cannot say."""
+    try:
+        return Path(json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["base"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

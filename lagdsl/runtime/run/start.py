@@ -10,9 +10,7 @@ runs/<schedule>-<timestamp>/
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from lagdsl.artifacts import (
     dump_json,
     read_json,
 )
+from lagdsl.artifacts.run import run_base
 from lagdsl.lang import check_text
 from lagdsl.lang.schedule import Schedule, TokensData
 from lagdsl.plan import build_plan
@@ -441,14 +440,13 @@ def load_for_resume(run_dir: Path) -> tuple[Schedule, str]:
         text = path.read_text(encoding="utf-8")
     except OSError:
         raise RunError(f"`{run_dir}` is not a run directory (it has no `schedule.grow`)") from None
-    base = None
-    # relative data paths (a tokenizer's) start where the schedule first was; a damaged run.json is
-    # the resume's own checks' to report
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        base = Path(json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["base"])
-    result = check_text(text, str(path), base)
+    # relative paths (data, tokenizer, pretrained folder) start where the schedule first was; a
+    # damaged run.json is the resume's own checks' to report
+    result = check_text(text, str(path), run_base(run_dir))
     if result.schedule is None:
-        raise RunError(f"the schedule in `{run_dir}` no longer validates", code=1)
+        first = next((d for d in result.diagnostics if d.is_error), None)
+        why = f": {first.code} {first.message} (line {first.span.line})" if first is not None else ""
+        raise RunError(f"the schedule in `{run_dir}` no longer validates{why}", code=1)
     return result.schedule, text
 
 

@@ -79,11 +79,13 @@ def _check_belongs(run_dir: Path, checkpoint: Path, config: GPTConfig) -> None:
     """A `--checkpoint` of another run (another vocabulary, or a shape this run never has) is
     refused: its tokens would not mean what the run's tokenizer says. Checked against the run's
     own schedule (torch-free); a schedule that no longer validates is not held against it."""
+    from lagdsl.artifacts.run import run_base
     from lagdsl.lang import check_text
     from lagdsl.plan import build_plan
 
-    try:
-        checked = check_text((run_dir / "schedule.grow").read_text(encoding="utf-8"), str(run_dir / "schedule.grow"))
+    try:  # checked from where it was first checked, so that its relative paths resolve as then
+        text = (run_dir / "schedule.grow").read_text(encoding="utf-8")
+        checked = check_text(text, str(run_dir / "schedule.grow"), run_base(run_dir))
     except (OSError, UnicodeDecodeError):
         return
     if checked.schedule is None:
