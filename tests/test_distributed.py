@@ -763,6 +763,26 @@ def test_a_failure_of_rank_0s_event_log_stops_every_rank_with_its_message(tmp_pa
 
 
 @pytest.mark.slow
+def test_a_full_disk_under_fsdp_is_one_line_from_rank_0_and_the_run_resumes(project: Path, two_ranks: Path) -> None:
+    """A file size limit (`ulimit -f`, as a full disk) met while the ranks write a sharded
+    checkpoint: DCP's `CheckpointException` (a `BaseException`) once passed every handler and each
+    rank printed a raw traceback. Now rank 0 says it in one line, every rank exits 2, the earlier
+    checkpoint is intact, and the run resumes to the events of one never interrupted."""
+    limit = 180_000  # bytes a file may hold: the step-12 shards (140 and 163 kB) fit, step 24's do not
+    result = launch(project, "fsdp.grow", "--out", "fsdp-full", file_size_limit=limit)
+    assert result.returncodes == [2, 2], result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith(("error:", "lagdsl:"))]
+    assert len(errors) == 1 and "cannot write checkpoint" in errors[0] and "File too large" in errors[0], errors
+    assert "Traceback" not in result.stderr
+    kept = ckpt.list_checkpoints(project / "fsdp-full" / "checkpoints")
+    assert [ckpt.load(p)["step"] for p in kept] == [12]
+    assert ckpt.newest_intact(project / "fsdp-full" / "checkpoints") == kept[-1]
+    resumed = launch(project, "--resume", "fsdp-full")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_close(records(project / "fsdp-full"), records(two_ranks))  # FSDP trains as DDP (the test above)
+
+
+@pytest.mark.slow
 def test_with_dropout_two_ranks_train_as_one(project: Path, one_rank: Path) -> None:
     """Dropout masks are drawn per global row (`lagdsl.model.dropout`): 2 ranks drop exactly the
     units one process drops, so their losses agree as without dropout (once each rank drew its own)."""

@@ -46,13 +46,23 @@ class _Hashing:
 
     def __init__(self, stream: BinaryIO) -> None:
         self.stream, self.digest = stream, hashlib.sha256()
+        #: the error a write met (torch.save may report it as a RuntimeError of its own)
+        self.failed: OSError | None = None
 
     def write(self, data: bytes) -> int:
         self.digest.update(data)
-        return self.stream.write(data)
+        try:
+            return self.stream.write(data)
+        except OSError as error:
+            self.failed = error
+            raise
 
     def flush(self) -> None:
-        self.stream.flush()
+        try:
+            self.stream.flush()
+        except OSError as error:
+            self.failed = error
+            raise
 
 
 def write_atomic(payload: dict[str, Any], path: Path) -> None:
@@ -63,7 +73,12 @@ def write_atomic(payload: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with replaced(path) as stream:  # a fresh temporary name beside it (`.NAME.XXXX.tmp`), renamed
         hashing = _Hashing(stream)
-        torch.save(payload, cast(BinaryIO, hashing))  # torch.save needs only `write` and `flush`
+        try:
+            torch.save(payload, cast(BinaryIO, hashing))  # torch.save needs only `write` and `flush`
+        except RuntimeError as error:  # its writer's word for a write that failed ("unexpected pos ...")
+            if hashing.failed is not None:
+                raise hashing.failed from None
+            raise OSError(f"the file could not be written ({str(error).splitlines()[0]}): is the disk full?") from None
         stream.write(TRAILER + hashing.digest.hexdigest().encode() + b"\n")
     directory = os.open(path.parent, os.O_RDONLY)
     try:

@@ -47,6 +47,21 @@ class ShardedError(Exception):
     """A sharded checkpoint that cannot be used; a few words why."""
 
 
+def _cause(error: BaseException) -> BaseException:
+    """What failed inside DCP: its `CheckpointException` (a `BaseException`, which passes an
+    `except Exception`, and whose text is every rank's traceback) unwrapped to the first rank's
+    error, an `OSError` such as a full disk's where it was one."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    if not isinstance(error, CheckpointException) or not error.failures:
+        return error
+    rank, failure = min(error.failures.items())
+    cause = failure[0]  # (the exception, its stack)
+    if isinstance(cause, OSError):
+        return cause
+    return OSError(f"rank {rank} could not write its part: {type(cause).__name__}: {str(cause).splitlines()[0]}")
+
+
 def save(state: StateDict, path: Path, world: dist.World) -> None:
     """`state` (a `TrainState` state dict, the same on every rank) written to the folder `path`
     by all ranks together; it appears complete or not at all. Collective: every rank calls it."""
@@ -61,7 +76,7 @@ def save(state: StateDict, path: Path, world: dist.World) -> None:
             warnings.simplefilter("ignore")  # DCP's notes on single-process use and overwriting
             dcp.save(tensors, checkpoint_id=str(temporary), no_dist=not dist.active())
     except BaseException as caught:  # an OSError on any rank reaches every rank through DCP
-        error = caught
+        error = _cause(caught)
     failed = dist.any_rank(error is not None, torch.device("cpu"))
     if failed:
         if world.main and temporary != path:
