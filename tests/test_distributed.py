@@ -656,6 +656,28 @@ def test_a_killed_rank_stops_the_others_and_the_run_resumes_on_two_or_one(projec
     ]
 
 
+@pytest.mark.slow
+def test_the_rank_left_when_the_other_is_killed_says_so_and_how_to_resume(project: Path, long_two_ranks: Path) -> None:
+    """Without a launcher to stop it, the rank that survives a killed one met Gloo's "Connection
+    closed by peer" in its next collective and printed an internal error ("a bug in lagdsl"). It
+    says which rank was lost and how the run resumes; the resume reaches the uninterrupted events."""
+    out = project / "lost"
+    ranks = forked.start_ranks(2, ["run", "--quiet", "long.grow", "--out", "lost", "--max-steps", "120"], cwd=project)
+    try:
+        _wait_for(out / "metrics.jsonl", '"event":"checkpoint","step":36', ranks)
+        ranks.send_signal(signal.SIGKILL, rank=1)
+        finished = ranks.finished(timeout=120)
+    finally:
+        ranks.kill()
+    assert finished.returncodes == [2, -signal.SIGKILL], finished.stderr[-3000:]
+    assert "internal error" not in finished.stderr and "bug in lagdsl" not in finished.stderr
+    assert "error: rank 0: rank 1 was lost (it stopped or was killed: " in finished.stderr
+    assert "the run resumes from its last checkpoint with `lagdsl run --resume lost`" in finished.stderr
+    result = launch(project, "--resume", "lost", "--max-steps", "120")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert records(out) == records(long_two_ranks)
+
+
 def step_losses(run_dir: Path) -> dict[int, float]:
     return {int(r["step"]): float(r["loss"]) for r in records(run_dir) if r["event"] == "step"}
 

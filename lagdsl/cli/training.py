@@ -158,6 +158,20 @@ def run(
         except NothingToDo as done:
             echo(str(done))
             ctx.exit(EXIT_OK)
+        except Exception as error:
+            if not (world.distributed and _lost_a_rank(error)):
+                raise
+            # every surviving rank says it: rank 0 may be the one that is gone
+            lost = f"rank {1 - world.rank}" if world.size == 2 else "another rank"
+            where = out or resume
+            again = f"`lagdsl run --resume {where}`" if where is not None else "`lagdsl run --resume RUN_DIR`"
+            click.echo(
+                f"error: rank {world.rank}: {lost} was lost (it stopped or was killed: "
+                f"{str(error).splitlines()[0][:160]}); the run resumes from its last checkpoint with {again}, "
+                "on any number of ranks",
+                err=True,
+            )
+            ctx.exit(EXIT_USAGE)
         except Interrupted as stop:
             name = signal.Signals(stop.signum).name
             echo(
@@ -173,6 +187,18 @@ def run(
             if not quiet:
                 _print_summary(result.summary, result.run_dir)
             click.echo(str(result.run_dir))
+
+
+def _lost_a_rank(error: BaseException) -> bool:
+    """Whether `error` is a collective's failure because a peer rank went away (Gloo's closed or
+    reset connection, NCCL's aborted communicator, a store that lost a client)."""
+    import torch.distributed as torch_dist
+
+    if isinstance(error, torch_dist.DistError):
+        return True
+    text = str(error)
+    signs = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "communicator was aborted")
+    return isinstance(error, RuntimeError) and any(sign in text for sign in signs)
 
 
 @contextmanager
