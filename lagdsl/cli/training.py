@@ -158,7 +158,14 @@ def run(
         except NothingToDo as done:
             echo(str(done))
             ctx.exit(EXIT_OK)
-        except Exception as error:
+        except Interrupted as stop:
+            name = signal.Signals(stop.signum).name
+            echo(
+                f"interrupted ({name}): checkpoint written to `{stop.checkpoint}`; resume with "
+                f"`lagdsl run --resume {stop.run_dir}`"
+            )
+            ctx.exit(stop.exit_code)
+        except Exception as error:  # after every exception of the run's own, which are Exceptions too
             if not (world.distributed and _lost_a_rank(error)):
                 raise
             # every surviving rank says it: rank 0 may be the one that is gone
@@ -172,13 +179,6 @@ def run(
                 err=True,
             )
             ctx.exit(EXIT_USAGE)
-        except Interrupted as stop:
-            name = signal.Signals(stop.signum).name
-            echo(
-                f"interrupted ({name}): checkpoint written to `{stop.checkpoint}`; resume with "
-                f"`lagdsl run --resume {stop.run_dir}`"
-            )
-            ctx.exit(stop.exit_code)
         finally:
             from lagdsl.runtime.run import lock
 
