@@ -163,3 +163,33 @@ def test_the_checker_names_every_part_it_cannot_use() -> None:
     assert ("E0302", "`layers(3, 9)` is not a range of the stage's layers") in [f[:2] for f in found]
     assert ("E0301", "expected `layers(a, b)` with two whole numbers, found `layers(1)`") in [f[:2] for f in found]
     assert len(found) == 5
+
+
+def test_a_growing_stage_logs_its_parts_once_they_apply(tmp_path: Path) -> None:
+    """A stage that grows freezes its parts after the growth; when the stage before had frozen
+    something, its start once logged the stage's `freeze` list with 0 parameters frozen ("0 of 255 k"
+    in the report) before the growth's event gave the true count. One event now, after the growth,
+    and a growing stage that freezes nothing says so once it has unfrozen the one before's."""
+    import json
+
+    from click.testing import CliRunner
+
+    from lagdsl.cli import main
+
+    path = tmp_path / "s.grow"
+    path.write_text(
+        "model gpt(context=16, width=16, heads=2, depth=2)\nbatch 4\noptimizer adamw(lr=1e-3)\n"
+        "stage base { train 4 steps }\n"
+        "stage heal { grow depth to 4 { candidates [llama_pro, copy_top] probe 2 steps }\n"
+        "  train 4 steps { freeze [old] } }\n"
+        "stage fixed { grow depth to 6 with copy_top  train 4 steps { freeze [old] } }\n"
+        "stage free { grow depth to 8 with copy_top  train 2 steps }\n"
+    )
+    result = CliRunner().invoke(main, ["run", "--quiet", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [(e["stage"], e["freeze"], e["frozen_params"] > 0) for e in events if e["event"] == "parts"]
+    assert logged == [("heal", ["old"], True), ("fixed", ["old"], True), ("free", [], False)]
+    for e in (e for e in events if e["event"] == "parts"):  # each after its stage's growth (or probe's choice)
+        grown = next(g for g in events if g["event"] in ("grow", "select") and g["stage"] == e["stage"])
+        assert events.index(e) > events.index(grown)

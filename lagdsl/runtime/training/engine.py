@@ -102,6 +102,9 @@ class Engine:
         self.evaluator = Evaluator(batches, device.device, self.autocast, world, schedule.eval_batches)
         self.pending = Pending()  # mainline losses not read yet
         self._frozen_count: tuple[object, int] = (None, 0)  # (model and frozen set, their frozen parameters)
+        #: a growing stage that unfroze what the stage before froze: its parts event waits for the
+        #: growth (at the same step), so the log never shows the stage's list with nothing frozen
+        self._parts_pending = False
         #: the processes that trained the run, this one last (a resume replaces it: `lagdsl.runtime.records.segments`)
         self.segments = Segments([], world.size)
         self.teams = dist.Teams(world)  # parallel probes' teams and their process groups
@@ -239,7 +242,10 @@ class Engine:
         resolved = parts.resolve(stage if not stage.growths else None, self.state.model, frozenset())
         if self.state.set_parts(frozenset(), *resolved):
             self.wrappers.clear()  # a wrapper (DDP) knows which parameters train
-            self.metrics.write(parts.event(stage, self.state))  # what is frozen from here on
+            if stage.growths:
+                self._parts_pending = True
+            else:
+                self.metrics.write(parts.event(stage, self.state))  # what is frozen from here on
 
     def train(self, stage_index: int, start: int, steps: int) -> None:
         """Train the mainline on mainline steps `start`, ..., `start + steps - 1` of stage
@@ -409,8 +415,14 @@ class Engine:
             GrowEvent(stage=stage.name, step=self.state.step, operator=growth.op.label, dim=growth.dim,
                       before=_dims(before), after=_dims(model.config), params=model.num_params())
         )  # fmt: skip
-        if stage.freeze or stage.lr_scale:
-            self.metrics.write(parts.event(stage, self.state))  # what is frozen from here on
+        self._log_parts(stage)
+
+    def _log_parts(self, stage: Stage) -> None:
+        """After a growth: what the stage freezes and scales from here on, where it does (or where
+        its start unfroze what the stage before froze)."""
+        if stage.freeze or stage.lr_scale or self._parts_pending:
+            self.metrics.write(parts.event(stage, self.state))
+        self._parts_pending = False
 
     # -- what a probe asks of the engine (`lagdsl.runtime.training.probes.Host`)
 
@@ -460,8 +472,7 @@ class Engine:
         self._state, self._probe = winner, None
         self.wrappers.clear()  # it may hold the last candidate trained (a loser), and its memory
         _collect()
-        if stage.freeze or stage.lr_scale:
-            self.metrics.write(parts.event(stage, self.state))  # what is frozen from here on
+        self._log_parts(stage)
         if losses is not None:
             step_flops = self.step_flops(winner, growth.after, 1)
             for offset, loss in enumerate(losses):  # the winner's probe steps are mainline steps
