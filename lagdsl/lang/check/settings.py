@@ -21,10 +21,6 @@ from lagdsl.lang.diagnostics import did_you_mean, one_of
 from lagdsl.lang.params import Param, Signature, bind, coerce, show
 from lagdsl.lang.schedule import (
     MAX_CONTEXT,
-    MAX_DEPTH,
-    MAX_HEADS,
-    MAX_VOCAB,
-    MAX_WIDTH,
     SGD,
     AdamW,
     JsonlData,
@@ -205,56 +201,18 @@ def _vocab(draft: Draft, setting: ast.Setting, vocab: object) -> int | None:
 def _pretrained(draft: Draft, setting: ast.Setting, args: Args) -> None:
     """`pretrained("folder", ...)`: the shape and quirks from the folder's `config.json` (read by its
     family's adapter; no weight is opened), its tokenizer for the data where the data names none."""
-    from lagdsl.families import (
-        INDEX_FILE,
-        WEIGHTS_FILE,
-        FamilyError,
-        family_of,
-        read_config,
-    )
     from lagdsl.families.base import TOKENIZER_FILE
+    from lagdsl.lang.check.checkpoint import read_checkpoint
 
     written = args["path"]
     assert isinstance(written, str)
     folder = Path(written) if Path(written).is_absolute() else draft.data_base / written
     node = setting.value
     path_node = node.args[0].value if isinstance(node, ast.Call) and node.args else node
-
-    def problem(message: str, label: str, help: str) -> None:
-        draft.report("E0309", message, path_node.span, label, help)
-
-    try:
-        config = read_config(folder)
-        family = family_of(config)
-        arch = family.arch(config)
-    except FamilyError as error:
-        problem(str(error), "cannot use this checkpoint", _PRETRAINED_HELP)
+    read = read_checkpoint(draft, folder, path_node.span)
+    if read is None:
         return
-    if not (folder / WEIGHTS_FILE).is_file() and not (folder / INDEX_FILE).is_file():
-        problem(
-            f"`{folder}` has no `{WEIGHTS_FILE}` or `{INDEX_FILE}`",
-            "no weights",
-            "lagdsl reads safetensors, never pickles: save the model with `save_pretrained(folder)`",
-        )
-        return
-    limits = (  # the config keys the schedule's model takes, and lagdsl's limits for them
-        ("num_hidden_layers", arch.depth, MAX_DEPTH),
-        ("hidden_size", arch.width, MAX_WIDTH),
-        ("num_attention_heads", arch.heads, MAX_HEADS),
-        ("num_key_value_heads", arch.kv_heads, MAX_HEADS),
-        ("intermediate_size", arch.hidden, MAX_WIDTH * 16),
-        ("vocab_size", arch.vocab, MAX_VOCAB),
-    )
-    for key, value, limit in limits:
-        if value > limit:
-            draft.report(
-                "E0302",
-                f"`{key}` {value:,} in `{folder / 'config.json'}` is beyond lagdsl's limit of {limit:,}",
-                path_node.span,
-                "a checkpoint larger than lagdsl grows",
-                "lagdsl's limits are listed in docs/language.md (Limits)",
-            )
-            return
+    family, arch = read
     context = args["context"]
     if context == "auto" and arch.context > MAX_CONTEXT:
         draft.report(
@@ -334,12 +292,6 @@ def _pretrained(draft: Draft, setting: ast.Setting, args: Args) -> None:
         },
     }
     draft.settings.model = ModelSpec.model_validate(spec)
-
-
-_PRETRAINED_HELP = (
-    "give the folder of a Hugging Face checkpoint (`config.json` and safetensors) of a Llama, Mistral, "
-    "Qwen2 or Qwen3 model"
-)
 
 
 def _nearest_divisor(n: int, near: int) -> int:
