@@ -119,7 +119,9 @@ def test_ops_lists_the_catalogue() -> None:
         assert name in text.stdout
     payload = json.loads(run("ops", "--format", "json").stdout)
     entries = {(e["name"], e["dim"]): e for e in payload}
-    assert len(entries) == 13
+    assert len(entries) == 15
+    assert entries[("upcycle", "experts")]["preserves_function"] == "yes"
+    assert entries[("duplicate", "experts")]["preserves_function"] == "yes"
     assert entries[("identity", "depth")]["preserves_function"] == "yes"
     assert entries[("hyperclone", "width")]["preserves_function"] == "yes"
     assert entries[("hyperclone", "width")]["params"][0]["default"] == 0.1

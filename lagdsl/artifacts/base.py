@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 EVENTS_SCHEMA: Final = "lagdsl.events/1"
 RUN_SCHEMA: Final = "lagdsl.run/1"
@@ -27,11 +27,40 @@ class Artifact(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+class _Mixture(Protocol):
+    @property
+    def experts(self) -> int: ...
+
+
+class _Shaped(Protocol):
+    @property
+    def depth(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def moe(self) -> _Mixture | None: ...
+
+
 class Dims(Artifact):
-    """A shape as events write it."""
+    """A shape as events write it (`experts` only where the model is a mixture of experts)."""
 
     depth: int
     width: int
+    experts: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_dense_experts(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A dense model's shape is written as it always was: no `experts` key."""
+        data: dict[str, Any] = handler(self)
+        if data.get("experts", 0) is None:
+            del data["experts"]
+        return data
+
+    @classmethod
+    def of(cls, shape: _Shaped) -> Dims:
+        """A model's shape (a schedule's `Shape` or a model's config) as events write it."""
+        moe = shape.moe
+        return cls(depth=shape.depth, width=shape.width, **({"experts": moe.experts} if moe is not None else {}))
 
 
 class ShapeInfo(Dims):

@@ -48,6 +48,9 @@ class StepEvent(Artifact):
     flops: int  # training FLOPs so far, probes included
     elapsed: float  # wall seconds so far, across resumes
     from_probe: bool = False  # the winner's probe step, logged after the probe
+    #: a mixture of experts' auxiliary losses at this step (means over its blocks), without coefficients
+    balance: float | None = None
+    z_loss: float | None = None
 
 
 class GrowEvent(Artifact):
@@ -103,6 +106,8 @@ class EvalEvent(Artifact):
     stage: str
     val_loss: float
     batches: int
+    #: a mixture of experts' load: each block's share of the (token, slot) assignments per expert
+    expert_load: list[list[float]] | None = None
 
 
 class CheckpointEvent(Artifact):

@@ -10,6 +10,11 @@ A model of width w, depth d, vocabulary V, h query heads and g key/value heads o
   without biases: SwiGLU has three w x m matrices, GELU two;
 - a final RMSNorm gain (w). Rotary position embeddings have no parameters.
 
+A mixture of experts in place of the MLP has a router (E x w, no bias), E SwiGLU experts of hidden
+size m_e (3 w m_e each) and, where it has one, a shared SwiGLU expert of hidden size m_s (3 w m_s)
+with its gate (w). A token uses the router, its top-k experts and the shared expert: the active
+parameters, which set the FLOPs; memory holds them all.
+
 A `gpt` model from scratch has g = h, s = w / h, and m = 4w for GELU or 8w/3 rounded up to a
 multiple of 8 for SwiGLU (the same parameter count as GELU's 4w, as in LLaMA). A pretrained model
 gives each size explicitly, and its MLP grows in proportion to its width (`grown_mlp`).
@@ -18,8 +23,22 @@ gives each size explicitly, and its MLP grows in proportion to its width (`grown
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 MLP_MULTIPLE = 8
+
+
+class Experts(Protocol):
+    """What the parameter count reads of a mixture of experts (a `MixtureSpec` or a `Mixture`)."""
+
+    @property
+    def experts(self) -> int: ...
+    @property
+    def top_k(self) -> int: ...
+    @property
+    def hidden(self) -> int: ...
+    @property
+    def shared(self) -> int: ...
 
 
 def mlp_hidden(width: int, mlp: str) -> int:
@@ -69,16 +88,25 @@ def param_count(
     tie: bool = True,
     qkv_bias: bool = False,
     qk_norm: bool = False,
+    moe: Experts | None = None,
+    active: bool = False,
 ) -> ParamCount:
-    """Exact trainable parameter counts. Without `heads`, a `gpt` model's attention (4 w^2)."""
+    """Exact trainable parameter counts. Without `heads`, a `gpt` model's attention (4 w^2). With
+    `moe`, each block's MLP is that mixture; `active`: the parameters one token uses (its top-k
+    experts, the router and the shared expert), which set the FLOPs."""
     hidden = hidden if hidden is not None else mlp_hidden(width, mlp)
     matrices = 3 if mlp == "swiglu" else 2
+    mlp_params = matrices * width * hidden
+    if moe is not None:
+        used = moe.top_k if active else moe.experts
+        mlp_params = 3 * width * moe.hidden * used + moe.experts * width
+        mlp_params += 3 * width * moe.shared + width if moe.shared else 0
     if heads is None:
         attention = 4 * width * width
     else:
         size = head_dim if head_dim is not None else width // heads
         q, kv = heads * size, (kv_heads if kv_heads is not None else heads) * size
         attention = 2 * width * q + 2 * width * kv + (q + 2 * kv if qkv_bias else 0) + (2 * size if qk_norm else 0)
-    per_block = 2 * width + attention + matrices * width * hidden
+    per_block = 2 * width + attention + mlp_params
     embedding = vocab * width * (1 if tie else 2)
     return ParamCount(embedding=embedding, per_block=per_block, depth=depth, final_norm=width)

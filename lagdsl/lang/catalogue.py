@@ -25,6 +25,7 @@ from lagdsl.lang.schedule import (
     EvalSpec,
     JsonlData,
     LRSpec,
+    MixtureSpec,
     ModelSpec,
     ParquetData,
     PretrainedCall,
@@ -37,7 +38,7 @@ from lagdsl.lang.schedule import (
     TokensData,
 )
 
-DIMS: tuple[Dim, ...] = ("depth", "width")
+DIMS: tuple[Dim, ...] = ("depth", "width", "experts")
 Preserves = Literal["yes", "no", "approx"]
 
 
@@ -49,6 +50,10 @@ LayerPlan = Callable[[int, int], "list[Layer]"]
 ArgsConstraint = Callable[[Shape, Shape, Mapping[str, object]], "str | None"]
 #: (d, b, arguments) -> the layer plan of a depth operator whose plan depends on its arguments.
 ArgsLayerPlan = Callable[[int, int, Mapping[str, object]], "list[Layer]"]
+#: (before, experts, arguments) -> the mixture an experts operator builds, or why it cannot.
+MixturePlan = Callable[[Shape, int, Mapping[str, object]], "MixtureSpec | str"]
+#: arguments -> whether the operator keeps the function with them (where that depends on them).
+PreservesWith = Callable[[Mapping[str, object]], "Preserves"]
 
 
 class OperatorArgs(BaseModel):
@@ -97,6 +102,62 @@ class CloneArgs(OperatorArgs):
     ] = 0.1
 
 
+class MixtureArgs(OperatorArgs):
+    """The settings of the mixture an experts operator builds."""
+
+    top_k: Annotated[int, Field(ge=1, description="`top_k` is how many experts each token uses, such as `2`")] = 2
+    renormalize: Annotated[
+        bool,
+        Field(
+            description="`renormalize=on` divides a token's top-k weights by their sum (Mixtral; Qwen's "
+            "`norm_topk_prob`), `off` keeps the softmax's values (Qwen2-MoE's and Qwen3-MoE's default)"
+        ),
+    ] = True
+    balance: Annotated[
+        float, Field(ge=0.0, description="`balance` is the load-balancing loss's coefficient, such as `0.01`")
+    ] = 0.01
+    z_loss: Annotated[
+        float, Field(ge=0.0, description="`z_loss` is the router z-loss's coefficient, such as `0.001`")
+    ] = 0.001
+
+
+class UpcycleArgs(MixtureArgs):
+    """How a dense MLP becomes a mixture of experts."""
+
+    granularity: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="`granularity=G` cuts each copy of the MLP into G experts of 1/G its hidden size, such as `2`",
+        ),
+    ] = 1
+    router: Annotated[
+        Literal["random", "zero"],
+        Field(description="`router=random` draws the router from N(0, 0.02), `router=zero` starts it at zero"),
+    ] = "random"
+    noise: Annotated[
+        float,
+        Field(ge=0.0, description="`noise` is a multiple of each expert weight's standard deviation, such as `0.01`"),
+    ] = 0.0
+    drop: Annotated[
+        float,
+        Field(
+            ge=0.0,
+            le=1.0,
+            description="`drop` is the share of each expert's hidden units drawn again (Drop-Upcycling), such as `0.5`",
+        ),
+    ] = 0.0
+
+
+class DuplicateArgs(OperatorArgs):
+    """How a mixture's experts are copied."""
+
+    noise: Annotated[
+        float,
+        Field(ge=0.0, description="`noise` is a multiple of each expert weight's standard deviation, such as `0.01`"),
+    ] = 0.0
+
+
 @dataclass(frozen=True)
 class OperatorInfo:
     """What the checker and `lagdsl ops` know of one growth operator."""
@@ -116,6 +177,14 @@ class OperatorInfo:
     args_layers: ArgsLayerPlan | None = None
     #: the parameters that may be given by position (`layers([[0, 24], [8, 32]])`)
     positional: tuple[str, ...] = ()
+    #: an experts operator's mixture (it sets the grown shape's `moe`)
+    mixture: MixturePlan | None = None
+    #: whether the operator keeps the function, where its arguments decide (else `preserves`)
+    preserves_with: PreservesWith | None = None
+
+    def preserves_for(self, args: Mapping[str, object]) -> Preserves:
+        """Whether the operator keeps the function with these arguments."""
+        return self.preserves_with(args) if self.preserves_with is not None else self.preserves
 
     @cached_property
     def params(self) -> tuple[Param, ...]:
@@ -194,8 +263,56 @@ def _ranges_plan(d: int, b: int, args: Mapping[str, object]) -> list[Layer]:
     return layers.slices(_ranges(args))
 
 
+def _upcycled(before: Shape, experts: int, args: Mapping[str, object]) -> MixtureSpec | str:
+    if before.moe is not None:
+        return f"the model is already a mixture of {before.experts} experts: `duplicate` grows their number"
+    granularity, top_k = int(args.get("granularity", 1)), int(args.get("top_k", 2))  # type: ignore[call-overload]
+    hidden = before.hidden
+    assert hidden is not None  # the checker gives the MLP's size
+    if experts % granularity:
+        return f"with `granularity={granularity}` the experts are a multiple of {granularity}, not {experts}"
+    if hidden % granularity:
+        return f"the MLP's hidden size {hidden} does not cut into {granularity} equal experts"
+    if top_k % granularity:
+        return f"with `granularity={granularity}` a token uses whole copies: `top_k` a multiple of {granularity}"
+    if top_k > experts:
+        return f"`top_k={top_k}` is more than the {experts} experts"
+    return _mixture(experts, top_k, hidden // granularity, args)
+
+
+def _mixture(experts: int, top_k: int, hidden: int, args: Mapping[str, object], shared: int = 0) -> MixtureSpec:
+    return MixtureSpec(
+        experts=experts, top_k=top_k, hidden=hidden, shared=shared,
+        renormalize=bool(args.get("renormalize", True)), balance=float(args.get("balance", 0.01)),  # type: ignore[arg-type]
+        z_loss=float(args.get("z_loss", 0.001)),  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def _upcycle_preserves(args: Mapping[str, object]) -> Preserves:
+    if args.get("noise") or args.get("drop"):
+        return "no"
+    if args.get("renormalize", True) or args.get("router") == "zero":
+        return "yes"
+    return "approx"
+
+
+def _duplicated(before: Shape, experts: int, args: Mapping[str, object]) -> MixtureSpec | str:
+    moe = before.moe
+    if moe is None:
+        return "the model has a dense MLP, no experts to copy: `upcycle` turns it into a mixture"
+    if experts % moe.experts:
+        return f"it copies each of the {moe.experts} experts a whole number of times: a multiple of {moe.experts}"
+    times = experts // moe.experts
+    return moe.model_copy(update={"experts": experts, "top_k": moe.top_k * times})
+
+
+def _noise_preserves(args: Mapping[str, object]) -> Preserves:
+    return "no" if args.get("noise") else "yes"
+
+
 _DEPTH = "lagdsl.ops.depth"
 _WIDTH = "lagdsl.ops.width"
+_EXPERTS = "lagdsl.ops.experts"
 
 BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
     OperatorInfo(
@@ -319,6 +436,28 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
         "no",
         "freshly initialized units",
         f"{_WIDTH}:random",
+    ),
+    OperatorInfo(
+        "upcycle",
+        "experts",
+        UpcycleArgs,
+        "yes",
+        "each dense MLP a mixture whose experts are its copies (sparse upcycling), or with `granularity` its "
+        "slices (virtual groups), with `drop` partly drawn again (Drop-Upcycling); exact with renormalized "
+        "top-k weights or a zero router, changed by `noise` and `drop`",
+        f"{_EXPERTS}:upcycle",
+        mixture=_upcycled,
+        preserves_with=_upcycle_preserves,
+    ),
+    OperatorInfo(
+        "duplicate",
+        "experts",
+        DuplicateArgs,
+        "yes",
+        "every expert of a mixture copied, with its router row, and top-k multiplied as the experts are",
+        f"{_EXPERTS}:duplicate",
+        mixture=_duplicated,
+        preserves_with=_noise_preserves,
     ),
 )
 

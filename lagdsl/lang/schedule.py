@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Dim = Literal["depth", "width"]
+Dim = Literal["depth", "width", "experts"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ DURATION_HELP = "durations are written `100 steps`, `1M tokens` or `5%` (of `tot
 MAX_DEPTH = 1024
 MAX_WIDTH = 65_536
 MAX_HEADS = 1024
+MAX_EXPERTS = 1024  # routed experts of one mixture
 MAX_CONTEXT = 1 << 20
 MAX_VOCAB = 1 << 24
 MAX_BATCH = 1 << 20
@@ -48,6 +49,25 @@ MAX_EVENTS = 10_000  # evaluations, and checkpoints, in one schedule: each is a 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MixtureSpec(_Frozen):
+    """A mixture of experts in place of each block's MLP (`lagdsl.model.config.Mixture`): `experts`
+    routed SwiGLU experts of hidden size `hidden`, `top_k` of them per token, their weights
+    renormalized to sum to 1 or not, a shared expert of hidden size `shared` (0: none), and the
+    coefficients of the load-balancing loss and the router z-loss."""
+
+    experts: Annotated[int, Field(ge=2, le=MAX_EXPERTS)]
+    top_k: Annotated[int, Field(ge=1, le=MAX_EXPERTS)]
+    hidden: Annotated[int, Field(ge=1, le=MAX_WIDTH * 16)]
+    shared: Annotated[int, Field(ge=0, le=MAX_WIDTH * 16)] = 0
+    renormalize: bool = True
+    balance: Annotated[float, Field(ge=0.0)] = 0.01
+    z_loss: Annotated[float, Field(ge=0.0)] = 0.001
+
+    def __str__(self) -> str:
+        shared = f" + a shared expert of {self.shared}" if self.shared else ""
+        return f"{self.experts} experts of {self.hidden}, top-{self.top_k}{shared}"
 
 
 class Shape(_Frozen):
@@ -63,6 +83,13 @@ class Shape(_Frozen):
         Field(ge=1, le=MAX_HEADS, description="key/value heads (grouped-query attention) divide `heads`, such as `2`"),
     ] = None
     hidden: Annotated[int | None, Field(ge=1, le=MAX_WIDTH * 16)] = None
+    #: a mixture of experts in place of every block's MLP (None: a dense MLP)
+    moe: MixtureSpec | None = None
+
+    @property
+    def experts(self) -> int:
+        """The routed experts of each block's MLP: 1 for a dense MLP."""
+        return self.moe.experts if self.moe is not None else 1
 
     @property
     def head_size(self) -> int:
@@ -76,7 +103,8 @@ class Shape(_Frozen):
 
     def __str__(self) -> str:
         kv = f", kv_heads {self.kv_heads}" if self.kv_heads not in (None, self.heads) else ""
-        return f"depth {self.depth}, width {self.width}, heads {self.heads}{kv}"
+        moe = f", {self.moe}" if self.moe is not None else ""
+        return f"depth {self.depth}, width {self.width}, heads {self.heads}{kv}{moe}"
 
 
 class RopeScaling(_Frozen):

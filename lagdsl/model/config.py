@@ -12,8 +12,8 @@ uses; it imports no torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from lagdsl.lang.arch import grown_heads, grown_mlp, mlp_hidden
 
@@ -22,6 +22,27 @@ if TYPE_CHECKING:
 
 #: Llama 3's RoPE scaling: (factor, low frequency factor, high frequency factor, original context)
 RopeScaling = tuple[float, float, float, int]
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """A mixture of experts in place of each block's MLP: a router (linear, no bias) over `experts`
+    SwiGLU experts of hidden size `hidden`, the softmax over all experts, the `top_k` largest kept
+    (divided by their sum where `renormalize`: Mixtral always, Qwen's `norm_topk_prob`), and where
+    `shared` > 0 a shared SwiGLU expert of that hidden size beside them, gated by a sigmoid
+    (Qwen2-MoE). `balance` and `z_loss` weigh the load-balancing loss and the router z-loss."""
+
+    experts: int
+    top_k: int
+    hidden: int
+    shared: int = 0
+    renormalize: bool = True
+    balance: float = 0.01
+    z_loss: float = 0.001
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.top_k <= self.experts:
+            raise ValueError(f"top_k {self.top_k} is not between 1 and the {self.experts} experts")
 
 
 @dataclass(frozen=True)
@@ -46,8 +67,11 @@ class GPTConfig:
     rope_scaling: RopeScaling | None = None
     qkv_bias: bool = False
     qk_norm: bool = False
+    moe: Mixture | None = None  # a mixture of experts in every block in place of the MLP
 
     def __post_init__(self) -> None:
+        if isinstance(self.moe, dict):  # read back from a checkpoint or JSON
+            object.__setattr__(self, "moe", Mixture(**self.moe))
         if self.rope_scaling is not None and not isinstance(self.rope_scaling, tuple):  # read back from JSON
             object.__setattr__(self, "rope_scaling", tuple(self.rope_scaling))
         if self.head_dim is None and self.width % self.heads:
@@ -63,6 +87,10 @@ class GPTConfig:
     def key_value_heads(self) -> int:
         return self.kv_heads if self.kv_heads is not None else self.heads
 
+    def fields(self) -> dict[str, Any]:
+        """The config as plain data (what checkpoints store; `GPTConfig(**fields)` reads it back)."""
+        return asdict(self)
+
     @property
     def hidden(self) -> int:
         return self.ffn if self.ffn is not None else mlp_hidden(self.width, self.mlp)
@@ -73,6 +101,8 @@ class GPTConfig:
         depth = depth if depth is not None else self.depth
         if width is None or width == self.width:
             return replace(self, depth=depth)
+        if self.moe is not None:  # the checker refuses it first (E0406)
+            raise ValueError("width growth of a mixture of experts is not supported in this version")
         per_head = self.width // self.heads
         if width % (per_head * (self.heads // self.key_value_heads)):
             raise ValueError(f"width {width} is not a multiple of the width of a group of heads")
@@ -86,11 +116,12 @@ class GPTConfig:
         """The config of a `Schedule`'s model, at `shape` (default: the initial shape)."""
         model = schedule.model
         shape = shape or model.shape
-        scaling = model.rope_scaling
+        scaling, moe = model.rope_scaling, shape.moe
         return cls(
             model.vocab, model.context, shape.width, shape.heads, shape.depth, model.mlp, model.dropout,
             norm_eps=model.norm_eps, kv_heads=shape.kv_heads, head_dim=model.head_dim, ffn=shape.hidden,
             tie=model.tie, rope_theta=model.rope_theta, qkv_bias=model.qkv_bias, qk_norm=model.qk_norm,
+            moe=Mixture(**moe.model_dump()) if moe is not None else None,
             rope_scaling=(
                 None if scaling is None
                 else (scaling.factor, scaling.low_freq_factor, scaling.high_freq_factor, scaling.original_context)

@@ -26,6 +26,7 @@ from lagdsl.model.config import GPTConfig, RopeScaling
 from lagdsl.model.dropout import dropout as row_dropout
 from lagdsl.model.layers.attention import Attention
 from lagdsl.model.layers.mlp import MLP
+from lagdsl.model.layers.moe import MoE, Routing
 from lagdsl.model.layers.norms import RMSNorm
 from lagdsl.model.positions import rotary_tables
 
@@ -40,7 +41,7 @@ class Block(nn.Module):
         self.norm1 = RMSNorm(config.width, config.norm_eps)
         self.attn = Attention(config)
         self.norm2 = RMSNorm(config.width, config.norm_eps)
-        self.mlp = MLP(config)
+        self.mlp: MLP | MoE = MoE(config) if config.moe is not None else MLP(config)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(
@@ -54,9 +55,13 @@ class Block(nn.Module):
         x = x + row_dropout(self.attn(self.norm1(x), cos, sin, keys, site), p, keys, site + 1)
         return x + row_dropout(self.mlp(self.norm2(x)), p, keys, site + 2)
 
-    def residual_outputs(self) -> list[nn.Linear]:
-        """The projections that write into the residual stream."""
-        return [self.attn.o, self.mlp.down]
+    def residual_outputs(self) -> list[torch.Tensor]:
+        """The weights of the projections that write into the residual stream: attention's output,
+        the MLP's down projection (a mixture's: every expert's, and the shared expert's)."""
+        mlp = self.mlp
+        if isinstance(mlp, MoE):
+            return [self.attn.o.weight, mlp.down] + ([mlp.shared.down.weight] if mlp.mixture.shared else [])
+        return [self.attn.o.weight, mlp.down.weight]
 
 
 class GPT(nn.Module):
@@ -72,6 +77,8 @@ class GPT(nn.Module):
         #: recompute each block's activations in the backward pass (`activations recompute`); the
         #: engine sets it on every model it trains, a grown one too
         self.recompute = False
+        #: a mixture's router statistics of the last forward pass, one per block (`aux_loss`)
+        self.routing: list[Routing] = []
         self.register_buffer("rotary_cos", torch.empty(0), persistent=False)
         self.register_buffer("rotary_sin", torch.empty(0), persistent=False)
         self.init_buffers()
@@ -129,10 +136,35 @@ class GPT(nn.Module):
             else:
                 x = block(x, self.rotary_cos, self.rotary_sin, keys, 3 * i)
         logits = self.lm_head(self.norm(x))
+        if self.config.moe is not None:
+            mixtures = [self.block(i).mlp for i in range(len(self.blocks))]
+            self.routing = [m.routing for m in mixtures if isinstance(m, MoE) and m.routing is not None]
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
+
+    def aux_losses(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The last forward pass's load-balancing loss and router z-loss, each the mean over the
+        blocks (None for a dense model, or before a forward pass): a mean, so that a coefficient
+        means the same as the model grows deeper."""
+        if not self.routing:
+            return None
+        balance = torch.stack([r.balance for r in self.routing]).mean()
+        z_loss = torch.stack([r.z_loss for r in self.routing]).mean()
+        return balance, z_loss
+
+    def aux_loss(self) -> torch.Tensor | None:
+        """What the mixture's auxiliary losses add to the training loss: each times its coefficient
+        (`Mixture.balance`, `Mixture.z_loss`); None for a dense model."""
+        losses, mixture = self.aux_losses(), self.config.moe
+        if losses is None or mixture is None:
+            return None
+        return mixture.balance * losses[0] + mixture.z_loss * losses[1]
+
+    def expert_load(self) -> list[list[float]]:
+        """Each block's share of the last forward pass's (token, slot) assignments per expert."""
+        return [(r.counts.float() / r.counts.sum().clamp(min=1)).tolist() for r in self.routing]
 
     def param_groups(self, weight_decay: float, scales: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
         """Decay for matrices (the embedding and output head included), none for norm gains and
@@ -186,5 +218,5 @@ def init_block(block: Block, residual_std: float, generator: torch.Generator | N
                 param.fill_(1.0)
             else:
                 nn.init.normal_(param, 0.0, INIT_STD, generator=generator)
-        for linear in block.residual_outputs():
-            nn.init.normal_(linear.weight, 0.0, residual_std, generator=generator)
+        for weight in block.residual_outputs():
+            nn.init.normal_(weight, 0.0, residual_std, generator=generator)

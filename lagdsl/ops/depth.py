@@ -65,8 +65,8 @@ def grow_depth(
                 for param in block.parameters():
                     add_noise_(param, noise, generator)
                 if zero_copies:
-                    for linear in block.residual_outputs():
-                        linear.weight.zero_()
+                    for weight in block.residual_outputs():
+                        weight.zero_()
         blocks[str(i)] = block
     grown.blocks = nn.ModuleDict(blocks)
     mapping = depth_mapping(config, plan, zero_copies)
@@ -126,14 +126,14 @@ def fresh_block(config: GPTConfig, generator: torch.Generator, zero_residual: bo
     init_block(block, INIT_STD / (2 * config.depth) ** 0.5, generator)
     if zero_residual:
         with torch.no_grad():
-            for linear in block.residual_outputs():
-                linear.weight.zero_()
+            for weight in block.residual_outputs():
+                weight.zero_()
     return block
 
 
 def residual_names(block: Block) -> set[str]:
     """The names (in the block) of the weights of its projections into the residual stream."""
-    outputs = {id(linear.weight) for linear in block.residual_outputs()}
+    outputs = {id(weight) for weight in block.residual_outputs()}
     return {name for name, param in block.named_parameters() if id(param) in outputs}
 
 

@@ -305,7 +305,7 @@ def _stage_costs(schedule: Schedule, graph: nx.DiGraph[str], cost: CostModel) ->
         memory = cost.memory(stage.after)
         phases = cost.phases(
             stage.before, stage.after, probed=any(g.probe is not None for g in stage.growths),
-            width=any(g.dim == "width" for g in stage.growths), first=index == 0, last=index == len(rows_raw) - 1,
+            width=any(g.dim != "depth" for g in stage.growths), first=index == 0, last=index == len(rows_raw) - 1,
             best=any(g.probe is not None and g.probe.keep == "winner" for g in stage.growths),
         )  # fmt: skip
         stage_peak = max(phases.values())

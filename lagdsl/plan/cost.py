@@ -2,7 +2,8 @@
 
 FLOPs. Training one token costs `6 N + 6 L T w` floating-point operations (Kaplan et al. 2020,
 "Scaling Laws for Neural Language Models", table 1): `N` non-embedding parameters (two FLOPs per
-parameter forward, four backward), plus the attention scores and their use, `L` layers over a
+parameter forward, four backward; of a mixture of experts, those a token uses: the router, its
+top-k experts and the shared expert), plus the attention scores and their use, `L` layers over a
 context of `T` tokens at width `w`. Like Kaplan's count it leaves out the embedding lookup and the
 tied output projection. A forward pass alone costs a third of that.
 
@@ -10,7 +11,8 @@ Memory (bytes, an estimate for planning on a GPU). fp32 master weights (4 per pa
 gradients (4); AdamW moments (8) or SGD momentum (4, none without momentum); half of each for a
 pretrained model held in bf16 or fp16 (`dtype=`), whose moments are held so too; activations kept for
 the backward pass at the schedule's precision (2 bytes for bf16/fp16/auto, 4 for fp32): per layer
-and token `10 w + 4 h` elements for SwiGLU (`10 w + 2 h` for GELU, `h` the MLP width) with fused
+and token `10 w + 4 h` elements for SwiGLU (`10 w + 2 h` for GELU, `h` the MLP width; of a
+mixture of experts, the hidden units of a token's top-k experts and shared expert) with fused
 attention (no T x T scores kept), plus the fp32 logits and their gradient (`2 x 4 V` bytes per
 token). Under `activations recompute` a layer keeps only its input (`w` per token) and one layer's
 activations are recomputed at a time, for a forward pass of the blocks more per step (a third of
@@ -47,6 +49,15 @@ class ShapeCost:
     heads: int
     params: int
     non_embedding: int
+    #: the non-embedding parameters one token uses (a mixture of experts: its top-k experts)
+    active: int
+    experts: int = 1  # routed experts per block (1: a dense MLP)
+
+    def grown_dim(self, before: ShapeCost) -> str:
+        """Which dimension grew from `before` to this shape."""
+        if before.depth != self.depth:
+            return "depth"
+        return "width" if before.width != self.width else "experts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,19 +93,22 @@ class CostModel:
         self.flops_per_token = cache(self._flops_per_token)
         self.memory = cache(self._memory)
 
-    def count(self, shape: Shape, depth: int | None = None) -> ParamCount:
+    def count(self, shape: Shape, depth: int | None = None, active: bool = False) -> ParamCount:
         """The parameters at `shape` (at `depth` layers, default the shape's), with the model's
-        key/value heads, head size, MLP size, untied head, biases and q/k norms (a pretrained one's)."""
+        key/value heads, head size, MLP size, untied head, biases and q/k norms (a pretrained one's);
+        `active`: those one token uses (a mixture's router, top-k and shared experts)."""
         model = self.schedule.model
         return param_count(
             vocab=self.vocab, width=shape.width, depth=shape.depth if depth is None else depth, mlp=self.mlp,
             heads=shape.heads, kv_heads=shape.kv_heads, head_dim=model.head_dim, hidden=shape.hidden,
-            tie=model.tie, qkv_bias=model.qkv_bias, qk_norm=model.qk_norm,
+            tie=model.tie, qkv_bias=model.qkv_bias, qk_norm=model.qk_norm, moe=shape.moe, active=active,
         )  # fmt: skip
 
     def _shape_cost(self, shape: Shape) -> ShapeCost:
-        count = self.count(shape)
-        return ShapeCost(shape.depth, shape.width, shape.heads, count.total, count.non_embedding)
+        count, active = self.count(shape), self.count(shape, active=True)
+        return ShapeCost(
+            shape.depth, shape.width, shape.heads, count.total, count.non_embedding, active.non_embedding, shape.experts
+        )
 
     def _attention_width(self, shape: Shape) -> int:
         """The width of the attention's queries (`heads x head size`: the width, unless a head size is given)."""
@@ -102,8 +116,9 @@ class CostModel:
         return shape.heads * head_dim if head_dim is not None else shape.width
 
     def _flops_per_token(self, shape: Shape) -> int:
-        """Training FLOPs per token: 6 N + 6 L T w (w: the queries' width)."""
-        return 6 * self.shape_cost(shape).non_embedding + 6 * shape.depth * self.context * self._attention_width(shape)
+        """Training FLOPs per token: 6 N + 6 L T w (N: the active non-embedding parameters, w: the
+        queries' width)."""
+        return 6 * self.shape_cost(shape).active + 6 * shape.depth * self.context * self._attention_width(shape)
 
     def step_flops(self, shape: Shape, steps: int, frozen: int = 0) -> int:
         """Training FLOPs of `steps` steps at `shape`; `frozen` non-embedding parameters compute no
@@ -148,6 +163,8 @@ class CostModel:
             moments = held * params if optimizer.momentum > 0 else 0
         element = 4 if schedule.precision == "fp32" else 2
         hidden = shape.hidden if shape.hidden is not None else mlp_hidden(shape.width, self.mlp)
+        if shape.moe is not None:  # a token's top-k experts' and the shared expert's hidden units
+            hidden = shape.moe.top_k * shape.moe.hidden + shape.moe.shared
         per_token_layer = 10 * shape.width + (4 if self.mlp == "swiglu" else 2) * hidden
         tokens = -(-schedule.batch // self.ranks) * self.context  # this rank's share of the batch
         # kept for the backward pass: every layer's activations, or (recompute) every layer's input

@@ -95,7 +95,7 @@ def overview_units(plan: Plan) -> list[_Unit]:
             grown = [n for n in mine if n.growth == growth]
             probes = [n for n in grown if n.kind == "probe"]
             first = next(n for n in grown if n.kind in ("grow", "probe"))
-            dim = "depth" if first.before.depth != first.after.depth else "width"
+            dim = first.after.grown_dim(first.before)
             change = f"{dim} {getattr(first.before, dim)} → {getattr(first.after, dim)}"
             if probes:
                 select = next((n for n in grown if n.kind == "select"), None)

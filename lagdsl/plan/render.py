@@ -59,7 +59,7 @@ def label(node: PlanNode) -> str:
     if node.kind == "train":
         return f"{stage} train\n{node.steps} steps\n{shape}"
     if node.kind == "grow":
-        dim = "depth" if node.before.depth != after.depth else "width"
+        dim = after.grown_dim(node.before)
         was, now = getattr(node.before, dim), getattr(after, dim)
         return f"{stage} grow\n{node.operator}\n{dim} {was} → {now}"
     if node.kind == "probe":

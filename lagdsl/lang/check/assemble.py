@@ -89,4 +89,6 @@ def _growth(grow: GrowDraft) -> Growth:
 
 def _operator(ref: OperatorRef, dim: Dim) -> OperatorSpec:
     entry = ref.entries[dim]  # `bind` checked the arguments against the entry's model and filled its defaults
-    return OperatorSpec(name=ref.func, dim=dim, args=dict(ref.args), label=ref.label, preserves=entry.preserves)
+    return OperatorSpec(
+        name=ref.func, dim=dim, args=dict(ref.args), label=ref.label, preserves=entry.preserves_for(ref.args)
+    )

@@ -119,16 +119,14 @@ def _resolve_list(draft: Draft, items: ast.List, where: str) -> list[OperatorRef
 def _resolve_grow(draft: Draft, grow: GrowDraft) -> None:
     node = grow.node
     dim = node.dim.value
-    if dim == "depth":
-        grow.dim = "depth"
-    elif dim == "width":
-        grow.dim = "width"
+    if dim in DIMS:
+        grow.dim = dim
     else:
         draft.report(
             "E0104",
             f"unknown dimension `{dim}`",
             node.dim.span,
-            "expected `depth` or `width`",
+            f"expected {one_of(DIMS)}",
             did_you_mean(dim, DIMS),
         )
         grow.ok = False

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from lagdsl.lang import layers
-from lagdsl.lang.arch import grown_heads, grown_mlp
+from lagdsl.lang.arch import grown_heads, grown_mlp, mlp_hidden
 from lagdsl.lang.check.draft import Draft, GrowDraft, OperatorRef
 from lagdsl.lang.params import Param, coerce, show
-from lagdsl.lang.schedule import MAX_DEPTH, MAX_HEADS, MAX_WIDTH, Shape
+from lagdsl.lang.schedule import MAX_DEPTH, MAX_EXPERTS, MAX_HEADS, MAX_WIDTH, MixtureSpec, Shape
 
 
 def check_shapes(draft: Draft) -> Draft:
@@ -40,16 +40,18 @@ def _grown_shape(draft: Draft, grow: GrowDraft, shape: Shape) -> Shape | None:
         draft.diagnostics.append(problem)
         return None
     assert isinstance(amount, int)
-    current = shape.depth if dim == "depth" else shape.width
+    current = getattr(shape, dim)
     target = current + amount if node.mode == "by" else amount
-    limit = MAX_DEPTH if dim == "depth" else min(MAX_WIDTH, MAX_HEADS * shape.head_size)
-    if target > limit:
+    limits = {"depth": MAX_DEPTH, "width": min(MAX_WIDTH, MAX_HEADS * shape.head_size), "experts": MAX_EXPERTS}
+    if target > limits[dim]:
         draft.report(
             "E0302",
-            f"`grow {dim} {node.mode} {show(node.amount)}` gives {dim} {target:,}, more than the {limit:,} allowed",
+            f"`grow {dim} {node.mode} {show(node.amount)}` gives {dim} {target:,}, more than the {limits[dim]:,} "
+            "allowed",
             node.amount.span,
             "out of range",
-            f"a model has at most {MAX_DEPTH:,} layers, width {MAX_WIDTH:,} and {MAX_HEADS:,} heads",
+            f"a model has at most {MAX_DEPTH:,} layers, width {MAX_WIDTH:,}, {MAX_HEADS:,} heads and "
+            f"{MAX_EXPERTS:,} experts",
         )
         return None
     if target <= current:
@@ -62,10 +64,21 @@ def _grown_shape(draft: Draft, grow: GrowDraft, shape: Shape) -> Shape | None:
             f"write `grow {dim} to N` with N above {current}, or `grow {dim} by N` with N at least 1",
         )
         return None
+    if dim == "experts":
+        return _mixed_shape(draft, grow, shape, target)
     if dim == "depth":
         if target > 4 * current:
             _large_step(draft, grow, f"growing depth {current} -> {target} in one step is more than 4x")
         return shape.model_copy(update={"depth": target})
+    if shape.moe is not None:
+        draft.report(
+            "E0406",
+            "width growth of a mixture of experts is not supported in this version",
+            node.amount.span,
+            f"the model is a mixture of {shape.experts} experts here",
+            "grow the width before `grow experts`",
+        )
+        return None
     head = shape.head_size * shape.groups  # with grouped-query attention, whole groups of heads
     if target % head:
         lower, upper = target // head * head, (target // head + 1) * head
@@ -90,6 +103,55 @@ def _grown_shape(draft: Draft, grow: GrowDraft, shape: Shape) -> Shape | None:
     return Shape(depth=shape.depth, width=target, heads=heads, kv_heads=kv_heads, hidden=hidden)
 
 
+def _mixed_shape(draft: Draft, grow: GrowDraft, shape: Shape, experts: int) -> Shape | None:
+    """The shape after `grow experts`: the mixture its operator builds; a probe's candidates must
+    build the same one (they are compared as ways to reach one model)."""
+    refs = [grow.op] if grow.op is not None else list(grow.candidates or [])
+    model = draft.settings.model
+    assert model is not None
+    if model.mlp != "swiglu":
+        draft.report(
+            "E0406", "a mixture of experts needs SwiGLU MLPs", grow.node.amount.span,
+            f"the model's MLPs are {model.mlp.upper()}", "write `mlp=swiglu` in the model",
+        )  # fmt: skip
+        return None
+    sized = (
+        shape if shape.hidden is not None else shape.model_copy(update={"hidden": mlp_hidden(shape.width, "swiglu")})
+    )
+    built: list[tuple[OperatorRef, MixtureSpec]] = []
+    for ref in refs:
+        entry = ref.entries.get("experts")
+        if entry is None or entry.mixture is None:
+            continue  # `_check_operators` says so
+        mixture = entry.mixture(sized, experts, ref.args)
+        if isinstance(mixture, str):
+            draft.report(
+                "E0403", f"`{ref.label}` cannot grow experts {shape.experts} -> {experts}", ref.span, mixture,
+                "change its arguments, or the growth",
+            )  # fmt: skip
+            grow.ok = False
+            continue
+        first = built[0] if built else None
+        if first is not None and first[1] != mixture:
+            draft.report(
+                "E0406",
+                f"candidates `{first[0].label}` and `{ref.label}` build different mixtures",
+                ref.span,
+                f"{mixture}, where `{first[0].label}` builds {first[1]}",
+                "a probe compares ways to one model: give every candidate the same `top_k`, `granularity` and "
+                "mixture settings; compare mixtures of other shapes by a run each",
+            )
+            grow.ok = False
+            continue
+        built.append((ref, mixture))
+    if not built:  # the shape after is unknown: `_check_operators` will not run, so say it here
+        for ref in refs:
+            if "experts" not in ref.entries:
+                _cannot_grow(draft, grow, ref, "experts")
+        return None
+    return shape.model_copy(update={"moe": built[0][1]})
+
+
 def _large_step(draft: Draft, grow: GrowDraft, message: str) -> None:
     draft.report("W0401", message, grow.node.amount.span, "a large step", "split it over several stages")
 
@@ -101,15 +163,7 @@ def _check_operators(draft: Draft, grow: GrowDraft, before: Shape, after: Shape)
     for ref in refs:
         entry = ref.entries.get(dim)
         if entry is None:
-            dims = " and ".join(ref.entries)
-            draft.report(
-                "E0402",
-                f"operator `{ref.func}` cannot grow {dim}",
-                ref.span,
-                f"grows {dims} only",
-                f"`lagdsl ops` lists the operators that grow {dim}",
-            )
-            grow.ok = False
+            _cannot_grow(draft, grow, ref, dim)
             continue
         reason = entry.cannot(before, after, ref.args)
         if reason:
@@ -123,6 +177,14 @@ def _check_operators(draft: Draft, grow: GrowDraft, before: Shape, after: Shape)
             grow.ok = False
     if grow.ok and grow.candidates is not None and dim == "depth":
         _check_same_models(draft, grow.candidates, before.depth, after.depth)
+
+
+def _cannot_grow(draft: Draft, grow: GrowDraft, ref: OperatorRef, dim: str) -> None:
+    draft.report(
+        "E0402", f"operator `{ref.func}` cannot grow {dim}", ref.span, f"grows {' and '.join(ref.entries)} only",
+        f"`lagdsl ops` lists the operators that grow {dim}",
+    )  # fmt: skip
+    grow.ok = False
 
 
 def _check_same_models(draft: Draft, candidates: list[OperatorRef], before: int, after: int) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from lagdsl.artifacts import CheckpointEvent, ShapeInfo, StoppedEvent, Summary, dump_json
+from lagdsl.artifacts import CheckpointEvent, Dims, ShapeInfo, StoppedEvent, Summary, dump_json
 from lagdsl.lang.schedule import Schedule, Shape
 from lagdsl.runtime.distributed import world as dist
 from lagdsl.runtime.records.metrics import LogFailed
@@ -174,7 +174,7 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
         scratch_flops=engine.cost.step_flops(  # the shape the run reached, from scratch, for its steps
             Shape(depth=config.depth, width=config.width, heads=config.heads), state.step
         ),
-        final_shape=ShapeInfo(depth=config.depth, width=config.width, heads=config.heads),
+        final_shape=ShapeInfo(**Dims.of(config).model_dump(), heads=config.heads),
         params=state.model.num_params(),
         wall_seconds=round(elapsed, 3),
         tokens_per_s=round(tokens / elapsed, 1) if elapsed > 0 else None,
@@ -184,7 +184,7 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
     )
 
     final = run_dir / "final"
-    config_json = {k: getattr(config, k) for k in config.__dataclass_fields__}
+    config_json = config.fields()
     weights: dict[str, torch.Tensor] = {}
     if finished and state.recipe.sharded:  # each rank writes its own shards: gathered by none
         model = final / f"model{dcp.SUFFIX}"

@@ -199,7 +199,7 @@ class TrainState:
         config = self.model.config
         model, optimizer = self.sharded_state() if shards and self.recipe.sharded else self.whole_state()
         return {
-            "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
+            "config": config.fields(),
             "model": model,
             "optimizer": optimizer,
             "scaler": dict(self.scaler.state_dict()) if self.scaler is not None else None,

@@ -26,15 +26,17 @@ class Agreement:
     def reduce(
         self, loss: torch.Tensor, world_size: int, interrupted: bool, terminated: bool, failure: str | None
     ) -> torch.Tensor:
-        """The mean of the ranks' `loss`, with this rank's requests agreed on; `LogFailed` on every
-        rank, with rank 0's message, when rank 0's log failed (`failure`)."""
-        flags = [interrupted, terminated, failure is not None]
-        both = torch.stack([loss.reshape(()), *(loss.new_tensor(1.0 if flag else 0.0) for flag in flags)])
+        """The mean of the ranks' `loss` (a scalar, or a vector of values reduced alike), with this
+        rank's requests agreed on; `LogFailed` on every rank, with rank 0's message, when rank 0's log
+        failed (`failure`)."""
+        flags = loss.new_tensor([1.0 if flag else 0.0 for flag in (interrupted, terminated, failure is not None)])
+        values = loss.reshape(-1)
+        both = torch.cat([values, flags])
         dist.all_sum(both)
-        stop, term, failures = both[1:].tolist()
+        stop, term, failures = both[values.numel() :].tolist()
         self.stop = self.stop or stop > 0
         if term > 0:
             self.signal = signal.SIGTERM
         if failures > 0:
             raise LogFailed(dist.broadcast(failure) or "rank 0's event log failed")
-        return both[0] / world_size
+        return (both[: values.numel()] / world_size).reshape(loss.shape)

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
-from lagdsl.artifacts import Artifact, Dims, EndEvent, EvalEvent, GrowEvent, StageEvent, StepEvent
+from lagdsl.artifacts import Artifact, Dims, EndEvent, GrowEvent, StageEvent, StepEvent
 from lagdsl.lang.lr import lr_at, rewarm_factor
 from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, Shape, Stage
-from lagdsl.model.config import GPTConfig
 from lagdsl.model.dropout import row_keys
 from lagdsl.model.gpt import GPT
 from lagdsl.plan.cost import CostModel
@@ -42,7 +41,7 @@ from lagdsl.runtime.training import growing, parts, probes, sync
 from lagdsl.runtime.training import program as P
 from lagdsl.runtime.training.agreement import Agreement
 from lagdsl.runtime.training.evaluation import Evaluator
-from lagdsl.runtime.training.losses import NonFiniteLoss, Pending
+from lagdsl.runtime.training.losses import NonFiniteLoss, Pending, add_aux, aux_fields, step_values
 
 __all__ = ["Device", "Engine", "NonFiniteLoss", "generator", "make_optimizer", "seed_for"]
 
@@ -101,6 +100,8 @@ class Engine:
         self.wrappers = sync.Wrappers(schedule, self.recipe, world, self._reduce_step)
         self.evaluator = Evaluator(batches, device.device, self.autocast, world, schedule.eval_batches)
         self.pending = Pending()  # mainline losses not read yet
+        #: a mixture of experts' auxiliary losses of the newest step (load balancing, z-loss)
+        self.last_aux: tuple[int, torch.Tensor] | None = None
         self._frozen_count: tuple[object, int] = (None, 0)  # (model and frozen set, their frozen parameters)
         #: a growing stage that unfroze what the stage before froze: its parts event waits for the
         #: growth (at the same step), so the log never shows the stage's list with nothing frozen
@@ -236,7 +237,7 @@ class Engine:
         shape, after = self.state.model.config, stage.after
         self.metrics.write(
             StageEvent(stage=ins.name, index=ins.stage, step=ins.step, depth=shape.depth, width=shape.width,
-                       after=_dims(after))
+                       after=Dims.of(after))
         )  # fmt: skip
         # a stage that grows resolves its parts after its growth; until then everything trains
         resolved = parts.resolve(stage if not stage.growths else None, self.state.model, frozenset())
@@ -283,6 +284,7 @@ class Engine:
             event = StepEvent(
                 step=step, stage=stage.name, loss=loss, lr=lr, tokens=tokens, flops=state.flops,
                 elapsed=round(state.elapsed(), 3), **({"from_probe": True} if probe else {}),
+                **aux_fields(self.last_aux, step, probe),
             )  # fmt: skip
             self.metrics.write(event)
 
@@ -317,6 +319,7 @@ class Engine:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         torch.manual_seed(seed_for(schedule.seed, "dropout", step))
         total = torch.zeros((), device=self.dev.device)
+        aux_total: torch.Tensor | None = None  # a mixture's auxiliary losses, for the log
         model.train()
         forward, shared = self.wrappers.of(model, team)
         for micro in range(schedule.accumulate):
@@ -330,9 +333,11 @@ class Engine:
                     with self.autocast():
                         _, loss = forward(inputs, targets, keys)
                     assert loss is not None  # given targets, the model returns the loss
-                    scaled = shared.scaled(loss, schedule.accumulate)
+                    aux = model.aux_loss()  # a mixture's auxiliary losses train it, apart from the log's loss
+                    scaled = shared.scaled(loss if aux is None else loss + aux, schedule.accumulate)
                     (scaler.scale(scaled) if scaler else scaled).backward()
                     total += loss.detach().float() * shared.weight
+                    aux_total = add_aux(aux_total, model, shared.weight / schedule.accumulate)
         shared.gradients(model)
         clip = schedule.optimizer.clip
         if scaler:
@@ -345,7 +350,8 @@ class Engine:
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        value = shared.loss(total / schedule.accumulate)
+        value, aux_total = step_values(shared.loss, total / schedule.accumulate, aux_total, team)
+        self.last_aux = (step, aux_total) if aux_total is not None else None
         self.step_seconds += time.perf_counter() - started
         return value, lr
 
@@ -374,7 +380,7 @@ class Engine:
         val_loss = self.evaluate(self.state.model)
         self.state.last_eval = (ins.step, val_loss)
         stage = self.schedule.stages[ins.stage]
-        self.metrics.write(EvalEvent(step=ins.step, stage=stage.name, val_loss=val_loss, batches=self.eval_batches))
+        self.metrics.write(self.evaluator.event(ins.step, stage.name, val_loss))
 
     def _checkpoint(self, ins: P.Checkpoint) -> None:
         self.state.pc += 1  # resume after this instruction
@@ -413,7 +419,7 @@ class Engine:
         model = self.state.model
         self.metrics.write(
             GrowEvent(stage=stage.name, step=self.state.step, operator=growth.op.label, dim=growth.dim,
-                      before=_dims(before), after=_dims(model.config), params=model.num_params())
+                      before=Dims.of(before), after=Dims.of(model.config), params=model.num_params())
         )  # fmt: skip
         self._log_parts(stage)
 
@@ -485,16 +491,10 @@ class Engine:
 
 
 def _collect() -> None:
-    """Free a spent model now: FSDP's and DDP's state and the modules they wrap refer to each other,
-    so a model left behind by a growth or a probe (and its shards) waits for the cycle collector,
-    which may not run before the next one is built (measured: a model's share per growth)."""
+    """Free a spent model now: FSDP's and DDP's state and their modules refer to each other, so a model
+    a growth or probe left waits for the cycle collector, maybe past the next build (a share per growth)."""
     gc.collect()
 
 
 class _Stop(Exception):
     """`--max-steps` reached inside a train segment."""
-
-
-def _dims(shape: Shape | GPTConfig) -> Dims:
-    """A shape as the events write it."""
-    return Dims(depth=shape.depth, width=shape.width)

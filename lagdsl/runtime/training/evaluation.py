@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 
 import torch
 
+from lagdsl.artifacts import EvalEvent
 from lagdsl.model.gpt import GPT
 from lagdsl.runtime.data.batches import Batches
 from lagdsl.runtime.distributed import world as dist
@@ -23,6 +24,9 @@ class Evaluator:
     ) -> None:  # fmt: skip
         self.batches, self.device, self.autocast, self.world = batches, device, autocast, world
         self.eval_batches = eval_batches
+        #: the last evaluation's expert load of a mixture of experts: each block's share of the
+        #: (token, slot) assignments per expert, over every rank's batches (a team's: its own rank's)
+        self.expert_load: list[list[float]] | None = None
 
     @torch.no_grad()
     def evaluate(self, model: GPT, batches: int | None = None, team: dist.Team | None = None) -> float:
@@ -31,6 +35,7 @@ class Evaluator:
         shares, weight = dist.shares(team)
         model.eval()
         total = torch.zeros((), device=self.device)
+        counts: torch.Tensor | None = None  # a mixture's assignments per block and expert
         for index in range(batches):
             for shard in shares:
                 inputs, targets = self.batches.val(index, shard)
@@ -38,7 +43,14 @@ class Evaluator:
                     _, loss = model(inputs, targets)
                 assert loss is not None
                 total += loss.float() * weight
+                if model.config.moe is not None:
+                    layer_counts = torch.stack([r.counts for r in model.routing])
+                    counts = layer_counts if counts is None else counts + layer_counts
         model.train()
+        self.expert_load = None
+        if counts is not None:
+            counts = counts if team is not None else dist.all_sum(counts)
+            self.expert_load = (counts / counts.sum(dim=1, keepdim=True).clamp(min=1)).tolist()
         return self.mean_over_ranks(total / batches, team)
 
     @torch.no_grad()
@@ -55,6 +67,11 @@ class Evaluator:
                 total += loss.float() * weight
         model.train()
         return self.mean_over_ranks(total, team)
+
+    def event(self, step: int, stage: str, val_loss: float) -> EvalEvent:
+        """The event of an evaluation at mainline `step` that gave `val_loss` (with its expert load)."""
+        load = {"expert_load": self.expert_load} if self.expert_load is not None else {}
+        return EvalEvent(step=step, stage=stage, val_loss=val_loss, batches=self.eval_batches, **load)
 
     def mean_over_ranks(self, local: torch.Tensor, team: dist.Team | None) -> float:
         """The mean over the ranks (of `team`: theirs) of what this rank computed on its shares."""

@@ -12,7 +12,9 @@ checks the weights themselves first).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -66,3 +68,36 @@ class Pending:
         steps, self.steps = self.steps, []
         values = _read([loss for _, _, loss, _ in steps], [(stage.name, step) for stage, step, _, _ in steps])
         return [(stage, step, value, lr) for (stage, step, _, lr), value in zip(steps, values, strict=True)]
+
+
+class _Mixed(Protocol):
+    def aux_losses(self) -> tuple[torch.Tensor, torch.Tensor] | None: ...
+
+
+def add_aux(total: torch.Tensor | None, model: _Mixed, weight: float) -> torch.Tensor | None:
+    """`total` plus `weight` x the auxiliary losses (load balancing, z-loss) of `model`'s last forward
+    pass, detached, where it is a mixture of experts (else `total`)."""
+    losses = model.aux_losses()
+    if losses is None:
+        return total
+    value = torch.stack(losses).detach() * weight
+    return value if total is None else total + value
+
+
+def step_values(
+    reduce: Callable[[torch.Tensor], torch.Tensor], loss: torch.Tensor, aux: torch.Tensor | None, team: object
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A step's loss and auxiliary losses as every rank reports them (`reduce`: the step's one
+    reduction over the ranks), the auxiliary ones carried in the same reduction; a parallel probe's
+    team (`team`) reduces the loss alone, and reports no auxiliary losses (a probe logs none)."""
+    if aux is None or team is not None:
+        return reduce(loss), None
+    values = reduce(torch.cat([loss.reshape(1), aux]))
+    return values[0], values[1:]
+
+
+def aux_fields(last: tuple[int, torch.Tensor] | None, step: int, probe: bool) -> dict[str, float]:
+    """A step event's auxiliary losses: those of mainline step `step`, where they are the newest."""
+    if probe or last is None or last[0] != step:
+        return {}
+    return dict(zip(("balance", "z_loss"), last[1].tolist(), strict=True))

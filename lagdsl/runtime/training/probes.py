@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 from lagdsl.artifacts import Dims, ProbeEvent, SelectEvent
-from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, SelectRule, Shape, Stage
+from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, SelectRule, Stage
 from lagdsl.runtime.distributed import world as dist
 from lagdsl.runtime.state.train_state import StateDict, TrainState, snapshot
 from lagdsl.runtime.training import program as P
@@ -270,7 +270,7 @@ def _select(
         SelectEvent(stage=stage.name, growth=ins.growth, step=ins.start, rule=probe.select.text,
                     keep=probe.keep, scores={r.label: r.shown_score for r in results}, winner=label,
                     diverged=[r.label for r in results if r.diverged is not None], dim=growth.dim,
-                    before=_dims(growth.before), after=_dims(growth.after), params=winner_result.params)
+                    before=Dims.of(growth.before), after=Dims.of(growth.after), params=winner_result.params)
     )  # fmt: skip
     if probe.keep == "winner":
         kept = best[1] if best is not None and best[0].label == label else None
@@ -287,10 +287,6 @@ def _select(
         op = next(op for op in probe.candidates if op.label == label)
         winner = engine.grown(engine.restore(saved), stage, growth, op, ins.growth)
     engine.end_probe(ins, stage, growth, winner, label, winner_result.losses if probe.keep == "winner" else None)
-
-
-def _dims(shape: Shape) -> Dims:
-    return Dims(depth=shape.depth, width=shape.width)
 
 
 def _score(
