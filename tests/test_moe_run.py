@@ -29,7 +29,7 @@ checkpoint every 7 steps (keep=4)
 stage base {{ train 10 steps }}
 stage mixture {{
   grow experts to 4 {{
-    candidates [upcycle(top_k=2), upcycle(top_k=2, drop=0.5), upcycle(top_k=2, router=zero, noise=0.05)]
+    candidates [upcycle(top_k=2), upcycle(top_k=2, drop=0.5), upcycle(top_k=2, router=zero, noise=0.3)]
     probe 3 steps
   }}
   train 8 steps
@@ -70,6 +70,12 @@ def test_a_mixture_logs_its_auxiliary_losses_and_its_expert_load(one_process: Pa
     assert all(abs(sum(layer) - 1.0) < 1e-6 for layer in last)
     grows = [e for e in events if e["event"] == "grow"]
     assert [g["after"].get("experts") for g in grows] == [4, 8]
+    from lagdsl.analysis.report import build_report
+    from tests.conftest import assert_png
+
+    report = build_report(one_process, one_process / "report")
+    assert "<h2>Expert load</h2>" in report.page.read_text()
+    assert_png(one_process / "report" / "expert_load.png")
     summary = json.loads((one_process / "summary.json").read_text())
     assert summary["final_shape"] == {"depth": 2, "width": 16, "experts": 8, "heads": 2}
     final = open_trained(one_process).state
@@ -92,13 +98,36 @@ def test_ddp_trains_a_mixture_as_one_process_does(project: Path, one_process: Pa
 
 @pytest.mark.slow
 def test_fsdp_upcycles_by_a_probe_stops_and_resumes_on_one_and_on_four_ranks(project: Path, one_process: Path) -> None:
-    result = launch(project, "fsdp.grow", "--out", "fsdp", "--max-steps", "12")  # inside the stage after the probe
+    result = launch(project, "fsdp.grow", "--out", "fsdp", "--max-steps", "12", ungathered=True)  # after the probe
     assert result.returncode == 0, result.stderr[-3000:]
     for ranks, name in ((1, "fsdp-on-1"), (4, "fsdp-on-4")):
         shutil.copytree(project / "fsdp", project / name)
         if ranks == 1:
             single(project, "--resume", name)
         else:
-            result = launch(project, "--resume", name, ranks=ranks)
+            result = launch(project, "--resume", name, ranks=ranks, ungathered=True)
             assert result.returncode == 0, result.stderr[-3000:]
         assert_close(records(project / name), records(one_process))
+
+
+@pytest.mark.slow
+def test_a_mixture_from_scratch_exports_as_mixtral(project: Path, one_process: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    import torch
+    from click.testing import CliRunner
+
+    from lagdsl.cli import main
+
+    result = CliRunner().invoke(main, ["export", str(one_process), "-o", str(project / "hf")])
+    assert result.exit_code == 0, result.output
+    config = json.loads((project / "hf" / "config.json").read_text())
+    assert config["architectures"] == ["MixtralForCausalLM"] and config["num_local_experts"] == 8
+    assert config["intermediate_size"] == 48 and config["num_experts_per_tok"] == 4  # 2, duplicated
+    model, info = transformers.AutoModelForCausalLM.from_pretrained(
+        project / "hf", dtype=torch.float32, output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    trained = open_trained(one_process).model()
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(ids).logits, trained(ids)[0], atol=1e-5, rtol=0)

@@ -119,7 +119,8 @@ def test_each_family_imports_with_transformers_logits_and_exports_back(kind: str
         (
             {"architectures": ["GemmaForCausalLM"], "model_type": "gemma"},
             "`GemmaForCausalLM` is not a model family lagdsl can grow: it reads `LlamaForCausalLM`, "
-            "`MistralForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM`",
+            "`MistralForCausalLM`, `MixtralForCausalLM`, `Qwen2ForCausalLM`, `Qwen2MoeForCausalLM`, "
+            "`Qwen3ForCausalLM`, `Qwen3MoeForCausalLM`",
         ),
         (
             {**COMMON, "architectures": ["LlamaForCausalLM"], "rope_scaling": {"rope_type": "yarn", "factor": 4.0}},
@@ -562,6 +563,7 @@ RECIPE_DEPTHS = {
     "models/mistral-7b": ("mistral", 32),
     "models/llama-2-7b": ("llama", 32),
     "models/llama-3.2-1b": ("llama", 16),
+    "models/qwen3-0.6b": ("qwen3", 28),
 }
 
 

@@ -139,6 +139,30 @@ def probe_fanout(log: RunLog, select: SelectEvent, path: Path) -> Path:
     return _save(fig, path)
 
 
+def expert_load(log: RunLog, path: Path) -> Path | None:
+    """The last evaluation's expert load of a mixture of experts as a heat map: a row per block, a
+    column per expert, each cell its share of the block's (token, slot) assignments over 1/E (1:
+    balanced); None when the run evaluated no mixture."""
+    last = next((e for e in reversed(log.evals) if e.expert_load), None)
+    if last is None or last.expert_load is None:
+        return None
+    load = last.expert_load
+    experts = len(load[0])
+    fig = _figure(min(3 + 0.35 * experts, 14), min(1.6 + 0.35 * len(load), 10), constrained=True)
+    ax = fig.subplots()
+    relative = [[share * experts for share in row] for row in load]
+    image = ax.imshow(relative, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(2.0, max(map(max, relative))))
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("expert")
+    ax.set_ylabel("block")
+    ax.set_title(f"expert load at step {last.step} (share x {experts}; 1 = balanced)")
+    fig.colorbar(image, ax=ax)
+    return _save(fig, path)
+
+
 def compare_runs(logs: list[RunLog], path: Path) -> Path:
     """Val loss against FLOPs for several runs."""
     fig = _figure(9, 4.2)

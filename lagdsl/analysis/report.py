@@ -95,6 +95,14 @@ def build_report(run_dir: Path, out: Path, compare: Sequence[Path] = ()) -> Repo
         for select in log.selects:
             name = f"probe-{file_name(select.stage)}-g{select.growth + 1}.png"
             sections.append(picture(figures.probe_fanout(log, select, out / name), f"probe at {select.stage}"))
+    load = figures.expert_load(log, out / "expert_load.png")
+    if load is not None:
+        sections.append("<h2>Expert load</h2>")
+        sections.append(
+            "<p>Each block's share of the (token, slot) assignments per expert at the last evaluation, over "
+            "1/E: 1 is balanced, near 0 an expert the router no longer uses.</p>"
+        )
+        sections.append(picture(load, "expert load per block"))
     if log.parts:
         sections.append("<h2>Freezing</h2>")
         sections.append(_parts_table(log))

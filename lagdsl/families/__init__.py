@@ -22,6 +22,7 @@ from lagdsl.families.base import (
     FamilyError,
     read_config,
 )
+from lagdsl.lang.schedule import MixtureSpec
 
 __all__ = [
     "CONFIG_FILE",
@@ -33,6 +34,7 @@ __all__ = [
     "families",
     "family_named",
     "family_of",
+    "mixture_family",
     "read_config",
 ]
 
@@ -57,6 +59,26 @@ def family_named(name: str) -> Family:
         if family.name == name:
             return family
     raise FamilyError(f"no model family `{name}` in this version of lagdsl")
+
+
+def mixture_family(family: Family, moe: MixtureSpec) -> Family:
+    """The family a model grown from one of `family` goes out as once it is the mixture `moe`: the
+    same, or a dense family's mixture-of-experts sibling (Qwen3 -> Qwen3-MoE, Qwen2 -> Qwen2-MoE,
+    Llama and Mistral -> Mixtral); FamilyError (one line) where that family cannot hold `moe`."""
+    if family.experts is None:
+        if family.moe_sibling is None:
+            raise FamilyError(f"`{family.architecture}` has no mixture-of-experts sibling to hold a mixture")
+        family = family_named(family.moe_sibling)
+    experts = family.experts
+    assert experts is not None
+    if moe.shared and not experts.shared:
+        raise FamilyError(f"`{family.architecture}` has no shared expert, and this mixture has one")
+    if not moe.renormalize and experts.renormalize_key is None:
+        raise FamilyError(
+            f"`{family.architecture}` always renormalizes the top-k weights, and this mixture does not "
+            "(`renormalize=off`)"
+        )
+    return family
 
 
 def family_of(config: dict[str, object]) -> Family:

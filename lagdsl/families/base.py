@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lagdsl.lang.arch import param_count
+from lagdsl.lang.schedule import MAX_EXPERTS, MAX_WIDTH, MixtureSpec
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -47,13 +48,14 @@ class Arch:
     qk_norm: bool
     norm_eps: float
     window: int | None = None  # a sliding window over the whole model, or None
+    moe: MixtureSpec | None = None  # a mixture of experts in every block in place of the MLP
 
     @property
     def params(self) -> int:
         return param_count(
             vocab=self.vocab, width=self.width, depth=self.depth, mlp="swiglu", heads=self.heads,
             kv_heads=self.kv_heads, head_dim=self.head_dim, hidden=self.hidden, tie=self.tie,
-            qkv_bias=self.qkv_bias, qk_norm=self.qk_norm,
+            qkv_bias=self.qkv_bias, qk_norm=self.qk_norm, moe=self.moe,
         ).total  # fmt: skip
 
 
@@ -92,6 +94,27 @@ LLAMA_TENSORS: dict[str, tuple[str, ...]] = {
     "blocks.{i}.mlp.down.weight": ("model.layers.{i}.mlp.down_proj.weight",),
 }
 
+
+@dataclass(frozen=True)
+class Experts:
+    """How a family holds a mixture of experts: its config keys and tensor names. transformers 4
+    (and every checkpoint on the Hub, and what transformers 5 saves) names each expert apart,
+    `{prefix}.experts.{j}.{gate,up,down}`; transformers 5 holds them fused in memory,
+    `mlp.experts.gate_up_proj` (E x 2h x w) and `mlp.experts.down_proj` (E x w x h), a layout some
+    tools save too. Both are read; the per-expert one is written."""
+
+    experts_key: str  # `num_experts` (Qwen) or `num_local_experts` (Mixtral)
+    hidden_key: str  # each expert's hidden size: `moe_intermediate_size` or `intermediate_size`
+    prefix: str  # the mixture's module in a layer, per expert: `mlp` or `block_sparse_moe`
+    names: tuple[str, str, str]  # an expert's gate, up and down projections: `gate_proj`... or `w1`, `w3`, `w2`
+    #: the config key of renormalized top-k weights (Qwen's `norm_topk_prob`, false by default);
+    #: None: always renormalized (Mixtral)
+    renormalize_key: str | None
+    shared: bool = False  # a shared expert beside the routed ones, always there (Qwen2-MoE)
+    #: which layers are mixtures is a config's choice (Qwen's `decoder_sparse_step`, `mlp_only_layers`)
+    sparse_layers: bool = False
+
+
 #: (config, arch) -> None: a family's own reading of its keys (raises FamilyError), or its rewrite
 ConfigHook = Callable[[Mapping[str, Any], Arch], Arch]
 RewriteHook = Callable[[dict[str, Any], Mapping[str, Any], Arch], None]
@@ -110,6 +133,9 @@ class Family:
     tensors: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: LLAMA_TENSORS)
     read_extra: ConfigHook | None = None  # the family's own keys (sliding windows, ...)
     rewrite_extra: RewriteHook | None = None  # its own keys on export (layer types, ...)
+    experts: Experts | None = None  # a mixture-of-experts family: how it holds its experts
+    #: a dense family's mixture-of-experts sibling, which an upcycled model exports as
+    moe_sibling: str | None = None
 
     # -- in
 
@@ -158,10 +184,16 @@ class Family:
             qk_norm=self.qk_norm,
             norm_eps=_float(config, "rms_norm_eps", 1e-6),
         )
+        if self.experts is not None:
+            arch = replace(arch, moe=_mixture(config, self.experts, arch.depth))
         return self.read_extra(config, arch) if self.read_extra else arch
 
-    def tensor_map(self, arch: Arch) -> dict[str, tuple[str, ...]]:
-        """lagdsl's tensor names -> the family's (layers written out) for a model of `arch`."""
+    def tensor_map(self, arch: Arch, fused: bool = False) -> dict[str, tuple[str, ...]]:
+        """lagdsl's tensor names -> the family's (layers written out) for a model of `arch`; a
+        mixture's experts named apart, or (`fused`) in transformers 5's fused tensors."""
+        tensors = dict(self.tensors)
+        if arch.moe is not None:
+            tensors = self._mixture_tensors(tensors, arch.moe, fused)
         skip = {
             "lm_head.weight": arch.tie,
             "blocks.{i}.attn.qkv.bias": not arch.qkv_bias,
@@ -169,7 +201,7 @@ class Family:
             "blocks.{i}.attn.k_norm.weight": not arch.qk_norm,
         }
         out: dict[str, tuple[str, ...]] = {}
-        for ours, theirs in self.tensors.items():
+        for ours, theirs in tensors.items():
             if skip.get(ours, False):
                 continue
             if "{i}" not in ours:
@@ -177,6 +209,46 @@ class Family:
                 continue
             for i in range(arch.depth):
                 out[ours.format(i=i)] = tuple(t.format(i=i) for t in theirs)
+        return out
+
+    def _mixture_tensors(
+        self, tensors: dict[str, tuple[str, ...]], moe: MixtureSpec, fused: bool
+    ) -> dict[str, tuple[str, ...]]:
+        experts = self.experts
+        if experts is None:
+            raise FamilyError(f"`{self.architecture}` has no mixture of experts", "architectures")
+        del tensors["blocks.{i}.mlp.gate_up.weight"], tensors["blocks.{i}.mlp.down.weight"]
+        layer = "model.layers.{i}"
+        per = f"{layer}.{experts.prefix}"
+        tensors["blocks.{i}.mlp.router.weight"] = (f"{layer}.mlp.gate.weight" if fused else f"{per}.gate.weight",)
+        if fused:
+            tensors["blocks.{i}.mlp.gate_up"] = (f"{layer}.mlp.experts.gate_up_proj",)
+            tensors["blocks.{i}.mlp.down"] = (f"{layer}.mlp.experts.down_proj",)
+        else:
+            gate, up, down = experts.names
+            each = [f"{per}.experts.{j}" for j in range(moe.experts)]
+            tensors["blocks.{i}.mlp.gate_up"] = tuple(f"{e}.{n}.weight" for e in each for n in (gate, up))
+            tensors["blocks.{i}.mlp.down"] = tuple(f"{e}.{down}.weight" for e in each)
+        if moe.shared:
+            shared = f"{layer}.mlp.shared_expert"
+            tensors["blocks.{i}.mlp.shared.gate_up.weight"] = (f"{shared}.gate_proj.weight", f"{shared}.up_proj.weight")
+            tensors["blocks.{i}.mlp.shared.down.weight"] = (f"{shared}.down_proj.weight",)
+            tensors["blocks.{i}.mlp.shared_gate.weight"] = (f"{layer}.mlp.shared_expert_gate.weight",)
+        return tensors
+
+    def absent_shared(self, arch: Arch) -> list[tuple[str, tuple[int, ...]]]:
+        """The tensors of a shared expert of size 0 (name, shape) that a family which always has one
+        (Qwen2-MoE) needs in a mixture without: they add nothing to its output."""
+        if self.experts is None or not self.experts.shared or arch.moe is None or arch.moe.shared:
+            return []
+        out: list[tuple[str, tuple[int, ...]]] = []
+        for i in range(arch.depth):
+            shared = f"model.layers.{i}.mlp.shared_expert"
+            out += [(f"{shared}.gate_proj.weight", (0, arch.width)), (f"{shared}.up_proj.weight", (0, arch.width))]
+            out += [
+                (f"{shared}.down_proj.weight", (arch.width, 0)),
+                (f"model.layers.{i}.mlp.shared_expert_gate.weight", (1, arch.width)),
+            ]
         return out
 
     # -- out
@@ -197,8 +269,8 @@ class Family:
             "rms_norm_eps": arch.norm_eps,
             "tie_word_embeddings": arch.tie,
         })  # fmt: skip
-        if "head_dim" in source or arch.head_dim != arch.width // arch.heads:
-            out["head_dim"] = arch.head_dim
+        if source.get("head_dim") is not None or arch.head_dim != arch.width // arch.heads:
+            out["head_dim"] = arch.head_dim  # (Mixtral's `null`, width / heads, stays as it was)
         for key in ("torch_dtype", "dtype"):
             out[key] = dtype
         types = source.get("layer_types")
@@ -211,9 +283,79 @@ class Family:
         window_layers = source.get("max_window_layers")
         if isinstance(window_layers, int) and window_layers >= old_depth:
             out["max_window_layers"] = max(window_layers, arch.depth)  # "no layer slides" stays so
+        if arch.moe is not None and self.experts is not None:
+            out.update(_mixture_keys(self.experts, arch.moe))
+            aliases = [a for a in ("num_experts", "num_local_experts") if a in source]  # as the source spelled it
+            if aliases and self.experts.experts_key not in source:  # (transformers 5 writes Qwen3-MoE's as the second)
+                del out[self.experts.experts_key]
+            for alias in aliases:
+                out[alias] = arch.moe.experts
         if self.rewrite_extra:
             self.rewrite_extra(out, source, arch)
         return out
+
+
+def _mixture(config: Mapping[str, Any], experts: Experts, depth: int) -> MixtureSpec:
+    """The mixture a mixture-of-experts family's `config.json` describes; FamilyError naming the key
+    where it describes one lagdsl does not compute."""
+    key = experts.experts_key
+    if key not in config and "num_local_experts" in config:  # transformers 5 writes Qwen3-MoE's so
+        key = "num_local_experts"
+    count, top_k = _int(config, key), _int(config, "num_experts_per_tok")
+    if top_k > count:
+        raise FamilyError(f"`num_experts_per_tok` {top_k} is more than the {count} experts", "num_experts_per_tok")
+    if experts.sparse_layers:
+        step = _int(config, "decoder_sparse_step", 1)
+        dense = config.get("mlp_only_layers") or []
+        if not isinstance(dense, list):
+            raise FamilyError(
+                f"`mlp_only_layers` must be a list of layers, found `{json.dumps(dense)[:40]}`", "mlp_only_layers"
+            )
+        mixed = [i for i in range(depth) if (i + 1) % step == 0 and i not in dense]
+        if len(mixed) != depth:
+            why = "mlp_only_layers" if dense else "decoder_sparse_step"
+            raise FamilyError(
+                f"`{why}` leaves {depth - len(mixed)} of the {depth} layers dense: lagdsl computes a mixture in "
+                "every layer (`decoder_sparse_step: 1`, `mlp_only_layers: []`)",
+                why,
+            )
+    renormalize = True
+    if experts.renormalize_key is not None:
+        renormalize = config.get(experts.renormalize_key, False)
+        if not isinstance(renormalize, bool):
+            raise FamilyError(f"`{experts.renormalize_key}` must be true or false", experts.renormalize_key)
+    shared = 0
+    if experts.shared:
+        shared = config.get("shared_expert_intermediate_size", 0)
+        if not isinstance(shared, int) or isinstance(shared, bool) or shared < 0:
+            raise FamilyError("`shared_expert_intermediate_size` must be a count", "shared_expert_intermediate_size")
+    coef = config.get("router_aux_loss_coef", 0.001)
+    if not isinstance(coef, int | float) or isinstance(coef, bool) or coef < 0:
+        raise FamilyError("`router_aux_loss_coef` must be a number, at least 0", "router_aux_loss_coef")
+    if count < 2 or count > MAX_EXPERTS:
+        raise FamilyError(f"`{key}` {count:,} is not between 2 and lagdsl's limit of {MAX_EXPERTS:,}", key)
+    hidden = _int(config, experts.hidden_key)
+    if hidden > MAX_WIDTH * 16 or shared > MAX_WIDTH * 16:
+        raise FamilyError(f"`{experts.hidden_key}` {hidden:,} is beyond lagdsl's limit", experts.hidden_key)
+    return MixtureSpec(
+        experts=count, top_k=top_k, hidden=hidden, shared=shared, renormalize=renormalize, balance=float(coef),
+        z_loss=0.0,
+    )  # fmt: skip
+
+
+def _mixture_keys(experts: Experts, moe: MixtureSpec) -> dict[str, Any]:
+    """The config keys that say a family's mixture is `moe`."""
+    keys: dict[str, Any] = {
+        experts.experts_key: moe.experts, "num_experts_per_tok": moe.top_k, experts.hidden_key: moe.hidden,
+        "router_aux_loss_coef": moe.balance, "output_router_logits": False,
+    }  # fmt: skip
+    if experts.renormalize_key is not None:
+        keys[experts.renormalize_key] = moe.renormalize
+    if experts.shared:
+        keys["shared_expert_intermediate_size"] = moe.shared
+    if experts.sparse_layers:
+        keys["decoder_sparse_step"], keys["mlp_only_layers"] = 1, []
+    return keys
 
 
 def with_window(arch: Arch, window: object, key: str) -> Arch:

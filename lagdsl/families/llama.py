@@ -4,4 +4,4 @@ scaling; no biases."""
 
 from lagdsl.families.base import Family
 
-FAMILY = Family(name="llama", architecture="LlamaForCausalLM", model_type="llama")
+FAMILY = Family(name="llama", architecture="LlamaForCausalLM", model_type="llama", moe_sibling="mixtral")

@@ -14,4 +14,6 @@ def _window(config: Mapping[str, Any], arch: Arch) -> Arch:
     return with_window(arch, config.get("sliding_window"), "sliding_window")
 
 
-FAMILY = Family(name="mistral", architecture="MistralForCausalLM", model_type="mistral", read_extra=_window)
+FAMILY = Family(
+    name="mistral", architecture="MistralForCausalLM", model_type="mistral", read_extra=_window, moe_sibling="mixtral"
+)

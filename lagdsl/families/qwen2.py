@@ -21,5 +21,10 @@ def qwen_window(config: Mapping[str, Any], arch: Arch) -> Arch:
 
 
 FAMILY = Family(
-    name="qwen2", architecture="Qwen2ForCausalLM", model_type="qwen2", qkv_bias=True, read_extra=qwen_window
+    name="qwen2",
+    architecture="Qwen2ForCausalLM",
+    model_type="qwen2",
+    qkv_bias=True,
+    read_extra=qwen_window,
+    moe_sibling="qwen2_moe",
 )

@@ -5,4 +5,11 @@ an RMSNorm over each query and key head before the rotation (`q_norm`, `k_norm`)
 from lagdsl.families.base import Family
 from lagdsl.families.qwen2 import qwen_window
 
-FAMILY = Family(name="qwen3", architecture="Qwen3ForCausalLM", model_type="qwen3", qk_norm=True, read_extra=qwen_window)
+FAMILY = Family(
+    name="qwen3",
+    architecture="Qwen3ForCausalLM",
+    model_type="qwen3",
+    qk_norm=True,
+    read_extra=qwen_window,
+    moe_sibling="qwen3_moe",
+)

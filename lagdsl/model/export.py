@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from lagdsl.families import Family, family_named
+from lagdsl.families import Family, FamilyError, family_named, mixture_family
 from lagdsl.model.config import GPTConfig
-from lagdsl.model.hub import DTYPES, TORCH_NAMES, HubError, family_config, family_parts, family_tensors
+from lagdsl.model.hub import DTYPES, TORCH_NAMES, HubError, arch_of, family_config, family_parts, family_tensors
 
 
 class ExportError(Exception):
@@ -146,6 +146,21 @@ def export_pretrained(
     return written
 
 
+def exported_family(config: GPTConfig, family: Family) -> Family:
+    """The family a model of `config` grown from one of `family` goes out as: the same, or where a
+    dense model became a mixture of experts its mixture-of-experts sibling (Qwen3 -> Qwen3-MoE,
+    Qwen2 -> Qwen2-MoE, Llama and Mistral -> Mixtral); ExportError where that family cannot hold
+    the mixture."""
+    if config.moe is None:
+        if family.experts is not None:
+            raise ExportError(f"a dense model has no `{family.architecture}` form")
+        return family
+    try:
+        return mixture_family(family, arch_of(config).moe)  # type: ignore[arg-type]
+    except FamilyError as error:
+        raise ExportError(str(error)) from None
+
+
 def _write_model(
     state: Mapping[str, torch.Tensor],
     config: GPTConfig,
@@ -154,10 +169,11 @@ def _write_model(
     out: Path,
     dtype: torch.dtype,
 ) -> list[Path]:
+    family = exported_family(config, family)
     try:
         config_json = family_config(config, family, source, dtype)
         shapes = {name: torch.empty(_shape_of(state, name), device="meta") for name in state}
-        layout = [(name, tuple(part.shape)) for name, part in family_parts(shapes, config, family)]
+        layout = [(name, tuple(part.shape)) for name, part in family_parts(shapes, config, family, complete=True)]
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
         write_safetensors(out / "model.safetensors", layout, family_tensors(state, config, family, dtype), dtype)

@@ -15,14 +15,15 @@ import json
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lagdsl.families import INDEX_FILE, WEIGHTS_FILE, Arch, Family
-from lagdsl.model.config import GPTConfig
+from lagdsl.lang.schedule import MixtureSpec
+from lagdsl.model.config import GPTConfig, Mixture
 from lagdsl.model.gpt import GPT
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -39,6 +40,7 @@ def config_of(arch: Arch, *, context: int | None = None) -> GPTConfig:
         vocab=arch.vocab, context=context or arch.context, width=arch.width, heads=arch.heads, depth=arch.depth,
         norm_eps=arch.norm_eps, kv_heads=arch.kv_heads, head_dim=arch.head_dim, ffn=arch.hidden, tie=arch.tie,
         rope_theta=arch.rope_theta, rope_scaling=arch.rope_scaling, qkv_bias=arch.qkv_bias, qk_norm=arch.qk_norm,
+        moe=Mixture(**arch.moe.model_dump()) if arch.moe is not None else None,
     )  # fmt: skip
 
 
@@ -54,6 +56,7 @@ def arch_of(config: GPTConfig) -> Arch:
         heads=config.heads, kv_heads=config.key_value_heads, head_dim=config.head_size, hidden=config.hidden,
         tie=config.tie, rope_theta=config.rope_theta, rope_scaling=config.rope_scaling, qkv_bias=config.qkv_bias,
         qk_norm=config.qk_norm, norm_eps=config.norm_eps,
+        moe=MixtureSpec(**asdict(config.moe)) if config.moe is not None else None,
     )  # fmt: skip
 
 
@@ -100,10 +103,13 @@ def read_weights(folder: Path, family: Family, config: GPTConfig, targets: Mappi
     time; a rank's shard reads its rows alone)."""
     arch = arch_of(config)
     files = weight_files(folder)
-    expected = _expected(config, family)
+    fused = is_fused(files, family)
+    expected = _expected(config, family, fused)
     with _Reader(files) as reader, torch.no_grad():
-        for ours, theirs in family.tensor_map(arch).items():
+        for ours, theirs in family.tensor_map(arch, fused).items():
             target = targets[ours]
+            if target.tensor.dim() == 3 and len(theirs) > 1:  # a mixture's experts, named apart: as rows
+                target = Rows(target.tensor.reshape(-1, target.tensor.shape[-1]), target.first * target.tensor.shape[1])
             first, last = target.first, target.first + target.tensor.shape[0]  # the rows this target holds
             row = 0
             for name in theirs:
@@ -121,12 +127,18 @@ def read_weights(folder: Path, family: Family, config: GPTConfig, targets: Mappi
             _check_tied_head(reader, files[HEAD], targets["embed.weight"], expected[family.tensors["embed.weight"][0]])
 
 
-def _expected(config: GPTConfig, family: Family) -> dict[str, tuple[int, ...]]:
+def is_fused(files: Mapping[str, Path], family: Family) -> bool:
+    """Whether a mixture-of-experts checkpoint holds its experts fused (transformers 5's in-memory
+    names) rather than named apart (transformers 4's, and what `save_pretrained` writes)."""
+    return family.experts is not None and "model.layers.0.mlp.experts.gate_up_proj" in files
+
+
+def _expected(config: GPTConfig, family: Family, fused: bool = False) -> dict[str, tuple[int, ...]]:
     """Each of the family's tensors' shape in the model `config.json` describes: checked one by one,
     not by the rows a stack of them adds up to (q 80 / k 16 / v 32 rows summing to 128 passed)."""
     with torch.device("meta"):
         skeleton = GPT(config)
-    return {name: tuple(part.shape) for name, part in family_parts(skeleton.state_dict(), config, family)}
+    return {name: tuple(part.shape) for name, part in family_parts(skeleton.state_dict(), config, family, fused)}
 
 
 def check_weights(folder: Path, family: Family, config: GPTConfig) -> None:
@@ -135,7 +147,7 @@ def check_weights(folder: Path, family: Family, config: GPTConfig) -> None:
     reads, checked from the headers alone, no weight read (a run checks this before it writes)."""
     files = weight_files(folder)
     with _Reader(files) as reader:
-        for name, want in _expected(config, family).items():
+        for name, want in _expected(config, family, is_fused(files, family)).items():
             path, (code, shape, _, _) = reader._entry(name)
             if shape != want:
                 raise HubError(
@@ -288,32 +300,40 @@ def family_tensors(
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """The model's tensors under the family's names, contiguous, in `dtype`, on the CPU, one at a
     time (each of `state`'s tensors read once, in turn). A tied output head is left out (as
-    `transformers` saves tied models)."""
-    for name, part in family_parts(state, config, family):
+    `transformers` saves tied models); a mixture's experts are named apart, as transformers saves
+    them, with the zero-size shared expert of a family that always has one."""
+    for name, part in family_parts(state, config, family, complete=True):
         yield name, part.detach().to("cpu", dtype).contiguous()
 
 
 def family_parts(
-    state: Mapping[str, torch.Tensor], config: GPTConfig, family: Family
+    state: Mapping[str, torch.Tensor], config: GPTConfig, family: Family, fused: bool = False, complete: bool = False
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """`family_tensors` as they are (views of `state`'s tensors, on their device: a state on the
-    meta device gives the family's names and shapes alone)."""
+    meta device gives the family's names and shapes alone); a mixture's experts fused (`fused`) or
+    named apart; `complete`: with the tensors a family needs that the model has none of."""
     arch = arch_of(config)
     size = config.head_size
     splits = {
         "attn.qkv": [config.heads * size, config.key_value_heads * size, config.key_value_heads * size],
+        "shared.gate_up": [config.moe.shared] * 2 if config.moe is not None else [],
         "mlp.gate_up": [config.hidden, config.hidden],
     }
-    for ours, theirs in family.tensor_map(arch).items():
+    for ours, theirs in family.tensor_map(arch, fused).items():
         if ours not in state:
             raise HubError(f"the saved model has no tensor `{ours}`: not a model of this version")
         tensor = state[ours]
         parts = [tensor]
-        if len(theirs) > 1:
+        if tensor.dim() == 3 and len(theirs) > 1:  # a mixture's experts, each apart (gate and up split)
+            parts = [p for expert in tensor for p in (expert.chunk(2) if ours.endswith("gate_up") else (expert,))]
+        elif len(theirs) > 1:
             key = next(k for k in splits if f".{k}." in ours)
             parts = list(tensor.split(splits[key]))
         yield from zip(theirs, parts, strict=True)
         del tensor, parts  # a lazy state's tensor goes before the next is read
+    if complete:
+        for name, shape in family.absent_shared(arch):
+            yield name, torch.zeros(shape, device=state["embed.weight"].device)
 
 
 def family_config(config: GPTConfig, family: Family, source: Mapping[str, Any], dtype: torch.dtype) -> dict[str, Any]:

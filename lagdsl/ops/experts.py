@@ -33,9 +33,9 @@ the same tensor with its state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 from torch import nn
@@ -44,95 +44,48 @@ from torch.optim import Optimizer
 from lagdsl.lang.catalogue import DuplicateArgs, UpcycleArgs
 from lagdsl.model.config import GPTConfig, Mixture
 from lagdsl.model.gpt import GPT, INIT_STD
-from lagdsl.model.layers.mlp import MLP
 from lagdsl.model.layers.moe import MoE
 from lagdsl.ops.core import Carry, Grown, GrowthError, GrowthSpec, add_noise_, rebuild_optimizer
 
-__all__ = ["duplicate", "upcycle"]
+__all__ = ["duplicate", "upcycle"]  # (`PlannedExperts` and `grow_experts` are here too, for plugins)
 
 
-def upcycle(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
-    """Every block's dense MLP a mixture of `spec.target` experts (see the module's docstring)."""
-    args = UpcycleArgs(**spec.args)
-    old = model.config
-    if old.moe is not None or old.mlp != "swiglu":
-        raise GrowthError("`upcycle` turns a dense SwiGLU MLP into a mixture of experts")
-    experts, granularity = spec.target, args.granularity
-    if experts % granularity or old.hidden % granularity or args.top_k % granularity:
-        raise GrowthError(f"granularity {granularity} does not divide the experts, the MLP or top_k")
-    mixture = Mixture(
-        experts=experts, top_k=args.top_k, hidden=old.hidden // granularity, renormalize=args.renormalize,
-        balance=args.balance, z_loss=args.z_loss,
-    )  # fmt: skip
-    scale = float(granularity) if args.renormalize else experts * granularity / args.top_k
-    config = replace(old, moe=mixture)
-    slicing = _Slicing(experts, granularity, scale)
-
-    def build(i: int, dense: MLP, moe: MoE) -> dict[str, Carry | None]:
-        prefix = f"blocks.{i}.mlp."
-        gate_up, down = dense.gate_up.weight, dense.down.weight
-        with torch.no_grad():
-            moe.gate_up.copy_(slicing.gate_up(gate_up, 0))
-            moe.down.copy_(slicing.down(down, 1))
-            kept = _drop(moe, gate_up, down * scale, args.drop, generator) if args.drop else None
-            for e in range(experts):
-                add_noise_(moe.gate_up[e], args.noise, generator)
-                add_noise_(moe.down[e], args.noise, generator)
-            copies = torch.empty(experts // granularity, old.width)
-            if args.router == "zero":
-                copies.zero_()
-            else:
-                nn.init.normal_(copies, 0.0, INIT_STD, generator=generator)
-            moe.router.weight.copy_(copies.repeat_interleave(granularity, dim=0))
-        return {
-            prefix + "gate_up": Carry(prefix + "gate_up.weight", slicing.moved("gate_up", kept)),
-            prefix + "down": Carry(prefix + "down.weight", slicing.moved("down", kept)),
-            prefix + "router.weight": None,
-        }
-
-    return _mixed(model, optimizer, config, build)
+#: (block index, a getter of the old block's MLP tensors whole by name in the MLP, the generator)
+#: -> the new MLP's tensors whole, one at a time, by name in the MLP (those it keeps as they are,
+#: the same tensors with their optimizer state, are not among them). It lets each old tensor go
+#: before it gets the next, so a sharded model gathers one tensor at a time.
+GrowBlock = Callable[[int, Callable[[str], torch.Tensor], torch.Generator], Iterator[tuple[str, torch.Tensor]]]
+#: block index -> how each of the new MLP's tensors' optimizer state moves, by the grown model's names
+#: (a moment transform of the old tensor's whole, valid once the block grew; None: it starts with none)
+BlockCarries = Callable[[int], dict[str, "Carry | None"]]
 
 
-def duplicate(model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
-    """Every expert of a mixture copied n = target / E times (its copies side by side, with its
-    router row), top-k multiplied by n: each copy's probability is 1/n of the expert's, the n copies
-    are chosen together, and their weights add up to the expert's, so the model computes what it
-    did (with `noise`, each copy changed apart)."""
-    args = DuplicateArgs(**spec.args)
-    old = model.config
-    if old.moe is None or spec.target % old.moe.experts:
-        raise GrowthError("`duplicate` copies each expert of a mixture a whole number of times")
-    times = spec.target // old.moe.experts
-    config = replace(old, moe=replace(old.moe, experts=spec.target, top_k=old.moe.top_k * times))
+@dataclass(frozen=True)
+class ExpertsPlan:
+    """An experts growth: the grown model's config, each block's growth, computed from whole tensors
+    with the generator's draws in block order (so that one process and N ranks, each computing a
+    block's tensors whole and keeping its rows, grow the same values), and how the optimizer state
+    moves; a block's MLP tensors that no carry names are kept as they are (Qwen2-MoE's shared expert)."""
 
-    def repeat(tensor: torch.Tensor, power: int = 0) -> torch.Tensor:
-        return tensor.repeat_interleave(times, dim=0)
-
-    def build(i: int, source: MoE, moe: MoE) -> dict[str, Carry | None]:
-        with torch.no_grad():
-            moe.gate_up.copy_(repeat(source.gate_up))
-            moe.down.copy_(repeat(source.down))
-            moe.router.weight.copy_(repeat(source.router.weight))
-            for e in range(spec.target):
-                add_noise_(moe.gate_up[e], args.noise, generator)
-                add_noise_(moe.down[e], args.noise, generator)
-            if source.mixture.shared:
-                moe.shared, moe.shared_gate = source.shared, source.shared_gate
-        prefix = f"blocks.{i}.mlp."
-        mapping: dict[str, Carry | None] = {
-            prefix + name: Carry(prefix + name, repeat) for name in ("gate_up", "down", "router.weight")
-        }
-        return mapping
-
-    return _mixed(model, optimizer, config, build)
+    config: GPTConfig
+    grow_block: GrowBlock
+    carries: BlockCarries
 
 
-Build = Callable[[int, Any, MoE], dict[str, "Carry | None"]]
+class PlannedExperts:
+    """An experts operator given by its plan: `plan(config, spec)`. Called as an operator it grows a
+    whole model; a sharded one grows a block's MLP at a time (`lagdsl.runtime.distributed.moves`)."""
+
+    def __init__(self, plan: Callable[[GPTConfig, GrowthSpec], ExpertsPlan], doc: str) -> None:
+        self.plan, self.__doc__ = plan, doc
+
+    def __call__(self, model: GPT, optimizer: Optimizer | None, spec: GrowthSpec, generator: torch.Generator) -> Grown:
+        return grow_experts(model, optimizer, self.plan(model.config, spec), generator)
 
 
-def _mixed(model: GPT, optimizer: Optimizer | None, config: GPTConfig, build: Build) -> Grown:
-    """The model with every block's MLP replaced by a mixture of `config` that `build(i, old MLP,
-    new mixture)` fills, returning the mixture's parameters' carries; everything else is kept."""
+def grow_experts(model: GPT, optimizer: Optimizer | None, plan: ExpertsPlan, generator: torch.Generator) -> Grown:
+    """The model with every block's MLP grown by `plan` (whole tensors); everything else kept."""
+    config = plan.config
     device, dtype = model.embed.weight.device, model.embed.weight.dtype
     with torch.device("meta"):
         grown = GPT(config)
@@ -146,11 +99,116 @@ def _mixed(model: GPT, optimizer: Optimizer | None, config: GPTConfig, build: Bu
         assert isinstance(mlp, MoE)
         mlp.to_empty(device=device)
         mlp.to(dtype)
-        mapping.update(build(i, old.mlp, mlp))
+        sources, params, grown_names = dict(old.mlp.named_parameters()), dict(mlp.named_parameters()), set()
+        with torch.no_grad():
+            for name, value in plan.grow_block(i, partial(_detached, sources), generator):
+                params[name].copy_(value)
+                grown_names.add(name)
+        for module in {name.split(".")[0] for name in params if name not in grown_names}:  # kept: the same modules
+            setattr(mlp, module, getattr(old.mlp, module))
+        mapping.update(plan.carries(i))
     for name, _ in grown.named_parameters():
         if name not in mapping:
             mapping[name] = Carry(name, shared=True)
     return Grown(grown, rebuild_optimizer(optimizer, model, grown, mapping), mapping)
+
+
+def _upcycle_plan(old: GPTConfig, spec: GrowthSpec) -> ExpertsPlan:
+    args = UpcycleArgs(**spec.args)
+    if old.moe is not None or old.mlp != "swiglu":
+        raise GrowthError("`upcycle` turns a dense SwiGLU MLP into a mixture of experts")
+    experts, granularity = spec.target, args.granularity
+    if experts % granularity or old.hidden % granularity or args.top_k % granularity:
+        raise GrowthError(f"granularity {granularity} does not divide the experts, the MLP or top_k")
+    mixture = Mixture(
+        experts=experts, top_k=args.top_k, hidden=old.hidden // granularity, renormalize=args.renormalize,
+        balance=args.balance, z_loss=args.z_loss,
+    )  # fmt: skip
+    scale = float(granularity) if args.renormalize else experts * granularity / args.top_k
+    slicing = _Slicing(experts, granularity, scale)
+    drawn: dict[int, list[torch.Tensor]] = {}  # each block's hidden units Drop-Upcycling drew again, by expert
+
+    def grow_block(
+        i: int, dense: Callable[[str], torch.Tensor], generator: torch.Generator
+    ) -> Iterator[tuple[str, torch.Tensor]]:
+        hidden = old.hidden // granularity
+        units = [torch.randperm(hidden, generator=generator)[: round(args.drop * hidden)] for _ in range(experts)]
+        drawn[i] = units if args.drop else []
+        whole = dense("gate_up.weight")
+        value = slicing.gate_up(whole, 0)
+        for e, chosen in enumerate(drawn[i]):  # each expert's units' gate and up rows, from the dense ones' statistics
+            for offset, part in zip((0, hidden), whole.float().chunk(2), strict=True):
+                value[e, offset + chosen] = _like(part, (len(chosen), old.width), generator).to(value.dtype)
+        for e in range(experts):
+            add_noise_(value[e], args.noise, generator)
+        del whole
+        yield "gate_up", value
+        whole = dense("down.weight")
+        value = slicing.down(whole, 1)
+        for e, chosen in enumerate(drawn[i]):  # and their down columns
+            value[e][:, chosen] = _like(whole.float() * scale, (old.width, len(chosen)), generator).to(value.dtype)
+        for e in range(experts):
+            add_noise_(value[e], args.noise, generator)
+        del whole
+        yield "down", value
+        copies = torch.zeros(experts // granularity, old.width)
+        if args.router == "random":
+            nn.init.normal_(copies, 0.0, INIT_STD, generator=generator)
+        yield "router.weight", copies.repeat_interleave(granularity, dim=0)
+
+    def carries(i: int) -> dict[str, Carry | None]:
+        prefix = f"blocks.{i}.mlp."
+        return {
+            prefix + "gate_up": Carry(prefix + "gate_up.weight", slicing.moved("gate_up", lambda: drawn[i])),
+            prefix + "down": Carry(prefix + "down.weight", slicing.moved("down", lambda: drawn[i])),
+            prefix + "router.weight": None,
+        }
+
+    return ExpertsPlan(replace(old, moe=mixture), grow_block, carries)
+
+
+def _duplicate_plan(old: GPTConfig, spec: GrowthSpec) -> ExpertsPlan:
+    args = DuplicateArgs(**spec.args)
+    if old.moe is None or spec.target % old.moe.experts:
+        raise GrowthError("`duplicate` copies each expert of a mixture a whole number of times")
+    times = spec.target // old.moe.experts
+    config = replace(old, moe=replace(old.moe, experts=spec.target, top_k=old.moe.top_k * times))
+
+    def repeat(tensor: torch.Tensor, power: int = 0) -> torch.Tensor:
+        return tensor.repeat_interleave(times, dim=0)
+
+    routed = ("gate_up", "down", "router.weight")
+
+    def grow_block(
+        i: int, source: Callable[[str], torch.Tensor], generator: torch.Generator
+    ) -> Iterator[tuple[str, torch.Tensor]]:
+        for name in routed:
+            value = repeat(source(name))
+            if name != "router.weight":
+                for e in range(spec.target):
+                    add_noise_(value[e], args.noise, generator)
+            yield name, value
+
+    def carries(i: int) -> dict[str, Carry | None]:
+        return {f"blocks.{i}.mlp.{name}": Carry(f"blocks.{i}.mlp.{name}", repeat) for name in routed}
+
+    return ExpertsPlan(config, grow_block, carries)
+
+
+upcycle = PlannedExperts(
+    _upcycle_plan, "Every block's dense MLP a mixture of `spec.target` experts (the module's docstring)."
+)
+duplicate = PlannedExperts(
+    _duplicate_plan,
+    """Every expert of a mixture copied n = target / E times (its copies side by side, with its
+    router row), top-k multiplied by n: each copy's probability is 1/n of the expert's, the n copies
+    are chosen together, and their weights add up to the expert's, so the model computes what it
+    did (with `noise`, each copy changed apart).""",
+)
+
+
+def _detached(tensors: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
+    return tensors[name].detach()
 
 
 class _Slicing:
@@ -175,37 +233,27 @@ class _Slicing:
         stacked = torch.stack([slices[e % self.granularity] for e in range(self.experts)])
         return stacked * self.scale**power
 
-    def moved(self, which: str, kept: dict[str, torch.Tensor] | None) -> Callable[[torch.Tensor, int], torch.Tensor]:
-        """The transform of an optimizer moment of the dense `which` onto the experts' (redrawn
-        entries at zero)."""
+    def moved(self, which: str, drawn: Callable[[], list[torch.Tensor]]) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """The transform of an optimizer moment of the dense `which` onto the experts' (the hidden
+        units Drop-Upcycling drew again in each expert, which `drawn()` gives once the block grew,
+        at zero)."""
 
         def transform(tensor: torch.Tensor, power: int) -> torch.Tensor:
-            moved = self.gate_up(tensor, power) if which == "gate_up" else self.down(tensor, power)
-            return moved * kept[which].to(moved.dtype) if kept is not None else moved
+            if which == "gate_up":
+                moved = self.gate_up(tensor, power)
+                hidden = moved.shape[1] // 2
+                for e, units in enumerate(drawn()):
+                    moved[e, units] = 0
+                    moved[e, hidden + units] = 0
+                return moved
+            moved = self.down(tensor, power)
+            for e, units in enumerate(drawn()):
+                moved[e][:, units] = 0
+            return moved
 
         return transform
 
 
-def _drop(
-    moe: MoE, gate_up: torch.Tensor, down: torch.Tensor, share: float, generator: torch.Generator
-) -> dict[str, torch.Tensor]:
-    """Drop-Upcycling in place on `moe`'s experts: a share of each expert's hidden units drawn
-    again from the statistics of the dense tensors; the masks of the entries kept."""
-    experts, rows, _ = moe.gate_up.shape
-    hidden = rows // 2
-    count = round(share * hidden)
-    kept_gate_up = torch.ones(moe.gate_up.shape, dtype=torch.bool)
-    kept_down = torch.ones(moe.down.shape, dtype=torch.bool)
-    gate, up = gate_up.float().chunk(2, dim=0)
-    stats = [(t.mean().item(), t.std().item()) for t in (gate, up, down.float())]
-    for e in range(experts):
-        units = torch.randperm(hidden, generator=generator)[:count]
-        for offset, (mean, std) in zip((0, hidden), stats[:2], strict=True):
-            drawn = torch.randn(count, moe.gate_up.shape[2], generator=generator) * std + mean
-            moe.gate_up[e, offset + units] = drawn.to(moe.gate_up.device, moe.gate_up.dtype)
-            kept_gate_up[e, offset + units] = False
-        mean, std = stats[2]
-        drawn = torch.randn(moe.down.shape[1], count, generator=generator) * std + mean
-        moe.down[e][:, units] = drawn.to(moe.down.device, moe.down.dtype)
-        kept_down[e][:, units] = False
-    return {"gate_up": kept_gate_up.to(moe.gate_up.device), "down": kept_down.to(moe.down.device)}
+def _like(dense: torch.Tensor, shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """Values of `shape` drawn from a normal with `dense`'s mean and standard deviation (Drop-Upcycling)."""
+    return torch.randn(shape, generator=generator) * dense.std().item() + dense.mean().item()

@@ -269,7 +269,12 @@ def _pretrained(draft: Draft, setting: ast.Setting, args: Args) -> None:
         "vocab": arch.vocab,
         "context": context,
         "shape": Shape(
-            depth=arch.depth, width=arch.width, heads=arch.heads, kv_heads=arch.kv_heads, hidden=arch.hidden
+            depth=arch.depth,
+            width=arch.width,
+            heads=arch.heads,
+            kv_heads=arch.kv_heads,
+            hidden=arch.hidden,
+            moe=arch.moe,
         ),
         "dropout": args["dropout"],
         "tie": arch.tie,

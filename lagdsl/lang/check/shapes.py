@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lagdsl.families import FamilyError, family_named, mixture_family
 from lagdsl.lang import layers
 from lagdsl.lang.arch import grown_heads, grown_mlp, mlp_hidden
 from lagdsl.lang.check.draft import Draft, GrowDraft, OperatorRef
@@ -143,6 +144,16 @@ def _mixed_shape(draft: Draft, grow: GrowDraft, shape: Shape, experts: int) -> S
             )
             grow.ok = False
             continue
+        if model.pretrained is not None and not built:
+            try:  # the grown model goes out as the source's family, or its mixture-of-experts sibling
+                mixture_family(family_named(model.pretrained.family), mixture)
+            except FamilyError as error:
+                draft.report(
+                    "E0406", f"`{ref.label}` builds a mixture the checkpoint's family cannot hold", ref.span,
+                    str(error), "change the operator's arguments",
+                )  # fmt: skip
+                grow.ok = False
+                continue
         built.append((ref, mixture))
     if not built:  # the shape after is unknown: `_check_operators` will not run, so say it here
         for ref in refs:

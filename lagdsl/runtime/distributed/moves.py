@@ -31,6 +31,7 @@ that is neither a `PlannedDepth` nor a `PlannedWidth` goes through the whole sta
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -41,6 +42,7 @@ from lagdsl.model.config import GPTConfig
 from lagdsl.model.gpt import GPT, initial_values
 from lagdsl.ops.core import Carry, add_noise_, like, moved_state
 from lagdsl.ops.depth import DepthPlan, depth_mapping, fresh_block, residual_names
+from lagdsl.ops.experts import ExpertsPlan
 from lagdsl.ops.width import WidthPlan
 
 if TYPE_CHECKING:
@@ -198,8 +200,6 @@ def grow_depth(
     final norm, an untied head, each old layer where it stays): they are the same memory, as the
     mapping's shared moments are, so `model` is spent. Only copies and fresh layers are allocated,
     one tensor at a time, and a rank's peak is the grown model's share and one fresh block whole."""
-    from torch.distributed.tensor import DTensor
-
     positions = layers.positions(plan.layers)
     config = model.config.grown(depth=len(positions))
     mapping = depth_mapping(config, positions, plan.zero_copies)
@@ -210,31 +210,14 @@ def grow_depth(
     for name, param in skeleton.named_parameters():
         param.requires_grad_(name not in frozen)
     skeleton = recipe.shard(skeleton)  # sharded on the meta device: nothing allocated yet
-    metas = dict(skeleton.named_parameters())
-    values: dict[str, torch.nn.Parameter] = {}
-    device = recipe.device.device
-
-    def taken(name: str, source: str) -> None:  # the old shards themselves
-        meta = metas[name]
-        value = old[source].detach()
-        assert isinstance(value, DTensor) and isinstance(meta, DTensor)
-        assert value.placements == meta.placements and value.shape == meta.shape and value.dtype == meta.dtype
-        values[name] = torch.nn.Parameter(value, requires_grad=meta.requires_grad)
-
-    def room(name: str) -> torch.Tensor:  # this rank's rows of a new parameter, not yet written
-        meta = metas[name]
-        assert isinstance(meta, DTensor)
-        local = torch.empty(meta.to_local().shape, dtype=meta.dtype, device=device)
-        value = DTensor.from_local(local, meta.device_mesh, meta.placements, run_check=False,
-                                   shape=meta.shape, stride=meta.stride())  # fmt: skip
-        values[name] = torch.nn.Parameter(value, requires_grad=meta.requires_grad)
-        return values[name]
+    assembly = _Assembly(skeleton, old, recipe.device.device)
+    taken, room, values = assembly.take, assembly.room, assembly.values
 
     names = [name for name, _ in skeleton.block(0).named_parameters()]
     zeroed = residual_names(skeleton.block(0)) if plan.zero_copies else set()
     kept: set[int] = set()  # the old layers whose shards a position took over
     with torch.no_grad():
-        for name in metas:  # the embedding, the final norm, an untied head
+        for name in assembly.metas:  # the embedding, the final norm, an untied head
             if not name.startswith("blocks."):
                 taken(name, name)
         for i, layer in enumerate(positions):
@@ -259,11 +242,92 @@ def grow_depth(
             if plan.zero_copies:
                 for name in zeroed:
                     values[prefix + name].zero_()
-    if config.tie:  # the head is the embedding: one parameter under both names
-        values["lm_head.weight"] = values["embed.weight"]
-    skeleton.load_state_dict(values, assign=True)  # FSDP takes each value's shards as its own
-    skeleton.init_buffers()
-    return skeleton, mapping, frozen, scales
+    return assembly.done(config), mapping, frozen, scales
+
+
+def grow_experts(
+    recipe: Builder,
+    model: GPT,
+    plan: ExpertsPlan,
+    generator: torch.Generator,
+    parts: Parts,
+) -> tuple[GPT, dict[str, Carry | None], frozenset[str], dict[str, float]]:
+    """A sharded `model` grown by an experts `plan` as `lagdsl.ops.experts.grow_experts` grows a
+    whole one: everything but the MLPs takes over its old shards (as a depth growth's kept layers
+    do); a block's MLP tensors are gathered whole, grown as one process grows them (the same draws,
+    in block order) and cut to this rank's rows, one tensor at a time; the optimizer's moments move
+    the same way (`moved_optimizer`). Returns what `grow_depth` returns."""
+    config = plan.config
+    old = dict(resharded(model).named_parameters())
+    targets: dict[str, torch.Tensor] = {}
+
+    def sharded(carry: Carry, name: str) -> Carry:
+        move = carry.move
+        return Carry(carry.source, transform=lambda moment, power: like(move(_whole(moment), power), targets[name]))
+
+    mapping: dict[str, Carry | None] = {}
+    for i in range(config.depth):
+        for name, carry in plan.carries(i).items():
+            mapping[name] = None if carry is None else sharded(carry, name)
+    with torch.device("meta"):
+        skeleton = GPT(config).to(old["embed.weight"].dtype)
+    for name, _ in skeleton.named_parameters():
+        mapping.setdefault(name, Carry(name, shared=True))
+    frozen, scales = parts(mapping, skeleton)
+    for name, param in skeleton.named_parameters():
+        param.requires_grad_(name not in frozen)
+    skeleton = recipe.shard(skeleton)
+    assembly = _Assembly(skeleton, old, recipe.device.device)
+    with torch.no_grad():
+        for name, carry in mapping.items():
+            if carry is not None and carry.shared and name in assembly.metas:  # (a tied head is the embedding)
+                assembly.take(name, name)
+        for i in range(config.depth):
+            prefix = f"blocks.{i}.mlp."
+            for name, value in plan.grow_block(i, partial(_gathered, old, prefix), generator):
+                target = targets[prefix + name] = assembly.room(prefix + name)
+                target.copy_(like(value.to(target.device, target.dtype), target))
+                del value  # one tensor whole at a time
+    return assembly.done(config), mapping, frozen, scales
+
+
+class _Assembly:
+    """The parameters of a sharded skeleton (on the meta device) as they are given: an old
+    parameter's shards taken over (`take`), or room for this rank's rows of a new one (`room`);
+    `done` hands them to FSDP."""
+
+    def __init__(self, skeleton: GPT, old: Mapping[str, torch.Tensor], device: torch.device) -> None:
+        self.skeleton, self.old, self.device = skeleton, old, device
+        self.metas = dict(skeleton.named_parameters())
+        self.values: dict[str, torch.nn.Parameter] = {}
+
+    def take(self, name: str, source: str) -> None:
+        """The old shards themselves."""
+        from torch.distributed.tensor import DTensor
+
+        meta, value = self.metas[name], self.old[source].detach()
+        assert isinstance(value, DTensor) and isinstance(meta, DTensor)
+        assert value.placements == meta.placements and value.shape == meta.shape and value.dtype == meta.dtype
+        self.values[name] = torch.nn.Parameter(value, requires_grad=meta.requires_grad)
+
+    def room(self, name: str) -> torch.nn.Parameter:
+        """This rank's rows of a new parameter, not yet written."""
+        from torch.distributed.tensor import DTensor
+
+        meta = self.metas[name]
+        assert isinstance(meta, DTensor)
+        local = torch.empty(meta.to_local().shape, dtype=meta.dtype, device=self.device)
+        value = DTensor.from_local(local, meta.device_mesh, meta.placements, run_check=False,
+                                   shape=meta.shape, stride=meta.stride())  # fmt: skip
+        self.values[name] = torch.nn.Parameter(value, requires_grad=meta.requires_grad)
+        return self.values[name]
+
+    def done(self, config: GPTConfig) -> GPT:
+        if config.tie:  # the head is the embedding: one parameter under both names
+            self.values["lm_head.weight"] = self.values["embed.weight"]
+        self.skeleton.load_state_dict(self.values, assign=True)  # FSDP takes each value's shards as its own
+        self.skeleton.init_buffers()
+        return self.skeleton
 
 
 def grow_width(
@@ -314,6 +378,10 @@ def grow_width(
             del whole, moved, value  # one tensor whole at a time
     assert fresh is None or next(fresh, None) is None, "fresh values drawn for a parameter the model lacks"
     return grown, mapping, frozen, scales
+
+
+def _gathered(tensors: Mapping[str, torch.Tensor], prefix: str, name: str) -> torch.Tensor:
+    return _whole(tensors[prefix + name].detach())
 
 
 def _whole(tensor: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from lagdsl.model.gpt import GPT
 from lagdsl.ops import GrowthSpec, grow
 from lagdsl.ops.core import Carry, implementation
 from lagdsl.ops.depth import PlannedDepth
+from lagdsl.ops.experts import PlannedExperts
 from lagdsl.ops.width import PlannedWidth
 from lagdsl.runtime.distributed import moves
 from lagdsl.runtime.distributed import world as dist
@@ -36,7 +37,7 @@ def grown(
     gen = generator(recipe.schedule.seed, "grow", stage.name, index, op.label)
     spec = GrowthSpec(op.name, growth.dim, getattr(growth.after, growth.dim), op.args)
     operator = implementation(op.name, growth.dim)
-    if recipe.sharded and isinstance(operator, PlannedDepth | PlannedWidth):
+    if recipe.sharded and isinstance(operator, PlannedDepth | PlannedWidth | PlannedExperts):
         return _grown_shards(recipe, state, stage, operator, spec, gen)
     sharded = recipe.sharded
     if sharded:  # gathered: grown exactly as one process grows it, then sharded again
@@ -54,7 +55,7 @@ def _grown_shards(
     recipe: Recipe,
     state: TrainState,
     stage: Stage,
-    operator: PlannedDepth | PlannedWidth,
+    operator: PlannedDepth | PlannedWidth | PlannedExperts,
     spec: GrowthSpec,
     gen: torch.Generator,
 ) -> TrainState:
@@ -69,6 +70,9 @@ def _grown_shards(
     if isinstance(operator, PlannedDepth):
         plan = operator.plan(state.model.config.depth, spec)
         model, mapping, frozen, scales = moves.grow_depth(recipe, state.model, plan, gen, resolved)
+    elif isinstance(operator, PlannedExperts):
+        experts = operator.plan(state.model.config, spec)
+        model, mapping, frozen, scales = moves.grow_experts(recipe, state.model, experts, gen, resolved)
     else:
         width = operator.plan(state.model.config, spec)
         model, mapping, frozen, scales = moves.grow_width(recipe, state.model, width, gen, resolved)
