@@ -20,6 +20,9 @@ class PlanShape(Artifact):
     heads: int
     params: int
     non_embedding: int
+    #: the non-embedding parameters a token uses (a mixture's router, top-k and shared experts)
+    active: int | None = None  # absent in plans written before mixtures of experts
+    experts: int = 1  # routed experts per block (1: a dense MLP)
 
 
 class PlanNodeInfo(Artifact):
