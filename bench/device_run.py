@@ -30,6 +30,10 @@ the loss after a small lag ranks growth operators by their final loss.
    `lagdsl plan`'s. The probe's snapshot and its best candidate so far are parked in host memory,
    so the probe should peak where the plain run does (`probe_over_plain` near 1; it would be about
    1.5 with the best candidate kept on the device).
+6. **Upcycling.** `bench/upcycle_evidence.py` at GPU size (a few minutes by estimate): a dense base
+   (width 512, 8 layers) pretrained, exported and imported, made a mixture of 8 experts, top-2, by
+   four recipes a probe compares, against granular upcycling and the dense model trained on at
+   equal active FLOPs, three seeds (`--small`: its toy size).
 
 Data: the built-in corpus (the standard library's source, as bytes); nothing downloads. Every part
 writes into the JSON as it finishes, so a part that fails leaves the others; the exit code is the
@@ -310,6 +314,19 @@ def upscaling(device: str, precision: str, compile_on: bool, size: dict[str, int
     return result
 
 
+# -- 6. upcycling
+
+
+def upcycling(device: str, precision: str, compile_on: bool, size: dict[str, int], folder: Path) -> dict:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import upcycle_evidence as evidence
+
+    sizes = dict(evidence.SIZES["toy" if size is SIZES["small"] else "gpu"], device=device, precision=precision)
+    result = evidence.run(sizes, folder, say=lambda line: None)
+    result["tables"] = evidence.markdown(result)
+    return result
+
+
 # -- 5. a probe's device memory
 
 
@@ -379,7 +396,7 @@ def main() -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--small", action="store_true", help="Toy sizes: checks the script itself.")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "device_run.json")
-    parser.add_argument("--parts", default="throughput,growth,study,upscaling,memory")
+    parser.add_argument("--parts", default="throughput,growth,study,upscaling,memory,upcycling")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
@@ -396,7 +413,7 @@ def main() -> int:
         "small": args.small,
     }
     parts = {"throughput": throughput, "growth": growth_vs_scratch, "study": lag_study, "upscaling": upscaling,
-             "memory": probe_memory}  # fmt: skip
+             "memory": probe_memory, "upcycling": upcycling}  # fmt: skip
     failures = 0
     with tempfile.TemporaryDirectory() as folder:
         for name in args.parts.split(","):

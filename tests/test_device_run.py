@@ -27,7 +27,7 @@ def test_device_run_script_runs_every_part_on_a_cpu(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("PASS") == 5 and "FAIL" not in result.stdout
+    assert result.stdout.count("PASS") == 6 and "FAIL" not in result.stdout
     data = json.loads(out.read_text())
     throughput = data["throughput"]
     assert throughput["lagdsl_tokens_per_s"] > 0 and throughput["hand_written_tokens_per_s"] > 0
@@ -46,6 +46,12 @@ def test_device_run_script_runs_every_part_on_a_cpu(tmp_path: Path) -> None:
     assert all(row["sunk"]["flops"] < row["included"]["flops"] for row in upscaling["scratch"]["budgets"].values())
     assert {"base", "llama_pro", "llama_pro_frozen"} <= upscaling["freeze"].keys()
     assert "**Verdict.**" in upscaling["tables"]
+    # 6: a dense base upcycled by four recipes, granular apart, the dense model on at equal FLOPs
+    upcycling = data["upcycling"]
+    assert set(upcycling["names"].values()) == {"copies", "copies, zero router", "copies with noise", "Drop-Upcycling"}
+    assert all(math.isfinite(f["mean"]) and len(f["seeds"]) == 2 for f in upcycling["final_val"].values())
+    assert math.isfinite(upcycling["granular"]["mean"]) and upcycling["dense"]["steps"] > upcycling["horizon_steps"]
+    assert all(abs(sum(layer) - 1) < 1e-6 for layer in upcycling["expert_load"])
     # 5: a plain growth's run and a probe's (device memory is measured on CUDA alone), with the plan's
     memory = data["memory"]
     assert set(memory["runs"]) == {"plain", "probe"} and memory["plan"]["plain"]["probe"] == 0

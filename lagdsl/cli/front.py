@@ -73,6 +73,8 @@ def _summary_line(name: str, result: Checked) -> str:
     stages = len(schedule.stages)
     depth = f"depth {first.depth}" + (f" -> {last.depth}" if last.depth != first.depth else "")
     width = f"width {first.width}" + (f" -> {last.width}" if last.width != first.width else "")
+    if last.experts > 1:  # a mixture of experts, from the start or grown
+        width += f", experts {first.experts}" + (f" -> {last.experts}" if last.experts != first.experts else "")
     warnings = len(result.warnings)
     extra = f" ({_counts(0, warnings)})" if warnings else ""
     return (

@@ -23,6 +23,7 @@ from lagdsl.lang.schedule import (
     CheckpointSpec,
     Dim,
     EvalSpec,
+    GptExperts,
     JsonlData,
     LRSpec,
     MixtureSpec,
@@ -537,7 +538,7 @@ MODELS: dict[str, Signature] = {
     "gpt": Signature(
         "gpt",
         params_of(ModelSpec, "vocab", "context") + params_of(Shape, "width", "heads", "depth", "kv_heads")
-        + params_of(ModelSpec, "mlp", "dropout", "tie", "rope_theta"),
+        + params_of(ModelSpec, "mlp", "dropout", "tie", "rope_theta") + params_of(GptExperts),
         description=(ModelSpec.__doc__ or "").strip().rstrip("."),
     ),
     "pretrained": Signature.of("pretrained", PretrainedCall, positional=("path",)),

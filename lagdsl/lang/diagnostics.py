@@ -86,9 +86,7 @@ CODES: dict[str, Code] = {
     "E0403": _error("an operator that cannot perform this growth"),
     "E0404": _error("a width that is not a multiple of the head size"),
     "E0405": _error("`freeze` or `lr_scale` naming no parameter, or freezing every one"),
-    "E0406": _error(
-        "a probe's candidates building different mixtures of experts, or a growth a mixture does not support"
-    ),
+    "E0406": _error("probe candidates building different mixtures of experts, or a mixture the model cannot take"),
     # budgets
     "E0501": _error("a duration in `%` without `total`"),
     "E0502": _error("stages that do not sum to `total`"),

@@ -70,6 +70,17 @@ class MixtureSpec(_Frozen):
         return f"{self.experts} experts of {self.hidden}, top-{self.top_k}{shared}"
 
 
+class GptExperts(_Frozen):
+    """A `gpt` model that is a mixture of experts from the start: the arguments `gpt(...)` takes for
+    it (its other settings are `upcycle`'s defaults: renormalized top-k weights, the `gpt` MLP's
+    hidden size for each expert, no shared expert)."""
+
+    experts: Annotated[
+        int, Field(ge=1, le=MAX_EXPERTS, description="`experts=8` makes every MLP a mixture of 8 experts; 1 is dense")
+    ] = 1
+    top_k: Annotated[int, Field(ge=1, le=MAX_EXPERTS, description="`top_k` is how many experts each token uses")] = 2
+
+
 class Shape(_Frozen):
     """The model's shape. The width per head `width / heads` never changes as it grows, so heads
     grow with the width; key/value heads (`kv_heads`, None: as many as the heads) and an explicit

@@ -101,15 +101,17 @@ class GPTConfig:
         depth = depth if depth is not None else self.depth
         if width is None or width == self.width:
             return replace(self, depth=depth)
-        if self.moe is not None:  # the checker refuses it first (E0406)
-            raise ValueError("width growth of a mixture of experts is not supported in this version")
         per_head = self.width // self.heads
         if width % (per_head * (self.heads // self.key_value_heads)):
             raise ValueError(f"width {width} is not a multiple of the width of a group of heads")
         heads = grown_heads(self.heads, self.width, width)
         kv_heads = grown_heads(self.kv_heads, self.width, width) if self.kv_heads is not None else None
         ffn = grown_mlp(self.ffn, self.width, width) if self.ffn is not None else None
-        return replace(self, depth=depth, width=width, heads=heads, kv_heads=kv_heads, ffn=ffn)
+        moe = self.moe
+        if moe is not None:  # every expert, and a shared one, in proportion (exact for a whole multiple)
+            shared = grown_mlp(moe.shared, self.width, width) if moe.shared else 0
+            moe = replace(moe, hidden=grown_mlp(moe.hidden, self.width, width), shared=shared)
+        return replace(self, depth=depth, width=width, heads=heads, kv_heads=kv_heads, ffn=ffn, moe=moe)
 
     @classmethod
     def from_schedule(cls, schedule: Schedule, shape: Shape | None = None) -> GPTConfig:

@@ -8,6 +8,10 @@ each is read (an input), written (an output), or a norm gain:
     embed [vocab, R out]      qkv [3 x H out, R in]        o [R out, H in]
     norms [R gain]            gate_up [2 x U out, R in]    down [R out, U in]   (GELU: up [U out, R in])
 
+A mixture of experts' router [E, R in] reads the stream like the MLP; every expert's hidden units
+(X) grow by one map (`gate_up` [E, 2 x X out, R in], `down` [E, R out, X in]), a shared expert's
+(S) by its own.
+
 An operator decides, for every new unit, which old unit it copies (or none), then `grow_width`
 moves every parameter, and its optimizer state, by those choices.
 """
@@ -45,6 +49,12 @@ LAYOUT: dict[str, tuple[Axis | None, ...]] = {
     "gate_up.weight": ((("U", "U"), "out"), (("R",), "in")),
     "up.weight": ((("U",), "out"), (("R",), "in")),
     "down.weight": ((("R",), "out"), (("U",), "in")),
+    # a mixture of experts: the router and the shared expert's gate read the stream; every expert
+    # grows its hidden units (X) alike; a shared expert's (S) are its own (`_layout`)
+    "router.weight": (None, (("R",), "in")),
+    "shared_gate.weight": (None, (("R",), "in")),
+    "mlp.gate_up": (None, (("X", "X"), "out"), (("R",), "in")),
+    "mlp.down": (None, (("R",), "out"), (("X",), "in")),
 }
 
 
@@ -96,7 +106,10 @@ def head_maps(old_heads: int, new_heads: int, groups: int, kv_copied: torch.Tens
 
 def _layout(name: str) -> tuple[Axis | None, ...]:
     key = ".".join(name.split(".")[-2:])
-    return LAYOUT[key]
+    layout = LAYOUT[key]
+    if ".shared." in name:  # a shared expert's hidden units are its own
+        return tuple(None if a is None else (tuple("S" if k == "U" else k for k in a[0]), a[1]) for a in layout)
+    return layout
 
 
 @dataclass(frozen=True)
@@ -148,6 +161,10 @@ class WidthPlan:
             "K": kv_heads.channels(config.head_size),
             "U": UnitMap.build(old.hidden, config.hidden, pick(old.hidden, config.hidden)),
         }
+        if old.moe is not None and config.moe is not None:  # every expert's units alike; the shared expert's
+            maps["X"] = UnitMap.build(old.moe.hidden, config.moe.hidden, pick(old.moe.hidden, config.moe.hidden))
+            if old.moe.shared:
+                maps["S"] = UnitMap.build(old.moe.shared, config.moe.shared, pick(old.moe.shared, config.moe.shared))
         if self.cloning:  # residual copies written whole (a tied embedding: over n) and read over n
             residual = _Residual(write=-1.0 if old.tie else 0.0, read=-1.0, gain=1.0, zero_sum=True)
         else:  # Net2Net's isometry, or fresh units

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lagdsl.lang import syntax as ast
+from lagdsl.lang.arch import mlp_hidden
 from lagdsl.lang.catalogue import (
     CHECKPOINT_OPTIONS,
     DATA,
@@ -24,6 +25,7 @@ from lagdsl.lang.schedule import (
     SGD,
     AdamW,
     JsonlData,
+    MixtureSpec,
     ModelSpec,
     ParquetData,
     RopeScaling,
@@ -163,7 +165,18 @@ def _model(draft: Draft, setting: ast.Setting) -> None:
     if vocab is None:
         return
     args["vocab"] = vocab
-    shape = {dim: args.pop(dim) for dim in ("depth", "width", "heads", "kv_heads")}
+    shape: dict[str, object] = {dim: args.pop(dim) for dim in ("depth", "width", "heads", "kv_heads")}
+    experts, top_k = args.pop("experts"), args.pop("top_k")
+    if experts != 1:
+        assert isinstance(experts, int) and isinstance(top_k, int)
+        if top_k > experts or args["mlp"] != "swiglu":
+            draft.report(
+                "E0303", f"`top_k={top_k}` is more than the {experts} experts" if top_k > experts
+                else "a mixture of experts needs SwiGLU MLPs", setting.value.span, "not a mixture lagdsl builds",
+                f"give `top_k` at most {experts}" if top_k > experts else "write `mlp=swiglu`",
+            )  # fmt: skip
+            return
+        shape["moe"] = MixtureSpec(experts=experts, top_k=top_k, hidden=mlp_hidden(shape["width"], "swiglu"))  # type: ignore[arg-type]
     draft.settings.model = ModelSpec.model_validate({**args, "shape": shape})
 
 

@@ -71,15 +71,6 @@ def _grown_shape(draft: Draft, grow: GrowDraft, shape: Shape) -> Shape | None:
         if target > 4 * current:
             _large_step(draft, grow, f"growing depth {current} -> {target} in one step is more than 4x")
         return shape.model_copy(update={"depth": target})
-    if shape.moe is not None:
-        draft.report(
-            "E0406",
-            "width growth of a mixture of experts is not supported in this version",
-            node.amount.span,
-            f"the model is a mixture of {shape.experts} experts here",
-            "grow the width before `grow experts`",
-        )
-        return None
     head = shape.head_size * shape.groups  # with grouped-query attention, whole groups of heads
     if target % head:
         lower, upper = target // head * head, (target // head + 1) * head
@@ -101,7 +92,11 @@ def _grown_shape(draft: Draft, grow: GrowDraft, shape: Shape) -> Shape | None:
     heads = target // shape.head_size
     kv_heads = grown_heads(shape.kv_heads, shape.width, target) if shape.kv_heads is not None else None
     hidden = grown_mlp(shape.hidden, shape.width, target) if shape.hidden is not None else None
-    return Shape(depth=shape.depth, width=target, heads=heads, kv_heads=kv_heads, hidden=hidden)
+    moe = shape.moe
+    if moe is not None:  # every expert, and a shared one, in proportion (as the model grows them)
+        shared = grown_mlp(moe.shared, shape.width, target) if moe.shared else 0
+        moe = moe.model_copy(update={"hidden": grown_mlp(moe.hidden, shape.width, target), "shared": shared})
+    return Shape(depth=shape.depth, width=target, heads=heads, kv_heads=kv_heads, hidden=hidden, moe=moe)
 
 
 def _mixed_shape(draft: Draft, grow: GrowDraft, shape: Shape, experts: int) -> Shape | None:
