@@ -1,5 +1,5 @@
-"""A mixture of experts end to end: a dense model trained, upcycled by a probe, grown deeper and
-its experts duplicated, on one process and on several ranks (DDP, FSDP2), stopped and resumed on
+"""A mixture of experts end to end: a dense model trained, upcycled by a probe, grown deeper, its
+experts duplicated and the whole grown wider, on one process and on several ranks (DDP, FSDP2), stopped and resumed on
 another number of ranks: the same events as one process's, every figure within 1e-5."""
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ stage mixture {{
 }}
 stage deeper {{ grow depth to 2 with copy_top  train 4 steps }}
 stage more {{ grow experts to 8 with duplicate(noise=0.01)  train 4 steps }}
+stage wider {{ grow width to 24 with net2net  train 3 steps }}
 """
 
 
@@ -69,7 +70,7 @@ def test_a_mixture_logs_its_auxiliary_losses_and_its_expert_load(one_process: Pa
     assert len(last) == 2 and all(len(layer) == 8 for layer in last)  # 2 blocks, 8 experts after duplicating
     assert all(abs(sum(layer) - 1.0) < 1e-6 for layer in last)
     grows = [e for e in events if e["event"] == "grow"]
-    assert [g["after"].get("experts") for g in grows] == [4, 8]
+    assert [g["after"].get("experts") for g in grows] == [4, 8, 8]
     from lagdsl.analysis.report import build_report
     from tests.conftest import assert_png
 
@@ -77,9 +78,9 @@ def test_a_mixture_logs_its_auxiliary_losses_and_its_expert_load(one_process: Pa
     assert "<h2>Expert load</h2>" in report.page.read_text()
     assert_png(one_process / "report" / "expert_load.png")
     summary = json.loads((one_process / "summary.json").read_text())
-    assert summary["final_shape"] == {"depth": 2, "width": 16, "experts": 8, "heads": 2}
+    assert summary["final_shape"] == {"depth": 2, "width": 24, "experts": 8, "heads": 3}
     final = open_trained(one_process).state
-    assert final["blocks.1.mlp.gate_up"].shape == (8, 2 * 48, 16)  # each expert the dense MLP: 48 hidden units
+    assert final["blocks.1.mlp.gate_up"].shape == (8, 2 * 72, 24)  # each expert the dense MLP's 48 units, x 1.5
 
 
 @pytest.mark.slow
@@ -122,7 +123,7 @@ def test_a_mixture_from_scratch_exports_as_mixtral(project: Path, one_process: P
     assert result.exit_code == 0, result.output
     config = json.loads((project / "hf" / "config.json").read_text())
     assert config["architectures"] == ["MixtralForCausalLM"] and config["num_local_experts"] == 8
-    assert config["intermediate_size"] == 48 and config["num_experts_per_tok"] == 4  # 2, duplicated
+    assert config["intermediate_size"] == 72 and config["num_experts_per_tok"] == 4  # 2, duplicated
     model, info = transformers.AutoModelForCausalLM.from_pretrained(
         project / "hf", dtype=torch.float32, output_loading_info=True
     )
