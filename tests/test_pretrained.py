@@ -323,6 +323,53 @@ def test_a_bad_pretrained_folder_is_a_diagnostic_naming_the_file(setup: str, exp
     assert "upscale.grow:4:" in result.output  # the line of `model pretrained(...)`
 
 
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3"])
+@pytest.mark.parametrize(
+    "windows",
+    [
+        {"max_window_layers": 1},  # transformers 4's rule: the layers from 1 up slide
+        {"max_window_layers": 28, "layer_types": ["full_attention", "sliding_attention", "full_attention"]},
+    ],
+    ids=["max_window_layers", "layer_types"],
+)
+def test_a_qwen_window_on_some_layers_is_computed_by_transformers_and_refused_here(
+    kind: str, windows: dict, tmp_path: Path
+) -> None:
+    """transformers attends over the window in the layers that slide (by `max_window_layers` in 4,
+    by `layer_types` in 5, which can disagree): lagdsl, which attends over the whole context, refuses
+    a context longer than the window (E0309) and accepts one within it, where both compute alike."""
+    overrides = {"use_sliding_window": True, "sliding_window": 8, **windows}
+    path = write_schedule(tmp_path, kind, **overrides)
+    source = tmp_path / "source"
+    ids = torch.randint(0, COMMON["vocab_size"], (1, 32), generator=torch.Generator().manual_seed(1))
+    windowed, _ = hf_logits(source, ids)
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps({**config, "sliding_window": 64}))  # no shorter than the text
+    whole, _ = hf_logits(source, ids)
+    (source / "config.json").write_text(json.dumps(config))
+    assert (windowed - whole).abs().max() > 1e-3  # transformers does slide here: a different model
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 1 and "sliding window of 8 tokens, shorter than the context 32" in result.output
+    path.write_text(path.read_text().replace("context=32", "context=8"))
+    assert CliRunner().invoke(main, ["validate", str(path)]).exit_code == 0
+
+
+def test_a_checkpoint_without_tokenizer_json_is_refused_rather_than_trained_on_bytes(tmp_path: Path) -> None:
+    """A SentencePiece-only folder (`tokenizer.model`, no `tokenizer.json`): the data would be read
+    as bytes, ids the model never learnt; refused at `validate`, saying how to write the file, and
+    accepted once the data names a tokenizer."""
+    path = write_schedule(tmp_path, "llama")
+    source = tmp_path / "source"
+    (source / "tokenizer.json").rename(tmp_path / "tokenizer.json")
+    (source / "tokenizer.model").write_bytes(b"a SentencePiece model")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert "has no `tokenizer.json`" in result.output and "tokenizer.model" in result.output
+    assert "save_pretrained" in result.output and "upscale.grow:4:" in result.output
+    path.write_text(path.read_text().replace('text("corpus/*.txt")', 'text("corpus/*.txt", tokenizer="tokenizer.json")'))
+    assert CliRunner().invoke(main, ["validate", str(path)]).exit_code == 0
+
+
 @pytest.mark.slow
 def test_a_schedule_from_a_checkpoint_runs_exports_the_same_family_and_generates_the_same_text(tmp_path: Path) -> None:
     path = write_schedule(tmp_path, "qwen2")

@@ -11,12 +11,17 @@ from lagdsl.families.base import Arch, Family, with_window
 
 
 def qwen_window(config: Mapping[str, Any], arch: Arch) -> Arch:
-    """The sliding window of the Qwen families, where some layer uses it."""
+    """The sliding window of the Qwen families, where some layer uses it: by transformers 4's rule
+    (the layers from `max_window_layers` up) or by transformers 5's (`layer_types` naming
+    `sliding_attention`), which can disagree; either is enough (the checker refuses a window
+    shorter than the context, and within it the window changes nothing)."""
     if not config.get("use_sliding_window"):
-        return arch
+        return arch  # no window in either version, whatever `layer_types` says
     first = config.get("max_window_layers", 0)
-    if isinstance(first, int) and first >= arch.depth:
-        return arch  # no layer at or above `max_window_layers`
+    types = config.get("layer_types")
+    by_types = isinstance(types, list) and "sliding_attention" in types
+    if isinstance(first, int) and first >= arch.depth and not by_types:
+        return arch  # no layer at or above `max_window_layers`, none named sliding
     return with_window(arch, config.get("sliding_window"), "sliding_window")
 
 

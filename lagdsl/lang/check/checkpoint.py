@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lagdsl.families import INDEX_FILE, WEIGHTS_FILE, Arch, Family, FamilyError, family_of, read_config
+from lagdsl.families.base import TOKENIZER_FILE
 from lagdsl.lang.check.draft import Draft
 from lagdsl.lang.schedule import MAX_DEPTH, MAX_HEADS, MAX_VOCAB, MAX_WIDTH
 from lagdsl.lang.source import Span
@@ -56,3 +57,21 @@ def read_checkpoint(draft: Draft, folder: Path, span: Span) -> tuple[Family, Arc
             )
             return None
     return family, arch
+
+
+def no_tokenizer(draft: Draft, folder: Path, span: Span) -> None:
+    """A checkpoint folder without `tokenizer.json` while the data names no tokenizer: the data would
+    be read as bytes, ids the model never learnt (a SentencePiece-only folder, as many Llama and
+    Mistral fine-tunes ship, has `tokenizer.model` alone)."""
+    sentencepiece = (
+        " (it has `tokenizer.model`, a SentencePiece model)" if (folder / "tokenizer.model").is_file() else ""
+    )
+    draft.report(
+        "E0309",
+        f"`{folder}` has no `{TOKENIZER_FILE}`{sentencepiece}: the data would be read as bytes, not as the "
+        "model's tokens",
+        span,
+        "no tokenizer for the data",
+        "write one with `AutoTokenizer.from_pretrained(folder).save_pretrained(folder)` (transformers), or name "
+        'the model\'s tokenizer in the data: `tokenizer="..."`',
+    )

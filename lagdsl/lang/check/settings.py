@@ -215,7 +215,7 @@ def _pretrained(draft: Draft, setting: ast.Setting, args: Args) -> None:
     """`pretrained("folder", ...)`: the shape and quirks from the folder's `config.json` (read by its
     family's adapter; no weight is opened), its tokenizer for the data where the data names none."""
     from lagdsl.families.base import TOKENIZER_FILE
-    from lagdsl.lang.check.checkpoint import read_checkpoint
+    from lagdsl.lang.check.checkpoint import no_tokenizer, read_checkpoint
 
     written = args["path"]
     assert isinstance(written, str)
@@ -260,6 +260,8 @@ def _pretrained(draft: Draft, setting: ast.Setting, args: Args) -> None:
     tokenizer = folder / TOKENIZER_FILE
     tokenizer_name = f"{written.rstrip('/')}/{TOKENIZER_FILE}" if tokenizer.is_file() else None
     data = draft.settings.data or StdlibData()
+    if tokenizer_name is None and getattr(data, "tokenizer", None) is None and not isinstance(data, TokensData):
+        return no_tokenizer(draft, folder, node.span)  # the data would be bytes, ids the model never learnt
     if tokenizer_name is not None and getattr(data, "tokenizer", None) is None and not isinstance(data, TokensData):
         # the data is tokenized as the model was: with the checkpoint's own tokenizer
         draft.settings.data = data.model_copy(update={"tokenizer": tokenizer_name})
