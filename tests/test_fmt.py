@@ -341,3 +341,17 @@ def test_the_unit_word_is_kept_after_a_long_run_of_letters() -> None:
     head = "model gpt(context=16, width=16, heads=2, depth=1)\nbatch 4\noptimizer adamw(lr=1e-3)\n"
     text = f"{head}stage {name} {{ train 1 step }}\n"
     assert f"stage {name} {{\n  train 1 step\n}}" in format_text(text)
+
+
+def test_a_comment_after_an_item_of_a_list_stays_with_that_item() -> None:
+    text = """\
+pool recipes = [
+  copy_top,  # gradual stacking
+  # the middle block
+  midas,
+  interleave,  # copies in between
+]
+"""
+    assert format_text(text) == text  # as it was: each comment after its item, one item a line
+    squeezed = text.replace("copy_top,  # gradual stacking", "copy_top, # gradual stacking")
+    assert format_text(squeezed) == text

@@ -366,7 +366,9 @@ def test_a_checkpoint_without_tokenizer_json_is_refused_rather_than_trained_on_b
     assert result.exit_code == 1
     assert "has no `tokenizer.json`" in result.output and "tokenizer.model" in result.output
     assert "save_pretrained" in result.output and "upscale.grow:4:" in result.output
-    path.write_text(path.read_text().replace('text("corpus/*.txt")', 'text("corpus/*.txt", tokenizer="tokenizer.json")'))
+    path.write_text(
+        path.read_text().replace('text("corpus/*.txt")', 'text("corpus/*.txt", tokenizer="tokenizer.json")')
+    )
     assert CliRunner().invoke(main, ["validate", str(path)]).exit_code == 0
 
 

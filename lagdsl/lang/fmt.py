@@ -9,7 +9,8 @@ The layout is printed from the syntax tree, so it cannot depend on how the text 
 - comments kept: a comment on a line of its own stays above what follows it (at that statement's
   indentation); a comment after code stays after it, and the trailing comments of consecutive lines
   are aligned one column apart from the longest of their code; a comment written inside a statement
-  that spanned several lines goes above that statement;
+  that spanned several lines goes above that statement, except one after an item of a list or call
+  that stood on its line alone, which stays after it (the list then one item a line);
 - at most one blank line in a row, none at the start or end of a block or of the file.
 
 `format_source` refuses text with syntax errors (`FormatError`, with the parser's diagnostics), and
@@ -192,16 +193,30 @@ class _Printer:
             self.lines[-1].comment = trailing[0].text
         self.last_line = max(self.last_line, last)
 
-    def simple(self, code: str, span: Span, depth: int, long: tuple[str, Sequence[str], str] | None = None) -> None:
+    def simple(self, code: str, span: Span, depth: int, long: Long | None = None) -> None:
         """A statement on one line; one longer than `MAX_WIDTH` whose value is a list or call
-        (`long`: the text up to its bracket, its items, the closing bracket) with one item a line."""
+        (`long`: the text up to its bracket, its items, the closing bracket) with one item a line,
+        and so is one with a comment after one of its items, which stays after that item."""
         self.comments_before(span.line, depth)
-        if long is None or len(INDENT * depth + code) <= MAX_WIDTH or len(long[1]) < 2:
+        labelled = long is not None and self._labels_an_item(long, span)
+        if long is None or len(long.items) < 2 or (len(INDENT * depth + code) <= MAX_WIDTH and not labelled):
             self.emit(code, span.line, span.end_line, depth)
             return
-        head, items, close = long
-        lines = [(head, depth), *((f"{item},", depth + 1) for item in items), (close, depth)]
+        if labelled:  # each item on its own line, with the comments around it
+            self.emit(long.head, span.line, span.line, depth)
+            for item, line in zip(long.items, long.lines, strict=True):
+                self.emit(f"{item},", self.last_line + 1, max(line, self.last_line + 1), depth + 1)
+            self.emit(long.close, span.end_line, span.end_line, depth)
+            return
+        lines = [(long.head, depth), *((f"{item},", depth + 1) for item in long.items), (long.close, depth)]
         self.emit_lines(lines, span.line, span.end_line)
+
+    def _labels_an_item(self, long: Long, span: Span) -> bool:
+        """Whether a comment follows the code of a line that holds one item of a list alone (not its
+        first line or its last, whose comments stay with the statement), which a layout on one line
+        would move away from its item."""
+        alone = {line for line in long.lines if long.lines.count(line) == 1} - {span.line, span.end_line}
+        return any(c.trailing and c.line in alone for c in self.comments if c.line <= span.end_line)
 
     def block(self, header: str, span: Span, header_end: int, items: Sequence[object], depth: int) -> None:
         """`header {`, the items one level in, `}` (on the block's last line)."""
@@ -270,13 +285,25 @@ class _Printer:
             raise TypeError(f"cannot format {type(node).__name__}")
 
 
-def _long(head: str, node: ast.Value, source: Source) -> tuple[str, list[str], str] | None:
+@dataclass(frozen=True)
+class Long:
+    """A list or call laid out one item a line: the text up to its bracket, its items, the closing
+    bracket, and the source line each item ends on."""
+
+    head: str
+    items: list[str]
+    close: str
+    lines: list[int]
+
+
+def _long(head: str, node: ast.Value, source: Source) -> Long | None:
     """`head` and a list or call laid out one item a line (None for other values)."""
     if isinstance(node, ast.List):
-        return head + "[", [value(item, source) for item in node.items], "]"
+        items = [value(item, source) for item in node.items]
+        return Long(head + "[", items, "]", [item.span.end_line for item in node.items])
     if isinstance(node, ast.Call):
         items = [(f"{a.name.value}=" if a.name is not None else "") + value(a.value, source) for a in node.args]
-        return f"{head}{node.func.value}(", items, ")"
+        return Long(f"{head}{node.func.value}(", items, ")", [a.span.end_line for a in node.args])
     return None
 
 
