@@ -395,3 +395,35 @@ def test_the_safetensors_writer_refuses_a_tensor_its_header_does_not_place(tmp_p
 
     with pytest.raises(HubError, match="not where the header places it"):
         write_safetensors(tmp_path / "x.safetensors", [("a", (2,))], [("a", torch.zeros(3))], torch.float32)
+
+
+def test_sample_stops_at_the_models_end_tokens_and_renders_its_chat_template(grown: Path, tmp_path: Path) -> None:
+    """An instruct model's folder (the run's copy of its source) names where a turn ends
+    (`generation_config.json`'s `eos_token_id`, one id or a list) and how a chat is written (its
+    chat template): `sample` stops at any of those ids and, with `--chat`, gives the prompt as a
+    user's turn."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(grown, run_dir)
+    args = ["sample", str(run_dir), "--temperature", "0", "--max-new-tokens", "12", "--no-prompt", "--prompt", "def "]
+    free = CliRunner().invoke(main, args)
+    assert free.exit_code == 0, free.output
+    generated = free.stdout.rstrip("\n").encode()  # a byte-level run: a token is a byte
+    assert len(generated) == 12
+    source = run_dir / "source"
+    source.mkdir()
+    (source / "generation_config.json").write_text(json.dumps({"eos_token_id": [999, generated[4]]}))
+    stopped = CliRunner().invoke(main, args)
+    assert stopped.exit_code == 0, stopped.output
+    assert stopped.stdout.rstrip("\n").encode() == generated[: generated.index(generated[4]) + 1]
+    no_template = CliRunner().invoke(main, [*args, "--chat"])
+    assert no_template.exit_code == 2 and "has no chat template" in no_template.stderr
+    (source / "tokenizer_config.json").write_text(json.dumps({
+        "eos_token": {"content": "</s>"},
+        "chat_template": "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{{ eos_token }}{% endfor %}"
+                         "{% if add_generation_prompt %}<assistant>{% endif %}",
+    }))  # fmt: skip
+    chat = CliRunner().invoke(main, [a for a in args if a != "--no-prompt"] + ["--chat", "--max-new-tokens", "1"])
+    assert chat.exit_code == 0, chat.output
+    assert chat.stdout.startswith("<user>def </s><assistant>")

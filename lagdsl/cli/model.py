@@ -170,6 +170,10 @@ Exit codes: 0 ok, 2 not a run, a damaged model or bad options."""
 @click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--device", callback=_device, help="auto, cpu, cuda or cuda:N [the run's device].")
 @click.option("--no-prompt", "hide_prompt", is_flag=True, help="Print only the generated text.")
+@click.option(
+    "--chat", is_flag=True,
+    help="Give the prompt as a user's turn in the model's chat template (an instruct checkpoint's).",
+)  # fmt: skip
 @click.pass_context
 def sample(
     ctx: click.Context,
@@ -186,6 +190,7 @@ def sample(
     num_samples: int,
     device: str | None,
     hide_prompt: bool,
+    chat: bool,
 ) -> None:
     """Generate text from a run's model, streaming it (a key/value cache keeps each token cheap)."""
     if prompt is not None and prompt_file is not None:
@@ -202,6 +207,19 @@ def sample(
             prompt = None
             bad = f"`{prompt_file}` is not UTF-8 text (byte {error.start})"
     text = prompt or "\n"
+    from lagdsl.runtime.state.trained import SOURCE_DIR
+    from lagdsl.text import chat as chats
+
+    source = run_dir / SOURCE_DIR if (run_dir / SOURCE_DIR).is_dir() else None  # a pretrained model's files
+    if chat:
+        if raw is not None:
+            click.echo(f"error: {bad}: a chat prompt is text", err=True)
+            ctx.exit(EXIT_USAGE)
+        try:
+            text = chats.render(chats.template(source), [{"role": "user", "content": text}], source)
+        except chats.ChatError as error:
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(EXIT_USAGE)
     import torch
 
     from lagdsl.model.generate import Generator, Sampling
@@ -225,7 +243,8 @@ def sample(
             f"its first {len(ids) - trained.config.context} are left out",
             err=True,
         )
-    stop = tok.special_ids(encoder)["eos_token_id"]
+    # the model's end of turn too (an instruct model's `<|im_end|>`, from its generation config)
+    stop = chats.end_ids(source, encoder.get_vocab(with_added_tokens=True), tok.special_ids(encoder)["eos_token_id"])
     generator = Generator(trained.model(the_device))
     draws = torch.Generator(device=the_device).manual_seed(seed)
     sampling = Sampling(temperature, top_k, top_p)

@@ -9,7 +9,7 @@ context of tokens (positions must stay within the rotary tables the model traine
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -118,10 +118,11 @@ class Generator:
         max_new_tokens: int,
         sampling: Sampling = GREEDY,
         generator: torch.Generator | None = None,
-        stop: int | None = None,
+        stop: int | Collection[int] | None = None,
     ) -> Iterator[int]:
         """The tokens that follow `prompt` (at most its last `context`), one at a time, until
-        `max_new_tokens` or the `stop` token (which is given too)."""
+        `max_new_tokens` or a `stop` token (one id or several; the stop token is given too)."""
+        stops = {stop} if isinstance(stop, int) else set(stop or ())
         if not prompt:
             raise ValueError("the prompt needs at least one token")
         device = self.model.embed.weight.device
@@ -130,7 +131,7 @@ class Generator:
         for _ in range(max_new_tokens):
             token = int(sampling.choose(logits, generator)[0, 0])
             yield token
-            if token == stop:
+            if token in stops:
                 return
             window.append(token)
             if self.length == self.context:  # full: slide the window by half a context
