@@ -121,7 +121,7 @@ def run(
                 if world.main:
                     click.echo(describe(lower(build_plan(schedule)), schedule), nl=False)
                 return
-            progress = Progress(schedule.total_steps, quiet=quiet)
+            progress = Progress(schedule.total_steps, quiet=quiet, schedule=schedule)
             options = RunOptions(
                 out=out, device=device, seed=seed, max_steps=max_steps, quiet=quiet, resume=resume, say=say, world=world
             )
