@@ -373,6 +373,28 @@ def test_a_checkpoint_without_tokenizer_json_is_refused_rather_than_trained_on_b
 
 
 @pytest.mark.slow
+def test_a_pretrained_run_evaluates_the_checkpoint_before_growth_and_the_report_says_so(tmp_path: Path) -> None:
+    """The number an up-scaler wants first is where the checkpoint stood: a pretrained run with
+    `eval` evaluates at step 0 (the plan has the node), the report shows it, and says that the
+    saving against scratch leaves the checkpoint's own pretraining out."""
+    from lagdsl.analysis.report import build_report
+
+    path = write_schedule(tmp_path, "qwen2")
+    path.write_text(path.read_text().replace("batch 4\n", "batch 4\neval every 4 steps (batches=2)\n"))
+    plan = CliRunner().invoke(main, ["plan", str(path), "--format", "json"])
+    assert plan.exit_code == 0, plan.output
+    assert [n["id"] for n in json.loads(plan.stdout)["nodes"]][:3] == ["init", "heal/eval@0", "heal/train"]
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", "--quiet", str(path), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert evals[0]["step"] == 0 and evals[0]["stage"] == "heal"
+    page = build_report(run_dir, tmp_path / "report").page.read_text()
+    assert "val loss, before growth</th><td>" + f"{evals[0]['val_loss']:.4f}" in page
+    assert "pretraining not counted" in page
+
+
+@pytest.mark.slow
 def test_a_schedule_from_a_checkpoint_runs_exports_the_same_family_and_generates_the_same_text(tmp_path: Path) -> None:
     path = write_schedule(tmp_path, "qwen2")
     run_dir = tmp_path / "run"

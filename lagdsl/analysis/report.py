@@ -176,9 +176,15 @@ def _summary_table(log: RunLog) -> str:
         ("data", meta.data if meta else "?"),
         ("mainline steps", f"{log.last_step:,}"),
     ]
+    pretrained = meta is not None and meta.pretrained is not None
+    base = next((e.val_loss for e in log.evals if e.step == 0), None) if pretrained else None
+    if base is not None:  # the number an up-scaler wants first: where the checkpoint stood
+        rows.append(("the pretrained model's val loss, before growth", _num(base)))
     if s is not None:
         saving = 1 - s.flops / s.scratch_flops if s.scratch_flops else None
         shape = s.final_shape
+        # a pretrained run's saving leaves out what the checkpoint cost: a sunk cost, said so
+        counted = ", the checkpoint's own pretraining not counted" if pretrained else ""
         rows += [
             ("final train loss", _num(s.final_train_loss)),
             ("final val loss", _num(s.final_val_loss)),
@@ -190,7 +196,9 @@ def _summary_table(log: RunLog) -> str:
             ),
             (
                 "final shape from scratch, same steps",
-                si(s.scratch_flops) + "FLOPs" + (f" (growth saved {saving:.1%})" if saving is not None else ""),
+                si(s.scratch_flops)
+                + "FLOPs"
+                + (f" (growth saved {saving:.1%}{counted})" if saving is not None else ""),
             ),
             ("wall time", f"{s.wall_seconds:,.1f} s ({s.tokens_per_s} tokens/s)"),
         ]

@@ -24,7 +24,7 @@ import networkx as nx
 
 from lagdsl._gc import collector_paused
 from lagdsl.lang.lr import lr_at, rewarm_factor
-from lagdsl.lang.schedule import Growth, Schedule, Stage
+from lagdsl.lang.schedule import Growth, Schedule, Shape, Stage
 from lagdsl.plan.cost import CostModel, Memory, ShapeCost
 
 Kind = Literal["init", "train", "grow", "probe", "select", "eval", "checkpoint", "end"]
@@ -124,6 +124,8 @@ class _Builder:
         self._train_of: dict[str, tuple[ShapeCost, int]] = {}  # a stage's shape, training FLOPs per step
         total = schedule.total_steps
         evals = _events(schedule.eval.every, total) if schedule.eval else []
+        if evals and schedule.model.pretrained is not None:  # the base as it came, before any growth
+            evals.insert(0, 0)
         checkpoints = _events(schedule.checkpoint.every, total)
         events: list[tuple[int, int, Kind]] = [(s, 0, "eval") for s in evals] + [
             (s, 1, "checkpoint") for s in checkpoints
@@ -161,17 +163,19 @@ class _Builder:
             )
         )  # fmt: skip
 
-    def flush_events(self, stage: Stage, up_to: int) -> None:
-        """Eval and checkpoint nodes for every event at or before mainline step `up_to`."""
-        known = self._events_of.get(stage.name)
+    def flush_events(self, stage: Stage, up_to: int, shape: Shape | None = None) -> None:
+        """Eval and checkpoint nodes for every event at or before mainline step `up_to` (of a model
+        of `shape`, default the stage's after its growths)."""
+        key = stage.name if shape is None else f"{stage.name}/before"
+        known = self._events_of.get(key)
         if known is None:
-            batches = self.schedule.eval_batches
-            known = self._events_of[stage.name] = (
-                self.cost.shape_cost(stage.after),
-                self.cost.forward_flops(stage.after, batches),
+            batches, at = self.schedule.eval_batches, shape or stage.after
+            known = self._events_of[key] = (
+                self.cost.shape_cost(at),
+                self.cost.forward_flops(at, batches),
                 batches * self.schedule.batch * self.schedule.model.context,
             )
-        shape, eval_flops, eval_tokens = known
+        cost, eval_flops, eval_tokens = known
         while self.next_event < len(self.events) and self.events[self.next_event][0] <= up_to:
             step, _, kind = self.events[self.next_event]
             self.next_event += 1
@@ -179,7 +183,7 @@ class _Builder:
             batches = self.schedule.eval_batches if evaluates else 0
             flops, tokens = (eval_flops, eval_tokens) if evaluates else (0, 0)
             self.append(
-                PlanNode(f"{stage.name}/{kind}@{step}", kind, stage.name, step, 0, tokens, flops, shape, shape,
+                PlanNode(f"{stage.name}/{kind}@{step}", kind, stage.name, step, 0, tokens, flops, cost, cost,
                          batches=batches)
             )  # fmt: skip
 
@@ -189,6 +193,7 @@ class _Builder:
         s = self.schedule
         first = self.cost.shape_cost(s.model.shape)
         self.nodes.append(("init", {"payload": PlanNode("init", "init", None, 0, 0, 0, 0, first, first)}))
+        self.flush_events(s.stages[0], -1 if s.model.pretrained is None else 0, s.model.shape)  # (a base's eval@0)
         for stage in s.stages:
             self.stage(stage)
         final = self.cost.shape_cost(s.final_shape)
