@@ -499,3 +499,23 @@ def test_the_json_writer_writes_what_the_encoder_writes_of_node_link_data(path: 
         "totals": _totals_json(plan.totals),
     }  # fmt: skip
     assert to_json(plan) == json.dumps(reference, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def test_a_picture_of_a_long_plan_draws_its_ends_and_says_what_it_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan of 10,000 stages took 52 s to draw every box (and `--detail` 99 s for 10,000
+    evaluations): the overview draws its first and last units and a note of how many lie between,
+    the detail its first nodes and says so in its title (here with small caps, the same code)."""
+    from lagdsl.plan import draw
+
+    monkeypatch.setattr(draw, "MAX_UNITS", 6)
+    monkeypatch.setattr(draw, "MAX_NODES", 12)
+    many = "model gpt(context=16, width=16, heads=2, depth=1)\nbatch 4\noptimizer adamw(lr=1e-3)\n"
+    many += "eval every 10 steps (batches=1)\n" + "".join(f"stage s{i} {{ train 10 steps }}\n" for i in range(20))
+    (tmp_path / "long.grow").write_text(many)
+    texts, _ = _svg_texts(_picture(tmp_path, tmp_path / "long.grow", "svg"))
+    assert {"s0", "s1", "s2", "s17", "s18", "s19"} <= set(texts) and "s3" not in texts and "s16" not in texts
+    assert any("... 14 more" in text for text in texts)
+    detail, _ = _svg_texts(_picture(tmp_path, tmp_path / "long.grow", "svg", "--detail"))
+    assert any("its first 12 of 43 nodes" in text for text in detail)  # init, 20 x (train, eval), checkpoint, end

@@ -12,12 +12,12 @@ landscape-aware growth fanning its candidates out above and below the mainline.
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import networkx as nx
 
-from lagdsl.plan.build import Plan
+from lagdsl.plan.build import Plan, PlanNode
 from lagdsl.plan.render import COLOURS, label
 
 GAP = 0.35  # inches between neighbouring columns' boxes
@@ -84,12 +84,21 @@ class _Unit:
     colour: str = ""
 
 
+#: the most units (stages, growths) the overview draws: a longer plan shows its first and last ones
+#: and says how many it left out between them, so that a plan of 10,000 stages draws in seconds
+MAX_UNITS = 240
+#: the most nodes the detailed picture draws (the first ones), saying how many it left out
+MAX_NODES = 800
+
+
 def overview_units(plan: Plan) -> list[_Unit]:
-    """The overview's boxes and fans, in order."""
-    nodes = plan.nodes()
+    """The overview's boxes and fans, in order (at most `MAX_UNITS`: see there)."""
+    by_stage: dict[str | None, list[PlanNode]] = {}
+    for node in plan.nodes():
+        by_stage.setdefault(node.stage, []).append(node)
     units: list[_Unit] = []
     for row in plan.stages:
-        mine = [n for n in nodes if n.stage == row.name]
+        mine = by_stage.get(row.name, [])
         growths = sorted({n.growth for n in mine if n.kind in ("grow", "probe", "select")})
         for growth in growths:
             grown = [n for n in mine if n.growth == growth]
@@ -115,6 +124,10 @@ def overview_units(plan: Plan) -> list[_Unit]:
         shape = f"depth {row.shape.depth}, width {row.shape.width}"
         lines = [row.name, shape, f"{row.steps:,} steps"] + ([events] if events else [])
         units.append(_Unit("stage", STAGE_W, STAGE_H, lines, [], COLOURS["train"]))
+    if len(units) > MAX_UNITS:  # the first and the last ones, and a note of the ones between
+        left_out = len(units) - MAX_UNITS
+        note = _Unit("note", STAGE_W, STAGE_H, [f"... {left_out:,} more", "stages and growths", "(plan --format json)"])
+        units = [*units[: MAX_UNITS // 2], note, *units[-MAX_UNITS // 2 :]]
     return units
 
 
@@ -226,6 +239,9 @@ def _draw_overview(plan: Plan, path: Path, fmt: str) -> None:
                 first = middle + unit.height / 2 - 0.2 * len(unit.lines) - 0.2 - CANDIDATE_H / 2
                 for i, name in enumerate(unit.candidates):
                     box(x + 0.1, first - i * CANDIDATE_H, unit.width - 0.2, CANDIDATE_H - 0.08, unit.colour, name)
+            elif unit.kind == "note":
+                ax.text(x + unit.width / 2, middle, "\n".join(unit.lines), ha="center", va="center", fontsize=FONT,
+                        style="italic", color="#555555")  # fmt: skip
             else:
                 box(x, middle, unit.width, unit.height, unit.colour, "\n".join(unit.lines))
             previous = (x + unit.width, middle)
@@ -260,6 +276,9 @@ def _draw_detail(plan: Plan, path: Path, fmt: str) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
+    whole = len(plan.graph)
+    if whole > MAX_NODES:  # the first nodes, in the order the plan made them
+        plan = replace(plan, graph=plan.graph.subgraph(list(plan.graph.nodes)[:MAX_NODES]).copy())
     positions = layout(plan)
     xs = [x for x, _ in positions.values()]
     ys = [y for _, y in positions.values()]
@@ -300,6 +319,8 @@ def _draw_detail(plan: Plan, path: Path, fmt: str) -> None:
         f"plan of {plan.schedule.name}: {plan.schedule.total_steps:,} mainline steps, "
         f"growth saves {totals.saving:.1%} of the FLOPs of training the final shape from scratch"
     )
+    if whole > len(plan.graph):
+        title += f" (its first {len(plan.graph):,} of {whole:,} nodes; `plan --format json` has them all)"
     ax.text(left + margin, top - 0.35, title, fontsize=10, ha="left", va="top")
     handles = [
         Line2D([], [], marker="s", linestyle="", markersize=9, markerfacecolor=c, markeredgecolor="#444444", label=k)

@@ -83,13 +83,14 @@ def _resolve_ref(draft: Draft, node: ast.Value) -> OperatorRef | None:
 
 def _resolve_list(draft: Draft, items: ast.List, where: str) -> list[OperatorRef] | None:
     refs: list[OperatorRef] = []
+    labels: set[str] = set()  # (a set: a pool of thousands is checked in linear time)
     ok = True
     for item in items.items:
         ref = _resolve_ref(draft, item)
         if ref is None:
             ok = False
             continue
-        if any(r.label == ref.label for r in refs):
+        if ref.label in labels:
             draft.report(
                 "E0209",
                 f"`{ref.label}` is listed twice in {where}",
@@ -100,6 +101,7 @@ def _resolve_list(draft: Draft, items: ast.List, where: str) -> list[OperatorRef
             ok = False
             continue
         refs.append(ref)
+        labels.add(ref.label)
     if not items.items:
         draft.report("E0302", f"{where} is empty", items.span, "no candidates", "list at least two operators")
         return None
