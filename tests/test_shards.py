@@ -134,6 +134,31 @@ def grow_uneven(rank: int, folder: str) -> None:
         bf16 = growing.grown(sharded, TrainState(sharded, model, sharded.optimizer(model)), stage, growth, op, 0)
         _step(bf16)
         found["bf16"] = sorted({str(param.dtype) for param in bf16.model.parameters()})
+        # and every width operator grows it in bf16 too (a tensor at a time), its moments in bf16,
+        # as one process grows it: a step after, the same weights to bf16's precision
+        wide = schedule.stages[2]
+        (widening,) = wide.growths
+        assert widening.probe is not None
+        for op in widening.probe.candidates:
+            states = []
+            for recipe in (one, sharded):
+                held = GPT(CONFIG)
+                held.init_weights(torch.Generator().manual_seed(1))
+                model = (
+                    moves.empty_model(recipe, CONFIG, dtype=torch.bfloat16) if recipe is sharded else held.bfloat16()
+                )
+                if recipe is sharded:
+                    moves.fill(model, held.state_dict())
+                before = TrainState(recipe, model, recipe.optimizer(model))
+                _step(before)  # moments in bf16 to move (the run that died had them)
+                state = growing.grown(recipe, before, wide, widening, op, 0)
+                _step(state)
+                states.append(state)
+            mine, theirs = states[1].whole_state(), states[0].whole_state()
+            dtypes = {str(p.dtype) for p in states[1].model.parameters()}
+            dtypes |= {str(v.dtype) for s in states[1].optimizer.state.values() for k, v in s.items() if k != "step"}
+            apart = max((mine[0][k].float() - theirs[0][k].float()).abs().max().item() for k in theirs[0])
+            found[f"bf16 {op.label}"] = {"dtypes": sorted(dtypes), "apart": apart}
         if rank == 0:
             (Path(folder) / "found.json").write_text(json.dumps(found))
     finally:
@@ -208,10 +233,14 @@ def test_every_operator_grows_a_sharded_state_to_the_one_process_growth(tmp_path
 
 
 @pytest.mark.slow
-def test_a_depth_growth_over_uneven_shards_trains_as_one_process(tmp_path: Path) -> None:
+def test_a_growth_over_uneven_shards_trains_as_one_process_in_fp32_and_in_bf16(tmp_path: Path) -> None:
     spawn(grow_uneven, tmp_path, ranks=3)
     found = json.loads((tmp_path / "found.json").read_text())
     assert found.pop("bf16") == ["torch.bfloat16"]
+    for op in ("net2net(noise=0.05)", "hyperclone", "zero", "random"):  # width growth held in bf16
+        grown = found.pop(f"bf16 {op}")
+        assert grown["dtypes"] == ["torch.bfloat16"], (op, grown)  # weights and moments, as one process
+        assert grown["apart"] <= 1e-3, (op, grown)  # (0 here; at most a bf16 rounding of these weights)
     assert len(found) == 9  # every depth operator
     for label, apart in found.items():
         assert apart <= 1e-5, (label, apart)

@@ -361,7 +361,9 @@ def grow_width(
         skeleton = GPT(config)
     mapping: dict[str, Carry | None] = {name: carry(name) for name, _ in skeleton.named_parameters()}
     frozen, scales = parts(mapping, skeleton)
-    grown = empty_model(recipe, config, frozen)
+    grown = empty_model(
+        recipe, config, frozen, dtype=model.embed.weight.dtype
+    )  # the dtype it had, as one process keeps it
     old = dict(resharded(model).named_parameters())
     targets.update(grown.named_parameters())
     with torch.no_grad():
