@@ -11,9 +11,12 @@ signatures, every setting, call and operator with a random subset of its argumen
 Counts the inputs that raise (target 0), the slowest one (target <= 1 s) and the peak memory.
 
 Writes `bench/fuzz.json` and prints markdown; `--update-docs` puts it in docs/benchmarks.md between
-the `bench:fuzz` markers.
+the `bench:fuzz` markers. `--checkpoints N` soaks N damaged checkpoint folders instead
+(`bench/damaged.py`: broken configs, weights, indexes and tokenizers, each read as `lagdsl run`
+reads it) and writes `bench/fuzz_checkpoints.json` (`bench:fuzz_checkpoints`).
 
     python bench/fuzz.py [--inputs 100000] [--seed 0] [--update-docs]
+    python bench/fuzz.py --checkpoints 10000 [--update-docs]
 """
 
 from __future__ import annotations
@@ -386,13 +389,60 @@ def table(r: dict[str, object]) -> str:
     )
 
 
+def soak_checkpoints(count: int, seed: int) -> dict[str, object]:
+    """`count` damaged checkpoint folders (`bench/damaged.py`), each read as `lagdsl run` reads it:
+    how many gave an internal error (target 0), by kind of damage."""
+    import collections
+    import tempfile
+
+    import damaged
+
+    rng = random.Random(seed)
+    kinds: collections.Counter[str] = collections.Counter()
+    failures: list[dict[str, str]] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        base, corpus = damaged.base_folder(Path(folder))
+        for _ in range(count):
+            what = damaged.damaged(base, Path(folder) / "case", rng)
+            kinds[what.split(":")[0]] += 1
+            error = damaged.read_as_run_does(Path(folder) / "case", corpus)
+            if error is not None:
+                failures.append({"damage": what, "error": error.strip().splitlines()[-1]})
+    return {
+        "machine": platform.machine(), "python": platform.python_version(), "folders": count, "seed": seed,
+        "kinds": dict(sorted(kinds.items())), "internal_errors": len(failures), "failures": failures[:20],
+        "total_s": round(time.perf_counter() - started, 1),
+    }  # fmt: skip
+
+
+def checkpoints_table(r: dict[str, object]) -> str:
+    kinds = ", ".join(f"{kind} {n:,}" for kind, n in r["kinds"].items())  # type: ignore[attr-defined]
+    return "\n".join([
+        f"Measured on {r['machine']} with Python {r['python']} (`python bench/fuzz.py --checkpoints {r['folders']}`): "
+        f"damaged checkpoint folders (by the first damage: {kinds}), each validated and, where it passed, its "
+        "weights checked and loaded as `lagdsl run` does.",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| folders (seed {r['seed']}) | {r['folders']:,} | |",
+        f"| internal errors | **{r['internal_errors']}** | 0 |",
+        f"| all folders | {float(r['total_s']):.0f} s | |",  # type: ignore[arg-type]
+    ])  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--inputs", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--generator", choices=[*GENERATORS, "both"], default="both")
+    parser.add_argument("--checkpoints", type=int, help="soak N damaged checkpoint folders instead (bench/damaged.py)")
     parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args()
+    if args.checkpoints:
+        found = soak_checkpoints(args.checkpoints, args.seed)
+        publish("fuzz_checkpoints", found, checkpoints_table(found), args.update_docs)
+        sys.exit(1 if found["internal_errors"] else 0)
     generators = tuple(GENERATORS) if args.generator == "both" else (args.generator,)
     results = soak(args.inputs, args.seed, generators)
     publish("fuzz", results, table(results), args.update_docs)
