@@ -395,6 +395,27 @@ def test_a_pretrained_run_evaluates_the_checkpoint_before_growth_and_the_report_
 
 
 @pytest.mark.slow
+def test_the_run_counts_the_flops_the_plan_counts_for_a_pretrained_probe(tmp_path: Path) -> None:
+    """A pretrained run whose probe selects on held-out loss, the old layers frozen: the run's
+    mainline, probe and from-scratch FLOPs are the plan's (the probe's scoring passes were left out
+    of the run's count, and its from-scratch figure took a `gpt` model's MLP for the checkpoint's)."""
+    path = write_schedule(tmp_path, "qwen2")
+    text = path.read_text().replace("batch 4\n", "batch 4\neval every 4 steps (batches=2)\n")
+    text = text.replace("    probe 2 steps\n", "    probe 2 steps\n    select lowest val_loss\n")
+    path.write_text(text.replace("  }\n  train 4 steps\n}", "  }\n  train 4 steps { freeze old }\n}"))
+    plan = CliRunner().invoke(main, ["plan", str(path), "--format", "json"])
+    assert plan.exit_code == 0, plan.output
+    totals = json.loads(plan.stdout)["totals"]
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", "--quiet", str(path), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["mainline_flops"] == totals["mainline_flops"]
+    assert summary["probe_flops"] == totals["probe_overhead_flops"]
+    assert summary["scratch_flops"] == totals["scratch_flops"]
+
+
+@pytest.mark.slow
 def test_a_schedule_from_a_checkpoint_runs_exports_the_same_family_and_generates_the_same_text(tmp_path: Path) -> None:
     path = write_schedule(tmp_path, "qwen2")
     run_dir = tmp_path / "run"

@@ -9,13 +9,14 @@ import json
 import math
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from lagdsl.artifacts import CheckpointEvent, Dims, ShapeInfo, StoppedEvent, Summary, dump_json
-from lagdsl.lang.schedule import Schedule, Shape
+from lagdsl.lang.schedule import MixtureSpec, Schedule, Shape
+from lagdsl.model.config import GPTConfig
 from lagdsl.runtime.distributed import world as dist
 from lagdsl.runtime.records.metrics import LogFailed
 from lagdsl.runtime.records.segments import Segments
@@ -171,9 +172,7 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
         mainline_flops=state.mainline_flops,
         probe_flops=state.probe_flops,
         flops=state.flops,
-        scratch_flops=engine.cost.step_flops(  # the shape the run reached, from scratch, for its steps
-            Shape(depth=config.depth, width=config.width, heads=config.heads), state.step
-        ),
+        scratch_flops=engine.cost.step_flops(_shape(config), state.step),  # the shape reached, from scratch
         final_shape=ShapeInfo(**Dims.of(config).model_dump(), heads=config.heads),
         params=state.model.num_params(),
         wall_seconds=round(elapsed, 3),
@@ -213,3 +212,12 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
 
     dist.on_main(engine.world, write, (RunError,))  # rank 0 writes
     return summary
+
+
+def _shape(config: GPTConfig) -> Shape:
+    """A model's shape as the plan counts it: its key/value heads, MLP size and mixture too (the
+    plan's figure for the same shape, where the depth and width alone gave a `gpt` model's)."""
+    moe = MixtureSpec(**asdict(config.moe)) if config.moe is not None else None
+    return Shape(
+        depth=config.depth, width=config.width, heads=config.heads, kv_heads=config.kv_heads, hidden=config.ffn, moe=moe
+    )

@@ -30,6 +30,7 @@ from lagdsl.lang.lr import lr_at, rewarm_factor
 from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, Shape, Stage
 from lagdsl.model.dropout import row_keys
 from lagdsl.model.gpt import GPT
+from lagdsl.plan.build import scoring_flops
 from lagdsl.plan.cost import CostModel
 from lagdsl.runtime.data.batches import Batches
 from lagdsl.runtime.distributed import world as dist
@@ -100,8 +101,7 @@ class Engine:
         self.wrappers = sync.Wrappers(schedule, self.recipe, world, self._reduce_step)
         self.evaluator = Evaluator(batches, device.device, self.autocast, world, schedule.eval_batches)
         self.pending = Pending()  # mainline losses not read yet
-        #: a mixture of experts' auxiliary losses of the newest step (load balancing, z-loss)
-        self.last_aux: tuple[int, torch.Tensor] | None = None
+        self.last_aux: tuple[int, torch.Tensor] | None = None  # a mixture's aux losses at the newest step
         self._frozen_count: tuple[object, int] = (None, 0)  # (model and frozen set, their frozen parameters)
         #: a growing stage that unfroze what the stage before froze: its parts event waits for the
         #: growth (at the same step), so the log never shows the stage's list with nothing frozen
@@ -132,8 +132,7 @@ class Engine:
     def state(self, state: TrainState) -> None:
         self._state = state
 
-    def initialize(self) -> None:
-        """The state at the start of the program."""
+    def initialize(self) -> None:  # the state at the start of the program
         self._state = self.recipe.initial()
 
     def load(self, saved: StateDict) -> None:
@@ -333,8 +332,8 @@ class Engine:
                     with self.autocast():
                         _, loss = forward(inputs, targets, keys)
                     assert loss is not None  # given targets, the model returns the loss
-                    aux = model.aux_loss()  # a mixture's auxiliary losses train it, apart from the log's loss
-                    scaled = shared.scaled(loss if aux is None else loss + aux, schedule.accumulate)
+                    aux = model.aux_loss()  # a mixture's auxiliary losses train it (the log keeps them apart)
+                    scaled = shared.scaled(loss + aux if aux is not None else loss, schedule.accumulate)
                     (scaler.scale(scaled) if scaler else scaled).backward()
                     total += loss.detach().float() * shared.weight
                     aux_total = add_aux(aux_total, model, shared.weight / schedule.accumulate)
@@ -473,7 +472,8 @@ class Engine:
         assert probe is not None
         k, start = probe.steps, ins.start
         winner.winners[stage.growth_key(ins.growth)] = label
-        winner.probe_flops += self.step_flops(winner, growth.after, k) * len(probe.candidates)
+        per_candidate = self.step_flops(winner, growth.after, k) + scoring_flops(self.schedule, self.cost, growth)
+        winner.probe_flops += per_candidate * len(probe.candidates)  # trained, and scored as the plan counts it
         winner.resume_clock(self._probe_elapsed())
         self._state, self._probe = winner, None
         self.wrappers.clear()  # it may hold the last candidate trained (a loser), and its memory
