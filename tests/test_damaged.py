@@ -34,6 +34,21 @@ def test_the_good_folder_is_read_and_every_kind_of_damage_is_made(base: tuple[Pa
     assert kinds == {"config", "weights", "index", "tokenizer"}
 
 
+def test_a_head_dim_beyond_any_model_is_refused_by_the_checker(base: tuple[Path, Path], tmp_path: Path) -> None:
+    """Found by the soak: `head_dim` 10^30 passed `validate` and the run died building the model."""
+    import json
+    import shutil
+
+    folder, corpus = base
+    shutil.copytree(folder, tmp_path / "case")
+    config = json.loads((tmp_path / "case" / "config.json").read_text())
+    (tmp_path / "case" / "config.json").write_text(json.dumps({**config, "head_dim": 10**30}))
+    from lagdsl.lang import check_text
+
+    result = check_text(damaged.SCHEDULE.format(folder=tmp_path / "case", corpus=corpus), str(tmp_path / "t.grow"))
+    assert [d.code for d in result.errors] == ["E0302"] and "`head_dim`" in result.errors[0].message
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1))
 def test_a_damaged_checkpoint_is_refused_in_one_line_never_an_internal_error(

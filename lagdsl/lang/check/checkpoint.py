@@ -43,6 +43,7 @@ def read_checkpoint(draft: Draft, folder: Path, span: Span) -> tuple[Family, Arc
         ("hidden_size", arch.width, MAX_WIDTH),
         ("num_attention_heads", arch.heads, MAX_HEADS),
         ("num_key_value_heads", arch.kv_heads, MAX_HEADS),
+        ("head_dim", arch.head_dim, MAX_WIDTH),
         ("intermediate_size", arch.hidden, MAX_WIDTH * 16),
         ("vocab_size", arch.vocab, MAX_VOCAB),
     )
