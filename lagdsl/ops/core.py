@@ -33,7 +33,7 @@ from lagdsl.lang.schedule import Dim
 from lagdsl.model.gpt import GPT
 
 #: How each optimizer-state entry scales with the weights it belongs to (power of the weights' scale).
-MOMENT_POWERS = {"exp_avg": 1, "exp_avg_sq": 2, "max_exp_avg_sq": 2, "momentum_buffer": 1}
+MOMENT_POWERS = {"exp_avg": 1, "exp_avg_sq": 2, "max_exp_avg_sq": 2, "momentum_buffer": 1, "compensation": 1}
 
 
 @dataclass(frozen=True)

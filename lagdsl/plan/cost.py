@@ -9,7 +9,8 @@ tied output projection. A forward pass alone costs a third of that.
 
 Memory (bytes, an estimate for planning on a GPU). fp32 master weights (4 per parameter) and
 gradients (4); AdamW moments (8) or SGD momentum (4, none without momentum); half of each for a
-pretrained model held in bf16 or fp16 (`dtype=`), whose moments are held so too; activations kept for
+pretrained model held in bf16 or fp16 (`dtype=`), whose moments are held so too, and for AdamW a
+compensation of 2 bytes a weight beside them (its writes Kahan-compensated, so it learns as fp32); activations kept for
 the backward pass at the schedule's precision (2 bytes for bf16/fp16/auto, 4 for fp32): per layer
 and token `10 w + 4 h` elements for SwiGLU (`10 w + 2 h` for GELU, `h` the MLP width; of a
 mixture of experts, the hidden units of a token's top-k experts and shared expert) with fused
@@ -157,8 +158,8 @@ class CostModel:
         params = self.shape_cost(shape).params
         optimizer = schedule.optimizer
         held = self.held
-        if optimizer.name == "adamw":
-            moments = 2 * held * params
+        if optimizer.name == "adamw":  # weights held in bf16: a compensation beside each (KahanAdamW)
+            moments = (2 * held + (held if held == 2 else 0)) * params
         else:
             moments = held * params if optimizer.momentum > 0 else 0
         element = 4 if schedule.precision == "fp32" else 2

@@ -39,6 +39,7 @@ from lagdsl.model.config import GPTConfig
 from lagdsl.model.gpt import GPT, initial_values
 from lagdsl.runtime.distributed import moves
 from lagdsl.runtime.distributed.world import ONE, World
+from lagdsl.runtime.state.optimizers import KahanAdamW
 from lagdsl.runtime.state.seeds import generator
 
 #: A state dict: what `TrainState.state_dict()` returns and checkpoints hold (tensors and plain data).
@@ -72,9 +73,12 @@ def make_optimizer(
     schedule: Schedule, model: GPT, device: torch.device, scales: Mapping[str, float] | None = None
 ) -> torch.optim.Optimizer:
     """The schedule's optimizer over `model`'s trainable parameters, in decay and no-decay groups
-    (a pair per LR scale), fused AdamW on CUDA."""
+    (a pair per LR scale), fused AdamW on CUDA; for weights held in bf16, AdamW with compensated
+    writes (`lagdsl.runtime.state.optimizers`), which learns as fp32 does."""
     spec = schedule.optimizer
     groups = model.param_groups(spec.weight_decay, scales)
+    if spec.name == "adamw" and model.embed.weight.dtype == torch.bfloat16:
+        return KahanAdamW(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps)
     if spec.name == "adamw":
         fused = {"fused": True} if device.type == "cuda" else {}
         return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps, **fused)
