@@ -307,11 +307,12 @@ def print_table(plan: Plan, file: TextIO) -> None:
     summary.add_row("evaluation", f"{si(totals.eval_flops, 'FLOPs')}", "not counted above")
     if per_rank:
         how = f"{totals.ranks} ranks, parallel {plan.schedule.parallel}"
-        summary.add_row("peak memory", binary(totals.peak_memory), f"per rank ({how}): an estimate")
+        summary.add_row("peak memory", binary(totals.peak_memory), f"per rank ({how}): an estimate, the model's")
         by_phase = " · ".join(f"{phase} {binary(value)}" for phase, value in (totals.phases or {}).items())
         summary.add_row("by phase", "", by_phase)
     else:
         summary.add_row("peak memory", binary(totals.peak_memory), "estimate: weights, grads, optimizer, activations")
+    summary.add_row("", "", "not counted: the process itself (Python, torch), the data and tokenizer")
     console = Console(file=file)  # the terminal's width (80 columns when piped; COLUMNS overrides)
     console.print(table)
     console.print()
