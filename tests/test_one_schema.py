@@ -75,7 +75,7 @@ def test_a_default_range_or_help_changed_in_the_model_shows_everywhere(tmp_path:
         'weight_decay: Annotated[float, Field(ge=0.01, description="such as `0.05`")] = 0.05',
     )
     copy_noise = "copied tensor's standard deviation, such as `0.01`\"),\n    ] = 0.0\n"
-    edit(tmp_path / "lagdsl" / "lang" / "catalogue.py", copy_noise, copy_noise.replace("0.0\n", "0.5\n"))
+    edit(tmp_path / "lagdsl" / "lang" / "operator_args.py", copy_noise, copy_noise.replace("0.0\n", "0.5\n"))
     after = probe(tmp_path)
     assert after["weight_decay"] == 0.05  # the built schedule
     assert after["noise"] == 0.5  # an operator's arguments

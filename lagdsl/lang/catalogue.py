@@ -10,12 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Annotated, Literal, get_args
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal, get_args
 
 from lagdsl.lang import layers
 from lagdsl.lang.layers import Layer
+from lagdsl.lang.operator_args import CloneArgs as CloneArgs  # (re-exported: plugins import them from here)
+from lagdsl.lang.operator_args import CopyArgs as CopyArgs
+from lagdsl.lang.operator_args import DuplicateArgs as DuplicateArgs
+from lagdsl.lang.operator_args import LayersArgs as LayersArgs
+from lagdsl.lang.operator_args import MixtureArgs as MixtureArgs
+from lagdsl.lang.operator_args import NoArgs as NoArgs
+from lagdsl.lang.operator_args import OperatorArgs as OperatorArgs
+from lagdsl.lang.operator_args import UpcycleArgs as UpcycleArgs
 from lagdsl.lang.params import Param, Signature, params_of
 from lagdsl.lang.schedule import (
     SGD,
@@ -55,108 +61,6 @@ ArgsLayerPlan = Callable[[int, int, Mapping[str, object]], "list[Layer]"]
 MixturePlan = Callable[[Shape, int, Mapping[str, object]], "MixtureSpec | str"]
 #: arguments -> whether the operator keeps the function with them (where that depends on them).
 PreservesWith = Callable[[Mapping[str, object]], "Preserves"]
-
-
-class OperatorArgs(BaseModel):
-    """An operator's arguments: a plugin declares its own as a subclass, with `Annotated` fields
-    (type, default, range and help in one place; `lagdsl ops` and the checker read them)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class NoArgs(OperatorArgs):
-    """No arguments."""
-
-
-class LayersArgs(OperatorArgs):
-    """The layers of the grown model, as ranges of the current ones."""
-
-    ranges: Annotated[
-        tuple[tuple[int, int], ...],
-        Field(
-            description="half-open ranges of the current layers, in order, such as `[[0, 24], [8, 32]]` "
-            "(SOLAR: 32 -> 48 layers); their lengths add up to the new depth"
-        ),
-    ]
-
-
-class CopyArgs(OperatorArgs):
-    """The arguments of operators that copy weights."""
-
-    noise: Annotated[
-        float,
-        Field(ge=0.0, description="`noise` is a multiple of each copied tensor's standard deviation, such as `0.01`"),
-    ] = 0.0
-
-
-class CloneArgs(OperatorArgs):
-    """The arguments of HyperCloning."""
-
-    noise: Annotated[
-        float,
-        Field(
-            ge=0.0,
-            description="`noise` is a multiple of each weight's standard deviation, added so that it sums to zero "
-            "over the copies the weight reads (the function stays; the copies stop being equal), such as `0.1`; "
-            "with `0` the copies stay equal through training",
-        ),
-    ] = 0.1
-
-
-class MixtureArgs(OperatorArgs):
-    """The settings of the mixture an experts operator builds."""
-
-    top_k: Annotated[int, Field(ge=1, description="`top_k` is how many experts each token uses, such as `2`")] = 2
-    renormalize: Annotated[
-        bool,
-        Field(
-            description="`renormalize=on` divides a token's top-k weights by their sum (Mixtral; Qwen's "
-            "`norm_topk_prob`), `off` keeps the softmax's values (Qwen2-MoE's and Qwen3-MoE's default)"
-        ),
-    ] = True
-    balance: Annotated[
-        float, Field(ge=0.0, description="`balance` is the load-balancing loss's coefficient, such as `0.01`")
-    ] = 0.01
-    z_loss: Annotated[
-        float, Field(ge=0.0, description="`z_loss` is the router z-loss's coefficient, such as `0.001`")
-    ] = 0.001
-
-
-class UpcycleArgs(MixtureArgs):
-    """How a dense MLP becomes a mixture of experts."""
-
-    granularity: Annotated[
-        int,
-        Field(
-            ge=1,
-            description="`granularity=G` cuts each copy of the MLP into G experts of 1/G its hidden size, such as `2`",
-        ),
-    ] = 1
-    router: Annotated[
-        Literal["random", "zero"],
-        Field(description="`router=random` draws the router from N(0, 0.02), `router=zero` starts it at zero"),
-    ] = "random"
-    noise: Annotated[
-        float,
-        Field(ge=0.0, description="`noise` is a multiple of each expert weight's standard deviation, such as `0.01`"),
-    ] = 0.0
-    drop: Annotated[
-        float,
-        Field(
-            ge=0.0,
-            le=1.0,
-            description="`drop` is the share of each expert's hidden units drawn again (Drop-Upcycling), such as `0.5`",
-        ),
-    ] = 0.0
-
-
-class DuplicateArgs(OperatorArgs):
-    """How a mixture's experts are copied."""
-
-    noise: Annotated[
-        float,
-        Field(ge=0.0, description="`noise` is a multiple of each expert weight's standard deviation, such as `0.01`"),
-    ] = 0.0
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from lagdsl.lang.catalogue import DuplicateArgs, UpcycleArgs
+from lagdsl.lang.operator_args import DuplicateArgs, UpcycleArgs
 from lagdsl.model.config import GPTConfig, Mixture
 from lagdsl.model.gpt import GPT, INIT_STD
 from lagdsl.model.layers.moe import MoE
