@@ -305,9 +305,16 @@ def lag_study(device: str, precision: str, compile_on: bool, size: dict[str, int
 
 
 def upscaling(device: str, precision: str, compile_on: bool, size: dict[str, int], folder: Path) -> dict:
-    sys.path.insert(0, str(ROOT / "bench"))
-    import upscaling as study
+    return _evidence("upscaling", device, precision, size, folder)
 
+
+def _evidence(module: str, device: str, precision: str, size: dict[str, int], folder: Path) -> dict:
+    """A CPU evidence benchmark's pipeline (`module`: its `SIZES`, `run`, `markdown`) at GPU size
+    (`--small`: its toy size), with its tables."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    study = importlib.import_module(module)
     sizes = dict(study.SIZES["toy" if size is SIZES["small"] else "gpu"], device=device, precision=precision)
     result = study.run(sizes, folder, say=lambda line: None)
     result["tables"] = study.markdown(result)
@@ -318,13 +325,7 @@ def upscaling(device: str, precision: str, compile_on: bool, size: dict[str, int
 
 
 def upcycling(device: str, precision: str, compile_on: bool, size: dict[str, int], folder: Path) -> dict:
-    sys.path.insert(0, str(ROOT / "bench"))
-    import upcycle_evidence as evidence
-
-    sizes = dict(evidence.SIZES["toy" if size is SIZES["small"] else "gpu"], device=device, precision=precision)
-    result = evidence.run(sizes, folder, say=lambda line: None)
-    result["tables"] = evidence.markdown(result)
-    return result
+    return _evidence("upcycle_evidence", device, precision, size, folder)
 
 
 # -- 5. a probe's device memory

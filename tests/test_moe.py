@@ -16,7 +16,7 @@ from lagdsl.lang.arch import param_count
 from lagdsl.lang.catalogue import BUILTIN_OPERATORS
 from lagdsl.model import GPT, GPTConfig
 from lagdsl.model.config import Mixture
-from lagdsl.model.layers.moe import MoE, experts_forward, grouped_linear, loop_linear, route
+from lagdsl.model.layers.moe import MoE, experts_forward, grouped_linear, grouped_mm_supports, loop_linear, route
 from lagdsl.ops import GrowthError, GrowthSpec, check_training_state, grow
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -38,13 +38,18 @@ def trained(config: GPTConfig, steps: int = 2, seed: int = 0) -> tuple[GPT, torc
     optimizer = torch.optim.AdamW(model.param_groups(0.1), lr=1e-2)
     data = torch.Generator().manual_seed(seed + 1)
     for _ in range(steps):
-        x = torch.randint(0, config.vocab, (4, config.context), generator=data)
-        _, loss = model(x, x)
-        aux = model.aux_loss()
-        (loss if aux is None else loss + aux).backward()
-        optimizer.step()
-        optimizer.zero_grad()
+        step(model, optimizer, torch.randint(0, config.vocab, (4, config.context), generator=data))
     return model, optimizer
+
+
+def step(model: GPT, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> None:
+    """One optimizer step on `x`, a mixture's auxiliary losses trained too (as the engine does)."""
+    _, loss = model(x, x)
+    assert loss is not None
+    aux = model.aux_loss()
+    (loss if aux is None else loss + aux).backward()
+    optimizer.step()
+    optimizer.zero_grad()
 
 
 def tokens(config: GPTConfig, seed: int = 7) -> torch.Tensor:
@@ -97,7 +102,8 @@ def test_sorted_dispatch_equals_a_loop_over_tokens_forward_and_backward(rows, ex
 def test_the_grouped_product_and_the_loop_agree_and_give_every_expert_a_gradient() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(10, 8, generator=gen, requires_grad=True)
-    weight = torch.randn(4, 6, 8, generator=gen, requires_grad=True)
+    weight = torch.randn(4, 12, 8, generator=gen, requires_grad=True)
+    assert grouped_mm_supports(x, weight)  # rows of 16-byte multiples: `grouped_linear` takes the grouped path
     counts = torch.tensor([3, 0, 7, 0])  # two experts receive no row
     grouped = grouped_linear(x, weight, counts)
     grouped.backward(torch.ones_like(grouped))
@@ -107,7 +113,7 @@ def test_the_grouped_product_and_the_loop_agree_and_give_every_expert_a_gradient
     looped.backward(torch.ones_like(looped))
     torch.testing.assert_close(grouped, looped)
     torch.testing.assert_close(grads, weight.grad)
-    assert weight.grad is not None and torch.equal(weight.grad[1], torch.zeros(6, 8))  # present, zero
+    assert weight.grad is not None and torch.equal(weight.grad[1], torch.zeros(12, 8))  # present, zero
 
 
 def test_dispatch_is_deterministic_bit_for_bit() -> None:
@@ -425,12 +431,9 @@ def test_every_depth_operator_grows_a_mixture(op: str) -> None:
         after = grown(x)[0]
     if op in ("identity", "llama_pro"):  # zero residual outputs: every expert's and the shared expert's
         torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
-    # every parameter is in the optimizer and trains
-    _, loss = grown(x, x)
-    aux = grown.aux_loss()
-    assert loss is not None and aux is not None
-    (loss + aux).backward()
-    result.optimizer.step()
+    assert result.optimizer is not None
+    step(grown, result.optimizer, x)  # every parameter is in the optimizer and trains
+    assert grown.aux_losses() is not None  # its auxiliary losses among what trained
 
 
 # ------------------------------------------------------------------------------ the checker
@@ -544,11 +547,9 @@ def test_every_width_operator_grows_a_mixture_and_its_shared_expert(op: str) -> 
     preserves = next(e for e in BUILTIN_OPERATORS if e.name == op and e.dim == "width").preserves
     if preserves == "yes":  # the router reads the stream as the experts do: the same routing, the same logits
         torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
-    _, loss = grown(x, x)
-    aux = grown.aux_loss()
-    assert loss is not None and aux is not None
-    (loss + aux).backward()
-    result.optimizer.step()
+    assert result.optimizer is not None
+    step(grown, result.optimizer, x)
+    assert grown.aux_losses() is not None
 
 
 def test_the_checker_sizes_a_mixture_grown_wider() -> None:

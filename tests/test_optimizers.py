@@ -48,5 +48,6 @@ def test_a_state_from_torchs_adamw_goes_on() -> None:
     new = KahanAdamW([weight], lr=1e-3)
     new.load_state_dict(old.state_dict())
     new.step()
-    assert torch.equal(new.state[weight]["compensation"].abs() >= 0, torch.ones(4, dtype=torch.bool))
-    assert float(new.state[weight]["step"]) == 2
+    state = new.state[weight]
+    assert state["compensation"].shape == weight.shape and state["compensation"].dtype == torch.bfloat16
+    assert float(state["step"]) == 2  # the old step count goes on

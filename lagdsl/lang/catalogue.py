@@ -171,34 +171,12 @@ def _ranges_plan(d: int, b: int, args: Mapping[str, object]) -> list[Layer]:
 def _upcycled(before: Shape, experts: int, args: Mapping[str, object]) -> MixtureSpec | str:
     if before.moe is not None:
         return f"the model is already a mixture of {before.experts} experts: `duplicate` grows their number"
-    granularity, top_k = int(args.get("granularity", 1)), int(args.get("top_k", 2))  # type: ignore[call-overload]
-    hidden = before.hidden
-    assert hidden is not None  # the checker gives the MLP's size
-    if experts % granularity:
-        return f"with `granularity={granularity}` the experts are a multiple of {granularity}, not {experts}"
-    if hidden % granularity:
-        return f"the MLP's hidden size {hidden} does not cut into {granularity} equal experts"
-    if top_k % granularity:
-        return f"with `granularity={granularity}` a token uses whole copies: `top_k` a multiple of {granularity}"
-    if top_k > experts:
-        return f"`top_k={top_k}` is more than the {experts} experts"
-    return _mixture(experts, top_k, hidden // granularity, args)
-
-
-def _mixture(experts: int, top_k: int, hidden: int, args: Mapping[str, object], shared: int = 0) -> MixtureSpec:
-    return MixtureSpec(
-        experts=experts, top_k=top_k, hidden=hidden, shared=shared,
-        renormalize=bool(args.get("renormalize", True)), balance=float(args.get("balance", 0.01)),  # type: ignore[arg-type]
-        z_loss=float(args.get("z_loss", 0.001)),  # type: ignore[arg-type]
-    )  # fmt: skip
+    assert before.hidden is not None  # the checker gives the MLP's size
+    return UpcycleArgs(**args).mixture(experts, before.hidden)
 
 
 def _upcycle_preserves(args: Mapping[str, object]) -> Preserves:
-    if args.get("noise") or args.get("drop"):
-        return "no"
-    if args.get("renormalize", True) or args.get("router") == "zero":
-        return "yes"
-    return "approx"
+    return UpcycleArgs(**args).preserves()
 
 
 def _duplicated(before: Shape, experts: int, args: Mapping[str, object]) -> MixtureSpec | str:

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lagdsl.lang.schedule import MixtureSpec
+
 
 class OperatorArgs(BaseModel):
     """An operator's arguments: a plugin declares its own as a subclass, with `Annotated` fields
@@ -100,6 +102,29 @@ class UpcycleArgs(MixtureArgs):
             description="`drop` is the share of each expert's hidden units drawn again (Drop-Upcycling), such as `0.5`",
         ),
     ] = 0.0
+
+    def mixture(self, experts: int, hidden: int) -> MixtureSpec | str:
+        """The mixture of `experts` experts these arguments make of a dense MLP of `hidden` units, or
+        why they cannot: what the checker sizes and the operator builds."""
+        granularity, top_k = self.granularity, self.top_k
+        if experts % granularity:
+            return f"with `granularity={granularity}` the experts are a multiple of {granularity}, not {experts}"
+        if hidden % granularity:
+            return f"the MLP's hidden size {hidden} does not cut into {granularity} equal experts"
+        if top_k % granularity:
+            return f"with `granularity={granularity}` a token uses whole copies: `top_k` a multiple of {granularity}"
+        if top_k > experts:
+            return f"`top_k={top_k}` is more than the {experts} experts"
+        return MixtureSpec(
+            experts=experts, top_k=top_k, hidden=hidden // granularity, renormalize=self.renormalize,
+            balance=self.balance, z_loss=self.z_loss,
+        )  # fmt: skip
+
+    def preserves(self) -> Literal["yes", "no", "approx"]:
+        """Whether upcycling with these arguments keeps the function (see `lagdsl.ops.experts`)."""
+        if self.noise or self.drop:
+            return "no"
+        return "yes" if self.renormalize or self.router == "zero" else "approx"
 
 
 class DuplicateArgs(OperatorArgs):

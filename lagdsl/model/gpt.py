@@ -26,7 +26,7 @@ from lagdsl.model.config import GPTConfig, RopeScaling
 from lagdsl.model.dropout import dropout as row_dropout
 from lagdsl.model.layers.attention import Attention
 from lagdsl.model.layers.mlp import MLP
-from lagdsl.model.layers.moe import MoE, Routing
+from lagdsl.model.layers.moe import MoE, Routing, load_shares
 from lagdsl.model.layers.norms import RMSNorm
 from lagdsl.model.positions import rotary_tables
 
@@ -164,7 +164,7 @@ class GPT(nn.Module):
 
     def expert_load(self) -> list[list[float]]:
         """Each block's share of the last forward pass's (token, slot) assignments per expert."""
-        return [(r.counts.float() / r.counts.sum().clamp(min=1)).tolist() for r in self.routing]
+        return load_shares(torch.stack([r.counts for r in self.routing]))
 
     def param_groups(self, weight_decay: float, scales: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
         """Decay for matrices (the embedding and output head included), none for norm gains and

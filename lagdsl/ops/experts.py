@@ -118,12 +118,10 @@ def _upcycle_plan(old: GPTConfig, spec: GrowthSpec) -> ExpertsPlan:
     if old.moe is not None or old.mlp != "swiglu":
         raise GrowthError("`upcycle` turns a dense SwiGLU MLP into a mixture of experts")
     experts, granularity = spec.target, args.granularity
-    if experts % granularity or old.hidden % granularity or args.top_k % granularity:
-        raise GrowthError(f"granularity {granularity} does not divide the experts, the MLP or top_k")
-    mixture = Mixture(
-        experts=experts, top_k=args.top_k, hidden=old.hidden // granularity, renormalize=args.renormalize,
-        balance=args.balance, z_loss=args.z_loss,
-    )  # fmt: skip
+    built = args.mixture(experts, old.hidden)  # as the checker sized it
+    if isinstance(built, str):
+        raise GrowthError(built)
+    mixture = Mixture(**built.model_dump())
     scale = float(granularity) if args.renormalize else experts * granularity / args.top_k
     slicing = _Slicing(experts, granularity, scale)
     drawn: dict[int, list[torch.Tensor]] = {}  # each block's hidden units Drop-Upcycling drew again, by expert

@@ -265,24 +265,8 @@ def probe_cost(schedule: Schedule, cost: CostModel, growth: Growth, stage: Stage
     many batches those passes read (`val_loss`: the eval batches; `probe 0 steps`: one)."""
     probe = growth.probe
     assert probe is not None
-    batches = _scoring_batches(schedule, growth)
     frozen = cost.frozen_params(stage) if stage is not None else 0
-    return cost.step_flops(growth.after, probe.steps, frozen) + cost.forward_flops(growth.after, batches), batches
-
-
-def scoring_flops(schedule: Schedule, cost: CostModel, growth: Growth) -> int:
-    """The forward passes that score one candidate of a probe (the run counts them as the plan does)."""
-    return cost.forward_flops(growth.after, _scoring_batches(schedule, growth))
-
-
-def _scoring_batches(schedule: Schedule, growth: Growth) -> int:
-    """The batches a probe's selection reads per candidate: `val_loss`, the eval batches; the loss
-    right after growth (`probe 0 steps`), one; the training loss, none (the probe's own steps)."""
-    probe = growth.probe
-    assert probe is not None
-    if probe.select.metric == "val_loss":
-        return schedule.eval_batches
-    return 1 if probe.steps == 0 else 0
+    return cost.step_flops(growth.after, probe.steps, frozen) + cost.scoring_flops(growth), cost.scoring_batches(growth)
 
 
 def _stage_costs(schedule: Schedule, graph: nx.DiGraph[str], cost: CostModel) -> tuple[list[StageCost], Totals]:

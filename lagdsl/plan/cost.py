@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from lagdsl.lang.arch import ParamCount, mlp_hidden, param_count
-from lagdsl.lang.schedule import Schedule, Shape, Stage
+from lagdsl.lang.schedule import Growth, Schedule, Shape, Stage
 
 #: what a sharded model's own objects take at its start beside the tensors (FSDP's and DTensors'
 #: bookkeeping), measured at a few MiB by bench/fsdp_memory.py
@@ -152,6 +152,19 @@ class CostModel:
     def forward_flops(self, shape: Shape, batches: int) -> int:
         """Forward passes over `batches` micro-batches (evaluation, probe-0 selection)."""
         return batches * self.schedule.batch * self.context * self.flops_per_token(shape) // 3
+
+    def scoring_batches(self, growth: Growth) -> int:
+        """The batches a probe's selection reads per candidate: `val_loss`, the eval batches; the loss
+        right after growth (`probe 0 steps`), one; the training loss, none (the probe's own steps)."""
+        probe = growth.probe
+        assert probe is not None
+        if probe.select.metric == "val_loss":
+            return self.schedule.eval_batches
+        return 1 if probe.steps == 0 else 0
+
+    def scoring_flops(self, growth: Growth) -> int:
+        """The forward passes that score one candidate of a probe (the run counts them as the plan does)."""
+        return self.forward_flops(growth.after, self.scoring_batches(growth))
 
     def _memory(self, shape: Shape) -> Memory:
         schedule = self.schedule

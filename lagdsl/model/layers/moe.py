@@ -110,6 +110,11 @@ def route(logits: torch.Tensor, mixture: Mixture, rows: int = 1) -> tuple[torch.
     return weights, chosen, Routing(balance, z_loss, assigned.sum(dim=0))
 
 
+def load_shares(counts: torch.Tensor) -> list[list[float]]:
+    """Each block's share of its (token, slot) assignments per expert, from counts (blocks x E)."""
+    return (counts.float() / counts.sum(dim=1, keepdim=True).clamp(min=1)).tolist()
+
+
 def experts_forward(
     x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor
 ) -> torch.Tensor:

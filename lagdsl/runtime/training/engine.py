@@ -30,7 +30,6 @@ from lagdsl.lang.lr import lr_at, rewarm_factor
 from lagdsl.lang.schedule import Growth, OperatorSpec, Schedule, Shape, Stage
 from lagdsl.model.dropout import row_keys
 from lagdsl.model.gpt import GPT
-from lagdsl.plan.build import scoring_flops
 from lagdsl.plan.cost import CostModel
 from lagdsl.runtime.data.batches import Batches
 from lagdsl.runtime.distributed import world as dist
@@ -472,7 +471,7 @@ class Engine:
         assert probe is not None
         k, start = probe.steps, ins.start
         winner.winners[stage.growth_key(ins.growth)] = label
-        per_candidate = self.step_flops(winner, growth.after, k) + scoring_flops(self.schedule, self.cost, growth)
+        per_candidate = self.step_flops(winner, growth.after, k) + self.cost.scoring_flops(growth)
         winner.probe_flops += per_candidate * len(probe.candidates)  # trained, and scored as the plan counts it
         winner.resume_clock(self._probe_elapsed())
         self._state, self._probe = winner, None

@@ -11,6 +11,7 @@ import torch
 
 from lagdsl.artifacts import EvalEvent
 from lagdsl.model.gpt import GPT
+from lagdsl.model.layers.moe import load_shares
 from lagdsl.runtime.data.batches import Batches
 from lagdsl.runtime.distributed import world as dist
 
@@ -50,7 +51,7 @@ class Evaluator:
         self.expert_load = None
         if counts is not None:
             counts = counts if team is not None else dist.all_sum(counts)
-            self.expert_load = (counts / counts.sum(dim=1, keepdim=True).clamp(min=1)).tolist()
+            self.expert_load = load_shares(counts)
         return self.mean_over_ranks(total / batches, team)
 
     @torch.no_grad()
