@@ -39,9 +39,9 @@ MIXTURES = {
 IDS = torch.randint(0, COMMON["vocab_size"], (2, 40), generator=torch.Generator().manual_seed(1))
 
 
-def make_mixture(folder: Path, kind: str, seed: int = 0) -> tuple[Path, object]:
+def make_mixture(folder: Path, kind: str, seed: int = 0, **overrides: object) -> tuple[Path, object]:
     name, extra = MIXTURES[kind]
-    config = getattr(transformers, name)(**{**COMMON, **extra})
+    config = getattr(transformers, name)(**{**COMMON, **extra, **overrides})
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config)
     with torch.no_grad():
@@ -102,7 +102,9 @@ def test_a_checkpoint_with_fused_experts_imports_to_the_same_logits(kind: str, t
     [
         ("qwen3", "Qwen3MoeForCausalLM", {}),
         ("qwen3", "Qwen3MoeForCausalLM", {"granularity": 2, "top_k": 4}),
+        ("qwen3", "Qwen3MoeForCausalLM", {"every": 2}),
         ("qwen2", "Qwen2MoeForCausalLM", {}),
+        ("qwen2", "Qwen2MoeForCausalLM", {"every": 3, "renormalize": False, "router": "zero"}),
         ("llama_tied", "MixtralForCausalLM", {"granularity": 2, "top_k": 2}),
         ("mistral", "MixtralForCausalLM", {"router": "zero"}),
     ],
@@ -128,6 +130,7 @@ def test_a_dense_model_upcycled_exports_as_its_sibling_with_the_dense_logits(
     assert moe is not None
     assert written["num_experts_per_tok"] == moe.top_k and written.get("router_aux_loss_coef") == moe.balance
     assert written["vocab_size"] == COMMON["vocab_size"] and written["max_position_embeddings"] == 64  # kept
+    assert written.get("mlp_only_layers", []) == list(moe.dense)  # `every=N`: the others dense
     # and it reads back into lagdsl as the mixture it is
     _, back = ours(out)
     assert back.config.moe == replace(moe, z_loss=0.0)  # transformers trains with no z-loss
@@ -138,8 +141,10 @@ def test_a_dense_model_upcycled_exports_as_its_sibling_with_the_dense_logits(
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
-        ({"mlp_only_layers": [1]}, "mlp_only_layers"),
-        ({"decoder_sparse_step": 2}, "decoder_sparse_step"),
+        ({"mlp_only_layers": [0, 1, 2]}, "mlp_only_layers"),
+        ({"mlp_only_layers": "1"}, "mlp_only_layers"),
+        ({"decoder_sparse_step": 4}, "decoder_sparse_step"),
+        ({"decoder_sparse_step": 0}, "decoder_sparse_step"),
         ({"num_experts_per_tok": 9}, "num_experts_per_tok"),
         ({"num_experts": 1, "num_experts_per_tok": 1}, "num_experts"),
     ],
@@ -210,11 +215,11 @@ stage moe {{
 """
 
 
-def _project(root: Path, kind: str, more: str = "") -> Path:
+def _project(root: Path, kind: str, more: str = "", **overrides: object) -> Path:
     from tests.conftest import write_corpus
 
     if kind in MIXTURES:
-        make_mixture(root / "source", kind)
+        make_mixture(root / "source", kind, **overrides)
     else:
         make_checkpoint(root / "source", kind)
     write_corpus(root)
@@ -281,12 +286,14 @@ def test_a_dense_qwen3_upcycled_by_a_probe_trains_and_exports_as_qwen3_moe(tmp_p
 
 @pytest.mark.slow
 def test_a_qwen2_moe_read_sharded_by_fsdp_trains_as_one_process(tmp_path: Path) -> None:
-    """Each rank reads its own experts' rows of the per-expert tensors (and the shared expert's),
-    duplicates the experts and trains: the events of one process within 1e-5."""
+    """Each rank reads its own experts' rows of the per-expert tensors (and the shared expert's, and
+    the dense MLP of the layer `mlp_only_layers` leaves dense), duplicates the experts, grows deeper
+    and trains: the events of one process within 1e-5."""
     from tests.test_distributed import assert_close, launch, records, single
 
-    more = "stage more {{ grow experts to 24 with duplicate(noise=0.01) train 4 steps }}"
-    path = _project(tmp_path, "qwen2_moe", more.replace("{{", "{").replace("}}", "}"))
+    more = "stage more {{ grow experts to 24 with duplicate(noise=0.01) train 4 steps }}\n"
+    more += "stage deeper {{ grow depth to 5 with interleave train 2 steps }}"
+    path = _project(tmp_path, "qwen2_moe", more.replace("{{", "{").replace("}}", "}"), mlp_only_layers=[1])
     text = path.read_text().replace("stage moe {\n  grow experts to 4 {", "stage moe {\n  grow experts to 12 {")
     text = text.replace("candidates [upcycle(top_k=2), upcycle(top_k=2, drop=0.5), upcycle(top_k=2, noise=0.05)]",
                         "candidates [duplicate, duplicate(noise=2.0)]")  # fmt: skip

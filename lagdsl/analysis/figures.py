@@ -140,9 +140,9 @@ def probe_fanout(log: RunLog, select: SelectEvent, path: Path) -> Path:
 
 
 def expert_load(log: RunLog, path: Path) -> Path | None:
-    """The last evaluation's expert load of a mixture of experts as a heat map: a row per block, a
-    column per expert, each cell its share of the block's (token, slot) assignments over 1/E (1:
-    balanced); None when the run evaluated no mixture."""
+    """The last evaluation's expert load of a mixture of experts as a heat map: a row per mixture
+    block (a dense one has none), a column per expert, each cell its share of the block's (token,
+    slot) assignments over 1/E (1: balanced); None when the run evaluated no mixture."""
     last = next((e for e in reversed(log.evals) if e.expert_load), None)
     if last is None or last.expert_load is None:
         return None
@@ -157,7 +157,7 @@ def expert_load(log: RunLog, path: Path) -> Path | None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("expert")
-    ax.set_ylabel("block")
+    ax.set_ylabel("mixture block")
     ax.set_title(f"expert load at step {last.step} (share x {experts}; 1 = balanced)")
     fig.colorbar(image, ax=ax)
     return _save(fig, path)

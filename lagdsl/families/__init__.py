@@ -71,6 +71,8 @@ def mixture_family(family: Family, moe: MixtureSpec) -> Family:
         family = family_named(family.moe_sibling)
     experts = family.experts
     assert experts is not None
+    if moe.dense and not experts.sparse_layers:
+        raise FamilyError(f"`{family.architecture}` has a mixture in every layer, and this model has dense ones")
     if moe.shared and not experts.shared:
         raise FamilyError(f"`{family.architecture}` has no shared expert, and this mixture has one")
     if not moe.renormalize and experts.renormalize_key is None:

@@ -48,7 +48,7 @@ class Arch:
     qk_norm: bool
     norm_eps: float
     window: int | None = None  # a sliding window over the whole model, or None
-    moe: MixtureSpec | None = None  # a mixture of experts in every block in place of the MLP
+    moe: MixtureSpec | None = None  # a mixture of experts in place of the MLP (in every block but `moe.dense`)
 
     @property
     def params(self) -> int:
@@ -192,32 +192,35 @@ class Family:
         """lagdsl's tensor names -> the family's (layers written out) for a model of `arch`; a
         mixture's experts named apart, or (`fused`) in transformers 5's fused tensors."""
         tensors = dict(self.tensors)
+        mixed: dict[str, tuple[str, ...]] = {}  # a mixture block's MLP (a dense block's is in `tensors`)
         if arch.moe is not None:
-            tensors = self._mixture_tensors(tensors, arch.moe, fused)
+            mixed = self._mixture_tensors(arch.moe, fused)
         skip = {
             "lm_head.weight": arch.tie,
             "blocks.{i}.attn.qkv.bias": not arch.qkv_bias,
             "blocks.{i}.attn.q_norm.weight": not arch.qk_norm,
             "blocks.{i}.attn.k_norm.weight": not arch.qk_norm,
         }
+        dense = set(arch.moe.dense) if arch.moe is not None else set()
         out: dict[str, tuple[str, ...]] = {}
-        for ours, theirs in tensors.items():
+        for ours, theirs in {**tensors, **mixed}.items():
             if skip.get(ours, False):
                 continue
             if "{i}" not in ours:
                 out[ours] = theirs
                 continue
             for i in range(arch.depth):
+                if ".mlp." in ours and (ours in mixed) != (arch.moe is not None and i not in dense):
+                    continue  # block i's MLP is of the other kind
                 out[ours.format(i=i)] = tuple(t.format(i=i) for t in theirs)
         return out
 
-    def _mixture_tensors(
-        self, tensors: dict[str, tuple[str, ...]], moe: MixtureSpec, fused: bool
-    ) -> dict[str, tuple[str, ...]]:
+    def _mixture_tensors(self, moe: MixtureSpec, fused: bool) -> dict[str, tuple[str, ...]]:
+        """lagdsl's names -> the family's of a mixture block's MLP (`{i}` for the block)."""
         experts = self.experts
         if experts is None:
             raise FamilyError(f"`{self.architecture}` has no mixture of experts", "architectures")
-        del tensors["blocks.{i}.mlp.gate_up.weight"], tensors["blocks.{i}.mlp.down.weight"]
+        tensors: dict[str, tuple[str, ...]] = {}
         layer = "model.layers.{i}"
         per = f"{layer}.{experts.prefix}"
         tensors["blocks.{i}.mlp.router.weight"] = (f"{layer}.mlp.gate.weight" if fused else f"{per}.gate.weight",)
@@ -242,7 +245,7 @@ class Family:
         if self.experts is None or not self.experts.shared or arch.moe is None or arch.moe.shared:
             return []
         out: list[tuple[str, tuple[int, ...]]] = []
-        for i in range(arch.depth):
+        for i in sorted(set(range(arch.depth)) - set(arch.moe.dense)):
             shared = f"model.layers.{i}.mlp.shared_expert"
             out += [(f"{shared}.gate_proj.weight", (0, arch.width)), (f"{shared}.up_proj.weight", (0, arch.width))]
             out += [
@@ -304,21 +307,20 @@ def _mixture(config: Mapping[str, Any], experts: Experts, depth: int) -> Mixture
     count, top_k = _int(config, key), _int(config, "num_experts_per_tok")
     if top_k > count:
         raise FamilyError(f"`num_experts_per_tok` {top_k} is more than the {count} experts", "num_experts_per_tok")
-    if experts.sparse_layers:
+    dense: list[int] = []
+    if experts.sparse_layers:  # transformers: a mixture where (i + 1) % step == 0 and i is not listed
         step = _int(config, "decoder_sparse_step", 1)
-        dense = config.get("mlp_only_layers") or []
-        if not isinstance(dense, list):
+        listed = config.get("mlp_only_layers") or []
+        if not isinstance(listed, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in listed):
             raise FamilyError(
-                f"`mlp_only_layers` must be a list of layers, found `{json.dumps(dense)[:40]}`", "mlp_only_layers"
+                f"`mlp_only_layers` must be a list of layers, found `{json.dumps(listed)[:40]}`", "mlp_only_layers"
             )
-        mixed = [i for i in range(depth) if (i + 1) % step == 0 and i not in dense]
-        if len(mixed) != depth:
-            why = "mlp_only_layers" if dense else "decoder_sparse_step"
-            raise FamilyError(
-                f"`{why}` leaves {depth - len(mixed)} of the {depth} layers dense: lagdsl computes a mixture in "
-                "every layer (`decoder_sparse_step: 1`, `mlp_only_layers: []`)",
-                why,
-            )
+        if step < 1:
+            raise FamilyError(f"`decoder_sparse_step` {step} is not at least 1", "decoder_sparse_step")
+        dense = [i for i in range(depth) if (i + 1) % step or i in listed]
+        if len(dense) == depth:
+            why = "mlp_only_layers" if listed else "decoder_sparse_step"
+            raise FamilyError(f"`{why}` leaves every one of the {depth} layers dense: no mixture to compute", why)
     renormalize = True
     if experts.renormalize_key is not None:
         renormalize = config.get(experts.renormalize_key, False)
@@ -339,7 +341,7 @@ def _mixture(config: Mapping[str, Any], experts: Experts, depth: int) -> Mixture
         raise FamilyError(f"`{experts.hidden_key}` {hidden:,} is beyond lagdsl's limit", experts.hidden_key)
     return MixtureSpec(
         experts=count, top_k=top_k, hidden=hidden, shared=shared, renormalize=renormalize, balance=float(coef),
-        z_loss=0.0,
+        z_loss=0.0, dense=tuple(dense),
     )  # fmt: skip
 
 
@@ -354,7 +356,7 @@ def _mixture_keys(experts: Experts, moe: MixtureSpec) -> dict[str, Any]:
     if experts.shared:
         keys["shared_expert_intermediate_size"] = moe.shared
     if experts.sparse_layers:
-        keys["decoder_sparse_step"], keys["mlp_only_layers"] = 1, []
+        keys["decoder_sparse_step"], keys["mlp_only_layers"] = 1, list(moe.dense)
     return keys
 
 

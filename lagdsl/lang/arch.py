@@ -13,7 +13,8 @@ A model of width w, depth d, vocabulary V, h query heads and g key/value heads o
 A mixture of experts in place of the MLP has a router (E x w, no bias), E SwiGLU experts of hidden
 size m_e (3 w m_e each) and, where it has one, a shared SwiGLU expert of hidden size m_s (3 w m_s)
 with its gate (w). A token uses the router, its top-k experts and the shared expert: the active
-parameters, which set the FLOPs; memory holds them all.
+parameters, which set the FLOPs; memory holds them all. The blocks a mixture leaves dense (Qwen-MoE's
+`mlp_only_layers`) have the dense MLP of hidden size m.
 
 A `gpt` model from scratch has g = h, s = w / h, and m = 4w for GELU or 8w/3 rounded up to a
 multiple of 8 for SwiGLU (the same parameter count as GELU's 4w, as in LLaMA). A pretrained model
@@ -39,6 +40,8 @@ class Experts(Protocol):
     def hidden(self) -> int: ...
     @property
     def shared(self) -> int: ...
+    @property
+    def dense(self) -> tuple[int, ...]: ...
 
 
 def mlp_hidden(width: int, mlp: str) -> int:
@@ -62,13 +65,20 @@ def grown_heads(heads: int, width: int, new_width: int) -> int:
 @dataclass(frozen=True, slots=True)
 class ParamCount:
     embedding: int  # the token embedding, and an untied output head
-    per_block: int
+    per_block: int  # a block's (a mixture's block, in a model with dense ones too)
     depth: int
     final_norm: int
+    dense: tuple[int, ...] = ()  # a mixture's dense blocks
+    dense_block: int = 0  # each of their parameters
+
+    def block(self, i: int) -> int:
+        """Block `i`'s parameters."""
+        return self.dense_block if i in self.dense else self.per_block
 
     @property
     def non_embedding(self) -> int:
-        return self.per_block * self.depth + self.final_norm
+        dense = sum(1 for i in self.dense if i < self.depth)
+        return self.per_block * (self.depth - dense) + self.dense_block * dense + self.final_norm
 
     @property
     def total(self) -> int:
@@ -96,7 +106,7 @@ def param_count(
     experts, the router and the shared expert), which set the FLOPs."""
     hidden = hidden if hidden is not None else mlp_hidden(width, mlp)
     matrices = 3 if mlp == "swiglu" else 2
-    mlp_params = matrices * width * hidden
+    mlp_params = dense_mlp = matrices * width * hidden
     if moe is not None:
         used = moe.top_k if active else moe.experts
         mlp_params = 3 * width * moe.hidden * used + moe.experts * width
@@ -109,4 +119,8 @@ def param_count(
         attention = 2 * width * q + 2 * width * kv + (q + 2 * kv if qkv_bias else 0) + (2 * size if qk_norm else 0)
     per_block = 2 * width + attention + mlp_params
     embedding = vocab * width * (1 if tie else 2)
-    return ParamCount(embedding=embedding, per_block=per_block, depth=depth, final_norm=width)
+    dense = moe.dense if moe is not None else ()
+    return ParamCount(
+        embedding=embedding, per_block=per_block, depth=depth, final_norm=width, dense=dense,
+        dense_block=2 * width + attention + dense_mlp if dense else 0,
+    )  # fmt: skip

@@ -172,7 +172,7 @@ def _upcycled(before: Shape, experts: int, args: Mapping[str, object]) -> Mixtur
     if before.moe is not None:
         return f"the model is already a mixture of {before.experts} experts: `duplicate` grows their number"
     assert before.hidden is not None  # the checker gives the MLP's size
-    return UpcycleArgs(**args).mixture(experts, before.hidden)
+    return UpcycleArgs(**args).mixture(experts, before.hidden, before.depth)
 
 
 def _upcycle_preserves(args: Mapping[str, object]) -> Preserves:

@@ -111,6 +111,22 @@ def positions(plan: Iterable[Layer]) -> list[Layer]:
     return out
 
 
+def carried(plan: Iterable[Layer], marked: Iterable[int]) -> tuple[int, ...]:
+    """The positions of the grown stack that are of the kind of the old layers `marked` (a
+    mixture's dense layers): a kept or copied layer is of its source's kind, a fresh one of the
+    kind of the layer below it (the lowest, of the layer above it)."""
+    marked = set(marked)
+    grown = positions(plan)
+    kinds: list[bool | None] = [None if layer.source is None else layer.source in marked for layer in grown]
+    for i in range(1, len(kinds)):  # a fresh layer: the kind below it
+        if kinds[i] is None:
+            kinds[i] = kinds[i - 1]
+    for i in reversed(range(len(kinds) - 1)):  # fresh layers at the bottom: the kind above them
+        if kinds[i] is None:
+            kinds[i] = kinds[i + 1]
+    return tuple(i for i, kind in enumerate(kinds) if kind)
+
+
 def normalize(plan: Iterable[Layer]) -> list[Layer]:
     """The plan in its longest runs (empty runs dropped, neighbours that continue each other
     merged): two plans build the same stack exactly when their normal forms are equal."""

@@ -102,11 +102,22 @@ class UpcycleArgs(MixtureArgs):
             description="`drop` is the share of each expert's hidden units drawn again (Drop-Upcycling), such as `0.5`",
         ),
     ] = 0.0
+    every: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="`every=2` turns every second layer's MLP into a mixture (layers 1, 3, ...: Qwen-MoE's "
+            "`decoder_sparse_step`), the others stay dense",
+        ),
+    ] = 1
 
-    def mixture(self, experts: int, hidden: int) -> MixtureSpec | str:
-        """The mixture of `experts` experts these arguments make of a dense MLP of `hidden` units, or
-        why they cannot: what the checker sizes and the operator builds."""
+    def mixture(self, experts: int, hidden: int, depth: int) -> MixtureSpec | str:
+        """The mixture of `experts` experts these arguments make of the dense MLPs of `hidden` units
+        of a model of `depth` layers, or why they cannot: what the checker sizes and the operator
+        builds."""
         granularity, top_k = self.granularity, self.top_k
+        if self.every > depth:
+            return f"with `every={self.every}` none of the {depth} layers becomes a mixture"
         if experts % granularity:
             return f"with `granularity={granularity}` the experts are a multiple of {granularity}, not {experts}"
         if hidden % granularity:
@@ -117,7 +128,7 @@ class UpcycleArgs(MixtureArgs):
             return f"`top_k={top_k}` is more than the {experts} experts"
         return MixtureSpec(
             experts=experts, top_k=top_k, hidden=hidden // granularity, renormalize=self.renormalize,
-            balance=self.balance, z_loss=self.z_loss,
+            balance=self.balance, z_loss=self.z_loss, dense=tuple(i for i in range(depth) if (i + 1) % self.every),
         )  # fmt: skip
 
     def preserves(self) -> Literal["yes", "no", "approx"]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Dim = Literal["depth", "width", "experts"]
 
@@ -54,8 +54,9 @@ class _Frozen(BaseModel):
 class MixtureSpec(_Frozen):
     """A mixture of experts in place of each block's MLP (`lagdsl.model.config.Mixture`): `experts`
     routed SwiGLU experts of hidden size `hidden`, `top_k` of them per token, their weights
-    renormalized to sum to 1 or not, a shared expert of hidden size `shared` (0: none), and the
-    coefficients of the load-balancing loss and the router z-loss."""
+    renormalized to sum to 1 or not, a shared expert of hidden size `shared` (0: none), the
+    coefficients of the load-balancing loss and the router z-loss, and the blocks (from 0) whose MLP
+    stays dense (`dense`: Qwen-MoE's `mlp_only_layers`, `decoder_sparse_step`)."""
 
     experts: Annotated[int, Field(ge=2, le=MAX_EXPERTS)]
     top_k: Annotated[int, Field(ge=1, le=MAX_EXPERTS)]
@@ -64,10 +65,29 @@ class MixtureSpec(_Frozen):
     renormalize: bool = True
     balance: Annotated[float, Field(ge=0.0)] = 0.01
     z_loss: Annotated[float, Field(ge=0.0)] = 0.001
+    dense: tuple[Annotated[int, Field(ge=0, lt=MAX_DEPTH)], ...] = ()
+
+    @field_validator("dense")
+    @classmethod
+    def _sorted(cls, dense: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(sorted(set(dense)))
 
     def __str__(self) -> str:
         shared = f" + a shared expert of {self.shared}" if self.shared else ""
-        return f"{self.experts} experts of {self.hidden}, top-{self.top_k}{shared}"
+        dense = f" (dense in {layer_list(self.dense)})" if self.dense else ""
+        return f"{self.experts} experts of {self.hidden}, top-{self.top_k}{shared}{dense}"
+
+
+def layer_list(indices: tuple[int, ...]) -> str:
+    """Layers for messages, in runs: "layer 0", "layers 0-3, 8"."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and runs[-1][-1] == i - 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    words = [str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs]
+    return ("layer " if len(indices) == 1 else "layers ") + ", ".join(words)
 
 
 class GptExperts(_Frozen):
@@ -94,8 +114,15 @@ class Shape(_Frozen):
         Field(ge=1, le=MAX_HEADS, description="key/value heads (grouped-query attention) divide `heads`, such as `2`"),
     ] = None
     hidden: Annotated[int | None, Field(ge=1, le=MAX_WIDTH * 16)] = None
-    #: a mixture of experts in place of every block's MLP (None: a dense MLP)
+    #: a mixture of experts in place of the MLP, in every block but `moe.dense` (None: dense MLPs)
     moe: MixtureSpec | None = None
+
+    @model_validator(mode="after")
+    def _mixture_left(self) -> Shape:
+        dense = self.moe.dense if self.moe is not None else ()
+        if any(i >= self.depth for i in dense) or len(dense) == self.depth:
+            raise ValueError(f"dense layers {list(dense)} do not leave a mixture in a model of depth {self.depth}")
+        return self
 
     @property
     def experts(self) -> int:

@@ -15,9 +15,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from lagdsl.lang import layers
 from lagdsl.lang.arch import grown_heads, grown_mlp, mlp_hidden
 
 if TYPE_CHECKING:
+    from lagdsl.lang.layers import Layer
     from lagdsl.lang.schedule import Schedule, Shape
 
 #: Llama 3's RoPE scaling: (factor, low frequency factor, high frequency factor, original context)
@@ -30,7 +32,9 @@ class Mixture:
     SwiGLU experts of hidden size `hidden`, the softmax over all experts, the `top_k` largest kept
     (divided by their sum where `renormalize`: Mixtral always, Qwen's `norm_topk_prob`), and where
     `shared` > 0 a shared SwiGLU expert of that hidden size beside them, gated by a sigmoid
-    (Qwen2-MoE). `balance` and `z_loss` weigh the load-balancing loss and the router z-loss."""
+    (Qwen2-MoE). `balance` and `z_loss` weigh the load-balancing loss and the router z-loss.
+    `dense` lists the blocks (from 0) whose MLP stays a dense one of the model's `ffn` size
+    (Qwen-MoE's `mlp_only_layers` and `decoder_sparse_step`); every other block's is the mixture."""
 
     experts: int
     top_k: int
@@ -39,10 +43,12 @@ class Mixture:
     renormalize: bool = True
     balance: float = 0.01
     z_loss: float = 0.001
+    dense: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= self.experts:
             raise ValueError(f"top_k {self.top_k} is not between 1 and the {self.experts} experts")
+        object.__setattr__(self, "dense", tuple(sorted(set(self.dense))))  # (a list, read back from JSON)
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ class GPTConfig:
     rope_scaling: RopeScaling | None = None
     qkv_bias: bool = False
     qk_norm: bool = False
-    moe: Mixture | None = None  # a mixture of experts in every block in place of the MLP
+    moe: Mixture | None = None  # a mixture of experts in place of the MLP (in every block but `moe.dense`)
 
     def __post_init__(self) -> None:
         if isinstance(self.moe, dict):  # read back from a checkpoint or JSON
@@ -78,6 +84,13 @@ class GPTConfig:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
         if self.heads % self.key_value_heads:
             raise ValueError(f"heads {self.heads} is not a multiple of kv_heads {self.key_value_heads}")
+        dense = self.moe.dense if self.moe is not None else ()
+        if any(not 0 <= i < self.depth for i in dense) or len(dense) == self.depth:
+            raise ValueError(f"dense blocks {list(dense)} do not leave a mixture in a model of depth {self.depth}")
+
+    def mixed(self, i: int) -> bool:
+        """Whether block `i`'s MLP is the mixture of experts (not a dense MLP)."""
+        return self.moe is not None and i not in self.moe.dense
 
     @property
     def head_size(self) -> int:
@@ -95,12 +108,20 @@ class GPTConfig:
     def hidden(self) -> int:
         return self.ffn if self.ffn is not None else mlp_hidden(self.width, self.mlp)
 
-    def grown(self, *, depth: int | None = None, width: int | None = None) -> GPTConfig:
-        """The same model at another depth or width: heads and key/value heads grow with the width
-        (the head size stays), an explicit MLP size in proportion (`lagdsl.lang.arch`)."""
-        depth = depth if depth is not None else self.depth
-        if width is None or width == self.width:
-            return replace(self, depth=depth)
+    def restacked(self, plan: list[Layer]) -> GPTConfig:
+        """The model a depth growth's layer plan (`lagdsl.lang.layers`) builds: each position the
+        kind of block of its source (`layers.carried`)."""
+        if self.moe is None or not self.moe.dense:
+            return replace(self, depth=len(layers.positions(plan)))
+        moe = replace(self.moe, dense=layers.carried(plan, self.moe.dense))
+        return replace(self, depth=len(layers.positions(plan)), moe=moe)
+
+    def grown(self, *, width: int) -> GPTConfig:
+        """The same model at another width: heads and key/value heads grow with the width (the head
+        size stays), an explicit MLP size in proportion (`lagdsl.lang.arch`)."""
+        depth = self.depth
+        if width == self.width:
+            return self
         per_head = self.width // self.heads
         if width % (per_head * (self.heads // self.key_value_heads)):
             raise ValueError(f"width {width} is not a multiple of the width of a group of heads")

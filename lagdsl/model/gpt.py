@@ -36,12 +36,14 @@ INIT_STD = 0.02
 
 
 class Block(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
+    """Block `index` of a model of `config` (its MLP a mixture of experts where `config.mixed(index)`)."""
+
+    def __init__(self, config: GPTConfig, index: int = 0) -> None:
         super().__init__()
         self.norm1 = RMSNorm(config.width, config.norm_eps)
         self.attn = Attention(config)
         self.norm2 = RMSNorm(config.width, config.norm_eps)
-        self.mlp: MLP | MoE = MoE(config) if config.moe is not None else MLP(config)
+        self.mlp: MLP | MoE = MoE(config) if config.mixed(index) else MLP(config)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(
@@ -69,7 +71,7 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab, config.width)
-        self.blocks = nn.ModuleDict({str(i): Block(config) for i in range(config.depth)})
+        self.blocks = nn.ModuleDict({str(i): Block(config, i) for i in range(config.depth)})
         self.norm = RMSNorm(config.width, config.norm_eps)
         self.lm_head = nn.Linear(config.width, config.vocab, bias=False)
         if config.tie:
@@ -198,7 +200,7 @@ def initial_values(config: GPTConfig, generator: torch.Generator | None = None) 
     yield "embed.weight", nn.init.normal_(embed, 0.0, INIT_STD, generator=generator)
     residual_std = INIT_STD / math.sqrt(2 * config.depth)
     for i in range(config.depth):
-        block = Block(config)
+        block = Block(config, i)
         init_block(block, residual_std, generator)
         for name, param in block.named_parameters():
             yield f"blocks.{i}.{name}", param.detach()

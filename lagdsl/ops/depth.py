@@ -46,8 +46,7 @@ def grow_depth(
     start with no optimizer state.
     """
     plan = layers.positions(plan)
-    old_config = model.config
-    config = old_config.grown(depth=len(plan))
+    config = model.config.restacked(plan)
     device, dtype = model.embed.weight.device, model.embed.weight.dtype
     with torch.device("meta"):
         grown = GPT(config)
@@ -56,7 +55,7 @@ def grow_depth(
     blocks: dict[str, nn.Module] = {}
     for i, layer in enumerate(plan):
         if layer.source is None:
-            blocks[str(i)] = fresh_block(config, generator, zero_residual).to(device=device, dtype=dtype)
+            blocks[str(i)] = fresh_block(config, generator, zero_residual, i).to(device=device, dtype=dtype)
             continue
         block = source = model.block(layer.source)
         if layer.copy:
@@ -77,14 +76,16 @@ def depth_mapping(config: GPTConfig, plan: list[Layer], zero_copies: bool = Fals
     """Where each parameter of the model `plan` (one `Layer` per position) builds comes from: the
     embedding, final norm and head are kept; a kept layer's parameters are its source's (shared),
     a copy's are copies, a fresh layer's and (`zero_copies`) a copy's zeroed projections are new."""
-    with torch.device("meta"):
-        block = Block(config)
-    names = [name for name, _ in block.named_parameters()]
-    zeroed = residual_names(block) if zero_copies else set()
     kept = ["embed.weight", "norm.weight"] + ([] if config.tie else ["lm_head.weight"])
     mapping: dict[str, Carry | None] = {name: Carry(name, shared=True) for name in kept}
+    kinds: dict[bool, Block] = {}  # a block of each kind (a mixture's dense blocks are another)
     for i, layer in enumerate(plan):
-        for name in names:
+        if config.mixed(i) not in kinds:
+            with torch.device("meta"):
+                kinds[config.mixed(i)] = Block(config, i)
+        block = kinds[config.mixed(i)]
+        zeroed = residual_names(block) if zero_copies else set()
+        for name, _ in block.named_parameters():
             new = layer.source is None or (layer.copy and name in zeroed)
             source = f"blocks.{layer.source}.{name}"
             mapping[f"blocks.{i}.{name}"] = None if new else Carry(source, shared=not layer.copy)
@@ -119,10 +120,10 @@ class PlannedDepth:
         )  # fmt: skip
 
 
-def fresh_block(config: GPTConfig, generator: torch.Generator, zero_residual: bool = False) -> Block:
-    """A fresh layer of a model grown to `config` (fp32, on the CPU), initialized from `generator`;
-    with `zero_residual` its projections into the residual stream are zero."""
-    block = Block(config)
+def fresh_block(config: GPTConfig, generator: torch.Generator, zero_residual: bool = False, index: int = 0) -> Block:
+    """A fresh layer `index` of a model grown to `config` (fp32, on the CPU), initialized from
+    `generator`; with `zero_residual` its projections into the residual stream are zero."""
+    block = Block(config, index)
     init_block(block, INIT_STD / (2 * config.depth) ** 0.5, generator)
     if zero_residual:
         with torch.no_grad():

@@ -84,7 +84,8 @@ class PlannedExperts:
 
 
 def grow_experts(model: GPT, optimizer: Optimizer | None, plan: ExpertsPlan, generator: torch.Generator) -> Grown:
-    """The model with every block's MLP grown by `plan` (whole tensors); everything else kept."""
+    """The model with each mixture block's MLP grown by `plan` (whole tensors); everything else
+    kept, the MLPs of blocks the grown mixture leaves dense too."""
     config = plan.config
     device, dtype = model.embed.weight.device, model.embed.weight.dtype
     with torch.device("meta"):
@@ -95,6 +96,9 @@ def grow_experts(model: GPT, optimizer: Optimizer | None, plan: ExpertsPlan, gen
     for i in range(config.depth):
         old, new = model.block(i), grown.block(i)
         new.norm1, new.attn, new.norm2 = old.norm1, old.attn, old.norm2
+        if not config.mixed(i):  # a block the mixture leaves dense keeps its MLP
+            new.mlp = old.mlp
+            continue
         mlp = new.mlp
         assert isinstance(mlp, MoE)
         mlp.to_empty(device=device)
@@ -118,7 +122,7 @@ def _upcycle_plan(old: GPTConfig, spec: GrowthSpec) -> ExpertsPlan:
     if old.moe is not None or old.mlp != "swiglu":
         raise GrowthError("`upcycle` turns a dense SwiGLU MLP into a mixture of experts")
     experts, granularity = spec.target, args.granularity
-    built = args.mixture(experts, old.hidden)  # as the checker sized it
+    built = args.mixture(experts, old.hidden, old.depth)  # as the checker sized it
     if isinstance(built, str):
         raise GrowthError(built)
     mixture = Mixture(**built.model_dump())
@@ -194,7 +198,9 @@ def _duplicate_plan(old: GPTConfig, spec: GrowthSpec) -> ExpertsPlan:
 
 
 upcycle = PlannedExperts(
-    _upcycle_plan, "Every block's dense MLP a mixture of `spec.target` experts (the module's docstring)."
+    _upcycle_plan,
+    "Each block's dense MLP a mixture of `spec.target` experts (the module's docstring); with `every=N` only every "
+    "N-th block's (1, 3, ... for N = 2), the others kept dense.",
 )
 duplicate = PlannedExperts(
     _duplicate_plan,

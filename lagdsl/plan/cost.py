@@ -136,7 +136,7 @@ class CostModel:
         if not stage.freeze:
             return 0
         before, after = stage.before, stage.after
-        per_block = self.count(after, depth=1).per_block
+        count = self.count(after)
         kinds = {part.kind for part in stage.freeze}
         widened = after.width != before.width
         blocks: set[int] = set()
@@ -147,7 +147,7 @@ class CostModel:
         for part in stage.freeze:
             if part.kind == "layers":
                 blocks |= set(range(part.start, part.end))
-        return min(len(blocks), after.depth) * per_block
+        return sum(count.block(i) for i in blocks if i < after.depth)
 
     def forward_flops(self, shape: Shape, batches: int) -> int:
         """Forward passes over `batches` micro-batches (evaluation, probe-0 selection)."""
@@ -177,13 +177,14 @@ class CostModel:
             moments = held * params if optimizer.momentum > 0 else 0
         element = 4 if schedule.precision == "fp32" else 2
         hidden = shape.hidden if shape.hidden is not None else mlp_hidden(shape.width, self.mlp)
+        per_layer = [10 * shape.width + (4 if self.mlp == "swiglu" else 2) * hidden] * shape.depth
         if shape.moe is not None:  # a token's top-k experts' and the shared expert's hidden units
-            hidden = shape.moe.top_k * shape.moe.hidden + shape.moe.shared
-        per_token_layer = 10 * shape.width + (4 if self.mlp == "swiglu" else 2) * hidden
+            mixed = 10 * shape.width + 4 * (shape.moe.top_k * shape.moe.hidden + shape.moe.shared)
+            per_layer = [per_layer[i] if i in shape.moe.dense else mixed for i in range(shape.depth)]
         tokens = -(-schedule.batch // self.ranks) * self.context  # this rank's share of the batch
         # kept for the backward pass: every layer's activations, or (recompute) every layer's input
         # and one layer's activations at a time, recomputed
-        layers = shape.width * shape.depth + per_token_layer if self.recompute else per_token_layer * shape.depth
+        layers = shape.width * shape.depth + max(per_layer) if self.recompute else sum(per_layer)
         activations = tokens * (layers * element + 2 * shape.width * element + 8 * self.vocab)
         if not self.sharded:
             return Memory(weights=held * params, gradients=held * params, optimizer=moments, activations=activations)

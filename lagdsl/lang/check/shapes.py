@@ -7,7 +7,7 @@ from lagdsl.lang import layers
 from lagdsl.lang.arch import grown_heads, grown_mlp, mlp_hidden
 from lagdsl.lang.check.draft import Draft, GrowDraft, OperatorRef
 from lagdsl.lang.params import Param, coerce, show
-from lagdsl.lang.schedule import MAX_DEPTH, MAX_EXPERTS, MAX_HEADS, MAX_WIDTH, MixtureSpec, Shape
+from lagdsl.lang.schedule import MAX_DEPTH, MAX_EXPERTS, MAX_HEADS, MAX_WIDTH, MixtureSpec, Shape, layer_list
 
 
 def check_shapes(draft: Draft) -> Draft:
@@ -70,7 +70,7 @@ def _grown_shape(draft: Draft, grow: GrowDraft, shape: Shape) -> Shape | None:
     if dim == "depth":
         if target > 4 * current:
             _large_step(draft, grow, f"growing depth {current} -> {target} in one step is more than 4x")
-        return shape.model_copy(update={"depth": target})
+        return _deepened(draft, grow, shape, target)
     head = shape.head_size * shape.groups  # with grouped-query attention, whole groups of heads
     if target % head:
         lower, upper = target // head * head, (target // head + 1) * head
@@ -97,6 +97,45 @@ def _grown_shape(draft: Draft, grow: GrowDraft, shape: Shape) -> Shape | None:
         shared = grown_mlp(moe.shared, shape.width, target) if moe.shared else 0
         moe = moe.model_copy(update={"hidden": grown_mlp(moe.hidden, shape.width, target), "shared": shared})
     return Shape(depth=shape.depth, width=target, heads=heads, kv_heads=kv_heads, hidden=hidden, moe=moe)
+
+
+def _deepened(draft: Draft, grow: GrowDraft, shape: Shape, depth: int) -> Shape:
+    """The shape after `grow depth`: a mixture's dense layers where the operator's layer plan puts
+    them (`layers.carried`: a copy is of its source's kind); a probe's candidates must put them in
+    the same places (they are compared as ways to reach one model)."""
+    deeper = shape.model_copy(update={"depth": depth})
+    moe = shape.moe
+    if moe is None or not moe.dense:
+        return deeper
+    refs = [grow.op] if grow.op is not None else list(grow.candidates or [])
+    first: tuple[OperatorRef, tuple[int, ...]] | None = None
+    for ref in refs:
+        entry = ref.entries.get("depth")
+        if entry is None or entry.cannot(shape, deeper, ref.args):
+            continue  # `_check_operators` says so
+        plan = entry.layer_plan(shape.depth, depth - shape.depth, ref.args)
+        if plan is None:
+            draft.report(
+                "E0403", f"`{ref.label}` cannot grow the depth of a mixture with dense layers", ref.span,
+                f"the mixture leaves {layer_list(moe.dense)} dense, and the operator has no layer plan to say which "
+                "new layers are mixtures", "choose a built-in depth operator",
+            )  # fmt: skip
+            grow.ok = False
+            continue
+        dense = layers.carried(plan, moe.dense)
+        if first is not None and first[1] != dense:
+            draft.report(
+                "E0406", f"candidates `{first[0].label}` and `{ref.label}` build different mixtures", ref.span,
+                f"dense MLPs in {layer_list(dense)}, where `{first[0].label}` puts them in {layer_list(first[1])}",
+                "a probe compares ways to one model: give it candidates that copy the same kinds of layers "
+                "(a copy is of its source's kind, a fresh layer of the one below it)",
+            )  # fmt: skip
+            grow.ok = False
+            continue
+        first = first or (ref, dense)
+    if first is None:
+        return deeper
+    return deeper.model_copy(update={"moe": moe.model_copy(update={"dense": first[1]})})
 
 
 def _mixed_shape(draft: Draft, grow: GrowDraft, shape: Shape, experts: int) -> Shape | None:

@@ -201,7 +201,7 @@ def grow_depth(
     mapping's shared moments are, so `model` is spent. Only copies and fresh layers are allocated,
     one tensor at a time, and a rank's peak is the grown model's share and one fresh block whole."""
     positions = layers.positions(plan.layers)
-    config = model.config.grown(depth=len(positions))
+    config = model.config.restacked(positions)
     mapping = depth_mapping(config, positions, plan.zero_copies)
     old = dict(resharded(model).named_parameters())
     with torch.device("meta"):
@@ -213,8 +213,6 @@ def grow_depth(
     assembly = _Assembly(skeleton, old, recipe.device.device)
     taken, room, values = assembly.take, assembly.room, assembly.values
 
-    names = [name for name, _ in skeleton.block(0).named_parameters()]
-    zeroed = residual_names(skeleton.block(0)) if plan.zero_copies else set()
     kept: set[int] = set()  # the old layers whose shards a position took over
     with torch.no_grad():
         for name in assembly.metas:  # the embedding, the final norm, an untied head
@@ -222,8 +220,10 @@ def grow_depth(
                 taken(name, name)
         for i, layer in enumerate(positions):
             prefix = f"blocks.{i}."
+            names = [name for name, _ in skeleton.block(i).named_parameters()]
+            zeroed = residual_names(skeleton.block(i)) if plan.zero_copies else set()
             if layer.source is None:  # drawn whole, as one process draws it; this rank keeps its rows
-                block = fresh_block(config, generator, plan.zero_residual)
+                block = fresh_block(config, generator, plan.zero_residual, i)
                 for name, value in block.named_parameters():
                     target = room(prefix + name)
                     target.copy_(like(value.detach().to(target.device, target.dtype), target))
@@ -266,7 +266,8 @@ def grow_experts(
         return Carry(carry.source, transform=lambda moment, power: like(move(_whole(moment), power), targets[name]))
 
     mapping: dict[str, Carry | None] = {}
-    for i in range(config.depth):
+    mixtures = [i for i in range(config.depth) if config.mixed(i)]  # a dense block's MLP is kept
+    for i in mixtures:
         for name, carry in plan.carries(i).items():
             mapping[name] = None if carry is None else sharded(carry, name)
     with torch.device("meta"):
@@ -282,7 +283,7 @@ def grow_experts(
         for name, carry in mapping.items():
             if carry is not None and carry.shared and name in assembly.metas:  # (a tied head is the embedding)
                 assembly.take(name, name)
-        for i in range(config.depth):
+        for i in mixtures:
             prefix = f"blocks.{i}.mlp."
             for name, value in plan.grow_block(i, partial(_gathered, old, prefix), generator):
                 target = targets[prefix + name] = assembly.room(prefix + name)
