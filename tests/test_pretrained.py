@@ -123,8 +123,9 @@ def test_each_family_imports_with_transformers_logits_and_exports_back(kind: str
             "`Qwen3ForCausalLM`, `Qwen3MoeForCausalLM`",
         ),
         (
-            {**COMMON, "architectures": ["LlamaForCausalLM"], "rope_scaling": {"rope_type": "yarn", "factor": 4.0}},
-            "RoPE type `yarn` is not supported: lagdsl reads `default` and `llama3`",
+            {**COMMON, "architectures": ["LlamaForCausalLM"], "rope_scaling": {"rope_type": "su", "factor": 4.0}},
+            "RoPE type `su` is not supported: lagdsl reads `default`, `linear`, `dynamic`, `yarn`, `longrope`, "
+            "`llama3`",
         ),
         (
             {**COMMON, "architectures": ["LlamaForCausalLM"], "num_key_value_heads": 3},
@@ -139,7 +140,7 @@ def test_each_family_imports_with_transformers_logits_and_exports_back(kind: str
             "RoPE type `llama3` needs `low_freq_factor`, `high_freq_factor` in `rope_scaling`",
         ),
     ],
-    ids=["gemma", "yarn", "kv-heads", "llama3-without-its-factors"],
+    ids=["gemma", "unknown-rope", "kv-heads", "llama3-without-its-factors"],
 )
 def test_an_unsupported_checkpoint_is_one_line_naming_what(config: dict, message: str) -> None:
     with pytest.raises(FamilyError) as error:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lagdsl.lang.arch import param_count
+from lagdsl.lang.rope import ROPE_TYPES, Rope, longrope_attention, yarn_mscale
 from lagdsl.lang.schedule import MAX_EXPERTS, MAX_WIDTH, MixtureSpec
 
 CONFIG_FILE = "config.json"
@@ -43,7 +44,7 @@ class Arch:
     hidden: int
     tie: bool
     rope_theta: float
-    rope_scaling: tuple[float, float, float, int] | None
+    rope_scaling: Rope | None
     qkv_bias: bool
     qk_norm: bool
     norm_eps: float
@@ -136,6 +137,7 @@ class Family:
     experts: Experts | None = None  # a mixture-of-experts family: how it holds its experts
     #: a dense family's mixture-of-experts sibling, which an upcycled model exports as
     moe_sibling: str | None = None
+    default_theta: float = 10_000.0  # the rotary base where a config gives none (transformers' `default_theta`)
 
     # -- in
 
@@ -167,7 +169,7 @@ class Family:
                     "`attention_bias: true` is not supported for this family (it puts a bias on `o_proj`)",
                     "attention_bias",
                 )
-        theta, scaling = _rope(config)
+        theta, scaling = _rope(config, head_dim, self.default_theta)
         arch = Arch(
             vocab=_int(config, "vocab_size"),
             context=_int(config, "max_position_embeddings"),
@@ -286,6 +288,16 @@ class Family:
         window_layers = source.get("max_window_layers")
         if isinstance(window_layers, int) and window_layers >= old_depth:
             out["max_window_layers"] = max(window_layers, arch.depth)  # "no layer slides" stays so
+        try:
+            was = _rope(source, arch.head_dim, self.default_theta)
+        except FamilyError:
+            was = None
+        if was != (arch.rope_theta, arch.rope_scaling):  # another method or base: written in both spellings
+            out.update(rope_keys(arch.rope_theta, arch.rope_scaling))
+        if arch.rope_scaling is not None and arch.rope_scaling.kind == "dynamic":
+            out["max_position_embeddings"] = arch.rope_scaling.original  # dynamic NTK's threshold
+        elif arch.context > _int(source, "max_position_embeddings"):
+            out["max_position_embeddings"] = arch.context
         if arch.moe is not None and self.experts is not None:
             out.update(_mixture_keys(self.experts, arch.moe))
             aliases = [a for a in ("num_experts", "num_local_experts") if a in source]  # as the source spelled it
@@ -387,41 +399,97 @@ def _float(config: Mapping[str, Any], key: str, default: float) -> float:
     return float(value)
 
 
-def _rope(config: Mapping[str, Any]) -> tuple[float, tuple[float, float, float, int] | None]:
-    """The rotary base and Llama 3 scaling, from `rope_parameters` (transformers 5) or the older
-    `rope_theta` and `rope_scaling`."""
+def _rope(config: Mapping[str, Any], head_dim: int, default_theta: float) -> tuple[float, Rope | None]:
+    """The rotary base and scaling as transformers 5 reads them: `rope_scaling` (transformers 4's
+    spelling) where it is set, else `rope_parameters`; the base from that object, else the
+    config's `rope_theta`, else the family's default. Every `rope_type` transformers implements
+    for these families is read, each parameter's default resolved as transformers resolves it."""
     for key in ("rope_parameters", "rope_scaling"):
         if config.get(key) is not None and not isinstance(config[key], dict):
             raise FamilyError(f"`{key}` must be an object such as {{\"rope_type\": \"default\"}}, found "
                               f"`{json.dumps(config[key])[:60]}`", key)  # fmt: skip
-    params = config.get("rope_parameters")
-    key = "rope_parameters"
-    if not isinstance(params, dict):
-        params = dict(config.get("rope_scaling") or {})
-        key = "rope_scaling"
-        if "rope_theta" in config:
-            params.setdefault("rope_theta", config["rope_theta"])
-    theta = _float(params, "rope_theta", 10_000.0)
+    key = "rope_scaling" if config.get("rope_scaling") else "rope_parameters"
+    params = dict(config.get(key) or {})
+    nested = [k for k, v in params.items() if isinstance(v, dict)]
+    if nested:
+        raise FamilyError(f"`{key}` per layer type (`{nested[0]}`) is not supported: one RoPE for every layer", key)
+    theta = _float(params, "rope_theta", _float(config, "rope_theta", default_theta))
     kind = params.get("rope_type", params.get("type", "default"))
-    if params.get("partial_rotary_factor", 1.0) != 1.0:
+    partial = params.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0))
+    if partial != 1.0:
         raise FamilyError("`partial_rotary_factor` other than 1 is not supported", key)
     if kind == "default":
         return theta, None
-    if kind == "llama3":
-        original = _int(params, "original_max_position_embeddings")
-        missing = [k for k in ("factor", "low_freq_factor", "high_freq_factor") if k not in params]
-        if missing:  # transformers refuses such a config: lagdsl invents no defaults for it
-            raise FamilyError(f"RoPE type `llama3` needs {', '.join(f'`{k}`' for k in missing)} in `{key}`", key)
-        scaling = (
-            _float(params, "factor", 8.0),
-            _float(params, "low_freq_factor", 1.0),
-            _float(params, "high_freq_factor", 4.0),
-            original,
+    if kind not in ROPE_TYPES:
+        raise FamilyError(
+            f"RoPE type `{kind}` is not supported: lagdsl reads {', '.join(map('`{}`'.format, ROPE_TYPES))}", key
         )
-        if scaling[1] >= scaling[2]:
+    required = {
+        "linear": ["factor"], "dynamic": ["factor"], "yarn": ["factor"], "longrope": ["short_factor", "long_factor"],
+        "llama3": ["factor", "low_freq_factor", "high_freq_factor"],
+    }[kind]  # fmt: skip
+    missing = [k for k in required if k not in params]
+    if missing:  # transformers refuses such a config: lagdsl invents no defaults for it
+        raise FamilyError(f"RoPE type `{kind}` needs {', '.join(f'`{k}`' for k in missing)} in `{key}`", key)
+    context = _int(config, "max_position_embeddings")
+    original = _int(config, "original_max_position_embeddings", None) or _int(
+        params, "original_max_position_embeddings", context
+    )  # (a top-level key, Phi-3's, wins as in transformers)
+    if kind == "dynamic":  # transformers' threshold is the config's own length
+        return theta, Rope(kind, _positive(params, "factor", key), context)
+    if kind == "linear":
+        return theta, Rope(kind, _positive(params, "factor", key))
+    if kind == "llama3":
+        rope = Rope(kind, _positive(params, "factor", key), original, _positive(params, "low_freq_factor", key),
+                    _positive(params, "high_freq_factor", key))  # fmt: skip
+        if rope.low_freq_factor >= rope.high_freq_factor:
             raise FamilyError("`low_freq_factor` must be smaller than `high_freq_factor`", key)
-        return theta, scaling
-    raise FamilyError(f"RoPE type `{kind}` is not supported: lagdsl reads `default` and `llama3`", key)
+        return theta, rope
+    factor = context / original if params.get("factor") is None else _positive(params, "factor", key)
+    attention = params.get("attention_factor")
+    if attention is not None:
+        attention = _positive(params, "attention_factor", key)
+    if kind == "yarn":
+        mscale, mscale_all = params.get("mscale"), params.get("mscale_all_dim")
+        if attention is None and mscale and mscale_all:
+            attention = yarn_mscale(factor, _positive(params, "mscale", key)) / yarn_mscale(
+                factor, _positive(params, "mscale_all_dim", key)
+            )
+        truncate = params.get("truncate", True)
+        if not isinstance(truncate, bool):
+            raise FamilyError("`truncate` must be true or false", key)
+        fast, slow = float(params.get("beta_fast") or 32), float(params.get("beta_slow") or 1)
+        attention = yarn_mscale(factor) if attention is None else attention
+        return theta, Rope(
+            kind, factor, original, beta_fast=fast, beta_slow=slow, truncate=truncate, attention_factor=attention
+        )
+    lists = []
+    for name in ("short_factor", "long_factor"):
+        values = params[name]
+        if (
+            not isinstance(values, list)
+            or len(values) != head_dim // 2
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values)
+        ):
+            raise FamilyError(f"`{name}` must be a list of {head_dim // 2} positive numbers (one per frequency)", key)
+        lists.append(tuple(float(v) for v in values))
+    attention = longrope_attention(factor, original) if attention is None else attention
+    return theta, Rope(kind, factor, original, attention_factor=attention, short_factor=lists[0], long_factor=lists[1])
+
+
+def rope_keys(theta: float, rope: Rope | None) -> dict[str, Any]:
+    """A config's RoPE keys in transformers 5's spelling (`rope_parameters`) and transformers 4's
+    (`rope_theta`, `rope_scaling`), which both read back as the same method."""
+    parameters = (rope or Rope()).parameters(theta)
+    scaling = None if rope is None else {k: v for k, v in parameters.items() if k != "rope_theta"}
+    return {"rope_theta": theta, "rope_scaling": scaling, "rope_parameters": parameters}
+
+
+def _positive(params: Mapping[str, Any], key: str, where: str) -> float:
+    value = params.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < float("inf"):
+        raise FamilyError(f"`{key}` in `{where}` must be a positive number, found `{json.dumps(value)[:40]}`", where)
+    return float(value)
 
 
 def fingerprint(folder: Path) -> str:

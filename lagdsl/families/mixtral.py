@@ -22,5 +22,10 @@ def _window(config: Mapping[str, Any], arch: Arch) -> Arch:
 
 
 FAMILY = Family(
-    name="mixtral", architecture="MixtralForCausalLM", model_type="mixtral", read_extra=_window, experts=EXPERTS
+    name="mixtral",
+    architecture="MixtralForCausalLM",
+    model_type="mixtral",
+    read_extra=_window,
+    experts=EXPERTS,
+    default_theta=1_000_000.0,
 )

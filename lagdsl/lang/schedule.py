@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lagdsl.lang.rope import Rope
+
 Dim = Literal["depth", "width", "experts"]
 
 
@@ -145,16 +147,6 @@ class Shape(_Frozen):
         return f"depth {self.depth}, width {self.width}, heads {self.heads}{kv}{moe}"
 
 
-class RopeScaling(_Frozen):
-    """Llama 3's RoPE scaling (`rope_type: llama3`): low frequencies divided by `factor`, high ones
-    kept, smoothed in between."""
-
-    factor: float
-    low_freq_factor: float
-    high_freq_factor: float
-    original_context: int
-
-
 class Pretrained(_Frozen):
     """Where a pretrained model comes from: a Hugging Face folder, read by a family's adapter."""
 
@@ -181,7 +173,7 @@ class ModelSpec(_Frozen):
     ] = True
     rope_theta: Annotated[float, Field(gt=0.0, description="the rotary base, such as `10000` or `500000`")] = 10_000.0
     head_dim: int | None = None  # the attention head size where it is not `width / heads` (Qwen3)
-    rope_scaling: RopeScaling | None = None
+    rope_scaling: Rope | None = None  # how the rotary frequencies are scaled (a checkpoint's RoPE type)
     qkv_bias: bool = False  # biases on the q, k and v projections (Qwen2)
     qk_norm: bool = False  # RMSNorm of each query and key head before the rotation (Qwen3)
     norm_eps: float = 1e-6

@@ -17,13 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from lagdsl.lang import layers
 from lagdsl.lang.arch import grown_heads, grown_mlp, mlp_hidden
+from lagdsl.lang.rope import Rope
 
 if TYPE_CHECKING:
     from lagdsl.lang.layers import Layer
     from lagdsl.lang.schedule import Schedule, Shape
-
-#: Llama 3's RoPE scaling: (factor, low frequency factor, high frequency factor, original context)
-RopeScaling = tuple[float, float, float, int]
 
 
 @dataclass(frozen=True)
@@ -70,7 +68,7 @@ class GPTConfig:
     ffn: int | None = None  # the MLP's hidden size; None: the `gpt` formula of the width
     tie: bool = True  # the output head is the input embedding
     rope_theta: float = 10_000.0
-    rope_scaling: RopeScaling | None = None
+    rope_scaling: Rope | None = None  # how the rotary frequencies are scaled (None: not at all)
     qkv_bias: bool = False
     qk_norm: bool = False
     moe: Mixture | None = None  # a mixture of experts in place of the MLP (in every block but `moe.dense`)
@@ -78,8 +76,12 @@ class GPTConfig:
     def __post_init__(self) -> None:
         if isinstance(self.moe, dict):  # read back from a checkpoint or JSON
             object.__setattr__(self, "moe", Mixture(**self.moe))
-        if self.rope_scaling is not None and not isinstance(self.rope_scaling, tuple):  # read back from JSON
-            object.__setattr__(self, "rope_scaling", tuple(self.rope_scaling))
+        scaling = self.rope_scaling
+        if isinstance(scaling, dict):  # read back from a checkpoint or JSON
+            object.__setattr__(self, "rope_scaling", Rope(**scaling))
+        elif isinstance(scaling, list | tuple):  # a checkpoint of an earlier version: Llama 3's four numbers
+            factor, low, high, original = scaling
+            object.__setattr__(self, "rope_scaling", Rope("llama3", factor, original, low, high))
         if self.head_dim is None and self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
         if self.heads % self.key_value_heads:
@@ -139,14 +141,10 @@ class GPTConfig:
         """The config of a `Schedule`'s model, at `shape` (default: the initial shape)."""
         model = schedule.model
         shape = shape or model.shape
-        scaling, moe = model.rope_scaling, shape.moe
+        moe = shape.moe
         return cls(
             model.vocab, model.context, shape.width, shape.heads, shape.depth, model.mlp, model.dropout,
             norm_eps=model.norm_eps, kv_heads=shape.kv_heads, head_dim=model.head_dim, ffn=shape.hidden,
             tie=model.tie, rope_theta=model.rope_theta, qkv_bias=model.qkv_bias, qk_norm=model.qk_norm,
-            moe=Mixture(**moe.model_dump()) if moe is not None else None,
-            rope_scaling=(
-                None if scaling is None
-                else (scaling.factor, scaling.low_freq_factor, scaling.high_freq_factor, scaling.original_context)
-            ),
+            moe=Mixture(**moe.model_dump()) if moe is not None else None, rope_scaling=model.rope_scaling,
         )  # fmt: skip

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from lagdsl.families import Family, FamilyError, family_named, mixture_family
+from lagdsl.families.base import rope_keys
 from lagdsl.model.config import GPTConfig
 from lagdsl.model.hub import DTYPES, TORCH_NAMES, HubError, arch_of, family_config, family_parts, family_tensors
 
@@ -81,9 +82,7 @@ def llama_config(config: GPTConfig, dtype: torch.dtype, tokens: Mapping[str, int
         "hidden_act": "silu",
         "max_position_embeddings": config.context,
         "rms_norm_eps": config.norm_eps,
-        "rope_theta": config.rope_theta,
-        "rope_scaling": None,
-        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
+        **rope_keys(config.rope_theta, config.rope_scaling),
         "attention_bias": False,
         "attention_dropout": 0.0,
         "mlp_bias": False,
@@ -110,8 +109,6 @@ def export_model(
     ids (see `lagdsl.text.tokenizer.special_ids`)."""
     torch_dtype = DTYPES[dtype]
     tokens = dict(special or {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None})
-    if config.rope_scaling is not None:
-        raise ExportError("a model from scratch with RoPE scaling has no export here")
     source = llama_config(config, torch_dtype, tokens)
     written = _write_model(state, config, family_named("llama"), source, out, torch_dtype)
     files = {

@@ -85,7 +85,8 @@ class Generator:
         start, end = self.length, self.length + time
         if end > self.context:
             raise ValueError(f"{end} positions do not fit the context of {self.context}")
-        cos, sin = model.get_buffer("rotary_cos")[start:end], model.get_buffer("rotary_sin")[start:end]
+        cos, sin = model.rotary(end)  # (a scaling that reads the length, as transformers does with its cache)
+        cos, sin = cos[start:end], sin[start:end]
         x = model.embed(idx)
         for i in range(len(model.blocks)):
             block = model.block(i)

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lagdsl.model.config import GPTConfig, RopeScaling
+from lagdsl.lang.rope import Rope
+from lagdsl.model.config import GPTConfig
 from lagdsl.model.dropout import dropout as row_dropout
 from lagdsl.model.layers.attention import Attention
 from lagdsl.model.layers.mlp import MLP
@@ -30,7 +31,7 @@ from lagdsl.model.layers.moe import MoE, Routing, load_shares
 from lagdsl.model.layers.norms import RMSNorm
 from lagdsl.model.positions import rotary_tables
 
-__all__ = ["GPT", "MLP", "Attention", "Block", "GPTConfig", "RMSNorm", "RopeScaling", "initial_values", "rotary_tables"]
+__all__ = ["GPT", "MLP", "Attention", "Block", "GPTConfig", "RMSNorm", "Rope", "initial_values", "rotary_tables"]
 
 INIT_STD = 0.02
 
@@ -105,6 +106,21 @@ class GPT(nn.Module):
         cos, sin = rotary_tables(config.context, config.head_size, config.rope_theta, config.rope_scaling)
         device = self.embed.weight.device
         self.rotary_cos, self.rotary_sin = cos.to(device), sin.to(device)
+        self._by_length: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def rotary(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotary tables of a sequence of `length` positions: the model's, unless its scaling
+        reads the length (`dynamic`, `longrope`) and the sequence is longer than `rope.original`."""
+        rope = self.config.rope_scaling
+        if rope is None or not rope.by_length or length <= rope.original:
+            return self.rotary_cos, self.rotary_sin
+        key = length if rope.kind == "dynamic" else 0  # longrope: one long table
+        if key not in self._by_length:
+            config = self.config
+            cos, sin = rotary_tables(config.context, config.head_size, config.rope_theta, rope, length)
+            device = self.embed.weight.device
+            self._by_length = {key: (cos.to(device), sin.to(device))}  # the latest length's only
+        return self._by_length[key]
 
     # -- initialization
 
@@ -131,12 +147,13 @@ class GPT(nn.Module):
         key per row (`lagdsl.model.dropout.row_keys`), so that masks follow the global row."""
         x = self.embed(idx)
         recompute = self.recompute and self.training and torch.is_grad_enabled()
+        cos, sin = self.rotary(idx.shape[1])
         for i in range(len(self.blocks)):
             block = self.blocks[str(i)]
             if recompute:  # only the block's input is kept; its forward runs again in the backward pass
-                x = checkpoint(block, x, self.rotary_cos, self.rotary_sin, keys, 3 * i, use_reentrant=False)
+                x = checkpoint(block, x, cos, sin, keys, 3 * i, use_reentrant=False)
             else:
-                x = block(x, self.rotary_cos, self.rotary_sin, keys, 3 * i)
+                x = block(x, cos, sin, keys, 3 * i)
         logits = self.lm_head(self.norm(x))
         if self.config.moe is not None:
             mixtures = [self.block(i).mlp for i in range(len(self.blocks))]

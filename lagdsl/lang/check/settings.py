@@ -28,7 +28,6 @@ from lagdsl.lang.schedule import (
     MixtureSpec,
     ModelSpec,
     ParquetData,
-    RopeScaling,
     Schedule,
     Shape,
     StdlibData,
@@ -295,9 +294,7 @@ def _pretrained(draft: Draft, setting: ast.Setting, args: Args) -> None:
         "tie": arch.tie,
         "rope_theta": arch.rope_theta,
         "head_dim": arch.head_dim if arch.head_dim * arch.heads != arch.width else None,
-        "rope_scaling": (
-            None if arch.rope_scaling is None else dict(zip(RopeScaling.model_fields, arch.rope_scaling, strict=True))
-        ),
+        "rope_scaling": arch.rope_scaling,
         "qkv_bias": arch.qkv_bias,
         "qk_norm": arch.qk_norm,
         "norm_eps": arch.norm_eps,
