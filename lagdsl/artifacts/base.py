@@ -39,28 +39,37 @@ class _Shaped(Protocol):
     def width(self) -> int: ...
     @property
     def moe(self) -> _Mixture | None: ...
+    @property
+    def context(self) -> int: ...
 
 
 class Dims(Artifact):
-    """A shape as events write it (`experts` only where the model is a mixture of experts)."""
+    """A shape as events write it (`experts` only where the model is a mixture of experts,
+    `context` only where the event is about it: a context growth, a grown context's final shape)."""
 
     depth: int
     width: int
     experts: int | None = None
+    context: int | None = None
 
     @model_serializer(mode="wrap")
     def _without_dense_experts(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """A dense model's shape is written as it always was: no `experts` key."""
         data: dict[str, Any] = handler(self)
-        if data.get("experts", 0) is None:
-            del data["experts"]
+        for key in ("experts", "context"):
+            if data.get(key, 0) is None:
+                del data[key]
         return data
 
     @classmethod
-    def of(cls, shape: _Shaped) -> Dims:
-        """A model's shape (a schedule's `Shape` or a model's config) as events write it."""
+    def of(cls, shape: _Shaped, context: bool = False) -> Dims:
+        """A model's shape (a schedule's `Shape` or a model's config) as events write it; with
+        `context`, its context too."""
         moe = shape.moe
-        return cls(depth=shape.depth, width=shape.width, **({"experts": moe.experts} if moe is not None else {}))
+        extra: dict[str, int] = {"experts": moe.experts} if moe is not None else {}
+        if context:
+            extra["context"] = shape.context
+        return cls(depth=shape.depth, width=shape.width, **extra)
 
 
 class ShapeInfo(Dims):

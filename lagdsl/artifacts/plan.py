@@ -23,6 +23,7 @@ class PlanShape(Artifact):
     #: the non-embedding parameters a token uses (a mixture's router, top-k and shared experts)
     active: int | None = None  # absent in plans written before mixtures of experts
     experts: int = 1  # routed experts per block (1: a dense MLP)
+    context: int | None = None  # absent in plans written before context growth
 
 
 class PlanNodeInfo(Artifact):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal, get_args
 
-from lagdsl.lang import layers
+from lagdsl.lang import context_args, layers
 from lagdsl.lang.layers import Layer
 from lagdsl.lang.operator_args import CloneArgs as CloneArgs  # (re-exported: plugins import them from here)
 from lagdsl.lang.operator_args import CopyArgs as CopyArgs
@@ -35,6 +35,7 @@ from lagdsl.lang.schedule import (
     MixtureSpec,
     ModelSpec,
     ParquetData,
+    Positions,
     PretrainedCall,
     ProbeSpec,
     Schedule,
@@ -45,7 +46,7 @@ from lagdsl.lang.schedule import (
     TokensData,
 )
 
-DIMS: tuple[Dim, ...] = ("depth", "width", "experts")
+DIMS: tuple[Dim, ...] = ("depth", "width", "experts", "context")
 Preserves = Literal["yes", "no", "approx"]
 
 
@@ -59,6 +60,8 @@ ArgsConstraint = Callable[[Shape, Shape, Mapping[str, object]], "str | None"]
 ArgsLayerPlan = Callable[[int, int, Mapping[str, object]], "list[Layer]"]
 #: (before, experts, arguments) -> the mixture an experts operator builds, or why it cannot.
 MixturePlan = Callable[[Shape, int, Mapping[str, object]], "MixtureSpec | str"]
+#: (positions before, new context, arguments, head size) -> a context operator's positions, or why it cannot.
+PositionsPlan = Callable[[Positions, int, Mapping[str, object], int], "Positions | str"]
 #: arguments -> whether the operator keeps the function with them (where that depends on them).
 PreservesWith = Callable[[Mapping[str, object]], "Preserves"]
 
@@ -86,6 +89,8 @@ class OperatorInfo:
     mixture: MixturePlan | None = None
     #: whether the operator keeps the function, where its arguments decide (else `preserves`)
     preserves_with: PreservesWith | None = None
+    #: a context operator's positions (it sets the grown shape's `positions`)
+    positions: PositionsPlan | None = None
 
     def preserves_for(self, args: Mapping[str, object]) -> Preserves:
         """Whether the operator keeps the function with these arguments."""
@@ -341,6 +346,18 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
         f"{_EXPERTS}:duplicate",
         mixture=_duplicated,
         preserves_with=_noise_preserves,
+    ),
+    *(
+        OperatorInfo(
+            name,
+            "context",
+            context_args.ARGS[name],
+            preserves,
+            description,
+            f"lagdsl.ops.context:{name}",
+            positions=context_args.positions_plan(name),
+        )
+        for name, preserves, description in context_args.OPERATORS
     ),
 )
 

@@ -168,10 +168,12 @@ def hover(text: str, line: int, column: int) -> tuple[str, Place] | None:
         if base is not None and _operator_text(base.group(1)):
             about += "\n\n" + _operator_text(base.group(1))
         return about, place
+    starts = _starts_line(text, place)  # a statement's keyword (`keep winner`), not an operator (`keep`)
     for found in (
+        KEYWORDS.get(name) if starts else None,
         _operator_text(name),
         _signature_text(name),
-        SETTINGS.get(name) if _starts_line(text, place) else None,
+        SETTINGS.get(name) if starts else None,
         KEYWORDS.get(name),
         SETTINGS.get(name),
     ):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from lagdsl.lang.rope import Rope
 
-Dim = Literal["depth", "width", "experts"]
+Dim = Literal["depth", "width", "experts", "context"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,14 @@ class GptExperts(_Frozen):
     top_k: Annotated[int, Field(ge=1, le=MAX_EXPERTS, description="`top_k` is how many experts each token uses")] = 2
 
 
+class Positions(_Frozen):
+    """The model's positions: its context, rotary base and scaling (`grow context` changes them)."""
+
+    context: Annotated[int, Field(ge=1, le=MAX_CONTEXT)]
+    theta: Annotated[float, Field(gt=0.0)] = 10_000.0
+    rope: Rope | None = None
+
+
 class Shape(_Frozen):
     """The model's shape. The width per head `width / heads` never changes as it grows, so heads
     grow with the width; key/value heads (`kv_heads`, None: as many as the heads) and an explicit
@@ -118,6 +126,8 @@ class Shape(_Frozen):
     hidden: Annotated[int | None, Field(ge=1, le=MAX_WIDTH * 16)] = None
     #: a mixture of experts in place of the MLP, in every block but `moe.dense` (None: dense MLPs)
     moe: MixtureSpec | None = None
+    #: the context and rotary positions (None: the model's, as `model` gives them)
+    positions: Positions | None = None
 
     @model_validator(mode="after")
     def _mixture_left(self) -> Shape:
@@ -140,6 +150,12 @@ class Shape(_Frozen):
     def groups(self) -> int:
         """Query heads per key/value head."""
         return self.heads // (self.kv_heads or self.heads)
+
+    @property
+    def context(self) -> int:
+        """The context (a model's shape always has its positions: `ModelSpec` sets them)."""
+        assert self.positions is not None, "a shape without positions"
+        return self.positions.context
 
     def __str__(self) -> str:
         kv = f", kv_heads {self.kv_heads}" if self.kv_heads not in (None, self.heads) else ""
@@ -178,6 +194,14 @@ class ModelSpec(_Frozen):
     qk_norm: bool = False  # RMSNorm of each query and key head before the rotation (Qwen3)
     norm_eps: float = 1e-6
     pretrained: Pretrained | None = None  # None: initialized from the seed
+
+    @model_validator(mode="after")
+    def _positioned(self) -> ModelSpec:
+        """The initial shape holds the model's positions (each growth's shape its own)."""
+        if self.shape.positions is None:
+            positions = Positions(context=self.context, theta=self.rope_theta, rope=self.rope_scaling)
+            object.__setattr__(self, "shape", self.shape.model_copy(update={"positions": positions}))
+        return self
 
     @property
     def attention_head(self) -> int:
@@ -438,7 +462,16 @@ class Schedule(_Frozen):
 
     @property
     def tokens_per_step(self) -> int:
+        """Tokens per step at the model's first context (`tokens_at` follows its growth)."""
         return self.batch * self.accumulate * self.model.context
+
+    def tokens_at(self, steps: int) -> int:
+        """The tokens of the first `steps` mainline steps, each step's at its stage's context."""
+        total = 0
+        for stage in self.stages:
+            done = min(steps, stage.start_step + stage.train_steps) - stage.start_step
+            total += max(0, done) * self.batch * self.accumulate * stage.after.context
+        return total
 
     @property
     def eval_batches(self) -> int:

@@ -157,7 +157,7 @@ class _Builder:
         steps = end - start
         self.append(
             PlanNode(
-                node_id, "train", stage.name, start, steps, steps * self.cost.tokens_per_step, steps * per_step,
+                node_id, "train", stage.name, start, steps, steps * self.cost.tokens(stage.after), steps * per_step,
                 shape, shape, self.lr(stage, start), self.lr(stage, end - 1), mainline_steps=steps,
                 rewarm=stage.rewarm,
             )
@@ -173,7 +173,7 @@ class _Builder:
             known = self._events_of[key] = (
                 self.cost.shape_cost(at),
                 self.cost.forward_flops(at, batches),
-                batches * self.schedule.batch * self.schedule.model.context,
+                batches * self.schedule.batch * at.context,
             )
         cost, eval_flops, eval_tokens = known
         while self.next_event < len(self.events) and self.events[self.next_event][0] <= up_to:
@@ -251,7 +251,7 @@ class _Builder:
                 after=fork,
             )  # fmt: skip
             probe_id = self.add(
-                PlanNode(f"{prefix}/probe/{label}", "probe", stage.name, start, k, k * self.cost.tokens_per_step,
+                PlanNode(f"{prefix}/probe/{label}", "probe", stage.name, start, k, k * self.cost.tokens(growth.after),
                          flops, after, after, lr_first, lr_last, operator=label, batches=batches, growth=index),
                 after=grow_id,
             )  # fmt: skip
@@ -316,14 +316,14 @@ def _stage_costs(schedule: Schedule, graph: nx.DiGraph[str], cost: CostModel) ->
         rows.append(
             StageCost(
                 stage.name, cost.shape_cost(stage.after), stage.train_steps,
-                stage.train_steps * cost.tokens_per_step, mainline, overhead,
+                stage.train_steps * cost.tokens(stage.after), mainline, overhead,
                 running / training if training else 0.0, memory, stage_peak, phases,
             )
         )  # fmt: skip
     scratch = cost.step_flops(schedule.final_shape, schedule.total_steps)
     totals = Totals(
         mainline_steps=schedule.total_steps,
-        mainline_tokens=schedule.total_steps * cost.tokens_per_step,
+        mainline_tokens=schedule.tokens_at(schedule.total_steps),
         mainline_flops=mainline_flops,
         probe_overhead_flops=overhead_flops,
         eval_flops=eval_flops,

@@ -53,12 +53,14 @@ class ShapeCost:
     #: the non-embedding parameters one token uses (a mixture of experts: its top-k experts)
     active: int
     experts: int = 1  # routed experts per block (1: a dense MLP)
+    context: int = 0
 
     def grown_dim(self, before: ShapeCost) -> str:
         """Which dimension grew from `before` to this shape."""
-        if before.depth != self.depth:
-            return "depth"
-        return "width" if before.width != self.width else "experts"
+        for dim in ("depth", "width", "context"):
+            if getattr(before, dim) != getattr(self, dim):
+                return dim
+        return "experts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +88,8 @@ class CostModel:
         self.sharded = ranks > 1 and schedule.parallel == "fsdp"
         self.recompute = schedule.activations == "recompute"
         model = schedule.model
-        self.vocab, self.context, self.mlp = model.vocab, model.context, model.mlp
-        self.tokens_per_step = schedule.tokens_per_step
+        self.vocab, self.mlp = model.vocab, model.mlp
+        self.sequences_per_step = schedule.batch * schedule.accumulate
         #: bytes a weight, its gradient and each of its moments take as the run holds them
         self.held = 2 if model.pretrained is not None and model.pretrained.dtype in ("bf16", "fp16") else 4
         self.shape_cost = cache(self._shape_cost)
@@ -108,8 +110,9 @@ class CostModel:
     def _shape_cost(self, shape: Shape) -> ShapeCost:
         count, active = self.count(shape), self.count(shape, active=True)
         return ShapeCost(
-            shape.depth, shape.width, shape.heads, count.total, count.non_embedding, active.non_embedding, shape.experts
-        )
+            shape.depth, shape.width, shape.heads, count.total, count.non_embedding, active.non_embedding,
+            shape.experts, shape.context,
+        )  # fmt: skip
 
     def _attention_width(self, shape: Shape) -> int:
         """The width of the attention's queries (`heads x head size`: the width, unless a head size is given)."""
@@ -119,7 +122,11 @@ class CostModel:
     def _flops_per_token(self, shape: Shape) -> int:
         """Training FLOPs per token: 6 N + 6 L T w (N: the active non-embedding parameters, w: the
         queries' width)."""
-        return 6 * self.shape_cost(shape).active + 6 * shape.depth * self.context * self._attention_width(shape)
+        return 6 * self.shape_cost(shape).active + 6 * shape.depth * shape.context * self._attention_width(shape)
+
+    def tokens(self, shape: Shape) -> int:
+        """Tokens per step of a model of `shape`: batch x accumulate x its context."""
+        return self.sequences_per_step * shape.context
 
     def step_flops(self, shape: Shape, steps: int, frozen: int = 0) -> int:
         """Training FLOPs of `steps` steps at `shape`; `frozen` non-embedding parameters compute no
@@ -127,7 +134,7 @@ class CostModel:
         forward pass runs twice (a third more)."""
         per_token = self.flops_per_token(shape)
         recomputed = per_token // 3 if self.recompute else 0
-        return steps * self.tokens_per_step * (per_token + recomputed - 2 * frozen)
+        return steps * self.tokens(shape) * (per_token + recomputed - 2 * frozen)
 
     def frozen_params(self, stage: Stage) -> int:
         """The non-embedding parameters `stage` freezes, as the plan estimates them: `old` is the
@@ -151,7 +158,7 @@ class CostModel:
 
     def forward_flops(self, shape: Shape, batches: int) -> int:
         """Forward passes over `batches` micro-batches (evaluation, probe-0 selection)."""
-        return batches * self.schedule.batch * self.context * self.flops_per_token(shape) // 3
+        return batches * self.schedule.batch * shape.context * self.flops_per_token(shape) // 3
 
     def scoring_batches(self, growth: Growth) -> int:
         """The batches a probe's selection reads per candidate: `val_loss`, the eval batches; the loss
@@ -181,7 +188,7 @@ class CostModel:
         if shape.moe is not None:  # a token's top-k experts' and the shared expert's hidden units
             mixed = 10 * shape.width + 4 * (shape.moe.top_k * shape.moe.hidden + shape.moe.shared)
             per_layer = [per_layer[i] if i in shape.moe.dense else mixed for i in range(shape.depth)]
-        tokens = -(-schedule.batch // self.ranks) * self.context  # this rank's share of the batch
+        tokens = -(-schedule.batch // self.ranks) * shape.context  # this rank's share of the batch
         # kept for the backward pass: every layer's activations, or (recompute) every layer's input
         # and one layer's activations at a time, recomputed
         layers = shape.width * shape.depth + max(per_layer) if self.recompute else sum(per_layer)

@@ -5,9 +5,20 @@ from __future__ import annotations
 from lagdsl.families import FamilyError, family_named, mixture_family
 from lagdsl.lang import layers
 from lagdsl.lang.arch import grown_heads, grown_mlp, mlp_hidden
+from lagdsl.lang.check.context import lengthened
 from lagdsl.lang.check.draft import Draft, GrowDraft, OperatorRef
 from lagdsl.lang.params import Param, coerce, show
-from lagdsl.lang.schedule import MAX_DEPTH, MAX_EXPERTS, MAX_HEADS, MAX_WIDTH, MixtureSpec, Shape, layer_list
+from lagdsl.lang.schedule import (
+    MAX_CONTEXT,
+    MAX_DEPTH,
+    MAX_EXPERTS,
+    MAX_HEADS,
+    MAX_WIDTH,
+    MixtureSpec,
+    Positions,
+    Shape,
+    layer_list,
+)
 
 
 def check_shapes(draft: Draft) -> Draft:
@@ -17,11 +28,17 @@ def check_shapes(draft: Draft) -> Draft:
     if model is None:
         return draft
     shape = model.shape
+    assert shape.positions is not None
+    options = [shape.positions]  # every positions the model may have here (a context probe's candidates')
     for stage in draft.stages:
         stage.before = shape
         for grow in stage.grows:
             grow.before = shape
-            after = _grown_shape(draft, grow, shape)
+            if grow.dim == "context":
+                grown = _longer(draft, grow, shape, options)
+                after, options = grown if grown is not None else (None, options)
+            else:
+                after = _grown_shape(draft, grow, shape)
             if after is None:
                 stage.after = None
                 return draft
@@ -32,7 +49,30 @@ def check_shapes(draft: Draft) -> Draft:
     return draft
 
 
+def _longer(
+    draft: Draft, grow: GrowDraft, shape: Shape, options: list[Positions]
+) -> tuple[Shape, list[Positions]] | None:
+    target = _target(draft, grow, shape)
+    return None if target is None else lengthened(draft, grow, shape, target, options)
+
+
 def _grown_shape(draft: Draft, grow: GrowDraft, shape: Shape) -> Shape | None:
+    dim = grow.dim
+    target = _target(draft, grow, shape)
+    if target is None or dim is None:
+        return None
+    current = getattr(shape, dim)
+    if dim == "experts":
+        return _mixed_shape(draft, grow, shape, target)
+    if dim == "depth":
+        if target > 4 * current:
+            _large_step(draft, grow, f"growing depth {current} -> {target} in one step is more than 4x")
+        return _deepened(draft, grow, shape, target)
+    return _widened(draft, grow, shape, target)
+
+
+def _target(draft: Draft, grow: GrowDraft, shape: Shape) -> int | None:
+    """The size `grow` asks for, where it is one the model can grow to (else reported)."""
     node, dim = grow.node, grow.dim
     if dim is None:
         return None
@@ -43,7 +83,10 @@ def _grown_shape(draft: Draft, grow: GrowDraft, shape: Shape) -> Shape | None:
     assert isinstance(amount, int)
     current = getattr(shape, dim)
     target = current + amount if node.mode == "by" else amount
-    limits = {"depth": MAX_DEPTH, "width": min(MAX_WIDTH, MAX_HEADS * shape.head_size), "experts": MAX_EXPERTS}
+    limits = {
+        "depth": MAX_DEPTH, "width": min(MAX_WIDTH, MAX_HEADS * shape.head_size), "experts": MAX_EXPERTS,
+        "context": MAX_CONTEXT,
+    }  # fmt: skip
     if target > limits[dim]:
         draft.report(
             "E0302",
@@ -51,8 +94,8 @@ def _grown_shape(draft: Draft, grow: GrowDraft, shape: Shape) -> Shape | None:
             "allowed",
             node.amount.span,
             "out of range",
-            f"a model has at most {MAX_DEPTH:,} layers, width {MAX_WIDTH:,}, {MAX_HEADS:,} heads and "
-            f"{MAX_EXPERTS:,} experts",
+            f"a model has at most {MAX_DEPTH:,} layers, width {MAX_WIDTH:,}, {MAX_HEADS:,} heads, "
+            f"{MAX_EXPERTS:,} experts and a context of {MAX_CONTEXT:,}",
         )
         return None
     if target <= current:
@@ -65,12 +108,11 @@ def _grown_shape(draft: Draft, grow: GrowDraft, shape: Shape) -> Shape | None:
             f"write `grow {dim} to N` with N above {current}, or `grow {dim} by N` with N at least 1",
         )
         return None
-    if dim == "experts":
-        return _mixed_shape(draft, grow, shape, target)
-    if dim == "depth":
-        if target > 4 * current:
-            _large_step(draft, grow, f"growing depth {current} -> {target} in one step is more than 4x")
-        return _deepened(draft, grow, shape, target)
+    return target
+
+
+def _widened(draft: Draft, grow: GrowDraft, shape: Shape, target: int) -> Shape | None:
+    node, current = grow.node, shape.width
     head = shape.head_size * shape.groups  # with grouped-query attention, whole groups of heads
     if target % head:
         lower, upper = target // head * head, (target // head + 1) * head
@@ -96,7 +138,9 @@ def _grown_shape(draft: Draft, grow: GrowDraft, shape: Shape) -> Shape | None:
     if moe is not None:  # every expert, and a shared one, in proportion (as the model grows them)
         shared = grown_mlp(moe.shared, shape.width, target) if moe.shared else 0
         moe = moe.model_copy(update={"hidden": grown_mlp(moe.hidden, shape.width, target), "shared": shared})
-    return Shape(depth=shape.depth, width=target, heads=heads, kv_heads=kv_heads, hidden=hidden, moe=moe)
+    return shape.model_copy(
+        update={"width": target, "heads": heads, "kv_heads": kv_heads, "hidden": hidden, "moe": moe}
+    )
 
 
 def _deepened(draft: Draft, grow: GrowDraft, shape: Shape, depth: int) -> Shape:

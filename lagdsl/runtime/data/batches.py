@@ -1,8 +1,10 @@
 """Deterministic batches drawn from a corpus, and a rank's share of them.
 
-The batch of mainline step t, micro-step m is a pure function of (seed, t, m): random windows drawn
-from a generator seeded with exactly those numbers. Validation batches are fixed: eval batch i
-depends on (seed, i) only, so every evaluation reads the same text. Under several ranks the batch
+The batch of mainline step t, micro-step m is a pure function of (seed, t, m) and the context:
+random windows of the model's context drawn from a generator seeded with exactly those numbers (a
+context growth lengthens the windows from its step on, so a resume cuts what the run cut).
+Validation batches are fixed: eval batch i depends on (seed, i) and the context only, so every
+evaluation at one context reads the same text. Under several ranks the batch
 is the global one, and a rank reads a share of its rows (`Shard`): N ranks read, between them,
 exactly the tokens one process reads.
 """
@@ -35,22 +37,29 @@ class Batches:
     global batch's rows of `shard` (all of them by default)."""
 
     def __init__(
-        self, corpus: Corpus, batch: int, context: int, seed: int, device: torch.device, shard: Shard = WHOLE
+        self,
+        corpus: Corpus,
+        batch: int,
+        context: int,
+        seed: int,
+        device: torch.device,
+        shard: Shard = WHOLE,
+        longest: int | None = None,
     ) -> None:
-        corpus.check(context)
+        corpus.check(max(context, longest or 0))  # every window the run will cut must fit
         if batch % shard.count:
             raise DataError(f"a batch of {batch} rows cannot be split into {shard.count} equal shares")
         self.corpus, self.batch, self.context, self.seed, self.device = corpus, batch, context, seed, device
         self.shard = shard
 
     def _windows(
-        self, data: Tokens, rng: np.random.Generator, shard: Shard | None
+        self, data: Tokens, rng: np.random.Generator, shard: Shard | None, context: int | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        shard = shard or self.shard
-        starts = rng.integers(0, len(data) - self.context - 1, size=self.batch)  # the global batch
+        shard, context = shard or self.shard, context or self.context
+        starts = rng.integers(0, len(data) - context - 1, size=self.batch)  # the global batch
         share = self.batch // shard.count
         starts = starts[shard.index * share : (shard.index + 1) * share]
-        rows = np.stack([np.asarray(data[s : s + self.context + 1], dtype=np.int64) for s in starts])
+        rows = np.stack([np.asarray(data[s : s + context + 1], dtype=np.int64) for s in starts])
         tokens = torch.from_numpy(rows)
         if self.device.type == "cuda":
             tokens = tokens.pin_memory().to(self.device, non_blocking=True)
@@ -61,11 +70,18 @@ class Batches:
         shard = shard or self.shard
         return shard.index * (self.batch // shard.count)
 
-    def train(self, step: int, micro: int = 0, shard: Shard | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch of mainline step `step`, micro-step `micro`: this rank's share, or `shard`'s."""
+    def train(
+        self, step: int, micro: int = 0, shard: Shard | None = None, context: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch of mainline step `step`, micro-step `micro`: this rank's share, or `shard`'s;
+        windows of `context` tokens (the model's now: a context growth lengthens them)."""
         # the 0 stands where a rank once was: it keeps every single-process run's batches as they were
-        return self._windows(self.corpus.train, np.random.default_rng([self.seed, step, 0, micro]), shard)
+        return self._windows(self.corpus.train, np.random.default_rng([self.seed, step, 0, micro]), shard, context)
 
-    def val(self, index: int, shard: Shard | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validation batch `index` (this rank's share, or `shard`'s): the same text at every evaluation."""
-        return self._windows(self.corpus.val, np.random.default_rng([self.seed, VAL_SALT, index]), shard)
+    def val(
+        self, index: int, shard: Shard | None = None, context: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validation batch `index` (this rank's share, or `shard`'s) at `context`: the same text at
+        every evaluation of one context."""
+        rng = np.random.default_rng([self.seed, VAL_SALT, index])
+        return self._windows(self.corpus.val, rng, shard, context)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from lagdsl.artifacts import CheckpointEvent, Dims, ShapeInfo, StoppedEvent, Summary, dump_json
-from lagdsl.lang.schedule import MixtureSpec, Schedule, Shape
+from lagdsl.lang.schedule import MixtureSpec, Positions, Schedule, Shape
 from lagdsl.model.config import GPTConfig
 from lagdsl.runtime.distributed import world as dist
 from lagdsl.runtime.records.metrics import LogFailed
@@ -161,7 +161,8 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
         val = engine.evaluate(state.model)  # under several ranks: every rank evaluates its share
     segments = engine.segments.upto(state.step, state.elapsed())
     elapsed = sum(segment.wall_seconds or 0.0 for segment in segments)
-    tokens = state.step * schedule.tokens_per_step
+    tokens = schedule.tokens_at(state.step)
+    grew_context = config.context != schedule.model.context
     summary = Summary(
         schedule=schedule.name,
         finished=finished,
@@ -173,7 +174,7 @@ def finish(engine: Engine, run_dir: Path, finished: bool) -> Summary:
         probe_flops=state.probe_flops,
         flops=state.flops,
         scratch_flops=engine.cost.step_flops(_shape(config), state.step),  # the shape reached, from scratch
-        final_shape=ShapeInfo(**Dims.of(config).model_dump(), heads=config.heads),
+        final_shape=ShapeInfo(**Dims.of(config, grew_context).model_dump(), heads=config.heads),
         params=state.model.num_params(),
         wall_seconds=round(elapsed, 3),
         tokens_per_s=round(tokens / elapsed, 1) if elapsed > 0 else None,
@@ -218,6 +219,8 @@ def _shape(config: GPTConfig) -> Shape:
     """A model's shape as the plan counts it: its key/value heads, MLP size and mixture too (the
     plan's figure for the same shape, where the depth and width alone gave a `gpt` model's)."""
     moe = MixtureSpec(**asdict(config.moe)) if config.moe is not None else None
+    positions = Positions(context=config.context, theta=config.rope_theta, rope=config.rope_scaling)
     return Shape(
-        depth=config.depth, width=config.width, heads=config.heads, kv_heads=config.kv_heads, hidden=config.ffn, moe=moe
-    )
+        depth=config.depth, width=config.width, heads=config.heads, kv_heads=config.kv_heads, hidden=config.ffn,
+        moe=moe, positions=positions,
+    )  # fmt: skip

@@ -68,7 +68,8 @@ def open_data(
     try:
         corpus = load_corpus(schedule.data, base, progress and world.main)
         shard = Shard(world.rank, world.size)
-        batches = Batches(corpus, schedule.batch, schedule.model.context, schedule.seed, device.device, shard)
+        longest = schedule.final_shape.context  # (a context only grows)
+        batches = Batches(corpus, schedule.batch, schedule.model.context, schedule.seed, device.device, shard, longest)
     except DataError as error:
         raise RunError(f"data: {error}") from None
     if corpus.vocab > schedule.model.vocab:

@@ -278,7 +278,7 @@ class Engine:
         state = self.state
         state.last_loss = loss
         if self._logs(step):
-            tokens = (step + 1) * self.schedule.tokens_per_step
+            tokens = self.schedule.tokens_at(step + 1)
             event = StepEvent(
                 step=step, stage=stage.name, loss=loss, lr=lr, tokens=tokens, flops=state.flops,
                 elapsed=round(state.elapsed(), 3), **({"from_probe": True} if probe else {}),
@@ -323,7 +323,7 @@ class Engine:
         for micro in range(schedule.accumulate):
             with shared.accumulating(last=micro == schedule.accumulate - 1):
                 for shard in shared.shares:
-                    inputs, targets = self.batches.train(step, micro, shard)
+                    inputs, targets = self.batches.train(step, micro, shard, model.config.context)
                     keys = None
                     if model.config.dropout > 0:  # masks by global row: N ranks drop what one process does
                         first = self.batches.first_row(shard)
@@ -414,10 +414,10 @@ class Engine:
         before = self.state.model.config
         self.state = self.grown(self.state, stage, growth, growth.op, ins.growth)
         _collect()
-        model = self.state.model
+        model, context = self.state.model, growth.dim == "context"
         self.metrics.write(
             GrowEvent(stage=stage.name, step=self.state.step, operator=growth.op.label, dim=growth.dim,
-                      before=Dims.of(before), after=Dims.of(model.config), params=model.num_params())
+                      before=Dims.of(before, context), after=Dims.of(model.config, context), params=model.num_params())
         )  # fmt: skip
         self._log_parts(stage)
 

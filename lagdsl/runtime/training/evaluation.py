@@ -39,7 +39,7 @@ class Evaluator:
         counts: torch.Tensor | None = None  # a mixture's assignments per block and expert
         for index in range(batches):
             for shard in shares:
-                inputs, targets = self.batches.val(index, shard)
+                inputs, targets = self.batches.val(index, shard, model.config.context)
                 with self.autocast():
                     _, loss = model(inputs, targets)
                 assert loss is not None
@@ -62,7 +62,7 @@ class Evaluator:
         model.eval()
         with self.autocast():
             for shard in shares:
-                inputs, targets = self.batches.train(step, 0, shard)
+                inputs, targets = self.batches.train(step, 0, shard, model.config.context)
                 loss = model(inputs, targets)[1]
                 assert loss is not None
                 total += loss.float() * weight

@@ -17,6 +17,7 @@ import torch
 from lagdsl.lang.schedule import Growth, OperatorSpec, Stage
 from lagdsl.model.gpt import GPT
 from lagdsl.ops import GrowthSpec, grow
+from lagdsl.ops.context import lengthen
 from lagdsl.ops.core import Carry, implementation
 from lagdsl.ops.depth import PlannedDepth
 from lagdsl.ops.experts import PlannedExperts
@@ -36,6 +37,10 @@ def grown(
     spent. Checked to be the same on every rank (of `team`: a parallel probe's)."""
     gen = generator(recipe.schedule.seed, "grow", stage.name, index, op.label)
     spec = GrowthSpec(op.name, growth.dim, getattr(growth.after, growth.dim), op.args)
+    if growth.dim == "context":  # no weight moves: the same modules (whole or sharded), a longer context
+        lengthen(state.model, spec)
+        state.set_parts(state.fresh, *parts.resolve(stage, state.model, state.fresh))
+        return state
     operator = implementation(op.name, growth.dim)
     if recipe.sharded and isinstance(operator, PlannedDepth | PlannedWidth | PlannedExperts):
         return _grown_shards(recipe, state, stage, operator, spec, gen)

@@ -265,12 +265,13 @@ def _select(
     for result in finite[1:]:  # the lowest score; a tie goes to the candidate listed first
         if result.score < winner_result.score:
             winner_result = result
-    label = winner_result.label
+    label, lengthens = winner_result.label, growth.dim == "context"
     engine.write(
         SelectEvent(stage=stage.name, growth=ins.growth, step=ins.start, rule=probe.select.text,
                     keep=probe.keep, scores={r.label: r.shown_score for r in results}, winner=label,
                     diverged=[r.label for r in results if r.diverged is not None], dim=growth.dim,
-                    before=Dims.of(growth.before), after=Dims.of(growth.after), params=winner_result.params)
+                    before=Dims.of(growth.before, lengthens), after=Dims.of(growth.after, lengthens),
+                    params=winner_result.params)
     )  # fmt: skip
     if probe.keep == "winner":
         kept = best[1] if best is not None and best[0].label == label else None

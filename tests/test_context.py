@@ -1,0 +1,214 @@
+"""Context as a growth dimension: `grow context to N with METHOD`, each method's positions as the
+checker and the runtime compute them, the plan's cost at each stage's context, batches cut at the
+model's context, and a run whose context grows, stopped and resumed (also on other numbers of
+ranks), equal to the uninterrupted one."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import lagdsl
+from lagdsl.lang.context_args import grown_positions
+from lagdsl.lang.rope import Rope, yarn_mscale
+from lagdsl.lang.schedule import Positions
+from lagdsl.model import GPT, GPTConfig
+from lagdsl.ops import GrowthSpec, check_training_state, grow
+from tests.conftest import write_corpus
+from tests.test_distributed import assert_close, launch, records, single
+
+BEFORE = Positions(context=64, theta=10_000.0)
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "theta", "rope"),
+    [
+        ("keep", {}, 10_000.0, None),
+        ("theta", {"base": 500_000.0}, 500_000.0, None),
+        ("pi", {}, 10_000.0, Rope("linear", 4.0)),
+        ("ntk", {}, 10_000.0 * 4 ** (16 / 14), None),
+        ("yarn", {}, 10_000.0, Rope("yarn", 4.0, 64, attention_factor=yarn_mscale(4.0))),
+        ("yarn", {"factor": 8.0, "beta_fast": 16.0}, 10_000.0,
+         Rope("yarn", 8.0, 64, beta_fast=16.0, attention_factor=yarn_mscale(8.0))),
+        ("llama3", {"high_freq_factor": 2.0}, 10_000.0, Rope("llama3", 4.0, 64, 1.0, 2.0)),
+    ],
+)  # fmt: skip
+def test_each_method_gives_the_positions_its_paper_does(
+    method: str, args: dict[str, object], theta: float, rope: Rope | None
+) -> None:
+    after = grown_positions(method, args, BEFORE, 256, head_size=16)
+    assert isinstance(after, Positions)
+    assert (after.context, after.theta, after.rope) == (256, pytest.approx(theta, rel=1e-12), rope)
+
+
+def test_a_method_applied_again_compounds_and_keeps_the_first_context() -> None:
+    once = grown_positions("yarn", {}, BEFORE, 128, 16)
+    assert isinstance(once, Positions)
+    twice = grown_positions("yarn", {}, once, 512, 16)
+    assert isinstance(twice, Positions) and twice.rope == Rope("yarn", 8.0, 64, attention_factor=yarn_mscale(8.0))
+    linear = grown_positions("pi", {}, grown_positions("pi", {}, BEFORE, 128, 16), 384, 16)  # type: ignore[arg-type]
+    assert isinstance(linear, Positions) and linear.rope == Rope("linear", 6.0)
+    assert "`yarn`" in str(grown_positions("pi", {}, once, 256, 16))  # a method that does not compose
+    dynamic = Positions(context=64, rope=Rope("dynamic", 2.0, 64))
+    assert "grow its context with `keep`" in str(grown_positions("yarn", {}, dynamic, 128, 16))
+    assert isinstance(grown_positions("keep", {}, dynamic, 128, 16), Positions)
+
+
+def trained(context: int = 16) -> tuple[GPT, torch.optim.Optimizer]:
+    model = GPT(GPTConfig(vocab=61, context=context, width=32, heads=4, depth=2))
+    model.init_weights(torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(model.param_groups(0.1), lr=1e-2)
+    x = torch.randint(0, 61, (4, context), generator=torch.Generator().manual_seed(1))
+    model(x, x)[1].backward()  # type: ignore[union-attr]
+    optimizer.step()
+    return model, optimizer
+
+
+@pytest.mark.parametrize("method", ["keep", "theta", "pi", "ntk", "yarn", "llama3"])
+def test_a_context_growth_keeps_every_weight_and_its_state_and_reads_longer_sequences(method: str) -> None:
+    model, optimizer = trained()
+    x = torch.randint(0, 61, (2, 16), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        before = model(x)[0]
+    params = {n: p for n, p in model.named_parameters()}
+    state = {n: optimizer.state[p]["exp_avg"].clone() for n, p in params.items()}
+    args = {"base": 40_000.0} if method == "theta" else {}
+    result = grow(model, optimizer, GrowthSpec(method, "context", 64, args), torch.Generator())
+    check_training_state(result.model, result.optimizer)
+    grown, moved = result.model, result.optimizer
+    assert grown.config.context == 64 and grown.rotary_cos.shape[0] == 64
+    assert moved is not None
+    for name, param in grown.named_parameters():
+        assert param is params[name] and torch.equal(moved.state[param]["exp_avg"], state[name])
+    with torch.no_grad():
+        after = grown(x)[0]
+        grown(torch.randint(0, 61, (1, 64)))  # the longer context fits
+    if method == "keep":  # the same positions: the same function at the old lengths, to the bit
+        assert torch.equal(after, before)
+    else:
+        assert not torch.allclose(after, before, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------ the checker and the plan
+
+MODEL = "model gpt(context=32, width=32, heads=4, depth=2)\nbatch 4\noptimizer adamw(lr=1e-3)\n"
+
+
+def check(stages: str) -> tuple[list[str], object]:
+    result = lagdsl.check_text(MODEL + "stage a { train 10 steps }\n" + stages, "t.grow")
+    return [d.code for d in result.diagnostics if d.code.startswith("E")], result.schedule
+
+
+@pytest.mark.parametrize(
+    ("stages", "codes"),
+    [
+        ("stage b { grow context to 16 with keep train 5 steps }", ["E0401"]),
+        ("stage b { grow context to 4194304 with keep train 5 steps }", ["E0302"]),
+        ("stage b { grow context to 64 with yarn(factor=1) train 5 steps }", ["E0302"]),
+        ("stage b { grow context to 64 with llama3(low_freq_factor=4, high_freq_factor=2) train 5 steps }",
+         ["E0403"]),
+        ("stage b { grow context to 64 with pi train 5 steps }\nstage c { grow context to 128 with yarn train 5 steps }",
+         ["E0403"]),
+        # a later method must apply to every candidate's positions
+        ("stage b { grow context to 64 { candidates [pi, theta(base=20000)] probe 5 steps } train 10 steps }\n"
+         "stage c { grow context to 128 with ntk train 5 steps }", ["E0403"]),
+        ("stage b { grow context to 64 { candidates [pi, yarn] probe 5 steps } train 10 steps }\n"
+         "stage c { grow context to 128 with keep train 5 steps }", []),
+    ],
+)  # fmt: skip
+def test_the_checker_refuses_a_context_its_method_cannot_reach(stages: str, codes: list[str]) -> None:
+    found, _ = check(stages)
+    assert found == codes
+
+
+def test_the_plan_counts_each_stage_at_its_context() -> None:
+    from lagdsl.lang.arch import param_count
+    from lagdsl.plan.build import build_plan
+
+    found, schedule = check(
+        "stage b { grow context to 64 with keep train 10 steps }\n"
+        "stage c { grow context to 128 { candidates [pi, yarn] probe 4 steps } train 10 steps }"
+    )
+    assert found == []
+    plan = build_plan(schedule)  # type: ignore[arg-type]
+    non_embedding = param_count(vocab=256, width=32, depth=2, mlp="swiglu", heads=4).non_embedding
+    for row, context in zip(plan.stages, (32, 64, 128), strict=True):
+        per_token = 6 * non_embedding + 6 * 2 * context * 32  # 6 N + 6 L T w
+        assert row.tokens == 10 * 4 * context
+        assert row.flops == 10 * 4 * context * per_token
+        assert row.shape.context == context
+    assert plan.totals.mainline_tokens == 10 * 4 * (32 + 64 + 128)
+    assert plan.stages[-1].memory.activations > 2 * plan.stages[0].memory.activations
+
+
+# ------------------------------------------------------------------------------ runs
+
+SCHEDULE = """
+schedule longer
+seed 3
+{parallel}
+model gpt(context=16, width=16, heads=2, depth=2)
+data text("corpus/*.txt", val=0.1)
+batch 4
+optimizer adamw(lr=3e-3)
+eval every 5 steps (batches=2)
+checkpoint every 7 steps (keep=4)
+stage short {{ train 8 steps }}
+stage long {{ grow context to 32 with keep  train 6 steps }}
+stage longest {{
+  grow context to 64 {{
+    candidates [pi, yarn, theta(base=40000)]
+    probe 3 steps
+    select lowest val_loss
+  }}
+  train 6 steps
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("context")
+    write_corpus(root)
+    (root / "one.grow").write_text(SCHEDULE.format(parallel=""))
+    (root / "fsdp.grow").write_text(SCHEDULE.format(parallel="parallel fsdp"))
+    single(root, "one.grow", "--out", "one")
+    return root
+
+
+def test_a_run_cuts_its_batches_at_each_stages_context_and_logs_the_growth(project: Path) -> None:
+    events = records(project / "one")
+    grows = [e for e in events if e["event"] in ("grow", "select")]
+    assert [(g["before"]["context"], g["after"]["context"]) for g in grows] == [(16, 32), (32, 64)]
+    steps = [e for e in events if e["event"] == "step"]
+    by_step = {e["step"]: e["tokens"] for e in steps}
+    assert by_step[7] == 8 * 4 * 16 and by_step[8] == 8 * 4 * 16 + 4 * 32  # each step at its stage's context
+    import json
+
+    summary = json.loads((project / "one" / "summary.json").read_text())
+    assert summary["final_shape"]["context"] == 64 and summary["tokens"] == 4 * (8 * 16 + 6 * 32 + 6 * 64)
+    from lagdsl.runtime.state.trained import open_trained
+
+    model = open_trained(project / "one").model()
+    winner = summary["winners"]["longest"]
+    positions = {"pi": "linear", "yarn": "yarn", "theta(base=40000)": None}[winner]
+    assert model.config.context == 64 and model.rotary_cos.shape[0] == 64
+    assert (model.config.rope_scaling.kind if model.config.rope_scaling else None) == positions
+    assert model.config.rope_theta == (40_000.0 if winner.startswith("theta") else 10_000.0)
+
+
+def test_a_run_stopped_after_a_context_growth_resumes_to_the_same_events(project: Path) -> None:
+    single(project, "one.grow", "--out", "stopped", "--max-steps", "11")
+    single(project, "--resume", "stopped")
+    assert_close(records(project / "stopped"), records(project / "one"), tolerance=0.0)
+
+
+@pytest.mark.slow
+def test_two_ranks_grow_the_context_as_one_process_and_resume_on_one(project: Path) -> None:
+    result = launch(project, "fsdp.grow", "--out", "fsdp", "--max-steps", "11", ungathered=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    single(project, "--resume", "fsdp")
+    assert_close(records(project / "fsdp"), records(project / "one"))
