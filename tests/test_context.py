@@ -5,7 +5,6 @@ ranks), equal to the uninterrupted one."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -110,8 +109,8 @@ def check(stages: str) -> tuple[list[str], object]:
         ("stage b { grow context to 64 with yarn(factor=1) train 5 steps }", ["E0302"]),
         ("stage b { grow context to 64 with llama3(low_freq_factor=4, high_freq_factor=2) train 5 steps }",
          ["E0403"]),
-        ("stage b { grow context to 64 with pi train 5 steps }\nstage c { grow context to 128 with yarn train 5 steps }",
-         ["E0403"]),
+        ("stage b { grow context to 64 with pi train 5 steps }\n"
+         "stage c { grow context to 128 with yarn train 5 steps }", ["E0403"]),
         # a later method must apply to every candidate's positions
         ("stage b { grow context to 64 { candidates [pi, theta(base=20000)] probe 5 steps } train 10 steps }\n"
          "stage c { grow context to 128 with ntk train 5 steps }", ["E0403"]),
@@ -212,3 +211,20 @@ def test_two_ranks_grow_the_context_as_one_process_and_resume_on_one(project: Pa
     assert result.returncode == 0, result.stderr[-3000:]
     single(project, "--resume", "fsdp")
     assert_close(records(project / "fsdp"), records(project / "one"))
+
+
+def test_durations_in_tokens_follow_each_stages_context() -> None:
+    found, schedule = check(
+        "stage b { grow context to 64 { candidates [pi, yarn] probe 512 tokens } train 2560 tokens }"
+    )
+    assert found == []
+    (stage,) = schedule.stages[1:]  # type: ignore[attr-defined]
+    assert stage.train_steps == 10 and stage.growths[0].probe.steps == 2  # 256 tokens a step at context 64
+
+
+@pytest.mark.parametrize("setting", ["total 20k tokens", "eval every 1k tokens", "checkpoint every 1k tokens"])
+def test_a_whole_run_duration_in_tokens_is_refused_where_the_context_grows(setting: str) -> None:
+    text = f"{setting}\n{MODEL}stage a {{ train 10 steps }}\nstage b {{ grow context to 64 with keep train 10 steps }}"
+    result = lagdsl.check_text(text, "t.grow")
+    problems = [d for d in result.diagnostics if d.code == "E0301"]
+    assert len(problems) == 1 and "the context grows" in problems[0].message

@@ -40,7 +40,8 @@ METHODS = {
     },
     "longrope": {
         "rope_type": "longrope", "original_max_position_embeddings": 32,
-        "short_factor": [1.0 + 0.1 * i for i in range(HEAD // 2)], "long_factor": [1.5 + 0.5 * i for i in range(HEAD // 2)],
+        "short_factor": [1.0 + 0.1 * i for i in range(HEAD // 2)],
+        "long_factor": [1.5 + 0.5 * i for i in range(HEAD // 2)],
     },
     "llama3": {
         "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -149,7 +150,7 @@ def test_a_config_without_a_base_takes_the_familys_default_as_transformers_does(
     config.pop("rope_theta", None)
     config.pop("rope_parameters", None)
     (source / "config.json").write_text(json.dumps(config))
-    family, model = ours_at(source, context=64)
+    _, model = ours_at(source, context=64)
     assert model.config.rope_theta == 1_000_000.0
     expected, _ = hf_logits(source, IDS)
     with torch.no_grad():

@@ -9,7 +9,7 @@ from lagdsl.lang import syntax as ast
 from lagdsl.lang.catalogue import SELECT_METRICS
 from lagdsl.lang.check.draft import Draft, Every, GrowDraft
 from lagdsl.lang.params import show
-from lagdsl.lang.schedule import MAX_EVENTS, MAX_STEPS, CheckpointSpec, EvalSpec, LRSpec, SelectRule
+from lagdsl.lang.schedule import MAX_EVENTS, MAX_STEPS, CheckpointSpec, EvalSpec, LRSpec, SelectRule, Shape
 
 #: Beyond any duration's limit in any unit: checked before converting, so no arithmetic overflows.
 _MAX_AMOUNT = 10**30
@@ -24,14 +24,35 @@ class _Steps:
     def __init__(self, draft: Draft) -> None:
         self.draft = draft
         s = draft.settings
-        self.tokens_per_step = (
-            s.batch * s.accumulate * s.model.context
-            if s.model is not None and s.batch is not None and s.accumulate is not None
-            else None
-        )
+        self.sequences = s.batch * s.accumulate if s.batch is not None and s.accumulate is not None else None
+        self.context = s.model.context if s.model is not None else None
+        #: whether the context grows: a duration in tokens of the whole run then has no one step size
+        self.growing = any(grow.dim == "context" for stage in draft.stages for grow in stage.grows)
 
-    def __call__(self, duration: ast.Duration, what: str, *, minimum: int = 1, percent: bool = True) -> int | None:
+    def __call__(
+        self,
+        duration: ast.Duration,
+        what: str,
+        *,
+        minimum: int = 1,
+        percent: bool = True,
+        at: Shape | None = None,
+        whole_run: bool = False,
+    ) -> int | None:
+        """`duration` in steps; a duration in tokens at the context of `at` (a stage's or a growth's
+        shape; default the model's first), or (`whole_run`) refused where the context grows."""
         draft = self.draft
+        context = at.context if at is not None and at.positions is not None else self.context
+        tokens_per_step = self.sequences * context if self.sequences is not None and context is not None else None
+        if whole_run and self.growing and duration.unit == "tokens":
+            draft.report(
+                "E0301",
+                f"{what} in tokens has no one number of steps: the context grows",
+                duration.span,
+                "tokens per step change with the context",
+                "write it in steps (each stage's `train` in tokens follows its own context)",
+            )
+            return None
         amount = duration.amount.value
         shown = show(duration)
         if not math.isfinite(amount) or amount > _MAX_AMOUNT:
@@ -72,18 +93,18 @@ class _Steps:
                 return None
             steps = int(amount)
         else:
-            if self.tokens_per_step is None:
+            if tokens_per_step is None:
                 return None
             if isinstance(amount, int):
-                steps = -(-amount // self.tokens_per_step)  # exact for integers of any size
+                steps = -(-amount // tokens_per_step)  # exact for integers of any size
             else:
-                steps = math.ceil(amount / self.tokens_per_step)
-            if steps * self.tokens_per_step != amount and amount > 0:
+                steps = math.ceil(amount / tokens_per_step)
+            if steps * tokens_per_step != amount and amount > 0:
                 draft.report(
                     "W0501",
                     f"`{shown}` is not a whole number of steps: rounded up to {steps}",
                     duration.span,
-                    f"{self.tokens_per_step} tokens per step",
+                    f"{tokens_per_step} tokens per step",
                     "tokens per step = batch x accumulate x context",
                 )
         if steps < minimum:
@@ -112,16 +133,16 @@ def check_budgets(draft: Draft) -> Draft:
     if total_setting is not None:
         draft.total_given = True
         if isinstance(total_setting.value, ast.Duration):
-            draft.total = steps(total_setting.value, "`total`", percent=False)
+            draft.total = steps(total_setting.value, "`total`", percent=False, whole_run=True)
     _stage_budgets(draft, steps)
     for stage in draft.stages:
         if stage.rewarm is not None:
-            stage.rewarm_steps = steps(stage.rewarm.duration, "`rewarm`") or 0
+            stage.rewarm_steps = steps(stage.rewarm.duration, "`rewarm`", at=stage.after) or 0
         used = 0
         for grow in stage.grows:
             if grow.probe is None:
                 continue
-            grow.probe_steps = steps(grow.probe.duration, "`probe`", minimum=0)
+            grow.probe_steps = steps(grow.probe.duration, "`probe`", minimum=0, at=grow.after)
             if grow.probe_steps is None:
                 continue
             k = grow.probe_steps
@@ -153,7 +174,7 @@ def _stage_budgets(draft: Draft, steps: _Steps) -> None:
     if not trains:
         return
     for stage, train in trains:
-        stage.train_steps = steps(train.duration, "`train`")
+        stage.train_steps = steps(train.duration, "`train`", at=stage.after)
     if any(s.train_steps is None for s, _ in trains) and draft.total is None:
         return
     written = sum(s.train_steps or 0 for s, _ in trains)
@@ -222,7 +243,7 @@ def _select_rule(draft: Draft, grow: GrowDraft, steps: _Steps) -> SelectRule | N
                 else "write `select lowest val_loss`",
             )
             return None
-        window = steps(select.window, "the selection window", percent=False)
+        window = steps(select.window, "the selection window", percent=False, at=grow.after)
         if window is None:
             return None
         if window > k:
@@ -276,7 +297,7 @@ def _few_enough(draft: Draft, every: Every, interval: int, what: str) -> bool:
 
 
 def _every(every: Every, key: str, steps: _Steps) -> int | None:
-    every.steps = steps(every.duration, f"`{key} every`", percent=False)
+    every.steps = steps(every.duration, f"`{key} every`", percent=False, whole_run=True)
     return every.steps
 
 
