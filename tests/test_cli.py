@@ -119,7 +119,9 @@ def test_ops_lists_the_catalogue() -> None:
         assert name in text.stdout
     payload = json.loads(run("ops", "--format", "json").stdout)
     entries = {(e["name"], e["dim"]): e for e in payload}
-    assert len(entries) == 15
+    assert len(entries) == 21
+    assert entries[("keep", "context")]["preserves_function"] == "yes"
+    assert entries[("yarn", "context")]["params"][0] == {"name": "factor", "type": "float", "default": "auto"}
     assert entries[("upcycle", "experts")]["preserves_function"] == "yes"
     assert entries[("duplicate", "experts")]["preserves_function"] == "yes"
     assert entries[("identity", "depth")]["preserves_function"] == "yes"

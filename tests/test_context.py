@@ -228,3 +228,82 @@ def test_a_whole_run_duration_in_tokens_is_refused_where_the_context_grows(setti
     result = lagdsl.check_text(text, "t.grow")
     problems = [d for d in result.diagnostics if d.code == "E0301"]
     assert len(problems) == 1 and "the context grows" in problems[0].message
+
+
+def test_a_batch_in_tokens_keeps_the_tokens_per_step_as_the_context_grows(project: Path) -> None:
+    text = MODEL.replace("batch 4", "batch 256 tokens") + "stage a { train 10 steps }\n"
+    text += "stage b { grow context to 64 with keep train 10 steps }\n"
+    text += "stage c { grow context to 512 with keep train 2 steps }"
+    result = lagdsl.check_text(text, "t.grow")
+    (problem,) = [d for d in result.diagnostics if d.code.startswith("E")]
+    assert problem.code == "E0302" and "context 512" in problem.message  # 256 tokens are half a row there
+    result = lagdsl.check_text(text.replace("to 512", "to 128"), "t.grow")
+    schedule = result.schedule
+    assert schedule is not None and [schedule.rows(c) for c in (32, 64, 128)] == [8, 4, 2]
+    from lagdsl.plan.build import build_plan
+
+    plan = build_plan(schedule)
+    assert [row.tokens for row in plan.stages] == [2560, 2560, 512]  # 256 a step at every context
+    # the run: each step's batch is 256 tokens, as rows of the stage's context
+    (project / "tokens.grow").write_text(
+        SCHEDULE.format(parallel="").replace("batch 4", "batch 64 tokens").replace("schedule longer", "schedule t")
+    )
+    single(project, "tokens.grow", "--out", "tokens")
+    steps = {e["step"]: e["tokens"] for e in records(project / "tokens") if e["event"] == "step"}
+    assert all(steps[s] == 64 * (s + 1) for s in steps)
+
+
+def test_the_loss_at_positions_is_the_loss_of_those_tokens_alone() -> None:
+    import contextlib
+
+    import torch.nn.functional as F
+
+    from lagdsl.runtime.data.batches import Batches
+    from lagdsl.runtime.data.corpus import Corpus
+    from lagdsl.runtime.distributed import world as dist
+    from lagdsl.runtime.training.evaluation import Evaluator
+
+    tokens = torch.randint(0, 61, (4000,), generator=torch.Generator().manual_seed(5)).numpy()
+    corpus = Corpus(train=tokens, val=tokens, vocab=61, fingerprint="", description="")
+    batches = Batches(corpus, 4, 16, 0, torch.device("cpu"))
+    evaluator = Evaluator(batches, torch.device("cpu"), contextlib.nullcontext, dist.ONE, 2)
+    model, _ = trained()
+    model.eval()
+    whole = evaluator.evaluate(model)
+    late = evaluator.evaluate(model, positions=(8, 16))
+    losses = []
+    with torch.no_grad():
+        for index in range(2):
+            inputs, targets = batches.val(index)
+            logits, _ = model(inputs)
+            losses.append(F.cross_entropy(logits[:, 8:].reshape(-1, 61), targets[:, 8:].reshape(-1)))
+    assert late == pytest.approx(torch.stack(losses).mean().item(), rel=1e-6) and late != pytest.approx(whole)
+
+
+def test_a_probe_scores_by_the_loss_beyond_the_old_context_where_asked(project: Path) -> None:
+    text = SCHEDULE.format(parallel="").replace("select lowest val_loss", "select lowest val_loss at positions 32..")
+    assert "at positions 32.." in text
+    (project / "late.grow").write_text(text)
+    single(project, "late.grow", "--out", "late")
+    late = next(e for e in records(project / "late") if e["event"] == "select")
+    whole = next(e for e in records(project / "one") if e["event"] == "select")
+    assert late["rule"] == "lowest val_loss at positions 32..64" and whole["rule"] == "lowest val_loss"
+    assert late["scores"].keys() == whole["scores"].keys()
+    assert all(late["scores"][k] != whole["scores"][k] for k in late["scores"])  # another loss: of the late tokens
+    assert late["winner"] == min(late["scores"], key=late["scores"].get)
+
+
+@pytest.mark.parametrize(
+    ("select", "code"),
+    [
+        ("select lowest loss at positions 32..", "E0305"),
+        ("select lowest val_loss at positions 64..", "E0302"),
+        ("select lowest val_loss at positions 8..4", "E0302"),
+        ("select lowest val_loss at positions 0..65", "E0302"),
+    ],
+)
+def test_positions_must_lie_within_the_grown_context(select: str, code: str) -> None:
+    found, _ = check(
+        f"stage b {{ grow context to 64 {{ candidates [pi, yarn] probe 5 steps {select} }} train 9 steps }}"
+    )
+    assert found == [code]

@@ -402,7 +402,7 @@ def test_the_check_catches_a_forgotten_parameter_and_a_broken_tie() -> None:
 def test_catalogue_and_implementations_agree() -> None:
     paths = {entry.impl for entry in Catalogue(plugins=False)}
     implemented = set()
-    for module_name in ("lagdsl.ops.depth", "lagdsl.ops.width", "lagdsl.ops.experts"):
+    for module_name in ("lagdsl.ops.depth", "lagdsl.ops.width", "lagdsl.ops.experts", "lagdsl.ops.context"):
         module = importlib.import_module(module_name)
         implemented |= {f"{module_name}:{name}" for name in module.__all__}
     assert paths == implemented

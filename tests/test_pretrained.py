@@ -657,6 +657,7 @@ RECIPE_DEPTHS = {
     "models/llama-2-7b": ("llama", 32),
     "models/llama-3.2-1b": ("llama", 16),
     "models/qwen3-0.6b": ("qwen3", 28),
+    "models/qwen2.5-0.5b": ("qwen2", 24),
 }
 
 

@@ -94,7 +94,8 @@ def loss_figure(log: RunLog, axis: str) -> Figure:
 
 def _shape(stage: StageEvent) -> str:
     after = stage.after or stage
-    return f"depth {after.depth}, width {after.width}"
+    context = getattr(after, "context", None)  # where the context grew: the stage's
+    return f"depth {after.depth}, width {after.width}" + (f", context {context:,}" if context else "")
 
 
 def probe_fanout(log: RunLog, select: SelectEvent, path: Path) -> Path:

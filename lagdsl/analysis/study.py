@@ -302,7 +302,10 @@ def _run(
     start = horizon = 0
     for seed in seeds:
         sched = apply_overrides(schedule, seed, options.device)
-        batches = Batches(corpus, sched.batch, sched.model.context, sched.seed, device.device)
+        batches = Batches(
+            corpus, sched.batch, sched.model.context, sched.seed, device.device,
+            longest=sched.final_shape.context, tokens=sched.batch_tokens,
+        )  # fmt: skip
         program = P.lower(build_plan(sched))
         probe_pc = next(
             i

@@ -33,7 +33,7 @@ _MAGNITUDES = {"k": 1_000, "M": 1_000_000, "B": 1_000_000_000}
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n"}
 #: Tokens that only shape the syntax: dropped before a handler sees its children.
 _SYNTAX_ONLY = frozenset({"LPAR", "RPAR", "LBRACE", "RBRACE", "LSQB", "RSQB", "COMMA", "EQUAL"} | {
-    "_EVERY", "_WITH", "_OVER", "_LAST"
+    "_EVERY", "_WITH", "_OVER", "_LAST", "_AT", "_POSITIONS", "_DOTS"
 })  # fmt: skip
 
 
@@ -326,8 +326,15 @@ class Builder(Transformer[Token, object]):
 
     @_rule
     def select(self, span: Span, children: Children) -> ast.Select:
-        _, direction, metric, *window = children
-        return ast.Select(self._name(direction), self._name(metric), window[-1] if window else None, span)
+        _, direction, metric, *rest = children  # each optional part, or its placeholders
+        window = next((c for c in rest if isinstance(c, ast.Duration)), None)
+        positions = next((c for c in rest if isinstance(c, tuple)), None)
+        return ast.Select(self._name(direction), self._name(metric), window, span, positions)
+
+    @_rule
+    def positions(self, span: Span, children: Children) -> tuple[ast.Number, ast.Number | None]:
+        start, end = children
+        return self._number(start), self._number(end) if end is not None else None
 
     @_rule
     def keep(self, span: Span, children: Children) -> ast.Keep:

@@ -278,6 +278,9 @@ class _Printer:
             self.simple(f"probe {value(node.duration, source)}", node.span, depth)
         elif isinstance(node, ast.Select):
             window = f" over last {value(node.window, source)}" if node.window is not None else ""
+            if node.positions is not None:
+                start, end = node.positions
+                window += f" at positions {value(start, source)}..{value(end, source) if end is not None else ''}"
             self.simple(f"select {node.direction.value} {node.metric.value}{window}", node.span, depth)
         elif isinstance(node, ast.Keep):
             self.simple(f"keep {node.mode.value}", node.span, depth)

@@ -355,6 +355,9 @@ class SelectRule(_Frozen):
 
     metric: Literal["loss", "val_loss"] = "loss"
     window: int | None = None
+    #: `val_loss at positions A..B`: the held-out loss of the tokens at positions A to B - 1 alone
+    #: (what a context growth is for: the positions beyond the old context)
+    positions: tuple[int, int] | None = None
 
     @staticmethod
     def default_window(probe_steps: int) -> int:
@@ -365,7 +368,9 @@ class SelectRule(_Frozen):
     def text(self) -> str:
         """The rule in words, as plans, select events, studies and reports show it."""
         if self.metric == "val_loss":
-            return "lowest val_loss"
+            return "lowest val_loss" + (
+                f" at positions {self.positions[0]}..{self.positions[1]}" if self.positions else ""
+            )
         if self.window is None:  # a probe of 0 steps: the loss right after growth
             return "lowest loss"
         if self.window == 1:
@@ -450,7 +455,9 @@ class Schedule(_Frozen):
     ] = "keep"
     model: ModelSpec
     data: DataSpec = StdlibData()
-    batch: Annotated[int, Field(ge=1, le=MAX_BATCH)]
+    batch: Annotated[int, Field(ge=1, le=MAX_BATCH)]  # rows per micro-batch at the model's first context
+    #: `batch N tokens`: the rows follow the context (N / context), so the tokens per step stay
+    batch_tokens: int | None = None
     accumulate: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 1
     optimizer: OptimizerSpec
     lr: LRSpec = LRSpec()
@@ -459,6 +466,10 @@ class Schedule(_Frozen):
     checkpoint: CheckpointSpec = CheckpointSpec()
     log_every: int = 1
     stages: tuple[Stage, ...]
+
+    def rows(self, context: int) -> int:
+        """The rows of a micro-batch at `context`: the `batch`, or `batch N tokens` / context."""
+        return self.batch_tokens // context if self.batch_tokens is not None else self.batch
 
     @property
     def tokens_per_step(self) -> int:
@@ -470,7 +481,8 @@ class Schedule(_Frozen):
         total = 0
         for stage in self.stages:
             done = min(steps, stage.start_step + stage.train_steps) - stage.start_step
-            total += max(0, done) * self.batch * self.accumulate * stage.after.context
+            context = stage.after.context
+            total += max(0, done) * self.rows(context) * self.accumulate * context
         return total
 
     @property

@@ -121,6 +121,8 @@ class Select:
     metric: Name
     window: Duration | None
     span: Span = field(compare=False, repr=False)
+    #: `at positions A..B` (B None: to the end of the context)
+    positions: tuple[Number, Number | None] | None = None
 
 
 @dataclass(frozen=True)

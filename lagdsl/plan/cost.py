@@ -89,7 +89,6 @@ class CostModel:
         self.recompute = schedule.activations == "recompute"
         model = schedule.model
         self.vocab, self.mlp = model.vocab, model.mlp
-        self.sequences_per_step = schedule.batch * schedule.accumulate
         #: bytes a weight, its gradient and each of its moments take as the run holds them
         self.held = 2 if model.pretrained is not None and model.pretrained.dtype in ("bf16", "fp16") else 4
         self.shape_cost = cache(self._shape_cost)
@@ -125,8 +124,8 @@ class CostModel:
         return 6 * self.shape_cost(shape).active + 6 * shape.depth * shape.context * self._attention_width(shape)
 
     def tokens(self, shape: Shape) -> int:
-        """Tokens per step of a model of `shape`: batch x accumulate x its context."""
-        return self.sequences_per_step * shape.context
+        """Tokens per step of a model of `shape`: rows x accumulate x its context (`batch N tokens`: N x accumulate)."""
+        return self.schedule.rows(shape.context) * self.schedule.accumulate * shape.context
 
     def step_flops(self, shape: Shape, steps: int, frozen: int = 0) -> int:
         """Training FLOPs of `steps` steps at `shape`; `frozen` non-embedding parameters compute no
@@ -158,7 +157,7 @@ class CostModel:
 
     def forward_flops(self, shape: Shape, batches: int) -> int:
         """Forward passes over `batches` micro-batches (evaluation, probe-0 selection)."""
-        return batches * self.schedule.batch * shape.context * self.flops_per_token(shape) // 3
+        return batches * self.schedule.rows(shape.context) * shape.context * self.flops_per_token(shape) // 3
 
     def scoring_batches(self, growth: Growth) -> int:
         """The batches a probe's selection reads per candidate: `val_loss`, the eval batches; the loss
@@ -188,7 +187,7 @@ class CostModel:
         if shape.moe is not None:  # a token's top-k experts' and the shared expert's hidden units
             mixed = 10 * shape.width + 4 * (shape.moe.top_k * shape.moe.hidden + shape.moe.shared)
             per_layer = [per_layer[i] if i in shape.moe.dense else mixed for i in range(shape.depth)]
-        tokens = -(-schedule.batch // self.ranks) * shape.context  # this rank's share of the batch
+        tokens = -(-schedule.rows(shape.context) // self.ranks) * shape.context  # this rank's share of the batch
         # kept for the backward pass: every layer's activations, or (recompute) every layer's input
         # and one layer's activations at a time, recomputed
         layers = shape.width * shape.depth + max(per_layer) if self.recompute else sum(per_layer)

@@ -28,6 +28,7 @@ def assemble(draft: Draft) -> Schedule:
         "activations": s.activations,
         "data": s.data,
         "accumulate": s.accumulate,
+        "batch_tokens": s.batch_tokens,
         "lr": draft.lr,
         "eval": draft.eval,
         "checkpoint": draft.checkpoint,

@@ -9,7 +9,8 @@ from lagdsl.lang import syntax as ast
 from lagdsl.lang.catalogue import SELECT_METRICS
 from lagdsl.lang.check.draft import Draft, Every, GrowDraft
 from lagdsl.lang.params import show
-from lagdsl.lang.schedule import MAX_EVENTS, MAX_STEPS, CheckpointSpec, EvalSpec, LRSpec, SelectRule, Shape
+from lagdsl.lang.schedule import MAX_BATCH, MAX_EVENTS, MAX_STEPS, CheckpointSpec, EvalSpec, LRSpec, SelectRule, Shape
+from lagdsl.lang.source import Span
 
 #: Beyond any duration's limit in any unit: checked before converting, so no arithmetic overflows.
 _MAX_AMOUNT = 10**30
@@ -26,6 +27,7 @@ class _Steps:
         s = draft.settings
         self.sequences = s.batch * s.accumulate if s.batch is not None and s.accumulate is not None else None
         self.context = s.model.context if s.model is not None else None
+        self.tokens = s.batch_tokens * s.accumulate if s.batch_tokens is not None and s.accumulate else None
         #: whether the context grows: a duration in tokens of the whole run then has no one step size
         self.growing = any(grow.dim == "context" for stage in draft.stages for grow in stage.grows)
 
@@ -44,7 +46,9 @@ class _Steps:
         draft = self.draft
         context = at.context if at is not None and at.positions is not None else self.context
         tokens_per_step = self.sequences * context if self.sequences is not None and context is not None else None
-        if whole_run and self.growing and duration.unit == "tokens":
+        if self.tokens is not None:  # `batch N tokens`: the same at every context
+            tokens_per_step = self.tokens
+        if whole_run and self.growing and duration.unit == "tokens" and self.tokens is None:
             draft.report(
                 "E0301",
                 f"{what} in tokens has no one number of steps: the context grows",
@@ -166,7 +170,28 @@ def check_budgets(draft: Draft) -> Draft:
                         "shorten the probe, lengthen the `train`, or `keep rewind`",
                     )
     _setting_budgets(draft, steps)
+    _rows_at_each_context(draft)
     return draft
+
+
+def _rows_at_each_context(draft: Draft) -> None:
+    """`batch N tokens`: N is a whole number of rows at every context the model grows to."""
+    tokens, model = draft.settings.batch_tokens, draft.settings.model
+    if tokens is None or model is None:
+        return
+    for stage in draft.stages:
+        for grow in stage.grows:
+            after = grow.after
+            if grow.dim != "context" or after is None or after.positions is None:
+                continue
+            context = after.context
+            if tokens % context or tokens // context > MAX_BATCH:
+                draft.report(
+                    "E0302", f"`batch {tokens:,} tokens` is not a whole number of rows of the context {context:,}",
+                    grow.node.amount.span, "rows = tokens / context",
+                    f"make the batch a multiple of {context:,} tokens, or grow to a context that divides it",
+                )  # fmt: skip
+                grow.ok = False
 
 
 def _stage_budgets(draft: Draft, steps: _Steps) -> None:
@@ -256,6 +281,8 @@ def _select_rule(draft: Draft, grow: GrowDraft, steps: _Steps) -> SelectRule | N
             )
             return None
         return SelectRule(metric="loss", window=window)
+    if select is not None and select.positions is not None:
+        return _at_positions(draft, grow, select.positions, metric)
     if metric == "val_loss":
         return SelectRule(metric="val_loss", window=None)
     if k == 0:
@@ -263,6 +290,33 @@ def _select_rule(draft: Draft, grow: GrowDraft, steps: _Steps) -> SelectRule | N
     if select is not None:
         return SelectRule(metric="loss", window=1)  # `lowest loss`: the last probe step's loss
     return SelectRule(metric="loss", window=SelectRule.default_window(k))  # the default rule
+
+
+def _at_positions(
+    draft: Draft, grow: GrowDraft, positions: tuple[ast.Number, ast.Number | None], metric: str
+) -> SelectRule | None:
+    """`select lowest val_loss at positions A..B`: positions within the context after the growth."""
+    first, last = positions
+    span = Span.cover(first.span, (last or first).span)
+    if metric != "val_loss":
+        draft.report(
+            "E0305", "`at positions` applies to `val_loss`", span, "the training loss is of whole sequences",
+            "write `select lowest val_loss at positions A..`",
+        )  # fmt: skip
+        return None
+    context = grow.after.context if grow.after is not None and grow.after.positions is not None else None
+    start, end = first.value, last.value if last is not None else context
+    if context is None or end is None:
+        return None  # the shapes pass reported why the context is unknown
+    whole = isinstance(start, int) and isinstance(end, int)
+    if not whole or not 0 <= start < end <= context:
+        draft.report(
+            "E0302", f"positions {show(first)}..{show(last) if last else ''} are not within the context of {context}",
+            span, "out of range", f"give whole positions A..B with 0 <= A < B <= {context}, such as `{context // 2}..`",
+        )  # fmt: skip
+        return None
+    assert isinstance(start, int) and isinstance(end, int)
+    return SelectRule(metric="val_loss", positions=(start, end))
 
 
 def _setting_budgets(draft: Draft, steps: _Steps) -> None:

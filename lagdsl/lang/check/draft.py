@@ -132,6 +132,7 @@ class Settings:
     data: Data | None = None
     tokenizer_vocab: int | None = None  # the size of the data's tokenizer, when it names one
     batch: int | None = None
+    batch_tokens: int | None = None  # `batch N tokens`: rows per step at each context are N / context
     accumulate: int | None = None
     optimizer: AdamW | SGD | None = None
     lr: LRCall | None = None

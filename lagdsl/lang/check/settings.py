@@ -21,6 +21,7 @@ from lagdsl.lang.check.draft import Args, Draft, Every, LRCall
 from lagdsl.lang.diagnostics import did_you_mean, one_of
 from lagdsl.lang.params import Param, Signature, bind, coerce, show
 from lagdsl.lang.schedule import (
+    MAX_BATCH,
     MAX_CONTEXT,
     SGD,
     AdamW,
@@ -53,8 +54,30 @@ def check_settings(draft: Draft) -> Draft:
             _HANDLERS[key](draft, setting)
     if "model" in draft.setting_nodes:
         _model(draft, draft.setting_nodes["model"])
+    _rows(draft)
     _conflicts(draft)
     return draft
+
+
+def _rows(draft: Draft) -> None:
+    """`batch N tokens`: the rows of a step at the model's first context (each stage's are checked
+    at its own, `lagdsl.lang.check.budgets`)."""
+    s = draft.settings
+    if s.batch_tokens is None:
+        return
+    if s.model is None:
+        s.batch = None
+        return
+    rows = s.batch_tokens // s.model.context
+    if rows * s.model.context != s.batch_tokens or rows > MAX_BATCH:
+        node = draft.setting_nodes["batch"].value
+        draft.report(
+            "E0302", f"`batch {show(node)}` is not a whole number of rows of the context {s.model.context}",
+            node.span, "rows = tokens / context", f"use a multiple of {s.model.context} tokens",
+        )  # fmt: skip
+        s.batch = None
+        return
+    s.batch = rows
 
 
 def _conflicts(draft: Draft) -> None:
@@ -423,6 +446,17 @@ def _device(draft: Draft, setting: ast.Setting) -> None:
 
 
 def _batch(draft: Draft, setting: ast.Setting) -> None:
+    value = setting.value
+    if isinstance(value, ast.Duration) and value.unit == "tokens":  # rows follow the context (`_rows`)
+        tokens = value.amount.value
+        if not isinstance(tokens, int) or not 1 <= tokens <= MAX_BATCH * MAX_CONTEXT:
+            draft.report(
+                "E0302", f"`batch` must be a whole number of tokens from 1, found `{show(value)}`", value.span,
+                "out of range", "such as `batch 64k tokens`",
+            )  # fmt: skip
+            return
+        draft.settings.batch_tokens = tokens
+        setting = ast.Setting(setting.key, ast.Number(1, "1", value.span), setting.extra, setting.span, setting.options)
     batch = _value(draft, Param.of(Schedule, "batch"), setting)
     accumulate: object | None = 1
     for arg in setting.extra:

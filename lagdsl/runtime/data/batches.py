@@ -45,19 +45,26 @@ class Batches:
         device: torch.device,
         shard: Shard = WHOLE,
         longest: int | None = None,
+        tokens: int | None = None,
     ) -> None:
         corpus.check(max(context, longest or 0))  # every window the run will cut must fit
         if batch % shard.count:
             raise DataError(f"a batch of {batch} rows cannot be split into {shard.count} equal shares")
         self.corpus, self.batch, self.context, self.seed, self.device = corpus, batch, context, seed, device
         self.shard = shard
+        self.tokens = tokens  # `batch N tokens`: N / context rows at each context
+
+    def rows(self, context: int) -> int:
+        """The global batch's rows at `context`."""
+        return self.tokens // context if self.tokens is not None else self.batch
 
     def _windows(
         self, data: Tokens, rng: np.random.Generator, shard: Shard | None, context: int | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         shard, context = shard or self.shard, context or self.context
-        starts = rng.integers(0, len(data) - context - 1, size=self.batch)  # the global batch
-        share = self.batch // shard.count
+        count = self.rows(context)
+        starts = rng.integers(0, len(data) - context - 1, size=count)  # the global batch
+        share = count // shard.count
         starts = starts[shard.index * share : (shard.index + 1) * share]
         rows = np.stack([np.asarray(data[s : s + context + 1], dtype=np.int64) for s in starts])
         tokens = torch.from_numpy(rows)
@@ -65,10 +72,10 @@ class Batches:
             tokens = tokens.pin_memory().to(self.device, non_blocking=True)
         return tokens[:, :-1], tokens[:, 1:]
 
-    def first_row(self, shard: Shard | None = None) -> int:
-        """The index in the global batch of the first row of this rank's share (or `shard`'s)."""
+    def first_row(self, shard: Shard | None = None, context: int | None = None) -> int:
+        """The index in the global batch (at `context`) of the first row of this rank's share (or `shard`'s)."""
         shard = shard or self.shard
-        return shard.index * (self.batch // shard.count)
+        return shard.index * (self.rows(context or self.context) // shard.count)
 
     def train(
         self, step: int, micro: int = 0, shard: Shard | None = None, context: int | None = None

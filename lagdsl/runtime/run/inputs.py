@@ -60,16 +60,26 @@ def open_data(
     """The schedule's corpus (relative paths from `base`) and its batches (this rank's share of
     each global batch), checked against the model. Under several ranks, the first rank of a machine
     to tokenize a corpus does it; the others wait for it and read the cache (`lagdsl.text.encode`)."""
-    if schedule.batch % world.size:
+    contexts = sorted({stage.after.context for stage in schedule.stages})
+    uneven = [c for c in contexts if schedule.rows(c) % world.size]
+    if uneven:
+        rows = schedule.rows(uneven[0])
+        what = (
+            f"`batch {rows}`" if schedule.batch_tokens is None
+            else f"`batch {schedule.batch_tokens} tokens` ({rows} rows at context {uneven[0]})"
+        )  # fmt: skip
         raise RunError(
-            f"`batch {schedule.batch}` is the global batch, and {world.size} ranks cannot share it equally: "
-            f"make `batch` a multiple of {world.size}, or start a number of ranks that divides {schedule.batch}"
+            f"{what} is the global batch, and {world.size} ranks cannot share it equally: "
+            f"make `batch` a multiple of {world.size} rows, or start a number of ranks that divides {rows}"
         )
     try:
         corpus = load_corpus(schedule.data, base, progress and world.main)
         shard = Shard(world.rank, world.size)
         longest = schedule.final_shape.context  # (a context only grows)
-        batches = Batches(corpus, schedule.batch, schedule.model.context, schedule.seed, device.device, shard, longest)
+        batches = Batches(
+            corpus, schedule.batch, schedule.model.context, schedule.seed, device.device, shard, longest,
+            schedule.batch_tokens,
+        )  # fmt: skip
     except DataError as error:
         raise RunError(f"data: {error}") from None
     if corpus.vocab > schedule.model.vocab:

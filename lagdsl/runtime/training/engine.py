@@ -40,7 +40,7 @@ from lagdsl.runtime.state.train_state import Device, Recipe, StateDict, TrainSta
 from lagdsl.runtime.training import growing, parts, probes, sync
 from lagdsl.runtime.training import program as P
 from lagdsl.runtime.training.agreement import Agreement
-from lagdsl.runtime.training.evaluation import Evaluator
+from lagdsl.runtime.training.evaluation import Evaluator, Within
 from lagdsl.runtime.training.losses import NonFiniteLoss, Pending, add_aux, aux_fields, step_values
 
 __all__ = ["Device", "Engine", "NonFiniteLoss", "generator", "make_optimizer", "seed_for"]
@@ -235,7 +235,7 @@ class Engine:
         shape, after = self.state.model.config, stage.after
         self.metrics.write(
             StageEvent(stage=ins.name, index=ins.stage, step=ins.step, depth=shape.depth, width=shape.width,
-                       after=Dims.of(after))
+                       after=Dims.of(after, after.context != self.schedule.model.context))
         )  # fmt: skip
         # a stage that grows resolves its parts after its growth; until then everything trains
         resolved = parts.resolve(stage if not stage.growths else None, self.state.model, frozenset())
@@ -326,7 +326,7 @@ class Engine:
                     inputs, targets = self.batches.train(step, micro, shard, model.config.context)
                     keys = None
                     if model.config.dropout > 0:  # masks by global row: N ranks drop what one process does
-                        first = self.batches.first_row(shard)
+                        first = self.batches.first_row(shard, model.config.context)
                         keys = row_keys(schedule.seed, step, micro, first, len(inputs), inputs.device)
                     with self.autocast():
                         _, loss = forward(inputs, targets, keys)
@@ -368,11 +368,10 @@ class Engine:
             return loss
         return self.agreed.reduce(loss, self.world.size, self.interrupted, self.terminated, self.metrics.failure)
 
-    def evaluate(self, model: GPT, batches: int | None = None, team: dist.Team | None = None) -> float:
-        """The mean validation loss over the first `batches` validation batches (default: the
-        schedule's `eval` batches); under several ranks each reads its share (`team`'s ranks alone:
-        theirs)."""
-        return self.evaluator.evaluate(model, batches, team)
+    def evaluate(self, model: GPT, batches: int | None = None, team: dist.Team | None = None,
+                 positions: Within = None) -> float:  # fmt: skip
+        """The validation loss (`Evaluator.evaluate`; `batches` default: `eval`'s), each rank its share."""
+        return self.evaluator.evaluate(model, batches, team, positions)
 
     def _eval(self, ins: P.Eval) -> None:
         val_loss = self.evaluate(self.state.model)

@@ -8,12 +8,16 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import torch
+import torch.nn.functional as F
 
 from lagdsl.artifacts import EvalEvent
 from lagdsl.model.gpt import GPT
 from lagdsl.model.layers.moe import load_shares
 from lagdsl.runtime.data.batches import Batches
 from lagdsl.runtime.distributed import world as dist
+
+#: positions A .. B - 1 of each sequence, whose loss alone is scored (None: every position)
+Within = tuple[int, int] | None
 
 
 class Evaluator:
@@ -30,8 +34,15 @@ class Evaluator:
         self.expert_load: list[list[float]] | None = None
 
     @torch.no_grad()
-    def evaluate(self, model: GPT, batches: int | None = None, team: dist.Team | None = None) -> float:
-        """The mean validation loss over the first `batches` validation batches."""
+    def evaluate(
+        self,
+        model: GPT,
+        batches: int | None = None,
+        team: dist.Team | None = None,
+        positions: Within = None,
+    ) -> float:
+        """The mean validation loss over the first `batches` validation batches; with `positions`
+        (A, B), of the tokens at positions A .. B - 1 alone (a probe's `at positions` rule)."""
         batches = self.eval_batches if batches is None else batches
         shares, weight = dist.shares(team)
         model.eval()
@@ -41,7 +52,11 @@ class Evaluator:
             for shard in shares:
                 inputs, targets = self.batches.val(index, shard, model.config.context)
                 with self.autocast():
-                    _, loss = model(inputs, targets)
+                    logits, loss = model(inputs, targets if positions is None else None)
+                if positions is not None:
+                    first, end = positions
+                    chosen = logits[:, first:end].float()
+                    loss = F.cross_entropy(chosen.reshape(-1, chosen.size(-1)), targets[:, first:end].reshape(-1))
                 assert loss is not None
                 total += loss.float() * weight
                 if model.config.moe is not None:

@@ -75,7 +75,10 @@ class Host(Protocol):
         self, state: TrainState, stage: Stage, step: int, team: dist.Team | None = None
     ) -> tuple[torch.Tensor, float]: ...
 
-    def evaluate(self, model: GPT, batches: int | None = None, team: dist.Team | None = None) -> float: ...
+    def evaluate(
+        self, model: GPT, batches: int | None = None, team: dist.Team | None = None,
+        positions: tuple[int, int] | None = None,
+    ) -> float: ...  # fmt: skip
 
     def first_batch_loss(self, model: GPT, step: int, team: dist.Team | None) -> float:
         """The loss on mainline step `step`'s first batch, without training (a `probe 0 steps` score)."""
@@ -295,7 +298,7 @@ def _score(
 ) -> float:
     """A candidate's score by the selection rule (lower is better)."""
     if rule.metric == "val_loss":
-        return engine.evaluate(model, team=team)
+        return engine.evaluate(model, team=team, positions=rule.positions)
     if not losses:  # probe 0 steps: the loss right after growth, on the stage's first batch
         return engine.first_batch_loss(model, start, team)
     assert rule.window is not None
