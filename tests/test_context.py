@@ -307,3 +307,138 @@ def test_positions_must_lie_within_the_grown_context(select: str, code: str) -> 
         f"stage b {{ grow context to 64 {{ candidates [pi, yarn] probe 5 steps {select} }} train 9 steps }}"
     )
     assert found == [code]
+
+
+def test_a_run_stopped_before_its_context_growth_grows_on_resume_as_it_would_have(project: Path) -> None:
+    single(project, "one.grow", "--out", "early", "--max-steps", "5")
+    single(project, "--resume", "early")
+    assert_close(records(project / "early"), records(project / "one"), tolerance=0.0)
+
+
+def test_the_grown_run_exports_what_transformers_computes_at_the_new_context(project: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    from click.testing import CliRunner
+
+    from lagdsl.cli import main
+    from lagdsl.runtime.state.trained import open_trained
+
+    result = CliRunner().invoke(main, ["export", str(project / "one"), "-o", str(project / "one-hf")])
+    assert result.exit_code == 0, result.output
+    import json
+
+    config = json.loads((project / "one-hf" / "config.json").read_text())
+    assert config["max_position_embeddings"] == 64
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(project / "one-hf", dtype=torch.float32).eval()
+    ours = open_trained(project / "one").model().eval()
+    ids = torch.randint(0, 256, (2, 64), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(ids).logits, ours(ids)[0], atol=1e-5, rtol=0)
+
+
+def test_the_report_names_each_stage_with_its_grown_context(project: Path) -> None:
+    from lagdsl.analysis import figures
+    from lagdsl.analysis.runlog import read_run
+
+    log = read_run(project / "one")
+    labels = [figures._shape(stage) for stage in log.stages]
+    assert labels == ["depth 2, width 16", "depth 2, width 16, context 32", "depth 2, width 16, context 64"]
+
+
+def test_validate_and_plan_of_a_context_schedule_import_no_torch() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = f"""
+import sys
+from click.testing import CliRunner
+from lagdsl.cli import main
+for path in ({str(ROOT / "schedules" / "context_warmup.grow")!r},):
+    for command in (["validate"], ["plan", "--format", "json"]):
+        result = CliRunner().invoke(main, [*command, path])
+        assert result.exit_code == 0, result.output
+print("torch" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_a_hand_built_case_where_the_long_position_rule_and_the_whole_loss_disagree() -> None:
+    """Two "models" over a stream where each token is its predecessor + 1: `early` predicts the
+    next token well on positions 0-9, `late` on positions 8-15. Over whole sequences `early` is
+    better; beyond the old context (positions 8..16) `late` is, and the rule picks it."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from lagdsl.lang.schedule import SelectRule
+    from lagdsl.runtime.data.batches import Batches
+    from lagdsl.runtime.data.corpus import Corpus
+    from lagdsl.runtime.distributed import world as dist
+    from lagdsl.runtime.training import probes
+    from lagdsl.runtime.training.evaluation import Evaluator
+
+    vocab = 32
+    stream = (torch.arange(5000) % vocab).numpy()
+    corpus = Corpus(train=stream, val=stream, vocab=vocab, fingerprint="", description="")
+    batches = Batches(corpus, 4, 16, 0, torch.device("cpu"))
+    evaluator = Evaluator(batches, torch.device("cpu"), contextlib.nullcontext, dist.ONE, 2)
+
+    class Knows(torch.nn.Module):
+        def __init__(self, first: int, end: int) -> None:
+            super().__init__()
+            self.first, self.end = first, end
+            self.config = SimpleNamespace(context=16, moe=None)
+
+        def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):  # type: ignore[no-untyped-def]
+            logits = torch.zeros(*idx.shape, vocab)
+            sure = torch.nn.functional.one_hot((idx + 1) % vocab, vocab).float() * 20
+            logits[:, self.first : self.end] = sure[:, self.first : self.end]
+            loss = (
+                None
+                if targets is None
+                else torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1))
+            )
+            return logits, loss
+
+    engine = SimpleNamespace(
+        evaluate=lambda model, team=None, positions=None: evaluator.evaluate(model, None, team, positions)
+    )
+    candidates = {"early": Knows(0, 10), "late": Knows(8, 16)}
+
+    def pick(rule: SelectRule) -> str:
+        scores = {k: probes._score(engine, m, rule, [], 0, None) for k, m in candidates.items()}  # type: ignore[arg-type]
+        return min(scores, key=scores.__getitem__)
+
+    assert pick(SelectRule(metric="val_loss")) == "early"
+    assert pick(SelectRule(metric="val_loss", positions=(8, 16))) == "late"
+
+
+def test_a_pretrained_model_grown_longer_exports_its_method_for_transformers(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    from click.testing import CliRunner
+
+    from lagdsl.cli import main
+    from lagdsl.families import read_config
+    from lagdsl.runtime.state.trained import open_trained
+    from tests.test_pretrained import make_checkpoint
+
+    make_checkpoint(tmp_path / "source", "qwen2")  # 64 positions, biases on q, k and v
+    write_corpus(tmp_path)
+    (tmp_path / "long.grow").write_text(
+        'model pretrained("source")\ndata text("corpus/*.txt")\nbatch 128 tokens\noptimizer adamw(lr=1e-3)\n'
+        "stage short { train 2 steps }\nstage long { grow context to 128 with yarn(beta_fast=16) train 3 steps }\n"
+    )
+    single(tmp_path, "long.grow", "--out", "run")
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "run"), "-o", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    config = read_config(tmp_path / "hf")
+    assert config["max_position_embeddings"] == 128
+    assert config["rope_parameters"]["rope_type"] == "yarn" and config["rope_scaling"]["beta_fast"] == 16
+    assert config["rope_parameters"]["original_max_position_embeddings"] == 64
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    ours = open_trained(tmp_path / "run").model().eval()
+    ids = torch.randint(0, 300, (2, 128), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(ids).logits, ours(ids)[0], atol=1e-5, rtol=0)

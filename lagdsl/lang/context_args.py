@@ -106,7 +106,7 @@ def grown_positions(
         total = earlier * (yarn.factor if yarn.factor else factor)
         scaled = Rope(
             "yarn", total, original, beta_fast=yarn.beta_fast, beta_slow=yarn.beta_slow,
-            attention_factor=yarn_mscale(total),
+            truncate=rope.truncate if rope is not None else True, attention_factor=yarn_mscale(total),
         )  # fmt: skip
         return Positions(context=context, theta=theta, rope=scaled)
     llama = Llama3Args.model_validate(args)

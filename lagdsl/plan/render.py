@@ -280,11 +280,14 @@ def print_table(plan: Plan, file: TextIO) -> None:
     table.add_column("stage", justify="left", no_wrap=True)
     per_rank = totals.ranks > 1
     memory = "mem/rank" if per_rank else "memory"
-    for column in ("depth", "width", "params", "steps", "tokens", "FLOPs", "cum.", "probes", memory):
+    grows_context = len({row.shape.context for row in plan.stages}) > 1  # a column only where it changes
+    columns = ("depth", "width", *(("ctx",) if grows_context else ()), "params", "steps", "tokens", "FLOPs")
+    for column in (*columns, "cum.", "probes", memory):
         table.add_column(column, justify="right", no_wrap=True)
     for row in plan.stages:
+        context = (f"{row.shape.context:,}",) if grows_context else ()
         table.add_row(
-            row.name, str(row.shape.depth), str(row.shape.width), si(row.shape.params), f"{row.steps:,}",
+            row.name, str(row.shape.depth), str(row.shape.width), *context, si(row.shape.params), f"{row.steps:,}",
             si(row.tokens), si(row.flops), f"{row.cumulative_share:.0%}",
             si(row.probe_overhead) if row.probe_overhead else "-", binary(row.peak_memory),
         )  # fmt: skip
