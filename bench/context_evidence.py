@@ -44,7 +44,7 @@ from upscaling import write_corpora as _corpora  # noqa: E402
 OUT = ROOT / "bench" / "out" / "context_evidence"
 
 SIZES: dict[str, dict[str, Any]] = {
-    # two cores: about half an hour
+    # two cores: about ten minutes
     "cpu": {
         "width": 96, "heads": 4, "kv_heads": 2, "depth": 3, "context": 64, "long": 256, "batch": 8,
         "base_steps": 600, "base_lr": 3e-3, "heal": 150, "heal_lr": 1e-3, "probe": 10, "lags": [0, 2, 5, 10, 25],
