@@ -452,7 +452,7 @@ def _batch(draft: Draft, setting: ast.Setting) -> None:
         if not isinstance(tokens, int) or not 1 <= tokens <= MAX_BATCH * MAX_CONTEXT:
             draft.report(
                 "E0302", f"`batch` must be a whole number of tokens from 1, found `{show(value)}`", value.span,
-                "out of range", "such as `batch 64k tokens`",
+                "out of range", "such as `batch 65536 tokens`",
             )  # fmt: skip
             return
         draft.settings.batch_tokens = tokens
