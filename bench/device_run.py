@@ -1,4 +1,4 @@
-"""The GPU evidence, as one command for one H100/H200 (about 10 minutes): what lagdsl's training
+"""The GPU evidence, as one command for one H100/H200 (about 15 minutes): what lagdsl's training
 costs against a hand-written loop, what growing buys against training from scratch, and whether
 the loss after a small lag ranks growth operators by their final loss.
 
@@ -34,6 +34,10 @@ the loss after a small lag ranks growth operators by their final loss.
    (width 512, 8 layers) pretrained, exported and imported, made a mixture of 8 experts, top-2, by
    four recipes a probe compares, against granular upcycling and the dense model trained on at
    equal active FLOPs, three seeds (`--small`: its toy size).
+7. **Context growth.** `bench/context_evidence.py` at GPU size: a base (width 512, 8 layers)
+   pretrained at 512 positions, exported and imported, grown to 2,048 by six methods (`keep`, a
+   10x base, PI, NTK-aware, YaRN, Llama 3.1's) for three seeds, against a model trained at 2,048 from
+   the start at equal FLOPs (`--small`: its toy size).
 
 Data: the built-in corpus (the standard library's source, as bytes); nothing downloads. Every part
 writes into the JSON as it finishes, so a part that fails leaves the others; the exit code is the
@@ -328,6 +332,13 @@ def upcycling(device: str, precision: str, compile_on: bool, size: dict[str, int
     return _evidence("upcycle_evidence", device, precision, size, folder)
 
 
+# -- 7. context growth
+
+
+def context(device: str, precision: str, compile_on: bool, size: dict[str, int], folder: Path) -> dict:
+    return _evidence("context_evidence", device, precision, size, folder)
+
+
 # -- 5. a probe's device memory
 
 
@@ -397,7 +408,7 @@ def main() -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--small", action="store_true", help="Toy sizes: checks the script itself.")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "device_run.json")
-    parser.add_argument("--parts", default="throughput,growth,study,upscaling,memory,upcycling")
+    parser.add_argument("--parts", default="throughput,growth,study,upscaling,memory,upcycling,context")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
@@ -414,7 +425,7 @@ def main() -> int:
         "small": args.small,
     }
     parts = {"throughput": throughput, "growth": growth_vs_scratch, "study": lag_study, "upscaling": upscaling,
-             "memory": probe_memory, "upcycling": upcycling}  # fmt: skip
+             "memory": probe_memory, "upcycling": upcycling, "context": context}  # fmt: skip
     failures = 0
     with tempfile.TemporaryDirectory() as folder:
         for name in args.parts.split(","):

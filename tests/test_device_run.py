@@ -27,7 +27,7 @@ def test_device_run_script_runs_every_part_on_a_cpu(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("PASS") == 6 and "FAIL" not in result.stdout
+    assert result.stdout.count("PASS") == 7 and "FAIL" not in result.stdout
     data = json.loads(out.read_text())
     throughput = data["throughput"]
     assert throughput["lagdsl_tokens_per_s"] > 0 and throughput["hand_written_tokens_per_s"] > 0
@@ -52,6 +52,12 @@ def test_device_run_script_runs_every_part_on_a_cpu(tmp_path: Path) -> None:
     assert all(math.isfinite(f["mean"]) and len(f["seeds"]) == 2 for f in upcycling["final_val"].values())
     assert math.isfinite(upcycling["granular"]["mean"]) and upcycling["dense"]["steps"] > upcycling["horizon_steps"]
     assert all(abs(sum(layer) - 1) < 1e-6 for layer in upcycling["expert_load"])
+    # 7: a base grown longer by six methods, against training long from the start
+    grown = data["context"]
+    assert set(grown["names"].values()) == {"keep", "a 10x base", "position interpolation", "NTK-aware", "YaRN",
+                                            "Llama 3.1"}  # fmt: skip
+    assert all(math.isfinite(f["mean"]) and len(f["seeds"]) == 2 for f in grown["final_val"].values())
+    assert math.isfinite(grown["scratch"]["mean"]) and grown["size"]["long"] == 4 * grown["size"]["context"]
     # 5: a plain growth's run and a probe's (device memory is measured on CUDA alone), with the plan's
     memory = data["memory"]
     assert set(memory["runs"]) == {"plain", "probe"} and memory["plan"]["plain"]["probe"] == 0
