@@ -442,3 +442,11 @@ def test_a_pretrained_model_grown_longer_exports_its_method_for_transformers(tmp
     ids = torch.randint(0, 300, (2, 128), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         torch.testing.assert_close(theirs(ids).logits, ours(ids)[0], atol=1e-5, rtol=0)
+
+
+def test_the_config_of_a_grown_shape_has_its_positions() -> None:
+    found, schedule = check("stage b { grow context to 64 with yarn train 5 steps }")
+    assert found == []
+    config = GPTConfig.from_schedule(schedule, schedule.final_shape)  # type: ignore[arg-type]
+    assert config.context == 64 and config.rope_scaling == Rope("yarn", 2.0, 32, attention_factor=yarn_mscale(2.0))
+    assert GPTConfig.from_schedule(schedule).context == 32  # type: ignore[arg-type]

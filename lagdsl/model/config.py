@@ -141,10 +141,13 @@ class GPTConfig:
         """The config of a `Schedule`'s model, at `shape` (default: the initial shape)."""
         model = schedule.model
         shape = shape or model.shape
-        moe = shape.moe
+        moe, at = shape.moe, shape.positions  # (a grown context: the shape's positions)
+        context, theta, rope = (
+            (at.context, at.theta, at.rope) if at else (model.context, model.rope_theta, model.rope_scaling)
+        )
         return cls(
-            model.vocab, model.context, shape.width, shape.heads, shape.depth, model.mlp, model.dropout,
+            model.vocab, context, shape.width, shape.heads, shape.depth, model.mlp, model.dropout,
             norm_eps=model.norm_eps, kv_heads=shape.kv_heads, head_dim=model.head_dim, ffn=shape.hidden,
-            tie=model.tie, rope_theta=model.rope_theta, qkv_bias=model.qkv_bias, qk_norm=model.qk_norm,
-            moe=Mixture(**moe.model_dump()) if moe is not None else None, rope_scaling=model.rope_scaling,
+            tie=model.tie, rope_theta=theta, qkv_bias=model.qkv_bias, qk_norm=model.qk_norm,
+            moe=Mixture(**moe.model_dump()) if moe is not None else None, rope_scaling=rope,
         )  # fmt: skip
