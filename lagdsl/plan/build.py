@@ -173,7 +173,7 @@ class _Builder:
             known = self._events_of[key] = (
                 self.cost.shape_cost(at),
                 self.cost.forward_flops(at, batches),
-                batches * self.schedule.rows(at.context) * at.context,
+                batches * self.schedule.rows(self.cost.context(at)) * self.cost.context(at),
             )
         cost, eval_flops, eval_tokens = known
         while self.next_event < len(self.events) and self.events[self.next_event][0] <= up_to:

@@ -110,7 +110,7 @@ class CostModel:
         count, active = self.count(shape), self.count(shape, active=True)
         return ShapeCost(
             shape.depth, shape.width, shape.heads, count.total, count.non_embedding, active.non_embedding,
-            shape.experts, shape.context,
+            shape.experts, self.context(shape),
         )  # fmt: skip
 
     def _attention_width(self, shape: Shape) -> int:
@@ -121,11 +121,15 @@ class CostModel:
     def _flops_per_token(self, shape: Shape) -> int:
         """Training FLOPs per token: 6 N + 6 L T w (N: the active non-embedding parameters, w: the
         queries' width)."""
-        return 6 * self.shape_cost(shape).active + 6 * shape.depth * shape.context * self._attention_width(shape)
+        return 6 * self.shape_cost(shape).active + 6 * shape.depth * self.context(shape) * self._attention_width(shape)
+
+    def context(self, shape: Shape) -> int:
+        """The context of a model of `shape`: its positions', or (a shape built without them) the model's first."""
+        return shape.positions.context if shape.positions is not None else self.schedule.model.context
 
     def tokens(self, shape: Shape) -> int:
         """Tokens per step of a model of `shape`: rows x accumulate x its context (`batch N tokens`: N x accumulate)."""
-        return self.schedule.rows(shape.context) * self.schedule.accumulate * shape.context
+        return self.schedule.rows(self.context(shape)) * self.schedule.accumulate * self.context(shape)
 
     def step_flops(self, shape: Shape, steps: int, frozen: int = 0) -> int:
         """Training FLOPs of `steps` steps at `shape`; `frozen` non-embedding parameters compute no
@@ -157,7 +161,9 @@ class CostModel:
 
     def forward_flops(self, shape: Shape, batches: int) -> int:
         """Forward passes over `batches` micro-batches (evaluation, probe-0 selection)."""
-        return batches * self.schedule.rows(shape.context) * shape.context * self.flops_per_token(shape) // 3
+        return (
+            batches * self.schedule.rows(self.context(shape)) * self.context(shape) * self.flops_per_token(shape) // 3
+        )
 
     def scoring_batches(self, growth: Growth) -> int:
         """The batches a probe's selection reads per candidate: `val_loss`, the eval batches; the loss
@@ -187,7 +193,9 @@ class CostModel:
         if shape.moe is not None:  # a token's top-k experts' and the shared expert's hidden units
             mixed = 10 * shape.width + 4 * (shape.moe.top_k * shape.moe.hidden + shape.moe.shared)
             per_layer = [per_layer[i] if i in shape.moe.dense else mixed for i in range(shape.depth)]
-        tokens = -(-schedule.rows(shape.context) // self.ranks) * shape.context  # this rank's share of the batch
+        tokens = -(-schedule.rows(self.context(shape)) // self.ranks) * self.context(
+            shape
+        )  # this rank's share of the batch
         # kept for the backward pass: every layer's activations, or (recompute) every layer's input
         # and one layer's activations at a time, recomputed
         layers = shape.width * shape.depth + max(per_layer) if self.recompute else sum(per_layer)
