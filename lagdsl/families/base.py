@@ -11,23 +11,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lagdsl.families.rope import read_rope, rope_keys
+from lagdsl.families.values import FamilyError, config_float, config_int
 from lagdsl.lang.arch import param_count
-from lagdsl.lang.rope import ROPE_TYPES, Rope, longrope_attention, yarn_mscale
+from lagdsl.lang.rope import Rope
 from lagdsl.lang.schedule import MAX_EXPERTS, MAX_WIDTH, MixtureSpec
+
+__all__ = ["Arch", "Experts", "Family", "FamilyError", "fingerprint", "read_config", "rope_keys", "with_window"]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 TOKENIZER_FILE = "tokenizer.json"
-
-
-class FamilyError(Exception):
-    """A checkpoint lagdsl cannot read; the message is one line for the user, `key` the config key
-    it is about (None: the folder or file)."""
-
-    def __init__(self, message: str, key: str | None = None) -> None:
-        super().__init__(message)
-        self.key = key
 
 
 @dataclass(frozen=True)
@@ -143,10 +138,10 @@ class Family:
 
     def arch(self, config: Mapping[str, Any]) -> Arch:
         """The architecture `config` describes; FamilyError naming the key it cannot use."""
-        width = _int(config, "hidden_size")
-        heads = _int(config, "num_attention_heads")
-        kv_heads = _int(config, "num_key_value_heads", heads)
-        head_dim = _int(config, "head_dim", None) or (width // heads if width % heads == 0 else 0)
+        width = config_int(config, "hidden_size")
+        heads = config_int(config, "num_attention_heads")
+        kv_heads = config_int(config, "num_key_value_heads", heads)
+        head_dim = config_int(config, "head_dim", None) or (width // heads if width % heads == 0 else 0)
         if not head_dim:
             raise FamilyError(f"`hidden_size` {width} is not divisible by `num_attention_heads` {heads}", "hidden_size")
         if head_dim % 2:
@@ -169,22 +164,22 @@ class Family:
                     "`attention_bias: true` is not supported for this family (it puts a bias on `o_proj`)",
                     "attention_bias",
                 )
-        theta, scaling = _rope(config, head_dim, self.default_theta)
+        theta, scaling = read_rope(config, head_dim, self.default_theta)
         arch = Arch(
-            vocab=_int(config, "vocab_size"),
-            context=_int(config, "max_position_embeddings"),
+            vocab=config_int(config, "vocab_size"),
+            context=config_int(config, "max_position_embeddings"),
             width=width,
-            depth=_int(config, "num_hidden_layers"),
+            depth=config_int(config, "num_hidden_layers"),
             heads=heads,
             kv_heads=kv_heads,
             head_dim=head_dim,
-            hidden=_int(config, "intermediate_size"),
+            hidden=config_int(config, "intermediate_size"),
             tie=bool(config.get("tie_word_embeddings", self.tie_default)),
             rope_theta=theta,
             rope_scaling=scaling,
             qkv_bias=bias,
             qk_norm=self.qk_norm,
-            norm_eps=_float(config, "rms_norm_eps", 1e-6),
+            norm_eps=config_float(config, "rms_norm_eps", 1e-6),
         )
         if self.experts is not None:
             arch = replace(arch, moe=_mixture(config, self.experts, arch.depth))
@@ -262,7 +257,7 @@ class Family:
         """The `config.json` of a model of `arch` grown from one with `source`: every key the growth
         changed rewritten, every other key kept."""
         out = dict(source)
-        old_depth = _int(source, "num_hidden_layers")
+        old_depth = config_int(source, "num_hidden_layers")
         out.update({
             "architectures": [self.architecture],
             "model_type": self.model_type,
@@ -289,14 +284,14 @@ class Family:
         if isinstance(window_layers, int) and window_layers >= old_depth:
             out["max_window_layers"] = max(window_layers, arch.depth)  # "no layer slides" stays so
         try:
-            was = _rope(source, arch.head_dim, self.default_theta)
+            was = read_rope(source, arch.head_dim, self.default_theta)
         except FamilyError:
             was = None
         if was != (arch.rope_theta, arch.rope_scaling):  # another method or base: written in both spellings
             out.update(rope_keys(arch.rope_theta, arch.rope_scaling))
         if arch.rope_scaling is not None and arch.rope_scaling.kind == "dynamic":
             out["max_position_embeddings"] = arch.rope_scaling.original  # dynamic NTK's threshold
-        elif arch.context > _int(source, "max_position_embeddings"):
+        elif arch.context > config_int(source, "max_position_embeddings"):
             out["max_position_embeddings"] = arch.context
         if arch.moe is not None and self.experts is not None:
             out.update(_mixture_keys(self.experts, arch.moe))
@@ -316,12 +311,12 @@ def _mixture(config: Mapping[str, Any], experts: Experts, depth: int) -> Mixture
     key = experts.experts_key
     if key not in config and "num_local_experts" in config:  # transformers 5 writes Qwen3-MoE's so
         key = "num_local_experts"
-    count, top_k = _int(config, key), _int(config, "num_experts_per_tok")
+    count, top_k = config_int(config, key), config_int(config, "num_experts_per_tok")
     if top_k > count:
         raise FamilyError(f"`num_experts_per_tok` {top_k} is more than the {count} experts", "num_experts_per_tok")
     dense: list[int] = []
     if experts.sparse_layers:  # transformers: a mixture where (i + 1) % step == 0 and i is not listed
-        step = _int(config, "decoder_sparse_step", 1)
+        step = config_int(config, "decoder_sparse_step", 1)
         listed = config.get("mlp_only_layers") or []
         if not isinstance(listed, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in listed):
             raise FamilyError(
@@ -348,7 +343,7 @@ def _mixture(config: Mapping[str, Any], experts: Experts, depth: int) -> Mixture
         raise FamilyError("`router_aux_loss_coef` must be a number, at least 0", "router_aux_loss_coef")
     if count < 2 or count > MAX_EXPERTS:
         raise FamilyError(f"`{key}` {count:,} is not between 2 and lagdsl's limit of {MAX_EXPERTS:,}", key)
-    hidden = _int(config, experts.hidden_key)
+    hidden = config_int(config, experts.hidden_key)
     if hidden > MAX_WIDTH * 16 or shared > MAX_WIDTH * 16:
         raise FamilyError(f"`{experts.hidden_key}` {hidden:,} is beyond lagdsl's limit", experts.hidden_key)
     return MixtureSpec(
@@ -379,117 +374,6 @@ def with_window(arch: Arch, window: object, key: str) -> Arch:
     if not isinstance(window, int) or isinstance(window, bool) or window < 1:
         raise FamilyError(f"`{key}` must be a positive integer or null, found `{window}`", key)
     return replace(arch, window=window)
-
-
-def _int(config: Mapping[str, Any], key: str, default: int | object | None = ...) -> Any:
-    value = config.get(key, default)
-    if value is ...:
-        raise FamilyError(f"`{key}` is missing", key)
-    if value is None and default is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise FamilyError(f"`{key}` must be a positive integer, found `{json.dumps(value)}`", key)
-    return value
-
-
-def _float(config: Mapping[str, Any], key: str, default: float) -> float:
-    value = config.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-        raise FamilyError(f"`{key}` must be a positive number, found `{json.dumps(value)}`", key)
-    return float(value)
-
-
-def _rope(config: Mapping[str, Any], head_dim: int, default_theta: float) -> tuple[float, Rope | None]:
-    """The rotary base and scaling as transformers 5 reads them: `rope_scaling` (transformers 4's
-    spelling) where it is set, else `rope_parameters`; the base from that object, else the
-    config's `rope_theta`, else the family's default. Every `rope_type` transformers implements
-    for these families is read, each parameter's default resolved as transformers resolves it."""
-    for key in ("rope_parameters", "rope_scaling"):
-        if config.get(key) is not None and not isinstance(config[key], dict):
-            raise FamilyError(f"`{key}` must be an object such as {{\"rope_type\": \"default\"}}, found "
-                              f"`{json.dumps(config[key])[:60]}`", key)  # fmt: skip
-    key = "rope_scaling" if config.get("rope_scaling") else "rope_parameters"
-    params = dict(config.get(key) or {})
-    nested = [k for k, v in params.items() if isinstance(v, dict)]
-    if nested:
-        raise FamilyError(f"`{key}` per layer type (`{nested[0]}`) is not supported: one RoPE for every layer", key)
-    theta = _float(params, "rope_theta", _float(config, "rope_theta", default_theta))
-    kind = params.get("rope_type", params.get("type", "default"))
-    partial = params.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0))
-    if partial != 1.0:
-        raise FamilyError("`partial_rotary_factor` other than 1 is not supported", key)
-    if kind == "default":
-        return theta, None
-    if kind not in ROPE_TYPES:
-        raise FamilyError(
-            f"RoPE type `{kind}` is not supported: lagdsl reads {', '.join(map('`{}`'.format, ROPE_TYPES))}", key
-        )
-    required = {
-        "linear": ["factor"], "dynamic": ["factor"], "yarn": ["factor"], "longrope": ["short_factor", "long_factor"],
-        "llama3": ["factor", "low_freq_factor", "high_freq_factor"],
-    }[kind]  # fmt: skip
-    missing = [k for k in required if k not in params]
-    if missing:  # transformers refuses such a config: lagdsl invents no defaults for it
-        raise FamilyError(f"RoPE type `{kind}` needs {', '.join(f'`{k}`' for k in missing)} in `{key}`", key)
-    context = _int(config, "max_position_embeddings")
-    original = _int(config, "original_max_position_embeddings", None) or _int(
-        params, "original_max_position_embeddings", context
-    )  # (a top-level key, Phi-3's, wins as in transformers)
-    if kind == "dynamic":  # transformers' threshold is the config's own length
-        return theta, Rope(kind, _positive(params, "factor", key), context)
-    if kind == "linear":
-        return theta, Rope(kind, _positive(params, "factor", key))
-    if kind == "llama3":
-        rope = Rope(kind, _positive(params, "factor", key), original, _positive(params, "low_freq_factor", key),
-                    _positive(params, "high_freq_factor", key))  # fmt: skip
-        if rope.low_freq_factor >= rope.high_freq_factor:
-            raise FamilyError("`low_freq_factor` must be smaller than `high_freq_factor`", key)
-        return theta, rope
-    factor = context / original if params.get("factor") is None else _positive(params, "factor", key)
-    attention = params.get("attention_factor")
-    if attention is not None:
-        attention = _positive(params, "attention_factor", key)
-    if kind == "yarn":
-        mscale, mscale_all = params.get("mscale"), params.get("mscale_all_dim")
-        if attention is None and mscale and mscale_all:
-            attention = yarn_mscale(factor, _positive(params, "mscale", key)) / yarn_mscale(
-                factor, _positive(params, "mscale_all_dim", key)
-            )
-        truncate = params.get("truncate", True)
-        if not isinstance(truncate, bool):
-            raise FamilyError("`truncate` must be true or false", key)
-        fast, slow = float(params.get("beta_fast") or 32), float(params.get("beta_slow") or 1)
-        attention = yarn_mscale(factor) if attention is None else attention
-        return theta, Rope(
-            kind, factor, original, beta_fast=fast, beta_slow=slow, truncate=truncate, attention_factor=attention
-        )
-    lists = []
-    for name in ("short_factor", "long_factor"):
-        values = params[name]
-        if (
-            not isinstance(values, list)
-            or len(values) != head_dim // 2
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values)
-        ):
-            raise FamilyError(f"`{name}` must be a list of {head_dim // 2} positive numbers (one per frequency)", key)
-        lists.append(tuple(float(v) for v in values))
-    attention = longrope_attention(factor, original) if attention is None else attention
-    return theta, Rope(kind, factor, original, attention_factor=attention, short_factor=lists[0], long_factor=lists[1])
-
-
-def rope_keys(theta: float, rope: Rope | None) -> dict[str, Any]:
-    """A config's RoPE keys in transformers 5's spelling (`rope_parameters`) and transformers 4's
-    (`rope_theta`, `rope_scaling`), which both read back as the same method."""
-    parameters = (rope or Rope()).parameters(theta)
-    scaling = None if rope is None else {k: v for k, v in parameters.items() if k != "rope_theta"}
-    return {"rope_theta": theta, "rope_scaling": scaling, "rope_parameters": parameters}
-
-
-def _positive(params: Mapping[str, Any], key: str, where: str) -> float:
-    value = params.get(key)
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < float("inf"):
-        raise FamilyError(f"`{key}` in `{where}` must be a positive number, found `{json.dumps(value)[:40]}`", where)
-    return float(value)
 
 
 def fingerprint(folder: Path) -> str:

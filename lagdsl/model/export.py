@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from lagdsl.families import Family, FamilyError, family_named, mixture_family
-from lagdsl.families.base import rope_keys
+from lagdsl.families.rope import rope_keys
 from lagdsl.model.config import GPTConfig
 from lagdsl.model.hub import DTYPES, TORCH_NAMES, HubError, arch_of, family_config, family_parts, family_tensors
 

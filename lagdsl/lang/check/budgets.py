@@ -184,14 +184,22 @@ def _rows_at_each_context(draft: Draft) -> None:
             after = grow.after
             if grow.dim != "context" or after is None or after.positions is None:
                 continue
-            context = after.context
-            if tokens % context or tokens // context > MAX_BATCH:
-                draft.report(
-                    "E0302", f"`batch {tokens:,} tokens` is not a whole number of rows of the context {context:,}",
-                    grow.node.amount.span, "rows = tokens / context",
-                    f"make the batch a multiple of {context:,} tokens, or grow to a context that divides it",
-                )  # fmt: skip
+            hint = "or grow to a context that divides it"
+            if rows_of(draft, tokens, after.context, grow.node.amount.span, hint) is None:
                 grow.ok = False
+
+
+def rows_of(draft: Draft, tokens: int, context: int, span: Span, hint: str = "") -> int | None:
+    """The rows of a `batch N tokens` step at `context`, or None where N is not a whole number of
+    them (E0302 at `span`, `hint` after the fix)."""
+    rows = tokens // context
+    if rows * context == tokens and rows <= MAX_BATCH:
+        return rows
+    draft.report(
+        "E0302", f"`batch {tokens:,} tokens` is not a whole number of rows of the context {context:,}", span,
+        "rows = tokens / context", f"make the batch a multiple of {context:,} tokens" + (f", {hint}" if hint else ""),
+    )  # fmt: skip
+    return None
 
 
 def _stage_budgets(draft: Draft, steps: _Steps) -> None:
