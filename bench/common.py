@@ -109,3 +109,49 @@ def lag_cells(row: dict[str, Any]) -> list[str]:
     p = f"{test['p_value']:.3f}" if test and test.get("p_value") is not None else ""
     return [spread(row["rho"]), interval(row["rho_ci"]), diff, p, spread(row["regret"], 4),
             interval(row["regret_ci"], 4)]  # fmt: skip
+
+
+# -- the evidence benchmarks (a pipeline of `lagdsl` commands at a size, then its tables)
+
+
+def measured(
+    measure: Callable[[dict[str, Any], Path, Callable[[str], None]], None],
+    analyse: Callable[[dict[str, Any], Path], dict[str, Any]],
+    size: dict[str, Any],
+    work: Path,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """An evidence benchmark at `size` from scratch under `work`: measured (the seconds it took in
+    `seconds.txt`), then analysed."""
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    started = time.perf_counter()
+    measure(size, work, say)
+    (work / "seconds.txt").write_text(f"{round(time.perf_counter() - started)}\n")
+    return analyse(size, work)
+
+
+def evidence_main(
+    name: str,
+    doc: str,
+    sizes: dict[str, dict[str, Any]],
+    run: Callable[..., dict[str, Any]],
+    analyse: Callable[[dict[str, Any], Path], dict[str, Any]],
+    markdown: Callable[[dict[str, Any]], str],
+) -> None:
+    """An evidence benchmark's command line: `--size cpu|toy` (its work folder
+    `bench/out/NAME/SIZE`), `--reuse` (analyse the last measurement again), `--update-docs` (the
+    CPU size's tables into docs/benchmarks.md; a toy run leaves the published figures alone)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--size", choices=["cpu", "toy"], default="cpu")
+    parser.add_argument("--update-docs", action="store_true")
+    parser.add_argument("--reuse", action="store_true", help="analyse the last measurement again")
+    args = parser.parse_args()
+    size, work = sizes[args.size], ROOT / "bench" / "out" / name / args.size
+    result = analyse(size, work) if args.reuse else run(size, work, say=lambda line: print(line, flush=True))
+    path = None if args.size == "cpu" else work / f"{name}.json"
+    publish(name, result, markdown(result), args.update_docs and args.size == "cpu", path)

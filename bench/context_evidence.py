@@ -24,11 +24,8 @@ Writes `bench/context_evidence.json`; `--update-docs` puts the tables in docs/be
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +34,19 @@ for folder in (ROOT, ROOT / "bench"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from common import lag_cells, lag_rows, publish  # noqa: E402
-from upscaling import _head, curve, difference_interval, final_losses, lagdsl, mean_interval, picks  # noqa: E402
+from common import evidence_main, lag_cells, lag_rows, measured  # noqa: E402
+from upscaling import (  # noqa: E402
+    _head,
+    ci,
+    curve,
+    difference_interval,
+    final_losses,
+    lagdsl,
+    mean_interval,
+    picks,
+    step_flops,
+)
 from upscaling import write_corpora as _corpora  # noqa: E402
-
-OUT = ROOT / "bench" / "out" / "context_evidence"
 
 SIZES: dict[str, dict[str, Any]] = {
     # two cores: about ten minutes
@@ -95,21 +100,9 @@ def schedules(size: dict[str, Any], scratch_steps: int) -> dict[str, str]:
     }  # fmt: skip
 
 
-def step_flops(work: Path, name: str, stage: int = -1) -> float:
-    from lagdsl.lang import check_text
-    from lagdsl.plan.cost import CostModel
-
-    schedule = check_text((work / name).read_text(), str(work / name)).schedule
-    assert schedule is not None
-    return CostModel(schedule).step_flops(schedule.stages[stage].after, 1)
-
-
 def run(size: dict[str, Any], work: Path, say: Any = print) -> dict[str, Any]:
-    shutil.rmtree(work, ignore_errors=True)
-    started = time.perf_counter()
-    measure(size, work, say)
-    (work / "seconds.txt").write_text(f"{round(time.perf_counter() - started)}\n")
-    return analyse(size, work)
+    """Everything of the module's docstring, at `size`, under `work`: measured, then analysed."""
+    return measured(measure, analyse, size, work, say)
 
 
 def measure(size: dict[str, Any], work: Path, say: Any = print) -> None:
@@ -155,10 +148,6 @@ def analyse(size: dict[str, Any], work: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _ci(interval: dict[str, Any], digits: int = 3) -> str:
-    return f"[{interval['low']:.{digits}f}, {interval['high']:.{digits}f}]"
-
-
 def markdown(r: dict[str, Any]) -> str:
     size, seeds = r["size"], r["size"]["seeds"]
     lines = [
@@ -173,16 +162,16 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     for label, f in sorted(r["final_val"].items(), key=lambda item: item[1]["mean"]):
         lead = f["minus_best"]
-        behind = "(the best)" if lead["mean"] == 0 and lead["high"] == 0 else f"{lead['mean']:+.4f} {_ci(lead, 4)}"
+        behind = "(the best)" if lead["mean"] == 0 and lead["high"] == 0 else f"{lead['mean']:+.4f} {ci(lead, 4)}"
         lines.append(f"| {r['names'].get(label, label)} | `{label}` | {f['at_lag']['0']:.3f} | {f['mean']:.3f} | "
-                     f"{_ci(f)} | {behind} | {f['wins']}/{seeds} |")  # fmt: skip
+                     f"{ci(f)} | {behind} | {f['wins']}/{seeds} |")  # fmt: skip
     s = r["scratch"]
     lines += [
         f"| trained at {size['long']} from the start, equal FLOPs ({s['steps']} steps) | none | | {s['mean']:.3f} | "
-        f"{_ci(s)} | | |",
+        f"{ci(s)} | | |",
         "",
         f"Best method minus trained long from the start: {r['best_minus_scratch']['mean']:+.4f} "
-        f"{_ci(r['best_minus_scratch'], 4)} (negative: growing ends lower at the same FLOPs).",
+        f"{ci(r['best_minus_scratch'], 4)} (negative: growing ends lower at the same FLOPs).",
         "",
         "**Can a short probe tell?** rho: Spearman between the val loss at the lag and the final val loss (mean ± sd "
         "over seeds, 95% bootstrap interval); p: sign-flip test of rho at the lag > rho at lag 0; regret: the final "
@@ -198,15 +187,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=["cpu", "toy"], default="cpu")
-    parser.add_argument("--update-docs", action="store_true")
-    parser.add_argument("--reuse", action="store_true", help="analyse the last measurement again")
-    args = parser.parse_args()
-    size, work = SIZES[args.size], OUT / args.size
-    result = analyse(size, work) if args.reuse else run(size, work, say=lambda line: print(line, flush=True))
-    path = None if args.size == "cpu" else work / "context_evidence.json"  # a toy run leaves the figures alone
-    publish("context_evidence", result, markdown(result), args.update_docs and args.size == "cpu", path)
+    evidence_main("context_evidence", __doc__, SIZES, run, analyse, markdown)
 
 
 if __name__ == "__main__":

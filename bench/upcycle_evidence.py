@@ -25,11 +25,8 @@ Writes `bench/upcycle_evidence.json`; `--update-docs` puts the tables in docs/be
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +35,19 @@ for folder in (ROOT, ROOT / "bench"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from common import lag_cells, lag_rows, publish  # noqa: E402
-from upscaling import _head, curve, difference_interval, final_losses, lagdsl, mean_interval, picks  # noqa: E402
+from common import evidence_main, lag_cells, lag_rows, measured  # noqa: E402
+from upscaling import (  # noqa: E402
+    _head,
+    ci,
+    curve,
+    difference_interval,
+    final_losses,
+    lagdsl,
+    mean_interval,
+    picks,
+    step_flops,
+)
 from upscaling import write_corpora as _corpora  # noqa: E402
-
-OUT = ROOT / "bench" / "out" / "upcycle_evidence"
 
 SIZES: dict[str, dict[str, Any]] = {
     # two cores: about 20 minutes
@@ -105,23 +110,9 @@ def schedules(size: dict[str, Any], dense_steps: int) -> dict[str, str]:
     }  # fmt: skip
 
 
-def step_flops(work: Path, name: str) -> float:
-    """Training FLOPs of one step of the stage `up` of schedule `name` (after its growth)."""
-    from lagdsl.lang import check_text
-    from lagdsl.plan.cost import CostModel
-
-    schedule = check_text((work / name).read_text(), str(work / name)).schedule
-    assert schedule is not None
-    return CostModel(schedule).step_flops(schedule.stages[-1].after, 1)
-
-
 def run(size: dict[str, Any], work: Path, say: Any = print) -> dict[str, Any]:
     """Everything of the module's docstring, at `size`, under `work`: measured, then analysed."""
-    shutil.rmtree(work, ignore_errors=True)
-    started = time.perf_counter()
-    measure(size, work, say)
-    (work / "seconds.txt").write_text(f"{round(time.perf_counter() - started)}\n")
-    return analyse(size, work)
+    return measured(measure, analyse, size, work, say)
 
 
 def measure(size: dict[str, Any], work: Path, say: Any = print) -> None:
@@ -194,10 +185,6 @@ def analyse(size: dict[str, Any], work: Path) -> dict[str, Any]:
     }
 
 
-def _ci(interval: dict[str, Any], digits: int = 3) -> str:
-    return f"[{interval['low']:.{digits}f}, {interval['high']:.{digits}f}]"
-
-
 def markdown(r: dict[str, Any]) -> str:
     size, seeds = r["size"], r["size"]["seeds"]
     e, k = size["experts"], size["top_k"]
@@ -215,16 +202,16 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     for label, f in sorted(r["final_val"].items(), key=lambda item: item[1]["mean"]):
         lead = f["minus_best"]
-        behind = "(the best)" if lead["mean"] == 0 and lead["high"] == 0 else f"{lead['mean']:+.4f} {_ci(lead, 4)}"
-        lines.append(f"| {r['names'][label]} | `{label}` | {f['at_lag']['0']:.3f} | {f['mean']:.3f} | {_ci(f)} | "
+        behind = "(the best)" if lead["mean"] == 0 and lead["high"] == 0 else f"{lead['mean']:+.4f} {ci(lead, 4)}"
+        lines.append(f"| {r['names'][label]} | `{label}` | {f['at_lag']['0']:.3f} | {f['mean']:.3f} | {ci(f)} | "
                      f"{behind} | {f['wins']}/{seeds} |")  # fmt: skip
     g, d = r["granular"], r["dense"]
     lines += [
-        f"| granular, trained apart | `{GRANULAR.format(k2=2 * k)}` | | {g['mean']:.3f} | {_ci(g)} | | |",
-        f"| dense, trained on at equal active FLOPs ({d['steps']} steps) | none | | {d['mean']:.3f} | {_ci(d)} | | |",
+        f"| granular, trained apart | `{GRANULAR.format(k2=2 * k)}` | | {g['mean']:.3f} | {ci(g)} | | |",
+        f"| dense, trained on at equal active FLOPs ({d['steps']} steps) | none | | {d['mean']:.3f} | {ci(d)} | | |",
         "",
-        f"Best recipe minus dense: {r['best_minus_dense']['mean']:+.4f} {_ci(r['best_minus_dense'], 4)}; granular "
-        f"minus dense: {r['granular_minus_dense']['mean']:+.4f} {_ci(r['granular_minus_dense'], 4)} (negative: the "
+        f"Best recipe minus dense: {r['best_minus_dense']['mean']:+.4f} {ci(r['best_minus_dense'], 4)}; granular "
+        f"minus dense: {r['granular_minus_dense']['mean']:+.4f} {ci(r['granular_minus_dense'], 4)} (negative: the "
         "mixture ends lower at the same active FLOPs; it holds more parameters).",
         "",
         "**Can a short probe tell?** rho: Spearman between the val loss at the lag and the final val loss (mean ± sd "
@@ -245,18 +232,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=["cpu", "toy"], default="cpu")
-    parser.add_argument("--update-docs", action="store_true")
-    parser.add_argument("--reuse", action="store_true", help="analyse the last measurement again")
-    args = parser.parse_args()
-    size, work = SIZES[args.size], OUT / args.size
-    if args.reuse:
-        result = analyse(size, work)
-    else:
-        result = run(size, work, say=lambda line: print(line, flush=True))
-    path = None if args.size == "cpu" else work / "upcycle_evidence.json"  # a toy run leaves the figures alone
-    publish("upcycle_evidence", result, markdown(result), args.update_docs and args.size == "cpu", path)
+    evidence_main("upcycle_evidence", __doc__, SIZES, run, analyse, markdown)
 
 
 if __name__ == "__main__":

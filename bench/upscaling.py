@@ -37,7 +37,6 @@ import json
 import math
 import random
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ for folder in (ROOT, ROOT / "bench"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from common import interval, lag_cells, lag_rows  # noqa: E402
+from common import interval, lag_cells, lag_rows, measured  # noqa: E402
 
 SIZES: dict[str, dict[str, Any]] = {
     # two cores: about an hour (`bench/upscale_evidence.py`)
@@ -242,10 +241,17 @@ def scratch_steps(size: dict[str, Any]) -> int:
 
 def run(size: dict[str, Any], work: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Everything of the module's docstring, at `size`, under `work`: measured, then analysed."""
-    started = time.perf_counter()
-    measure(size, work, say)
-    (work / "seconds.txt").write_text(f"{round(time.perf_counter() - started)}\n")
-    return analyse(size, work)
+    return measured(measure, analyse, size, work, say)
+
+
+def step_flops(work: Path, name: str, stage: int = -1) -> float:
+    """Training FLOPs of one step of stage `stage` of the schedule file `name` in `work` (after its growths)."""
+    from lagdsl.lang import check_text
+    from lagdsl.plan.cost import CostModel
+
+    schedule = check_text((work / name).read_text(), str(work / name)).schedule
+    assert schedule is not None
+    return CostModel(schedule).step_flops(schedule.stages[stage].after, 1)
 
 
 def measure(size: dict[str, Any], work: Path, say: Callable[[str], None] = print) -> None:
@@ -502,7 +508,8 @@ def freeze_table(kept: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
 # -- the tables
 
 
-def _ci(d: dict[str, Any] | None, digits: int = 3) -> str:
+def ci(d: dict[str, Any] | None, digits: int = 3) -> str:
+    """`[low, high]` of an interval, three digits unless told."""
     return interval(d, digits)
 
 
@@ -559,14 +566,14 @@ def verdicts(r: dict[str, Any], significance: float = 0.05) -> dict[str, str]:
     prose, code = freeze["frozen_minus_whole_prose"], freeze["frozen_minus_whole_code"]
     return {
         "recipe": f"{_called(r, best)} ends best ({finals[best]['mean']:.3f}); the next, {_called(r, second)}, ends "
-        f"{lead['mean']:.4f} {_ci(lead, 4)} behind it seed by seed, "
+        f"{lead['mean']:.4f} {ci(lead, 4)} behind it seed by seed, "
         + ("an interval clear of 0" if separated else "an interval that includes 0: not told apart"),
         "probe": probe,
         "scratch": f"after the whole heal {_called(r, r['scratch']['recipe'])} is {ahead(sunk)} with the base as a "
         "sunk cost, "
         f"and {ahead(included)} counting the base's pretraining",
         "freeze": f"freezing the old blocks changes the held-out prose loss by {prose['mean']:+.3f} "
-        f"{_ci(prose)} and the code loss by {code['mean']:+.3f} {_ci(code)} against training the expansion whole",
+        f"{ci(prose)} and the code loss by {code['mean']:+.3f} {ci(code)} against training the expansion whole",
     }
 
 
@@ -592,8 +599,8 @@ def markdown(r: dict[str, Any]) -> str:
         operator = "`llama_pro`, `freeze old`" if label == FROZEN else f"`{label}`"
         name = "LLaMA Pro, old frozen" if label == FROZEN else r["names"].get(label, label)
         lead = f["minus_best"]
-        behind = "(the best)" if lead["mean"] == 0 and lead["high"] == 0 else f"{lead['mean']:+.4f} {_ci(lead, 4)}"
-        lines.append(f"| {name} | {operator} | {f['at_lag']['0']:.3f} | {f['mean']:.3f} | {_ci(f)} | {behind} | "
+        behind = "(the best)" if lead["mean"] == 0 and lead["high"] == 0 else f"{lead['mean']:+.4f} {ci(lead, 4)}"
+        lines.append(f"| {name} | {operator} | {f['at_lag']['0']:.3f} | {f['mean']:.3f} | {ci(f)} | {behind} | "
                      f"{f['wins']}/{seeds} |")  # fmt: skip
     lines += [
         "",
@@ -625,7 +632,7 @@ def markdown(r: dict[str, Any]) -> str:
             w = row[way]
             diff = w["scratch_minus_upscaled"]
             cells += [_flops(w["flops"]), _mean(w["scratch"]),
-                      f"{_mean(diff, sign=True)} {_ci(diff)}" if diff else "beyond scratch's run"]  # fmt: skip
+                      f"{_mean(diff, sign=True)} {ci(diff)}" if diff else "beyond scratch's run"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     for name, row in scratch["budgets"].items():
         reach = row["scratch_flops_to_reach"]
@@ -646,12 +653,12 @@ def markdown(r: dict[str, Any]) -> str:
     for name, label in (("base", "the base"), ("llama_pro_frozen", "LLaMA Pro, old frozen"),
                         ("llama_pro", "LLaMA Pro, trained whole")):  # fmt: skip
         row = freeze[name]
-        lines.append(f"| {label} | {_mean(row['prose'])} {_ci(row['prose']) if row['prose']['n'] > 1 else ''} | "
-                     f"{_mean(row['code'])} {_ci(row['code']) if row['code']['n'] > 1 else ''} |")  # fmt: skip
+        lines.append(f"| {label} | {_mean(row['prose'])} {ci(row['prose']) if row['prose']['n'] > 1 else ''} | "
+                     f"{_mean(row['code'])} {ci(row['code']) if row['code']['n'] > 1 else ''} |")  # fmt: skip
     lines.append(
         f"| frozen minus whole | {_mean(freeze['frozen_minus_whole_prose'], sign=True)} "
-        f"{_ci(freeze['frozen_minus_whole_prose'])} | {_mean(freeze['frozen_minus_whole_code'], sign=True)} "
-        f"{_ci(freeze['frozen_minus_whole_code'])} |"
+        f"{ci(freeze['frozen_minus_whole_prose'])} | {_mean(freeze['frozen_minus_whole_code'], sign=True)} "
+        f"{ci(freeze['frozen_minus_whole_code'])} |"
     )
     said = verdicts(r)
     lines += ["", "**Verdict.** " + "; ".join(said[k] for k in ("recipe", "probe", "scratch", "freeze")) + "."]

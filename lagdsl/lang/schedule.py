@@ -10,7 +10,9 @@ its messages and `lagdsl ops` read each field's type, default, range (`Field(ge=
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -477,13 +479,24 @@ class Schedule(_Frozen):
         return self.batch * self.accumulate * self.model.context
 
     def tokens_at(self, steps: int) -> int:
-        """The tokens of the first `steps` mainline steps, each step's at its stage's context."""
-        total = 0
+        """The tokens of the first `steps` mainline steps, each step's at its stage's context (the
+        engine asks at every logged step: a bisection over the stages' starts)."""
+        starts, before, per_step = self._token_marks
+        steps = min(max(steps, 0), self.total_steps)  # (the stages end at `total_steps`)
+        i = max(0, bisect_right(starts, steps) - 1)
+        return before[i] + (steps - starts[i]) * per_step[i]
+
+    @cached_property
+    def _token_marks(self) -> tuple[list[int], list[int], list[int]]:
+        """Each stage's first step, the tokens before it, and its tokens per step."""
+        starts, before, per_step, total = [], [], [], 0
         for stage in self.stages:
-            done = min(steps, stage.start_step + stage.train_steps) - stage.start_step
             context = stage.after.context
-            total += max(0, done) * self.rows(context) * self.accumulate * context
-        return total
+            starts.append(stage.start_step)
+            before.append(total)
+            per_step.append(self.rows(context) * self.accumulate * context)
+            total += stage.train_steps * per_step[-1]
+        return starts, before, per_step
 
     @property
     def eval_batches(self) -> int:
