@@ -126,8 +126,8 @@ def test_a_gelu_model_is_refused_in_one_line(tmp_path: Path) -> None:
     result = export(run_dir, tmp_path / "hf")
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        "error: a model with `mlp=gelu` has no LLaMA equivalent (LLaMA's MLP is SwiGLU): "
-        "only `mlp=swiglu` models export to Hugging Face"
+        "error: a model with `mlp=gelu` has no LlamaForCausalLM equivalent (its MLP is swiglu): "
+        "only `mlp=swiglu` models export to it"
     ]
     assert not (tmp_path / "hf").exists()
 

@@ -16,6 +16,7 @@ from lagdsl.families.values import FamilyError, config_float, config_int
 from lagdsl.lang.arch import param_count
 from lagdsl.lang.rope import Rope
 from lagdsl.lang.schedule import MAX_EXPERTS, MAX_WIDTH, MixtureSpec
+from lagdsl.lang.style import DEFAULT, Style
 
 __all__ = ["Arch", "Experts", "Family", "FamilyError", "fingerprint", "read_config", "rope_keys", "with_window"]
 
@@ -43,15 +44,17 @@ class Arch:
     qkv_bias: bool
     qk_norm: bool
     norm_eps: float
-    window: int | None = None  # a sliding window over the whole model, or None
+    window: int | None = None  # a sliding window over the whole model that lagdsl does not compute, or None
     moe: MixtureSpec | None = None  # a mixture of experts in place of the MLP (in every block but `moe.dense`)
+    mlp: str = "swiglu"  # `lagdsl.lang.arch.MLPS`
+    style: Style = DEFAULT  # norms, biases, positions, caps, windows (`lagdsl.lang.style`)
 
     @property
     def params(self) -> int:
         return param_count(
-            vocab=self.vocab, width=self.width, depth=self.depth, mlp="swiglu", heads=self.heads,
+            vocab=self.vocab, width=self.width, depth=self.depth, mlp=self.mlp, heads=self.heads,
             kv_heads=self.kv_heads, head_dim=self.head_dim, hidden=self.hidden, tie=self.tie,
-            qkv_bias=self.qkv_bias, qk_norm=self.qk_norm, moe=self.moe,
+            qkv_bias=self.qkv_bias, qk_norm=self.qk_norm, moe=self.moe, style=self.style,
         ).total  # fmt: skip
 
 
@@ -133,6 +136,7 @@ class Family:
     #: a dense family's mixture-of-experts sibling, which an upcycled model exports as
     moe_sibling: str | None = None
     default_theta: float = 10_000.0  # the rotary base where a config gives none (transformers' `default_theta`)
+    mlps: tuple[str, ...] = ("swiglu",)  # the MLPs it holds (`lagdsl.lang.arch.MLPS`)
 
     # -- in
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from lagdsl.lang.style import DEFAULT, Style
+
 MLP_MULTIPLE = 8
 
 
@@ -44,9 +46,14 @@ class Experts(Protocol):
     def dense(self) -> tuple[int, ...]: ...
 
 
+#: the MLPs: a gated one (gate, up and down matrices) or a plain one (up and down)
+GATED = ("swiglu", "geglu")
+MLPS = ("swiglu", "geglu", "gelu", "gelu_tanh")
+
+
 def mlp_hidden(width: int, mlp: str) -> int:
     """The MLP's hidden size of a `gpt` model of this width."""
-    if mlp == "gelu":
+    if mlp not in GATED:
         return 4 * width
     return -(-8 * width // (3 * MLP_MULTIPLE)) * MLP_MULTIPLE
 
@@ -100,13 +107,17 @@ def param_count(
     qk_norm: bool = False,
     moe: Experts | None = None,
     active: bool = False,
+    style: Style = DEFAULT,
 ) -> ParamCount:
     """Exact trainable parameter counts. Without `heads`, a `gpt` model's attention (4 w^2). With
     `moe`, each block's MLP is that mixture; `active`: the parameters one token uses (its top-k
-    experts, the router and the shared expert), which set the FLOPs."""
+    experts, the router and the shared expert), which set the FLOPs. `style`: the family's norms,
+    biases and positions (`lagdsl.lang.style`)."""
     hidden = hidden if hidden is not None else mlp_hidden(width, mlp)
-    matrices = 3 if mlp == "swiglu" else 2
-    mlp_params = dense_mlp = matrices * width * hidden
+    gated = mlp in GATED
+    mlp_params = dense_mlp = (3 if gated else 2) * width * hidden
+    if style.mlp_bias:
+        dense_mlp = mlp_params = mlp_params + (2 if gated else 1) * hidden + width
     if moe is not None:
         used = moe.top_k if active else moe.experts
         mlp_params = 3 * width * moe.hidden * used + moe.experts * width
@@ -116,11 +127,14 @@ def param_count(
     else:
         size = head_dim if head_dim is not None else width // heads
         q, kv = heads * size, (kv_heads if kv_heads is not None else heads) * size
-        attention = 2 * width * q + 2 * width * kv + (q + 2 * kv if qkv_bias else 0) + (2 * size if qk_norm else 0)
-    per_block = 2 * width + attention + mlp_params
-    embedding = vocab * width * (1 if tie else 2)
+        norms = (q + kv if style.qk_norm_whole else 2 * size) if qk_norm else 0
+        attention = 2 * width * q + 2 * width * kv + (q + 2 * kv if qkv_bias else 0) + norms
+    attention += width if style.o_bias else 0
+    norm = style.norm_params * width
+    per_block = style.block_norms * norm + attention + mlp_params
+    embedding = vocab * width * (1 if tie else 2) + style.positions * width
     dense = moe.dense if moe is not None else ()
     return ParamCount(
-        embedding=embedding, per_block=per_block, depth=depth, final_norm=width, dense=dense,
-        dense_block=2 * width + attention + dense_mlp if dense else 0,
+        embedding=embedding, per_block=per_block, depth=depth, final_norm=norm, dense=dense,
+        dense_block=style.block_norms * norm + attention + dense_mlp if dense else 0,
     )  # fmt: skip

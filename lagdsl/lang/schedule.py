@@ -25,6 +25,7 @@ from lagdsl.lang.data_sources import TextData as TextData
 from lagdsl.lang.data_sources import TokenFiles as TokenFiles
 from lagdsl.lang.data_sources import TokensData as TokensData
 from lagdsl.lang.rope import Rope
+from lagdsl.lang.style import DEFAULT, Style
 
 Dim = Literal["depth", "width", "experts", "context"]
 
@@ -191,7 +192,7 @@ class ModelSpec(_Frozen):
     vocab: Annotated[int, Field(ge=1, le=MAX_VOCAB, description="`auto` takes it from the data: 256 for bytes"), AUTO]
     context: Annotated[int, Field(ge=1, le=MAX_CONTEXT)]
     shape: Shape
-    mlp: Literal["swiglu", "gelu"] = "swiglu"
+    mlp: Literal["swiglu", "gelu", "geglu", "gelu_tanh"] = "swiglu"  # (the last two: a pretrained family's)
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     tie: Annotated[
         bool, Field(description="`tie=on` shares the input embedding with the output head, `tie=off` keeps two")
@@ -202,6 +203,7 @@ class ModelSpec(_Frozen):
     qkv_bias: bool = False  # biases on the q, k and v projections (Qwen2)
     qk_norm: bool = False  # RMSNorm of each query and key head before the rotation (Qwen3)
     norm_eps: float = 1e-6
+    style: Style = DEFAULT  # what a pretrained family's blocks differ by (`lagdsl.lang.style`)
     pretrained: Pretrained | None = None  # None: initialized from the seed
 
     @model_validator(mode="after")

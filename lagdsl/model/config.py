@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from lagdsl.lang import layers
 from lagdsl.lang.arch import grown_heads, grown_mlp, mlp_hidden
 from lagdsl.lang.rope import Rope
+from lagdsl.lang.style import DEFAULT, Style
 
 if TYPE_CHECKING:
     from lagdsl.lang.layers import Layer
@@ -72,10 +73,13 @@ class GPTConfig:
     qkv_bias: bool = False
     qk_norm: bool = False
     moe: Mixture | None = None  # a mixture of experts in place of the MLP (in every block but `moe.dense`)
+    style: Style = DEFAULT  # what the family's blocks differ by (norms, biases, caps, windows: `lagdsl.lang.style`)
 
     def __post_init__(self) -> None:
         if isinstance(self.moe, dict):  # read back from a checkpoint or JSON
             object.__setattr__(self, "moe", Mixture(**self.moe))
+        if isinstance(self.style, dict):
+            object.__setattr__(self, "style", Style(**self.style))
         scaling = self.rope_scaling
         if isinstance(scaling, dict):  # read back from a checkpoint or JSON
             object.__setattr__(self, "rope_scaling", Rope(**scaling))
@@ -89,6 +93,10 @@ class GPTConfig:
         dense = self.moe.dense if self.moe is not None else ()
         if any(not 0 <= i < self.depth for i in dense) or len(dense) == self.depth:
             raise ValueError(f"dense blocks {list(dense)} do not leave a mixture in a model of depth {self.depth}")
+        if any(not 0 <= i < self.depth for i in self.style.local):
+            raise ValueError(f"local layers {list(self.style.local)} are not layers of a model of depth {self.depth}")
+        if self.style.positions and self.style.positions < self.context:
+            raise ValueError(f"{self.style.positions} learned positions do not cover the context {self.context}")
 
     def mixed(self, i: int) -> bool:
         """Whether block `i`'s MLP is the mixture of experts (not a dense MLP)."""
@@ -113,10 +121,11 @@ class GPTConfig:
     def restacked(self, plan: list[Layer]) -> GPTConfig:
         """The model a depth growth's layer plan (`lagdsl.lang.layers`) builds: each position the
         kind of block of its source (`layers.carried`)."""
+        style = self.style.restacked(plan)
         if self.moe is None or not self.moe.dense:
-            return replace(self, depth=len(layers.positions(plan)))
+            return replace(self, depth=len(layers.positions(plan)), style=style)
         moe = replace(self.moe, dense=layers.carried(plan, self.moe.dense))
-        return replace(self, depth=len(layers.positions(plan)), moe=moe)
+        return replace(self, depth=len(layers.positions(plan)), moe=moe, style=style)
 
     def grown(self, *, width: int) -> GPTConfig:
         """The same model at another width: heads and key/value heads grow with the width (the head
@@ -149,5 +158,5 @@ class GPTConfig:
             model.vocab, context, shape.width, shape.heads, shape.depth, model.mlp, model.dropout,
             norm_eps=model.norm_eps, kv_heads=shape.kv_heads, head_dim=model.head_dim, ffn=shape.hidden,
             tie=model.tie, rope_theta=theta, qkv_bias=model.qkv_bias, qk_norm=model.qk_norm,
-            moe=Mixture(**moe.model_dump()) if moe is not None else None, rope_scaling=rope,
+            moe=Mixture(**moe.model_dump()) if moe is not None else None, rope_scaling=rope, style=model.style,
         )  # fmt: skip

@@ -148,6 +148,12 @@ def exported_family(config: GPTConfig, family: Family) -> Family:
     dense model became a mixture of experts its mixture-of-experts sibling (Qwen3 -> Qwen3-MoE,
     Qwen2 -> Qwen2-MoE, Llama and Mistral -> Mixtral); ExportError where that family cannot hold
     the mixture."""
+    if config.mlp not in family.mlps:
+        name = family.mlps[0]
+        raise ExportError(
+            f"a model with `mlp={config.mlp}` has no {family.architecture} equivalent (its MLP is {name}): "
+            f"only `mlp={name}` models export to it"
+        )
     if config.moe is None:
         if family.experts is not None:
             raise ExportError(f"a dense model has no `{family.architecture}` form")

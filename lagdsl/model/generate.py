@@ -13,9 +13,9 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from lagdsl.model.gpt import GPT
+from lagdsl.model.layers.attention import LayerCache
 
 
 @dataclass(frozen=True)
@@ -66,47 +66,31 @@ class Generator:
         self.model = model.eval()
         config = model.config
         self.context = config.context
-        self.keys: list[torch.Tensor] = []
-        self.values: list[torch.Tensor] = []
+        self.caches: list[LayerCache] = []
         self.length = 0
 
     def _reset(self, batch: int) -> None:
         config, weight = self.model.config, self.model.embed.weight
         shape = (batch, config.key_value_heads, config.context, config.head_size)
-        self.keys = [weight.new_empty(shape) for _ in range(config.depth)]
-        self.values = [weight.new_empty(shape) for _ in range(config.depth)]
+        self.caches = [LayerCache(weight.new_empty(shape), weight.new_empty(shape)) for _ in range(config.depth)]
         self.length = 0
 
     @torch.no_grad()
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits (B, vocab) after `idx` (B, T), the tokens that follow those already cached."""
         model = self.model
-        batch, time = idx.shape
+        time = idx.shape[1]
         start, end = self.length, self.length + time
         if end > self.context:
             raise ValueError(f"{end} positions do not fit the context of {self.context}")
-        cos, sin = model.rotary(end)  # (a scaling that reads the length, as transformers does with its cache)
-        cos, sin = cos[start:end], sin[start:end]
-        x = model.embed(idx)
-        for i in range(len(model.blocks)):
-            block = model.block(i)
-            attn = block.attn
-            q, k, v = attn.project(attn.qkv(block.norm1(x)), cos, sin)
-            self.keys[i][:, :, start:end] = k
-            self.values[i][:, :, start:end] = v
-            keys, values = self.keys[i][:, :, :end], self.values[i][:, :, :end]
-            gqa = attn.kv_heads != attn.heads
-            if time == 1:  # the newest token sees every cached one
-                y = F.scaled_dot_product_attention(q, keys, values, enable_gqa=gqa)
-            elif start == 0:
-                y = F.scaled_dot_product_attention(q, keys, values, is_causal=True, enable_gqa=gqa)
-            else:  # several new tokens after cached ones: each sees the cache and its predecessors
-                mask = torch.ones(time, end, dtype=torch.bool, device=idx.device).tril(start)
-                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=gqa)
-            x = x + attn.o(y.transpose(1, 2).reshape(batch, time, -1))
-            x = x + block.mlp(block.norm2(x))
+        x = model.embedded(idx, start)
+        # (a scaling that reads the length, as transformers does with its cache)
+        for i, (cos, sin) in enumerate(model.tables(end)):
+            cache = self.caches[i]
+            cache.start = start
+            x = model.block(i)(x, cos[start:end], sin[start:end], cache=cache)
         self.length = end
-        return model.lm_head(model.norm(x[:, -1]))
+        return model.logits(x[:, -1])
 
     def prefill(self, idx: torch.Tensor) -> torch.Tensor:
         """A new cache holding `idx` (B, T <= context); the logits after it."""

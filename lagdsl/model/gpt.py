@@ -1,8 +1,10 @@
-"""The model: a decoder-only Transformer in the LLaMA family, built to be grown.
+"""The model: a decoder-only Transformer, built to be grown.
 
-Pre-norm blocks (`Block`: RMSNorm, attention, RMSNorm, MLP, each added to the residual stream),
-rotary positions, an embedding, a final norm and an output head tied to the embedding or not. What
-a family changes is a field of the config (`lagdsl.model.config`); the parts live where their
+Blocks (`Block`: norm, attention, norm, MLP, each added to the residual stream), rotary positions,
+an embedding, a final norm and an output head tied to the embedding or not. What a family changes
+is a field of the config (`lagdsl.model.config`), above all of its style (`lagdsl.lang.style`:
+LayerNorm, post-norms, parallel blocks, partial rotary, learned positions, biases, softcaps,
+sliding windows), never a test of the family's name; the parts live where their
 names say: `lagdsl.model.layers` (norms, attention, MLPs), `lagdsl.model.positions` (rotary
 tables). Weights are fp32 unless the run holds the model in bf16 (`pretrained(..., dtype=bf16)`).
 
@@ -25,10 +27,10 @@ from torch.utils.checkpoint import checkpoint
 from lagdsl.lang.rope import Rope
 from lagdsl.model.config import GPTConfig
 from lagdsl.model.dropout import dropout as row_dropout
-from lagdsl.model.layers.attention import Attention
+from lagdsl.model.layers.attention import Attention, LayerCache
 from lagdsl.model.layers.mlp import MLP
 from lagdsl.model.layers.moe import MoE, Routing, load_shares
-from lagdsl.model.layers.norms import RMSNorm
+from lagdsl.model.layers.norms import RMSNorm, norm
 from lagdsl.model.positions import rotary_tables
 
 __all__ = ["GPT", "MLP", "Attention", "Block", "GPTConfig", "RMSNorm", "Rope", "initial_values", "rotary_tables"]
@@ -37,34 +39,64 @@ INIT_STD = 0.02
 
 
 class Block(nn.Module):
-    """Block `index` of a model of `config` (its MLP a mixture of experts where `config.mixed(index)`)."""
+    """Block `index` of a model of `config` (its MLP a mixture of experts where `config.mixed(index)`).
+
+    Its sublayers as the family arranges them (`config.style`): norms before them (`norm1`,
+    `norm2`), after them before the residual add (`post1`, `post2`), or both; in sequence, or in
+    parallel (attention and MLP read the same input, GPT-NeoX)."""
 
     def __init__(self, config: GPTConfig, index: int = 0) -> None:
         super().__init__()
-        self.norm1 = RMSNorm(config.width, config.norm_eps)
-        self.attn = Attention(config)
-        self.norm2 = RMSNorm(config.width, config.norm_eps)
+        style = config.style
+        if style.pre_norm:
+            self.norm1 = norm(config)
+        self.attn = Attention(config, index)
+        if style.post_norm:
+            self.post1 = norm(config)
+        if style.pre_norm:
+            self.norm2 = norm(config)
         self.mlp: MLP | MoE = MoE(config) if config.mixed(index) else MLP(config)
+        if style.post_norm:
+            self.post2 = norm(config)
+        self.pre, self.post, self.parallel = style.pre_norm, style.post_norm, style.parallel
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor | None = None, site: int = 0
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        keys: torch.Tensor | None = None,
+        site: int = 0,
+        cache: LayerCache | None = None,
     ) -> torch.Tensor:
-        """`keys`: a dropout key per row (`lagdsl.model.dropout`); `site`: this block's first of 3."""
-        if keys is None or not self.training or self.dropout.p == 0.0:
-            x = x + self.dropout(self.attn(self.norm1(x), cos, sin))
-            return x + self.dropout(self.mlp(self.norm2(x)))
-        p = self.dropout.p
-        x = x + row_dropout(self.attn(self.norm1(x), cos, sin, keys, site), p, keys, site + 1)
-        return x + row_dropout(self.mlp(self.norm2(x)), p, keys, site + 2)
+        """`keys`: a dropout key per row (`lagdsl.model.dropout`); `site`: this block's first of 3;
+        `cache`: the layer's keys and values of earlier positions (generation)."""
+        by_rows = keys is not None and self.training and self.dropout.p > 0.0
+
+        def drop(y: torch.Tensor, at: int) -> torch.Tensor:
+            return row_dropout(y, self.dropout.p, keys, at) if by_rows and keys is not None else self.dropout(y)
+
+        a = self.attn(self.norm1(x) if self.pre else x, cos, sin, keys if by_rows else None, site, cache)
+        if self.post:
+            a = self.post1(a)
+        if self.parallel:  # (summed as GPT-NeoX sums them)
+            return drop(self.mlp(self.norm2(x)), site + 2) + drop(a, site + 1) + x
+        x = x + drop(a, site + 1)
+        m = self.mlp(self.norm2(x) if self.pre else x)
+        if self.post:
+            m = self.post2(m)
+        return x + drop(m, site + 2)
 
     def residual_outputs(self) -> list[torch.Tensor]:
-        """The weights of the projections that write into the residual stream: attention's output,
-        the MLP's down projection (a mixture's: every expert's, and the shared expert's)."""
-        mlp = self.mlp
+        """The projections that write into the residual stream, weights and biases: attention's
+        output, the MLP's down projection (a mixture's: every expert's, and the shared expert's).
+        Zero, they make the block the identity: a post-norm of zero is zero, and in parallel both
+        branches add zero."""
+        mlp, out = self.mlp, list[torch.Tensor](self.attn.o.parameters())  # (its weight, and its bias)
         if isinstance(mlp, MoE):
-            return [self.attn.o.weight, mlp.down] + ([mlp.shared.down.weight] if mlp.mixture.shared else [])
-        return [self.attn.o.weight, mlp.down.weight]
+            return out + [mlp.down] + ([mlp.shared.down.weight] if mlp.mixture.shared else [])
+        return out + list(mlp.down.parameters())
 
 
 class GPT(nn.Module):
@@ -72,8 +104,10 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab, config.width)
+        if config.style.positions:  # learned absolute positions (GPT-2)
+            self.pos = nn.Embedding(config.style.positions, config.width)
         self.blocks = nn.ModuleDict({str(i): Block(config, i) for i in range(config.depth)})
-        self.norm = RMSNorm(config.width, config.norm_eps)
+        self.norm = norm(config)
         self.lm_head = nn.Linear(config.width, config.vocab, bias=False)
         if config.tie:
             self.lm_head.weight = self.embed.weight
@@ -84,6 +118,9 @@ class GPT(nn.Module):
         self.routing: list[Routing] = []
         self.register_buffer("rotary_cos", torch.empty(0), persistent=False)
         self.register_buffer("rotary_sin", torch.empty(0), persistent=False)
+        #: the local layers' tables where their base is another (Gemma 3's `rope_local_base_freq`)
+        self.register_buffer("local_cos", torch.empty(0), persistent=False)
+        self.register_buffer("local_sin", torch.empty(0), persistent=False)
         self.init_buffers()
 
     @classmethod
@@ -103,10 +140,42 @@ class GPT(nn.Module):
     def init_buffers(self) -> None:
         """The rotary tables, on the device of the weights (after `to_empty`, which leaves them unset)."""
         config = self.config
-        cos, sin = rotary_tables(config.context, config.head_size, config.rope_theta, config.rope_scaling)
+        size = config.style.rotary_size(config.head_size)
+        cos, sin = rotary_tables(config.context, size, config.rope_theta, config.rope_scaling)
         device = self.embed.weight.device
         self.rotary_cos, self.rotary_sin = cos.to(device), sin.to(device)
+        if config.style.local_theta is not None:
+            cos, sin = rotary_tables(config.context, size, config.style.local_theta)
+            self.local_cos, self.local_sin = cos.to(device), sin.to(device)
         self._by_length: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def tables(self, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each block's rotary tables for a sequence of `length` positions: the model's, or the
+        local ones for a local layer where they have a base of their own."""
+        tables = self.rotary(length)
+        style = self.config.style
+        if style.local_theta is None:
+            return [tables] * len(self.blocks)
+        local = (self.local_cos, self.local_sin)
+        return [local if style.slides(i) else tables for i in range(len(self.blocks))]
+
+    def embedded(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """The stream's input for tokens `idx` (B, T) at positions `start`, ...: the embedding,
+        times sqrt(width) in the weights' dtype (Gemma), plus learned positions (GPT-2)."""
+        x = self.embed(idx)
+        style = self.config.style
+        if style.embed_scale:
+            x = x * torch.tensor(self.config.width**0.5, dtype=x.dtype)
+        if style.positions:
+            x = x + self.pos(torch.arange(start, start + idx.shape[1], device=idx.device))
+        return x
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The output head's logits of the stream `x` (after the final norm), capped where the
+        family caps them (Gemma 2's `c tanh(z / c)`)."""
+        logits = self.lm_head(self.norm(x))
+        cap = self.config.style.final_softcap
+        return logits if cap is None else torch.tanh(logits / cap) * cap
 
     def rotary(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The rotary tables of a sequence of `length` positions: the model's, unless its scaling
@@ -117,7 +186,8 @@ class GPT(nn.Module):
         key = length if rope.kind == "dynamic" else 0  # longrope: one long table
         if key not in self._by_length:
             config = self.config
-            cos, sin = rotary_tables(config.context, config.head_size, config.rope_theta, rope, length)
+            size = config.style.rotary_size(config.head_size)
+            cos, sin = rotary_tables(config.context, size, config.rope_theta, rope, length)
             device = self.embed.weight.device
             self._by_length = {key: (cos.to(device), sin.to(device))}  # the latest length's only
         return self._by_length[key]
@@ -145,16 +215,15 @@ class GPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, vocab) and, given targets, the mean cross-entropy loss. `keys`: a dropout
         key per row (`lagdsl.model.dropout.row_keys`), so that masks follow the global row."""
-        x = self.embed(idx)
+        x = self.embedded(idx)
         recompute = self.recompute and self.training and torch.is_grad_enabled()
-        cos, sin = self.rotary(idx.shape[1])
-        for i in range(len(self.blocks)):
+        for i, (cos, sin) in enumerate(self.tables(idx.shape[1])):
             block = self.blocks[str(i)]
             if recompute:  # only the block's input is kept; its forward runs again in the backward pass
                 x = checkpoint(block, x, cos, sin, keys, 3 * i, use_reentrant=False)
             else:
                 x = block(x, cos, sin, keys, 3 * i)
-        logits = self.lm_head(self.norm(x))
+        logits = self.logits(x)
         if self.config.moe is not None:
             mixtures = [self.block(i).mlp for i in range(len(self.blocks))]
             self.routing = [m.routing for m in mixtures if isinstance(m, MoE) and m.routing is not None]
@@ -215,6 +284,9 @@ def initial_values(config: GPTConfig, generator: torch.Generator | None = None) 
     would restore the mode it saw on entry, in whatever code runs then."""
     embed = torch.empty(config.vocab, config.width)
     yield "embed.weight", nn.init.normal_(embed, 0.0, INIT_STD, generator=generator)
+    if config.style.positions:
+        table = torch.empty(config.style.positions, config.width)
+        yield "pos.weight", nn.init.normal_(table, 0.0, INIT_STD, generator=generator)
     residual_std = INIT_STD / math.sqrt(2 * config.depth)
     for i in range(config.depth):
         block = Block(config, i)
@@ -223,6 +295,8 @@ def initial_values(config: GPTConfig, generator: torch.Generator | None = None) 
             yield f"blocks.{i}.{name}", param.detach()
         del block, param  # one block whole at a time
     yield "norm.weight", torch.ones(config.width)
+    if config.style.norm == "layer":
+        yield "norm.bias", torch.zeros(config.width)
     if not config.tie:
         head = torch.empty(config.vocab, config.width)
         yield "lm_head.weight", nn.init.normal_(head, 0.0, INIT_STD, generator=generator)
@@ -238,4 +312,5 @@ def init_block(block: Block, residual_std: float, generator: torch.Generator | N
             else:
                 nn.init.normal_(param, 0.0, INIT_STD, generator=generator)
         for weight in block.residual_outputs():
-            nn.init.normal_(weight, 0.0, residual_std, generator=generator)
+            if weight.dim() >= 2:  # (their biases stay zero)
+                nn.init.normal_(weight, 0.0, residual_std, generator=generator)

@@ -40,23 +40,19 @@ def config_of(arch: Arch, *, context: int | None = None) -> GPTConfig:
         vocab=arch.vocab, context=context or arch.context, width=arch.width, heads=arch.heads, depth=arch.depth,
         norm_eps=arch.norm_eps, kv_heads=arch.kv_heads, head_dim=arch.head_dim, ffn=arch.hidden, tie=arch.tie,
         rope_theta=arch.rope_theta, rope_scaling=arch.rope_scaling, qkv_bias=arch.qkv_bias, qk_norm=arch.qk_norm,
-        moe=Mixture(**arch.moe.model_dump()) if arch.moe is not None else None,
+        moe=Mixture(**arch.moe.model_dump()) if arch.moe is not None else None, mlp=arch.mlp, style=arch.style,
     )  # fmt: skip
 
 
 def arch_of(config: GPTConfig) -> Arch:
     """The architecture of a model config, as a family's adapter reads and writes it."""
-    if config.mlp != "swiglu":
-        raise HubError(
-            f"a model with `mlp={config.mlp}` has no LLaMA equivalent (LLaMA's MLP is SwiGLU): "
-            "only `mlp=swiglu` models export to Hugging Face"
-        )
     return Arch(
         vocab=config.vocab, context=config.context, width=config.width, depth=config.depth,
         heads=config.heads, kv_heads=config.key_value_heads, head_dim=config.head_size, hidden=config.hidden,
         tie=config.tie, rope_theta=config.rope_theta, rope_scaling=config.rope_scaling, qkv_bias=config.qkv_bias,
         qk_norm=config.qk_norm, norm_eps=config.norm_eps,
-        moe=MixtureSpec(**asdict(config.moe)) if config.moe is not None else None,
+        moe=MixtureSpec(**asdict(config.moe)) if config.moe is not None else None, mlp=config.mlp,
+        style=config.style,
     )  # fmt: skip
 
 

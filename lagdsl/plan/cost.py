@@ -104,6 +104,7 @@ class CostModel:
             vocab=self.vocab, width=shape.width, depth=shape.depth if depth is None else depth, mlp=self.mlp,
             heads=shape.heads, kv_heads=shape.kv_heads, head_dim=model.head_dim, hidden=shape.hidden,
             tie=model.tie, qkv_bias=model.qkv_bias, qk_norm=model.qk_norm, moe=shape.moe, active=active,
+            style=model.style,
         )  # fmt: skip
 
     def _shape_cost(self, shape: Shape) -> ShapeCost:

@@ -199,6 +199,8 @@ def _pretrained(draft: Draft, setting: ast.Setting, args: Args) -> None:
         "qkv_bias": arch.qkv_bias,
         "qk_norm": arch.qk_norm,
         "norm_eps": arch.norm_eps,
+        "mlp": arch.mlp,
+        "style": arch.style,
         "pretrained": {
             "path": written,
             "folder": str(folder.resolve()),

@@ -1,10 +1,12 @@
-"""Norms: RMSNorm (the pre-norms of every block, the final norm and the q/k norms of Qwen3)."""
+"""Norms: RMSNorm (every Llama-shaped family's, and Gemma's with its gain stored as `1 + weight`)
+and LayerNorm with a bias (GPT-2, GPT-NeoX); `norm(config, width)` builds the family's."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from lagdsl.model.config import GPTConfig
 from lagdsl.model.kernels import rms_norm
 
 
@@ -16,3 +18,11 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return rms_norm(x, self.weight, self.eps)
+
+
+def norm(config: GPTConfig, width: int | None = None) -> nn.Module:
+    """The family's norm over `width` (default the model's): RMSNorm, or LayerNorm with a bias."""
+    width = width if width is not None else config.width
+    if config.style.norm == "layer":
+        return nn.LayerNorm(width, config.norm_eps)
+    return RMSNorm(width, config.norm_eps)
