@@ -104,11 +104,18 @@ def special_ids(tokenizer: Tokenizer) -> dict[str, int | None]:
 
 def stream(tokenizer: Tokenizer, ids: Iterator[int]) -> Iterator[str]:
     """The text of `ids` piece by piece, as each token arrives: a piece is given once it decodes to
-    whole characters (a byte of a character cut in two waits for the rest)."""
+    whole characters (a byte of a character cut in two waits for the rest). Bytes that never make
+    a character (a model's invalid UTF-8) come at the end, each maximal invalid run one U+FFFD, as
+    `tokenizer.decode` gives them."""
     from tokenizers.decoders import DecodeStream
 
     decoder = DecodeStream(skip_special_tokens=False)
+    waiting: list[int] = []  # the tokens since the last piece
     for token in ids:
+        waiting.append(token)
         piece = decoder.step(tokenizer, token)
         if piece:
+            waiting.clear()
             yield piece
+    if waiting:
+        yield tokenizer.decode(waiting, skip_special_tokens=False)
