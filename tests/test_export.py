@@ -427,3 +427,15 @@ def test_sample_stops_at_the_models_end_tokens_and_renders_its_chat_template(gro
     chat = CliRunner().invoke(main, [a for a in args if a != "--no-prompt"] + ["--chat", "--max-new-tokens", "1"])
     assert chat.exit_code == 0, chat.output
     assert chat.stdout.startswith("<user>def </s><assistant>")
+
+
+def test_the_text_stream_ends_with_the_bytes_that_never_made_a_character() -> None:
+    """A model can emit bytes that are not UTF-8 (a lead byte, then no continuation): the stream
+    holds them while they may still complete, and gives them at the end as `decode` does, one
+    U+FFFD per invalid run, so `sample` prints what transformers decodes."""
+    from lagdsl.text.tokenizer import byte_level, stream
+
+    tokenizer = byte_level()
+    for ids in ([239, 141, 239, 141], [104, 105, 240, 165, 130, 209], [104, 195, 169, 239]):
+        assert "".join(stream(tokenizer, iter(ids))) == tokenizer.decode(ids, skip_special_tokens=False)
+    assert "".join(stream(tokenizer, iter([104, 105, 239, 141]))) == "hi\ufffd"
