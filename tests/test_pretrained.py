@@ -118,8 +118,9 @@ def test_each_family_imports_with_transformers_logits_and_exports_back(kind: str
     [
         (
             {"architectures": ["GemmaForCausalLM"], "model_type": "gemma"},
-            "`GemmaForCausalLM` is not a model family lagdsl can grow: it reads `LlamaForCausalLM`, "
-            "`MistralForCausalLM`, `MixtralForCausalLM`, `Qwen2ForCausalLM`, `Qwen2MoeForCausalLM`, "
+            "`GemmaForCausalLM` is not a model family lagdsl can grow: it reads `Gemma2ForCausalLM`, "
+            "`Gemma3ForCausalLM`, `GPT2LMHeadModel`, `GPTNeoXForCausalLM`, `LlamaForCausalLM`, `MistralForCausalLM`, "
+            "`MixtralForCausalLM`, `Olmo2ForCausalLM`, `Phi3ForCausalLM`, `Qwen2ForCausalLM`, `Qwen2MoeForCausalLM`, "
             "`Qwen3ForCausalLM`, `Qwen3MoeForCausalLM`",
         ),
         (

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -259,3 +260,33 @@ def test_styles_that_describe_no_block_are_refused() -> None:
         Style(local=(0,))
     with pytest.raises(ValueError, match="learned positions"):
         replace(BASE, style=Style(positions=8, rotary=0.0))
+
+
+def test_a_layernorm_model_from_scratch_trains_grows_by_hyperclone_and_is_refused_by_llama_export(
+    tmp_path: Path,
+) -> None:
+    """`gpt(norm=layer)`: every norm a LayerNorm with a bias, through a run, a width growth that
+    keeps its function, and an export that says no family here holds it."""
+    import json
+
+    from click.testing import CliRunner
+
+    from lagdsl.cli import main
+    from lagdsl.runtime.state.trained import open_trained
+
+    (tmp_path / "ln.grow").write_text(
+        "schedule ln\nmodel gpt(context=32, width=32, heads=4, depth=2, norm=layer)\nbatch 4\n"
+        "optimizer adamw(lr=3e-3)\nstage base { train 3 steps }\n"
+        "stage wider {\n  grow width to 64 with hyperclone(noise=0)\n  train 2 steps\n}\n",
+        encoding="utf-8",
+    )
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", "--quiet", str(tmp_path / "ln.grow"), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    model = open_trained(run_dir).model()
+    assert model.config.width == 64 and isinstance(model.block(0).norm1, torch.nn.LayerNorm)
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["after"]["width"] for e in events if e["event"] == "grow"] == [64]
+    exported = CliRunner().invoke(main, ["export", str(run_dir), "-o", str(tmp_path / "hf")])
+    assert exported.exit_code == 2
+    assert exported.stderr.strip() == "error: a model with `norm=layer` has no LlamaForCausalLM equivalent"

@@ -6,19 +6,24 @@ keys do."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lagdsl.families.rope import read_rope, rope_keys
+from lagdsl.families.experts import Experts, mixture, mixture_keys, mixture_tensors
+from lagdsl.families.rope import read_partial, read_rope, rope_keys
 from lagdsl.families.values import FamilyError, config_float, config_int
 from lagdsl.lang.arch import param_count
 from lagdsl.lang.rope import Rope
-from lagdsl.lang.schedule import MAX_EXPERTS, MAX_WIDTH, MixtureSpec
+from lagdsl.lang.schedule import MixtureSpec
 from lagdsl.lang.style import DEFAULT, Style
 
-__all__ = ["Arch", "Experts", "Family", "FamilyError", "fingerprint", "read_config", "rope_keys", "with_window"]
+__all__ = [
+    "Arch", "Experts", "Family", "FamilyError", "Transform", "fingerprint", "read_config", "rope_keys",
+    "transposed", "with_window",
+]  # fmt: skip
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -94,108 +99,178 @@ LLAMA_TENSORS: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class Experts:
-    """How a family holds a mixture of experts: its config keys and tensor names. transformers 4
-    (and every checkpoint on the Hub, and what transformers 5 saves) names each expert apart,
-    `{prefix}.experts.{j}.{gate,up,down}`; transformers 5 holds them fused in memory,
-    `mlp.experts.gate_up_proj` (E x 2h x w) and `mlp.experts.down_proj` (E x w x h), a layout some
-    tools save too. Both are read; the per-expert one is written."""
-
-    experts_key: str  # `num_experts` (Qwen) or `num_local_experts` (Mixtral)
-    hidden_key: str  # each expert's hidden size: `moe_intermediate_size` or `intermediate_size`
-    prefix: str  # the mixture's module in a layer, per expert: `mlp` or `block_sparse_moe`
-    names: tuple[str, str, str]  # an expert's gate, up and down projections: `gate_proj`... or `w1`, `w3`, `w2`
-    #: the config key of renormalized top-k weights (Qwen's `norm_topk_prob`, false by default);
-    #: None: always renormalized (Mixtral)
-    renormalize_key: str | None
-    shared: bool = False  # a shared expert beside the routed ones, always there (Qwen2-MoE)
-    #: which layers are mixtures is a config's choice (Qwen's `decoder_sparse_step`, `mlp_only_layers`)
-    sparse_layers: bool = False
-
-
 #: (config, arch) -> None: a family's own reading of its keys (raises FamilyError), or its rewrite
 ConfigHook = Callable[[Mapping[str, Any], Arch], Arch]
 RewriteHook = Callable[[dict[str, Any], Mapping[str, Any], Arch], None]
 
+#: the layer of a lagdsl tensor name, as the family maps' templates write it
+_LAYER = re.compile(r"^blocks\.\d+\.")
+
+
+@dataclass(frozen=True)
+class Transform:
+    """How a family stores one of lagdsl's tensors other than as its rows in order: `inward`
+    takes the family's tensor (its parts stacked along the first dimension) to lagdsl's, `outward`
+    back (GPT-2's transposed `Conv1D` weights, GPT-NeoX's q, k and v interleaved per head). Each
+    is (tensor, arch) -> tensor, torch's operations on the tensor alone (this module imports no
+    torch)."""
+
+    inward: Callable[[Any, Arch], Any]
+    outward: Callable[[Any, Arch], Any]
+
+
+def transposed() -> Transform:
+    """A weight stored transposed (GPT-2's `Conv1D`: in x out)."""
+    return Transform(lambda t, _: t.t(), lambda t, _: t.t())
+
+
+LLAMA_ACTIVATIONS = {"silu": "swiglu", "swish": "swiglu"}  # (transformers' `swish` is SiLU)
+
 
 @dataclass(frozen=True)
 class Family:
-    """One Hugging Face decoder family as an adapter."""
+    """One Hugging Face decoder family as an adapter: data, and hooks where its config keys differ.
+
+    What a family's blocks are is its `style` (`lagdsl.lang.style`) and the hooks that read the
+    rest of it from a config (`read_extra`); its config keys are Llama's unless `keys` renames them
+    (GPT-2's `n_embd` for `hidden_size`; an empty name: the family has no such key); its tensors are
+    Llama's unless `tensors` names them otherwise, and `transforms` says which are stored in another
+    layout."""
 
     name: str  # how lagdsl names it: `llama`
     architecture: str  # the `architectures` entry it reads and writes: `LlamaForCausalLM`
     model_type: str
-    qkv_bias: bool | None = None  # True/False: always; None: the config's `attention_bias`
+    qkv_bias: bool | None = None  # True/False: always; None: the config's `attention_bias` (refused if true)
+    #: the config key that puts a bias on q, k, v and the output projection (OLMo 2, Gemma, GPT-NeoX:
+    #: `attention_bias`), and its default; None: the family reads no such key
+    bias_key: str | None = None
+    bias_default: bool = False
     qk_norm: bool = False
     tie_default: bool = False  # `tie_word_embeddings` where the config leaves it out
     tensors: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: LLAMA_TENSORS)
+    transforms: Mapping[str, Transform] = field(default_factory=dict)  # by lagdsl's name (`blocks.{i}...`)
+    #: the config as the family's transformers class resolves it before reading (GPT-2's null `n_inner`)
+    prepare: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
     read_extra: ConfigHook | None = None  # the family's own keys (sliding windows, ...)
     rewrite_extra: RewriteHook | None = None  # its own keys on export (layer types, ...)
     experts: Experts | None = None  # a mixture-of-experts family: how it holds its experts
     #: a dense family's mixture-of-experts sibling, which an upcycled model exports as
     moe_sibling: str | None = None
     default_theta: float = 10_000.0  # the rotary base where a config gives none (transformers' `default_theta`)
-    mlps: tuple[str, ...] = ("swiglu",)  # the MLPs it holds (`lagdsl.lang.arch.MLPS`)
+    style: Style = DEFAULT  # what every model of the family has (its config adds the rest: `read_extra`)
+    keys: Mapping[str, str] = field(default_factory=dict)  # Llama's config key -> the family's ("": none)
+    #: the activation a config names -> the MLP it makes (`lagdsl.lang.arch.MLPS`), and the default
+    activations: Mapping[str, str] = field(default_factory=lambda: LLAMA_ACTIVATIONS)
+    activation_default: str = "silu"
+    eps_default: float = 1e-6  # the norms' epsilon where the config gives none
+    #: the RoPE types its transformers class reads (None: every one); a model scaled otherwise cannot go out as it
+    rope_types: tuple[str, ...] | None = None
+    #: where a config's `rope_parameters` are per layer type (Gemma 3's): the type whose are the model's
+    rope_layer: str | None = None
+    #: whether the family rotates part of each head (`partial_rotary_factor`; `style.rotary` where none is given)
+    partial_rotary: bool = False
+
+    def key(self, name: str) -> str:
+        """The family's name of Llama's config key `name` (empty: it has none)."""
+        return self.keys.get(name, name)
+
+    @property
+    def mlps(self) -> tuple[str, ...]:
+        """The MLPs the family holds."""
+        return tuple(dict.fromkeys(self.activations.values()))
 
     # -- in
 
     def arch(self, config: Mapping[str, Any]) -> Arch:
         """The architecture `config` describes; FamilyError naming the key it cannot use."""
-        width = config_int(config, "hidden_size")
-        heads = config_int(config, "num_attention_heads")
-        kv_heads = config_int(config, "num_key_value_heads", heads)
+        key = self.key
+        if self.prepare is not None:
+            config = self.prepare(config)
+        width = config_int(config, key("hidden_size"))
+        heads = config_int(config, key("num_attention_heads"))
+        kv_heads = config_int(config, key("num_key_value_heads"), heads) if key("num_key_value_heads") else heads
         head_dim = config_int(config, "head_dim", None) or (width // heads if width % heads == 0 else 0)
         if not head_dim:
-            raise FamilyError(f"`hidden_size` {width} is not divisible by `num_attention_heads` {heads}", "hidden_size")
-        if head_dim % 2:
-            raise FamilyError(f"`head_dim` {head_dim} is odd: rotary positions rotate pairs", "head_dim")
+            raise FamilyError(
+                f"`{key('hidden_size')}` {width} is not divisible by `{key('num_attention_heads')}` {heads}",
+                key("hidden_size"),
+            )
         if heads % kv_heads:
             raise FamilyError(
                 f"`num_attention_heads` {heads} is not a multiple of `num_key_value_heads` {kv_heads}",
                 "num_key_value_heads",
             )
-        act = config.get("hidden_act", "silu")
-        if act not in ("silu", "swish"):  # transformers' `swish` is SiLU
-            raise FamilyError(f"`hidden_act` `{act}` is not supported: lagdsl's MLP is SwiGLU (`silu`)", "hidden_act")
-        if config.get("mlp_bias"):
+        act_key = key("hidden_act")
+        act = config.get(act_key, self.activation_default)
+        if act not in self.activations:
+            known = ", ".join(f"`{a}`" for a in self.activations)
+            raise FamilyError(f"`{act_key}` `{act}` is not supported for this family: lagdsl computes {known}", act_key)
+        style = self.style
+        if config.get("mlp_bias") and not style.mlp_bias:
             raise FamilyError("`mlp_bias: true` is not supported: lagdsl's MLP has no biases", "mlp_bias")
         bias = self.qkv_bias
-        if bias is None:
+        if self.bias_key is not None:
+            bias = config.get(self.bias_key, self.bias_default)
+            if not isinstance(bias, bool):
+                raise FamilyError(f"`{self.bias_key}` must be true or false", self.bias_key)
+            style = replace(style, o_bias=bias)
+        elif bias is None:
             bias = bool(config.get("attention_bias", False))
             if bias:
                 raise FamilyError(
                     "`attention_bias: true` is not supported for this family (it puts a bias on `o_proj`)",
                     "attention_bias",
                 )
-        theta, scaling = read_rope(config, head_dim, self.default_theta)
+        if style.rotary:
+            partial = read_partial(config, key("partial_rotary_factor"), self.style.rotary)
+            if partial != 1.0 and not self.partial_rotary:
+                raise FamilyError("`partial_rotary_factor` other than 1 is not supported for this family",
+                                  "partial_rotary_factor")  # fmt: skip
+            rotary = int(head_dim * partial)
+            if rotary % 2 or not rotary:
+                what = f"`head_dim` {head_dim} is odd" if rotary == head_dim else f"{rotary} rotary dimensions are odd"
+                raise FamilyError(f"{what}: rotary positions rotate pairs", "head_dim")
+            style = replace(style, rotary=partial)
+            theta, scaling = read_rope(
+                config, rotary, self.default_theta, theta_key=key("rope_theta"), layer_type=self.rope_layer
+            )
+        else:
+            theta, scaling = self.default_theta, None
         arch = Arch(
             vocab=config_int(config, "vocab_size"),
-            context=config_int(config, "max_position_embeddings"),
+            context=config_int(config, key("max_position_embeddings")),
             width=width,
-            depth=config_int(config, "num_hidden_layers"),
+            depth=config_int(config, key("num_hidden_layers")),
             heads=heads,
             kv_heads=kv_heads,
             head_dim=head_dim,
-            hidden=config_int(config, "intermediate_size"),
+            hidden=config_int(config, key("intermediate_size")),
             tie=bool(config.get("tie_word_embeddings", self.tie_default)),
             rope_theta=theta,
             rope_scaling=scaling,
             qkv_bias=bias,
             qk_norm=self.qk_norm,
-            norm_eps=config_float(config, "rms_norm_eps", 1e-6),
+            norm_eps=config_float(config, key("rms_norm_eps"), self.eps_default),
+            mlp=self.activations[act],
+            style=style,
         )
         if self.experts is not None:
-            arch = replace(arch, moe=_mixture(config, self.experts, arch.depth))
+            arch = replace(arch, moe=mixture(config, self.experts, arch.depth))
         return self.read_extra(config, arch) if self.read_extra else arch
 
-    def tensor_map(self, arch: Arch, fused: bool = False) -> dict[str, tuple[str, ...]]:
+    def tensor_map(
+        self, arch: Arch, fused: bool = False, present: Collection[str] | None = None
+    ) -> dict[str, tuple[str, ...]]:
         """lagdsl's tensor names -> the family's (layers written out) for a model of `arch`; a
-        mixture's experts named apart, or (`fused`) in transformers 5's fused tensors."""
+        mixture's experts named apart, or (`fused`) in transformers 5's fused tensors. `present`:
+        the model's parameter names, where given the tensors it has none of (biases, norms of
+        another placement) are left out."""
         tensors = dict(self.tensors)
         mixed: dict[str, tuple[str, ...]] = {}  # a mixture block's MLP (a dense block's is in `tensors`)
         if arch.moe is not None:
-            mixed = self._mixture_tensors(arch.moe, fused)
+            if self.experts is None:
+                raise FamilyError(f"`{self.architecture}` has no mixture of experts", "architectures")
+            mixed = mixture_tensors(self.experts, arch.moe, fused)
         skip = {
             "lm_head.weight": arch.tie,
             "blocks.{i}.attn.qkv.bias": not arch.qkv_bias,
@@ -207,38 +282,18 @@ class Family:
         for ours, theirs in {**tensors, **mixed}.items():
             if skip.get(ours, False):
                 continue
-            if "{i}" not in ours:
-                out[ours] = theirs
-                continue
-            for i in range(arch.depth):
+            layers = range(arch.depth) if "{i}" in ours else [0]
+            for i in layers:
                 if ".mlp." in ours and (ours in mixed) != (arch.moe is not None and i not in dense):
                     continue  # block i's MLP is of the other kind
-                out[ours.format(i=i)] = tuple(t.format(i=i) for t in theirs)
+                name = ours.format(i=i)
+                if present is None or name in present:
+                    out[name] = tuple(t.format(i=i) for t in theirs)
         return out
 
-    def _mixture_tensors(self, moe: MixtureSpec, fused: bool) -> dict[str, tuple[str, ...]]:
-        """lagdsl's names -> the family's of a mixture block's MLP (`{i}` for the block)."""
-        experts = self.experts
-        if experts is None:
-            raise FamilyError(f"`{self.architecture}` has no mixture of experts", "architectures")
-        tensors: dict[str, tuple[str, ...]] = {}
-        layer = "model.layers.{i}"
-        per = f"{layer}.{experts.prefix}"
-        tensors["blocks.{i}.mlp.router.weight"] = (f"{layer}.mlp.gate.weight" if fused else f"{per}.gate.weight",)
-        if fused:
-            tensors["blocks.{i}.mlp.gate_up"] = (f"{layer}.mlp.experts.gate_up_proj",)
-            tensors["blocks.{i}.mlp.down"] = (f"{layer}.mlp.experts.down_proj",)
-        else:
-            gate, up, down = experts.names
-            each = [f"{per}.experts.{j}" for j in range(moe.experts)]
-            tensors["blocks.{i}.mlp.gate_up"] = tuple(f"{e}.{n}.weight" for e in each for n in (gate, up))
-            tensors["blocks.{i}.mlp.down"] = tuple(f"{e}.{down}.weight" for e in each)
-        if moe.shared:
-            shared = f"{layer}.mlp.shared_expert"
-            tensors["blocks.{i}.mlp.shared.gate_up.weight"] = (f"{shared}.gate_proj.weight", f"{shared}.up_proj.weight")
-            tensors["blocks.{i}.mlp.shared.down.weight"] = (f"{shared}.down_proj.weight",)
-            tensors["blocks.{i}.mlp.shared_gate.weight"] = (f"{layer}.mlp.shared_expert_gate.weight",)
-        return tensors
+    def transform(self, name: str) -> Transform | None:
+        """How the family stores lagdsl's tensor `name` (None: as its rows, in order)."""
+        return self.transforms.get(_LAYER.sub("blocks.{i}.", name)) if self.transforms else None
 
     def absent_shared(self, arch: Arch) -> list[tuple[str, tuple[int, ...]]]:
         """The tensors of a shared expert of size 0 (name, shape) that a family which always has one
@@ -261,24 +316,28 @@ class Family:
         """The `config.json` of a model of `arch` grown from one with `source`: every key the growth
         changed rewritten, every other key kept."""
         out = dict(source)
-        old_depth = config_int(source, "num_hidden_layers")
-        out.update({
-            "architectures": [self.architecture],
-            "model_type": self.model_type,
-            "hidden_size": arch.width,
-            "intermediate_size": arch.hidden,
-            "num_hidden_layers": arch.depth,
-            "num_attention_heads": arch.heads,
-            "num_key_value_heads": arch.kv_heads,
-            "rms_norm_eps": arch.norm_eps,
-            "tie_word_embeddings": arch.tie,
-        })  # fmt: skip
+        key = self.key
+        old_depth = config_int(source, key("num_hidden_layers"))
+        sizes = {
+            "hidden_size": arch.width, "intermediate_size": arch.hidden, "num_hidden_layers": arch.depth,
+            "num_attention_heads": arch.heads, "num_key_value_heads": arch.kv_heads, "rms_norm_eps": arch.norm_eps,
+        }  # fmt: skip
+        out.update({"architectures": [self.architecture], "model_type": self.model_type})
+        out.update({key(k): v for k, v in sizes.items() if key(k)})
+        out["tie_word_embeddings"] = arch.tie
         if source.get("head_dim") is not None or arch.head_dim != arch.width // arch.heads:
             out["head_dim"] = arch.head_dim  # (Mixtral's `null`, width / heads, stays as it was)
-        for key in ("torch_dtype", "dtype"):
-            out[key] = dtype
+        for name in ("torch_dtype", "dtype"):
+            out[name] = dtype
         types = source.get("layer_types")
-        if isinstance(types, list):
+        style = arch.style
+        if style.window is not None and (isinstance(types, list) or len(style.local) < arch.depth):
+            # each layer as it attends (a copy as its source); a family that slides every layer and
+            # names no layer types (Phi-3) needs none
+            out["layer_types"] = [
+                "sliding_attention" if arch.style.slides(i) else "full_attention" for i in range(arch.depth)
+            ]
+        elif isinstance(types, list):
             # one kind of layer throughout is kept; a mix is made full attention throughout (lagdsl
             # attends over the whole context, so that is what the model has learned)
             kinds = set(types)
@@ -287,18 +346,15 @@ class Family:
         window_layers = source.get("max_window_layers")
         if isinstance(window_layers, int) and window_layers >= old_depth:
             out["max_window_layers"] = max(window_layers, arch.depth)  # "no layer slides" stays so
-        try:
-            was = read_rope(source, arch.head_dim, self.default_theta)
-        except FamilyError:
-            was = None
-        if was != (arch.rope_theta, arch.rope_scaling):  # another method or base: written in both spellings
-            out.update(rope_keys(arch.rope_theta, arch.rope_scaling))
+        if arch.style.rotary:
+            self._rewrite_rope(out, source, arch)
+        context_key = key("max_position_embeddings")
         if arch.rope_scaling is not None and arch.rope_scaling.kind == "dynamic":
-            out["max_position_embeddings"] = arch.rope_scaling.original  # dynamic NTK's threshold
-        elif arch.context > config_int(source, "max_position_embeddings"):
-            out["max_position_embeddings"] = arch.context
+            out[context_key] = arch.rope_scaling.original  # dynamic NTK's threshold
+        elif arch.context > config_int(source, context_key):
+            out[context_key] = arch.context
         if arch.moe is not None and self.experts is not None:
-            out.update(_mixture_keys(self.experts, arch.moe))
+            out.update(mixture_keys(self.experts, arch.moe))
             aliases = [a for a in ("num_experts", "num_local_experts") if a in source]  # as the source spelled it
             if aliases and self.experts.experts_key not in source:  # (transformers 5 writes Qwen3-MoE's as the second)
                 del out[self.experts.experts_key]
@@ -308,67 +364,24 @@ class Family:
             self.rewrite_extra(out, source, arch)
         return out
 
-
-def _mixture(config: Mapping[str, Any], experts: Experts, depth: int) -> MixtureSpec:
-    """The mixture a mixture-of-experts family's `config.json` describes; FamilyError naming the key
-    where it describes one lagdsl does not compute."""
-    key = experts.experts_key
-    if key not in config and "num_local_experts" in config:  # transformers 5 writes Qwen3-MoE's so
-        key = "num_local_experts"
-    count, top_k = config_int(config, key), config_int(config, "num_experts_per_tok")
-    if top_k > count:
-        raise FamilyError(f"`num_experts_per_tok` {top_k} is more than the {count} experts", "num_experts_per_tok")
-    dense: list[int] = []
-    if experts.sparse_layers:  # transformers: a mixture where (i + 1) % step == 0 and i is not listed
-        step = config_int(config, "decoder_sparse_step", 1)
-        listed = config.get("mlp_only_layers") or []
-        if not isinstance(listed, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in listed):
-            raise FamilyError(
-                f"`mlp_only_layers` must be a list of layers, found `{json.dumps(listed)[:40]}`", "mlp_only_layers"
-            )
-        if step < 1:
-            raise FamilyError(f"`decoder_sparse_step` {step} is not at least 1", "decoder_sparse_step")
-        dense = [i for i in range(depth) if (i + 1) % step or i in listed]
-        if len(dense) == depth:
-            why = "mlp_only_layers" if listed else "decoder_sparse_step"
-            raise FamilyError(f"`{why}` leaves every one of the {depth} layers dense: no mixture to compute", why)
-    renormalize = True
-    if experts.renormalize_key is not None:
-        renormalize = config.get(experts.renormalize_key, False)
-        if not isinstance(renormalize, bool):
-            raise FamilyError(f"`{experts.renormalize_key}` must be true or false", experts.renormalize_key)
-    shared = 0
-    if experts.shared:
-        shared = config.get("shared_expert_intermediate_size", 0)
-        if not isinstance(shared, int) or isinstance(shared, bool) or shared < 0:
-            raise FamilyError("`shared_expert_intermediate_size` must be a count", "shared_expert_intermediate_size")
-    coef = config.get("router_aux_loss_coef", 0.001)
-    if not isinstance(coef, int | float) or isinstance(coef, bool) or coef < 0:
-        raise FamilyError("`router_aux_loss_coef` must be a number, at least 0", "router_aux_loss_coef")
-    if count < 2 or count > MAX_EXPERTS:
-        raise FamilyError(f"`{key}` {count:,} is not between 2 and lagdsl's limit of {MAX_EXPERTS:,}", key)
-    hidden = config_int(config, experts.hidden_key)
-    if hidden > MAX_WIDTH * 16 or shared > MAX_WIDTH * 16:
-        raise FamilyError(f"`{experts.hidden_key}` {hidden:,} is beyond lagdsl's limit", experts.hidden_key)
-    return MixtureSpec(
-        experts=count, top_k=top_k, hidden=hidden, shared=shared, renormalize=renormalize, balance=float(coef),
-        z_loss=0.0, dense=tuple(dense),
-    )  # fmt: skip
-
-
-def _mixture_keys(experts: Experts, moe: MixtureSpec) -> dict[str, Any]:
-    """The config keys that say a family's mixture is `moe`."""
-    keys: dict[str, Any] = {
-        experts.experts_key: moe.experts, "num_experts_per_tok": moe.top_k, experts.hidden_key: moe.hidden,
-        "router_aux_loss_coef": moe.balance, "output_router_logits": False,
-    }  # fmt: skip
-    if experts.renormalize_key is not None:
-        keys[experts.renormalize_key] = moe.renormalize
-    if experts.shared:
-        keys["shared_expert_intermediate_size"] = moe.shared
-    if experts.sparse_layers:
-        keys["decoder_sparse_step"], keys["mlp_only_layers"] = 1, list(moe.dense)
-    return keys
+    def _rewrite_rope(self, out: dict[str, Any], source: Mapping[str, Any], arch: Arch) -> None:
+        """The rotary keys, where the growth changed the method or the base: in both spellings."""
+        rotary = arch.style.rotary_size(arch.head_dim)
+        source = self.prepare(source) if self.prepare is not None else source
+        kind = arch.rope_scaling.kind if arch.rope_scaling is not None else "default"
+        if self.rope_types is not None and kind not in self.rope_types:
+            known = ", ".join(f"`{t}`" for t in self.rope_types)
+            raise FamilyError(f"`{self.architecture}` reads RoPE types {known}, and this model's is `{kind}`")
+        try:
+            theta_key = self.key("rope_theta")
+            was = read_rope(source, rotary, self.default_theta, theta_key=theta_key, layer_type=self.rope_layer)
+        except FamilyError:
+            was = None
+        if was != (arch.rope_theta, arch.rope_scaling):  # another method or base: written in both spellings
+            keys = rope_keys(arch.rope_theta, arch.rope_scaling)
+            if arch.style.rotary != 1.0:
+                keys["rope_parameters"]["partial_rotary_factor"] = arch.style.rotary
+            out.update(keys)
 
 
 def with_window(arch: Arch, window: object, key: str) -> Arch:

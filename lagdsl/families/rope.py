@@ -12,11 +12,28 @@ from lagdsl.families.values import FamilyError, config_float, config_int
 from lagdsl.lang.rope import ROPE_TYPES, Rope, longrope_attention, yarn_mscale
 
 
-def read_rope(config: Mapping[str, Any], head_dim: int, default_theta: float) -> tuple[float, Rope | None]:
+def read_partial(config: Mapping[str, Any], key: str = "partial_rotary_factor", default: float = 1.0) -> float:
+    """The share of each head that rotates: `partial_rotary_factor` in the RoPE object, else the
+    config's (under `key`: GPT-NeoX's `rotary_pct`), else the family's `default`."""
+    params = config.get("rope_scaling") or config.get("rope_parameters") or {}
+    params = params if isinstance(params, dict) else {}  # (what else it is, `read_rope` refuses)
+    where = "rope_parameters" if "partial_rotary_factor" in params else key
+    value = params.get("partial_rotary_factor", config.get(key, default))
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
+        raise FamilyError(f"`{where}` must be a share of the head in (0, 1], found `{json.dumps(value)[:40]}`", where)
+    return float(value)
+
+
+def read_rope(
+    config: Mapping[str, Any], head_dim: int, default_theta: float, *, theta_key: str = "rope_theta",
+    layer_type: str | None = None,
+) -> tuple[float, Rope | None]:  # fmt: skip
     """The rotary base and scaling as transformers 5 reads them: `rope_scaling` (transformers 4's
     spelling) where it is set, else `rope_parameters`; the base from that object, else the
-    config's `rope_theta`, else the family's default. Every `rope_type` transformers implements
-    for these families is read, each parameter's default resolved as transformers resolves it."""
+    config's `rope_theta` (`theta_key`: GPT-NeoX's `rotary_emb_base`), else the family's default.
+    Every `rope_type` transformers implements for these families is read, each parameter's default
+    resolved as transformers resolves it. `head_dim`: the dimensions that rotate; `layer_type`: the
+    layers' kind whose object a `rope_parameters` per layer type holds (Gemma 3's)."""
     for key in ("rope_parameters", "rope_scaling"):
         if config.get(key) is not None and not isinstance(config[key], dict):
             raise FamilyError(f"`{key}` must be an object such as {{\"rope_type\": \"default\"}}, found "
@@ -24,13 +41,12 @@ def read_rope(config: Mapping[str, Any], head_dim: int, default_theta: float) ->
     key = "rope_scaling" if config.get("rope_scaling") else "rope_parameters"
     params = dict(config.get(key) or {})
     nested = [k for k, v in params.items() if isinstance(v, dict)]
-    if nested:
+    if nested and layer_type is not None and key == "rope_parameters":
+        params = dict(params.get(layer_type) or {})
+    elif nested:
         raise FamilyError(f"`{key}` per layer type (`{nested[0]}`) is not supported: one RoPE for every layer", key)
-    theta = config_float(params, "rope_theta", config_float(config, "rope_theta", default_theta))
+    theta = config_float(params, "rope_theta", config_float(config, theta_key, default_theta))
     kind = params.get("rope_type", params.get("type", "default"))
-    partial = params.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0))
-    if partial != 1.0:
-        raise FamilyError("`partial_rotary_factor` other than 1 is not supported", key)
     if kind == "default":
         return theta, None
     if kind not in ROPE_TYPES:

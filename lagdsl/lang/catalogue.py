@@ -30,6 +30,7 @@ from lagdsl.lang.schedule import (
     Dim,
     EvalSpec,
     GptExperts,
+    GptNorm,
     JsonlData,
     LRSpec,
     MixtureSpec,
@@ -297,7 +298,8 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
         "width",
         CopyArgs,
         "yes",
-        "copies of random existing units, what reads a copy split among the copies (Net2Net)",
+        "copies of random existing units, what reads a copy split among the copies (Net2Net); approximate with "
+        "LayerNorm (GPT-2, GPT-NeoX) or a q/k norm over the whole projection (OLMo 2)",
         f"{_WIDTH}:net2net",
     ),
     OperatorInfo(
@@ -314,7 +316,8 @@ BUILTIN_OPERATORS: tuple[OperatorInfo, ...] = (
         "width",
         NoArgs,
         "yes",
-        "fresh incoming weights, zero outgoing weights, new residual dimensions start at zero",
+        "fresh incoming weights, zero outgoing weights, new residual dimensions start at zero; approximate with "
+        "LayerNorm (GPT-2, GPT-NeoX) or a q/k norm over the whole projection (OLMo 2)",
         f"{_WIDTH}:zero",
     ),
     OperatorInfo(
@@ -437,7 +440,7 @@ MODELS: dict[str, Signature] = {
     "gpt": Signature(
         "gpt",
         params_of(ModelSpec, "vocab", "context") + params_of(Shape, "width", "heads", "depth", "kv_heads")
-        + params_of(ModelSpec, "mlp", "dropout", "tie", "rope_theta") + params_of(GptExperts),
+        + params_of(ModelSpec, "mlp", "dropout", "tie", "rope_theta") + params_of(GptExperts) + params_of(GptNorm),
         description=(ModelSpec.__doc__ or "").strip().rstrip("."),
     ),
     "pretrained": Signature.of("pretrained", PretrainedCall, positional=("path",)),

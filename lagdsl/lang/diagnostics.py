@@ -95,6 +95,7 @@ CODES: dict[str, Code] = {
     "W0202": _warning("two probe candidates that build the same model"),
     "W0301": _warning("a probe shorter than 5 steps (other than 0)"),
     "W0401": _warning("a single growth step of more than 4x in depth or 2x in width"),
+    "W0402": _warning("a width operator that keeps this model's function only approximately (its family's norms)"),
     "W0501": _warning("a `tokens` duration that is not a whole number of steps, rounded up"),
     "W0601": _warning("data that is not there: a glob that matches no file, a token file that does not exist"),
 }

@@ -113,6 +113,15 @@ class GptExperts(_Frozen):
     top_k: Annotated[int, Field(ge=1, le=MAX_EXPERTS, description="`top_k` is how many experts each token uses")] = 2
 
 
+class GptNorm(_Frozen):
+    """The norm of a `gpt` model: RMSNorm (LLaMA's) or LayerNorm with a bias (GPT-2's, GPT-NeoX's)."""
+
+    norm: Annotated[
+        Literal["rms", "layer"],
+        Field(description="`norm=layer` makes every norm a LayerNorm with a bias (GPT-2's); `rms` is LLaMA's"),
+    ] = "rms"
+
+
 class Positions(_Frozen):
     """The model's positions: its context, rotary base and scaling (`grow context` changes them)."""
 

@@ -4,8 +4,9 @@ A model is a stack of the same block; the families people grow differ in a short
 each a field here, read by the one model (`lagdsl.model.gpt`) without asking which family it is:
 
 - `norm`: RMSNorm (`rms`: Llama, Qwen, Gemma, OLMo 2, Phi-3) or LayerNorm with a bias (`layer`:
-  GPT-2, GPT-NeoX). Gemma's `(1 + weight)` RMSNorm is RMSNorm whose gain is stored as `1 + weight`
-  (its adapter adds the one on import and takes it off on export), so every operator sees a gain.
+  GPT-2, GPT-NeoX); `norm_offset`: each RMSNorm's gain is `1 + weight` (Gemma's), the weight held
+  as the checkpoint holds it (so a kept layer is its tensors bit for bit), and the operators that
+  set or scale gains do so to `1 + weight`.
 - `pre_norm` / `post_norm`: a norm before each sublayer (Llama), after it before the residual add
   (OLMo 2 alone), or both (Gemma 2 and 3's "sandwich").
 - `parallel`: attention and MLP read the same input and both add to the stream (GPT-NeoX).
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Style:
     norm: Literal["rms", "layer"] = "rms"
+    norm_offset: bool = False
     pre_norm: bool = True
     post_norm: bool = False
     parallel: bool = False
@@ -83,6 +85,18 @@ class Style:
         from lagdsl.lang import layers
 
         return replace(self, local=layers.carried(plan, self.local))
+
+    def inexact_width(self, operator: str, qk_norm: bool) -> str | None:
+        """Why a width operator that keeps a Llama's function keeps this model's only approximately
+        (None: it keeps it). HyperCloning copies every unit whole, so every norm sees the same mean
+        and the same mean square: it keeps every style's."""
+        if operator == "hyperclone":
+            return None
+        if self.norm == "layer":
+            return "LayerNorm subtracts the mean over the width, and the new units change that mean"
+        if qk_norm and self.qk_norm_whole:
+            return "the q/k norm over the whole projection averages over the heads, and the new heads change that"
+        return None
 
     @property
     def norm_params(self) -> int:

@@ -154,6 +154,8 @@ def exported_family(config: GPTConfig, family: Family) -> Family:
             f"a model with `mlp={config.mlp}` has no {family.architecture} equivalent (its MLP is {name}): "
             f"only `mlp={name}` models export to it"
         )
+    if config.style.norm != family.style.norm:
+        raise ExportError(f"a model with `norm={config.style.norm}` has no {family.architecture} equivalent")
     if config.moe is None:
         if family.experts is not None:
             raise ExportError(f"a dense model has no `{family.architecture}` form")
@@ -180,7 +182,7 @@ def _write_model(
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
         write_safetensors(out / "model.safetensors", layout, family_tensors(state, config, family, dtype), dtype)
-    except HubError as error:
+    except (HubError, FamilyError) as error:
         raise ExportError(str(error)) from None
     return [out / "config.json", out / "model.safetensors"]
 

@@ -59,6 +59,7 @@ class Block(nn.Module):
         if style.post_norm:
             self.post2 = norm(config)
         self.pre, self.post, self.parallel = style.pre_norm, style.post_norm, style.parallel
+        self.offset = style.norm_offset and style.norm == "rms"
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(
@@ -136,6 +137,20 @@ class GPT(nn.Module):
         model.to(dtype)
         model.init_buffers()
         return model
+
+    def take_ends(self, other: GPT) -> None:
+        """Take `other`'s modules outside the blocks (the embedding, learned positions, the final
+        norm, the head: shared, the tie kept) and its rotary tables: a grown model's, whose blocks
+        alone are new."""
+        self.embed, self.norm, self.lm_head = other.embed, other.norm, other.lm_head
+        if self.config.style.positions:
+            self.pos = other.pos
+        for name in ("rotary_cos", "rotary_sin", "local_cos", "local_sin"):
+            setattr(self, name, getattr(other, name))
+
+    def end_names(self) -> list[str]:
+        """The names of the parameters outside the blocks (a tied head is the embedding)."""
+        return [name for name, _ in self.named_parameters() if not name.startswith("blocks.")]
 
     def init_buffers(self) -> None:
         """The rotary tables, on the device of the weights (after `to_empty`, which leaves them unset)."""
@@ -294,7 +309,7 @@ def initial_values(config: GPTConfig, generator: torch.Generator | None = None) 
         for name, param in block.named_parameters():
             yield f"blocks.{i}.{name}", param.detach()
         del block, param  # one block whole at a time
-    yield "norm.weight", torch.ones(config.width)
+    yield "norm.weight", torch.zeros(config.width) if config.style.norm_offset else torch.ones(config.width)
     if config.style.norm == "layer":
         yield "norm.bias", torch.zeros(config.width)
     if not config.tie:
@@ -307,8 +322,8 @@ def init_block(block: Block, residual_std: float, generator: torch.Generator | N
         for name, param in block.named_parameters():
             if name.endswith("bias"):
                 param.zero_()
-            elif param.dim() == 1:
-                param.fill_(1.0)
+            elif param.dim() == 1:  # a norm's gain: 1 (a weight of 0 where the gain is `1 + weight`)
+                param.fill_(0.0 if "norm" in name and block.offset else 1.0)
             else:
                 nn.init.normal_(param, 0.0, INIT_STD, generator=generator)
         for weight in block.residual_outputs():

@@ -102,25 +102,40 @@ def read_weights(folder: Path, family: Family, config: GPTConfig, targets: Mappi
     fused = is_fused(files, family)
     expected = _expected(config, family, fused)
     with _Reader(files) as reader, torch.no_grad():
-        for ours, theirs in family.tensor_map(arch, fused).items():
+        for ours, theirs in family.tensor_map(arch, fused, parameter_names(config)).items():
             target = targets[ours]
+            for name in theirs:
+                if reader.shape(name) != expected[name]:
+                    raise HubError(
+                        f"tensor `{name}` in `{files[name].name}` is {list(reader.shape(name))}, but the model "
+                        f"`config.json` describes has it {list(expected[name])}"
+                    )
+            transform = family.transform(ours)
+            if transform is not None:  # stored in another layout: read whole, then its rows taken
+                parts = [torch.empty(expected[name], dtype=target.tensor.dtype) for name in theirs]
+                for name, part in zip(theirs, parts, strict=True):
+                    reader.read_into(name, part)
+                whole = transform.inward(torch.cat(parts) if len(parts) > 1 else parts[0], arch)
+                target.tensor.copy_(whole[target.first : target.first + target.tensor.shape[0]])
+                continue
             if target.tensor.dim() == 3 and len(theirs) > 1:  # a mixture's experts, named apart: as rows
                 target = Rows(target.tensor.reshape(-1, target.tensor.shape[-1]), target.first * target.tensor.shape[1])
             first, last = target.first, target.first + target.tensor.shape[0]  # the rows this target holds
             row = 0
             for name in theirs:
-                shape, want = reader.shape(name), expected[name]
-                if shape != want:
-                    raise HubError(
-                        f"tensor `{name}` in `{files[name].name}` is {list(shape)}, but the model "
-                        f"`config.json` describes has it {list(want)}"
-                    )
+                shape = reader.shape(name)
                 low, high = max(row, first), min(row + shape[0], last)
                 if low < high:
                     reader.read_into(name, target.tensor[low - first : high - first], low - row)
                 row += shape[0]
         if arch.tie and HEAD in files:
             _check_tied_head(reader, files[HEAD], targets["embed.weight"], expected[family.tensors["embed.weight"][0]])
+
+
+def parameter_names(config: GPTConfig) -> set[str]:
+    """The names of the parameters of a model of `config` (a tied head's too)."""
+    with torch.device("meta"):
+        return set(GPT(config).state_dict())
 
 
 def is_fused(files: Mapping[str, Path], family: Family) -> bool:
@@ -315,10 +330,13 @@ def family_parts(
         "shared.gate_up": [config.moe.shared] * 2 if config.moe is not None else [],
         "mlp.gate_up": [config.hidden, config.hidden],
     }
-    for ours, theirs in family.tensor_map(arch, fused).items():
+    for ours, theirs in family.tensor_map(arch, fused, parameter_names(config)).items():
         if ours not in state:
             raise HubError(f"the saved model has no tensor `{ours}`: not a model of this version")
         tensor = state[ours]
+        transform = family.transform(ours)
+        if transform is not None:
+            tensor = transform.outward(tensor, arch)
         parts = [tensor]
         if tensor.dim() == 3 and len(theirs) > 1:  # a mixture's experts, each apart (gate and up split)
             parts = [p for expert in tensor for p in (expert.chunk(2) if ours.endswith("gate_up") else (expert,))]

@@ -22,7 +22,9 @@ __all__ = ["keep", "llama3", "ntk", "pi", "theta", "yarn"]
 def lengthened(config: GPTConfig, spec: GrowthSpec) -> GPTConfig:
     """The config of a model of `config` whose context `spec` grows (what the checker computed)."""
     before = Positions(context=config.context, theta=config.rope_theta, rope=config.rope_scaling)
-    after = grown_positions(spec.operator, dict(spec.args), before, spec.target, config.head_size)
+    after = grown_positions(
+        spec.operator, dict(spec.args), before, spec.target, config.style.rotary_size(config.head_size)
+    )
     if isinstance(after, str):
         raise GrowthError(after)
     return replace(config, context=after.context, rope_theta=after.theta, rope_scaling=after.rope)

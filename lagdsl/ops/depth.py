@@ -50,8 +50,7 @@ def grow_depth(
     device, dtype = model.embed.weight.device, model.embed.weight.dtype
     with torch.device("meta"):
         grown = GPT(config)
-    grown.embed, grown.norm, grown.lm_head = model.embed, model.norm, model.lm_head  # the tie stays
-    grown.rotary_cos, grown.rotary_sin = model.rotary_cos, model.rotary_sin
+    grown.take_ends(model)
     blocks: dict[str, nn.Module] = {}
     for i, layer in enumerate(plan):
         if layer.source is None:
@@ -76,7 +75,8 @@ def depth_mapping(config: GPTConfig, plan: list[Layer], zero_copies: bool = Fals
     """Where each parameter of the model `plan` (one `Layer` per position) builds comes from: the
     embedding, final norm and head are kept; a kept layer's parameters are its source's (shared),
     a copy's are copies, a fresh layer's and (`zero_copies`) a copy's zeroed projections are new."""
-    kept = ["embed.weight", "norm.weight"] + ([] if config.tie else ["lm_head.weight"])
+    with torch.device("meta"):
+        kept = GPT(config).end_names()
     mapping: dict[str, Carry | None] = {name: Carry(name, shared=True) for name in kept}
     kinds: dict[bool, Block] = {}  # a block of each kind (a mixture's dense blocks are another)
     for i, layer in enumerate(plan):

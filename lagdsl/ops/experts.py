@@ -90,8 +90,7 @@ def grow_experts(model: GPT, optimizer: Optimizer | None, plan: ExpertsPlan, gen
     device, dtype = model.embed.weight.device, model.embed.weight.dtype
     with torch.device("meta"):
         grown = GPT(config)
-    grown.embed, grown.norm, grown.lm_head = model.embed, model.norm, model.lm_head  # the tie stays
-    grown.rotary_cos, grown.rotary_sin = model.rotary_cos, model.rotary_sin
+    grown.take_ends(model)
     mapping: dict[str, Carry | None] = {}
     for i in range(config.depth):
         old, new = model.block(i), grown.block(i)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch.optim import Optimizer
@@ -38,17 +38,27 @@ Axis = tuple[tuple[str, ...], str]
 LAYOUT: dict[str, tuple[Axis | None, ...]] = {
     "embed.weight": (None, (("R",), "out")),
     "lm_head.weight": (None, (("R",), "in")),  # an untied output head
+    "pos.weight": (None, (("R",), "out")),  # learned positions (GPT-2) write the stream as the embedding does
     "norm.weight": ((("R",), "gain"),),
     "norm1.weight": ((("R",), "gain"),),
     "norm2.weight": ((("R",), "gain"),),
+    "norm.bias": ((("R",), "bias"),),  # LayerNorm's (GPT-2, GPT-NeoX)
+    "norm1.bias": ((("R",), "bias"),),
+    "norm2.bias": ((("R",), "bias"),),
+    "post1.weight": ((("R",), "post"),),  # a norm of a sublayer's output (OLMo 2, Gemma)
+    "post2.weight": ((("R",), "post"),),
     "qkv.weight": ((("Q", "K", "K"), "out"), (("R",), "in")),
     "qkv.bias": ((("Q", "K", "K"), "out"),),
-    "q_norm.weight": (None,),
+    "q_norm.weight": (None,),  # per head (`_layout`: over the whole projection, OLMo 2's, by head)
     "k_norm.weight": (None,),
     "o.weight": ((("R",), "out"), (("Q",), "in")),
+    "o.bias": ((("R",), "out"),),
     "gate_up.weight": ((("U", "U"), "out"), (("R",), "in")),
+    "gate_up.bias": ((("U", "U"), "out"),),
     "up.weight": ((("U",), "out"), (("R",), "in")),
+    "up.bias": ((("U",), "out"),),
     "down.weight": ((("R",), "out"), (("U",), "in")),
+    "down.bias": ((("R",), "out"),),
     # a mixture of experts: the router and the shared expert's gate read the stream; every expert
     # grows its hidden units (X) alike; a shared expert's (S) are its own (`_layout`)
     "router.weight": (None, (("R",), "in")),
@@ -56,6 +66,12 @@ LAYOUT: dict[str, tuple[Axis | None, ...]] = {
     "mlp.gate_up": (None, (("X", "X"), "out"), (("R",), "in")),
     "mlp.down": (None, (("R",), "out"), (("X",), "in")),
 }
+
+
+#: the RMSNorm gains, which a family with `norm_offset` (Gemma) holds as `gain - 1`
+OFFSET_GAINS = frozenset(
+    {"norm.weight", "norm1.weight", "norm2.weight", "post1.weight", "post2.weight", "q_norm.weight", "k_norm.weight"}
+)
 
 
 @dataclass(frozen=True)
@@ -104,8 +120,10 @@ def head_maps(old_heads: int, new_heads: int, groups: int, kv_copied: torch.Tens
     return UnitMap.of(old_heads, torch.where(group >= 0, group * groups + within, -1)), kv
 
 
-def _layout(name: str) -> tuple[Axis | None, ...]:
+def _layout(name: str, whole_qk: bool = False) -> tuple[Axis | None, ...]:
     key = ".".join(name.split(".")[-2:])
+    if whole_qk and key in ("q_norm.weight", "k_norm.weight"):  # a gain per channel of every head
+        return (((("Q",) if key[0] == "q" else ("K",)), "norm"),)
     layout = LAYOUT[key]
     if ".shared." in name:  # a shared expert's hidden units are its own
         return tuple(None if a is None else (tuple("S" if k == "U" else k for k in a[0]), a[1]) for a in layout)
@@ -166,11 +184,17 @@ class WidthPlan:
             if old.moe.shared:
                 maps["S"] = UnitMap.build(old.moe.shared, config.moe.shared, pick(old.moe.shared, config.moe.shared))
         if self.cloning:  # residual copies written whole (a tied embedding: over n) and read over n
-            residual = _Residual(write=-1.0 if old.tie else 0.0, read=-1.0, gain=1.0, zero_sum=True)
+            post = old.width / config.width if old.tie else 1.0  # (a post-norm writes the stream)
+            residual = _Residual(write=-1.0 if old.tie else 0.0, read=-1.0, gain=1.0, zero_sum=True, post=post)
         else:  # Net2Net's isometry, or fresh units
             gain = math.sqrt(old.width / config.width) if preserving else 1.0
-            residual = _Residual(write=-0.5, read=-0.5, gain=gain)
-        return WidthMoves(self, config, maps, residual)
+            residual = _Residual(write=-0.5, read=-0.5, gain=gain, bias=-0.5, post=gain)
+        factors: dict[str, float] = {}
+        if old.style.embed_scale:  # Gemma's sqrt(width) grows with the width: the embedding compensates
+            factors["embed.weight"] = math.sqrt(old.width / config.width)
+            if old.tie:  # and so does the head it is, by the final norm's gain
+                factors["norm.weight"] = math.sqrt(config.width / old.width)
+        return WidthMoves(self, config, maps, residual, factors)
 
 
 @dataclass(frozen=True)
@@ -182,10 +206,15 @@ class WidthMoves:
     config: GPTConfig
     maps: dict[str, UnitMap]
     residual: _Residual
+    factors: dict[str, float] = field(default_factory=dict)  # a scale of a whole parameter, by name
 
     def mover(self, name: str) -> _Mover:
         copying = self.plan.copy_units or self.plan.cloning
-        return _Mover(_layout(name), self.maps, copying, self.plan.zero_outgoing, self.residual)
+        style = self.config.style
+        layout = _layout(name, style.qk_norm_whole)
+        factor = self.factors.get(name, 1.0)
+        gain = ".".join(name.split(".")[-2:]) in OFFSET_GAINS and style.norm_offset and style.norm == "rms"
+        return _Mover(layout, self.maps, copying, self.plan.zero_outgoing, self.residual, factor, 1.0 if gain else 0.0)
 
 
 class PlannedWidth:
@@ -252,13 +281,17 @@ def grow_width(
 @dataclass(frozen=True)
 class _Residual:
     """How copies of a residual dimension are scaled: a dimension copied c times is multiplied by
-    c**write where it is written and c**read where it is read; the norm gains by `gain`. With
-    `zero_sum`, copy noise sums to zero over the copies a weight reads."""
+    c**write where it is written and c**read where it is read; the norm gains by `gain`, a
+    LayerNorm's bias by c**bias (its output is the stream's copies, normalized), the gains of norms
+    after a sublayer (which write the stream) by `post`. With `zero_sum`, copy noise sums to zero
+    over the copies a weight reads."""
 
     write: float
     read: float
     gain: float
     zero_sum: bool = False
+    bias: float = 0.0
+    post: float = 1.0
 
 
 class _Mover:
@@ -271,8 +304,12 @@ class _Mover:
         copy_units: bool,
         zero_outgoing: bool,
         residual: _Residual,
+        factor: float = 1.0,
+        offset: float = 0.0,
     ) -> None:
         self.layout = layout
+        self.factor = factor
+        self.offset = offset  # the gain is the weight plus this (Gemma's RMSNorm): moved as the gain
         self.maps = maps
         self.copy_units = copy_units
         self.zero_outgoing = zero_outgoing
@@ -292,7 +329,7 @@ class _Mover:
     def _gather(self, old: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Old values at the new positions, the scale of each, and which positions have an old value."""
         values = old
-        scale = torch.ones((), dtype=torch.float32)
+        scale = torch.full((), self.factor, dtype=torch.float32)
         known = torch.ones((), dtype=torch.bool)
         for dim, kind, role, unit, shape in self._axes(old.dim()):
             source = unit.index.clamp(min=0)
@@ -306,11 +343,22 @@ class _Mover:
             elif self.copy_units and role == "in":
                 # a head's or MLP unit's output copied c times: what reads it is split among the copies
                 scale = scale / unit.count[source].float().view(shape)
+            elif self.copy_units and role == "bias":
+                scale = scale * unit.count[source].float().pow(self.residual.bias).view(shape)
             if role == "gain":
                 scale = scale * self.gain_scale
+            elif role == "post":
+                scale = scale * self.residual.post
         return values, scale.to(old.device), known.to(old.device)
 
     def weights(self, old: torch.Tensor, fresh: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:
+        if self.offset:  # moved as the gain it is, and held again as the weight
+            return self._weights(old + self.offset, fresh + self.offset, noise, generator) - self.offset
+        return self._weights(old, fresh, noise, generator)
+
+    def _weights(
+        self, old: torch.Tensor, fresh: torch.Tensor, noise: float, generator: torch.Generator
+    ) -> torch.Tensor:
         values, scale, known = self._gather(old)
         moved = values.mul_(scale.to(values.dtype))  # `values` is a new tensor (index_select)
         if not bool(known.all()):
@@ -324,8 +372,9 @@ class _Mover:
             moved = moved + jitter * (noise * std) * copied
         if not self.copy_units and self.zero_outgoing:
             moved = torch.where(self._writes_new(old), torch.zeros_like(moved), moved)
-            if self.layout[0] is not None and self.layout[0][1] == "gain":
-                moved = torch.where(known, moved, torch.full_like(moved, self.gain_scale))
+            if self.layout[0] is not None and self.layout[0][1] in ("gain", "post"):
+                gain = self.gain_scale if self.layout[0][1] == "gain" else self.residual.post
+                moved = torch.where(known, moved, torch.full_like(moved, gain))
         return moved
 
     def _zero_sum_noise(self, moved: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:

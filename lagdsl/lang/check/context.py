@@ -5,8 +5,9 @@ shape records the first candidate's (the cost of a context does not depend on it
 
 from __future__ import annotations
 
+from lagdsl.families import family_named
 from lagdsl.lang.check.draft import Draft, GrowDraft
-from lagdsl.lang.schedule import Positions, Shape
+from lagdsl.lang.schedule import ModelSpec, Positions, Shape
 
 
 def lengthened(
@@ -16,7 +17,7 @@ def lengthened(
     where no candidate can grow it (reported)."""
     model = draft.settings.model
     assert model is not None
-    head_size = model.head_dim or shape.head_size
+    head_size = model.style.rotary_size(model.head_dim or shape.head_size)
     refs = [grow.op] if grow.op is not None else list(grow.candidates or [])
     after: list[Positions] = []
     for ref in refs:
@@ -25,6 +26,8 @@ def lengthened(
             continue  # `_check_operators` says so
         for before in options:
             grown = entry.positions(before, context, ref.args, head_size)
+            if not isinstance(grown, str):
+                grown = _held(model, before, grown)
             if isinstance(grown, str):
                 draft.report(
                     "E0403", f"`{ref.label}` cannot grow context {before.context} -> {context}", ref.span, grown,
@@ -37,3 +40,20 @@ def lengthened(
     if not after:
         return None
     return shape.model_copy(update={"positions": after[0]}), after
+
+
+def _held(model: ModelSpec, before: Positions, grown: Positions) -> Positions | str:
+    """`grown`, or why the model cannot hold it: a learned position table (GPT-2) has the rows it
+    has, and a family reads the RoPE types its transformers class knows (Phi-3: LongRoPE)."""
+    rows = model.style.positions
+    if rows and grown.context > rows:
+        return f"the model's positions are a learned table of {rows} rows (`n_positions`), which lagdsl does not extend"
+    if rows and (grown.theta, grown.rope) != (before.theta, before.rope):
+        return "a model with learned positions has no rotary ones to change: only `keep` applies"
+    if model.pretrained is not None:
+        family = family_named(model.pretrained.family)
+        kind = grown.rope.kind if grown.rope is not None else "default"
+        if family.rope_types is not None and kind not in family.rope_types:
+            known = ", ".join(f"`{t}`" for t in family.rope_types)
+            return f"`{family.architecture}` reads RoPE types {known}: this method makes `{kind}`, which it cannot hold"
+    return grown

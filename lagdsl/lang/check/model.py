@@ -13,6 +13,7 @@ from lagdsl.lang.check.calls import call_of
 from lagdsl.lang.check.data import read_tokenizer
 from lagdsl.lang.check.draft import Args, Draft
 from lagdsl.lang.schedule import MAX_CONTEXT, MixtureSpec, ModelSpec, Shape, StdlibData, TokensData
+from lagdsl.lang.style import Style
 
 BYTE_VOCAB = 256  # byte-level data (no tokenizer)
 
@@ -67,6 +68,9 @@ def check_model(draft: Draft, setting: ast.Setting) -> None:
     args["vocab"] = vocab
     shape: dict[str, object] = {dim: args.pop(dim) for dim in ("depth", "width", "heads", "kv_heads")}
     experts, top_k = args.pop("experts"), args.pop("top_k")
+    norm = args.pop("norm")
+    if norm != "rms":
+        args["style"] = Style(norm=norm)  # type: ignore[arg-type]
     if experts != 1:
         assert isinstance(experts, int) and isinstance(top_k, int)
         if top_k > experts or args["mlp"] != "swiglu":

@@ -264,8 +264,23 @@ def _check_operators(draft: Draft, grow: GrowDraft, before: Shape, after: Shape)
                 "choose another operator, or change the growth",
             )
             grow.ok = False
+        elif dim == "width" and entry.preserves_for(ref.args) != "no":
+            _inexact_width(draft, ref)
     if grow.ok and grow.candidates is not None and dim == "depth":
         _check_same_models(draft, grow.candidates, before.depth, after.depth)
+
+
+def _inexact_width(draft: Draft, ref: OperatorRef) -> None:
+    """W0402 where a width operator keeps the function of Llama-shaped models and not this one's."""
+    model = draft.settings.model
+    assert model is not None
+    why = model.style.inexact_width(ref.func, model.qk_norm)
+    if why is not None:
+        family = f"a `{model.pretrained.architecture}`" if model.pretrained is not None else "this model"
+        draft.report(
+            "W0402", f"`{ref.label}` keeps the function of {family} only approximately", ref.span, why,
+            "`hyperclone` keeps it exactly (the width a multiple); else the probe measures what the change costs",
+        )  # fmt: skip
 
 
 def _cannot_grow(draft: Draft, grow: GrowDraft, ref: OperatorRef, dim: str) -> None:

@@ -46,8 +46,8 @@ class Attention(nn.Module):
         self.whole = style.qk_norm_whole
         if config.qk_norm:
             q_size, k_size = (inner, self.kv_heads * self.head_size) if self.whole else (self.head_size,) * 2
-            self.q_norm = RMSNorm(q_size, config.norm_eps)
-            self.k_norm = RMSNorm(k_size, config.norm_eps)
+            self.q_norm = RMSNorm(q_size, config.norm_eps, style.norm_offset)
+            self.k_norm = RMSNorm(k_size, config.norm_eps, style.norm_offset)
         self.qk_norm = config.qk_norm
         self.rotary = style.rotary_size(self.head_size)
         self.window = style.window if style.slides(index) else None

@@ -1,5 +1,5 @@
-"""Norms: RMSNorm (every Llama-shaped family's, and Gemma's with its gain stored as `1 + weight`)
-and LayerNorm with a bias (GPT-2, GPT-NeoX); `norm(config, width)` builds the family's."""
+"""Norms: RMSNorm (every Llama-shaped family's, and Gemma's whose gain is `1 + weight`) and
+LayerNorm with a bias (GPT-2, GPT-NeoX); `norm(config, width)` builds the family's."""
 
 from __future__ import annotations
 
@@ -11,12 +11,16 @@ from lagdsl.model.kernels import rms_norm
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, width: int, eps: float) -> None:
+    """RMSNorm with the gain `weight`, or (`offset`, Gemma's) `1 + weight`, computed in float32."""
+
+    def __init__(self, width: int, eps: float, offset: bool = False) -> None:
         super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(width))
+        self.eps, self.offset = eps, offset
+        self.weight = nn.Parameter(torch.zeros(width) if offset else torch.ones(width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.offset:
+            return rms_norm(x, 1.0 + self.weight.float(), self.eps)
         return rms_norm(x, self.weight, self.eps)
 
 
@@ -25,4 +29,4 @@ def norm(config: GPTConfig, width: int | None = None) -> nn.Module:
     width = width if width is not None else config.width
     if config.style.norm == "layer":
         return nn.LayerNorm(width, config.norm_eps)
-    return RMSNorm(width, config.norm_eps)
+    return RMSNorm(width, config.norm_eps, config.style.norm_offset)
