@@ -8,11 +8,16 @@
    the process's peak RSS above what it held once its libraries were imported. Target <= 1.0x on both.
 2. Operators: each up-scaling operator on the imported model (12 -> 18 layers, width x 2) against
    one copy of as many bytes as the grown model holds (`torch.Tensor.copy_`), median of repeats.
+3. Families: a checkpoint of each family that is not Llama-shaped (Gemma 2 and 3, Phi-3, OLMo 2,
+   GPT-NeoX, GPT-2; about 20M parameters each, random weights) imported as in 1 (target <= 1.0x),
+   and one training step (forward, cross-entropy, backward, AdamW) of lagdsl's model against
+   transformers' own on the same weights and batch (4 x 256 tokens), median of 5 after 2 warm-up
+   steps, in this process (target: transformers' time / lagdsl's >= 1.0x).
 
 Writes `bench/pretrained.json` and prints markdown; `--update-docs` puts it in docs/benchmarks.md
 between the `bench:pretrained` markers.
 
-    python bench/pretrained.py [--repeats 3] [--update-docs]
+    python bench/pretrained.py [--repeats 3] [--update-docs] [--only families]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -83,6 +89,98 @@ def load_once(kind: str, folder: Path) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+SMALL = dict(vocab_size=8192, hidden_size=384, intermediate_size=1024, num_hidden_layers=6, max_position_embeddings=512)
+LLAMA_LIKE = dict(SMALL, num_attention_heads=6, num_key_value_heads=2)
+NEOX_LIKE = dict(SMALL, num_attention_heads=6)
+#: each family's config class and sizes (windows shorter than the step's 256 positions)
+FAMILIES = {
+    "gemma2": ("Gemma2Config", dict(LLAMA_LIKE, head_dim=64, sliding_window=128, query_pre_attn_scalar=64)),
+    "gemma3": ("Gemma3TextConfig", dict(LLAMA_LIKE, head_dim=64, sliding_window=128, query_pre_attn_scalar=64)),
+    "phi3": ("Phi3Config", dict(LLAMA_LIKE, partial_rotary_factor=0.75, pad_token_id=0)),
+    "olmo2": ("Olmo2Config", LLAMA_LIKE),
+    "gpt_neox": ("GPTNeoXConfig", NEOX_LIKE),
+    "gpt2": ("GPT2Config", dict(vocab_size=8192, n_embd=384, n_layer=6, n_head=6, n_positions=512)),
+}
+
+
+def family_rows(root: Path, repeats: int) -> list[dict[str, object]]:
+    """Import and one training step of each family, against transformers."""
+    import torch
+    import transformers
+
+    rows = []
+    for name, (config_class, values) in FAMILIES.items():
+        folder = root / name
+        torch.manual_seed(0)
+        model = transformers.AutoModelForCausalLM.from_config(getattr(transformers, config_class)(**values))
+        model.save_pretrained(folder)
+        params = sum(p.numel() for p in model.parameters())
+        del model
+        runs: dict[str, list[dict[str, float]]] = {"lagdsl": [], "transformers": []}
+        for _ in range(repeats):
+            for kind in ("lagdsl", "transformers"):
+                runs[kind].append(load_once(kind, folder))
+        med = {k: {m: statistics.median(r[m] for r in v) for m in ("seconds", "peak_mib")} for k, v in runs.items()}
+        steps = step_times(folder)
+        rows.append({
+            "family": name, "params": params, "import": med,
+            "time_ratio": med["lagdsl"]["seconds"] / med["transformers"]["seconds"],
+            "memory_ratio": med["lagdsl"]["peak_mib"] / med["transformers"]["peak_mib"],
+            "step": steps, "step_ratio": steps["transformers"] / steps["lagdsl"],
+        })  # fmt: skip
+    return rows
+
+
+def step_times(folder: Path, steps: int = 5, warmup: int = 2) -> dict[str, float]:
+    """Median seconds of a training step of each model on the same weights and batch."""
+    import torch
+    import torch.nn.functional as F
+    import transformers
+
+    from lagdsl.families import family_of, read_config
+    from lagdsl.model.hub import config_of, load_pretrained
+
+    family = family_of(read_config(folder))
+    ours = load_pretrained(folder, family, config_of(family.arch(read_config(folder)))).train()
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).train()
+    ids = torch.randint(0, 8192, (4, 257), generator=torch.Generator().manual_seed(0))
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+
+    def logits(model: torch.nn.Module) -> torch.Tensor:
+        return model(inputs)[0] if model is ours else model(inputs).logits
+
+    out = {}
+    for kind, model in (("lagdsl", ours), ("transformers", theirs)):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        times = []
+        for i in range(warmup + steps):
+            started = time.perf_counter()
+            loss = F.cross_entropy(logits(model).float().flatten(0, 1), targets.flatten())
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if i >= warmup:
+                times.append(time.perf_counter() - started)
+        out[kind] = statistics.median(times)
+    return out
+
+
+def family_table(rows: list[dict[str, object]]) -> list[str]:
+    lines = [
+        "| family (about 20M parameters) | import time | import peak RSS | training step: lagdsl (s) | "
+        "transformers (s) | transformers / lagdsl |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        step = r["step"]
+        assert isinstance(step, dict)
+        lines.append(
+            f"| `{r['family']}` | {r['time_ratio']:.2f}x | {r['memory_ratio']:.2f}x | {step['lagdsl']:.3f} | "
+            f"{step['transformers']:.3f} | {r['step_ratio']:.2f}x |"
+        )
+    return lines
+
+
 def operators(folder: Path, repeats: int) -> list[dict[str, object]]:
     import torch
 
@@ -124,10 +222,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--update-docs", action="store_true")
+    parser.add_argument("--only", choices=["families"], help="measure the families alone (the rest kept from the JSON)")
     args = parser.parse_args()
     import torch
     import transformers
 
+    torch.set_num_threads(cores())
+    if args.only == "families":
+        result = json.loads((ROOT / "bench" / "pretrained.json").read_text())
+        with tempfile.TemporaryDirectory() as tmp:
+            result["families"] = family_rows(Path(tmp), args.repeats)
+        return publish(result, args.update_docs)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "llama-125m"
         torch.manual_seed(0)
@@ -141,6 +246,7 @@ def main() -> None:
             for kind in ("lagdsl", "transformers"):
                 runs[kind].append(load_once(kind, folder))
         ops = operators(folder, args.repeats)
+        families = family_rows(Path(tmp), args.repeats)
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("seconds", "peak_mib")} for k, v in runs.items()}
     result = {
         "machine": f"{platform.machine()}, {cores()} cores, torch {torch.__version__}, "
@@ -153,11 +259,18 @@ def main() -> None:
         "memory_ratio": med["lagdsl"]["peak_mib"] / med["transformers"]["peak_mib"],
         "runs": runs,
         "operators": ops,
+        "families": families,
     }
+    publish(result, args.update_docs)
+
+
+def publish(result: dict[str, Any], docs: bool) -> None:
+    """The JSON beside the script, the markdown printed (and put in docs/benchmarks.md)."""
     (ROOT / "bench" / "pretrained.json").write_text(json.dumps(result, indent=2) + "\n")
+    params, shards, med, ops = result["params"], result["shards"], result["import"], result["operators"]
     table = [
         f"A Llama checkpoint of {params / 1e6:.0f}M parameters in {shards} safetensors shards, fp32, median of "
-        f"{args.repeats} fresh processes each ({result['machine']}):",
+        f"{result['repeats']} fresh processes each ({result['machine']}):",
         "",
         "| import | wall time (s) | peak RSS above the libraries (MiB) |",
         "|---|---:|---:|",
@@ -168,9 +281,12 @@ def main() -> None:
         "|---|---:|---:|---:|",
         *(f"| `{r['operator']}` | {r['seconds']:.2f} | {r['copy_seconds']:.3f} | {r['ratio']:.2f}x |" for r in ops),
     ]
+    if result.get("families"):
+        table += ["", "Each other family: import (lagdsl / transformers, as above) and one training step:", ""]
+        table += family_table(result["families"])
     text = "\n".join(table)
     print(text)
-    if args.update_docs:
+    if docs:
         update_docs("pretrained", text)
 
 
