@@ -19,7 +19,7 @@ import torch
 from click.testing import CliRunner
 
 from lagdsl.cli import main
-from lagdsl.families import family_of, read_config
+from lagdsl.families import FamilyError, family_of, read_config
 from lagdsl.model.export import export_pretrained
 from lagdsl.model.hub import config_of, load_pretrained
 from lagdsl.text.tokenizer import byte_level_json
@@ -139,6 +139,37 @@ def test_a_window_shorter_than_the_context_is_computed_not_refused(tmp_path: Pat
         for i in (0, 2):
             model.block(i).attn.window = None
         assert (model(IDS)[0] - windowed).abs().max() > 1e-3
+
+
+def _config(kind: str, **changes: object) -> dict[str, object]:
+    """The `config.json` transformers writes for `kind`, with `changes`."""
+    name, values = FAMILIES[kind]
+    return {**getattr(transformers, name)(**values).to_dict(), "architectures": [ARCHITECTURES[kind]], **changes}
+
+
+@pytest.mark.parametrize(
+    ("kind", "changes", "message"),
+    [
+        ("gpt2", {"scale_attn_by_inverse_layer_idx": True}, "`scale_attn_by_inverse_layer_idx: true` is not supported"),
+        ("gpt_neox", {"hidden_act": "relu"}, "`hidden_act` `relu` is not supported for this family"),
+        ("gpt2", {"activation_function": "silu"}, "`activation_function` `silu` is not supported for this family"),
+        ("gemma3", {"use_bidirectional_attention": True}, "`use_bidirectional_attention: true` is not supported"),
+        ("gemma2", {"layer_types": ["sliding_attention"]}, "`layer_types` must list `sliding_attention` or"),
+        ("phi3", {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "RoPE type `dynamic` is not Phi-3's"),
+        (
+            "gpt_neox",
+            {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 1.5}},
+            "`rope_parameters` must be a share of the head in (0, 1]",
+        ),
+        ("olmo2", {"partial_rotary_factor": 0.5}, "`partial_rotary_factor` other than 1 is not supported"),
+        ("gemma2", {"attention_bias": "yes"}, "`attention_bias` must be true or false"),
+    ],
+)
+def test_a_variant_lagdsl_does_not_compute_is_one_line_naming_its_key(kind: str, changes: dict, message: str) -> None:
+    config = _config(kind, **changes)
+    with pytest.raises(FamilyError) as error:
+        family_of(config).arch(config)
+    assert str(error.value).startswith(message), str(error.value)
 
 
 SCHEDULE = """
@@ -290,6 +321,20 @@ def test_width_operators_keep_each_familys_logits_where_the_checker_says_they_do
 # ------------------------------------------------------------------------------ context
 
 
+def test_upcycling_a_family_without_a_mixture_of_experts_form_is_refused_naming_it(tmp_path: Path) -> None:
+    from lagdsl.lang import check_text
+
+    for kind, label in (("gemma2", "the model's MLPs are GEGLU"), ("olmo2", "has no mixture-of-experts sibling")):
+        root = tmp_path / kind
+        make_checkpoint(root / "source", kind)
+        write_corpus(root)
+        text = SCHEDULE.format(extra="stage moe {\n  grow experts to 4 with upcycle\n  train 2 steps\n}")
+        errors = check_text(text, str(root / "moe.grow")).errors
+        assert [d.code for d in errors] == ["E0406"], [d.message for d in errors]
+        assert label in errors[0].label, errors[0].label
+        assert ARCHITECTURES[kind] in f"{errors[0].label} {errors[0].help}"
+
+
 def test_context_growth_follows_what_each_family_can_hold(tmp_path: Path) -> None:
     """GPT-2's learned table has its rows (`keep` within them, nothing beyond); Phi-3 reads only
     LongRoPE and the default type (a base change is one, position interpolation is not)."""
@@ -371,6 +416,57 @@ print(json.dumps(["torch" in sys.modules, params]))
     torch_imported, params = json.loads(result.stdout)
     assert not torch_imported
     assert params == counts
+
+
+# ------------------------------------------------------------------------------ several ranks
+
+SHARDED = """
+schedule sharded
+seed 3
+model pretrained("source", context=32)
+data text("corpus/*.txt")
+batch 4
+optimizer adamw(lr=1e-3)
+{parallel}
+stage heal {{ train 2 steps }}
+stage grow {{
+  {growth}
+  train 2 steps
+}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "growth"),
+    [
+        ("gpt_neox", "grow depth by 1 {\n    candidates [copy_top, identity]\n    probe 2 steps\n  }"),
+        ("gpt2", "grow width to 128 with hyperclone"),
+        ("gemma2", "grow width to 96 with net2net"),
+    ],
+)
+def test_under_fsdp_each_rank_reads_its_rows_through_the_familys_layout_and_trains_as_one_process(
+    kind: str, growth: str, tmp_path: Path
+) -> None:
+    """GPT-NeoX's q/k/v per head and GPT-2's transposed weights, read into 2 FSDP ranks' rows; a
+    probe among depth operators, a width growth of learned positions, LayerNorm biases and Gemma's
+    post-norms, offset gains and embedding scale, grown tensor by tensor without gathering: one
+    process's losses and final weights."""
+    from lagdsl.runtime.state.trained import open_trained
+    from tests.test_distributed import assert_close, launch, records
+
+    make_checkpoint(tmp_path / "source", kind)
+    write_corpus(tmp_path)
+    for name, parallel in (("one", ""), ("two", "parallel fsdp")):
+        (tmp_path / f"{name}.grow").write_text(SHARDED.format(parallel=parallel, growth=growth), encoding="utf-8")
+    result = CliRunner().invoke(main, ["run", "--quiet", str(tmp_path / "one.grow"), "--out", str(tmp_path / "one")])
+    assert result.exit_code == 0, result.output
+    sharded = launch(tmp_path, "two.grow", "--out", "two", ungathered=True)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    assert_close(records(tmp_path / "one"), records(tmp_path / "two"))
+    one = open_trained(tmp_path / "one").model().state_dict()
+    two = open_trained(tmp_path / "two").model().state_dict()
+    for name, tensor in one.items():  # (AdamW's first steps divide tiny gradients by their size: 1e-5)
+        torch.testing.assert_close(two[name], tensor, rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------ end to end

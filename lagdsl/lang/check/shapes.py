@@ -189,9 +189,14 @@ def _mixed_shape(draft: Draft, grow: GrowDraft, shape: Shape, experts: int) -> S
     model = draft.settings.model
     assert model is not None
     if model.mlp != "swiglu":
+        fix = (
+            f"a `{model.pretrained.architecture}` has no mixture-of-experts form: grow its depth or width instead"
+            if model.pretrained is not None
+            else "write `mlp=swiglu` in the model"
+        )
         draft.report(
             "E0406", "a mixture of experts needs SwiGLU MLPs", grow.node.amount.span,
-            f"the model's MLPs are {model.mlp.upper()}", "write `mlp=swiglu` in the model",
+            f"the model's MLPs are {model.mlp.upper()}", fix,
         )  # fmt: skip
         return None
     sized = (
