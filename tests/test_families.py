@@ -1,4 +1,5 @@
-"""The families beyond Llama's shape: GPT-2, GPT-NeoX (Pythia), OLMo 2, Phi-3, Gemma 2 and Gemma 3.
+"""The families beyond Llama's shape: GPT-2, GPT-NeoX (Pythia), OLMo 2, Phi-3, Gemma 2 and Gemma 3;
+and Mistral's and Mixtral's sliding windows, shorter than the context.
 
 Each is a tiny random model made here with transformers' own class, every tensor random (biases
 and norm gains too). Each imports with transformers' logits at a context longer than its sliding
@@ -55,6 +56,8 @@ FAMILIES: dict[str, tuple[str, dict[str, object]]] = {
         ),
     ),
     "gemma2": ("Gemma2Config", dict(GEMMA, attn_logit_softcapping=5.0, final_logit_softcapping=6.0)),
+    "mistral": ("MistralConfig", dict(LLAMA_SIZES, sliding_window=12)),  # every layer slides
+    "mixtral": ("MixtralConfig", dict(LLAMA_SIZES, sliding_window=12, num_local_experts=4, num_experts_per_tok=2)),
     "gemma3": (
         "Gemma3TextConfig",
         dict(
@@ -67,6 +70,7 @@ FAMILIES: dict[str, tuple[str, dict[str, object]]] = {
 ARCHITECTURES = {
     "gpt2": "GPT2LMHeadModel", "gpt_neox": "GPTNeoXForCausalLM", "gpt_neox_sequential": "GPTNeoXForCausalLM",
     "olmo2": "Olmo2ForCausalLM", "phi3": "Phi3ForCausalLM", "gemma2": "Gemma2ForCausalLM",
+    "mistral": "MistralForCausalLM", "mixtral": "MixtralForCausalLM",
     "gemma3": "Gemma3ForCausalLM",
 }  # fmt: skip
 IDS = torch.randint(0, VOCAB, (2, 40), generator=torch.Generator().manual_seed(1))

@@ -307,8 +307,8 @@ def test_the_checker_knows_the_checkpoint_shape_and_size(tmp_path: Path) -> None
     ],
 )
 def test_a_bad_pretrained_folder_is_a_diagnostic_naming_the_file(setup: str, expected: str, tmp_path: Path) -> None:
-    overrides = {"sliding_window": 16} if setup == "window" else {}
-    path = write_schedule(tmp_path, "mistral" if setup == "window" else "qwen2", **overrides)
+    overrides = {"use_sliding_window": True, "sliding_window": 16, "max_window_layers": 0} if setup == "window" else {}
+    path = write_schedule(tmp_path, "qwen2", **overrides)
     source = tmp_path / "source"
     if setup == "missing":
         path.write_text(path.read_text().replace('pretrained("source"', 'pretrained("nowhere"'))

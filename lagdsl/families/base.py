@@ -22,7 +22,7 @@ from lagdsl.lang.style import DEFAULT, Style
 
 __all__ = [
     "Arch", "Experts", "Family", "FamilyError", "Transform", "fingerprint", "read_config", "rope_keys",
-    "transposed", "with_window",
+    "sliding", "transposed", "with_window",
 ]  # fmt: skip
 
 CONFIG_FILE = "config.json"
@@ -384,8 +384,20 @@ class Family:
             out.update(keys)
 
 
+def sliding(arch: Arch, window: object, key: str) -> Arch:
+    """`arch` whose every layer attends to the last `window` positions (a config's `sliding_window`
+    under `key`, None or a positive integer), as transformers computes Mistral's and Mixtral's."""
+    if window is None:
+        return arch
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+        raise FamilyError(f"`{key}` must be a positive integer or null, found `{window}`", key)
+    return replace(arch, style=replace(arch.style, window=window, local=tuple(range(arch.depth))))
+
+
 def with_window(arch: Arch, window: object, key: str) -> Arch:
-    """`arch` with the sliding window a config gives under `key` (None or a positive integer)."""
+    """`arch` with the sliding window a config gives under `key` (None or a positive integer), which
+    the checker refuses where it is shorter than the context (the Qwen families', whose rules of
+    which layers slide differ between transformers' versions)."""
     if window is None:
         return arch
     if not isinstance(window, int) or isinstance(window, bool) or window < 1:

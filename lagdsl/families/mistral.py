@@ -1,17 +1,16 @@
-"""Mistral: Llama's tensors, plus a `sliding_window` (4096 in v0.1, null later). A window at least
-as long as the context changes nothing; a shorter one is refused by the checker (lagdsl attends
-over the whole context)."""
+"""Mistral: Llama's tensors, plus a `sliding_window` on every layer (4096 in v0.1, null later),
+computed as transformers computes it at any context."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from lagdsl.families.base import Arch, Family, with_window
+from lagdsl.families.base import Arch, Family, sliding
 
 
 def _window(config: Mapping[str, Any], arch: Arch) -> Arch:
-    return with_window(arch, config.get("sliding_window"), "sliding_window")
+    return sliding(arch, config.get("sliding_window"), "sliding_window")
 
 
 FAMILY = Family(

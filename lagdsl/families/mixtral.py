@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lagdsl.families.base import Arch, Experts, Family, with_window
+from lagdsl.families.base import Arch, Experts, Family, sliding
 
 EXPERTS = Experts(
     experts_key="num_local_experts", hidden_key="intermediate_size", prefix="block_sparse_moe",
@@ -18,7 +18,7 @@ EXPERTS = Experts(
 
 
 def _window(config: Mapping[str, Any], arch: Arch) -> Arch:
-    return with_window(arch, config.get("sliding_window"), "sliding_window")
+    return sliding(arch, config.get("sliding_window"), "sliding_window")
 
 
 FAMILY = Family(
