@@ -534,3 +534,27 @@ def test_a_gemma2_and_a_pythia_are_upscaled_by_probe_healed_frozen_and_exported(
     sampled = runner.invoke(main, ["sample", str(run_dir), "--prompt", "def main(", *greedy])
     assert sampled.exit_code == 0, sampled.output
     assert sampled.stdout == tokenizer.decode(theirs) + "\n"
+
+
+def test_the_plan_counts_a_sliding_layer_attending_to_its_window(tmp_path: Path) -> None:
+    """FLOPs per token are 6 N + 6 w sum over layers of the positions a query meets: T, or the
+    window (12) in Gemma 2's sliding half."""
+    from lagdsl.lang import check_text
+    from lagdsl.plan.cost import CostModel
+
+    make_checkpoint(tmp_path / "source", "gemma2")
+    write_corpus(tmp_path)
+    schedule = check_text(SCHEDULE.format(extra=""), str(tmp_path / "heal.grow")).schedule
+    assert schedule is not None
+    cost = CostModel(schedule)
+    shape = schedule.model.shape
+    active = cost.shape_cost(shape).active
+    assert cost.flops_per_token(shape) == 6 * active + 6 * (2 * 32 + 2 * 12) * (4 * 16)
+
+
+def test_freezing_the_embedding_of_a_gpt2_freezes_its_learned_positions_too(tmp_path: Path) -> None:
+    from lagdsl.lang.schedule import Part
+    from lagdsl.runtime.training.parts import names_of
+
+    _, model = ours(make_checkpoint(tmp_path / "source", "gpt2"))
+    assert names_of(Part(kind="embed"), model, frozenset()) == {"embed.weight", "pos.weight"}

@@ -121,8 +121,17 @@ class CostModel:
 
     def _flops_per_token(self, shape: Shape) -> int:
         """Training FLOPs per token: 6 N + 6 L T w (N: the active non-embedding parameters, w: the
-        queries' width)."""
-        return 6 * self.shape_cost(shape).active + 6 * shape.depth * self.context(shape) * self._attention_width(shape)
+        queries' width), a layer that slides attending to its window where that is shorter than T."""
+        return 6 * self.shape_cost(shape).active + 6 * self._attended(shape) * self._attention_width(shape)
+
+    def _attended(self, shape: Shape) -> int:
+        """The positions a token's queries meet, summed over the layers: T each, or the window in
+        the share of layers that slide (the model's first depth's share: Gemma 3's five in six)."""
+        context, style = self.context(shape), self.schedule.model.style
+        if style.window is None or style.window >= context or not style.local:
+            return shape.depth * context
+        sliding = round(shape.depth * len(style.local) / self.schedule.model.shape.depth)
+        return (shape.depth - sliding) * context + sliding * style.window
 
     def context(self, shape: Shape) -> int:
         """The context of a model of `shape`: its positions', or (a shape built without them) the model's first."""

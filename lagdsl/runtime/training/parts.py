@@ -42,8 +42,8 @@ def names_of(part: Part, model: GPT, fresh: frozenset[str]) -> set[str]:
         return {n for n in names if n not in fresh}
     if part.kind == "new":
         return {n for n in names if n in fresh}
-    if part.kind == "embed":
-        return {"embed.weight"}
+    if part.kind == "embed":  # the token embedding, and learned positions where the model has them (GPT-2)
+        return {n for n in ("embed.weight", "pos.weight") if n in names}
     if part.kind == "head":
         return {"lm_head.weight" if "lm_head.weight" in names else "embed.weight"}
     layers = {f"blocks.{i}." for i in range(part.start, part.end)}
