@@ -10,6 +10,10 @@ A model of width w, depth d, vocabulary V, h query heads and g key/value heads o
   without biases: SwiGLU has three w x m matrices, GELU two;
 - a final RMSNorm gain (w). Rotary position embeddings have no parameters.
 
+A family's style (`lagdsl.lang.style`) adds to these: a bias per norm (LayerNorm), two more norms
+per block (post-norms), biases on the output and MLP projections, a q/k norm over the whole
+projection (hs and gs gains), and a learned position table (positions x w).
+
 A mixture of experts in place of the MLP has a router (E x w, no bias), E SwiGLU experts of hidden
 size m_e (3 w m_e each) and, where it has one, a shared SwiGLU expert of hidden size m_s (3 w m_s)
 with its gate (w). A token uses the router, its top-k experts and the shared expert: the active
