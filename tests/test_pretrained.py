@@ -659,7 +659,11 @@ RECIPE_DEPTHS = {
     "models/llama-3.2-1b": ("llama", 16),
     "models/qwen3-0.6b": ("qwen3", 28),
     "models/qwen2.5-0.5b": ("qwen2", 24),
+    "models/gemma-2-2b": ("gemma2", 26),  # (a family of tests/test_families.py)
+    "models/pythia-160m": ("gpt_neox", 12),
 }
+#: the recipes whose growth needs the checkpoint's width (other sizes kept tiny)
+RECIPE_WIDTHS = {"models/pythia-160m": {"hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 32}}
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
@@ -669,7 +673,15 @@ def test_the_shipped_recipes_validate_cleanly_on_a_checkpoint_of_their_shape(pat
     text = path.read_text(encoding="utf-8")
     folder = re.search(r'pretrained\("([^"]+)"', text)[1]
     kind, depth = RECIPE_DEPTHS[folder]
-    make_checkpoint(tmp_path / folder, kind, num_hidden_layers=depth, max_position_embeddings=4096)
+    if kind in FAMILIES:
+        make_checkpoint(tmp_path / folder, kind, num_hidden_layers=depth, max_position_embeddings=4096)
+    else:
+        from tests import test_families
+
+        sizes = RECIPE_WIDTHS.get(folder, {})
+        test_families.make_checkpoint(
+            tmp_path / folder, kind, num_hidden_layers=depth, max_position_embeddings=4096, **sizes
+        )
     data = re.search(r'data text\("([^"]+)"', text)
     if data is not None:  # the corpus the recipe names, so that validate finds it
         corpus = tmp_path / data[1].split("*")[0]
