@@ -72,6 +72,25 @@ def token_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     return folder
 
 
+def save_checkpoint(folder: Path, config: object, *, shard: bool = False, seed: int = 0) -> Path:
+    """A tiny random checkpoint of a transformers `config`, saved by transformers (as 100 KB shards
+    with `shard`), with a byte-level tokenizer; every tensor random (biases and norm gains too), so
+    nothing hides."""
+    import torch
+    import transformers
+
+    from lagdsl.text.tokenizer import byte_level_json
+
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.1)
+    model.save_pretrained(folder, max_shard_size="100KB" if shard else "10GB")
+    (folder / "tokenizer.json").write_text(byte_level_json(), encoding="utf-8")
+    return folder
+
+
 def train_tokenizer(path: Path, files: list[Path], vocab: int = 320) -> Path:
     """A small byte-level BPE tokenizer trained on `files`, with an end-of-text token, saved to `path`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

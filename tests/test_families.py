@@ -23,8 +23,7 @@ from lagdsl.cli import main
 from lagdsl.families import FamilyError, family_of, read_config
 from lagdsl.model.export import export_pretrained
 from lagdsl.model.hub import config_of, load_pretrained
-from lagdsl.text.tokenizer import byte_level_json
-from tests.conftest import write_corpus
+from tests.conftest import save_checkpoint, write_corpus
 
 transformers = pytest.importorskip("transformers")
 
@@ -78,15 +77,7 @@ IDS = torch.randint(0, VOCAB, (2, 40), generator=torch.Generator().manual_seed(1
 
 def make_checkpoint(folder: Path, kind: str, *, shard: bool = False, seed: int = 0, **overrides: object) -> Path:
     name, values = FAMILIES[kind]
-    config = getattr(transformers, name)(**{**values, **overrides})
-    torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.1)
-    model.save_pretrained(folder, max_shard_size="100KB" if shard else "10GB")
-    (folder / "tokenizer.json").write_text(byte_level_json(), encoding="utf-8")
-    return folder
+    return save_checkpoint(folder, getattr(transformers, name)(**{**values, **overrides}), shard=shard, seed=seed)
 
 
 def hf_model(folder: Path) -> tuple[torch.nn.Module, dict]:

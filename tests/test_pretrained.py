@@ -19,8 +19,7 @@ from lagdsl.families import FamilyError, family_of, read_config
 from lagdsl.model.export import export_pretrained
 from lagdsl.model.hub import HubError, config_of, load_pretrained
 from lagdsl.runtime.state.trained import open_trained
-from lagdsl.text.tokenizer import byte_level_json
-from tests.conftest import write_corpus
+from tests.conftest import save_checkpoint, write_corpus
 
 transformers = pytest.importorskip("transformers")
 
@@ -57,18 +56,10 @@ FAMILIES = {
 
 
 def make_checkpoint(folder: Path, kind: str, *, shard: bool = False, seed: int = 0, **overrides: object) -> Path:
-    """A tiny random checkpoint of `kind`, saved by transformers (as shards with `shard`), with a
-    byte-level tokenizer; every tensor random (biases and norm gains too), so nothing hides."""
+    """A tiny random checkpoint of `kind` (`tests.conftest.save_checkpoint`)."""
     name, extra = FAMILIES[kind]
     config = getattr(transformers, name)(**{**COMMON, **extra, **overrides})
-    torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.1)
-    model.save_pretrained(folder, max_shard_size="100KB" if shard else "10GB")
-    (folder / "tokenizer.json").write_text(byte_level_json(), encoding="utf-8")
-    return folder
+    return save_checkpoint(folder, config, shard=shard, seed=seed)
 
 
 def hf_logits(folder: Path, ids: torch.Tensor) -> tuple[torch.Tensor, object]:
