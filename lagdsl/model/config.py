@@ -6,9 +6,9 @@ heads (grouped-query attention), an explicit head size and MLP size, a tied or u
 the rotary base and its scaling, biases on q, k and v (Qwen2), an RMSNorm of each query and key head
 (Qwen3), and the block's `style` (`lagdsl.lang.style`: norms, their placement, biases, positions,
 caps, sliding windows). A `gpt` model from scratch has none of them: one key/value head per head,
-tied, base 10,000, no biases, pre-norm RMSNorm. A family's adapter (`lagdsl.families`) reads a checkpoint's `config.json`
-into these fields. Its sizes come from `lagdsl.lang.arch`, the same arithmetic the plan's cost model
-uses; it imports no torch.
+tied, base 10,000, no biases, pre-norm RMSNorm. A family's adapter (`lagdsl.families`) reads a
+checkpoint's `config.json` into these fields. Its sizes come from `lagdsl.lang.arch`, the same
+arithmetic the plan's cost model uses; it imports no torch.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(width) if offset else torch.ones(width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.offset:
-            return rms_norm(x, 1.0 + self.weight.float(), self.eps)
+        if self.offset:  # in float32, as Gemma computes it, whatever the weights are held in
+            return rms_norm(x.float(), 1.0 + self.weight.float(), self.eps).to(x.dtype)
         return rms_norm(x, self.weight, self.eps)
 
 
