@@ -19,7 +19,8 @@ from lagdsl.families import FamilyError, family_of, read_config
 from lagdsl.model.export import export_pretrained
 from lagdsl.model.hub import config_of, load_pretrained
 from lagdsl.ops import GrowthSpec, grow
-from tests.test_pretrained import COMMON, byte_level_json, hf_logits, make_checkpoint
+from lagdsl.text.tokenizer import byte_level_json
+from tests.test_pretrained import COMMON, hf_logits, make_checkpoint
 
 transformers = pytest.importorskip("transformers")
 
