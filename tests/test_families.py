@@ -549,3 +549,23 @@ def test_freezing_the_embedding_of_a_gpt2_freezes_its_learned_positions_too(tmp_
 
     _, model = ours(make_checkpoint(tmp_path / "source", "gpt2"))
     assert names_of(Part(kind="embed"), model, frozenset()) == {"embed.weight", "pos.weight"}
+
+
+def test_a_gpt2_saved_as_its_base_model_is_read_as_transformers_reads_it(tmp_path: Path) -> None:
+    """GPT-2 on the Hub stores its tensors as `GPT2Model` names them (`wte.weight`, `h.0.attn.bias`
+    buffers, no `transformer.` prefix, no head): transformers adds the prefix and ties the head, and
+    so does lagdsl, from the same folder."""
+    from safetensors.torch import load_file, save_file
+
+    source = make_checkpoint(tmp_path / "source", "gpt2")
+    weights = load_file(source / "model.safetensors")
+    base = {k.removeprefix("transformer."): v for k, v in weights.items() if k.startswith("transformer.")}
+    base["h.0.attn.bias"] = torch.ones(1, 1, 64, 64).tril()  # the old causal-mask buffers, ignored
+    save_file(base, source / "model.safetensors", metadata={"format": "pt"})
+    family, model = ours(source)
+    with torch.no_grad():
+        torch.testing.assert_close(model(IDS)[0], hf_logits(source), atol=1e-5, rtol=0)
+    out = tmp_path / "out"  # written back with the full model's names, which transformers reads too
+    export_pretrained(model.state_dict(), model.config, family, read_config(source), source, out)
+    assert "transformer.wte.weight" in load_file(out / "model.safetensors")
+    torch.testing.assert_close(hf_logits(out), hf_logits(source), atol=1e-5, rtol=0)

@@ -170,6 +170,11 @@ class Family:
     #: whether the family rotates part of each head (`partial_rotary_factor`; `style.rotary` where none is given)
     partial_rotary: bool = False
 
+    @property
+    def base_prefix(self) -> str:
+        """The base model's prefix of the family's tensor names (`model.`, `transformer.`)."""
+        return self.tensors["embed.weight"][0].split(".")[0] + "."
+
     def key(self, name: str) -> str:
         """The family's name of Llama's config key `name` (empty: it has none)."""
         return self.keys.get(name, name)

@@ -76,6 +76,18 @@ def weight_files(folder: Path) -> dict[str, Path]:
     )
 
 
+def family_files(folder: Path, family: Family) -> tuple[dict[str, Path], dict[str, str]]:
+    """`weight_files` keyed by the family's names, and the name each is stored under where they
+    differ: a checkpoint saved from the family's base model (GPT-2's on the Hub: `wte.weight`, not
+    `transformer.wte.weight`) names its tensors without the base model's prefix, which transformers
+    adds as it loads them."""
+    files = weight_files(folder)
+    prefix = family.base_prefix
+    if any(name.startswith(prefix) for name in files):
+        return files, {}
+    return {prefix + name: path for name, path in files.items()}, {prefix + name: name for name in files}
+
+
 def load_pretrained(folder: Path, family: Family, config: GPTConfig, dtype: torch.dtype = torch.float32) -> GPT:
     """The model of the checkpoint in `folder` (whose architecture `config` describes, at any
     context up to the checkpoint's), on the CPU in `dtype`."""
@@ -98,10 +110,10 @@ def read_weights(folder: Path, family: Family, config: GPTConfig, targets: Mappi
     `targets` rows, each family tensor's part of them straight from the file (one tensor at a
     time; a rank's shard reads its rows alone)."""
     arch = arch_of(config)
-    files = weight_files(folder)
+    files, stored = family_files(folder, family)
     fused = is_fused(files, family)
     expected = _expected(config, family, fused)
-    with _Reader(files) as reader, torch.no_grad():
+    with _Reader(files, stored) as reader, torch.no_grad():
         for ours, theirs in family.tensor_map(arch, fused, parameter_names(config)).items():
             target = targets[ours]
             for name in theirs:
@@ -156,8 +168,8 @@ def check_weights(folder: Path, family: Family, config: GPTConfig) -> None:
     """The checkpoint in `folder` can be read as a model of shape `config`: every tensor it needs
     present in a whole file (the headers validated: names, shapes, offsets, sizes) in a dtype lagdsl
     reads, checked from the headers alone, no weight read (a run checks this before it writes)."""
-    files = weight_files(folder)
-    with _Reader(files) as reader:
+    files, stored = family_files(folder, family)
+    with _Reader(files, stored) as reader:
         for name, want in _expected(config, family, is_fused(files, family)).items():
             path, (code, shape, _, _) = reader._entry(name)
             if shape != want:
@@ -258,8 +270,9 @@ class _Reader:
     """Tensors by name from safetensors files, each file's header read once, each tensor read
     from disk into the place it belongs (`read_into`)."""
 
-    def __init__(self, files: Mapping[str, Path]) -> None:
+    def __init__(self, files: Mapping[str, Path], stored: Mapping[str, str] | None = None) -> None:
         self.files = files
+        self.stored = stored or {}  # a tensor's name in its file, where it is not the name asked
         self.stack = ExitStack()
         self.opened: dict[Path, tuple[Any, Entries, int]] = {}
 
@@ -282,9 +295,10 @@ class _Reader:
             entries, base = _header(path)
             self.opened[path] = (self.stack.enter_context(path.open("rb")), entries, base)
         entries = self.opened[path][1]
-        if name not in entries:
-            raise HubError(f"`{path}` has no tensor `{name}`, which the index places there")
-        return path, entries[name]
+        key = self.stored.get(name, name)
+        if key not in entries:
+            raise HubError(f"`{path}` has no tensor `{key}`, which the index places there")
+        return path, entries[key]
 
     def read_into(self, name: str, target: torch.Tensor, first: int = 0) -> None:
         """Rows `first`, ... of tensor `name` into `target` (contiguous, of their shape), converted
