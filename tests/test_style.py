@@ -290,3 +290,18 @@ def test_a_layernorm_model_from_scratch_trains_grows_by_hyperclone_and_is_refuse
     exported = CliRunner().invoke(main, ["export", str(run_dir), "-o", str(tmp_path / "hf")])
     assert exported.exit_code == 2
     assert exported.stderr.strip() == "error: a model with `norm=layer` has no LlamaForCausalLM equivalent"
+
+
+@pytest.mark.parametrize("offset", [False, True])
+def test_a_fresh_block_starts_with_unit_gains_in_every_norm(offset: bool) -> None:
+    """Every norm of a fresh block (before, after, q/k) starts as the identity's gain: a weight of
+    1, or of 0 where the gain is `1 + weight` (Gemma's)."""
+    from lagdsl.model.gpt import INIT_STD, Block, init_block
+
+    config = _config({"post_norm": True, "norm_offset": offset}, {"qk_norm": True})
+    block = Block(config, 0)
+    init_block(block, INIT_STD, torch.Generator().manual_seed(0))
+    gains = {n: p for n, p in block.named_parameters() if p.dim() == 1}
+    assert set(gains) == {f"{n}.weight" for n in ("norm1", "post1", "norm2", "post2", "attn.q_norm", "attn.k_norm")}
+    for name, gain in gains.items():
+        assert torch.equal(gain, torch.full_like(gain, 0.0 if offset else 1.0)), name

@@ -323,7 +323,7 @@ def init_block(block: Block, residual_std: float, generator: torch.Generator | N
             if name.endswith("bias"):
                 param.zero_()
             elif param.dim() == 1:  # a norm's gain: 1 (a weight of 0 where the gain is `1 + weight`)
-                param.fill_(0.0 if "norm" in name and block.offset else 1.0)
+                param.fill_(0.0 if block.offset else 1.0)
             else:
                 nn.init.normal_(param, 0.0, INIT_STD, generator=generator)
         for weight in block.residual_outputs():
