@@ -8,6 +8,14 @@ each is read (an input), written (an output), or a norm gain:
     embed [vocab, R out]      qkv [3 x H out, R in]        o [R out, H in]
     norms [R gain]            gate_up [2 x U out, R in]    down [R out, U in]   (GELU: up [U out, R in])
 
+A projection's bias grows with its output units; a LayerNorm's bias is the stream's (its copies
+scaled as the stream's copies are); a norm after a sublayer (OLMo 2, Gemma) writes the stream, so
+its gain scales as what writes does; learned positions write the stream as the embedding does;
+Gemma's gains, held as `gain - 1`, move as the gains they are; and Gemma's embedding scale,
+sqrt(width), which grows, is compensated by the embedding and the tied head's final norm
+(`WidthMoves.factors`). LayerNorm (a mean over the width) and OLMo 2's q/k norm (over every head)
+are kept only approximately by Net2Net and `zero`: `lagdsl.lang.style.Style.inexact_width`.
+
 A mixture of experts' router [E, R in] reads the stream like the MLP; every expert's hidden units
 (X) grow by one map (`gate_up` [E, 2 x X out, R in], `down` [E, R out, X in]), a shared expert's
 (S) by its own.
