@@ -53,6 +53,27 @@ def make_mixture(folder: Path, kind: str, seed: int = 0, **overrides: object) ->
     return folder, model
 
 
+@pytest.mark.parametrize(
+    ("kind", "local"),
+    [("qwen2_moe", (0,)), ("qwen3_moe", (0, 1, 2))],  # (every other layer below `max_window_layers` 2; every one)
+)
+def test_a_mixtures_sliding_window_is_computed_as_transformers_computes_it(
+    kind: str, local: tuple[int, ...], tmp_path: Path
+) -> None:
+    """transformers 5's rules: Qwen2-MoE slides layers 0, 2, ... below `max_window_layers`,
+    Qwen3-MoE every layer; lagdsl computes the same at 40 positions, 5 times the window of 8."""
+    windows = {"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 2}
+    source, _ = make_mixture(tmp_path / "source", kind, **windows)
+    expected, _ = hf_logits(source, IDS)
+    family, model = ours(source)
+    assert model.config.style.local == local and model.config.style.window == 8
+    with torch.no_grad():
+        torch.testing.assert_close(model(IDS)[0], expected, atol=1e-5, rtol=0)
+    out = tmp_path / "out"
+    export_pretrained(model.state_dict(), model.config, family, read_config(source), source, out)
+    torch.testing.assert_close(hf_logits(out, IDS)[0], expected, atol=1e-5, rtol=0)
+
+
 def ours(folder: Path):  # type: ignore[no-untyped-def]
     family = family_of(read_config(folder))
     arch = family.arch(read_config(folder))

@@ -293,13 +293,12 @@ def test_the_checker_knows_the_checkpoint_shape_and_size(tmp_path: Path) -> None
         ("missing", "`{root}/nowhere` is not a folder: a pretrained model is a Hugging Face checkpoint folder"),
         ("no-config", "`{root}/source` has no `config.json`: is it a Hugging Face checkpoint folder?"),
         ("gemma", "`GemmaForCausalLM` is not a model family lagdsl can grow"),
-        ("window", "the checkpoint attends over a sliding window of 16 tokens, shorter than the context 32"),
+        ("window", "`layer_types` names sliding layers and `use_sliding_window` is off: no window to slide by"),
         ("no-weights", "`{root}/source` has no `model.safetensors` or `model.safetensors.index.json`"),
     ],
 )
 def test_a_bad_pretrained_folder_is_a_diagnostic_naming_the_file(setup: str, expected: str, tmp_path: Path) -> None:
-    overrides = {"use_sliding_window": True, "sliding_window": 16, "max_window_layers": 0} if setup == "window" else {}
-    path = write_schedule(tmp_path, "qwen2", **overrides)
+    path = write_schedule(tmp_path, "qwen2")
     source = tmp_path / "source"
     if setup == "missing":
         path.write_text(path.read_text().replace('pretrained("source"', 'pretrained("nowhere"'))
@@ -308,6 +307,10 @@ def test_a_bad_pretrained_folder_is_a_diagnostic_naming_the_file(setup: str, exp
     elif setup == "gemma":
         config = read_config(source)
         (source / "config.json").write_text(json.dumps({**config, "architectures": ["GemmaForCausalLM"]}))
+    elif setup == "window":  # (a config transformers fails on: sliding layers, no window)
+        config = read_config(source)
+        types = ["sliding_attention", "full_attention", "full_attention"]
+        (source / "config.json").write_text(json.dumps({**config, "use_sliding_window": False, "layer_types": types}))
     elif setup == "no-weights":
         (source / "model.safetensors").unlink()
     result = CliRunner().invoke(main, ["validate", str(path)])
@@ -320,31 +323,35 @@ def test_a_bad_pretrained_folder_is_a_diagnostic_naming_the_file(setup: str, exp
 @pytest.mark.parametrize(
     "windows",
     [
-        {"max_window_layers": 1},  # transformers 4's rule: the layers from 1 up slide
+        {"max_window_layers": 1},  # no `layer_types`: the layers from 1 up slide
         {"max_window_layers": 28, "layer_types": ["full_attention", "sliding_attention", "full_attention"]},
     ],
     ids=["max_window_layers", "layer_types"],
 )
-def test_a_qwen_window_on_some_layers_is_computed_by_transformers_and_refused_here(
+def test_a_qwen_window_on_some_layers_is_computed_as_transformers_computes_it(
     kind: str, windows: dict, tmp_path: Path
 ) -> None:
-    """transformers attends over the window in the layers that slide (by `max_window_layers` in 4,
-    by `layer_types` in 5, which can disagree): lagdsl, which attends over the whole context, refuses
-    a context longer than the window (E0309) and accepts one within it, where both compute alike."""
+    """transformers 5 attends over the window in the layers `layer_types` names (else those from
+    `max_window_layers` up); lagdsl computes the same at 32 positions, 4 times the window, and the
+    export keeps each layer's kind."""
     overrides = {"use_sliding_window": True, "sliding_window": 8, **windows}
-    path = write_schedule(tmp_path, kind, **overrides)
-    source = tmp_path / "source"
+    source = make_checkpoint(tmp_path / "source", kind, **overrides)
     ids = torch.randint(0, COMMON["vocab_size"], (1, 32), generator=torch.Generator().manual_seed(1))
-    windowed, _ = hf_logits(source, ids)
+    windowed, (hf_model, _) = hf_logits(source, ids)
     config = json.loads((source / "config.json").read_text())
     (source / "config.json").write_text(json.dumps({**config, "sliding_window": 64}))  # no shorter than the text
     whole, _ = hf_logits(source, ids)
     (source / "config.json").write_text(json.dumps(config))
     assert (windowed - whole).abs().max() > 1e-3  # transformers does slide here: a different model
-    result = CliRunner().invoke(main, ["validate", str(path)])
-    assert result.exit_code == 1 and "sliding window of 8 tokens, shorter than the context 32" in result.output
-    path.write_text(path.read_text().replace("context=32", "context=8"))
-    assert CliRunner().invoke(main, ["validate", str(path)]).exit_code == 0
+    family, model = ours(source)
+    assert model.config.style.local == tuple(
+        i for i, t in enumerate(hf_model.config.layer_types) if t.startswith("sliding")
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids)[0], windowed, atol=1e-5, rtol=0)
+    out = tmp_path / "out"
+    export_pretrained(model.state_dict(), model.config, family, read_config(source), source, out)
+    torch.testing.assert_close(hf_logits(out, ids)[0], windowed, atol=1e-5, rtol=0)
 
 
 def test_a_checkpoint_without_tokenizer_json_is_refused_rather_than_trained_on_bytes(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from lagdsl.lang.style import DEFAULT, Style
 
 __all__ = [
     "Arch", "Experts", "Family", "FamilyError", "Transform", "fingerprint", "read_config", "rope_keys",
-    "sliding", "transposed", "with_window",
+    "sliding", "transposed",
 ]  # fmt: skip
 
 CONFIG_FILE = "config.json"
@@ -49,7 +49,6 @@ class Arch:
     qkv_bias: bool
     qk_norm: bool
     norm_eps: float
-    window: int | None = None  # a sliding window over the whole model that lagdsl does not compute, or None
     moe: MixtureSpec | None = None  # a mixture of experts in place of the MLP (in every block but `moe.dense`)
     mlp: str = "swiglu"  # `lagdsl.lang.arch.MLPS`
     style: Style = DEFAULT  # norms, biases, positions, caps, windows (`lagdsl.lang.style`)
@@ -397,17 +396,6 @@ def sliding(arch: Arch, window: object, key: str) -> Arch:
     if not isinstance(window, int) or isinstance(window, bool) or window < 1:
         raise FamilyError(f"`{key}` must be a positive integer or null, found `{window}`", key)
     return replace(arch, style=replace(arch.style, window=window, local=tuple(range(arch.depth))))
-
-
-def with_window(arch: Arch, window: object, key: str) -> Arch:
-    """`arch` with the sliding window a config gives under `key` (None or a positive integer), which
-    the checker refuses where it is shorter than the context (the Qwen families', whose rules of
-    which layers slide differ between transformers' versions)."""
-    if window is None:
-        return arch
-    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-        raise FamilyError(f"`{key}` must be a positive integer or null, found `{window}`", key)
-    return replace(arch, window=window)
 
 
 def fingerprint(folder: Path) -> str:

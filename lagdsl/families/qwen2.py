@@ -1,28 +1,65 @@
 """Qwen2 and Qwen2.5: q, k and v projections always carry biases (no config key says so), `o_proj`
-none; a sliding window (`use_sliding_window`, `sliding_window`) on the layers from
-`max_window_layers` up; small sizes tie the embeddings."""
+none; a sliding window (`use_sliding_window`, `sliding_window`) on the layers `layer_types` names,
+else on those from `max_window_layers` up, computed at any context; small sizes tie the embeddings."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
-from lagdsl.families.base import Arch, Family, with_window
+from lagdsl.families.base import Arch, Family, FamilyError
+
+SLIDING, FULL = "sliding_attention", "full_attention"
 
 
 def qwen_window(config: Mapping[str, Any], arch: Arch) -> Arch:
-    """The sliding window of the Qwen families, where some layer uses it: by transformers 4's rule
-    (the layers from `max_window_layers` up) or by transformers 5's (`layer_types` naming
-    `sliding_attention`), which can disagree; either is enough (the checker refuses a window
-    shorter than the context, and within it the window changes nothing)."""
+    """Qwen2's and Qwen3's sliding layers, as transformers 5 computes them: with
+    `use_sliding_window`, the window `sliding_window` on the layers `layer_types` names sliding,
+    else on those from `max_window_layers` up (transformers 4 took `max_window_layers` whatever
+    `layer_types` says; configs on the Hub turn the window off)."""
+    window = _window(config)
+    return _layers(config, arch, window, lambda i, first: window is not None and i >= first)
+
+
+def qwen2_moe_window(config: Mapping[str, Any], arch: Arch) -> Arch:
+    """Qwen2-MoE's sliding layers (transformers 5): where `layer_types` gives none, every other
+    layer (0, 2, ...) below `max_window_layers`, with `use_sliding_window`."""
+    window = _window(config)
+    return _layers(config, arch, window, lambda i, first: window is not None and (i + 1) % 2 == 1 and i < first)
+
+
+def _window(config: Mapping[str, Any]) -> int | None:
+    """`sliding_window` where `use_sliding_window` turns it on (transformers sets it aside else)."""
     if not config.get("use_sliding_window"):
-        return arch  # no window in either version, whatever `layer_types` says
-    first = config.get("max_window_layers", 0)
+        return None
+    window = config.get("sliding_window")
+    if window is None:
+        return None
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+        raise FamilyError(f"`sliding_window` must be a positive integer or null, found `{window}`", "sliding_window")
+    return window
+
+
+def _layers(config: Mapping[str, Any], arch: Arch, window: int | None, slides: Callable[[int, int], bool]) -> Arch:
+    """`arch` whose layers that `layer_types` (else `slides(i, max_window_layers)`) names sliding
+    attend to the last `window` positions."""
+    first = config.get("max_window_layers", 28)
+    if not isinstance(first, int) or isinstance(first, bool) or first < 0:
+        raise FamilyError(f"`max_window_layers` must be a count, found `{first}`", "max_window_layers")
     types = config.get("layer_types")
-    by_types = isinstance(types, list) and "sliding_attention" in types
-    if isinstance(first, int) and first >= arch.depth and not by_types:
-        return arch  # no layer at or above `max_window_layers`, none named sliding
-    return with_window(arch, config.get("sliding_window"), "sliding_window")
+    if types is None:
+        types = [SLIDING if slides(i, first) else FULL for i in range(arch.depth)]
+    if not isinstance(types, list) or len(types) != arch.depth or any(t not in (SLIDING, FULL) for t in types):
+        raise FamilyError(f"`layer_types` must list `{SLIDING}` or `{FULL}` for each of the {arch.depth} layers",
+                          "layer_types")  # fmt: skip
+    local = tuple(i for i, kind in enumerate(types) if kind == SLIDING)
+    if not local:
+        return arch
+    if window is None:  # (transformers fails on such a config)
+        raise FamilyError("`layer_types` names sliding layers and `use_sliding_window` is off: no window to slide by",
+                          "use_sliding_window")  # fmt: skip
+    return replace(arch, style=replace(arch.style, window=window, local=local))
 
 
 FAMILY = Family(

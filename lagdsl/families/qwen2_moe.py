@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from lagdsl.families.base import Arch, Experts, Family, FamilyError
-from lagdsl.families.qwen2 import qwen_window
+from lagdsl.families.qwen2 import qwen2_moe_window
 
 EXPERTS = Experts(
     experts_key="num_experts", hidden_key="moe_intermediate_size", prefix="mlp",
@@ -24,7 +24,7 @@ def _read(config: Mapping[str, Any], arch: Arch) -> Arch:
     bias = config.get("qkv_bias", True)
     if not isinstance(bias, bool):
         raise FamilyError("`qkv_bias` must be true or false", "qkv_bias")
-    return qwen_window(config, replace(arch, qkv_bias=bias))
+    return qwen2_moe_window(config, replace(arch, qkv_bias=bias))
 
 
 FAMILY = Family(

@@ -152,15 +152,6 @@ def _pretrained(draft: Draft, setting: ast.Setting, args: Args) -> None:
             f"use `context=auto` or at most {arch.context}",
         )
         return
-    if arch.window is not None and arch.window < context:
-        draft.report(
-            "E0309",
-            f"the checkpoint attends over a sliding window of {arch.window} tokens, shorter than the context {context}",
-            node.span,
-            "lagdsl attends over the whole context",
-            f"give `context={arch.window}` or less: within it a sliding window changes nothing",
-        )
-        return
     tokenizer = folder / TOKENIZER_FILE
     tokenizer_name = f"{written.rstrip('/')}/{TOKENIZER_FILE}" if tokenizer.is_file() else None
     data = draft.settings.data or StdlibData()
