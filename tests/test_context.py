@@ -123,6 +123,20 @@ def test_the_checker_refuses_a_context_its_method_cannot_reach(stages: str, code
     assert found == codes
 
 
+def test_a_later_method_that_fails_after_one_candidate_names_that_candidate() -> None:
+    """`ntk` applies to `theta`'s positions and not to `pi`'s: the error says which of the earlier
+    probe's candidates it cannot follow."""
+    result = lagdsl.check_text(
+        MODEL + "stage a { train 10 steps }\n"
+        "stage b { grow context to 64 { candidates [pi, theta(base=20000)] probe 5 steps } train 10 steps }\n"
+        "stage c { grow context to 128 with ntk train 5 steps }",
+        "t.grow",
+    )
+    assert [d.message for d in result.errors] == [
+        "`ntk` cannot grow context 64 -> 128, after the earlier probe's candidate `pi`"
+    ]
+
+
 def test_the_plan_counts_each_stage_at_its_context() -> None:
     from lagdsl.lang.arch import param_count
     from lagdsl.plan.build import build_plan

@@ -11,35 +11,37 @@ from lagdsl.lang.schedule import ModelSpec, Positions, Shape
 
 
 def lengthened(
-    draft: Draft, grow: GrowDraft, shape: Shape, context: int, options: list[Positions]
-) -> tuple[Shape, list[Positions]] | None:
-    """The shape after `grow context to context` and the positions the model may have then; None
-    where no candidate can grow it (reported)."""
+    draft: Draft, grow: GrowDraft, shape: Shape, context: int, options: list[tuple[Positions, str | None]]
+) -> tuple[Shape, list[tuple[Positions, str | None]]] | None:
+    """The shape after `grow context to context` and the positions the model may have then, each
+    with the label of the candidate that gave it (None: one operator); None where no candidate can
+    grow it (reported)."""
     model = draft.settings.model
     assert model is not None
     head_size = model.style.rotary_size(model.head_dim or shape.head_size)
     refs = [grow.op] if grow.op is not None else list(grow.candidates or [])
-    after: list[Positions] = []
+    after: list[tuple[Positions, str | None]] = []
     for ref in refs:
         entry = ref.entries.get("context")
         if entry is None or entry.positions is None:
             continue  # `_check_operators` says so
-        for before in options:
+        for before, origin in options:
             grown = entry.positions(before, context, ref.args, head_size)
             if not isinstance(grown, str):
                 grown = _held(model, before, grown)
             if isinstance(grown, str):
+                after_what = f", after the earlier probe's candidate `{origin}`" if origin is not None else ""
                 draft.report(
-                    "E0403", f"`{ref.label}` cannot grow context {before.context} -> {context}", ref.span, grown,
-                    "choose another method, or grow the context with this one earlier",
+                    "E0403", f"`{ref.label}` cannot grow context {before.context} -> {context}{after_what}", ref.span,
+                    grown, "choose another method, or grow the context with this one earlier",
                 )  # fmt: skip
                 grow.ok = False
                 break
-            if grown not in after:
-                after.append(grown)
+            if all(grown != known for known, _ in after):
+                after.append((grown, ref.label if grow.op is None else origin))
     if not after:
         return None
-    return shape.model_copy(update={"positions": after[0]}), after
+    return shape.model_copy(update={"positions": after[0][0]}), after
 
 
 def _held(model: ModelSpec, before: Positions, grown: Positions) -> Positions | str:

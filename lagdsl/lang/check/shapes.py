@@ -29,7 +29,8 @@ def check_shapes(draft: Draft) -> Draft:
         return draft
     shape = model.shape
     assert shape.positions is not None
-    options = [shape.positions]  # every positions the model may have here (a context probe's candidates')
+    # every positions the model may have here (a context probe's candidates'), with the candidate's label
+    options: list[tuple[Positions, str | None]] = [(shape.positions, None)]
     for stage in draft.stages:
         stage.before = shape
         for grow in stage.grows:
@@ -50,8 +51,8 @@ def check_shapes(draft: Draft) -> Draft:
 
 
 def _longer(
-    draft: Draft, grow: GrowDraft, shape: Shape, options: list[Positions]
-) -> tuple[Shape, list[Positions]] | None:
+    draft: Draft, grow: GrowDraft, shape: Shape, options: list[tuple[Positions, str | None]]
+) -> tuple[Shape, list[tuple[Positions, str | None]]] | None:
     target = _target(draft, grow, shape)
     return None if target is None else lengthened(draft, grow, shape, target, options)
 
