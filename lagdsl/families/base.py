@@ -21,8 +21,18 @@ from lagdsl.lang.schedule import MixtureSpec
 from lagdsl.lang.style import DEFAULT, Style
 
 __all__ = [
-    "Arch", "Experts", "Family", "FamilyError", "Transform", "fingerprint", "read_config", "rope_keys",
-    "sliding", "transposed",
+    "Arch",
+    "Experts",
+    "Family",
+    "FamilyError",
+    "Transform",
+    "config_window",
+    "fingerprint",
+    "read_config",
+    "rope_keys",
+    "slides_everywhere",
+    "sliding",
+    "transposed",
 ]  # fmt: skip
 
 CONFIG_FILE = "config.json"
@@ -262,36 +272,23 @@ class Family:
             arch = replace(arch, moe=mixture(config, self.experts, arch.depth))
         return self.read_extra(config, arch) if self.read_extra else arch
 
-    def tensor_map(
-        self, arch: Arch, fused: bool = False, present: Collection[str] | None = None
-    ) -> dict[str, tuple[str, ...]]:
-        """lagdsl's tensor names -> the family's (layers written out) for a model of `arch`; a
-        mixture's experts named apart, or (`fused`) in transformers 5's fused tensors. `present`:
-        the model's parameter names, where given the tensors it has none of (biases, norms of
-        another placement) are left out."""
+    def tensor_map(self, arch: Arch, present: Collection[str], fused: bool = False) -> dict[str, tuple[str, ...]]:
+        """lagdsl's tensor names -> the family's (layers written out) for a model of `arch` whose
+        parameters are `present` (what the model has none of is left out: biases, q/k norms, norms
+        of another placement, a block's MLP of the other kind); a mixture's experts named apart, or
+        (`fused`) in transformers 5's fused tensors; a tied head is the embedding."""
         tensors = dict(self.tensors)
-        mixed: dict[str, tuple[str, ...]] = {}  # a mixture block's MLP (a dense block's is in `tensors`)
         if arch.moe is not None:
             if self.experts is None:
                 raise FamilyError(f"`{self.architecture}` has no mixture of experts", "architectures")
-            mixed = mixture_tensors(self.experts, arch.moe, fused)
-        skip = {
-            "lm_head.weight": arch.tie,
-            "blocks.{i}.attn.qkv.bias": not arch.qkv_bias,
-            "blocks.{i}.attn.q_norm.weight": not arch.qk_norm,
-            "blocks.{i}.attn.k_norm.weight": not arch.qk_norm,
-        }
-        dense = set(arch.moe.dense) if arch.moe is not None else set()
+            tensors.update(mixture_tensors(self.experts, arch.moe, fused))
         out: dict[str, tuple[str, ...]] = {}
-        for ours, theirs in {**tensors, **mixed}.items():
-            if skip.get(ours, False):
+        for ours, theirs in tensors.items():
+            if ours == "lm_head.weight" and arch.tie:
                 continue
-            layers = range(arch.depth) if "{i}" in ours else [0]
-            for i in layers:
-                if ".mlp." in ours and (ours in mixed) != (arch.moe is not None and i not in dense):
-                    continue  # block i's MLP is of the other kind
+            for i in range(arch.depth) if "{i}" in ours else [0]:
                 name = ours.format(i=i)
-                if present is None or name in present:
+                if name in present:
                     out[name] = tuple(t.format(i=i) for t in theirs)
         return out
 
@@ -388,14 +385,24 @@ class Family:
             out.update(keys)
 
 
-def sliding(arch: Arch, window: object, key: str) -> Arch:
-    """`arch` whose every layer attends to the last `window` positions (a config's `sliding_window`
-    under `key`, None or a positive integer), as transformers computes Mistral's and Mixtral's."""
+def config_window(config: Mapping[str, Any], switch: str | None = None) -> int | None:
+    """A config's `sliding_window` (a positive integer, or null: none), where the key `switch`
+    (Qwen's `use_sliding_window`) turns it on."""
+    if switch is not None and not config.get(switch):
+        return None
+    return config_int(config, "sliding_window", None)
+
+
+def sliding(arch: Arch, window: int | None) -> Arch:
+    """`arch` whose every layer attends to the last `window` positions (None: none)."""
     if window is None:
         return arch
-    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-        raise FamilyError(f"`{key}` must be a positive integer or null, found `{window}`", key)
     return replace(arch, style=replace(arch.style, window=window, local=tuple(range(arch.depth))))
+
+
+def slides_everywhere(config: Mapping[str, Any], arch: Arch) -> Arch:
+    """A `read_extra` hook: the config's `sliding_window` on every layer (Mistral, Mixtral, Phi-3)."""
+    return sliding(arch, config_window(config))
 
 
 def fingerprint(folder: Path) -> str:

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from lagdsl.families.base import LLAMA_TENSORS, Arch, Family, FamilyError
-from lagdsl.families.values import config_float, config_int
+from lagdsl.families.base import LLAMA_TENSORS, Arch, Family, FamilyError, config_window
+from lagdsl.families.values import config_float
 from lagdsl.lang.style import Style
 
 LAYER = "model.layers.{i}"
@@ -54,7 +54,7 @@ def read_gemma(config: Mapping[str, Any], arch: Arch, pattern: int) -> Arch:
         raise FamilyError(f"`layer_types` must list `sliding_attention` or `full_attention` for each of the "
                           f"{arch.depth} layers", "layer_types")  # fmt: skip
     local = tuple(i for i, kind in enumerate(types) if kind == KINDS[0])
-    window = config_int(config, "sliding_window", None) if local else None
+    window = config_window(config) if local else None
     if local and window is None:
         raise FamilyError("`layer_types` has sliding layers and `sliding_window` is null", "sliding_window")
     style = replace(

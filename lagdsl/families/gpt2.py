@@ -83,6 +83,7 @@ FAMILY = Family(
     prepare=_inner,
     read_extra=_read,
     rewrite_extra=_rewrite,
+    # no rotary positions: a learned table, of `n_positions` rows (`_read`; 1 holds its place here)
     style=Style(norm="layer", o_bias=True, mlp_bias=True, rotary=0.0, positions=1),
     keys=KEYS,
     activations={"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"},

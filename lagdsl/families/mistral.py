@@ -3,16 +3,9 @@ computed as transformers computes it at any context."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from lagdsl.families.base import Arch, Family, sliding
-
-
-def _window(config: Mapping[str, Any], arch: Arch) -> Arch:
-    return sliding(arch, config.get("sliding_window"), "sliding_window")
-
+from lagdsl.families.base import Family, slides_everywhere
 
 FAMILY = Family(
-    name="mistral", architecture="MistralForCausalLM", model_type="mistral", read_extra=_window, moe_sibling="mixtral"
-)
+    name="mistral", architecture="MistralForCausalLM", model_type="mistral", read_extra=slides_everywhere,
+    moe_sibling="mixtral",
+)  # fmt: skip

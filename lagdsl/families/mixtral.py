@@ -6,10 +6,7 @@ lagdsl trains without it and computes what transformers computes in evaluation."
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from lagdsl.families.base import Arch, Experts, Family, sliding
+from lagdsl.families.base import Experts, Family, slides_everywhere
 
 EXPERTS = Experts(
     experts_key="num_local_experts", hidden_key="intermediate_size", prefix="block_sparse_moe",
@@ -17,15 +14,11 @@ EXPERTS = Experts(
 )  # fmt: skip
 
 
-def _window(config: Mapping[str, Any], arch: Arch) -> Arch:
-    return sliding(arch, config.get("sliding_window"), "sliding_window")
-
-
 FAMILY = Family(
     name="mixtral",
     architecture="MixtralForCausalLM",
     model_type="mixtral",
-    read_extra=_window,
+    read_extra=slides_everywhere,
     experts=EXPERTS,
     default_theta=1_000_000.0,
 )

@@ -10,10 +10,9 @@ grown by another method (`pi`, `yarn`, ...) does not export as Phi-3."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
-from lagdsl.families.base import LLAMA_TENSORS, Arch, Family, FamilyError
+from lagdsl.families.base import LLAMA_TENSORS, Arch, Family, FamilyError, slides_everywhere
 
 LAYER = "model.layers.{i}"
 TENSORS = {
@@ -39,12 +38,7 @@ def _read(config: Mapping[str, Any], arch: Arch) -> Arch:
     if arch.rope_scaling is not None and arch.rope_scaling.kind != "longrope":
         raise FamilyError(f"RoPE type `{arch.rope_scaling.kind}` is not Phi-3's: it reads `default` and `longrope`",
                           "rope_parameters")  # fmt: skip
-    window = config.get("sliding_window")
-    if window is None:
-        return arch
-    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-        raise FamilyError(f"`sliding_window` must be a positive integer or null, found `{window}`", "sliding_window")
-    return replace(arch, style=replace(arch.style, window=window, local=tuple(range(arch.depth))))
+    return slides_everywhere(config, arch)
 
 
 FAMILY = Family(

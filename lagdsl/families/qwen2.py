@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from lagdsl.families.base import Arch, Family, FamilyError
+from lagdsl.families.base import Arch, Family, FamilyError, config_window
 
 SLIDING, FULL = "sliding_attention", "full_attention"
 
@@ -18,27 +18,15 @@ def qwen_window(config: Mapping[str, Any], arch: Arch) -> Arch:
     `use_sliding_window`, the window `sliding_window` on the layers `layer_types` names sliding,
     else on those from `max_window_layers` up (transformers 4 took `max_window_layers` whatever
     `layer_types` says; configs on the Hub turn the window off)."""
-    window = _window(config)
+    window = config_window(config, "use_sliding_window")  # (transformers sets it aside without)
     return _layers(config, arch, window, lambda i, first: window is not None and i >= first)
 
 
 def qwen2_moe_window(config: Mapping[str, Any], arch: Arch) -> Arch:
     """Qwen2-MoE's sliding layers (transformers 5): where `layer_types` gives none, every other
     layer (0, 2, ...) below `max_window_layers`, with `use_sliding_window`."""
-    window = _window(config)
+    window = config_window(config, "use_sliding_window")  # (transformers sets it aside without)
     return _layers(config, arch, window, lambda i, first: window is not None and (i + 1) % 2 == 1 and i < first)
-
-
-def _window(config: Mapping[str, Any]) -> int | None:
-    """`sliding_window` where `use_sliding_window` turns it on (transformers sets it aside else)."""
-    if not config.get("use_sliding_window"):
-        return None
-    window = config.get("sliding_window")
-    if window is None:
-        return None
-    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-        raise FamilyError(f"`sliding_window` must be a positive integer or null, found `{window}`", "sliding_window")
-    return window
 
 
 def _layers(config: Mapping[str, Any], arch: Arch, window: int | None, slides: Callable[[int, int], bool]) -> Arch:

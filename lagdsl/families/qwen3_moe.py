@@ -5,7 +5,7 @@ default; the released checkpoints set it), no shared expert. A dense Qwen3 upcyc
 from collections.abc import Mapping
 from typing import Any
 
-from lagdsl.families.base import Arch, Experts, Family, sliding
+from lagdsl.families.base import Arch, Experts, Family, config_window, sliding
 
 EXPERTS = Experts(
     experts_key="num_experts", hidden_key="moe_intermediate_size", prefix="mlp",
@@ -15,7 +15,7 @@ EXPERTS = Experts(
 
 def _window(config: Mapping[str, Any], arch: Arch) -> Arch:
     """With `use_sliding_window`, every layer slides (transformers 5's Qwen3-MoE)."""
-    return sliding(arch, config.get("sliding_window") if config.get("use_sliding_window") else None, "sliding_window")
+    return sliding(arch, config_window(config, "use_sliding_window"))
 
 
 FAMILY = Family(

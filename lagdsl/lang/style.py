@@ -32,10 +32,10 @@ a checkpoint's style from its `config.json`.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from lagdsl.lang.layers import Layer
+from lagdsl.lang import layers
+from lagdsl.lang.layers import Layer
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,6 @@ class Style:
         (a copy as the layer it copies, a fresh one as the layer below it: `layers.carried`)."""
         if not self.local:
             return self
-        from lagdsl.lang import layers
-
         return replace(self, local=layers.carried(plan, self.local))
 
     def inexact_width(self, operator: str, qk_norm: bool) -> str | None:

@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,7 @@ def read_weights(folder: Path, family: Family, config: GPTConfig, targets: Mappi
     fused = is_fused(files, family)
     expected = _expected(config, family, fused)
     with _Reader(files, stored) as reader, torch.no_grad():
-        for ours, theirs in family.tensor_map(arch, fused, parameter_names(config)).items():
+        for ours, theirs in family.tensor_map(arch, parameter_names(config), fused).items():
             target = targets[ours]
             for name in theirs:
                 if reader.shape(name) != expected[name]:
@@ -144,10 +145,12 @@ def read_weights(folder: Path, family: Family, config: GPTConfig, targets: Mappi
             _check_tied_head(reader, files[HEAD], targets["embed.weight"], expected[family.tensors["embed.weight"][0]])
 
 
-def parameter_names(config: GPTConfig) -> set[str]:
-    """The names of the parameters of a model of `config` (a tied head's too)."""
+@cache
+def parameter_names(config: GPTConfig) -> frozenset[str]:
+    """The names of the parameters of a model of `config` (a tied head's too), from a model on the
+    meta device, built once per config (a read and an export ask several times)."""
     with torch.device("meta"):
-        return set(GPT(config).state_dict())
+        return frozenset(GPT(config).state_dict())
 
 
 def is_fused(files: Mapping[str, Path], family: Family) -> bool:
@@ -344,7 +347,7 @@ def family_parts(
         "shared.gate_up": [config.moe.shared] * 2 if config.moe is not None else [],
         "mlp.gate_up": [config.hidden, config.hidden],
     }
-    for ours, theirs in family.tensor_map(arch, fused, parameter_names(config)).items():
+    for ours, theirs in family.tensor_map(arch, parameter_names(config), fused).items():
         if ours not in state:
             raise HubError(f"the saved model has no tensor `{ours}`: not a model of this version")
         tensor = state[ours]
